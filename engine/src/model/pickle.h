@@ -1,0 +1,53 @@
+/*
+ * model/pickle.h - a safe subset of the Python pickle virtual machine (protocols 2-5).
+ *
+ * It builds a tree of plain values (None, bool, int, float, str, bytes, list, tuple, dict) and
+ * three opaque kinds used by torch checkpoints: persistent ids (BINPERSID), tensors rebuilt by
+ * torch._utils._rebuild_tensor_v2 (and _rebuild_parameter), and storage type markers. Nothing
+ * is ever executed. GLOBAL/STACK_GLOBAL are accepted only for an allow-list:
+ *   collections.OrderedDict, torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter,
+ *   torch.{Float,Half,BFloat16,Double,Long,Int,Short,Char,Byte,Bool}Storage
+ *   (and torch.cuda.* of the same), torch.{float32,float16,...} dtypes.
+ * Any other global is an error naming it ("pickle: global 'posix.system' is not allowed").
+ * Memo indices, stack depth, container sizes and total allocation are bounded.
+ */
+#ifndef JB_MODEL_PICKLE_H
+#define JB_MODEL_PICKLE_H
+
+#include "core/common.h"
+
+enum jb_pyval_type {
+    JB_PY_NONE,
+    JB_PY_BOOL,
+    JB_PY_INT,
+    JB_PY_FLOAT,
+    JB_PY_STR,
+    JB_PY_BYTES,
+    JB_PY_LIST,
+    JB_PY_TUPLE,
+    JB_PY_DICT,   /* dict or OrderedDict; insertion order kept */
+    JB_PY_GLOBAL, /* an allowed global (a storage class, a dtype, or a rebuild function) */
+    JB_PY_PERSID, /* persistent id: its payload is item 0 */
+    JB_PY_TENSOR, /* a rebuilt tensor: items = storage (persid), offset, size, stride */
+};
+
+struct jb_pyval;
+
+enum jb_pyval_type     jb_pyval_type(const struct jb_pyval *v);
+int64_t                jb_pyval_int(const struct jb_pyval *v);    /* INT or BOOL */
+double                 jb_pyval_float(const struct jb_pyval *v);  /* FLOAT or INT */
+const char            *jb_pyval_str(const struct jb_pyval *v);    /* STR, BYTES or GLOBAL "mod.name" */
+size_t                 jb_pyval_len(const struct jb_pyval *v);    /* LIST/TUPLE/DICT/TENSOR/PERSID items, STR/BYTES bytes */
+const struct jb_pyval *jb_pyval_item(const struct jb_pyval *v, size_t i);
+const struct jb_pyval *jb_pyval_dict_key(const struct jb_pyval *v, size_t i);
+const struct jb_pyval *jb_pyval_dict_get(const struct jb_pyval *v, const char *key);
+
+struct jb_pickle; /* owns every value it produced */
+
+/* Runs the pickle in data[0..size) up to STOP. On success *consumed is the number of bytes
+ * read and the result is jb_pickle_result(). NULL on error (jb_fail). */
+struct jb_pickle      *jb_pickle_load(const uint8_t *data, size_t size, size_t *consumed);
+const struct jb_pyval *jb_pickle_result(const struct jb_pickle *p);
+void                   jb_pickle_free(struct jb_pickle *p);
+
+#endif
