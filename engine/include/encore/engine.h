@@ -207,6 +207,209 @@ void           jb_audio_free(struct jb_audio *audio);
 enum jb_status jb_codes_read(const char *path, int32_t **codes, int64_t *n_codes);
 enum jb_status jb_codes_write(const char *path, const int32_t *codes, int64_t n_codes);
 
+/* ---------------------------------------------------------------------------------------- */
+/* sessions, jobs and takes: the windowed sampling pipeline (jukebox-spec §6)                 */
+/*
+ * A jb_session holds the four models of one Jukebox variant. A job (jb_job_run) turns a riff,
+ * nothing, or an earlier take into a new jb_take: the codes of every level for 1..64 candidates,
+ * plus the labels and settings used. Audio streams out while the job runs, coarse first: the top
+ * level as a preview within seconds, replaced level by level by upsampled audio.
+ *
+ * Threads and ownership:
+ *   - A session is used by one job at a time (jb_job_run and jb_take_decode share its model work
+ *     memory). Run jobs on one worker thread per session; the jb_session_* queries are read-only
+ *     and may be called from any thread while no job is loading or freeing the session.
+ *   - Every callback of a job runs on the thread that called jb_job_run, between tokens or
+ *     decoded chunks. Pointers handed to a callback are valid only during that call: copy what
+ *     you keep. should_stop may be flipped from any thread (read it with an atomic); the job then
+ *     returns JB_STATUS_ERR_CANCELLED within one token step and frees everything it allocated.
+ *   - A jb_take is a plain value: owned by whoever received it, freed with jb_take_free, never
+ *     modified by a job (continue/upsample produce a new take), safe to read from several
+ *     threads and to move between threads.
+ *   - The job borrows params (riff, strings, take) for the duration of jb_job_run only.
+ */
+
+#define JB_JOB_MAX_LEVELS     3  /* levels of the VQ-VAE and of a take            */
+#define JB_JOB_MAX_CANDIDATES 64 /* candidates of one job                         */
+
+struct jb_session;
+struct jb_take;
+
+/* Loads dir/vqvae.gguf, dir/upsampler_level_0.gguf, dir/upsampler_level_1.gguf and
+ * dir/prior_level_2.gguf on `backend` (borrowed: free it after the session) and checks that they
+ * belong together (levels, hops, codebook size, conditioner ratios). NULL + jb_last_error(). */
+struct jb_session *jb_session_load(const char *dir, struct jb_backend *backend);
+void               jb_session_free(struct jb_session *session); /* NULL is a no-op */
+
+struct jb_session_info {
+    int         n_levels;                      /* 3                                       */
+    int         hop[JB_JOB_MAX_LEVELS];        /* samples per code: 8, 32, 128            */
+    int         n_ctx[JB_JOB_MAX_LEVELS];      /* music tokens per sampling window        */
+    int         bins;                          /* codebook size (2048)                    */
+    const char *top_kind;   /* "prior_5b", "prior_5b_lyrics" or "prior_1b_lyrics" (static) */
+    bool        lyrics;     /* the top prior is conditioned on lyrics                      */
+    double      min_duration, max_duration; /* song lengths (s) the top prior accepts     */
+    double      min_seconds; /* shortest riff + new audio a job may produce: one full level-1
+                                window of upper codes (5.94 s for the released models)     */
+    bool        untrained;  /* any model file is marked untrained (random weights)          */
+};
+void jb_session_get_info(const struct jb_session *session, struct jb_session_info *info);
+
+/* Checks an artist and a genre against every prior's own table, exactly as a job would: an
+ * unknown name is JB_STATUS_ERR_LABEL whose message lists close matches. Either may be NULL. */
+enum jb_status jb_session_check_labels(const struct jb_session *session, const char *artist,
+                                       const char *genre);
+/* The top prior's artist (genre == false) or genre table, in file order, for menus. The name is
+ * owned by the session. jb_session_label_name returns NULL for i out of range. */
+int64_t     jb_session_label_count(const struct jb_session *session, bool genre);
+const char *jb_session_label_name(const struct jb_session *session, bool genre, int64_t i);
+
+enum jb_job_mode {
+    JB_JOB_PRIMED    = 0, /* continue a riff: its codes are kept verbatim at every level     */
+    JB_JOB_ANCESTRAL = 1, /* from nothing                                                    */
+    JB_JOB_CONTINUE  = 2, /* extend a take by `seconds` (all levels down to finest_level)    */
+    JB_JOB_UPSAMPLE  = 3, /* sample the levels below the top from a take's top-level codes   */
+};
+
+struct jb_job_params {
+    enum jb_job_mode mode;
+
+    /* PRIMED: mono float audio at JB_SAMPLE_RATE (jb_audio_read resamples files). It is cut to
+     * a multiple of the top-level hop (128 samples); that length D is the take's riff_samples. */
+    const float *riff;
+    int64_t      riff_samples;
+
+    /* CONTINUE / UPSAMPLE: the take to extend and which of its candidates (-1: every candidate,
+     * each extended once; i >= 0: candidate i, forked into n_candidates new candidates). */
+    const struct jb_take *take;
+    int                   take_candidate;
+
+    double seconds;       /* audio to add (> 0; PRIMED, ANCESTRAL, CONTINUE)                    */
+    double total_seconds; /* song length told to the labels; 0: 180 s, or the length produced
+                             if that is longer; CONTINUE/UPSAMPLE: 0 keeps the take's         */
+
+    /* Labels, UTF-8. NULL: "unknown" (PRIMED, ANCESTRAL) or the take's (CONTINUE, UPSAMPLE).
+     * Names are resolved strictly in every prior's table: an unknown artist or genre fails the
+     * job with JB_STATUS_ERR_LABEL listing close matches, never falls back to id 0. lyrics must
+     * be NULL or empty unless the top prior takes lyrics (JB_STATUS_ERR_INVALID_ARG: the model
+     * would silently ignore them). */
+    const char *artist, *genre, *lyrics;
+
+    float    temp[JB_JOB_MAX_LEVELS]; /* per level, > 0 (default 0.99, as the reference)       */
+    int      top_k;                   /* 0: off (default)                                        */
+    float    top_p;                   /* 0: off (default); exclusive with top_k                  */
+    uint64_t seed;                    /* same seed + same params + same session -> same take     */
+
+    int n_candidates; /* 1..JB_JOB_MAX_CANDIDATES (default 1); ignored with take_candidate -1    */
+    int finest_level; /* lowest level rendered: top level = preview only, 0 = full quality (0)   */
+
+    float hop_fraction[JB_JOB_MAX_LEVELS]; /* window hop / n_ctx per level (0.5, 0.5, 0.125)    */
+    int   chunk_size[JB_JOB_MAX_LEVELS];   /* priming chunk (32; top level 16 for 5b models)     */
+    int   max_batch[JB_JOB_MAX_LEVELS];    /* candidates per batch (16; top level 3 for 5b)      */
+};
+
+/* Defaults: PRIMED, total_seconds 0, temps 0.99, no top-k/p, seed 0, 1 candidate, finest level
+ * 0, hop fractions (0.5, 0.5, 0.125); chunk_size and max_batch 0 = the per-model defaults. */
+void jb_job_params_init(struct jb_job_params *params);
+
+/* What a job will do, computed without running it (every check jb_job_run makes). */
+struct jb_job_plan {
+    int64_t sample_length;                     /* samples covered when done                */
+    int64_t riff_samples;                      /* prompt kept at the start                 */
+    int64_t total_length;                      /* song length in the labels (samples)     */
+    int     n_candidates;
+    int     top_level, finest_level;           /* levels sampled: top_level..finest_level */
+    int64_t n_tokens[JB_JOB_MAX_LEVELS];       /* codes per candidate at the end           */
+    int64_t n_new[JB_JOB_MAX_LEVELS];          /* of which sampled by this job (0 if skipped) */
+    int64_t n_windows[JB_JOB_MAX_LEVELS];      /* sampling windows per level               */
+};
+enum jb_status jb_job_plan(const struct jb_session *session, const struct jb_job_params *params,
+                           struct jb_job_plan *plan);
+
+struct jb_job_progress {
+    int     level;             /* level being sampled                                          */
+    int     window, n_windows; /* current window (0-based) and windows of this level         */
+    int64_t done, total;       /* tokens of this level, all candidates; starts at 0, never goes
+                                  back, ends with done == total                              */
+    double  elapsed;           /* seconds since this level began                               */
+    double  tokens_per_s;      /* done / elapsed                                               */
+    double  eta;               /* seconds left for this level (-1 until known)                 */
+};
+
+enum jb_audio_role {
+    JB_AUDIO_PREVIEW = 0, /* a level coarser than finest_level: a finer level will replace it */
+    JB_AUDIO_FINAL   = 1, /* finest_level: the job's output                                    */
+};
+
+/* A piece of decoded audio. For every sampled level L and candidate, the pieces arrive in order,
+ * without gaps or overlaps, and cover exactly the samples whose level-L codes this job
+ * generated: [known_L * hop_L, n_tokens_L * hop_L), where known_L is what the riff or take
+ * already held (PRIMED: [D, sample_length)). A piece is emitted as soon as its codes and those
+ * its decoder reads (the VQ-VAE's receptive-field margin) are sampled, so it never changes
+ * afterwards; the level's last piece comes when the level finishes. A finer level's piece
+ * replaces the coarser level's audio for the same samples. Samples are mono float at
+ * JB_SAMPLE_RATE, unclamped (nominally [-1, 1]); index 0 is the start of the take/riff. */
+struct jb_job_audio {
+    int                candidate;
+    int                level;
+    enum jb_audio_role role;
+    int64_t            first_sample;
+    int64_t            n_samples;
+    const float       *samples; /* valid during the call only */
+};
+
+struct jb_job_callbacks {
+    /* (optional) per-level progress, at most ~20 times per second plus each level's start/end */
+    void (*on_progress)(const struct jb_job_progress *p, void *user);
+    /* (optional) decoded audio as it becomes final */
+    void (*on_audio)(const struct jb_job_audio *a, void *user);
+    /* (optional) polled before every token and between chunks: true -> ERR_CANCELLED */
+    bool (*should_stop)(void *user);
+    void *user;
+};
+
+/* Runs a job to completion. On success *out receives a new take (free with jb_take_free); on
+ * failure or cancellation *out is NULL, the status says why, jb_last_error() has the message,
+ * and nothing is left allocated. cb may be NULL. */
+enum jb_status jb_job_run(struct jb_session *session, const struct jb_job_params *params,
+                          const struct jb_job_callbacks *cb, struct jb_take **out);
+
+/* ---- takes ---- */
+
+struct jb_take_info {
+    enum jb_job_mode mode;       /* mode of the job that produced the take                    */
+    int              n_levels;
+    int              n_candidates;
+    int              hop[JB_JOB_MAX_LEVELS];
+    int64_t          n_tokens[JB_JOB_MAX_LEVELS]; /* codes per candidate per level             */
+    int64_t          sample_length; /* samples covered by the top level                        */
+    int64_t          riff_samples;  /* prompt at the start (0: ancestral)                      */
+    int64_t          total_length;  /* song length in the labels (samples)                     */
+    int              finest_level;  /* lowest level whose codes cover sample_length            */
+    uint64_t         seed;
+    float            temp[JB_JOB_MAX_LEVELS];
+    int              top_k;
+    float            top_p;
+    const char      *artist, *genre, *lyrics; /* owned by the take                              */
+};
+
+void jb_take_free(struct jb_take *take); /* NULL is a no-op */
+void jb_take_get_info(const struct jb_take *take, struct jb_take_info *info);
+/* Level-`level` codes of one candidate (n_tokens[level] values), owned by the take; NULL if out
+ * of range. */
+const int32_t *jb_take_codes(const struct jb_take *take, int level, int candidate);
+
+/* A take file is GGUF: int32 tensors "codes.level{L}" [n_candidates, n_tokens] and "encore.take.*"
+ * metadata (labels, settings, seed). Loading validates everything (hostile-file rules); a
+ * truncated or inconsistent file is JB_STATUS_ERR_FORMAT. Saving writes path.tmp and renames. */
+enum jb_status jb_take_save(const struct jb_take *take, const char *path);
+enum jb_status jb_take_load(const char *path, struct jb_take **out);
+
+/* Decodes one candidate's level-`level` codes to out[n_tokens[level] * hop[level]] samples
+ * (unclamped), in chunks with receptive-field margins (bounded memory). cb may be NULL. */
+enum jb_status jb_take_decode(struct jb_session *session, const struct jb_take *take,
+                              int candidate, int level, float *out, const struct jb_callbacks *cb);
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,6 +53,10 @@ void            jb_gguf_close(struct jb_gguf *g);
 
 uint32_t jb_gguf_version(const struct jb_gguf *g);
 size_t   jb_gguf_alignment(const struct jb_gguf *g);
+/* Byte offset of the data section in the file (tensor offsets are relative to it). */
+size_t   jb_gguf_data_offset(const struct jb_gguf *g);
+/* "u8", "string", "array", ... ("?" if out of range) */
+const char *jb_gguf_type_name(enum jb_gguf_type type);
 
 /* key/value access; -1 when absent */
 int64_t           jb_gguf_n_kv(const struct jb_gguf *g);
@@ -74,11 +78,15 @@ const char *jb_gguf_get_str(const struct jb_gguf *g, const char *key);
 bool        jb_gguf_get_arr_int(const struct jb_gguf *g, const char *key, uint64_t i, int64_t *out);
 bool        jb_gguf_get_arr_float(const struct jb_gguf *g, const char *key, uint64_t i, double *out);
 const char *jb_gguf_get_arr_str(const struct jb_gguf *g, const char *key, uint64_t i);
+bool        jb_gguf_get_arr_bool(const struct jb_gguf *g, const char *key, uint64_t i, bool *out);
 
 /* tensors */
 int64_t                 jb_gguf_n_tensors(const struct jb_gguf *g);
 const struct jb_tensor *jb_gguf_tensor(const struct jb_gguf *g, int64_t i);
 const struct jb_tensor *jb_gguf_find_tensor(const struct jb_gguf *g, const char *name);
+/* Offset of tensor i's data relative to the data section (0 if i is out of range). Tensor
+ * data pointers point into the read-only mapping: never write through them. */
+uint64_t jb_gguf_tensor_offset(const struct jb_gguf *g, int64_t i);
 
 /* --------------------------------------------------------------------------------------- */
 /* writer: set metadata, declare tensors, then stream their data in declaration order.      */
@@ -88,6 +96,17 @@ struct jb_gguf_writer;
 struct jb_gguf_writer *jb_gguf_writer_init(void);
 void                   jb_gguf_writer_free(struct jb_gguf_writer *w);
 
+/* Setting a key again replaces its value (keeping its position). general.alignment is preset
+ * to 32; it may be overridden (a power of two <= 65536, written as u32 whichever integer
+ * setter was used). An invalid argument
+ * (bad key, NULL string, over a limit) poisons the writer: begin() then fails with the first
+ * error's message. */
+void jb_gguf_writer_set_u8(struct jb_gguf_writer *w, const char *key, uint8_t v);
+void jb_gguf_writer_set_i8(struct jb_gguf_writer *w, const char *key, int8_t v);
+void jb_gguf_writer_set_u16(struct jb_gguf_writer *w, const char *key, uint16_t v);
+void jb_gguf_writer_set_i16(struct jb_gguf_writer *w, const char *key, int16_t v);
+void jb_gguf_writer_set_u64(struct jb_gguf_writer *w, const char *key, uint64_t v);
+void jb_gguf_writer_set_i64(struct jb_gguf_writer *w, const char *key, int64_t v);
 void jb_gguf_writer_set_u32(struct jb_gguf_writer *w, const char *key, uint32_t v);
 void jb_gguf_writer_set_i32(struct jb_gguf_writer *w, const char *key, int32_t v);
 void jb_gguf_writer_set_f32(struct jb_gguf_writer *w, const char *key, float v);
@@ -100,15 +119,19 @@ void jb_gguf_writer_set_arr_f32(struct jb_gguf_writer *w, const char *key, const
                                 size_t n);
 void jb_gguf_writer_set_arr_str(struct jb_gguf_writer *w, const char *key,
                                 const char *const *v, size_t n);
+/* Array of any number or bool type (bools as uint8_t 0/1); v holds n elements of that type. */
+void jb_gguf_writer_set_arr(struct jb_gguf_writer *w, const char *key, enum jb_gguf_type type,
+                            const void *v, size_t n);
 
 /* Declares a tensor (shape outermost-first). Returns its index, or -1 (jb_fail) on a duplicate
- * name or bad arguments. */
+ * name or bad arguments (which also poisons the writer). n_dims 0 is a scalar. */
 int64_t jb_gguf_writer_add_tensor(struct jb_gguf_writer *w, const char *name, enum jb_dtype type,
                                   int n_dims, const int64_t *shape);
 
 /* Writes header, metadata and tensor infos to path (to path.tmp, renamed in finish). */
 enum jb_status jb_gguf_writer_begin(struct jb_gguf_writer *w, const char *path);
-/* Writes the data of the next declared tensor; nbytes must equal its size. */
+/* Writes the data of the next declared tensor; nbytes must equal its size. Any error from
+ * begin() on (misuse: ERR_INVALID_ARG, I/O: ERR_IO) removes the temporary file. */
 enum jb_status jb_gguf_writer_write_tensor(struct jb_gguf_writer *w, const void *data,
                                            size_t nbytes);
 /* Checks that every tensor was written, flushes, fsyncs and renames into place. */

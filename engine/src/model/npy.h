@@ -21,8 +21,11 @@ struct jb_npy {
 };
 
 enum jb_status jb_npy_read(const char *path, struct jb_npy *out);
+/* Parses a whole .npy file held in memory (the data is copied). For tests and fuzzing. */
+enum jb_status jb_npy_read_memory(const void *buf, size_t size, struct jb_npy *out);
 void           jb_npy_free(struct jb_npy *a);
-/* Element accessors with conversion (index < n). */
+/* Element accessors with conversion (index < n). get_i truncates floats toward zero,
+ * saturating, NaN -> 0. */
 double  jb_npy_get_f(const struct jb_npy *a, int64_t i);
 int64_t jb_npy_get_i(const struct jb_npy *a, int64_t i);
 /* Newly malloc'd converted copies (NULL on OOM). */

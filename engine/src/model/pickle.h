@@ -7,9 +7,14 @@
  * is ever executed. GLOBAL/STACK_GLOBAL are accepted only for an allow-list:
  *   collections.OrderedDict, torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter,
  *   torch.{Float,Half,BFloat16,Double,Long,Int,Short,Char,Byte,Bool}Storage
- *   (and torch.cuda.* of the same), torch.{float32,float16,...} dtypes.
+ *   (and torch.cuda.* of the same), torch.UntypedStorage, torch.{float32,float16,...} dtypes,
+ *   and jukebox.hparams.Hyperparams, which is built as a plain dict.
  * Any other global is an error naming it ("pickle: global 'posix.system' is not allowed").
  * Memo indices, stack depth, container sizes and total allocation are bounded.
+ *
+ * The memo can share values, so the value graph may be a DAG or cyclic: walk it with a budget.
+ * Dicts keep duplicate keys in insertion order (a real pickle has none); dict_get returns the
+ * last. Integers that do not fit int64 (the legacy checkpoint magic) are JB_PY_LONG.
  */
 #ifndef JB_MODEL_PICKLE_H
 #define JB_MODEL_PICKLE_H
@@ -29,6 +34,7 @@ enum jb_pyval_type {
     JB_PY_GLOBAL, /* an allowed global (a storage class, a dtype, or a rebuild function) */
     JB_PY_PERSID, /* persistent id: its payload is item 0 */
     JB_PY_TENSOR, /* a rebuilt tensor: items = storage (persid), offset, size, stride */
+    JB_PY_LONG,   /* an integer beyond int64: jb_pyval_bytes = little-endian two's complement */
 };
 
 struct jb_pyval;
@@ -41,12 +47,18 @@ size_t                 jb_pyval_len(const struct jb_pyval *v);    /* LIST/TUPLE/
 const struct jb_pyval *jb_pyval_item(const struct jb_pyval *v, size_t i);
 const struct jb_pyval *jb_pyval_dict_key(const struct jb_pyval *v, size_t i);
 const struct jb_pyval *jb_pyval_dict_get(const struct jb_pyval *v, const char *key);
+const uint8_t         *jb_pyval_bytes(const struct jb_pyval *v);  /* STR, BYTES or LONG payload */
+const char            *jb_pyval_type_name(enum jb_pyval_type type); /* "dict", "tensor", ... */
 
 struct jb_pickle; /* owns every value it produced */
 
 /* Runs the pickle in data[0..size) up to STOP. On success *consumed is the number of bytes
  * read and the result is jb_pickle_result(). NULL on error (jb_fail). */
 struct jb_pickle      *jb_pickle_load(const uint8_t *data, size_t size, size_t *consumed);
+/* The same, with messages prefixed by "<context>: " and offsets reported as base_offset + the
+ * offset in data (for a pickle embedded in a file). */
+struct jb_pickle      *jb_pickle_load_ctx(const uint8_t *data, size_t size, size_t *consumed,
+                                          const char *context, size_t base_offset);
 const struct jb_pyval *jb_pickle_result(const struct jb_pickle *p);
 void                   jb_pickle_free(struct jb_pickle *p);
 

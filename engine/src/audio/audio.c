@@ -1,0 +1,184 @@
+/*
+ * audio/audio.c - audio files in and out (libsndfile), downmix to mono, resampling (libsoxr),
+ * and codes files (.npy).
+ *
+ * Reading mirrors what the reference feeds the VQ-VAE (jukebox-spec §3.1): float samples in
+ * [-1, 1] (integer PCM divided by 2^(bits-1), which is libsndfile's float conversion), channels
+ * averaged, resampled to 44.1 kHz if needed. Resampler parity with librosa/resampy is out of
+ * scope; 44.1 kHz input is passed through untouched.
+ */
+#include "core/common.h"
+#include "model/npy.h"
+
+#include <math.h>
+#include <sndfile.h>
+#include <soxr.h>
+#include <string.h>
+
+#define MAX_CHANNELS 64
+#define MAX_RATE     768000
+
+enum jb_status jb_audio_read(const char *path, int target_rate, double max_seconds,
+                             struct jb_audio *out)
+{
+    memset(out, 0, sizeof *out);
+    if (target_rate <= 0 || target_rate > MAX_RATE)
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: bad target sample rate %d", target_rate);
+    SF_INFO  info = {0};
+    SNDFILE *sf   = sf_open(path, SFM_READ, &info);
+    if (!sf) return jb_fail(JB_STATUS_ERR_IO, "audio: cannot read '%s': %s", path, sf_strerror(NULL));
+
+    enum jb_status st = JB_STATUS_OK;
+    float         *frame_buf = NULL;
+    if (info.channels < 1 || info.channels > MAX_CHANNELS || info.samplerate < 1000 ||
+        info.samplerate > MAX_RATE) {
+        st = jb_fail(JB_STATUS_ERR_FORMAT, "audio: '%s' has %d channels at %d Hz (unsupported)",
+                     path, info.channels, info.samplerate);
+        goto done;
+    }
+    if (info.frames <= 0) {
+        st = jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: '%s' is empty", path);
+        goto done;
+    }
+    if (max_seconds > 0 && (double)info.frames / info.samplerate > max_seconds) {
+        st = jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: '%s' is %.1f s long, the limit is %.1f s",
+                     path, (double)info.frames / info.samplerate, max_seconds);
+        goto done;
+    }
+    if ((uint64_t)info.frames > ((uint64_t)1 << 34)) {
+        st = jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: '%s' is too long", path);
+        goto done;
+    }
+    out->samples = jb_malloc((size_t)info.frames * sizeof(float));
+    frame_buf    = jb_malloc((size_t)4096 * (size_t)info.channels * sizeof(float));
+    if (!out->samples || !frame_buf) {
+        st = JB_STATUS_ERR_NOMEM;
+        goto done;
+    }
+    int64_t n = 0;
+    while (n < info.frames) {
+        sf_count_t got = sf_readf_float(sf, frame_buf, 4096);
+        if (got <= 0) break;
+        for (sf_count_t i = 0; i < got && n < info.frames; i++, n++) {
+            float acc = 0;
+            for (int c = 0; c < info.channels; c++) acc += frame_buf[i * info.channels + c];
+            out->samples[n] = acc / (float)info.channels;
+        }
+    }
+    if (n == 0) {
+        st = jb_fail(JB_STATUS_ERR_FORMAT, "audio: no samples could be decoded from '%s'", path);
+        goto done;
+    }
+    out->n_samples   = n;
+    out->sample_rate = info.samplerate;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(out->samples[i])) {
+            st = jb_fail(JB_STATUS_ERR_FORMAT, "audio: '%s' contains non-finite samples", path);
+            goto done;
+        }
+    }
+    st = jb_audio_resample(out, target_rate);
+
+done:
+    free(frame_buf);
+    sf_close(sf);
+    if (st) jb_audio_free(out);
+    return st;
+}
+
+enum jb_status jb_audio_resample(struct jb_audio *a, int target_rate)
+{
+    if (a->sample_rate == target_rate) return JB_STATUS_OK;
+    if (target_rate <= 0 || target_rate > MAX_RATE || a->sample_rate <= 0)
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: cannot resample %d Hz to %d Hz",
+                       a->sample_rate, target_rate);
+    double  ratio = (double)target_rate / a->sample_rate;
+    int64_t n_out = (int64_t)ceil((double)a->n_samples * ratio);
+    float  *dst   = jb_malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof(float));
+    if (!dst) return JB_STATUS_ERR_NOMEM;
+    size_t          done_out = 0;
+    soxr_quality_spec_t q    = soxr_quality_spec(SOXR_VHQ, 0);
+    soxr_io_spec_t      io   = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+    soxr_error_t        err  = soxr_oneshot(a->sample_rate, target_rate, 1, a->samples,
+                                            (size_t)a->n_samples, NULL, dst, (size_t)n_out,
+                                            &done_out, &io, &q, NULL);
+    if (err) {
+        free(dst);
+        return jb_fail(JB_STATUS_ERR_FORMAT, "audio: resampling failed: %s", err);
+    }
+    free(a->samples);
+    a->samples     = dst;
+    a->n_samples   = (int64_t)done_out;
+    a->sample_rate = target_rate;
+    return JB_STATUS_OK;
+}
+
+enum jb_status jb_audio_write(const char *path, const float *samples, int64_t n_samples,
+                              int sample_rate)
+{
+    if (n_samples < 0 || sample_rate <= 0 || sample_rate > MAX_RATE)
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: bad arguments writing '%s'", path);
+    const char *ext  = strrchr(path, '.');
+    SF_INFO     info = {.samplerate = sample_rate, .channels = 1};
+    info.format      = (ext && strcasecmp(ext, ".flac") == 0) ? (SF_FORMAT_FLAC | SF_FORMAT_PCM_16)
+                                                              : (SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    SNDFILE *sf = sf_open(path, SFM_WRITE, &info);
+    if (!sf) return jb_fail(JB_STATUS_ERR_IO, "audio: cannot write '%s': %s", path, sf_strerror(NULL));
+    /* Clamp like the reference's save_wav; libsndfile then scales float by 32767. */
+    sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+    float   buf[4096];
+    int64_t done = 0;
+    while (done < n_samples) {
+        int64_t n = n_samples - done < 4096 ? n_samples - done : 4096;
+        for (int64_t i = 0; i < n; i++) {
+            float v = samples[done + i];
+            buf[i]  = v > 1.0f ? 1.0f : v < -1.0f ? -1.0f : (isfinite(v) ? v : 0.0f);
+        }
+        if (sf_writef_float(sf, buf, n) != n) {
+            sf_close(sf);
+            return jb_fail(JB_STATUS_ERR_IO, "audio: short write to '%s'", path);
+        }
+        done += n;
+    }
+    if (sf_close(sf) != 0) return jb_fail(JB_STATUS_ERR_IO, "audio: cannot finish '%s'", path);
+    return JB_STATUS_OK;
+}
+
+void jb_audio_free(struct jb_audio *a)
+{
+    if (!a) return;
+    free(a->samples);
+    a->samples   = NULL;
+    a->n_samples = 0;
+}
+
+enum jb_status jb_codes_read(const char *path, int32_t **codes, int64_t *n_codes)
+{
+    struct jb_npy a;
+    *codes         = NULL;
+    *n_codes       = 0;
+    enum jb_status st = jb_npy_read(path, &a);
+    if (st) return st;
+    if (a.type != JB_NPY_I32 && a.type != JB_NPY_I64) {
+        jb_npy_free(&a);
+        return jb_fail(JB_STATUS_ERR_FORMAT, "codes: '%s' must hold int32 or int64 values", path);
+    }
+    if (!(a.n_dims == 1 || (a.n_dims == 2 && a.shape[0] == 1))) {
+        jb_npy_free(&a);
+        return jb_fail(JB_STATUS_ERR_FORMAT, "codes: '%s' must have shape (n,) or (1, n)", path);
+    }
+    *codes = jb_npy_to_i32(&a);
+    if (!*codes) {
+        jb_npy_free(&a);
+        return JB_STATUS_ERR_FORMAT;
+    }
+    *n_codes = a.n;
+    jb_npy_free(&a);
+    return JB_STATUS_OK;
+}
+
+enum jb_status jb_codes_write(const char *path, const int32_t *codes, int64_t n_codes)
+{
+    int64_t shape[1] = {n_codes};
+    return jb_npy_write(path, JB_NPY_I32, 1, shape, codes);
+}

@@ -1,0 +1,173 @@
+/*
+ * backend/cpu/cpu.c - the CPU backend: host buffers, thread set-up, ISA detection and the
+ * per-thread arena the kernels use instead of allocating.
+ */
+#include "backend/cpu/cpu.h"
+
+#include <cblas.h>
+#if JB_CPU_X86
+#include <cpuid.h>
+#endif
+#include <omp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static atomic_int g_default_threads = 1;
+
+int jb_cpu_default_threads(void)
+{
+    return atomic_load_explicit(&g_default_threads, memory_order_relaxed);
+}
+
+int jb_cpu_team(int n_threads, double work)
+{
+    if (n_threads <= 1 || omp_in_parallel() || work < 32768.0) return 1;
+    /* at least ~16k units per thread */
+    double max_useful = work / 16384.0;
+    return max_useful < (double)n_threads ? (int)max_useful : n_threads;
+}
+
+float *jb_cpu_arena(const struct jb_cpu *cpu)
+{
+    /* Our regions are the outermost ones unless a caller runs us inside its own; then we run
+     * serially (team of 1) and the caller's thread number picks the slot. */
+    int slot = omp_get_level() > 0 ? omp_get_ancestor_thread_num(1) : 0;
+    JB_ASSERT(slot >= 0 && slot < cpu->n_threads);
+    return cpu->arena + (size_t)slot * JB_CPU_ARENA_FLOATS;
+}
+
+const char *jb_cpu_isa_name(enum jb_cpu_isa isa)
+{
+    switch (isa) {
+    case JB_CPU_ISA_PORTABLE: return "portable";
+    case JB_CPU_ISA_AVX2: return "avx2";
+    case JB_CPU_ISA_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+static enum jb_cpu_isa detect_isa(void)
+{
+#if JB_CPU_X86
+    __builtin_cpu_init();
+    /* clang has no "f16c" for __builtin_cpu_supports: CPUID.1:ECX bit 29 (the OS side is
+     * covered by the avx2 check, which tests that YMM state is enabled) */
+    unsigned a, b, c = 0, d;
+    bool     f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    bool     avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512vl");
+    return avx512 ? JB_CPU_ISA_AVX512 : avx2 ? JB_CPU_ISA_AVX2 : JB_CPU_ISA_PORTABLE;
+#else
+    return JB_CPU_ISA_PORTABLE;
+#endif
+}
+
+/* --- vtable ---------------------------------------------------------------------------------- */
+
+static void cpu_free(void *ctx)
+{
+    struct jb_cpu *cpu = ctx;
+    if (!cpu) return;
+    free(cpu->arena);
+    free(cpu);
+}
+
+static bool cpu_supports_op(void *ctx, enum jb_op op)
+{
+    (void)ctx;
+    return op != JB_OP_ATTENTION; /* attention is composed from the other ops on the CPU */
+}
+
+static void *cpu_buffer_alloc(void *ctx, size_t nbytes)
+{
+    (void)ctx;
+    return jb_aligned_alloc(nbytes);
+}
+
+static void cpu_buffer_free(void *ctx, void *buf)
+{
+    (void)ctx;
+    free(buf);
+}
+
+static void cpu_copy(void *ctx, void *dst, const void *src, size_t n)
+{
+    (void)ctx;
+    if (n) memcpy(dst, src, n);
+}
+
+static const struct jb_backend_i cpu_iface = {
+    .name         = "cpu",
+    .host_memory  = true,
+    .free         = cpu_free,
+    .supports_op  = cpu_supports_op,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_free  = cpu_buffer_free,
+    .set_tensor   = cpu_copy,
+    .get_tensor   = cpu_copy,
+    .synchronize  = NULL,
+};
+
+struct jb_cpu *jb_cpu_of(struct jb_backend *be)
+{
+    JB_ASSERT(be && be->iface == &cpu_iface); /* device fallbacks will be wired here */
+    return be->ctx;
+}
+
+enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa)
+{
+    struct jb_cpu *cpu = jb_cpu_of(be);
+    cpu->isa           = isa < cpu->isa_max ? isa : cpu->isa_max;
+    return cpu->isa;
+}
+
+struct jb_backend *jb_backend_cpu_init(int n_threads)
+{
+    if (n_threads <= 0) {
+        long n    = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
+    }
+    struct jb_backend *be  = jb_calloc(1, sizeof *be);
+    struct jb_cpu     *cpu = jb_calloc(1, sizeof *cpu);
+    size_t             arena_bytes;
+    if (!be || !cpu) goto fail;
+    if (!jb_mul_size((size_t)n_threads, JB_CPU_ARENA_FLOATS * sizeof(float), &arena_bytes)) {
+        jb_fail(JB_STATUS_ERR_NOMEM, "%s: arena for %d threads overflows", __func__, n_threads);
+        goto fail;
+    }
+    cpu->arena = jb_aligned_alloc(arena_bytes);
+    if (!cpu->arena) goto fail;
+    memset(cpu->arena, 0, arena_bytes); /* fault the pages in now, not in the first kernel */
+
+    cpu->n_threads = n_threads;
+    cpu->isa_max   = detect_isa();
+    cpu->isa       = cpu->isa_max;
+    const char *cap = getenv("ENCORE_CPU_ISA");
+    if (cap) {
+        for (int i = JB_CPU_ISA_PORTABLE; i <= JB_CPU_ISA_AVX512; i++)
+            if (strcmp(cap, jb_cpu_isa_name((enum jb_cpu_isa)i)) == 0 && i < (int)cpu->isa)
+                cpu->isa = (enum jb_cpu_isa)i;
+    }
+
+    /* One pool: OpenMP does the parallel work, OpenBLAS runs single-threaded inside it. */
+    openblas_set_num_threads(1);
+    omp_set_num_threads(n_threads);
+    atomic_store(&g_default_threads, n_threads);
+
+    be->iface     = &cpu_iface;
+    be->ctx       = cpu;
+    be->n_threads = n_threads;
+    jb_log(JB_LOG_INFO, "cpu backend: %d threads, %s kernels, OpenBLAS %s", n_threads,
+           jb_cpu_isa_name(cpu->isa), openblas_get_corename());
+    return be;
+
+fail:
+    if (cpu) free(cpu->arena);
+    free(cpu);
+    free(be);
+    return NULL;
+}

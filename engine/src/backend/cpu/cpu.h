@@ -1,0 +1,167 @@
+/*
+ * backend/cpu/cpu.h - private interface of the CPU backend: its context and the kernels behind
+ * the op wrappers of backend/ops.h.
+ *
+ * Threading: one OpenMP team does all the parallel work; OpenBLAS is set to one thread and is
+ * called from inside our parallel regions on disjoint slices. Two thread pools spinning against
+ * each other on a 2-core machine cost more than they gain (reference-baseline.md, t2b2 vs t2b1).
+ *
+ * Memory: every per-call temporary lives either in the caller's scratch (sized by the
+ * *_scratch() functions of ops.h) or in a fixed per-thread arena reserved at backend init, so no
+ * kernel ever allocates. A backend's kernels must be called from one thread at a time; a call made
+ * from inside the caller's own OpenMP parallel region runs serially on the arena slot of that
+ * thread (slot = thread number in the outermost team, which must be < n_threads).
+ *
+ * ISA: the build targets x86-64-v2, so AVX2/F16C and AVX-512 kernels are compiled with target
+ * attributes and selected at init from __builtin_cpu_supports(). The environment variable
+ * ENCORE_CPU_ISA=portable|avx2|avx512 caps the level (tests use jb_cpu_set_isa()).
+ */
+#ifndef JB_BACKEND_CPU_CPU_H
+#define JB_BACKEND_CPU_CPU_H
+
+#include "backend/backend.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define JB_CPU_X86 1
+/* Every function using AVX-512 / AVX2 intrinsics carries one of these (helpers included, so that
+ * they inline into each other). */
+#define JB_TARGET_AVX512                                                                          \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+#define JB_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define JB_CPU_X86 0
+#endif
+
+#define JB_ALWAYS_INLINE inline __attribute__((always_inline))
+
+enum jb_cpu_isa {
+    JB_CPU_ISA_PORTABLE = 0, /* C + BLAS only */
+    JB_CPU_ISA_AVX2     = 1, /* AVX2 + FMA + F16C */
+    JB_CPU_ISA_AVX512   = 2, /* AVX-512 F/BW/DQ/VL + the above */
+};
+
+/* Floats per thread in the arena: 4 MiB, enough for the widest tiles of the released models
+ * (an im2col block of Cin·k = 5760 rows by 176 columns, a 256 x 4096 fp16->fp32 weight tile). */
+#define JB_CPU_ARENA_FLOATS ((size_t)1 << 20)
+
+struct jb_cpu {
+    int             n_threads;
+    enum jb_cpu_isa isa;
+    enum jb_cpu_isa isa_max; /* what the machine supports */
+    float          *arena;   /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned */
+};
+
+/* The CPU context behind a backend (the backend itself for now; a device backend's host fallback
+ * later). */
+struct jb_cpu *jb_cpu_of(struct jb_backend *be);
+
+/* Testing and benchmarking: cap the ISA level used by the kernels (clamped to what the machine
+ * has); returns the level now in effect. */
+enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa);
+const char     *jb_cpu_isa_name(enum jb_cpu_isa isa);
+
+/* Threads used by ops that take no backend (relu, add, softmax, ...): those of the last CPU
+ * backend initialised. */
+int jb_cpu_default_threads(void);
+
+/* Team size for a parallel region doing `work` units (about one FMA or element each): one
+ * thread below ~32k units, where waking the team costs more than it saves; 1 when already
+ * inside a parallel region. */
+int jb_cpu_team(int n_threads, double work);
+/* Arena slot of the calling thread, inside or outside our parallel regions. */
+float *jb_cpu_arena(const struct jb_cpu *cpu);
+
+/* --- kernels (cpu_matmul.c, cpu_conv.c, cpu_vq.c) ------------------------------------------ */
+
+void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const float *x,
+                   int64_t ldx, const struct jb_tensor *w, bool w_trans, const float *bias,
+                   float *y, int64_t ldy, bool accumulate);
+
+void jb_cpu_conv1d(struct jb_cpu *cpu, const float *x, int64_t T, const struct jb_tensor *w,
+                   const struct jb_tensor *b, int stride, int pad, int dil, float *y,
+                   float *scratch);
+
+void jb_cpu_conv_transpose1d(struct jb_cpu *cpu, const float *x, int64_t T,
+                             const struct jb_tensor *w, const struct jb_tensor *b, int stride,
+                             int pad, float *y, float *scratch);
+
+void jb_cpu_layernorm(struct jb_cpu *cpu, int64_t rows, int64_t W, const float *x,
+                      const struct jb_tensor *gamma, const struct jb_tensor *beta, float eps,
+                      float *y);
+
+void jb_cpu_vq_argmin(struct jb_cpu *cpu, const float *x, int64_t T,
+                      const struct jb_tensor *codebook, int32_t *codes, float *scratch);
+
+/* --- SIMD kernels (cpu_x86.c); only called when cpu->isa says so ---------------------------- */
+
+/* fp16 / bf16 -> fp32 conversion of n elements. */
+void jb_cpu_convert_avx512(enum jb_dtype type, const void *src, float *dst, int64_t n);
+void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_t n);
+
+/* Small-M products (M <= JB_CPU_GEMV_MAX_M) over a slice of outputs [n0, n1):
+ *   !w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[k, n]   (acc is scratch, lda >= n1-n0)
+ *    w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[n, k]
+ * W has dtype `type` and row length ldw. The sum over k for one output never depends on M, the
+ * slice or the thread count. */
+#define JB_CPU_GEMV_MAX_M 4
+void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
+                        int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1,
+                        float *acc, int64_t lda);
+void jb_cpu_gemv_avx2(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
+                      int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1, float *acc,
+                      int64_t lda);
+
+/* Direct convolution (AVX-512). Output column m of phase ph (y column m when n_phase = 1,
+ * 2m + ph when n_phase = 2) is
+ *   y = bias[o] + Σ_c Σ_{taps i of ph} w[o·w_os + c·w_cs + tap.widx] · tap.x[c·ldx + m + tap.q],
+ * reading zero where m + q is outside [0, tap.len). The sum runs over c, then taps in order, as
+ * one fp32 FMA chain started from zero, then adds the bias: the order depends on nothing but the
+ * weights' shape, so any column range of y comes out bitwise the same.
+ * Each tile of 48 columns first copies the input windows its taps read (zero padding included)
+ * into a packed buffer of rows ld_pack apart (not a power of two: the caller's rows usually are,
+ * and 64 rows 2^k floats apart share a handful of cache sets). Taps reading the same input with
+ * overlapping windows share one segment of the packed row. */
+#define JB_CONV_MAX_TAPS 16
+#define JB_CONV_TILE     48 /* output columns per phase per tile: 3 AVX-512 vectors */
+struct jb_conv_tap {
+    const float *x;    /* row 0 of the input (or input phase) the tap reads */
+    int64_t      q;    /* source column offset */
+    int64_t      len;  /* valid source columns */
+    int64_t      widx; /* weight offset of the tap */
+};
+struct jb_conv_seg {   /* one window of the packed row */
+    const float *x;
+    int64_t      len;
+    int64_t      q0, width; /* source columns m0 + q0 .. + width of the tile at m0 */
+    int64_t      off;       /* offset in the packed row */
+};
+struct jb_conv_job {
+    int                n_phase; /* 1, or 2 for a stride-2 transposed conv */
+    int                n_tap[2];
+    struct jb_conv_tap tap[2][JB_CONV_MAX_TAPS];
+    int64_t            cin, ldx;
+    const float       *w;
+    int64_t            w_os, w_cs;
+    const float       *bias; /* or NULL */
+    float             *y;
+    int64_t            cout, ldy, tout;
+    int64_t            n_m; /* columns per phase */
+    int                nr;  /* register tile: nr rows x JB_CONV_TILE columns per phase */
+    /* filled by jb_cpu_conv_prepare */
+    int                n_seg;
+    struct jb_conv_seg seg[2 * JB_CONV_MAX_TAPS];
+    int64_t            tap_off[2][JB_CONV_MAX_TAPS]; /* column of each tap in the packed row */
+    int64_t            ld_pack;
+    int64_t            n_oblk, n_tile; /* work item i: tile i / n_oblk, row block i % n_oblk */
+};
+/* Groups the taps into packed segments and counts the work items; returns the floats of packed
+ * buffer one thread needs (cin · ld_pack). */
+size_t jb_cpu_conv_prepare(struct jb_conv_job *job);
+void jb_cpu_conv_items_avx512(const struct jb_conv_job *job, int64_t item0, int64_t item1,
+                              float *pack);
+
+/* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties. */
+void jb_cpu_vq_block_avx512(const float *xn, const float *dot, int64_t ldd, const float *kn,
+                            int64_t bins, int64_t n, int32_t *codes);
+
+#endif

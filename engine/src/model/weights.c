@@ -1,0 +1,143 @@
+/* model/weights.c - checked name -> tensor lookup with strict "every tensor used" accounting. */
+#include "model/weights.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct converted {
+    struct jb_tensor t;
+    struct converted *next;
+};
+
+struct jb_weights {
+    struct jb_weights_source src;
+    int64_t                  n;
+    uint8_t                 *used; /* per source tensor: requested or skipped */
+    bool                     ok;
+    struct converted        *copies;
+};
+
+struct jb_weights *jb_weights_init(const struct jb_weights_source *src)
+{
+    struct jb_weights *w = jb_calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->src  = *src;
+    w->n    = src->count ? src->count(src->ctx) : 0;
+    w->used = jb_calloc((size_t)(w->n > 0 ? w->n : 1), 1);
+    w->ok   = true;
+    if (!w->used) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void jb_weights_free(struct jb_weights *w)
+{
+    if (!w) return;
+    for (struct converted *c = w->copies; c;) {
+        struct converted *next = c->next;
+        free(c->t.data);
+        free(c);
+        c = next;
+    }
+    free(w->used);
+    free(w);
+}
+
+static void mark_used(struct jb_weights *w, const struct jb_tensor *t)
+{
+    for (int64_t i = 0; i < w->n; i++) {
+        if (w->src.get(w->src.ctx, i) == t) {
+            w->used[i] = 1;
+            return;
+        }
+    }
+}
+
+const struct jb_tensor *jb_weights_get(struct jb_weights *w, enum jb_weights_want want,
+                                       int n_dims, const int64_t *shape, const char *fmt, ...)
+{
+    if (!w->ok) return NULL;
+    char    name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+
+    const struct jb_tensor *t = w->src.find(w->src.ctx, name);
+    if (!t) {
+        w->ok = false;
+        jb_fail(JB_STATUS_ERR_MODEL, "model file has no tensor '%s'", name);
+        return NULL;
+    }
+    bool same = t->n_dims == n_dims;
+    for (int i = 0; same && i < n_dims; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        char got[96], want_s[96];
+        w->ok = false;
+        jb_fail(JB_STATUS_ERR_MODEL, "tensor '%s' has shape %s, expected %s", name,
+                jb_shape_str(t->n_dims, t->shape, got, sizeof got),
+                jb_shape_str(n_dims, shape, want_s, sizeof want_s));
+        return NULL;
+    }
+    if (t->type != JB_DTYPE_F32 && t->type != JB_DTYPE_F16 && t->type != JB_DTYPE_BF16) {
+        w->ok = false;
+        jb_fail(JB_STATUS_ERR_MODEL, "tensor '%s' has type %s, expected a float type", name,
+                jb_dtype_name(t->type));
+        return NULL;
+    }
+    mark_used(w, t);
+    if (want == JB_WANT_ANY || t->type == JB_DTYPE_F32) return t;
+
+    /* The kernel needs fp32: convert once and keep the copy for the model's lifetime. */
+    struct converted *c = jb_calloc(1, sizeof *c);
+    size_t            n = (size_t)jb_tensor_nelements(t);
+    float            *data = c ? jb_aligned_alloc(n * sizeof(float)) : NULL;
+    if (!data) {
+        free(c);
+        w->ok = false;
+        return NULL;
+    }
+    jb_convert_to_f32(t->type, t->data, data, n);
+    c->t      = *t;
+    c->t.type = JB_DTYPE_F32;
+    c->t.data = data;
+    c->next   = w->copies;
+    w->copies = c;
+    return &c->t;
+}
+
+bool jb_weights_has(struct jb_weights *w, const char *fmt, ...)
+{
+    char    name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return w->src.find(w->src.ctx, name) != NULL;
+}
+
+void jb_weights_skip(struct jb_weights *w, const char *name)
+{
+    const struct jb_tensor *t = w->src.find(w->src.ctx, name);
+    if (t) mark_used(w, t);
+}
+
+bool jb_weights_ok(const struct jb_weights *w)
+{
+    return w->ok;
+}
+
+enum jb_status jb_weights_check_all_used(struct jb_weights *w)
+{
+    if (!w->ok) return JB_STATUS_ERR_MODEL;
+    for (int64_t i = 0; i < w->n; i++) {
+        if (!w->used[i]) {
+            const struct jb_tensor *t = w->src.get(w->src.ctx, i);
+            return jb_fail(JB_STATUS_ERR_MODEL, "model file has an unexpected tensor '%s'",
+                           t && t->name ? t->name : "?");
+        }
+    }
+    return JB_STATUS_OK;
+}

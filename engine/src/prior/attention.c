@@ -1,0 +1,247 @@
+/*
+ * prior/attention.c - factorised attention over a KV cache (jukebox-spec §4.6, §5.2).
+ *
+ * Each layer keeps its keys and values per (candidate, head) in a layout chosen so that the key
+ * set S(i) of any query position i is a contiguous run of slots (B = block_ctx, R = ceil(T/B)):
+ *
+ *   func  slot of position j            keys of query i                    capacity (§5.2)
+ *   0     j                             slots [0, i]                       T
+ *   1     j mod B                       slots [0, i mod B]                 B
+ *   2     (j mod B)·R + j div B         column i mod B, rows [0, i div B]  T (R·B)
+ *   3     ((j div B) mod 2)·B + j mod B the B slots of block i div B − 1   2B
+ *   6     encoder position (set once)   all enc_len                        enc_len
+ *   7     j, only while j < P'          slots [0, min(i, P'−1)]            P'
+ *
+ * so attention is a plain dot-product/softmax/weighted-sum over one contiguous array, with no
+ * mask: the masked logits of the reference are −1e9 and get exactly zero weight, so leaving
+ * them out gives the same probabilities. A query in block 0 of a func-3 layer has no keys: the
+ * reference attends to B zero vectors, whose output is exactly zero, and so is ours.
+ *
+ * A chunk of new positions is handled in block-aligned segments for funcs 1 and 3 (store the
+ * segment's keys, then answer its queries), so a ring slot is only overwritten after every
+ * query that reads it has been answered; for the other funcs nothing is ever overwritten and
+ * the whole chunk is stored first. Causality inside a chunk comes from the key counts above.
+ * The full-sequence forward is this code with one chunk of T positions, i.e. blocked
+ * attention: per-block problems for funcs 1 and 3, per-column problems for func 2.
+ */
+#include "prior/prior_impl.h"
+
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+int32_t jb_kv_cache_capacity(const struct jb_transformer *tr, int func)
+{
+    const int32_t B = tr->block_ctx, T = tr->seq_len;
+    switch (func) {
+    case 0: return T;
+    case 1: return B;
+    case 2: return ((T + B - 1) / B) * B;
+    case 3: return 2 * B;
+    case 6: return tr->enc_len;
+    case 7: return tr->prime_len;
+    default: return 0;
+    }
+}
+
+int64_t jb_attention_max_keys(const struct jb_transformer *tr)
+{
+    int64_t m = 1;
+    for (int d = 0; d < tr->depth; d++) {
+        int     f = tr->blocks[d].attn_func;
+        int64_t n = f == 2 ? (tr->seq_len + tr->block_ctx - 1) / tr->block_ctx
+                           : jb_kv_cache_capacity(tr, f);
+        if (n > m) m = n;
+    }
+    return m;
+}
+
+/* Slot of position j in the cache, or −1 when the layer does not keep it (func 7 past P'). */
+static inline int64_t kv_slot(const struct jb_transformer *tr, const struct jb_kv_cache *c,
+                              int64_t j)
+{
+    const int64_t B = tr->block_ctx;
+    switch (c->func) {
+    case 0: return j;
+    case 1: return j % B;
+    case 2: return (j % B) * c->rows + j / B;
+    case 3: return ((j / B) % 2) * B + j % B;
+    case 7: return j < c->cap ? j : -1;
+    default: return -1;
+    }
+}
+
+/* Key set of query position i: slots [*first, *first + *n). */
+static inline void key_range(const struct jb_transformer *tr, const struct jb_kv_cache *c,
+                             int64_t i, int64_t *first, int64_t *n)
+{
+    const int64_t B = tr->block_ctx;
+    *first          = 0;
+    switch (c->func) {
+    case 0: *n = i + 1; break;
+    case 1: *n = i % B + 1; break;
+    case 2:
+        *first = (i % B) * c->rows;
+        *n     = i / B + 1;
+        break;
+    case 3:
+        *first = ((i / B + 1) % 2) * B; /* block i/B − 1 */
+        *n     = i / B >= 1 ? B : 0;
+        break;
+    case 6: *n = c->cap; break;
+    case 7: *n = i + 1 < c->cap ? i + 1 : c->cap; break;
+    default: *n = 0; break;
+    }
+}
+
+static inline float dot(const float *restrict a, const float *restrict b, int n)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* o[hd] = softmax_j(scale·(q·k_j)) · V over nk contiguous keys; s: nk floats of scratch.
+ * Scale after the dot product and an fp32 softmax, as the reference in eval mode. */
+static void attend_one(const float *restrict q, const float *restrict k, const float *restrict v,
+                       int64_t nk, int hd, float scale, float *restrict o, float *restrict s)
+{
+    if (nk == 0) { /* func 3 in block 0: B zero keys/values -> zero output */
+        memset(o, 0, (size_t)hd * sizeof *o);
+        return;
+    }
+    float m = -INFINITY;
+    for (int64_t j = 0; j < nk; j++) {
+        s[j] = dot(q, k + j * hd, hd) * scale;
+        if (s[j] > m) m = s[j];
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < nk; j++) {
+        s[j] = expf(s[j] - m);
+        sum += s[j];
+    }
+    const float inv = 1.0f / sum;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int64_t j = 0; j < nk; j++) {
+        const float  pj = s[j] * inv;
+        const float *vj = v + j * hd;
+#pragma omp simd
+        for (int c = 0; c < hd; c++) o[c] += pj * vj[c];
+    }
+}
+
+static inline size_t head_off(const struct jb_kv_cache *c, int H, int hd, int n, int h,
+                              int64_t slot)
+{
+    return ((((size_t)n * (size_t)H + (size_t)h) * (size_t)c->cap) + (size_t)slot) * (size_t)hd;
+}
+
+/* Copies the keys/values of chunk rows [r0, r1) into their slots. */
+static void store_kv(const struct jb_transformer *tr, struct jb_kv_cache *c, int N, int C,
+                     int64_t S, int r0, int r1, const float *qkv)
+{
+    const int     H = tr->heads, hd = tr->head_dim, ns = tr->n_state;
+    const int64_t ld = 3 * (int64_t)ns;
+    for (int n = 0; n < N; n++) {
+        for (int r = r0; r < r1; r++) {
+            const int64_t slot = kv_slot(tr, c, S + r);
+            if (slot < 0) continue;
+            const float *row = qkv + ((int64_t)n * C + r) * ld;
+            for (int h = 0; h < H; h++) {
+                size_t off = head_off(c, H, hd, n, h, slot);
+                memcpy(c->k + off, row + ns + (int64_t)h * hd, (size_t)hd * sizeof(float));
+                memcpy(c->v + off, row + 2 * ns + (int64_t)h * hd, (size_t)hd * sizeof(float));
+            }
+        }
+    }
+}
+
+/* Answers the queries of chunk rows [r0, r1) for every candidate and head. */
+static void attend_rows(const struct jb_transformer *tr, const struct jb_kv_cache *c,
+                        struct jb_transformer_state *ts, int C, int64_t S, int r0, int r1,
+                        const float *q, int64_t ldq, float *att)
+{
+    const int     N = ts->n_batch, H = tr->heads, hd = tr->head_dim, ns = tr->n_state;
+    const int     nr      = r1 - r0;
+    const int64_t n_items = (int64_t)N * nr * H;
+
+    /* Threads only pay off for real work (long contexts or big chunks), not for one token of
+     * a small model, where waking a second thread costs more than the attention itself. */
+    int64_t first, nk_max;
+    key_range(tr, c, S + r1 - 1, &first, &nk_max);
+    const int nt  = ts->n_threads;
+    const int par = nt > 1 && n_items > 1 && n_items * (nk_max + 1) * hd >= (1 << 17);
+    (void)par;
+    (void)nt;
+
+#pragma omp parallel for num_threads(nt) schedule(static, 1) if (par)
+    for (int64_t it = 0; it < n_items; it++) {
+        const int     h = (int)(it % H);
+        const int     r = r0 + (int)((it / H) % nr);
+        const int     n = (int)(it / ((int64_t)H * nr));
+        const int64_t i = S + r;
+        int64_t       k0, nk;
+        key_range(tr, c, i, &k0, &nk);
+        const size_t off = head_off(c, H, hd, n, h, k0);
+        attend_one(q + ((int64_t)n * C + r) * ldq + (int64_t)h * hd, c->k + off, c->v + off, nk,
+                   hd, tr->scale, att + ((int64_t)n * C + r) * ns + (int64_t)h * hd,
+                   ts->scratch + (int64_t)thread_id() * ts->scratch_len);
+    }
+}
+
+void jb_attention_set_encoder(const struct jb_transformer *tr, struct jb_kv_cache *c, int n_batch,
+                              const float *kv)
+{
+    const int H = tr->heads, hd = tr->head_dim, ns = tr->n_state;
+    for (int n = 0; n < n_batch; n++) {
+        for (int j = 0; j < c->cap; j++) {
+            const float *row = kv + ((int64_t)n * c->cap + j) * 2 * ns;
+            for (int h = 0; h < H; h++) {
+                size_t off = head_off(c, H, hd, n, h, j);
+                memcpy(c->k + off, row + (int64_t)h * hd, (size_t)hd * sizeof(float));
+                memcpy(c->v + off, row + ns + (int64_t)h * hd, (size_t)hd * sizeof(float));
+            }
+        }
+    }
+}
+
+void jb_attention_chunk(const struct jb_transformer *tr, struct jb_kv_cache *c,
+                        struct jb_transformer_state *ts, int64_t S, int C, const float *qkv,
+                        float *att)
+{
+    const int     N   = ts->n_batch;
+    const int64_t B   = tr->block_ctx;
+    const int64_t ldq = c->func == 6 ? tr->n_state : 3 * (int64_t)tr->n_state;
+
+    switch (c->func) {
+    case 1:
+    case 3:
+        /* block-aligned segments: a ring slot is reused only after its readers are done */
+        for (int r0 = 0; r0 < C;) {
+            int r1 = r0 + (int)(B - (S + r0) % B);
+            if (r1 > C) r1 = C;
+            store_kv(tr, c, N, C, S, r0, r1, qkv);
+            attend_rows(tr, c, ts, C, S, r0, r1, qkv, ldq, att);
+            r0 = r1;
+        }
+        break;
+    case 6: attend_rows(tr, c, ts, C, S, 0, C, qkv, ldq, att); break;
+    default:
+        store_kv(tr, c, N, C, S, 0, C, qkv);
+        attend_rows(tr, c, ts, C, S, 0, C, qkv, ldq, att);
+        break;
+    }
+}

@@ -1,0 +1,131 @@
+/*
+ * prior/prior_impl.h - (private to engine/src/prior) the transformer stack of the priors, its
+ * KV caches and the sampling state, shared by prior.c, attention.c and sampler.c.
+ *
+ * One struct jb_transformer describes a stack of ResAttnBlocks (jukebox-spec §4.5): the main
+ * prior's transformer, or the 5b_lyrics lyric encoder. A struct jb_transformer_state holds
+ * everything one batch of N candidates needs to run it over chunks of positions: the per-layer
+ * KV caches (sized by the retention rules of §5.2, layouts in attention.c) and the activation
+ * buffers for at most max_chunk positions per candidate. Nothing is allocated after init.
+ */
+#ifndef JB_PRIOR_PRIOR_IMPL_H
+#define JB_PRIOR_PRIOR_IMPL_H
+
+#include "backend/ops.h"
+#include "prior/prior.h"
+
+/* One ResAttnBlock: pre-LN attention + pre-LN MLP. Conv1D weights are [n_in, n_out] (x·w + b)
+ * in any float dtype; LayerNorm parameters and biases are fp32. */
+struct jb_block {
+    int32_t                 attn_func;                  /* 0, 1, 2, 3, 6 or 7 */
+    const struct jb_tensor *ln_0_w, *ln_0_b;            /* [w] */
+    const struct jb_tensor *c_attn_w;                   /* [w, 3ns] or [w, ns] (func 6) */
+    const float            *c_attn_b;
+    const struct jb_tensor *c_enc_kv_w;                 /* [w, 2ns] (func 6 only) */
+    const float            *c_enc_kv_b;
+    const struct jb_tensor *c_proj_w;                   /* [ns, w] */
+    const float            *c_proj_b;
+    const struct jb_tensor *ln_1_w, *ln_1_b;            /* [w] */
+    const struct jb_tensor *c_fc_w;                     /* [w, mlp] */
+    const float            *c_fc_b;
+    const struct jb_tensor *mlp_proj_w;                 /* [mlp, w] */
+    const float            *mlp_proj_b;
+};
+
+struct jb_transformer {
+    int32_t          width, n_state, heads, head_dim, mlp_width, depth;
+    int32_t          seq_len;   /* T: positions of one window */
+    int32_t          block_ctx; /* B = T / blocks */
+    int32_t          prime_len; /* func 7 key limit P' = (prime_len/blocks + 1)·blocks, ≤ T */
+    int32_t          enc_len;   /* func 6: encoder positions (0: no cross-attention) */
+    float            scale;     /* fl32((1/sqrt(sqrt(hd)))²), applied after the dot product */
+    struct jb_block *blocks;    /* [depth] */
+};
+
+/* Keys and values of one attention layer for all candidates, per-head contiguous:
+ * k[((n·H + h)·cap + slot)·hd + c]. Slot rules in attention.c. */
+struct jb_kv_cache {
+    int32_t func;
+    int32_t cap;  /* slots per (candidate, head) */
+    int32_t rows; /* func 2: slots per column = ceil(T / B) */
+    float  *k, *v;
+};
+
+struct jb_transformer_state {
+    const struct jb_transformer *tr;
+    int32_t                      n_batch, max_chunk;
+    /* activations for n_batch·max_chunk rows, candidate-major ([n][r]) */
+    float *h;   /* residual stream [rows, w] */
+    float *cur; /* LayerNorm output [rows, w] */
+    float *qkv; /* [rows, 3ns] */
+    float *att; /* [rows, ns] */
+    float *tmp; /* projection output [rows, w] */
+    float *mlp; /* [rows, mlp] */
+    float *enc; /* encoder K|V projection [n_batch·enc_len, 2ns] (func 6) */
+    struct jb_kv_cache *caches; /* [depth] */
+    int32_t             n_threads;
+    int64_t             scratch_len; /* floats per thread: the longest key set */
+    float              *scratch;     /* [n_threads, scratch_len] */
+    size_t              bytes;       /* reserved memory, for reporting */
+};
+
+struct jb_prior {
+    struct jb_prior_hparams hp;
+    struct jb_backend      *be;
+    struct jb_transformer   tr;    /* main transformer */
+    struct jb_transformer   prime; /* variant C lyric encoder (depth 0 otherwise) */
+    int32_t                 width, seq_len, vocab, prefix_len;
+    bool                    add_x_after; /* tied head, X re-added (A, D) */
+
+    const struct jb_tensor *x_emb;   /* [vocab, w] token embedding */
+    const struct jb_tensor *pos_emb; /* [T, w] F32 */
+    const struct jb_tensor *x_out;   /* [vocab, w] head matrix (== x_emb when tied) */
+
+    /* LabelConditioner */
+    const struct jb_tensor *genre_emb, *artist_emb;        /* [n_genres|n_artists, w] */
+    const struct jb_tensor *total_emb, *abs_emb, *rel_emb; /* [t_bins, w] F32 (timing) */
+
+    /* variant C: lyric encoder input and encoder_kv projection */
+    const struct jb_tensor *prime_start;   /* [1, w_p] F32 */
+    const struct jb_tensor *prime_x_emb;   /* [n_vocab, w_p] */
+    const struct jb_tensor *prime_pos_emb; /* [n_tokens, w_p] F32 */
+    const struct jb_tensor *prime_proj_w;  /* [w_p, w] */
+    const float            *prime_proj_b;
+    const struct jb_tensor *prime_ln_w, *prime_ln_b;
+
+    struct jb_upsampler_cond *cond; /* variant A (NULL until conditioner.h exists) */
+};
+
+struct jb_prior_state {
+    struct jb_prior            *p;
+    struct jb_transformer_state ts;
+    int32_t                     n_batch, max_chunk;
+    int64_t                     pos; /* sample_t: positions already in the caches */
+    const float                *start_emb, *x, *encoder_kv; /* borrowed, see set_cond */
+    float                      *logits;                     /* [n_batch, vocab] */
+    struct jb_sampler          *sampler;
+    jb_prior_hook_fn            hook;
+    void                       *hook_user;
+};
+
+/* ---- attention.c ------------------------------------------------------------------------- */
+
+/* Slots per (candidate, head) that attn_func `func` needs for a whole window (§5.2 maximum). */
+int32_t jb_kv_cache_capacity(const struct jb_transformer *tr, int func);
+/* Longest key set of any query (scratch floats per thread). */
+int64_t jb_attention_max_keys(const struct jb_transformer *tr);
+
+/* Stores the encoder keys/values of a func-6 layer: kv = encoder_kv·c_enc_kv + b,
+ * [n_batch·enc_len, 2ns] with K in columns [0, ns) and V in [ns, 2ns). */
+void jb_attention_set_encoder(const struct jb_transformer *tr, struct jb_kv_cache *c, int n_batch,
+                              const float *kv);
+
+/* Attention of the C new positions S..S+C−1 of every candidate: appends their keys/values
+ * (columns [ns, 3ns) of qkv; none for func 6) to the cache and writes att[n·C + r] =
+ * concat_h softmax(q·Kᵀ·scale) V over the key set S(S+r) of §4.6. qkv rows are n·C + r with
+ * row stride 3ns (ns for func 6). */
+void jb_attention_chunk(const struct jb_transformer *tr, struct jb_kv_cache *c,
+                        struct jb_transformer_state *ts, int64_t S, int C, const float *qkv,
+                        float *att);
+
+#endif

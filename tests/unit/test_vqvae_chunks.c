@@ -1,0 +1,556 @@
+/*
+ * tests/unit/test_vqvae_chunks.c - VQ-VAE chunking, margins and argument checks on random models
+ * built in memory (no files needed).
+ *
+ *   - receptive-field margins of a released-shape model (width 32, depth 4, emb 64, bins 2048):
+ *     decode 5742 / 80 / 82 codes, encode samples as in jukebox-spec §3.7;
+ *   - on a small model of the released topology (width 8, depth 3, emb 16, bins 64): chunked
+ *     decoding (chunk sizes 1, odd, around the margin, whole) and decode_range pieces equal the
+ *     whole-sequence decode; a perturbed code changes no sample beyond its margin; chunked
+ *     encoding equals whole encoding;
+ *   - bad lengths, out-of-range codes and bad ranges are rejected with clear messages;
+ *     should_stop() cancels encode and decode; progress is reported in order up to the total.
+ *
+ * Prints one line per check and "N passed, M failed"; exits non-zero on failure.
+ */
+#include "vqvae/vqvae.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int n_pass, n_fail;
+
+static void check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
+static void check(bool ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (ok)
+        n_pass++;
+    else
+        n_fail++;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* random tensors in memory, as a jb_weights_source                                          */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull); /* splitmix64 */
+    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float rng_uniform(uint64_t *s) /* [-1, 1) */
+{
+    return (float)((double)(rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+struct mem_tensor {
+    struct jb_tensor t;
+    char             name[160];
+};
+
+struct mem_source {
+    int                n, cap;
+    struct mem_tensor *v;
+    uint64_t           rng;
+    bool               oom;
+};
+
+static void mem_add(struct mem_source *s, float scale, int n_dims, const int64_t *shape,
+                    const char *fmt, ...) JB_PRINTF(5, 6);
+static void mem_add(struct mem_source *s, float scale, int n_dims, const int64_t *shape,
+                    const char *fmt, ...)
+{
+    if (s->n == s->cap) {
+        int                cap = s->cap ? 2 * s->cap : 256;
+        struct mem_tensor *v   = realloc(s->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            s->oom = true;
+            return;
+        }
+        s->v   = v;
+        s->cap = cap;
+    }
+    struct mem_tensor *m = &s->v[s->n];
+    memset(m, 0, sizeof *m);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->name, sizeof m->name, fmt, ap);
+    va_end(ap);
+    m->t.type   = JB_DTYPE_F32;
+    m->t.n_dims = n_dims;
+    int64_t n   = 1;
+    for (int i = 0; i < n_dims; i++) n *= m->t.shape[i] = shape[i];
+    float *data = malloc((size_t)n * sizeof(float));
+    if (!data) {
+        s->oom = true;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) data[i] = scale * rng_uniform(&s->rng);
+    m->t.data = data;
+    s->n++;
+}
+
+/* conv weight [a, b, k] scaled by 1/sqrt(fan-in) so deep stacks stay O(1), small bias */
+static void mem_add_conv(struct mem_source *s, int64_t a, int64_t b, int64_t k, int64_t n_bias,
+                         int64_t fan_in, const char *prefix)
+{
+    mem_add(s, 1.0f / sqrtf((float)fan_in), 3, (const int64_t[]){a, b, k}, "%s.weight", prefix);
+    mem_add(s, 0.01f, 1, (const int64_t[]){n_bias}, "%s.bias", prefix);
+}
+
+static void mem_add_resnet(struct mem_source *s, int W, int D, float m_conv, const char *prefix)
+{
+    int  ns = (int)(m_conv * (float)W);
+    char p[200];
+    for (int r = 0; r < D; r++) {
+        snprintf(p, sizeof p, "%s.model.%d.model.1", prefix, r);
+        mem_add_conv(s, ns, W, 3, ns, 3 * W, p);
+        snprintf(p, sizeof p, "%s.model.%d.model.3", prefix, r);
+        mem_add_conv(s, W, ns, 1, W, ns, p);
+    }
+}
+
+/* Every tensor of a VQ-VAE state dict (jukebox-spec §2.5), written from the spec independently
+ * of vqvae.c, so that the strict "all tensors used" check also tests the naming. */
+static void mem_add_vqvae(struct mem_source *s, const struct jb_vqvae_hparams *hp)
+{
+    char p[200];
+    int  E = hp->emb_width;
+    for (int L = 0; L < hp->levels; L++) {
+        int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
+        for (int j = 0; j <= L; j++) {
+            int k = 2 * hp->strides_t[j];
+            for (int i = 0; i < hp->downs_t[j]; i++) {
+                int c_in = i ? W : j ? E : 1;
+                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.0", L, j, i);
+                mem_add_conv(s, W, c_in, k, W, c_in * k, p);
+                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
+                mem_add_resnet(s, W, D, hp->m_conv, p);
+            }
+            snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d", L, j, hp->downs_t[j]);
+            mem_add_conv(s, E, W, 3, E, 3 * W, p);
+        }
+        for (int j = 0; j <= L; j++) {
+            int k = 2 * hp->strides_t[j], n = hp->downs_t[j];
+            snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.0", L, j);
+            mem_add_conv(s, W, E, 3, W, 3 * E, p);
+            for (int i = 0; i < n; i++) {
+                int c_out = i == n - 1 ? E : W;
+                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1);
+                mem_add_resnet(s, W, D, hp->m_conv, p);
+                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1);
+                mem_add_conv(s, W, c_out, k, c_out, W * k / hp->strides_t[j], p);
+            }
+        }
+        snprintf(p, sizeof p, "decoders.%d.out", L);
+        mem_add_conv(s, 1, E, 3, 1, 3 * E, p);
+        mem_add(s, 1.0f, 2, (const int64_t[]){hp->l_bins, E}, "bottleneck.level_blocks.%d.k", L);
+    }
+}
+
+static const struct jb_tensor *mem_find(void *ctx, const char *name)
+{
+    struct mem_source *s = ctx;
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].name, name) == 0) return &s->v[i].t;
+    return NULL;
+}
+
+static int64_t mem_count(void *ctx)
+{
+    return ((struct mem_source *)ctx)->n;
+}
+
+static const struct jb_tensor *mem_get(void *ctx, int64_t i)
+{
+    return &((struct mem_source *)ctx)->v[i].t;
+}
+
+static void mem_free(struct mem_source *s)
+{
+    for (int i = 0; i < s->n; i++) free(s->v[i].t.data);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+/* A VQ-VAE over random weights; the source and weights objects must outlive it. */
+struct model {
+    struct mem_source  src;
+    struct jb_weights *w;
+    struct jb_vqvae   *vq;
+};
+
+static bool model_init(struct model *m, const struct jb_vqvae_hparams *hp, struct jb_backend *be,
+                       uint64_t seed)
+{
+    memset(m, 0, sizeof *m);
+    m->src.rng = seed;
+    mem_add_vqvae(&m->src, hp);
+    if (m->src.oom) return false;
+    struct jb_weights_source src = {mem_find, mem_count, mem_get, &m->src};
+    m->w                         = jb_weights_init(&src);
+    m->vq                        = m->w ? jb_vqvae_init(hp, m->w, be) : NULL;
+    return m->vq != NULL;
+}
+
+static void model_free(struct model *m)
+{
+    jb_vqvae_free(m->vq);
+    jb_weights_free(m->w);
+    mem_free(&m->src);
+}
+
+static struct jb_vqvae_hparams released_topology(int width, int depth, int emb, int bins)
+{
+    return (struct jb_vqvae_hparams){
+        .levels                   = 3,
+        .downs_t                  = {3, 2, 2},
+        .strides_t                = {2, 2, 2},
+        .multipliers              = {2, 1, 1},
+        .width                    = width,
+        .depth                    = depth,
+        .emb_width                = emb,
+        .l_bins                   = bins,
+        .dilation_growth_rate     = 3,
+        .dilation_cycle           = 0,
+        .reverse_decoder_dilation = true,
+        .m_conv                   = 1.0f,
+    };
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* helpers                                                                                   */
+
+static double rel_err(const float *a, const float *ref, int64_t n, int64_t *n_diff)
+{
+    double num = 0, den = 0;
+    *n_diff    = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)a[i] - (double)ref[i];
+        num += e * e;
+        den += (double)ref[i] * (double)ref[i];
+        *n_diff += a[i] != ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1.0));
+}
+
+struct stop_after {
+    int     calls, limit;
+    int64_t last_done, last_total;
+    bool    monotonic;
+};
+
+static bool stop_after_fn(void *user)
+{
+    struct stop_after *s = user;
+    return ++s->calls > s->limit;
+}
+
+static void progress_fn(const struct jb_progress *p, void *user)
+{
+    struct stop_after *s = user;
+    if (p->done < s->last_done || p->done > p->total) s->monotonic = false;
+    s->last_done  = p->done;
+    s->last_total = p->total;
+}
+
+static bool contains(const char *s, const char *needle)
+{
+    return strstr(s, needle) != NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* tests                                                                                     */
+
+static void test_released_margins(struct jb_backend *be)
+{
+    struct jb_vqvae_hparams hp = released_topology(32, 4, 64, 2048);
+    struct model            m;
+    bool                    ok = model_init(&m, &hp, be, 7);
+    check(ok, "released-shape VQ-VAE builds from %d spec-named tensors (%s)", m.src.n,
+          ok ? "" : jb_last_error());
+    if (!ok) {
+        model_free(&m);
+        return;
+    }
+    check(jb_weights_check_all_used(m.w) == JB_STATUS_OK, "released-shape: every tensor used");
+
+    static const int64_t dec[3] = {5742, 80, 82};
+    static const int64_t lo[3] = {45935, 2551, 10455}, hi[3] = {45942, 2582, 10582};
+    for (int L = 0; L < 3; L++) {
+        int64_t M = jb_vqvae_decode_margin_level(m.vq, L);
+        check(M == dec[L], "released decode margin level %d = %lld (spec %lld)", L, (long long)M,
+              (long long)dec[L]);
+        int64_t a, b, E = jb_vqvae_encode_margin_level(m.vq, L, &a, &b);
+        int64_t hop = jb_vqvae_hp_hop(&hp, L);
+        check(a == lo[L] && b == hi[L] && E == (hi[L] + hop - 1) / hop,
+              "released encode field level %d = [%lld·c − %lld, %lld·c + %lld], margin %lld codes",
+              L, (long long)hop, (long long)a, (long long)hop, (long long)b, (long long)E);
+    }
+    check(jb_vqvae_decode_margin_level(m.vq, 3) == -1 && jb_vqvae_decode_margin_level(m.vq, -1) == -1,
+          "margin of a bad level is -1");
+    model_free(&m);
+}
+
+static void test_decode_chunks(struct model *m, int L, int64_t n)
+{
+    struct jb_vqvae *vq  = m->vq;
+    int64_t          hop = jb_vqvae_hp_hop(jb_vqvae_get_hparams(vq), L);
+    int64_t          M   = jb_vqvae_decode_margin_level(vq, L);
+    int32_t         *z   = malloc((size_t)n * sizeof *z);
+    float           *ref = malloc((size_t)(n * hop) * sizeof(float));
+    float           *y   = malloc((size_t)(n * hop) * sizeof(float));
+    if (!z || !ref || !y) {
+        check(false, "level %d: out of memory", L);
+        goto done;
+    }
+    uint64_t rng = 1234 + (uint64_t)L;
+    int      bins = jb_vqvae_get_hparams(vq)->l_bins;
+    for (int64_t i = 0; i < n; i++) z[i] = (int32_t)(rng_next(&rng) % (uint64_t)bins);
+
+    enum jb_status st = jb_vqvae_decode_level(vq, L, z, n, ref, 0, NULL);
+    check(st == JB_STATUS_OK, "level %d: whole decode of %lld codes (margin %lld)", L, (long long)n,
+          (long long)M);
+    if (st != JB_STATUS_OK) goto done;
+    double rms = 0;
+    for (int64_t i = 0; i < n * hop; i++) rms += (double)ref[i] * ref[i];
+    rms = sqrt(rms / (double)(n * hop));
+    check(isfinite(rms) && rms > 1e-6, "level %d: decoded audio is finite and non-zero (rms %.3g)",
+          L, rms);
+
+    /* chunk sizes: 1 only where the margin is small (each chunk decodes 2M + 1 codes) */
+    int64_t chunks[] = {M < 100 ? 1 : 17, 7, 333, M, 2 * M + 1, n - 1, n, n + 5};
+    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+        int64_t ch = chunks[c];
+        memset(y, 0xff, (size_t)(n * hop) * sizeof(float)); /* NaNs: every sample must be written */
+        st = jb_vqvae_decode_level(vq, L, z, n, y, ch, NULL);
+        int64_t nd;
+        double  e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
+        check(st == JB_STATUS_OK && e <= 1e-6,
+              "level %d: chunked decode (chunk %lld) == whole: rel err %.3g, %lld of %lld samples "
+              "not bit-identical",
+              L, (long long)ch, e, (long long)(st == JB_STATUS_OK ? nd : -1), (long long)(n * hop));
+    }
+
+    /* decode_range: irregular pieces, concatenated */
+    {
+        memset(y, 0xff, (size_t)(n * hop) * sizeof(float));
+        int64_t a = 0;
+        int     k = 0;
+        st        = JB_STATUS_OK;
+        while (a < n && st == JB_STATUS_OK) {
+            int64_t len = 1 + (int64_t)(rng_next(&rng) % (uint64_t)(k % 3 == 0 ? 5 : 2 * M + 50));
+            int64_t b   = a + len < n ? a + len : n;
+            st          = jb_vqvae_decode_range(vq, L, z, n, a, b, y + a * hop);
+            a           = b;
+            k++;
+        }
+        int64_t nd;
+        double  e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
+        check(st == JB_STATUS_OK && e <= 1e-6,
+              "level %d: %d decode_range pieces concatenated == whole: rel err %.3g, %lld "
+              "samples not bit-identical",
+              L, k, e, (long long)(st == JB_STATUS_OK ? nd : -1));
+    }
+
+    /* a perturbed code changes samples within its margin only, and reaches close to it */
+    {
+        int64_t c = n / 2;
+        z[c]      = (z[c] + 1) % bins;
+        st        = jb_vqvae_decode_level(vq, L, z, n, y, 0, NULL);
+        z[c]      = (z[c] + bins - 1) % bins;
+        int64_t first = -1, last = -1;
+        for (int64_t i = 0; st == JB_STATUS_OK && i < n * hop; i++) {
+            if (y[i] != ref[i]) {
+                if (first < 0) first = i;
+                last = i;
+            }
+        }
+        int64_t reach_lo = first >= 0 ? c - first / hop : -1;
+        int64_t reach_hi = last >= 0 ? last / hop - c : -1;
+        check(st == JB_STATUS_OK && first >= 0 && reach_lo <= M && reach_hi <= M,
+              "level %d: perturbing code %lld changes codes [c − %lld, c + %lld] of audio, within "
+              "the margin %lld",
+              L, (long long)c, (long long)reach_lo, (long long)reach_hi, (long long)M);
+        check(reach_lo >= M - 2 || reach_hi >= M - 2,
+              "level %d: the margin is tight (reach %lld / %lld vs %lld)", L, (long long)reach_lo,
+              (long long)reach_hi, (long long)M);
+    }
+
+done:
+    free(z);
+    free(ref);
+    free(y);
+}
+
+static void test_encode(struct model *m, int64_t n_samples)
+{
+    struct jb_vqvae               *vq = m->vq;
+    const struct jb_vqvae_hparams *hp = jb_vqvae_get_hparams(vq);
+    float                         *x  = malloc((size_t)n_samples * sizeof(float));
+    uint64_t                       rng = 99;
+    for (int64_t i = 0; i < n_samples; i++)
+        x[i] = 0.5f * sinf(0.01f * (float)i) + 0.1f * rng_uniform(&rng);
+
+    for (int L = 0; L < hp->levels; L++) {
+        int64_t  hop = jb_vqvae_hp_hop(hp, L), n = n_samples / hop;
+        int64_t  E   = jb_vqvae_encode_margin_level(vq, L, NULL, NULL);
+        int32_t *z = malloc((size_t)n * sizeof *z), *z2 = malloc((size_t)n * sizeof *z);
+        float   *p  = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        float   *p2 = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        enum jb_status st = jb_vqvae_encode_level(vq, L, x, n_samples, z, p, NULL);
+        bool           in_range = st == JB_STATUS_OK;
+        for (int64_t i = 0; in_range && i < n; i++) in_range = z[i] >= 0 && z[i] < hp->l_bins;
+        check(in_range, "level %d: encode %lld samples -> %lld codes in range", L,
+              (long long)n_samples, (long long)n);
+        int64_t sizes[] = {1, 13, E + 3, n / 2 + 1};
+        for (size_t s = 0; st == JB_STATUS_OK && s < sizeof sizes / sizeof *sizes; s++) {
+            enum jb_status st2 =
+                jb_vqvae_encode_level_chunked(vq, L, x, n_samples, z2, p2, sizes[s], NULL);
+            int64_t nd, nz = 0;
+            double  e = st2 == JB_STATUS_OK ? rel_err(p2, p, n * hp->emb_width, &nd) : INFINITY;
+            for (int64_t i = 0; st2 == JB_STATUS_OK && i < n; i++) nz += z[i] != z2[i];
+            check(st2 == JB_STATUS_OK && e <= 1e-6 && nz == 0,
+                  "level %d: chunked encode (chunk %lld) == whole: prequant rel err %.3g (%lld not "
+                  "bit-identical), %lld codes differ",
+                  L, (long long)sizes[s], e, (long long)(st2 == JB_STATUS_OK ? nd : -1), (long long)nz);
+        }
+        free(z);
+        free(z2);
+        free(p);
+        free(p2);
+    }
+    free(x);
+}
+
+static void test_errors(struct model *m)
+{
+    struct jb_vqvae               *vq  = m->vq;
+    const struct jb_vqvae_hparams *hp  = jb_vqvae_get_hparams(vq);
+    int64_t                        top = jb_vqvae_hp_hop(hp, hp->levels - 1);
+    float                          x[1024] = {0};
+    int32_t                        z[1024] = {0};
+    float                          y[1024 * 8];
+
+    enum jb_status st = jb_vqvae_encode_level(vq, 0, x, top + 1, z, NULL, NULL);
+    check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "multiple"),
+          "encode of %lld samples rejected: %s", (long long)(top + 1), jb_last_error());
+    st = jb_vqvae_encode_level(vq, 0, x, 0, z, NULL, NULL);
+    check(st == JB_STATUS_ERR_INVALID_ARG, "encode of 0 samples rejected: %s", jb_last_error());
+    st = jb_vqvae_encode_level(vq, 3, x, top, z, NULL, NULL);
+    check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "level"),
+          "encode at level 3 rejected: %s", jb_last_error());
+
+    z[5] = hp->l_bins;
+    st   = jb_vqvae_decode_level(vq, 0, z, 100, y, 0, NULL);
+    check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "out of range"),
+          "decode of code %d rejected: %s", hp->l_bins, jb_last_error());
+    z[5] = -1;
+    st   = jb_vqvae_decode_level(vq, 1, z, 100, y, 7, NULL);
+    check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "out of range"),
+          "chunked decode of code -1 rejected: %s", jb_last_error());
+    st = jb_vqvae_decode_range(vq, 2, z, 100, 0, 4, y);
+    check(st == JB_STATUS_ERR_INVALID_ARG, "decode_range reading code -1 rejected: %s", jb_last_error());
+    z[5] = 0;
+    st   = jb_vqvae_decode_range(vq, 2, z, 100, 10, 10, y);
+    check(st == JB_STATUS_ERR_INVALID_ARG, "empty decode_range rejected: %s", jb_last_error());
+    st = jb_vqvae_decode_range(vq, 2, z, 100, 90, 101, y);
+    check(st == JB_STATUS_ERR_INVALID_ARG, "decode_range past the end rejected: %s", jb_last_error());
+    st = jb_vqvae_decode_level(vq, 0, z, 0, y, 0, NULL);
+    check(st == JB_STATUS_ERR_INVALID_ARG, "decode of 0 codes rejected: %s", jb_last_error());
+}
+
+static void test_cancel_progress(struct model *m)
+{
+    struct jb_vqvae *vq = m->vq;
+    int64_t          n  = 600;
+    int32_t         *z  = calloc((size_t)n, sizeof *z);
+    float           *y  = malloc((size_t)(n * 128) * sizeof(float));
+
+    struct stop_after   s  = {.limit = 2, .monotonic = true};
+    struct jb_callbacks cb = {progress_fn, stop_after_fn, &s};
+    enum jb_status      st = jb_vqvae_decode_level(vq, 0, z, n, y, 50, &cb);
+    check(st == JB_STATUS_ERR_CANCELLED, "chunked decode cancelled by should_stop (%d polls)",
+          s.calls);
+
+    s  = (struct stop_after){.limit = 1, .monotonic = true};
+    st = jb_vqvae_decode_level(vq, 2, z, n, y, 0, &cb);
+    check(st == JB_STATUS_ERR_CANCELLED, "whole decode cancelled between level blocks (%d polls)",
+          s.calls);
+
+    s  = (struct stop_after){.limit = 1, .monotonic = true};
+    st = jb_vqvae_encode_level(vq, 2, y, n * 128, z, NULL, &cb);
+    check(st == JB_STATUS_ERR_CANCELLED, "encode cancelled between level blocks (%d polls)", s.calls);
+
+    s  = (struct stop_after){.limit = 1 << 30, .monotonic = true};
+    st = jb_vqvae_decode_level(vq, 1, z, n, y, 64, &cb);
+    check(st == JB_STATUS_OK && s.monotonic && s.last_done == n && s.last_total == n,
+          "progress in order, ends at %lld / %lld codes", (long long)s.last_done,
+          (long long)s.last_total);
+    free(z);
+    free(y);
+}
+
+static void test_bad_models(struct jb_backend *be)
+{
+    struct jb_vqvae_hparams hp = released_topology(8, 1, 16, 64);
+    struct model            m;
+    memset(&m, 0, sizeof m);
+    mem_add_vqvae(&m.src, &hp);
+    /* drop one tensor */
+    free(m.src.v[m.src.n - 1].t.data);
+    m.src.n--;
+    struct jb_weights_source src = {mem_find, mem_count, mem_get, &m.src};
+    m.w                          = jb_weights_init(&src);
+    m.vq                         = jb_vqvae_init(&hp, m.w, be);
+    check(!m.vq && contains(jb_last_error(), "bottleneck.level_blocks.2.k"),
+          "missing tensor rejected: %s", jb_last_error());
+    model_free(&m);
+
+    hp.strides_t[1] = 3;
+    memset(&m, 0, sizeof m);
+    check(!model_init(&m, &hp, be, 7) && contains(jb_last_error(), "stride"),
+          "odd stride rejected: %s", jb_last_error());
+    model_free(&m);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct jb_backend *be = jb_backend_cpu_init(0);
+    if (!be) {
+        printf("FAIL no backend: %s\n", jb_last_error());
+        return 1;
+    }
+    test_released_margins(be);
+
+    struct jb_vqvae_hparams hp = released_topology(8, 3, 16, 64);
+    struct model            m;
+    bool                    ok = model_init(&m, &hp, be, 42);
+    check(ok, "small VQ-VAE (width 8, depth 3, emb 16, bins 64) builds (%s)", ok ? "" : jb_last_error());
+    if (ok) {
+        check(jb_weights_check_all_used(m.w) == JB_STATUS_OK, "small model: every tensor used");
+        /* about 3 s of audio: 132096 samples = 1032 top-level codes */
+        const int64_t n_samples = 132096;
+        for (int L = 0; L < hp.levels; L++)
+            test_decode_chunks(&m, L, n_samples / jb_vqvae_hp_hop(&hp, L));
+        test_encode(&m, 32768);
+        test_errors(&m);
+        test_cancel_progress(&m);
+    }
+    model_free(&m);
+    test_bad_models(be);
+
+    jb_backend_free(be);
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
