@@ -32,7 +32,7 @@ static void walk(const struct jb_pyval *v, int depth, int *budget)
     const uint8_t *b = jb_pyval_bytes(v);
     if (b && jb_pyval_len(v)) (void)b[jb_pyval_len(v) - 1];
     size_t n = jb_pyval_len(v);
-    for (size_t i = 0; i < n && *budget > 0; i++) {
+    for (size_t i = 0; i<n && * budget> 0; i++) {
         walk(jb_pyval_dict_key(v, i), depth + 1, budget);
         walk(jb_pyval_item(v, i), depth + 1, budget);
     }

@@ -38,22 +38,25 @@ static void check(bool ok, const char *fmt, ...)
     vprintf(fmt, ap);
     printf("\n");
     va_end(ap);
-    if (ok) n_pass++;
-    else n_fail++;
+    if (ok)
+        n_pass++;
+    else
+        n_fail++;
 }
 
 /* ---- byte builder ------------------------------------------------------------------------ */
 
 struct buf {
     uint8_t *p;
-    size_t   n, cap;
+    size_t n, cap;
 };
 
 static void b_put(struct buf *b, const void *d, size_t n)
 {
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n) cap *= 2;
+        while (cap < b->n + n)
+            cap *= 2;
         b->p = realloc(b->p, cap);
         if (!b->p) abort();
         b->cap = cap;
@@ -70,7 +73,8 @@ static void b_u8(struct buf *b, unsigned x)
 
 static void b_le(struct buf *b, uint64_t x, int n)
 {
-    for (int i = 0; i < n; i++) b_u8(b, (unsigned)(x >> (8 * i)) & 0xff);
+    for (int i = 0; i < n; i++)
+        b_u8(b, (unsigned)(x >> (8 * i)) & 0xff);
 }
 
 static void b_text(struct buf *b, const char *s)
@@ -138,19 +142,19 @@ struct t_tensor {
     const char *name;
     const char *cls; /* storage class under torch. */
     const char *key;
-    int64_t     storage_numel;
-    int64_t     offset;
-    int         n_dims;
-    int64_t     size[10], stride[10];
-    bool        view; /* legacy view metadata (view_key = key + "v") */
-    int64_t     view_off, view_len;
+    int64_t storage_numel;
+    int64_t offset;
+    int n_dims;
+    int64_t size[10], stride[10];
+    bool view; /* legacy view metadata (view_key = key + "v") */
+    int64_t view_off, view_len;
 };
 
 struct t_blob {
     const char *key;
     const void *data;
-    size_t      nbytes;
-    int64_t     count; /* element count written in the legacy header */
+    size_t nbytes;
+    int64_t count; /* element count written in the legacy header */
 };
 
 /* The saved object: {'hps': {...}, 'model': OrderedDict(name -> tensor), 'step': 7}. */
@@ -195,9 +199,11 @@ static void build_object(struct buf *b, const struct t_tensor *t, int n, bool zi
         B_OPS(b, "tQ");
         b_int(b, t[i].offset);
         B_OPS(b, "(");
-        for (int d = 0; d < t[i].n_dims; d++) b_int(b, t[i].size[d]);
+        for (int d = 0; d < t[i].n_dims; d++)
+            b_int(b, t[i].size[d]);
         B_OPS(b, "t(");
-        for (int d = 0; d < t[i].n_dims; d++) b_int(b, t[i].stride[d]);
+        for (int d = 0; d < t[i].n_dims; d++)
+            b_int(b, t[i].stride[d]);
         B_OPS(b, "t\x89h\x01)Rtr\x00\x00\x01\x00R"); /* LONG_BINPUT 256 */
     }
     B_OPS(b, "u}"); /* BUILD state {'_metadata': OrderedDict()}, as torch writes */
@@ -222,7 +228,8 @@ static void build_legacy_head(struct buf *b)
 static void build_legacy_tail(struct buf *b, const struct t_blob *s, int n)
 {
     B_OPS(b, "\x80\x02](");
-    for (int i = 0; i < n; i++) b_str(b, s[i].key);
+    for (int i = 0; i < n; i++)
+        b_str(b, s[i].key);
     B_OPS(b, "e.");
     for (int i = 0; i < n; i++) {
         b_le(b, (uint64_t)s[i].count, 8);
@@ -230,7 +237,10 @@ static void build_legacy_tail(struct buf *b, const struct t_blob *s, int n)
     }
 }
 
-static void build_legacy(struct buf *b, const struct t_tensor *t, int nt, const struct t_blob *s,
+static void build_legacy(struct buf *b,
+                         const struct t_tensor *t,
+                         int nt,
+                         const struct t_blob *s,
                          int ns)
 {
     build_legacy_head(b);
@@ -241,7 +251,7 @@ static void build_legacy(struct buf *b, const struct t_tensor *t, int nt, const 
 struct z_file {
     const char *name;
     const void *data;
-    size_t      n;
+    size_t n;
 };
 
 /* An in-memory zip (stored entries, as torch writes them). */
@@ -256,9 +266,10 @@ static bool build_zip_method(struct buf *out, const struct z_file *f, int n, int
     if (!za) return false;
     for (int i = 0; i < n; i++) {
         zip_source_t *fs = zip_source_buffer(za, f[i].data, f[i].n, 0);
-        zip_int64_t   ix = zip_file_add(za, f[i].name, fs, ZIP_FL_ENC_UTF_8);
+        zip_int64_t ix   = zip_file_add(za, f[i].name, fs, ZIP_FL_ENC_UTF_8);
         if (ix < 0) return false;
         zip_set_file_compression(za, (zip_uint64_t)ix, method, 0);
+        zip_file_set_mtime(za, (zip_uint64_t)ix, 1577836800, 0); /* fixed: reproducible seeds */
     }
     if (zip_close(za) != 0) return false;
     zip_stat_t st;
@@ -279,27 +290,36 @@ static bool build_zip(struct buf *out, const struct z_file *f, int n)
     return build_zip_method(out, f, n, ZIP_CM_STORE);
 }
 
-static bool build_zip_ckpt_method(struct buf *out, const struct t_tensor *t, int nt,
-                                  const struct t_blob *s, int ns, bool with_pkl, int method)
+static bool build_zip_ckpt_method(struct buf *out,
+                                  const struct t_tensor *t,
+                                  int nt,
+                                  const struct t_blob *s,
+                                  int ns,
+                                  bool with_pkl,
+                                  int method)
 {
-    struct buf pkl = {0};
+    struct buf pkl = { 0 };
     build_object(&pkl, t, nt, true);
     struct z_file f[16];
-    char          names[16][64];
-    int           n = 0;
-    if (with_pkl) f[n++] = (struct z_file){"archive/data.pkl", pkl.p, pkl.n};
-    f[n++] = (struct z_file){"archive/version", "3\n", 2};
+    char names[16][64];
+    int n = 0;
+    if (with_pkl) f[n++] = (struct z_file){ "archive/data.pkl", pkl.p, pkl.n };
+    f[n++] = (struct z_file){ "archive/version", "3\n", 2 };
     for (int i = 0; i < ns && n < 16; i++, n++) {
         snprintf(names[n], sizeof names[n], "archive/data/%s", s[i].key);
-        f[n] = (struct z_file){names[n], s[i].data, s[i].nbytes};
+        f[n] = (struct z_file){ names[n], s[i].data, s[i].nbytes };
     }
     bool ok = build_zip_method(out, f, n, method);
     b_free(&pkl);
     return ok;
 }
 
-static bool build_zip_ckpt(struct buf *out, const struct t_tensor *t, int nt,
-                           const struct t_blob *s, int ns, bool with_pkl)
+static bool build_zip_ckpt(struct buf *out,
+                           const struct t_tensor *t,
+                           int nt,
+                           const struct t_blob *s,
+                           int ns,
+                           bool with_pkl)
 {
     return build_zip_ckpt_method(out, t, nt, s, ns, with_pkl, ZIP_CM_STORE);
 }
@@ -310,9 +330,9 @@ static bool build_zip_ckpt(struct buf *out, const struct t_tensor *t, int nt,
 static void expect_reject(const char *name, const void *data, size_t n, const char *want)
 {
     jb_clear_error();
-    struct jb_ckpt *c   = jb_ckpt_open_memory(data, n);
-    const char     *msg = jb_last_error();
-    bool ok = !c && msg && msg[0] && (!want || strstr(msg, want));
+    struct jb_ckpt *c = jb_ckpt_open_memory(data, n);
+    const char *msg   = jb_last_error();
+    bool ok           = !c && msg && msg[0] && (!want || strstr(msg, want));
     check(ok, "reject %s: %s", name, msg && msg[0] ? msg : "(no message)");
     if (c) jb_ckpt_close(c);
     char seed[128];
@@ -327,9 +347,9 @@ static void expect_reject(const char *name, const void *data, size_t n, const ch
 static void expect_pickle_reject(const char *name, const void *data, size_t n, const char *want)
 {
     jb_clear_error();
-    struct jb_pickle *p   = jb_pickle_load(data, n, NULL);
-    const char       *msg = jb_last_error();
-    bool ok = !p && msg && msg[0] && (!want || strstr(msg, want));
+    struct jb_pickle *p = jb_pickle_load(data, n, NULL);
+    const char *msg     = jb_last_error();
+    bool ok             = !p && msg && msg[0] && (!want || strstr(msg, want));
     check(ok, "reject pickle %s: %s", name, msg && msg[0] ? msg : "(no message)");
     jb_pickle_free(p);
 }
@@ -338,14 +358,14 @@ static void expect_pickle_reject(const char *name, const void *data, size_t n, c
 static void expect_reject_object(const char *name, const struct buf *obj, const char *want)
 {
     expect_pickle_reject(name, obj->p, obj->n, want);
-    struct buf b = {0};
+    struct buf b = { 0 };
     build_legacy_head(&b);
     b_put(&b, obj->p, obj->n); /* last, so no later pickle can complete it */
     char label[128];
     snprintf(label, sizeof label, "legacy %s", name);
     expect_reject(label, b.p, b.n, want);
     b_free(&b);
-    struct z_file f[] = {{"archive/data.pkl", obj->p, obj->n}};
+    struct z_file f[] = { { "archive/data.pkl", obj->p, obj->n } };
     if (build_zip(&b, f, 1)) {
         snprintf(label, sizeof label, "zip %s", name);
         expect_reject(label, b.p, b.n, want);
@@ -355,42 +375,42 @@ static void expect_reject_object(const char *name, const struct buf *obj, const 
 
 /* ---- the small self-made checkpoint ------------------------------------------------------ */
 
-static float   f32_data[6] = {0, 1, 2, 3, 4, 5};
-static uint16_t f16_data[4] = {0x3c00, 0xc000, 0x3800, 0x7bff}; /* 1, -2, 0.5, 65504 */
-static int64_t i64_data[3]  = {-7, 0, 1234567};
-static double  f64_data[10] = {0, 10, 20, 30, 40, 50, 60, 70, 80, 90};
-static uint16_t bf16_data[2] = {0x3f80, 0xc0a0}; /* 1, -5 */
-static int32_t  i32_data[2]  = {-100000, 42};
-static uint8_t  u8_data[3]   = {0, 200, 255};
-static uint8_t  bool_data[2] = {0, 1};
+static float f32_data[6]     = { 0, 1, 2, 3, 4, 5 };
+static uint16_t f16_data[4]  = { 0x3c00, 0xc000, 0x3800, 0x7bff }; /* 1, -2, 0.5, 65504 */
+static int64_t i64_data[3]   = { -7, 0, 1234567 };
+static double f64_data[10]   = { 0, 10, 20, 30, 40, 50, 60, 70, 80, 90 };
+static uint16_t bf16_data[2] = { 0x3f80, 0xc0a0 }; /* 1, -5 */
+static int32_t i32_data[2]   = { -100000, 42 };
+static uint8_t u8_data[3]    = { 0, 200, 255 };
+static uint8_t bool_data[2]  = { 0, 1 };
 
 #define N_TINY 13
 static const struct t_tensor tiny_tensors[N_TINY] = {
-    {"module.a", "FloatStorage", "0", 6, 0, 2, {2, 3}, {3, 1}, false, 0, 0},
-    {"b", "FloatStorage", "0", 6, 0, 2, {3, 2}, {1, 3}, false, 0, 0}, /* a transposed */
-    {"c", "HalfStorage", "1", 4, 0, 1, {4}, {1}, false, 0, 0},
-    {"d", "LongStorage", "2", 3, 0, 1, {3}, {1}, false, 0, 0},
-    {"e", "DoubleStorage", "3", 10, 1, 1, {2}, {2}, false, 0, 0},
-    {"f", "FloatStorage", "0", 6, 4, 0, {0}, {0}, false, 0, 0}, /* scalar */
-    {"g", "FloatStorage", "0", 6, 6, 2, {0, 5}, {5, 1}, false, 0, 0},
-    {"h", "BFloat16Storage", "4", 2, 0, 1, {2}, {1}, false, 0, 0},
-    {"i", "IntStorage", "5", 2, 0, 2, {1, 2}, {2, 1}, false, 0, 0},
-    {"j", "ByteStorage", "6", 3, 0, 1, {3}, {1}, false, 0, 0},
-    {"k", "BoolStorage", "7", 2, 0, 1, {2}, {1}, false, 0, 0},
-    {"l", "FloatStorage", "0", 6, 2, 1, {3}, {0}, false, 0, 0}, /* broadcast */
-    {"m", "FloatStorage", "0", 6, 0, 3, {2, 1, 2}, {3, 7, 2}, false, 0, 0},
+    { "module.a", "FloatStorage", "0", 6, 0, 2, { 2, 3 }, { 3, 1 }, false, 0, 0 },
+    { "b", "FloatStorage", "0", 6, 0, 2, { 3, 2 }, { 1, 3 }, false, 0, 0 }, /* a transposed */
+    { "c", "HalfStorage", "1", 4, 0, 1, { 4 }, { 1 }, false, 0, 0 },
+    { "d", "LongStorage", "2", 3, 0, 1, { 3 }, { 1 }, false, 0, 0 },
+    { "e", "DoubleStorage", "3", 10, 1, 1, { 2 }, { 2 }, false, 0, 0 },
+    { "f", "FloatStorage", "0", 6, 4, 0, { 0 }, { 0 }, false, 0, 0 }, /* scalar */
+    { "g", "FloatStorage", "0", 6, 6, 2, { 0, 5 }, { 5, 1 }, false, 0, 0 },
+    { "h", "BFloat16Storage", "4", 2, 0, 1, { 2 }, { 1 }, false, 0, 0 },
+    { "i", "IntStorage", "5", 2, 0, 2, { 1, 2 }, { 2, 1 }, false, 0, 0 },
+    { "j", "ByteStorage", "6", 3, 0, 1, { 3 }, { 1 }, false, 0, 0 },
+    { "k", "BoolStorage", "7", 2, 0, 1, { 2 }, { 1 }, false, 0, 0 },
+    { "l", "FloatStorage", "0", 6, 2, 1, { 3 }, { 0 }, false, 0, 0 }, /* broadcast */
+    { "m", "FloatStorage", "0", 6, 0, 3, { 2, 1, 2 }, { 3, 7, 2 }, false, 0, 0 },
 };
 static const struct t_blob tiny_blobs[8] = {
-    {"0", f32_data, sizeof f32_data, 6},   {"1", f16_data, sizeof f16_data, 4},
-    {"2", i64_data, sizeof i64_data, 3},   {"3", f64_data, sizeof f64_data, 10},
-    {"4", bf16_data, sizeof bf16_data, 2}, {"5", i32_data, sizeof i32_data, 2},
-    {"6", u8_data, sizeof u8_data, 3},     {"7", bool_data, sizeof bool_data, 2},
+    { "0", f32_data, sizeof f32_data, 6 },   { "1", f16_data, sizeof f16_data, 4 },
+    { "2", i64_data, sizeof i64_data, 3 },   { "3", f64_data, sizeof f64_data, 10 },
+    { "4", bf16_data, sizeof bf16_data, 2 }, { "5", i32_data, sizeof i32_data, 2 },
+    { "6", u8_data, sizeof u8_data, 3 },     { "7", bool_data, sizeof bool_data, 2 },
 };
 
 static bool read_eq(const struct jb_ckpt *c, const char *name, const float *want, int n)
 {
     const struct jb_ckpt_entry *e = jb_ckpt_find(c, name);
-    float                       got[16];
+    float got[16];
     if (!e || n > 16) return false;
     if (jb_ckpt_read_f32(c, e, got) != JB_STATUS_OK) {
         printf("  %s: %s\n", name, jb_last_error());
@@ -411,35 +431,40 @@ static void check_tiny(struct jb_ckpt *c, const char *what, bool with_view)
         return;
     }
     int64_t want_n = N_TINY + (with_view ? 1 : 0);
-    check(jb_ckpt_n_entries(c) == want_n, "%s: %lld entries", what,
-          (long long)jb_ckpt_n_entries(c));
+    check(
+      jb_ckpt_n_entries(c) == want_n, "%s: %lld entries", what, (long long)jb_ckpt_n_entries(c));
     const struct jb_ckpt_entry *a = jb_ckpt_find(c, "a"), *b = jb_ckpt_find(c, "b");
     check(a && b && !jb_ckpt_find(c, "module.a") && a->storage == b->storage &&
-              a->type == JB_CKPT_F32 && a->n_dims == 2 && a->shape[0] == 2 && a->shape[1] == 3,
-          "%s: 'module.' stripped, shape [2, 3], shared storage", what);
-    check(read_eq(c, "a", (const float[]){0, 1, 2, 3, 4, 5}, 6), "%s: read a", what);
-    check(read_eq(c, "b", (const float[]){0, 3, 1, 4, 2, 5}, 6), "%s: read b (transposed)", what);
-    check(read_eq(c, "c", (const float[]){1, -2, 0.5f, 65504}, 4), "%s: read f16", what);
-    check(read_eq(c, "d", (const float[]){-7, 0, 1234567}, 3), "%s: read i64", what);
-    check(read_eq(c, "e", (const float[]){10, 30}, 2), "%s: read f64 strided", what);
-    check(read_eq(c, "f", (const float[]){4}, 1), "%s: read scalar", what);
-    check(read_eq(c, "g", (const float[]){0}, 0) && jb_ckpt_find(c, "g")->shape[0] == 0,
-          "%s: read empty", what);
-    check(read_eq(c, "h", (const float[]){1, -5}, 2), "%s: read bf16", what);
-    check(read_eq(c, "i", (const float[]){-100000, 42}, 2), "%s: read i32", what);
-    check(read_eq(c, "j", (const float[]){0, 200, 255}, 3), "%s: read u8", what);
-    check(read_eq(c, "k", (const float[]){0, 1}, 2), "%s: read bool", what);
-    check(read_eq(c, "l", (const float[]){2, 2, 2}, 3), "%s: read broadcast", what);
-    check(read_eq(c, "m", (const float[]){0, 2, 3, 5}, 4), "%s: read 3-d strided", what);
+            a->type == JB_CKPT_F32 && a->n_dims == 2 && a->shape[0] == 2 && a->shape[1] == 3,
+          "%s: 'module.' stripped, shape [2, 3], shared storage",
+          what);
+    check(read_eq(c, "a", (const float[]){ 0, 1, 2, 3, 4, 5 }, 6), "%s: read a", what);
+    check(read_eq(c, "b", (const float[]){ 0, 3, 1, 4, 2, 5 }, 6), "%s: read b (transposed)", what);
+    check(read_eq(c, "c", (const float[]){ 1, -2, 0.5f, 65504 }, 4), "%s: read f16", what);
+    check(read_eq(c, "d", (const float[]){ -7, 0, 1234567 }, 3), "%s: read i64", what);
+    check(read_eq(c, "e", (const float[]){ 10, 30 }, 2), "%s: read f64 strided", what);
+    check(read_eq(c, "f", (const float[]){ 4 }, 1), "%s: read scalar", what);
+    check(read_eq(c, "g", (const float[]){ 0 }, 0) && jb_ckpt_find(c, "g")->shape[0] == 0,
+          "%s: read empty",
+          what);
+    check(read_eq(c, "h", (const float[]){ 1, -5 }, 2), "%s: read bf16", what);
+    check(read_eq(c, "i", (const float[]){ -100000, 42 }, 2), "%s: read i32", what);
+    check(read_eq(c, "j", (const float[]){ 0, 200, 255 }, 3), "%s: read u8", what);
+    check(read_eq(c, "k", (const float[]){ 0, 1 }, 2), "%s: read bool", what);
+    check(read_eq(c, "l", (const float[]){ 2, 2, 2 }, 3), "%s: read broadcast", what);
+    check(read_eq(c, "m", (const float[]){ 0, 2, 3, 5 }, 4), "%s: read 3-d strided", what);
     if (with_view)
-        check(read_eq(c, "v", (const float[]){30, 50}, 2) && jb_ckpt_find(c, "v")->storage_offset == 3,
-              "%s: read legacy storage view", what);
+        check(read_eq(c, "v", (const float[]){ 30, 50 }, 2) &&
+                jb_ckpt_find(c, "v")->storage_offset == 3,
+              "%s: read legacy storage view",
+              what);
     const struct jb_pyval *hps = jb_ckpt_hps(c);
     check(jb_pyval_int(jb_pyval_dict_get(hps, "n_ctx")) == 8 &&
-              fabs(jb_pyval_float(jb_pyval_dict_get(hps, "lr")) - 0.001) < 1e-12 &&
-              strcmp(jb_pyval_str(jb_pyval_dict_get(hps, "name")), "tiny") == 0 &&
-              jb_ckpt_step(c) == 7,
-          "%s: hps and step", what);
+            fabs(jb_pyval_float(jb_pyval_dict_get(hps, "lr")) - 0.001) < 1e-12 &&
+            strcmp(jb_pyval_str(jb_pyval_dict_get(hps, "name")), "tiny") == 0 &&
+            jb_ckpt_step(c) == 7,
+          "%s: hps and step",
+          what);
 
     if (!a) {
         jb_ckpt_close(c);
@@ -447,23 +472,29 @@ static void check_tiny(struct jb_ckpt *c, const char *what, bool with_view)
     }
     /* a caller's copy of an entry is re-checked against the storage */
     struct jb_ckpt_entry bad = *a;
-    float                out[64];
-    bad.stride[0]            = 4;
+    float out[64];
+    bad.stride[0] = 4;
     jb_clear_error();
     enum jb_status st = jb_ckpt_read_f32(c, &bad, out);
-    check(st == JB_STATUS_ERR_FORMAT && jb_last_error()[0], "%s: read of a view past its storage: %s",
-          what, jb_last_error());
+    check(st == JB_STATUS_ERR_FORMAT && jb_last_error()[0],
+          "%s: read of a view past its storage: %s",
+          what,
+          jb_last_error());
     bad         = *a;
     bad.storage = 1000;
     jb_clear_error();
     st = jb_ckpt_read_f32(c, &bad, out);
-    check(st == JB_STATUS_ERR_INVALID_ARG && jb_last_error()[0], "%s: read with a bad storage index: %s", what,
+    check(st == JB_STATUS_ERR_INVALID_ARG && jb_last_error()[0],
+          "%s: read with a bad storage index: %s",
+          what,
           jb_last_error());
     bad      = *a;
     bad.type = JB_CKPT_F64;
     jb_clear_error();
     st = jb_ckpt_read_f32(c, &bad, out);
-    check(st == JB_STATUS_ERR_INVALID_ARG, "%s: read with the wrong element type: %s", what,
+    check(st == JB_STATUS_ERR_INVALID_ARG,
+          "%s: read with the wrong element type: %s",
+          what,
           jb_last_error());
     jb_ckpt_close(c);
 }
@@ -472,20 +503,20 @@ static void make_tiny_legacy(struct buf *b)
 {
     struct t_tensor t[N_TINY + 1];
     memcpy(t, tiny_tensors, sizeof tiny_tensors);
-    t[N_TINY] = (struct t_tensor){"v", "DoubleStorage", "3", 10, 1, 1, {2}, {2}, true, 2, 5};
+    t[N_TINY] = (struct t_tensor){ "v", "DoubleStorage", "3", 10, 1, 1, { 2 }, { 2 }, true, 2, 5 };
     build_legacy(b, t, N_TINY + 1, tiny_blobs, 8);
 }
 
 static void test_tiny(void)
 {
-    struct buf b = {0};
+    struct buf b = { 0 };
     make_tiny_legacy(&b);
     seed_write("ok_tiny_legacy", b.p, b.n);
     check_tiny(jb_ckpt_open_memory(b.p, b.n), "tiny legacy", true);
 
     /* the file path (mmap) */
     char path[] = "/tmp/test_ckpt_XXXXXX";
-    int  fd     = mkstemp(path);
+    int fd      = mkstemp(path);
     if (fd >= 0) {
         bool wrote = write(fd, b.p, b.n) == (ssize_t)b.n;
         close(fd);
@@ -545,11 +576,15 @@ static void test_tiny(void)
 /* ---- hostile and corrupt inputs ---------------------------------------------------------- */
 
 /* A legacy checkpoint with one tensor described by t and one blob. */
-static void one_tensor_legacy(const char *name, struct t_tensor t, int64_t count, const void *data,
-                              size_t nbytes, const char *want)
+static void one_tensor_legacy(const char *name,
+                              struct t_tensor t,
+                              int64_t count,
+                              const void *data,
+                              size_t nbytes,
+                              const char *want)
 {
-    struct buf    b    = {0};
-    struct t_blob blob = {t.key, data, nbytes, count};
+    struct buf b       = { 0 };
+    struct t_blob blob = { t.key, data, nbytes, count };
     build_legacy(&b, &t, 1, &blob, 1);
     expect_reject(name, b.p, b.n, want);
     b_free(&b);
@@ -557,7 +592,7 @@ static void one_tensor_legacy(const char *name, struct t_tensor t, int64_t count
 
 static void test_hostile_pickles(void)
 {
-    struct buf b = {0};
+    struct buf b = { 0 };
 
     /* GLOBAL posix.system + REDUCE('echo pwned') */
     B_OPS(&b, "\x80\x02");
@@ -569,7 +604,9 @@ static void test_hostile_pickles(void)
     b_free(&b);
 
     /* STACK_GLOBAL os.system (protocol 4) */
-    B_OPS(&b, "\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x0a" "echo pwned\x85R.");
+    B_OPS(&b,
+          "\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x0a"
+          "echo pwned\x85R.");
     expect_reject_object("STACK_GLOBAL os.system", &b, "global 'os.system' is not allowed");
     b_free(&b);
 
@@ -595,7 +632,9 @@ static void test_hostile_pickles(void)
 
     B_OPS(&b, "\x80\x02");
     b_global(&b, "collections", "OrderedDict");
-    B_OPS(&b, "](K\x01K\x02\x86" "e\x85R.");
+    B_OPS(&b,
+          "](K\x01K\x02\x86"
+          "e\x85R.");
     expect_reject_object("OrderedDict with arguments", &b, "with arguments");
     b_free(&b);
 
@@ -622,40 +661,56 @@ static void test_hostile_pickles(void)
     struct {
         const char *name;
         const char *bytes;
-        size_t      n;
+        size_t n;
         const char *want;
     } raw[] = {
-        {"BINUNICODE length 0xffffffff", "\x80\x02X\xff\xff\xff\xff" "abc.", 11, "bytes"},
-        {"BINUNICODE8 length 2^63", "\x80\x04\x8d\x00\x00\x00\x00\x00\x00\x00\x80" "a.", 13, "bytes"},
-        {"BINBYTES8 length 2^64-1", "\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff.", 12, "bytes"},
-        {"BINSTRING negative length", "\x80\x02T\xff\xff\xff\xff.", 8, "negative"},
-        {"LONG4 length 2^31", "\x80\x02\x8b\x00\x00\x00\x80.", 8, "LONG"},
-        {"FRAME past end", "\x80\x04\x95\xff\x00\x00\x00\x00\x00\x00\x00N.", 13, "FRAME"},
-        {"protocol 9", "\x80\x09N.", 4, "protocol"},
-        {"BINGET unset memo", "\x80\x02h\x05.", 5, "memo"},
-        {"LONG_BINGET 0xffffffff", "\x80\x02j\xff\xff\xff\xff.", 8, "memo"},
-        {"LONG_BINPUT 0xffffffff", "\x80\x02Nr\xff\xff\xff\xff.", 9, "memo index"},
-        {"REDUCE on empty stack", "\x80\x02R.", 4, "underflow"},
-        {"APPEND to a dict", "\x80\x02}Na.", 6, "APPEND"},
-        {"SETITEM on a list", "\x80\x02]NNs.", 7, "SETITEM"},
-        {"SETITEMS odd", "\x80\x02}(Nu.", 7, "odd"},
-        {"POP_MARK without MARK", "\x80\x02" "1.", 4, "MARK"},
-        {"APPENDS below the mark", "\x80\x02(]e.", 6, "underflow"},
-        {"reach below MARK", "\x80\x02N(0N(\x85.", 9, "underflow"},
-        {"STOP on empty stack", "\x80\x02.", 3, "underflow"},
-        {"no STOP", "\x80\x02N", 3, "before STOP"},
-        {"unknown opcode 0xff", "\x80\x02\xff.", 4, "unknown opcode 0xff"},
-        {"INST opcode", "\x80\x02iposix\nsystem\n.", 17, "INST"},
-        {"EXT1 opcode", "\x80\x02\x82\x01.", 5, "EXT1"},
-        {"GLOBAL without newline", "\x80\x02" "cposix", 8, "GLOBAL"},
-        {"STACK_GLOBAL of ints", "\x80\x04K\x01K\x02\x93.", 8, "strings"},
-        {"BUILD on a list", "\x80\x02]Nb.", 6, "BUILD"},
-        {"BINPERSID on nothing", "\x80\x02Q.", 4, "underflow"},
-        {"empty", "", 0, NULL},
-        {"one byte", "\x80", 1, NULL},
+        { "BINUNICODE length 0xffffffff",
+          "\x80\x02X\xff\xff\xff\xff"
+          "abc.",
+          11,
+          "bytes" },
+        { "BINUNICODE8 length 2^63",
+          "\x80\x04\x8d\x00\x00\x00\x00\x00\x00\x00\x80"
+          "a.",
+          13,
+          "bytes" },
+        { "BINBYTES8 length 2^64-1", "\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff.", 12, "bytes" },
+        { "BINSTRING negative length", "\x80\x02T\xff\xff\xff\xff.", 8, "negative" },
+        { "LONG4 length 2^31", "\x80\x02\x8b\x00\x00\x00\x80.", 8, "LONG" },
+        { "FRAME past end", "\x80\x04\x95\xff\x00\x00\x00\x00\x00\x00\x00N.", 13, "FRAME" },
+        { "protocol 9", "\x80\x09N.", 4, "protocol" },
+        { "BINGET unset memo", "\x80\x02h\x05.", 5, "memo" },
+        { "LONG_BINGET 0xffffffff", "\x80\x02j\xff\xff\xff\xff.", 8, "memo" },
+        { "LONG_BINPUT 0xffffffff", "\x80\x02Nr\xff\xff\xff\xff.", 9, "memo index" },
+        { "REDUCE on empty stack", "\x80\x02R.", 4, "underflow" },
+        { "APPEND to a dict", "\x80\x02}Na.", 6, "APPEND" },
+        { "SETITEM on a list", "\x80\x02]NNs.", 7, "SETITEM" },
+        { "SETITEMS odd", "\x80\x02}(Nu.", 7, "odd" },
+        { "POP_MARK without MARK",
+          "\x80\x02"
+          "1.",
+          4,
+          "MARK" },
+        { "APPENDS below the mark", "\x80\x02(]e.", 6, "underflow" },
+        { "reach below MARK", "\x80\x02N(0N(\x85.", 9, "underflow" },
+        { "STOP on empty stack", "\x80\x02.", 3, "underflow" },
+        { "no STOP", "\x80\x02N", 3, "before STOP" },
+        { "unknown opcode 0xff", "\x80\x02\xff.", 4, "unknown opcode 0xff" },
+        { "INST opcode", "\x80\x02iposix\nsystem\n.", 17, "INST" },
+        { "EXT1 opcode", "\x80\x02\x82\x01.", 5, "EXT1" },
+        { "GLOBAL without newline",
+          "\x80\x02"
+          "cposix",
+          8,
+          "GLOBAL" },
+        { "STACK_GLOBAL of ints", "\x80\x04K\x01K\x02\x93.", 8, "strings" },
+        { "BUILD on a list", "\x80\x02]Nb.", 6, "BUILD" },
+        { "BINPERSID on nothing", "\x80\x02Q.", 4, "underflow" },
+        { "empty", "", 0, NULL },
+        { "one byte", "\x80", 1, NULL },
     };
     for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
-        struct buf o = {0};
+        struct buf o = { 0 };
         b_put(&o, raw[i].bytes, raw[i].n);
         expect_reject_object(raw[i].name, &o, raw[i].want);
         b_free(&o);
@@ -663,12 +718,14 @@ static void test_hostile_pickles(void)
 
     /* too many MARKs and too deep a stack: bounded, not a crash */
     B_OPS(&b, "\x80\x02");
-    for (int i = 0; i < (1 << 20) + 1; i++) b_u8(&b, '(');
+    for (int i = 0; i < (1 << 20) + 1; i++)
+        b_u8(&b, '(');
     B_OPS(&b, ".");
     expect_pickle_reject("2^20+1 MARKs", b.p, b.n, "marks");
     b_free(&b);
     B_OPS(&b, "\x80\x02N");
-    for (int i = 0; i < (1 << 20) + 1; i++) b_u8(&b, '2');
+    for (int i = 0; i < (1 << 20) + 1; i++)
+        b_u8(&b, '2');
     B_OPS(&b, ".");
     expect_pickle_reject("2^20+1 DUPs", b.p, b.n, "stack deeper");
     b_free(&b);
@@ -676,9 +733,9 @@ static void test_hostile_pickles(void)
 
 static void test_hostile_containers(void)
 {
-    static const float six[6] = {0, 1, 2, 3, 4, 5};
-    struct t_tensor    base   = {"w", "FloatStorage", "0", 6, 0, 2, {2, 3}, {3, 1}, false, 0, 0};
-    struct t_tensor    t;
+    static const float six[6] = { 0, 1, 2, 3, 4, 5 };
+    struct t_tensor base = { "w", "FloatStorage", "0", 6, 0, 2, { 2, 3 }, { 3, 1 }, false, 0, 0 };
+    struct t_tensor t;
 
     t               = base;
     t.storage_numel = (int64_t)1 << 62;
@@ -704,24 +761,25 @@ static void test_hostile_containers(void)
     t        = base;
     t.offset = 1;
     one_tensor_legacy("offset + extent past storage", t, 6, six, sizeof six, "outside storage");
-    t        = base;
-    t.offset = 7;
+    t         = base;
+    t.offset  = 7;
     t.size[0] = 0;
     one_tensor_legacy("empty tensor past storage", t, 6, six, sizeof six, "outside storage");
     t         = base;
     t.size[0] = (int64_t)1 << 40;
     t.size[1] = (int64_t)1 << 40;
     one_tensor_legacy("numel overflow", t, 6, six, sizeof six, "overflow");
-    t         = base;
-    t.size[0] = (int64_t)1 << 62;
+    t           = base;
+    t.size[0]   = (int64_t)1 << 62;
     t.stride[0] = 4;
     one_tensor_legacy("extent overflow", t, 6, six, sizeof six, "overflow");
     t        = base;
     t.n_dims = 9;
-    for (int d = 0; d < 9; d++) t.size[d] = 1, t.stride[d] = 1;
+    for (int d = 0; d < 9; d++)
+        t.size[d] = 1, t.stride[d] = 1;
     one_tensor_legacy("9 dimensions", t, 6, six, sizeof six, "dimensions");
-    t      = base;
-    t.cls  = "ComplexFloatStorage";
+    t     = base;
+    t.cls = "ComplexFloatStorage";
     one_tensor_legacy("unknown storage class", t, 6, six, sizeof six, "not allowed");
     t          = base;
     t.view     = true;
@@ -737,11 +795,11 @@ static void test_hostile_containers(void)
     one_tensor_legacy("tensor data past end of file", base, 6, six, 20, "past end");
 
     /* two tensors disagreeing about one storage */
-    struct t_tensor two[2] = {base, base};
+    struct t_tensor two[2] = { base, base };
     two[1].name            = "v";
     two[1].cls             = "HalfStorage";
-    struct buf    b        = {0};
-    struct t_blob blob     = {"0", six, sizeof six, 6};
+    struct buf b           = { 0 };
+    struct t_blob blob     = { "0", six, sizeof six, 6 };
     build_legacy(&b, two, 2, &blob, 1);
     expect_reject("storage with two element types", b.p, b.n, "two element types");
     b_free(&b);
@@ -756,7 +814,7 @@ static void test_hostile_containers(void)
     build_legacy(&b, two, 2, &blob, 1);
     expect_reject("duplicate name after 'module.' strip", b.p, b.n, "duplicate tensor name");
     b_free(&b);
-    struct t_blob blobs2[2] = {blob, blob};
+    struct t_blob blobs2[2] = { blob, blob };
     build_legacy(&b, &base, 1, blobs2, 2);
     expect_reject("storage key listed twice", b.p, b.n, "listed twice");
     b_free(&b);
@@ -782,16 +840,18 @@ static void test_hostile_containers(void)
     struct {
         const char *name;
         const char *bytes;
-        size_t      n;
+        size_t n;
         const char *want;
     } objs[] = {
-        {"object is a list", LIT("\x80\x02]."), "not a dict"},
-        {"no 'model' key", LIT("\x80\x02}X\x04\x00\x00\x00stepK\x01s."), "no 'model'"},
-        {"'model' is a list", LIT("\x80\x02}X\x05\x00\x00\x00model]s."), "no 'model'"},
-        {"entry is an int", LIT("\x80\x02}X\x05\x00\x00\x00model}X\x01\x00\x00\x00wK\x01ss."),
-         "not a tensor"},
-        {"entry name is an int", LIT("\x80\x02}X\x05\x00\x00\x00model}K\x01K\x01ss."),
-         "not a string"},
+        { "object is a list", LIT("\x80\x02]."), "not a dict" },
+        { "no 'model' key", LIT("\x80\x02}X\x04\x00\x00\x00stepK\x01s."), "no 'model'" },
+        { "'model' is a list", LIT("\x80\x02}X\x05\x00\x00\x00model]s."), "no 'model'" },
+        { "entry is an int",
+          LIT("\x80\x02}X\x05\x00\x00\x00model}X\x01\x00\x00\x00wK\x01ss."),
+          "not a tensor" },
+        { "entry name is an int",
+          LIT("\x80\x02}X\x05\x00\x00\x00model}K\x01K\x01ss."),
+          "not a string" },
     };
 #undef LIT
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++) {
@@ -803,7 +863,7 @@ static void test_hostile_containers(void)
     }
 
     /* zip structure */
-    struct t_blob zb = {"0", six, sizeof six, 6};
+    struct t_blob zb = { "0", six, sizeof six, 6 };
     if (build_zip_ckpt(&b, &base, 1, &zb, 1, false))
         expect_reject("zip without data.pkl", b.p, b.n, "data.pkl");
     b_free(&b);
@@ -821,18 +881,19 @@ static void test_hostile_containers(void)
         expect_reject("zip storage numel 2^60", b.p, b.n, "declares");
     b_free(&b);
     {
-        struct buf pkl = {0};
+        struct buf pkl = { 0 };
         build_object(&pkl, &base, 1, true);
-        struct z_file f[] = {{"a/data.pkl", pkl.p, pkl.n}, {"b/data.pkl", pkl.p, pkl.n}};
+        struct z_file f[] = { { "a/data.pkl", pkl.p, pkl.n }, { "b/data.pkl", pkl.p, pkl.n } };
         if (build_zip(&b, f, 2)) expect_reject("zip with two data.pkl", b.p, b.n, "more than one");
         b_free(&b);
-        struct z_file g[] = {{"archive/data.pkl", pkl.p, pkl.n},
-                             {"archive/byteorder", "big", 3},
-                             {"archive/data/0", six, sizeof six}};
+        struct z_file g[] = { { "archive/data.pkl", pkl.p, pkl.n },
+                              { "archive/byteorder", "big", 3 },
+                              { "archive/data/0", six, sizeof six } };
         if (build_zip(&b, g, 3)) expect_reject("zip big-endian", b.p, b.n, "byteorder");
         b_free(&b);
         /* change a byte of the stored data.pkl, keeping it a valid pickle: CRC mismatch */
-        struct z_file h[] = {{"archive/data.pkl", pkl.p, pkl.n}, {"archive/data/0", six, sizeof six}};
+        struct z_file h[] = { { "archive/data.pkl", pkl.p, pkl.n },
+                              { "archive/data/0", six, sizeof six } };
         if (build_zip(&b, h, 2)) {
             for (size_t i = 0; i + 4 < b.n; i++)
                 if (memcmp(b.p + i, "tiny", 4) == 0) {
@@ -846,7 +907,7 @@ static void test_hostile_containers(void)
     }
 
     /* garbage */
-    uint8_t  g[4096];
+    uint8_t g[4096];
     uint64_t s = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < sizeof g; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -861,7 +922,8 @@ static void test_hostile_containers(void)
     expect_reject("NULL input", NULL, 0, "empty");
     jb_clear_error();
     check(!jb_ckpt_open("/nonexistent/ckpt.pth.tar") && jb_last_error()[0],
-          "reject missing file: %s", jb_last_error());
+          "reject missing file: %s",
+          jb_last_error());
     jb_clear_error();
     check(!jb_ckpt_open("/tmp") && jb_last_error()[0], "reject a directory: %s", jb_last_error());
 }
@@ -883,31 +945,31 @@ static void test_vm(void)
     /* pickle.dumps({'a': 1, 'neg': -5, 'big': -(2**40), 'f': 0.5, 's': 'hé', 'b': b'\0\1',
      * 'l': [1, 2, [3]], 't': (1, 'x'), 'T': True, 'F': False, 'n': None, 'u': 2**70}, 4) */
     static const char p4[] =
-        "8004957f000000000000007d94288c0161944b018c036e6567944afbffffff8c03626967948a060000000000ff"
-        "8c016694473fe00000000000008c0173948c0368c3a9948c01629443020001948c016c945d94284b014b025d94"
-        "4b0361658c0174944b018c01789486948c015494888c014694898c016e944e8c0175948a090000000000000000"
-        "40752e";
-    struct buf b = {0};
+      "8004957f000000000000007d94288c0161944b018c036e6567944afbffffff8c03626967948a060000000000ff"
+      "8c016694473fe00000000000008c0173948c0368c3a9948c01629443020001948c016c945d94284b014b025d94"
+      "4b0361658c0174944b018c01789486948c015494888c014694898c016e944e8c0175948a090000000000000000"
+      "40752e";
+    struct buf b = { 0 };
     hex_decode(p4, &b);
-    size_t            used = 0;
-    struct jb_pickle *p    = jb_pickle_load(b.p, b.n, &used);
+    size_t used              = 0;
+    struct jb_pickle *p      = jb_pickle_load(b.p, b.n, &used);
     const struct jb_pyval *d = jb_pickle_result(p);
     const struct jb_pyval *l = jb_pyval_dict_get(d, "l");
     const struct jb_pyval *u = jb_pyval_dict_get(d, "u");
-    bool ok = p && used == b.n && jb_pyval_len(d) == 12 &&
-              jb_pyval_int(jb_pyval_dict_get(d, "a")) == 1 &&
-              jb_pyval_int(jb_pyval_dict_get(d, "neg")) == -5 &&
-              jb_pyval_int(jb_pyval_dict_get(d, "big")) == -((int64_t)1 << 40) &&
-              jb_pyval_float(jb_pyval_dict_get(d, "f")) == 0.5 &&
-              strcmp(jb_pyval_str(jb_pyval_dict_get(d, "s")), "h\xc3\xa9") == 0 &&
-              jb_pyval_type(jb_pyval_dict_get(d, "b")) == JB_PY_BYTES &&
-              jb_pyval_len(jb_pyval_dict_get(d, "b")) == 2 && jb_pyval_len(l) == 3 &&
-              jb_pyval_int(jb_pyval_item(jb_pyval_item(l, 2), 0)) == 3 &&
-              jb_pyval_type(jb_pyval_dict_get(d, "t")) == JB_PY_TUPLE &&
-              jb_pyval_type(jb_pyval_dict_get(d, "T")) == JB_PY_BOOL &&
-              jb_pyval_int(jb_pyval_dict_get(d, "T")) == 1 &&
-              jb_pyval_type(jb_pyval_dict_get(d, "n")) == JB_PY_NONE &&
-              jb_pyval_type(u) == JB_PY_LONG && jb_pyval_len(u) == 9 && jb_pyval_bytes(u)[8] == 0x40;
+    bool ok =
+      p && used == b.n && jb_pyval_len(d) == 12 && jb_pyval_int(jb_pyval_dict_get(d, "a")) == 1 &&
+      jb_pyval_int(jb_pyval_dict_get(d, "neg")) == -5 &&
+      jb_pyval_int(jb_pyval_dict_get(d, "big")) == -((int64_t)1 << 40) &&
+      jb_pyval_float(jb_pyval_dict_get(d, "f")) == 0.5 &&
+      strcmp(jb_pyval_str(jb_pyval_dict_get(d, "s")), "h\xc3\xa9") == 0 &&
+      jb_pyval_type(jb_pyval_dict_get(d, "b")) == JB_PY_BYTES &&
+      jb_pyval_len(jb_pyval_dict_get(d, "b")) == 2 && jb_pyval_len(l) == 3 &&
+      jb_pyval_int(jb_pyval_item(jb_pyval_item(l, 2), 0)) == 3 &&
+      jb_pyval_type(jb_pyval_dict_get(d, "t")) == JB_PY_TUPLE &&
+      jb_pyval_type(jb_pyval_dict_get(d, "T")) == JB_PY_BOOL &&
+      jb_pyval_int(jb_pyval_dict_get(d, "T")) == 1 &&
+      jb_pyval_type(jb_pyval_dict_get(d, "n")) == JB_PY_NONE && jb_pyval_type(u) == JB_PY_LONG &&
+      jb_pyval_len(u) == 9 && jb_pyval_bytes(u)[8] == 0x40;
     check(ok, "vm: protocol 4 dict from CPython (FRAME, MEMOIZE, SHORT_BINUNICODE, LONG1, ...)");
     jb_pickle_free(p);
     b_free(&b);
@@ -927,15 +989,16 @@ static void test_vm(void)
     B_OPS(&b, "}u.");
     struct jb_ckpt *c = NULL;
     {
-        struct buf f = {0};
+        struct buf f = { 0 };
         build_legacy_head(&f);
         b_put(&f, b.p, b.n);
         B_OPS(&f, "\x80\x02].");
         seed_write("ok_hparams", f.p, f.n);
-        c = jb_ckpt_open_memory(f.p, f.n);
+        c                          = jb_ckpt_open_memory(f.p, f.n);
         const struct jb_pyval *hps = jb_ckpt_hps(c);
-        check(c && jb_ckpt_n_entries(c) == 0 && jb_pyval_int(jb_pyval_dict_get(hps, "n_ctx")) == 8192 &&
-                  jb_pyval_int(jb_pyval_dict_get(hps, "levels")) == 3 && jb_ckpt_step(c) == -1,
+        check(c && jb_ckpt_n_entries(c) == 0 &&
+                jb_pyval_int(jb_pyval_dict_get(hps, "n_ctx")) == 8192 &&
+                jb_pyval_int(jb_pyval_dict_get(hps, "levels")) == 3 && jb_ckpt_step(c) == -1,
               "vm: jukebox.hparams.Hyperparams read as a dict, empty model, no step");
         jb_ckpt_close(c);
         b_free(&f);
@@ -947,14 +1010,16 @@ static void test_vm(void)
     b_str(&b, "hps");
     B_OPS(&b, "}");
     b_str(&b, "x");
-    B_OPS(&b, "]q\x07h\x07" "as");
+    B_OPS(&b,
+          "]q\x07h\x07"
+          "as");
     b_str(&b, "model");
     B_OPS(&b, "}");
     b_str(&b, "step");
     b_int(&b, -3);
     B_OPS(&b, "u.");
     {
-        struct buf f = {0};
+        struct buf f = { 0 };
         build_legacy_head(&f);
         b_put(&f, b.p, b.n);
         B_OPS(&f, "\x80\x02].");
@@ -990,16 +1055,26 @@ static uint8_t *read_file(const char *path, size_t *n)
 static const char *dtype_str(enum jb_ckpt_dtype t)
 {
     switch (t) {
-    case JB_CKPT_F32: return "float32";
-    case JB_CKPT_F16: return "float16";
-    case JB_CKPT_BF16: return "bfloat16";
-    case JB_CKPT_F64: return "float64";
-    case JB_CKPT_I64: return "int64";
-    case JB_CKPT_I32: return "int32";
-    case JB_CKPT_I16: return "int16";
-    case JB_CKPT_I8: return "int8";
-    case JB_CKPT_U8: return "uint8";
-    case JB_CKPT_BOOL: return "bool";
+    case JB_CKPT_F32:
+        return "float32";
+    case JB_CKPT_F16:
+        return "float16";
+    case JB_CKPT_BF16:
+        return "bfloat16";
+    case JB_CKPT_F64:
+        return "float64";
+    case JB_CKPT_I64:
+        return "int64";
+    case JB_CKPT_I32:
+        return "int32";
+    case JB_CKPT_I16:
+        return "int16";
+    case JB_CKPT_I8:
+        return "int8";
+    case JB_CKPT_U8:
+        return "uint8";
+    case JB_CKPT_BOOL:
+        return "bool";
     }
     return "?";
 }
@@ -1007,7 +1082,8 @@ static const char *dtype_str(enum jb_ckpt_dtype t)
 static int64_t entry_numel(const struct jb_ckpt_entry *e)
 {
     int64_t n = 1;
-    for (int d = 0; d < e->n_dims; d++) n *= e->shape[d];
+    for (int d = 0; d < e->n_dims; d++)
+        n *= e->shape[d];
     return n;
 }
 
@@ -1016,17 +1092,18 @@ static bool check_against_params(const struct jb_ckpt *c, const cJSON *params, c
 {
     int n = cJSON_GetArraySize(params);
     if (jb_ckpt_n_entries(c) != n) {
-        printf("  %s: %lld entries, params.json has %d\n", what, (long long)jb_ckpt_n_entries(c), n);
+        printf(
+          "  %s: %lld entries, params.json has %d\n", what, (long long)jb_ckpt_n_entries(c), n);
         return false;
     }
     int n_shared = 0, n_bad = 0;
     for (int i = 0; i < n; i++) {
-        const cJSON                *p    = cJSON_GetArrayItem(params, i);
-        const char                 *name = cJSON_GetObjectItem(p, "name")->valuestring;
-        const char                 *dt   = cJSON_GetObjectItem(p, "dtype")->valuestring;
-        const cJSON                *sh   = cJSON_GetObjectItem(p, "shape");
-        const cJSON                *tied = cJSON_GetObjectItem(p, "shares_storage_with");
-        const struct jb_ckpt_entry *e    = jb_ckpt_entry(c, i);
+        const cJSON *p                = cJSON_GetArrayItem(params, i);
+        const char *name              = cJSON_GetObjectItem(p, "name")->valuestring;
+        const char *dt                = cJSON_GetObjectItem(p, "dtype")->valuestring;
+        const cJSON *sh               = cJSON_GetObjectItem(p, "shape");
+        const cJSON *tied             = cJSON_GetObjectItem(p, "shares_storage_with");
+        const struct jb_ckpt_entry *e = jb_ckpt_entry(c, i);
         bool ok = e && strcmp(e->name, name) == 0 && strcmp(dtype_str(e->type), dt) == 0 &&
                   e->n_dims == cJSON_GetArraySize(sh) &&
                   entry_numel(e) == (int64_t)cJSON_GetObjectItem(p, "numel")->valuedouble;
@@ -1037,15 +1114,19 @@ static bool check_against_params(const struct jb_ckpt *c, const cJSON *params, c
             ok                            = o && o->storage == e->storage;
             n_shared++;
         }
-        if (!ok && n_bad++ < 5) printf("  %s: entry %d ('%s') differs from params.json\n", what, i, name);
+        if (!ok && n_bad++ < 5)
+            printf("  %s: entry %d ('%s') differs from params.json\n", what, i, name);
     }
     /* no sharing beyond what params.json lists */
     int64_t max_storage = -1;
     for (int64_t i = 0; i < jb_ckpt_n_entries(c); i++)
         if (jb_ckpt_entry(c, i)->storage > max_storage) max_storage = jb_ckpt_entry(c, i)->storage;
     if (max_storage + 1 != n - n_shared) {
-        printf("  %s: %lld storages for %d entries with %d tied\n", what, (long long)(max_storage + 1),
-               n, n_shared);
+        printf("  %s: %lld storages for %d entries with %d tied\n",
+               what,
+               (long long)(max_storage + 1),
+               n,
+               n_shared);
         n_bad++;
     }
     return n_bad == 0;
@@ -1054,7 +1135,7 @@ static bool check_against_params(const struct jb_ckpt *c, const cJSON *params, c
 /* Compares a checkpoint tensor with a little-endian float32 C-order .npy file. */
 static bool equals_npy(const struct jb_ckpt *c, const char *name, const char *npy_path)
 {
-    size_t   n;
+    size_t n;
     uint8_t *d = read_file(npy_path, &n);
     if (!d || n < 12 || memcmp(d, "\x93NUMPY", 6) != 0) {
         free(d);
@@ -1062,13 +1143,13 @@ static bool equals_npy(const struct jb_ckpt *c, const char *name, const char *np
     }
     size_t hlen = d[6] == 1 ? (size_t)(d[8] | d[9] << 8) : (size_t)(d[8] | d[9] << 8 | d[10] << 16);
     size_t off  = d[6] == 1 ? 10 + hlen : 12 + hlen;
-    const struct jb_ckpt_entry *e  = jb_ckpt_find(c, name);
-    bool                        ok = e && off <= n && memmem(d + off - hlen, hlen, "'<f4'", 5) &&
+    const struct jb_ckpt_entry *e = jb_ckpt_find(c, name);
+    bool ok                       = e && off <= n && memmem(d + off - hlen, hlen, "'<f4'", 5) &&
               (n - off) == (size_t)entry_numel(e) * 4;
     if (ok) {
         float *got = malloc((size_t)entry_numel(e) * 4);
-        ok = got && jb_ckpt_read_f32(c, e, got) == JB_STATUS_OK &&
-             memcmp(got, d + off, n - off) == 0;
+        ok =
+          got && jb_ckpt_read_f32(c, e, got) == JB_STATUS_OK && memcmp(got, d + off, n - off) == 0;
         free(got);
     }
     free(d);
@@ -1077,20 +1158,20 @@ static bool equals_npy(const struct jb_ckpt *c, const char *name, const char *np
 
 struct read_all_arg {
     const struct jb_ckpt *c;
-    const float          *ref; /* concatenation of every entry, or NULL to fill */
-    size_t                total;
-    bool                  ok;
+    const float *ref; /* concatenation of every entry, or NULL to fill */
+    size_t total;
+    bool ok;
 };
 
 static void *read_all_thread(void *arg)
 {
-    struct read_all_arg *a   = arg;
-    float               *buf = malloc(a->total * sizeof(float) + 4);
-    size_t               pos = 0;
-    a->ok                    = buf != NULL;
+    struct read_all_arg *a = arg;
+    float *buf             = malloc(a->total * sizeof(float) + 4);
+    size_t pos             = 0;
+    a->ok                  = buf != NULL;
     for (int64_t i = 0; a->ok && i < jb_ckpt_n_entries(a->c); i++) {
         const struct jb_ckpt_entry *e = jb_ckpt_entry(a->c, i);
-        a->ok = jb_ckpt_read_f32(a->c, e, buf + pos) == JB_STATUS_OK;
+        a->ok                         = jb_ckpt_read_f32(a->c, e, buf + pos) == JB_STATUS_OK;
         pos += (size_t)entry_numel(e);
     }
     a->ok = a->ok && memcmp(buf, a->ref, a->total * sizeof(float)) == 0;
@@ -1101,7 +1182,8 @@ static void *read_all_thread(void *arg)
 static size_t total_numel(const struct jb_ckpt *c)
 {
     size_t total = 0;
-    for (int64_t i = 0; i < jb_ckpt_n_entries(c); i++) total += (size_t)entry_numel(jb_ckpt_entry(c, i));
+    for (int64_t i = 0; i < jb_ckpt_n_entries(c); i++)
+        total += (size_t)entry_numel(jb_ckpt_entry(c, i));
     return total;
 }
 
@@ -1129,7 +1211,7 @@ static void test_fixture(const char *root, const char *dir, const char *base)
     snprintf(zpath, sizeof zpath, "%s/%s/%s.zip.pth.tar", root, dir, base);
     snprintf(jpath, sizeof jpath, "%s/%s/%s.params.json", root, dir, base);
     size_t jn;
-    char  *js     = (char *)read_file(jpath, &jn);
+    char *js      = (char *)read_file(jpath, &jn);
     cJSON *params = js ? cJSON_ParseWithLength(js, jn) : NULL;
     free(js);
     if (!cJSON_IsArray(params)) {
@@ -1137,42 +1219,58 @@ static void test_fixture(const char *root, const char *dir, const char *base)
         cJSON_Delete(params);
         return;
     }
-    double          t0 = jb_time_now();
-    struct jb_ckpt *l  = jb_ckpt_open(path);
-    double          t1 = jb_time_now();
-    struct jb_ckpt *z  = jb_ckpt_open(zpath);
-    double          t2 = jb_time_now();
-    check(l && !jb_ckpt_is_zip(l), "%s legacy: open (%.1f ms) %s", dir, 1e3 * (t1 - t0),
+    double t0         = jb_time_now();
+    struct jb_ckpt *l = jb_ckpt_open(path);
+    double t1         = jb_time_now();
+    struct jb_ckpt *z = jb_ckpt_open(zpath);
+    double t2         = jb_time_now();
+    check(l && !jb_ckpt_is_zip(l),
+          "%s legacy: open (%.1f ms) %s",
+          dir,
+          1e3 * (t1 - t0),
           l ? "" : jb_last_error());
-    check(z && jb_ckpt_is_zip(z), "%s zip: open (%.1f ms) %s", dir, 1e3 * (t2 - t1),
+    check(z && jb_ckpt_is_zip(z),
+          "%s zip: open (%.1f ms) %s",
+          dir,
+          1e3 * (t2 - t1),
           z ? "" : jb_last_error());
     if (!l || !z) goto done;
-    check(check_against_params(l, params, "legacy"), "%s legacy: %d entries match params.json", dir,
+    check(check_against_params(l, params, "legacy"),
+          "%s legacy: %d entries match params.json",
+          dir,
           cJSON_GetArraySize(params));
-    check(check_against_params(z, params, "zip"), "%s zip: %d entries match params.json", dir,
+    check(check_against_params(z, params, "zip"),
+          "%s zip: %d entries match params.json",
+          dir,
           cJSON_GetArraySize(params));
     for (int k = 0; k < 2; k++) {
-        const struct jb_ckpt  *c   = k ? z : l;
+        const struct jb_ckpt *c    = k ? z : l;
         const struct jb_pyval *hps = jb_ckpt_hps(c);
         const struct jb_pyval *v   = jb_pyval_dict_get(hps, "n_ctx");
         if (!v) v = jb_pyval_dict_get(hps, "levels");
         check(jb_pyval_type(hps) == JB_PY_DICT && jb_pyval_type(v) == JB_PY_INT &&
-                  jb_ckpt_step(c) >= 0,
-              "%s %s: hps dict of %zu items (%s = %lld), step %lld", dir, k ? "zip" : "legacy",
-              jb_pyval_len(hps), jb_pyval_dict_get(hps, "n_ctx") ? "n_ctx" : "levels",
-              (long long)jb_pyval_int(v), (long long)jb_ckpt_step(c));
+                jb_ckpt_step(c) >= 0,
+              "%s %s: hps dict of %zu items (%s = %lld), step %lld",
+              dir,
+              k ? "zip" : "legacy",
+              jb_pyval_len(hps),
+              jb_pyval_dict_get(hps, "n_ctx") ? "n_ctx" : "levels",
+              (long long)jb_pyval_int(v),
+              (long long)jb_ckpt_step(c));
     }
     float *a = read_all(l), *b = read_all(z);
     size_t total = total_numel(l);
     check(a && b && total == total_numel(z) && memcmp(a, b, total * sizeof(float)) == 0,
-          "%s: legacy and zip data bit-identical (%zu values)", dir, total);
+          "%s: legacy and zip data bit-identical (%zu values)",
+          dir,
+          total);
     /* concurrent reads of one zip (libzip handle under the ckpt's lock) */
     if (b) {
-        pthread_t           th[4];
+        pthread_t th[4];
         struct read_all_arg args[4];
-        bool                all_ok = true;
+        bool all_ok = true;
         for (int i = 0; i < 4; i++) {
-            args[i] = (struct read_all_arg){z, b, total, false};
+            args[i] = (struct read_all_arg){ z, b, total, false };
             pthread_create(&th[i], NULL, read_all_thread, &args[i]);
         }
         for (int i = 0; i < 4; i++) {
@@ -1189,7 +1287,9 @@ static void test_fixture(const char *root, const char *dir, const char *base)
             snprintf(name, sizeof name, "bottleneck.level_blocks.%d.k", lv);
             snprintf(npy, sizeof npy, "%s/vqvae/codebook_level%d.npy", root, lv);
             check(equals_npy(l, name, npy) && equals_npy(z, name, npy),
-                  "vqvae: %s equals codebook_level%d.npy", name, lv);
+                  "vqvae: %s equals codebook_level%d.npy",
+                  name,
+                  lv);
         }
     }
 done:
@@ -1203,14 +1303,14 @@ static void test_fixture_truncations(const char *root)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/vqvae/vqvae.pth.tar", root);
-    size_t   n;
+    size_t n;
     uint8_t *d = read_file(path, &n);
     if (!d) {
         check(false, "read %s", path);
         return;
     }
-    int    bad = 0, cases = 0;
-    char   first[256] = "", mid[256] = "";
+    int bad = 0, cases = 0;
+    char first[256] = "", mid[256] = "";
     for (size_t len = 0; len < n; len += 997, cases++) {
         jb_clear_error();
         struct jb_ckpt *c = jb_ckpt_open_memory(d, len);
@@ -1219,13 +1319,17 @@ static void test_fixture_truncations(const char *root)
         if (len == 997 * 600) snprintf(mid, sizeof mid, "%s", jb_last_error());
         jb_ckpt_close(c);
     }
-    check(bad == 0, "reject vqvae legacy truncated every 997 bytes (%d cases, %d accepted)", cases,
+    check(bad == 0,
+          "reject vqvae legacy truncated every 997 bytes (%d cases, %d accepted)",
+          cases,
           bad);
     printf("  e.g. at 997: %s\n  e.g. at %d: %s\n", first, 997 * 600, mid);
     for (size_t k = 1; k <= 16; k++) {
         jb_clear_error();
         struct jb_ckpt *c = jb_ckpt_open_memory(d, n - k);
-        check(!c && jb_last_error()[0], "reject vqvae legacy without its last %zu bytes: %s", k,
+        check(!c && jb_last_error()[0],
+              "reject vqvae legacy without its last %zu bytes: %s",
+              k,
               jb_last_error());
         jb_ckpt_close(c);
     }
@@ -1241,7 +1345,8 @@ static void test_fixture_truncations(const char *root)
         if (c || !jb_last_error()[0]) bad++;
         jb_ckpt_close(c);
     }
-    check(bad == 0, "reject vqvae zip truncated every 997 bytes (%d cases, %d accepted)", cases, bad);
+    check(
+      bad == 0, "reject vqvae zip truncated every 997 bytes (%d cases, %d accepted)", cases, bad);
     free(d);
 }
 
@@ -1249,18 +1354,18 @@ int main(int argc, char **argv)
 {
     const char *root = argc > 1 ? argv[1] : NULL;
     struct stat st;
-    char        probe[1024];
+    char probe[1024];
     if (root) snprintf(probe, sizeof probe, "%s/vqvae/vqvae.pth.tar", root);
     if (!root || stat(probe, &st) != 0) {
         printf("SKIP: ../shared fixtures not found\n");
     } else {
         static const char *models[][2] = {
-            {"vqvae", "vqvae"},
-            {"upsampler_level_0", "prior_level_0"},
-            {"upsampler_level_1", "prior_level_1"},
-            {"prior_5b", "prior_level_2"},
-            {"prior_5b_lyrics", "prior_level_2"},
-            {"prior_1b_lyrics", "prior_level_2"},
+            { "vqvae", "vqvae" },
+            { "upsampler_level_0", "prior_level_0" },
+            { "upsampler_level_1", "prior_level_1" },
+            { "prior_5b", "prior_level_2" },
+            { "prior_5b_lyrics", "prior_level_2" },
+            { "prior_1b_lyrics", "prior_level_2" },
         };
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
             test_fixture(root, models[i][0], models[i][1]);

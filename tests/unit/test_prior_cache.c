@@ -491,8 +491,8 @@ static void check_model(const struct tcase *tc)
     struct jb_prior         *p   = jb_prior_init(&hp, w, be);
     report(p != NULL, "%s: jb_prior_init %s", tc->name, p ? "" : jb_last_error());
     if (!p) return;
-    report(jb_weights_check_all_used(w) == JB_STATUS_OK, "%s: every tensor used %s", tc->name,
-           jb_last_error());
+    enum jb_status s = jb_weights_check_all_used(w);
+    report(s == JB_STATUS_OK, "%s: every tensor used %s", tc->name, s ? jb_last_error() : "");
     const int V = jb_prior_vocab(p);
 
     /* cache capacities follow the retention rules of §5.2 */
@@ -523,7 +523,7 @@ static void check_model(const struct tcase *tc)
 
     /* forward vs the plain reference, per candidate */
     float *fwd = malloc((size_t)N_ * T_ * V * sizeof *fwd);
-    enum jb_status s = jb_prior_forward(p, N_, T_, in->tok, in->start, in->x, in->enc, fwd, NULL, NULL);
+    s          = jb_prior_forward(p, N_, T_, in->tok, in->start, in->x, in->enc, fwd, NULL, NULL);
     report(s == JB_STATUS_OK, "%s: jb_prior_forward", tc->name);
     double *ref = malloc((size_t)T_ * V * sizeof *ref);
     for (int n = 0; n < N_; n++) {

@@ -301,7 +301,11 @@ static void test_released_margins(struct jb_backend *be)
     model_free(&m);
 }
 
-static void test_decode_chunks(struct model *m, int L, int64_t n)
+/* Decodes n random codes at level L whole, then in chunks of each size in chunks[] (0 = the
+ * margin M, -1 = 2M + 1, -2 = n − 1, -3 = n, -4 = n + 5), then (if full) as decode_range
+ * pieces and with one code perturbed. */
+static void test_decode_chunks(struct model *m, int L, int64_t n, const int64_t *chunks,
+                               int n_chunks, bool full)
 {
     struct jb_vqvae *vq  = m->vq;
     int64_t          hop = jb_vqvae_hp_hop(jb_vqvae_get_hparams(vq), L);
@@ -327,10 +331,9 @@ static void test_decode_chunks(struct model *m, int L, int64_t n)
     check(isfinite(rms) && rms > 1e-6, "level %d: decoded audio is finite and non-zero (rms %.3g)",
           L, rms);
 
-    /* chunk sizes: 1 only where the margin is small (each chunk decodes 2M + 1 codes) */
-    int64_t chunks[] = {M < 100 ? 1 : 17, 7, 333, M, 2 * M + 1, n - 1, n, n + 5};
-    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+    for (int c = 0; c < n_chunks; c++) {
         int64_t ch = chunks[c];
+        ch = ch == 0 ? M : ch == -1 ? 2 * M + 1 : ch == -2 ? n - 1 : ch == -3 ? n : ch == -4 ? n + 5 : ch;
         memset(y, 0xff, (size_t)(n * hop) * sizeof(float)); /* NaNs: every sample must be written */
         st = jb_vqvae_decode_level(vq, L, z, n, y, ch, NULL);
         int64_t nd;
@@ -340,6 +343,8 @@ static void test_decode_chunks(struct model *m, int L, int64_t n)
               "not bit-identical",
               L, (long long)ch, e, (long long)(st == JB_STATUS_OK ? nd : -1), (long long)(n * hop));
     }
+
+    if (!full) goto done;
 
     /* decode_range: irregular pieces, concatenated */
     {
@@ -381,9 +386,12 @@ static void test_decode_chunks(struct model *m, int L, int64_t n)
               "level %d: perturbing code %lld changes codes [c − %lld, c + %lld] of audio, within "
               "the margin %lld",
               L, (long long)c, (long long)reach_lo, (long long)reach_hi, (long long)M);
-        check(reach_lo >= M - 2 || reach_hi >= M - 2,
-              "level %d: the margin is tight (reach %lld / %lld vs %lld)", L, (long long)reach_lo,
-              (long long)reach_hi, (long long)M);
+        /* The far edge is reached through one chain of edge taps; the change there can be
+         * absorbed by fp32 rounding, so allow a few codes of slack. */
+        int64_t slack = M / 50 > 3 ? M / 50 : 3;
+        check(reach_lo >= M - slack || reach_hi >= M - slack,
+              "level %d: the margin is tight (reach %lld / %lld vs %lld, slack %lld)", L,
+              (long long)reach_lo, (long long)reach_hi, (long long)M, (long long)slack);
     }
 
 done:
@@ -412,8 +420,10 @@ static void test_encode(struct model *m, int64_t n_samples)
         for (int64_t i = 0; in_range && i < n; i++) in_range = z[i] >= 0 && z[i] < hp->l_bins;
         check(in_range, "level %d: encode %lld samples -> %lld codes in range", L,
               (long long)n_samples, (long long)n);
-        int64_t sizes[] = {1, 13, E + 3, n / 2 + 1};
-        for (size_t s = 0; st == JB_STATUS_OK && s < sizeof sizes / sizeof *sizes; s++) {
+        /* chunks of 1 and 13 only where the margin is small: each chunk encodes 2E + chunk */
+        int64_t sizes[] = {E + 3, n / 2 + 1, 13, 1};
+        int     n_sizes = E < 100 ? 4 : 2;
+        for (int s = 0; st == JB_STATUS_OK && s < n_sizes; s++) {
             enum jb_status st2 =
                 jb_vqvae_encode_level_chunked(vq, L, x, n_samples, z2, p2, sizes[s], NULL);
             int64_t nd, nz = 0;
@@ -539,15 +549,32 @@ int main(void)
     check(ok, "small VQ-VAE (width 8, depth 3, emb 16, bins 64) builds (%s)", ok ? "" : jb_last_error());
     if (ok) {
         check(jb_weights_check_all_used(m.w) == JB_STATUS_OK, "small model: every tensor used");
-        /* about 3 s of audio: 132096 samples = 1032 top-level codes */
-        const int64_t n_samples = 132096;
-        for (int L = 0; L < hp.levels; L++)
-            test_decode_chunks(&m, L, n_samples / jb_vqvae_hp_hop(&hp, L));
+        /* About 3 s of audio (132096 samples = 1032 top-level codes) at levels 1 and 2, 0.75 s
+         * at level 0, whose margin (639 codes here) makes small chunks expensive: each chunk
+         * decodes 2M + chunk codes. Chunk size 1 on short sequences. */
+        static const int64_t sizes[] = {7, 333, 0, -1, -2, -3, -4};
+        test_decode_chunks(&m, 0, 132096 / 32, sizes + 1, 6, true);
+        test_decode_chunks(&m, 1, 132096 / 32, sizes, 7, true);
+        test_decode_chunks(&m, 2, 132096 / 128, sizes, 7, true);
+        static const int64_t ones[] = {1, 2, -3};
+        test_decode_chunks(&m, 1, 200, ones, 3, false);
+        test_decode_chunks(&m, 2, 200, ones, 3, false);
         test_encode(&m, 32768);
         test_errors(&m);
         test_cancel_progress(&m);
     }
     model_free(&m);
+
+    /* level 0 with chunk sizes 1 and 7 on a shallower model (depth 1: margin in tens of codes) */
+    hp = released_topology(8, 1, 16, 64);
+    ok = model_init(&m, &hp, be, 43);
+    check(ok, "shallow VQ-VAE (width 8, depth 1) builds (%s)", ok ? "" : jb_last_error());
+    if (ok) {
+        static const int64_t small[] = {1, 7, 0, -3};
+        test_decode_chunks(&m, 0, 1000, small, 4, true);
+    }
+    model_free(&m);
+
     test_bad_models(be);
 
     jb_backend_free(be);

@@ -27,64 +27,68 @@
 #error "ckpt.c reads little-endian storages in place: big-endian hosts are not supported"
 #endif
 
-#define CKPT_MAX_KEY_LEN  4096         /* storage key bytes (zip entry name part) */
+#define CKPT_MAX_KEY_LEN 4096          /* storage key bytes (zip entry name part) */
 #define CKPT_MAX_PKL_SIZE (1ull << 30) /* data.pkl of the zip format */
-#define CKPT_HPS_BUDGET   (1u << 20)   /* values visited when checking that hps is plain */
-#define CKPT_HPS_DEPTH    32
+#define CKPT_HPS_BUDGET (1u << 20)     /* values visited when checking that hps is plain */
+#define CKPT_HPS_DEPTH 32
 
 /* The legacy magic number 0x1950a86a20f9469cfc6c as LONG1 bytes (little-endian). */
-static const uint8_t ckpt_legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9,
-                                              0x20, 0x6a, 0xa8, 0x50, 0x19};
+static const uint8_t ckpt_legacy_magic[10] = { 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                               0x20, 0x6a, 0xa8, 0x50, 0x19 };
 
 struct ckpt_storage {
-    const char        *key; /* points into the object pickle */
+    const char *key; /* points into the object pickle */
     enum jb_ckpt_dtype type;
-    int64_t            numel;
-    size_t             offset;  /* legacy: byte offset of element 0 in the file */
-    zip_uint64_t       zindex;  /* zip: entry index */
-    zip_uint64_t       zsize;   /* zip: entry size in bytes */
-    bool               zstored; /* zip: stored uncompressed, so libzip can seek in it */
-    bool               located;
+    int64_t numel;
+    size_t offset;       /* legacy: byte offset of element 0 in the file */
+    zip_uint64_t zindex; /* zip: entry index */
+    zip_uint64_t zsize;  /* zip: entry size in bytes */
+    bool zstored;        /* zip: stored uncompressed, so libzip can seek in it */
+    bool located;
 };
 
 /* Open-addressing string -> index table (slot = index + 1, 0 = empty). */
 struct ckpt_index {
     int64_t *slot;
-    size_t   mask;
+    size_t mask;
 };
 
 struct jb_ckpt {
-    bool                   is_zip;
-    const uint8_t         *data;
-    size_t                 size;
-    bool                   mapped;
-    zip_t                 *za;
-    pthread_mutex_t        zip_lock; /* zip_t is not safe for concurrent reads */
-    bool                   lock_ready;
-    const char            *label; /* path or "<memory>", for messages; only valid during open */
-    struct jb_pickle      *obj;   /* owns names, keys and the hps values */
-    const struct jb_pyval *hps;   /* NULL unless a dict of plain values */
-    int64_t                step;
-    struct jb_ckpt_entry  *entries;
-    int64_t                n_entries;
-    struct ckpt_storage   *storages;
-    int64_t                n_storages;
-    struct ckpt_index      by_name, by_key;
+    bool is_zip;
+    const uint8_t *data;
+    size_t size;
+    bool mapped;
+    zip_t *za;
+    pthread_mutex_t zip_lock; /* zip_t is not safe for concurrent reads */
+    bool lock_ready;
+    const char *label;          /* path or "<memory>", for messages; only valid during open */
+    struct jb_pickle *obj;      /* owns names, keys and the hps values */
+    const struct jb_pyval *hps; /* NULL unless a dict of plain values */
+    int64_t step;
+    struct jb_ckpt_entry *entries;
+    int64_t n_entries;
+    struct ckpt_storage *storages;
+    int64_t n_storages;
+    struct ckpt_index by_name, by_key;
 };
 
 static size_t ckpt_dtype_size(enum jb_ckpt_dtype t)
 {
     switch (t) {
     case JB_CKPT_F64:
-    case JB_CKPT_I64: return 8;
+    case JB_CKPT_I64:
+        return 8;
     case JB_CKPT_F32:
-    case JB_CKPT_I32: return 4;
+    case JB_CKPT_I32:
+        return 4;
     case JB_CKPT_F16:
     case JB_CKPT_BF16:
-    case JB_CKPT_I16: return 2;
+    case JB_CKPT_I16:
+        return 2;
     case JB_CKPT_I8:
     case JB_CKPT_U8:
-    case JB_CKPT_BOOL: return 1;
+    case JB_CKPT_BOOL:
+        return 1;
     }
     return 0;
 }
@@ -94,7 +98,7 @@ static bool ckpt_fail(const struct jb_ckpt *c, const char *fmt, ...) JB_PRINTF(2
 /* One jb_fail per failure, prefixed with the file. */
 static bool ckpt_fail(const struct jb_ckpt *c, const char *fmt, ...)
 {
-    char    msg[768];
+    char msg[768];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -107,15 +111,15 @@ static bool ckpt_fail(const struct jb_ckpt *c, const char *fmt, ...)
 static bool ckpt_storage_dtype(const char *global, enum jb_ckpt_dtype *t)
 {
     static const struct {
-        const char        *name;
+        const char *name;
         enum jb_ckpt_dtype type;
     } map[] = {
-        {"FloatStorage", JB_CKPT_F32}, {"HalfStorage", JB_CKPT_F16},
-        {"BFloat16Storage", JB_CKPT_BF16}, {"DoubleStorage", JB_CKPT_F64},
-        {"LongStorage", JB_CKPT_I64}, {"IntStorage", JB_CKPT_I32},
-        {"ShortStorage", JB_CKPT_I16}, {"CharStorage", JB_CKPT_I8},
-        {"ByteStorage", JB_CKPT_U8}, {"BoolStorage", JB_CKPT_BOOL},
-        {"UntypedStorage", JB_CKPT_U8}, /* torch >= 2 loads untyped storages as uint8 */
+        { "FloatStorage", JB_CKPT_F32 },     { "HalfStorage", JB_CKPT_F16 },
+        { "BFloat16Storage", JB_CKPT_BF16 }, { "DoubleStorage", JB_CKPT_F64 },
+        { "LongStorage", JB_CKPT_I64 },      { "IntStorage", JB_CKPT_I32 },
+        { "ShortStorage", JB_CKPT_I16 },     { "CharStorage", JB_CKPT_I8 },
+        { "ByteStorage", JB_CKPT_U8 },       { "BoolStorage", JB_CKPT_BOOL },
+        { "UntypedStorage", JB_CKPT_U8 }, /* torch >= 2 loads untyped storages as uint8 */
     };
     const char *dot = global ? strrchr(global, '.') : NULL;
     if (!dot) return false;
@@ -133,23 +137,27 @@ static bool ckpt_storage_dtype(const char *global, enum jb_ckpt_dtype *t)
 static uint64_t ckpt_hash(const char *s)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
 }
 
 static bool ckpt_index_init(struct ckpt_index *ix, size_t n)
 {
     size_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
+    while (cap < 2 * n)
+        cap *= 2;
     ix->slot = jb_calloc(cap, sizeof *ix->slot);
     ix->mask = cap - 1;
     return ix->slot != NULL;
 }
 
 /* Returns the index stored under s, or -1 and (if empty != NULL) the free slot to insert at. */
-static int64_t ckpt_index_find(const struct ckpt_index *ix, const char *s,
+static int64_t ckpt_index_find(const struct ckpt_index *ix,
+                               const char *s,
                                const char *(*name_of)(const struct jb_ckpt *, int64_t),
-                               const struct jb_ckpt *c, size_t *empty)
+                               const struct jb_ckpt *c,
+                               size_t *empty)
 {
     for (size_t h = ckpt_hash(s) & ix->mask;; h = (h + 1) & ix->mask) {
         if (!ix->slot[h]) {
@@ -191,8 +199,11 @@ static const char *ckpt_cstr(const struct jb_pyval *v)
 }
 
 /* numel and extent (1 + largest element index) of a strided view; false on overflow. */
-static bool ckpt_view_extent(int n_dims, const int64_t *shape, const int64_t *stride,
-                             int64_t *numel, int64_t *extent)
+static bool ckpt_view_extent(int n_dims,
+                             const int64_t *shape,
+                             const int64_t *stride,
+                             int64_t *numel,
+                             int64_t *extent)
 {
     int64_t n = 1, last = 0;
     for (int d = 0; d < n_dims; d++) {
@@ -215,32 +226,38 @@ static bool ckpt_view_extent(int n_dims, const int64_t *shape, const int64_t *st
 
 /* Parses the persistent id of a tensor's storage, registering the storage by key. Sets the
  * storage index and the element offset/limit of the (possibly viewed) storage. */
-static bool ckpt_parse_storage(struct jb_ckpt *c, const char *name, const struct jb_pyval *persid,
-                               int64_t *storage, int64_t *base, int64_t *limit)
+static bool ckpt_parse_storage(struct jb_ckpt *c,
+                               const char *name,
+                               const struct jb_pyval *persid,
+                               int64_t *storage,
+                               int64_t *base,
+                               int64_t *limit)
 {
     const struct jb_pyval *t = jb_pyval_item(persid, 0);
-    size_t                 n = jb_pyval_len(t);
+    size_t n                 = jb_pyval_len(t);
     if (jb_pyval_type(t) != JB_PY_TUPLE || (n != 5 && n != 6))
         return ckpt_fail(c, "tensor '%s': storage id is not a 5- or 6-tuple", name);
-    const char        *tag = ckpt_cstr(jb_pyval_item(t, 0));
-    const char        *cls = jb_pyval_str(jb_pyval_item(t, 1));
-    const char        *key = ckpt_cstr(jb_pyval_item(t, 2));
+    const char *tag = ckpt_cstr(jb_pyval_item(t, 0));
+    const char *cls = jb_pyval_str(jb_pyval_item(t, 1));
+    const char *key = ckpt_cstr(jb_pyval_item(t, 2));
     enum jb_ckpt_dtype type;
-    int64_t            numel;
+    int64_t numel;
     if (!tag || strcmp(tag, "storage") != 0)
         return ckpt_fail(c, "tensor '%s': persistent id is not a ('storage', ...) tuple", name);
     if (jb_pyval_type(jb_pyval_item(t, 1)) != JB_PY_GLOBAL || !ckpt_storage_dtype(cls, &type))
         return ckpt_fail(c, "tensor '%s': storage class is not a torch storage type", name);
     if (!key || jb_pyval_len(jb_pyval_item(t, 2)) > CKPT_MAX_KEY_LEN)
-        return ckpt_fail(c, "tensor '%s': storage key is not a string of at most %d bytes", name,
+        return ckpt_fail(c,
+                         "tensor '%s': storage key is not a string of at most %d bytes",
+                         name,
                          CKPT_MAX_KEY_LEN);
-    size_t  es      = ckpt_dtype_size(type);
+    size_t es       = ckpt_dtype_size(type);
     int64_t max_num = (int64_t)(INT64_MAX / (int64_t)es);
     if (!ckpt_int(jb_pyval_item(t, 4), 0, max_num, &numel))
         return ckpt_fail(c, "tensor '%s': storage '%s' has a bad element count", name, key);
 
-    size_t  slot = 0;
-    int64_t s = ckpt_index_find(&c->by_key, key, ckpt_storage_key, c, &slot);
+    size_t slot = 0;
+    int64_t s   = ckpt_index_find(&c->by_key, key, ckpt_storage_key, c, &slot);
     if (s < 0) { /* the table and array are sized for one storage per tensor */
         s                       = c->n_storages++;
         struct ckpt_storage *st = &c->storages[s];
@@ -251,11 +268,14 @@ static bool ckpt_parse_storage(struct jb_ckpt *c, const char *name, const struct
     } else {
         const struct ckpt_storage *st = &c->storages[s];
         if (st->type != type)
-            return ckpt_fail(c, "storage '%s' is used with two element types (tensor '%s')", key,
-                             name);
+            return ckpt_fail(
+              c, "storage '%s' is used with two element types (tensor '%s')", key, name);
         if (st->numel != numel)
-            return ckpt_fail(c, "storage '%s' is declared with %lld and %lld elements", key,
-                             (long long)st->numel, (long long)numel);
+            return ckpt_fail(c,
+                             "storage '%s' is declared with %lld and %lld elements",
+                             key,
+                             (long long)st->numel,
+                             (long long)numel);
     }
     *storage = s;
     *base    = 0;
@@ -266,7 +286,8 @@ static bool ckpt_parse_storage(struct jb_ckpt *c, const char *name, const struct
     if (view && jb_pyval_type(view) != JB_PY_NONE) {
         int64_t off, len;
         if (c->is_zip || jb_pyval_type(view) != JB_PY_TUPLE || jb_pyval_len(view) != 3 ||
-            !ckpt_cstr(jb_pyval_item(view, 0)) || !ckpt_int(jb_pyval_item(view, 1), 0, numel, &off) ||
+            !ckpt_cstr(jb_pyval_item(view, 0)) ||
+            !ckpt_int(jb_pyval_item(view, 1), 0, numel, &off) ||
             !ckpt_int(jb_pyval_item(view, 2), 0, numel - off, &len))
             return ckpt_fail(c, "tensor '%s': bad storage view of '%s'", name, key);
         *base  = off;
@@ -280,7 +301,9 @@ static bool ckpt_add_tensor(struct jb_ckpt *c, const struct jb_pyval *kv, const 
     const char *name = ckpt_cstr(kv);
     if (!name) return ckpt_fail(c, "state dict key %lld is not a string", (long long)c->n_entries);
     if (jb_pyval_type(v) != JB_PY_TENSOR)
-        return ckpt_fail(c, "state dict entry '%s' has type %s, not a tensor", name,
+        return ckpt_fail(c,
+                         "state dict entry '%s' has type %s, not a tensor",
+                         name,
                          jb_pyval_type_name(jb_pyval_type(v)));
     if (strncmp(name, "module.", 7) == 0) name += 7; /* DistributedDataParallel prefix */
 
@@ -289,15 +312,14 @@ static bool ckpt_add_tensor(struct jb_ckpt *c, const struct jb_pyval *kv, const 
     e->name = name;
 
     int64_t base = 0, limit = 0, offset = 0, numel = 0, extent = 0;
-    if (!ckpt_parse_storage(c, name, jb_pyval_item(v, 0), &e->storage, &base, &limit))
-        return false;
-    e->type                      = c->storages[e->storage].type;
-    const struct jb_pyval *size  = jb_pyval_item(v, 2);
-    const struct jb_pyval *strd  = jb_pyval_item(v, 3);
-    size_t                 ndims = jb_pyval_len(size);
+    if (!ckpt_parse_storage(c, name, jb_pyval_item(v, 0), &e->storage, &base, &limit)) return false;
+    e->type                     = c->storages[e->storage].type;
+    const struct jb_pyval *size = jb_pyval_item(v, 2);
+    const struct jb_pyval *strd = jb_pyval_item(v, 3);
+    size_t ndims                = jb_pyval_len(size);
     if (ndims > JB_CKPT_MAX_DIMS)
-        return ckpt_fail(c, "tensor '%s' has %zu dimensions (at most %d)", name, ndims,
-                         JB_CKPT_MAX_DIMS);
+        return ckpt_fail(
+          c, "tensor '%s' has %zu dimensions (at most %d)", name, ndims, JB_CKPT_MAX_DIMS);
     e->n_dims = (int)ndims;
     for (size_t d = 0; d < ndims; d++) {
         if (!ckpt_int(jb_pyval_item(size, d), 0, INT64_MAX, &e->shape[d]))
@@ -318,8 +340,12 @@ static bool ckpt_add_tensor(struct jb_ckpt *c, const struct jb_pyval *kv, const 
         return ckpt_fail(c,
                          "tensor '%s' spans elements [%lld, %lld) outside storage '%s' "
                          "[%lld, %lld)",
-                         name, (long long)e->storage_offset, (long long)end,
-                         c->storages[e->storage].key, (long long)base, (long long)limit);
+                         name,
+                         (long long)e->storage_offset,
+                         (long long)end,
+                         c->storages[e->storage].key,
+                         (long long)base,
+                         (long long)limit);
     size_t slot = 0;
     if (ckpt_index_find(&c->by_name, name, ckpt_entry_name, c, &slot) >= 0)
         return ckpt_fail(c, "duplicate tensor name '%s'", name);
@@ -339,7 +365,8 @@ static bool ckpt_is_plain(const struct jb_pyval *v, int depth, size_t *budget)
     case JB_PY_LONG:
     case JB_PY_FLOAT:
     case JB_PY_STR:
-    case JB_PY_BYTES: return true;
+    case JB_PY_BYTES:
+        return true;
     case JB_PY_DICT:
     case JB_PY_LIST:
     case JB_PY_TUPLE:
@@ -349,7 +376,8 @@ static bool ckpt_is_plain(const struct jb_pyval *v, int depth, size_t *budget)
             if (!ckpt_is_plain(jb_pyval_item(v, i), depth + 1, budget)) return false;
         }
         return true;
-    default: return false;
+    default:
+        return false;
     }
 }
 
@@ -358,13 +386,14 @@ static bool ckpt_parse_object(struct jb_ckpt *c)
 {
     const struct jb_pyval *obj = jb_pickle_result(c->obj);
     if (jb_pyval_type(obj) != JB_PY_DICT)
-        return ckpt_fail(c, "the saved object is a %s, not a dict with a 'model' entry",
+        return ckpt_fail(c,
+                         "the saved object is a %s, not a dict with a 'model' entry",
                          jb_pyval_type_name(jb_pyval_type(obj)));
     const struct jb_pyval *model = jb_pyval_dict_get(obj, "model");
     if (jb_pyval_type(model) != JB_PY_DICT)
         return ckpt_fail(c, "the saved object has no 'model' state dict");
 
-    size_t n = jb_pyval_len(model);
+    size_t n    = jb_pyval_len(model);
     c->entries  = jb_calloc(n ? n : 1, sizeof *c->entries);
     c->storages = jb_calloc(n ? n : 1, sizeof *c->storages);
     if (!c->entries || !c->storages || !ckpt_index_init(&c->by_name, n) ||
@@ -373,14 +402,14 @@ static bool ckpt_parse_object(struct jb_ckpt *c)
     for (size_t i = 0; i < n; i++)
         if (!ckpt_add_tensor(c, jb_pyval_dict_key(model, i), jb_pyval_item(model, i))) return false;
 
-    const struct jb_pyval *hps    = jb_pyval_dict_get(obj, "hps");
-    size_t                 budget = CKPT_HPS_BUDGET;
+    const struct jb_pyval *hps = jb_pyval_dict_get(obj, "hps");
+    size_t budget              = CKPT_HPS_BUDGET;
     if (jb_pyval_type(hps) == JB_PY_DICT && ckpt_is_plain(hps, 0, &budget))
         c->hps = hps;
     else if (hps)
         jb_log(JB_LOG_WARN, "ckpt %s: 'hps' is not a dict of plain values; ignored", c->label);
     const struct jb_pyval *step = jb_pyval_dict_get(obj, "step");
-    c->step = jb_pyval_type(step) == JB_PY_INT ? jb_pyval_int(step) : -1;
+    c->step                     = jb_pyval_type(step) == JB_PY_INT ? jb_pyval_int(step) : -1;
     return true;
 }
 
@@ -391,7 +420,7 @@ static struct jb_pickle *ckpt_next_pickle(struct jb_ckpt *c, size_t *pos, const 
 {
     char ctx[1024];
     snprintf(ctx, sizeof ctx, "ckpt %s: legacy %s", c->label, what);
-    size_t            used;
+    size_t used;
     struct jb_pickle *p = jb_pickle_load_ctx(c->data + *pos, c->size - *pos, &used, ctx, *pos);
     if (p) *pos += used;
     return p;
@@ -399,9 +428,9 @@ static struct jb_pickle *ckpt_next_pickle(struct jb_ckpt *c, size_t *pos, const 
 
 static bool ckpt_open_legacy(struct jb_ckpt *c)
 {
-    size_t                 pos = 0;
-    struct jb_pickle      *p   = ckpt_next_pickle(c, &pos, "magic number");
-    const struct jb_pyval *v   = jb_pickle_result(p);
+    size_t pos               = 0;
+    struct jb_pickle *p      = ckpt_next_pickle(c, &pos, "magic number");
+    const struct jb_pyval *v = jb_pickle_result(p);
     if (!p) return false;
     bool ok = jb_pyval_type(v) == JB_PY_LONG && jb_pyval_len(v) == sizeof ckpt_legacy_magic &&
               memcmp(jb_pyval_bytes(v), ckpt_legacy_magic, sizeof ckpt_legacy_magic) == 0;
@@ -419,7 +448,8 @@ static bool ckpt_open_legacy(struct jb_ckpt *c)
     if (!p) return false;
     v                         = jb_pickle_result(p);
     const struct jb_pyval *le = jb_pyval_dict_get(v, "little_endian");
-    ok = jb_pyval_type(v) == JB_PY_DICT && (!le || jb_pyval_type(le) != JB_PY_BOOL || jb_pyval_int(le));
+    ok                        = jb_pyval_type(v) == JB_PY_DICT &&
+         (!le || jb_pyval_type(le) != JB_PY_BOOL || jb_pyval_int(le));
     jb_pickle_free(p);
     if (!ok) return ckpt_fail(c, "legacy: sys info is not a dict or says big-endian");
 
@@ -437,7 +467,7 @@ static bool ckpt_open_legacy(struct jb_ckpt *c)
     ok = true;
     for (size_t i = 0; ok && i < jb_pyval_len(v); i++) {
         const char *key = ckpt_cstr(jb_pyval_item(v, i));
-        int64_t     s   = key ? ckpt_index_find(&c->by_key, key, ckpt_storage_key, c, NULL) : -1;
+        int64_t s       = key ? ckpt_index_find(&c->by_key, key, ckpt_storage_key, c, NULL) : -1;
         if (s < 0) {
             ok = ckpt_fail(c, "legacy: storage list item %zu is not a key used by a tensor", i);
             break;
@@ -453,16 +483,22 @@ static bool ckpt_open_legacy(struct jb_ckpt *c)
             break;
         }
         uint64_t count = 0;
-        for (int k = 7; k >= 0; k--) count = (count << 8) | c->data[pos + (size_t)k];
+        for (int k = 7; k >= 0; k--)
+            count = (count << 8) | c->data[pos + (size_t)k];
         pos += 8;
         if (count != (uint64_t)st->numel) {
-            ok = ckpt_fail(c, "legacy: storage '%s' has %llu elements in the file, %lld declared",
-                           key, (unsigned long long)count, (long long)st->numel);
+            ok = ckpt_fail(c,
+                           "legacy: storage '%s' has %llu elements in the file, %lld declared",
+                           key,
+                           (unsigned long long)count,
+                           (long long)st->numel);
             break;
         }
         if (!jb_mul_size((size_t)count, ckpt_dtype_size(st->type), &bytes) ||
             bytes > c->size - pos) {
-            ok = ckpt_fail(c, "legacy: storage '%s' data (%llu elements) past end of file", key,
+            ok = ckpt_fail(c,
+                           "legacy: storage '%s' data (%llu elements) past end of file",
+                           key,
                            (unsigned long long)count);
             break;
         }
@@ -487,8 +523,14 @@ static bool ckpt_zip_fail(struct jb_ckpt *c, const char *what)
 
 /* Reads len bytes at off of entry idx into dst (seeks in stored entries, else skips). Not
  * thread-safe on one zip_t: callers after open hold zip_lock. */
-static bool ckpt_zip_read(zip_t *za, zip_uint64_t idx, bool can_seek, zip_uint64_t off, void *dst,
-                          zip_uint64_t len, bool to_end, const char *what)
+static bool ckpt_zip_read(zip_t *za,
+                          zip_uint64_t idx,
+                          bool can_seek,
+                          zip_uint64_t off,
+                          void *dst,
+                          zip_uint64_t len,
+                          bool to_end,
+                          const char *what)
 {
     zip_file_t *f = zip_fopen_index(za, idx, 0);
     if (!f) {
@@ -499,7 +541,7 @@ static bool ckpt_zip_read(zip_t *za, zip_uint64_t idx, bool can_seek, zip_uint64
     if (off && can_seek) {
         ok = zip_fseek(f, (zip_int64_t)off, SEEK_SET) == 0;
     } else if (off) { /* a failed zip_fseek poisons the handle: skip compressed data instead */
-        char         skip[4096];
+        char skip[4096];
         zip_uint64_t left = off;
         while (ok && left) {
             zip_uint64_t n = left < sizeof skip ? left : sizeof skip;
@@ -507,25 +549,30 @@ static bool ckpt_zip_read(zip_t *za, zip_uint64_t idx, bool can_seek, zip_uint64
             left -= n;
         }
     }
-    uint8_t     *d    = dst;
+    uint8_t *d        = dst;
     zip_uint64_t done = 0;
     while (ok && done < len) {
         zip_int64_t n = zip_fread(f, d + done, len - done);
-        if (n <= 0) ok = false;
-        else done += (zip_uint64_t)n;
+        if (n <= 0)
+            ok = false;
+        else
+            done += (zip_uint64_t)n;
     }
     /* libzip checks the CRC when a read that began at 0 hits the end: make it do so */
     uint8_t extra;
     if (ok && to_end && (off == 0 || !can_seek) && zip_fread(f, &extra, 1) != 0) ok = false;
     if (!ok)
-        jb_fail(JB_STATUS_ERR_FORMAT, "%s: zip: short or corrupt read: %s", what,
-                zip_file_strerror(f));
+        jb_fail(
+          JB_STATUS_ERR_FORMAT, "%s: zip: short or corrupt read: %s", what, zip_file_strerror(f));
     zip_fclose(f);
     return ok;
 }
 
 /* Stats an entry that we will read; only stored or deflated, unencrypted, sane sizes. */
-static bool ckpt_zip_stat(struct jb_ckpt *c, zip_uint64_t idx, const char *name, zip_uint64_t *size,
+static bool ckpt_zip_stat(struct jb_ckpt *c,
+                          zip_uint64_t idx,
+                          const char *name,
+                          zip_uint64_t *size,
                           bool *stored)
 {
     zip_stat_t sb;
@@ -536,11 +583,10 @@ static bool ckpt_zip_stat(struct jb_ckpt *c, zip_uint64_t idx, const char *name,
     if ((sb.valid & ZIP_STAT_ENCRYPTION_METHOD) && sb.encryption_method != ZIP_EM_NONE)
         return ckpt_fail(c, "zip: entry '%s' is encrypted", name);
     if (sb.comp_method != ZIP_CM_STORE && sb.comp_method != ZIP_CM_DEFLATE)
-        return ckpt_fail(c, "zip: entry '%s' uses compression method %u", name,
-                         (unsigned)sb.comp_method);
+        return ckpt_fail(
+          c, "zip: entry '%s' uses compression method %u", name, (unsigned)sb.comp_method);
     /* deflate expands at most ~1032x: larger claims are corrupt (or a zip bomb) */
-    if (sb.comp_size > c->size ||
-        (sb.comp_method == ZIP_CM_STORE && sb.size != sb.comp_size) ||
+    if (sb.comp_size > c->size || (sb.comp_method == ZIP_CM_STORE && sb.size != sb.comp_size) ||
         sb.size / 1032 > sb.comp_size + 1)
         return ckpt_fail(c, "zip: entry '%s' sizes are inconsistent with the archive", name);
     *size = sb.size;
@@ -568,7 +614,7 @@ static bool ckpt_open_zip(struct jb_ckpt *c)
 
     /* The archive folder name varies: find the one "<dir>/data.pkl" with no other '/'. */
     zip_int64_t n_zip = zip_get_num_entries(c->za, 0), pkl = -1;
-    size_t      dir_len = 0;
+    size_t dir_len = 0;
     for (zip_int64_t i = 0; i < n_zip; i++) {
         const char *nm    = zip_get_name(c->za, (zip_uint64_t)i, ZIP_FL_ENC_RAW);
         const char *slash = nm ? strchr(nm, '/') : NULL;
@@ -583,13 +629,13 @@ static bool ckpt_open_zip(struct jb_ckpt *c)
     memcpy(dir, zip_get_name(c->za, (zip_uint64_t)pkl, ZIP_FL_ENC_RAW), dir_len);
     dir[dir_len] = '\0';
 
-    char        name[1024 + CKPT_MAX_KEY_LEN + 16], ctx[1100];
+    char name[1024 + CKPT_MAX_KEY_LEN + 16], ctx[1100];
     zip_int64_t bo;
     snprintf(ctx, sizeof ctx, "ckpt %s", c->label);
     snprintf(name, sizeof name, "%s/byteorder", dir); /* torch >= 2.1 records it */
     if ((bo = zip_name_locate(c->za, name, ZIP_FL_ENC_RAW)) >= 0) {
         zip_uint64_t size = 0;
-        char         order[8] = {0};
+        char order[8]     = { 0 };
         if (!ckpt_zip_stat(c, (zip_uint64_t)bo, name, &size, NULL)) return false;
         if (size != 6) return ckpt_fail(c, "zip: byteorder is not 'little'");
         if (!ckpt_zip_read(c->za, (zip_uint64_t)bo, false, 0, order, 6, true, ctx)) return false;
@@ -619,10 +665,13 @@ static bool ckpt_open_zip(struct jb_ckpt *c)
         if (idx < 0) return ckpt_fail(c, "zip: storage '%s' has no entry '%s'", st->key, name);
         size_t bytes;
         if (!ckpt_zip_stat(c, (zip_uint64_t)idx, name, &st->zsize, &st->zstored)) return false;
-        if (!jb_mul_size((size_t)st->numel, ckpt_dtype_size(st->type), &bytes) ||
-            bytes > st->zsize)
-            return ckpt_fail(c, "zip: storage '%s' declares %lld elements but '%s' holds %llu bytes",
-                             st->key, (long long)st->numel, name, (unsigned long long)st->zsize);
+        if (!jb_mul_size((size_t)st->numel, ckpt_dtype_size(st->type), &bytes) || bytes > st->zsize)
+            return ckpt_fail(c,
+                             "zip: storage '%s' declares %lld elements but '%s' holds %llu bytes",
+                             st->key,
+                             (long long)st->numel,
+                             name,
+                             (unsigned long long)st->zsize);
         st->zindex  = (zip_uint64_t)idx;
         st->located = true;
     }
@@ -631,7 +680,9 @@ static bool ckpt_open_zip(struct jb_ckpt *c)
 
 /* ---- open / close ------------------------------------------------------------------------ */
 
-static struct jb_ckpt *ckpt_open_buffer(const uint8_t *data, size_t size, const char *label,
+static struct jb_ckpt *ckpt_open_buffer(const uint8_t *data,
+                                        size_t size,
+                                        const char *label,
                                         bool mapped)
 {
     struct jb_ckpt *c = jb_calloc(1, sizeof *c);
@@ -651,12 +702,15 @@ static struct jb_ckpt *ckpt_open_buffer(const uint8_t *data, size_t size, const 
     } else if (size >= 2 && data[0] == 0x80) {
         ok = ckpt_open_legacy(c);
     } else {
-        uint8_t h[4] = {0};
+        uint8_t h[4] = { 0 };
         memcpy(h, data, size < 4 ? size : 4);
         ok = ckpt_fail(c,
                        "not a PyTorch checkpoint: starts with %02x %02x %02x %02x (expected "
                        "'PK\\x03\\x04' for zip or 80 02 for the legacy format)",
-                       h[0], h[1], h[2], h[3]);
+                       h[0],
+                       h[1],
+                       h[2],
+                       h[3]);
     }
     c->label = NULL;
     if (!ok) {
@@ -698,8 +752,8 @@ struct jb_ckpt *jb_ckpt_open(const char *path)
         return NULL;
     }
     size_t size = (size_t)st.st_size;
-    void  *map  = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int    err  = errno;
+    void *map   = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int err     = errno;
     close(fd);
     if (map == MAP_FAILED) {
         jb_fail(JB_STATUS_ERR_IO, "ckpt %s: mmap failed: %s", path, strerror(err));
@@ -757,30 +811,53 @@ int64_t jb_ckpt_step(const struct jb_ckpt *c)
 /* ---- reading ----------------------------------------------------------------------------- */
 
 /* Converts n elements spaced `stride` elements apart, starting at src. */
-static void ckpt_convert_run(enum jb_ckpt_dtype t, const uint8_t *src, int64_t stride, int64_t n,
+static void ckpt_convert_run(enum jb_ckpt_dtype t,
+                             const uint8_t *src,
+                             int64_t stride,
+                             int64_t n,
                              float *dst)
 {
     size_t step = (size_t)stride * ckpt_dtype_size(t);
-#define CKPT_RUN(ctype, expr)                                                                    \
-    for (int64_t i = 0; i < n; i++, src += step) {                                               \
-        ctype x;                                                                                 \
-        memcpy(&x, src, sizeof x); /* storages in a legacy file are unaligned */                 \
-        dst[i] = (expr);                                                                         \
+#define CKPT_RUN(ctype, expr)                                                                      \
+    for (int64_t i = 0; i < n; i++, src += step) {                                                 \
+        ctype x;                                                                                   \
+        memcpy(&x, src, sizeof x); /* storages in a legacy file are unaligned */                   \
+        dst[i] = (expr);                                                                           \
     }
     switch (t) {
     case JB_CKPT_F32:
-        if (stride == 1) memcpy(dst, src, (size_t)n * sizeof(float));
-        else CKPT_RUN(float, x);
+        if (stride == 1)
+            memcpy(dst, src, (size_t)n * sizeof(float));
+        else
+            CKPT_RUN(float, x);
         break;
-    case JB_CKPT_F16: CKPT_RUN(uint16_t, jb_f16_to_f32(x)); break;
-    case JB_CKPT_BF16: CKPT_RUN(uint16_t, jb_bf16_to_f32(x)); break;
-    case JB_CKPT_F64: CKPT_RUN(double, (float)x); break;
-    case JB_CKPT_I64: CKPT_RUN(int64_t, (float)x); break;
-    case JB_CKPT_I32: CKPT_RUN(int32_t, (float)x); break;
-    case JB_CKPT_I16: CKPT_RUN(int16_t, (float)x); break;
-    case JB_CKPT_I8: CKPT_RUN(int8_t, (float)x); break;
-    case JB_CKPT_U8: CKPT_RUN(uint8_t, (float)x); break;
-    case JB_CKPT_BOOL: CKPT_RUN(uint8_t, x ? 1.0f : 0.0f); break;
+    case JB_CKPT_F16:
+        CKPT_RUN(uint16_t, jb_f16_to_f32(x));
+        break;
+    case JB_CKPT_BF16:
+        CKPT_RUN(uint16_t, jb_bf16_to_f32(x));
+        break;
+    case JB_CKPT_F64:
+        CKPT_RUN(double, (float)x);
+        break;
+    case JB_CKPT_I64:
+        CKPT_RUN(int64_t, (float)x);
+        break;
+    case JB_CKPT_I32:
+        CKPT_RUN(int32_t, (float)x);
+        break;
+    case JB_CKPT_I16:
+        CKPT_RUN(int16_t, (float)x);
+        break;
+    case JB_CKPT_I8:
+        CKPT_RUN(int8_t, (float)x);
+        break;
+    case JB_CKPT_U8:
+        CKPT_RUN(uint8_t, (float)x);
+        break;
+    case JB_CKPT_BOOL:
+        CKPT_RUN(uint8_t, x ? 1.0f : 0.0f);
+        break;
     }
 #undef CKPT_RUN
 }
@@ -798,13 +875,17 @@ static bool ckpt_is_contiguous(int n_dims, const int64_t *shape, const int64_t *
 }
 
 /* Walks the view: merged dims, innermost run converted in one go. src = element 0 of the view. */
-static void ckpt_convert_view(enum jb_ckpt_dtype t, const uint8_t *src, int n_dims,
-                              const int64_t *shape, const int64_t *stride, int64_t numel,
+static void ckpt_convert_view(enum jb_ckpt_dtype t,
+                              const uint8_t *src,
+                              int n_dims,
+                              const int64_t *shape,
+                              const int64_t *stride,
+                              int64_t numel,
                               float *dst)
 {
     /* Drop size-1 dims and merge dims that are contiguous with the next one. */
     int64_t sz[JB_CKPT_MAX_DIMS], st[JB_CKPT_MAX_DIMS];
-    int     nd = 0;
+    int nd = 0;
     for (int d = 0; d < n_dims; d++) {
         if (shape[d] == 1) continue;
         if (nd && st[nd - 1] == shape[d] * stride[d]) {
@@ -820,12 +901,13 @@ static void ckpt_convert_view(enum jb_ckpt_dtype t, const uint8_t *src, int n_di
         ckpt_convert_run(t, src, 1, numel, dst); /* a scalar or all dims 1 */
         return;
     }
-    size_t  es    = ckpt_dtype_size(t);
-    int64_t inner = sz[nd - 1];
-    int64_t idx[JB_CKPT_MAX_DIMS] = {0};
+    size_t es                     = ckpt_dtype_size(t);
+    int64_t inner                 = sz[nd - 1];
+    int64_t idx[JB_CKPT_MAX_DIMS] = { 0 };
     for (int64_t done = 0; done < numel; done += inner) {
         int64_t off = 0;
-        for (int d = 0; d < nd - 1; d++) off += idx[d] * st[d];
+        for (int d = 0; d < nd - 1; d++)
+            off += idx[d] * st[d];
         ckpt_convert_run(t, src + (size_t)off * es, st[nd - 1], inner, dst + done);
         for (int d = nd - 2; d >= 0; d--) {
             if (++idx[d] < sz[d]) break;
@@ -834,27 +916,31 @@ static void ckpt_convert_view(enum jb_ckpt_dtype t, const uint8_t *src, int n_di
     }
 }
 
-enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_entry *e,
-                                float *dst)
+enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_entry *e, float *dst)
 {
     if (!c || !e || !dst) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "%s: NULL argument", __func__);
     if (e->storage < 0 || e->storage >= c->n_storages || e->n_dims < 0 ||
         e->n_dims > JB_CKPT_MAX_DIMS)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "%s: entry does not belong to this checkpoint",
-                       __func__);
+        return jb_fail(
+          JB_STATUS_ERR_INVALID_ARG, "%s: entry does not belong to this checkpoint", __func__);
     /* Re-derive the bounds from the entry itself: it may be a caller's copy. */
     const struct ckpt_storage *st = &c->storages[e->storage];
-    int64_t                    numel, extent, end;
+    int64_t numel, extent, end;
     if (e->type != st->type)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "%s: tensor '%s' has another type than its storage",
-                       __func__, e->name ? e->name : "?");
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "%s: tensor '%s' has another type than its storage",
+                       __func__,
+                       e->name ? e->name : "?");
     if (e->storage_offset < 0 ||
         !ckpt_view_extent(e->n_dims, e->shape, e->stride, &numel, &extent) ||
         numel > (int64_t)(SIZE_MAX / sizeof(float)) ||
         __builtin_add_overflow(e->storage_offset, extent, &end) || end > st->numel)
         return jb_fail(JB_STATUS_ERR_FORMAT,
-                       "%s: tensor '%s' lies outside its storage '%s' (%lld elements)", __func__,
-                       e->name ? e->name : "?", st->key, (long long)st->numel);
+                       "%s: tensor '%s' lies outside its storage '%s' (%lld elements)",
+                       __func__,
+                       e->name ? e->name : "?",
+                       st->key,
+                       (long long)st->numel);
     if (numel == 0) return JB_STATUS_OK;
 
     size_t es = ckpt_dtype_size(st->type);
@@ -868,9 +954,11 @@ enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_en
     /* zip: read the byte range the view spans, then convert it in memory */
     zip_uint64_t lo = (zip_uint64_t)e->storage_offset * es, len = (zip_uint64_t)extent * es;
     if (lo + len > st->zsize)
-        return jb_fail(JB_STATUS_ERR_FORMAT, "%s: tensor '%s' lies outside its zip entry",
-                       __func__, e->name ? e->name : "?");
-    bool direct = st->type == JB_CKPT_F32 && ckpt_is_contiguous(e->n_dims, e->shape, e->stride);
+        return jb_fail(JB_STATUS_ERR_FORMAT,
+                       "%s: tensor '%s' lies outside its zip entry",
+                       __func__,
+                       e->name ? e->name : "?");
+    bool direct  = st->type == JB_CKPT_F32 && ckpt_is_contiguous(e->n_dims, e->shape, e->stride);
     uint8_t *buf = direct ? (uint8_t *)dst : jb_malloc((size_t)len);
     if (!buf) return JB_STATUS_ERR_NOMEM;
     /* c is const to callers, but the lock lives in the heap object: taking it is not a write */
@@ -878,8 +966,8 @@ enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_en
     pthread_mutex_lock(lock);
     char ctx[256];
     snprintf(ctx, sizeof ctx, "%s: tensor '%.200s'", __func__, e->name ? e->name : "?");
-    bool ok = ckpt_zip_read(c->za, st->zindex, st->zstored, lo, buf, len, lo + len == st->zsize,
-                            ctx);
+    bool ok =
+      ckpt_zip_read(c->za, st->zindex, st->zstored, lo, buf, len, lo + len == st->zsize, ctx);
     pthread_mutex_unlock(lock);
     if (ok && !direct) ckpt_convert_view(st->type, buf, e->n_dims, e->shape, e->stride, numel, dst);
     if (!direct) free(buf);

@@ -38,13 +38,13 @@ enum jb_ckpt_dtype {
 };
 
 struct jb_ckpt_entry {
-    const char        *name; /* 'module.' prefix stripped */
+    const char *name; /* 'module.' prefix stripped */
     enum jb_ckpt_dtype type;
-    int                n_dims;
-    int64_t            shape[JB_CKPT_MAX_DIMS];
-    int64_t            stride[JB_CKPT_MAX_DIMS]; /* in elements */
-    int64_t            storage_offset;           /* in elements */
-    int64_t            storage;                  /* index of its storage; equal = shared */
+    int n_dims;
+    int64_t shape[JB_CKPT_MAX_DIMS];
+    int64_t stride[JB_CKPT_MAX_DIMS]; /* in elements */
+    int64_t storage_offset;           /* in elements */
+    int64_t storage;                  /* index of its storage; equal = shared */
 };
 
 struct jb_ckpt;
@@ -52,21 +52,20 @@ struct jb_ckpt;
 struct jb_ckpt *jb_ckpt_open(const char *path);
 /* For tests and fuzzing: parse a checkpoint held in memory (not copied). */
 struct jb_ckpt *jb_ckpt_open_memory(const void *data, size_t size);
-void            jb_ckpt_close(struct jb_ckpt *c);
+void jb_ckpt_close(struct jb_ckpt *c);
 
 bool jb_ckpt_is_zip(const struct jb_ckpt *c);
 
-int64_t                     jb_ckpt_n_entries(const struct jb_ckpt *c);
+int64_t jb_ckpt_n_entries(const struct jb_ckpt *c);
 const struct jb_ckpt_entry *jb_ckpt_entry(const struct jb_ckpt *c, int64_t i);
 const struct jb_ckpt_entry *jb_ckpt_find(const struct jb_ckpt *c, const char *name);
 
 /* Copies a tensor's elements (honouring storage offset and strides) converted to fp32 into dst
  * (numel floats). Fails cleanly if any element lies outside its storage. */
-enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_entry *e,
-                                float *dst);
+enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_entry *e, float *dst);
 
 /* The 'hps' dict if the checkpoint has one (NULL otherwise), and 'step' (-1 if absent). */
 const struct jb_pyval *jb_ckpt_hps(const struct jb_ckpt *c);
-int64_t                jb_ckpt_step(const struct jb_ckpt *c);
+int64_t jb_ckpt_step(const struct jb_ckpt *c);
 
 #endif

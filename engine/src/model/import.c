@@ -131,14 +131,20 @@ static const struct jb_ckpt_entry *find_shape(const struct jb_ckpt *c, const cha
     return (e && e->n_dims == n_dims) ? e : NULL;
 }
 
-static int count_indexed(const struct jb_ckpt *c, const char *fmt)
+/* How many consecutive indices first, first+1, ... name an existing tensor. */
+static int count_indexed_from(const struct jb_ckpt *c, const char *fmt, int first)
 {
     char name[256];
-    int  n = 0;
+    int  n = first;
     for (;; n++) {
         snprintf(name, sizeof name, fmt, n);
-        if (!jb_ckpt_find(c, name)) return n;
+        if (!jb_ckpt_find(c, name)) return n - first;
     }
+}
+
+static int count_indexed(const struct jb_ckpt *c, const char *fmt)
+{
+    return count_indexed_from(c, fmt, 0);
 }
 
 static bool x_out_tied(const struct jb_ckpt *c)
@@ -267,7 +273,7 @@ static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_prese
             find_shape(c, "conditioner_blocks.0.cond.model.0.weight", 3);
         if (!c0) return jb_fail(JB_STATUS_ERR_MODEL, "import: upsampler without conditioner conv");
         hp->cond_width = (int32_t)c0->shape[0];
-        hp->cond_downs = count_indexed(c, "conditioner_blocks.0.cond.model.%d.1.weight") - 1;
+        hp->cond_downs = count_indexed_from(c, "conditioner_blocks.0.cond.model.%d.1.weight", 1);
         hp->cond_depth =
             count_indexed(c, "conditioner_blocks.0.cond.model.1.0.blocks.%d.model.1.weight");
         if (hp->cond_downs < 1)

@@ -17,13 +17,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PK_MAX_STACK      (1u << 20) /* values on the stack */
-#define PK_MAX_MARKS      (1u << 20) /* open MARKs */
-#define PK_MAX_MEMO       (1u << 20) /* memo slots (index bound) */
-#define PK_MAX_VALUES     (1u << 24) /* values created by one pickle */
+#define PK_MAX_STACK (1u << 20)      /* values on the stack */
+#define PK_MAX_MARKS (1u << 20)      /* open MARKs */
+#define PK_MAX_MEMO (1u << 20)       /* memo slots (index bound) */
+#define PK_MAX_VALUES (1u << 24)     /* values created by one pickle */
 #define PK_MAX_LONG_BYTES (1u << 16) /* LONG4 payload */
-#define PK_MAX_LINE       256        /* GLOBAL module/name line */
-#define PK_BLOCK_VALUES   1024
+#define PK_MAX_LINE 256              /* GLOBAL module/name line */
+#define PK_BLOCK_VALUES 1024
 
 /* What an allowed global is, so REDUCE/NEWOBJ/BUILD know what to do with it. */
 enum pk_global {
@@ -37,66 +37,66 @@ enum pk_global {
 
 struct jb_pyval {
     enum jb_pyval_type type;
-    enum pk_global     global;  /* JB_PY_GLOBAL only */
-    bool               hparams; /* a DICT made by jukebox.hparams.Hyperparams */
-    int64_t            i;       /* INT, BOOL */
-    double             f;       /* FLOAT */
-    size_t             len;     /* bytes (STR/BYTES/LONG/GLOBAL) or items (pairs for DICT) */
-    size_t             cap;     /* allocated item slots */
-    char              *s;       /* STR/BYTES/LONG/GLOBAL payload, NUL-terminated */
-    struct jb_pyval  **items;   /* LIST/TUPLE/PERSID/TENSOR items; DICT: key0, val0, key1, ... */
+    enum pk_global global;   /* JB_PY_GLOBAL only */
+    bool hparams;            /* a DICT made by jukebox.hparams.Hyperparams */
+    int64_t i;               /* INT, BOOL */
+    double f;                /* FLOAT */
+    size_t len;              /* bytes (STR/BYTES/LONG/GLOBAL) or items (pairs for DICT) */
+    size_t cap;              /* allocated item slots */
+    char *s;                 /* STR/BYTES/LONG/GLOBAL payload, NUL-terminated */
+    struct jb_pyval **items; /* LIST/TUPLE/PERSID/TENSOR items; DICT: key0, val0, key1, ... */
 };
 
 struct pk_block {
     struct pk_block *next;
-    size_t           used;
-    struct jb_pyval  vals[PK_BLOCK_VALUES];
+    size_t used;
+    struct jb_pyval vals[PK_BLOCK_VALUES];
 };
 
 struct jb_pickle {
-    struct pk_block       *blocks;
-    size_t                 n_values;
+    struct pk_block *blocks;
+    size_t n_values;
     const struct jb_pyval *result;
 };
 
 /* Transient interpreter state for one jb_pickle_load call. */
 struct pk_vm {
     struct jb_pickle *p;
-    const uint8_t    *data;
-    size_t            size;
-    size_t            pos;
-    size_t            op_pos; /* offset of the opcode being run, for messages */
-    const char       *context;     /* message prefix, e.g. "ckpt x.pth.tar: legacy object" */
-    size_t            base_offset; /* added to offsets in messages */
+    const uint8_t *data;
+    size_t size;
+    size_t pos;
+    size_t op_pos;       /* offset of the opcode being run, for messages */
+    const char *context; /* message prefix, e.g. "ckpt x.pth.tar: legacy object" */
+    size_t base_offset;  /* added to offsets in messages */
     struct jb_pyval **stack;
-    size_t            n_stack, cap_stack;
-    size_t           *marks;
-    size_t            n_marks, cap_marks;
+    size_t n_stack, cap_stack;
+    size_t *marks;
+    size_t n_marks, cap_marks;
     struct jb_pyval **memo;
-    size_t            cap_memo, n_memo; /* n_memo = distinct slots set (MEMOIZE uses it) */
+    size_t cap_memo, n_memo; /* n_memo = distinct slots set (MEMOIZE uses it) */
 };
 
 /* ---- allow-list ------------------------------------------------------------------------- */
 
 struct pk_allowed {
-    const char    *module;
-    const char    *name;
+    const char *module;
+    const char *name;
     enum pk_global kind;
 };
 
 static const struct pk_allowed pk_allowed_globals[] = {
-    {"collections", "OrderedDict", PK_G_ORDERED_DICT},
-    {"jukebox.hparams", "Hyperparams", PK_G_HPARAMS},
-    {"torch._utils", "_rebuild_tensor_v2", PK_G_REBUILD_TENSOR_V2},
-    {"torch._utils", "_rebuild_parameter", PK_G_REBUILD_PARAMETER},
-    {"torch", "UntypedStorage", PK_G_STORAGE},
-    {"torch.storage", "UntypedStorage", PK_G_STORAGE},
+    { "collections", "OrderedDict", PK_G_ORDERED_DICT },
+    { "jukebox.hparams", "Hyperparams", PK_G_HPARAMS },
+    { "torch._utils", "_rebuild_tensor_v2", PK_G_REBUILD_TENSOR_V2 },
+    { "torch._utils", "_rebuild_parameter", PK_G_REBUILD_PARAMETER },
+    { "torch", "UntypedStorage", PK_G_STORAGE },
+    { "torch.storage", "UntypedStorage", PK_G_STORAGE },
 };
 
 /* Typed storage classes, valid under "torch" and "torch.cuda". */
 static const char *const pk_storage_names[] = {
-    "FloatStorage", "HalfStorage", "BFloat16Storage", "DoubleStorage", "LongStorage",
-    "IntStorage",   "ShortStorage", "CharStorage",    "ByteStorage",   "BoolStorage",
+    "FloatStorage", "HalfStorage",  "BFloat16Storage", "DoubleStorage", "LongStorage",
+    "IntStorage",   "ShortStorage", "CharStorage",     "ByteStorage",   "BoolStorage",
 };
 
 /* torch.<dtype> attributes, which may appear as plain values. */
@@ -110,7 +110,10 @@ static bool pk_eq(const char *s, size_t n, const char *lit)
     return strlen(lit) == n && (n == 0 || memcmp(s, lit, n) == 0);
 }
 
-static bool pk_lookup_global(const char *mod, size_t mod_len, const char *name, size_t name_len,
+static bool pk_lookup_global(const char *mod,
+                             size_t mod_len,
+                             const char *name,
+                             size_t name_len,
                              enum pk_global *kind)
 {
     for (size_t i = 0; i < sizeof pk_allowed_globals / sizeof pk_allowed_globals[0]; i++) {
@@ -145,13 +148,17 @@ static bool pk_err(const struct pk_vm *vm, const char *fmt, ...) JB_PRINTF(2, 3)
 
 static bool pk_err(const struct pk_vm *vm, const char *fmt, ...)
 {
-    char    msg[512];
+    char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    jb_fail(JB_STATUS_ERR_FORMAT, "%s%spickle: %s at offset %zu", vm->context ? vm->context : "",
-            vm->context ? ": " : "", msg, vm->base_offset + vm->op_pos);
+    jb_fail(JB_STATUS_ERR_FORMAT,
+            "%s%spickle: %s at offset %zu",
+            vm->context ? vm->context : "",
+            vm->context ? ": " : "",
+            msg,
+            vm->base_offset + vm->op_pos);
     return false;
 }
 
@@ -172,19 +179,32 @@ static const char *pk_printable(const char *s, size_t n, char *buf, size_t buf_l
 const char *jb_pyval_type_name(enum jb_pyval_type type)
 {
     switch (type) {
-    case JB_PY_NONE: return "None";
-    case JB_PY_BOOL: return "bool";
-    case JB_PY_INT: return "int";
-    case JB_PY_FLOAT: return "float";
-    case JB_PY_STR: return "str";
-    case JB_PY_BYTES: return "bytes";
-    case JB_PY_LIST: return "list";
-    case JB_PY_TUPLE: return "tuple";
-    case JB_PY_DICT: return "dict";
-    case JB_PY_GLOBAL: return "global";
-    case JB_PY_PERSID: return "persistent id";
-    case JB_PY_TENSOR: return "tensor";
-    case JB_PY_LONG: return "long int";
+    case JB_PY_NONE:
+        return "None";
+    case JB_PY_BOOL:
+        return "bool";
+    case JB_PY_INT:
+        return "int";
+    case JB_PY_FLOAT:
+        return "float";
+    case JB_PY_STR:
+        return "str";
+    case JB_PY_BYTES:
+        return "bytes";
+    case JB_PY_LIST:
+        return "list";
+    case JB_PY_TUPLE:
+        return "tuple";
+    case JB_PY_DICT:
+        return "dict";
+    case JB_PY_GLOBAL:
+        return "global";
+    case JB_PY_PERSID:
+        return "persistent id";
+    case JB_PY_TENSOR:
+        return "tensor";
+    case JB_PY_LONG:
+        return "long int";
     }
     return "?";
 }
@@ -219,7 +239,9 @@ static struct jb_pyval *pk_new_int(struct pk_vm *vm, enum jb_pyval_type type, in
     return v;
 }
 
-static struct jb_pyval *pk_new_bytes(struct pk_vm *vm, enum jb_pyval_type type, const void *s,
+static struct jb_pyval *pk_new_bytes(struct pk_vm *vm,
+                                     enum jb_pyval_type type,
+                                     const void *s,
                                      size_t n)
 {
     struct jb_pyval *v = pk_new(vm, type);
@@ -257,8 +279,10 @@ static bool pk_items_push(struct pk_vm *vm, struct jb_pyval *c, struct jb_pyval 
 }
 
 /* A tuple/list holding copies of n pointers. */
-static struct jb_pyval *pk_new_seq(struct pk_vm *vm, enum jb_pyval_type type,
-                                   struct jb_pyval *const *items, size_t n)
+static struct jb_pyval *pk_new_seq(struct pk_vm *vm,
+                                   enum jb_pyval_type type,
+                                   struct jb_pyval *const *items,
+                                   size_t n)
 {
     struct jb_pyval *v = pk_new(vm, type);
     if (!v) return NULL;
@@ -283,7 +307,7 @@ static bool pk_push(struct pk_vm *vm, struct jb_pyval *v)
     if (!v) return false; /* the constructor already failed */
     if (vm->n_stack == vm->cap_stack) {
         if (vm->cap_stack >= PK_MAX_STACK) return pk_err(vm, "stack deeper than %u", PK_MAX_STACK);
-        size_t cap = vm->cap_stack ? vm->cap_stack * 2 : 64;
+        size_t cap          = vm->cap_stack ? vm->cap_stack * 2 : 64;
         struct jb_pyval **s = realloc(vm->stack, cap * sizeof *s);
         if (!s) {
             jb_fail(JB_STATUS_ERR_NOMEM, "pickle: out of memory growing the stack");
@@ -319,8 +343,8 @@ static bool pk_mark(struct pk_vm *vm)
 {
     if (vm->n_marks == vm->cap_marks) {
         if (vm->cap_marks >= PK_MAX_MARKS) return pk_err(vm, "more than %u marks", PK_MAX_MARKS);
-        size_t  cap = vm->cap_marks ? vm->cap_marks * 2 : 16;
-        size_t *m   = realloc(vm->marks, cap * sizeof *m);
+        size_t cap = vm->cap_marks ? vm->cap_marks * 2 : 16;
+        size_t *m  = realloc(vm->marks, cap * sizeof *m);
         if (!m) {
             jb_fail(JB_STATUS_ERR_NOMEM, "pickle: out of memory growing the mark stack");
             return false;
@@ -348,7 +372,8 @@ static bool pk_memo_put(struct pk_vm *vm, uint64_t idx)
     if (idx >= PK_MAX_MEMO) return pk_err(vm, "memo index %llu too large", (unsigned long long)idx);
     if (idx >= vm->cap_memo) {
         size_t cap = vm->cap_memo ? vm->cap_memo : 64;
-        while (cap <= idx) cap *= 2;
+        while (cap <= idx)
+            cap *= 2;
         if (cap > PK_MAX_MEMO) cap = PK_MAX_MEMO;
         struct jb_pyval **m = realloc(vm->memo, cap * sizeof *m);
         if (!m) {
@@ -376,8 +401,8 @@ static bool pk_memo_get(struct pk_vm *vm, uint64_t idx)
 static const uint8_t *pk_read(struct pk_vm *vm, uint64_t n)
 {
     if (n > vm->size - vm->pos) {
-        pk_err(vm, "needs %llu bytes but only %zu are left", (unsigned long long)n,
-               vm->size - vm->pos);
+        pk_err(
+          vm, "needs %llu bytes but only %zu are left", (unsigned long long)n, vm->size - vm->pos);
         return NULL;
     }
     const uint8_t *p = vm->data + vm->pos;
@@ -388,7 +413,8 @@ static const uint8_t *pk_read(struct pk_vm *vm, uint64_t n)
 static uint64_t pk_le(const uint8_t *p, int n)
 {
     uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -403,10 +429,10 @@ static bool pk_read_le(struct pk_vm *vm, int n, uint64_t *out)
 /* Reads a '\n'-terminated line of at most PK_MAX_LINE bytes (GLOBAL's operands). */
 static bool pk_read_line(struct pk_vm *vm, const char **s, size_t *n)
 {
-    size_t         left = vm->size - vm->pos;
-    size_t         max  = left < PK_MAX_LINE + 1 ? left : PK_MAX_LINE + 1;
-    const uint8_t *p    = vm->data + vm->pos;
-    const uint8_t *nl   = memchr(p, '\n', max);
+    size_t left       = vm->size - vm->pos;
+    size_t max        = left < PK_MAX_LINE + 1 ? left : PK_MAX_LINE + 1;
+    const uint8_t *p  = vm->data + vm->pos;
+    const uint8_t *nl = memchr(p, '\n', max);
     if (!nl) return pk_err(vm, "GLOBAL operand is not a line of at most %d bytes", PK_MAX_LINE);
     *s = (const char *)p;
     *n = (size_t)(nl - p);
@@ -416,7 +442,10 @@ static bool pk_read_line(struct pk_vm *vm, const char **s, size_t *n)
 
 /* ---- opcode helpers ---------------------------------------------------------------------- */
 
-static bool pk_op_global(struct pk_vm *vm, const char *mod, size_t mod_len, const char *name,
+static bool pk_op_global(struct pk_vm *vm,
+                         const char *mod,
+                         size_t mod_len,
+                         const char *name,
                          size_t name_len)
 {
     enum pk_global kind;
@@ -425,12 +454,14 @@ static bool pk_op_global(struct pk_vm *vm, const char *mod, size_t mod_len, cons
         jb_fail(JB_STATUS_ERR_FORMAT,
                 "%s%spickle: global '%s.%s' is not allowed (only torch tensor/storage and dict "
                 "globals are)",
-                vm->context ? vm->context : "", vm->context ? ": " : "",
-                pk_printable(mod, mod_len, m, sizeof m), pk_printable(name, name_len, n, sizeof n));
+                vm->context ? vm->context : "",
+                vm->context ? ": " : "",
+                pk_printable(mod, mod_len, m, sizeof m),
+                pk_printable(name, name_len, n, sizeof n));
         return false;
     }
     char buf[2 * PK_MAX_LINE + 2];
-    int  n = snprintf(buf, sizeof buf, "%.*s.%.*s", (int)mod_len, mod, (int)name_len, name);
+    int n = snprintf(buf, sizeof buf, "%.*s.%.*s", (int)mod_len, mod, (int)name_len, name);
     struct jb_pyval *v = pk_new_bytes(vm, JB_PY_GLOBAL, buf, (size_t)n);
     if (!v) return false;
     v->global = kind;
@@ -443,12 +474,13 @@ static bool pk_op_long(struct pk_vm *vm, uint64_t n)
     const uint8_t *p = pk_read(vm, n);
     if (!p) return false;
     /* Fits in int64 if every byte above the low 8 repeats the sign of byte 7. */
-    bool    neg = n && (p[n - 1] & 0x80);
-    bool    fits = true;
-    for (uint64_t k = 8; k < n; k++) fits &= p[k] == (neg ? 0xff : 0x00);
+    bool neg  = n && (p[n - 1] & 0x80);
+    bool fits = true;
+    for (uint64_t k = 8; k < n; k++)
+        fits &= p[k] == (neg ? 0xff : 0x00);
     if (n > 8) fits &= ((p[7] & 0x80) != 0) == neg;
     if (!fits) return pk_push(vm, pk_new_bytes(vm, JB_PY_LONG, p, (size_t)n));
-    int      k = n < 8 ? (int)n : 8;
+    int k      = n < 8 ? (int)n : 8;
     uint64_t u = k ? pk_le(p, k) : 0;
     if (neg && k < 8) u |= ~(uint64_t)0 << (8 * k);
     return pk_push(vm, pk_new_int(vm, JB_PY_INT, (int64_t)u));
@@ -482,8 +514,10 @@ static bool pk_op_from_mark(struct pk_vm *vm, enum jb_pyval_type type)
     if (!pk_pop_mark(vm, &start)) return false;
     size_t n = vm->n_stack - start;
     if (type == JB_PY_DICT && n % 2) return pk_err(vm, "DICT with an odd number of items");
-    struct jb_pyval *v = pk_new_seq(vm, type == JB_PY_DICT ? JB_PY_LIST : type,
-                                    n ? vm->stack + start : NULL, n); /* stack may be NULL */
+    struct jb_pyval *v = pk_new_seq(vm,
+                                    type == JB_PY_DICT ? JB_PY_LIST : type,
+                                    n ? vm->stack + start : NULL,
+                                    n); /* stack may be NULL */
     if (!v) return false;
     if (type == JB_PY_DICT) {
         v->type = JB_PY_DICT;
@@ -494,7 +528,9 @@ static bool pk_op_from_mark(struct pk_vm *vm, enum jb_pyval_type type)
     return pk_push(vm, v);
 }
 
-static bool pk_dict_set(struct pk_vm *vm, struct jb_pyval *d, struct jb_pyval *k,
+static bool pk_dict_set(struct pk_vm *vm,
+                        struct jb_pyval *d,
+                        struct jb_pyval *k,
                         struct jb_pyval *v)
 {
     /* items holds 2*len pointers; reuse pk_items_push on a view counted in slots. */
@@ -559,7 +595,9 @@ static bool pk_is_int_tuple(const struct jb_pyval *v)
 }
 
 /* callable(*args) for the allowed callables; anything else is an error. */
-static struct jb_pyval *pk_call(struct pk_vm *vm, struct jb_pyval *fn, struct jb_pyval *args,
+static struct jb_pyval *pk_call(struct pk_vm *vm,
+                                struct jb_pyval *fn,
+                                struct jb_pyval *args,
                                 const char *op)
 {
     if (fn->type != JB_PY_GLOBAL) {
@@ -590,8 +628,9 @@ static struct jb_pyval *pk_call(struct pk_vm *vm, struct jb_pyval *fn, struct jb
         struct jb_pyval **a = args->items;
         if (a[0]->type != JB_PY_PERSID || !pk_is_int(a[1]) || !pk_is_int_tuple(a[2]) ||
             !pk_is_int_tuple(a[3]) || a[2]->len != a[3]->len) {
-            pk_err(vm, "_rebuild_tensor_v2 arguments are not (storage, int, size tuple, stride "
-                       "tuple of the same length, ...)");
+            pk_err(vm,
+                   "_rebuild_tensor_v2 arguments are not (storage, int, size tuple, stride "
+                   "tuple of the same length, ...)");
             return NULL;
         }
         return pk_new_seq(vm, JB_PY_TENSOR, a, 4);
@@ -604,7 +643,8 @@ static struct jb_pyval *pk_call(struct pk_vm *vm, struct jb_pyval *fn, struct jb
         }
         return args->items[0];
     case PK_G_STORAGE:
-    case PK_G_DTYPE: break;
+    case PK_G_DTYPE:
+        break;
     }
     pk_err(vm, "%s on '%s' is not supported", op, fn->s);
     return NULL;
@@ -632,26 +672,46 @@ static bool pk_op_build(struct pk_vm *vm)
 static const char *pk_opcode_name(uint8_t op)
 {
     switch (op) {
-    case 'F': return "FLOAT";
-    case 'I': return "INT";
-    case 'L': return "LONG";
-    case 'P': return "PERSID";
-    case 'S': return "STRING";
-    case 'V': return "UNICODE";
-    case 'g': return "GET";
-    case 'p': return "PUT";
-    case 'i': return "INST";
-    case 'o': return "OBJ";
-    case 0x82: return "EXT1";
-    case 0x83: return "EXT2";
-    case 0x84: return "EXT4";
-    case 0x8f: return "EMPTY_SET";
-    case 0x90: return "ADDITEMS";
-    case 0x91: return "FROZENSET";
-    case 0x92: return "NEWOBJ_EX";
-    case 0x96: return "BYTEARRAY8";
-    case 0x97: return "NEXT_BUFFER";
-    case 0x98: return "READONLY_BUFFER";
+    case 'F':
+        return "FLOAT";
+    case 'I':
+        return "INT";
+    case 'L':
+        return "LONG";
+    case 'P':
+        return "PERSID";
+    case 'S':
+        return "STRING";
+    case 'V':
+        return "UNICODE";
+    case 'g':
+        return "GET";
+    case 'p':
+        return "PUT";
+    case 'i':
+        return "INST";
+    case 'o':
+        return "OBJ";
+    case 0x82:
+        return "EXT1";
+    case 0x83:
+        return "EXT2";
+    case 0x84:
+        return "EXT4";
+    case 0x8f:
+        return "EMPTY_SET";
+    case 0x90:
+        return "ADDITEMS";
+    case 0x91:
+        return "FROZENSET";
+    case 0x92:
+        return "NEWOBJ_EX";
+    case 0x96:
+        return "BYTEARRAY8";
+    case 0x97:
+        return "NEXT_BUFFER";
+    case 0x98:
+        return "READONLY_BUFFER";
     }
     return NULL;
 }
@@ -663,9 +723,9 @@ static bool pk_run(struct pk_vm *vm)
     for (;;) {
         vm->op_pos = vm->pos;
         if (vm->pos >= vm->size) return pk_err(vm, "data ends before STOP");
-        uint8_t  op = vm->data[vm->pos++];
+        uint8_t op = vm->data[vm->pos++];
         uint64_t u;
-        bool     ok;
+        bool ok;
         switch (op) {
         case 0x80: /* PROTO */
             ok = pk_read_le(vm, 1, &u);
@@ -681,19 +741,21 @@ static bool pk_run(struct pk_vm *vm)
             vm->p->result = v;
             return true;
         }
-        case '(': ok = pk_mark(vm); break;
+        case '(':
+            ok = pk_mark(vm);
+            break;
         case '0': /* POP: Python 3 pops a mark when nothing is above it */
             if (vm->n_stack > pk_base(vm)) {
                 vm->n_stack--;
                 ok = true;
             } else {
                 size_t start = 0;
-                ok = pk_pop_mark(vm, &start);
+                ok           = pk_pop_mark(vm, &start);
             }
             break;
         case '1': { /* POP_MARK */
             size_t start = 0;
-            ok = pk_pop_mark(vm, &start);
+            ok           = pk_pop_mark(vm, &start);
             if (ok) vm->n_stack = start;
             break;
         }
@@ -702,10 +764,16 @@ static bool pk_run(struct pk_vm *vm)
             ok                 = v && pk_push(vm, v);
             break;
         }
-        case 'N': ok = pk_push(vm, pk_new(vm, JB_PY_NONE)); break;
-        case 0x88: ok = pk_push(vm, pk_new_int(vm, JB_PY_BOOL, 1)); break; /* NEWTRUE */
-        case 0x89: ok = pk_push(vm, pk_new_int(vm, JB_PY_BOOL, 0)); break; /* NEWFALSE */
-        case 'J': /* BININT */
+        case 'N':
+            ok = pk_push(vm, pk_new(vm, JB_PY_NONE));
+            break;
+        case 0x88:
+            ok = pk_push(vm, pk_new_int(vm, JB_PY_BOOL, 1));
+            break; /* NEWTRUE */
+        case 0x89:
+            ok = pk_push(vm, pk_new_int(vm, JB_PY_BOOL, 0));
+            break; /* NEWFALSE */
+        case 'J':  /* BININT */
             ok = pk_read_le(vm, 4, &u) && pk_push(vm, pk_new_int(vm, JB_PY_INT, (int32_t)u));
             break;
         case 'K': /* BININT1 */
@@ -714,44 +782,91 @@ static bool pk_run(struct pk_vm *vm)
         case 'M': /* BININT2 */
             ok = pk_read_le(vm, 2, &u) && pk_push(vm, pk_new_int(vm, JB_PY_INT, (int64_t)u));
             break;
-        case 0x8a: ok = pk_read_le(vm, 1, &u) && pk_op_long(vm, u); break; /* LONG1 */
-        case 0x8b: ok = pk_read_le(vm, 4, &u) && pk_op_long(vm, u); break; /* LONG4 */
+        case 0x8a:
+            ok = pk_read_le(vm, 1, &u) && pk_op_long(vm, u);
+            break; /* LONG1 */
+        case 0x8b:
+            ok = pk_read_le(vm, 4, &u) && pk_op_long(vm, u);
+            break;  /* LONG4 */
         case 'G': { /* BINFLOAT: big-endian double */
             const uint8_t *p = pk_read(vm, 8);
             ok               = p != NULL;
             if (ok) {
                 uint64_t bits = 0;
-                for (int k = 0; k < 8; k++) bits = (bits << 8) | p[k];
+                for (int k = 0; k < 8; k++)
+                    bits = (bits << 8) | p[k];
                 struct jb_pyval *v = pk_new(vm, JB_PY_FLOAT);
                 if (v) memcpy(&v->f, &bits, 8);
                 ok = pk_push(vm, v);
             }
             break;
         }
-        case 'X': ok = pk_op_str(vm, JB_PY_STR, 4, false); break;   /* BINUNICODE */
-        case 0x8c: ok = pk_op_str(vm, JB_PY_STR, 1, false); break;  /* SHORT_BINUNICODE */
-        case 0x8d: ok = pk_op_str(vm, JB_PY_STR, 8, false); break;  /* BINUNICODE8 */
-        case 'T': ok = pk_op_str(vm, JB_PY_STR, 4, true); break;   /* BINSTRING (decoded as str) */
-        case 'U': ok = pk_op_str(vm, JB_PY_STR, 1, false); break;   /* SHORT_BINSTRING */
-        case 'B': ok = pk_op_str(vm, JB_PY_BYTES, 4, false); break; /* BINBYTES */
-        case 'C': ok = pk_op_str(vm, JB_PY_BYTES, 1, false); break; /* SHORT_BINBYTES */
-        case 0x8e: ok = pk_op_str(vm, JB_PY_BYTES, 8, false); break; /* BINBYTES8 */
-        case '}': ok = pk_push(vm, pk_new(vm, JB_PY_DICT)); break;
-        case ']': ok = pk_push(vm, pk_new(vm, JB_PY_LIST)); break;
-        case ')': ok = pk_push(vm, pk_new(vm, JB_PY_TUPLE)); break;
-        case 't': ok = pk_op_from_mark(vm, JB_PY_TUPLE); break;
-        case 'l': ok = pk_op_from_mark(vm, JB_PY_LIST); break;
-        case 'd': ok = pk_op_from_mark(vm, JB_PY_DICT); break;
-        case 0x85: ok = pk_op_tuple_n(vm, 1); break;
-        case 0x86: ok = pk_op_tuple_n(vm, 2); break;
-        case 0x87: ok = pk_op_tuple_n(vm, 3); break;
-        case 's': ok = pk_op_setitems(vm, false); break;
-        case 'u': ok = pk_op_setitems(vm, true); break;
-        case 'a': ok = pk_op_appends(vm, false); break;
-        case 'e': ok = pk_op_appends(vm, true); break;
+        case 'X':
+            ok = pk_op_str(vm, JB_PY_STR, 4, false);
+            break; /* BINUNICODE */
+        case 0x8c:
+            ok = pk_op_str(vm, JB_PY_STR, 1, false);
+            break; /* SHORT_BINUNICODE */
+        case 0x8d:
+            ok = pk_op_str(vm, JB_PY_STR, 8, false);
+            break; /* BINUNICODE8 */
+        case 'T':
+            ok = pk_op_str(vm, JB_PY_STR, 4, true);
+            break; /* BINSTRING (decoded as str) */
+        case 'U':
+            ok = pk_op_str(vm, JB_PY_STR, 1, false);
+            break; /* SHORT_BINSTRING */
+        case 'B':
+            ok = pk_op_str(vm, JB_PY_BYTES, 4, false);
+            break; /* BINBYTES */
+        case 'C':
+            ok = pk_op_str(vm, JB_PY_BYTES, 1, false);
+            break; /* SHORT_BINBYTES */
+        case 0x8e:
+            ok = pk_op_str(vm, JB_PY_BYTES, 8, false);
+            break; /* BINBYTES8 */
+        case '}':
+            ok = pk_push(vm, pk_new(vm, JB_PY_DICT));
+            break;
+        case ']':
+            ok = pk_push(vm, pk_new(vm, JB_PY_LIST));
+            break;
+        case ')':
+            ok = pk_push(vm, pk_new(vm, JB_PY_TUPLE));
+            break;
+        case 't':
+            ok = pk_op_from_mark(vm, JB_PY_TUPLE);
+            break;
+        case 'l':
+            ok = pk_op_from_mark(vm, JB_PY_LIST);
+            break;
+        case 'd':
+            ok = pk_op_from_mark(vm, JB_PY_DICT);
+            break;
+        case 0x85:
+            ok = pk_op_tuple_n(vm, 1);
+            break;
+        case 0x86:
+            ok = pk_op_tuple_n(vm, 2);
+            break;
+        case 0x87:
+            ok = pk_op_tuple_n(vm, 3);
+            break;
+        case 's':
+            ok = pk_op_setitems(vm, false);
+            break;
+        case 'u':
+            ok = pk_op_setitems(vm, true);
+            break;
+        case 'a':
+            ok = pk_op_appends(vm, false);
+            break;
+        case 'e':
+            ok = pk_op_appends(vm, true);
+            break;
         case 'c': { /* GLOBAL "module\nname\n" */
             const char *mod = NULL, *name = NULL;
-            size_t      mod_len = 0, name_len = 0;
+            size_t mod_len = 0, name_len = 0;
             ok = pk_read_line(vm, &mod, &mod_len) && pk_read_line(vm, &name, &name_len) &&
                  pk_op_global(vm, mod, mod_len, name, name_len);
             break;
@@ -777,23 +892,36 @@ static bool pk_run(struct pk_vm *vm)
             ok                    = cls != NULL;
             if (ok && (cls->type != JB_PY_GLOBAL ||
                        (cls->global != PK_G_ORDERED_DICT && cls->global != PK_G_HPARAMS)))
-                ok = pk_err(vm, "NEWOBJ of a %s is not supported",
+                ok = pk_err(vm,
+                            "NEWOBJ of a %s is not supported",
                             cls->type == JB_PY_GLOBAL ? cls->s : jb_pyval_type_name(cls->type));
             if (ok) ok = pk_push(vm, pk_call(vm, cls, args, "NEWOBJ"));
             break;
         }
-        case 'b': ok = pk_op_build(vm); break;
+        case 'b':
+            ok = pk_op_build(vm);
+            break;
         case 'Q': { /* BINPERSID */
             struct jb_pyval *pid = pk_pop(vm);
             struct jb_pyval *v   = pid ? pk_new_seq(vm, JB_PY_PERSID, &pid, 1) : NULL;
             ok                   = pk_push(vm, v);
             break;
         }
-        case 'q': ok = pk_read_le(vm, 1, &u) && pk_memo_put(vm, u); break; /* BINPUT */
-        case 'r': ok = pk_read_le(vm, 4, &u) && pk_memo_put(vm, u); break; /* LONG_BINPUT */
-        case 0x94: ok = pk_memo_put(vm, vm->n_memo); break;                /* MEMOIZE */
-        case 'h': ok = pk_read_le(vm, 1, &u) && pk_memo_get(vm, u); break; /* BINGET */
-        case 'j': ok = pk_read_le(vm, 4, &u) && pk_memo_get(vm, u); break; /* LONG_BINGET */
+        case 'q':
+            ok = pk_read_le(vm, 1, &u) && pk_memo_put(vm, u);
+            break; /* BINPUT */
+        case 'r':
+            ok = pk_read_le(vm, 4, &u) && pk_memo_put(vm, u);
+            break; /* LONG_BINPUT */
+        case 0x94:
+            ok = pk_memo_put(vm, vm->n_memo);
+            break; /* MEMOIZE */
+        case 'h':
+            ok = pk_read_le(vm, 1, &u) && pk_memo_get(vm, u);
+            break; /* BINGET */
+        case 'j':
+            ok = pk_read_le(vm, 4, &u) && pk_memo_get(vm, u);
+            break; /* LONG_BINGET */
         default: {
             const char *name = pk_opcode_name(op);
             if (name)
@@ -812,8 +940,11 @@ struct jb_pickle *jb_pickle_load(const uint8_t *data, size_t size, size_t *consu
     return jb_pickle_load_ctx(data, size, consumed, NULL, 0);
 }
 
-struct jb_pickle *jb_pickle_load_ctx(const uint8_t *data, size_t size, size_t *consumed,
-                                     const char *context, size_t base_offset)
+struct jb_pickle *jb_pickle_load_ctx(const uint8_t *data,
+                                     size_t size,
+                                     size_t *consumed,
+                                     const char *context,
+                                     size_t base_offset)
 {
     if (consumed) *consumed = 0;
     if (!data && size) {
@@ -823,8 +954,9 @@ struct jb_pickle *jb_pickle_load_ctx(const uint8_t *data, size_t size, size_t *c
     struct jb_pickle *p = jb_calloc(1, sizeof *p);
     if (!p) return NULL;
     struct pk_vm vm = {
-        .p = p, .data = data, .size = size, .context = context, .base_offset = base_offset};
-    bool         ok = pk_run(&vm);
+        .p = p, .data = data, .size = size, .context = context, .base_offset = base_offset
+    };
+    bool ok = pk_run(&vm);
     free(vm.stack);
     free(vm.marks);
     free(vm.memo);
@@ -902,8 +1034,10 @@ size_t jb_pyval_len(const struct jb_pyval *v)
     case JB_PY_TUPLE:
     case JB_PY_DICT:
     case JB_PY_PERSID:
-    case JB_PY_TENSOR: return v->len;
-    default: return 0;
+    case JB_PY_TENSOR:
+        return v->len;
+    default:
+        return 0;
     }
 }
 
@@ -914,9 +1048,12 @@ const struct jb_pyval *jb_pyval_item(const struct jb_pyval *v, size_t i)
     case JB_PY_LIST:
     case JB_PY_TUPLE:
     case JB_PY_PERSID:
-    case JB_PY_TENSOR: return v->items[i];
-    case JB_PY_DICT: return v->items[2 * i + 1];
-    default: return NULL;
+    case JB_PY_TENSOR:
+        return v->items[i];
+    case JB_PY_DICT:
+        return v->items[2 * i + 1];
+    default:
+        return NULL;
     }
 }
 

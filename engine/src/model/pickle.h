@@ -39,27 +39,32 @@ enum jb_pyval_type {
 
 struct jb_pyval;
 
-enum jb_pyval_type     jb_pyval_type(const struct jb_pyval *v);
-int64_t                jb_pyval_int(const struct jb_pyval *v);    /* INT or BOOL */
-double                 jb_pyval_float(const struct jb_pyval *v);  /* FLOAT or INT */
-const char            *jb_pyval_str(const struct jb_pyval *v);    /* STR, BYTES or GLOBAL "mod.name" */
-size_t                 jb_pyval_len(const struct jb_pyval *v);    /* LIST/TUPLE/DICT/TENSOR/PERSID items, STR/BYTES bytes */
+/* Accessors tolerate NULL and the wrong type (they return 0, NULL or a length of 0). */
+enum jb_pyval_type jb_pyval_type(const struct jb_pyval *v);
+int64_t jb_pyval_int(const struct jb_pyval *v);     /* INT or BOOL */
+double jb_pyval_float(const struct jb_pyval *v);    /* FLOAT or INT */
+const char *jb_pyval_str(const struct jb_pyval *v); /* STR, BYTES or GLOBAL "mod.name" */
+/* LIST/TUPLE/DICT/TENSOR/PERSID items, STR/BYTES/LONG bytes */
+size_t jb_pyval_len(const struct jb_pyval *v);
 const struct jb_pyval *jb_pyval_item(const struct jb_pyval *v, size_t i);
 const struct jb_pyval *jb_pyval_dict_key(const struct jb_pyval *v, size_t i);
 const struct jb_pyval *jb_pyval_dict_get(const struct jb_pyval *v, const char *key);
-const uint8_t         *jb_pyval_bytes(const struct jb_pyval *v);  /* STR, BYTES or LONG payload */
-const char            *jb_pyval_type_name(enum jb_pyval_type type); /* "dict", "tensor", ... */
+const uint8_t *jb_pyval_bytes(const struct jb_pyval *v); /* STR, BYTES or LONG payload */
+const char *jb_pyval_type_name(enum jb_pyval_type type); /* "dict", "tensor", ... */
 
 struct jb_pickle; /* owns every value it produced */
 
 /* Runs the pickle in data[0..size) up to STOP. On success *consumed is the number of bytes
  * read and the result is jb_pickle_result(). NULL on error (jb_fail). */
-struct jb_pickle      *jb_pickle_load(const uint8_t *data, size_t size, size_t *consumed);
+struct jb_pickle *jb_pickle_load(const uint8_t *data, size_t size, size_t *consumed);
 /* The same, with messages prefixed by "<context>: " and offsets reported as base_offset + the
  * offset in data (for a pickle embedded in a file). */
-struct jb_pickle      *jb_pickle_load_ctx(const uint8_t *data, size_t size, size_t *consumed,
-                                          const char *context, size_t base_offset);
+struct jb_pickle *jb_pickle_load_ctx(const uint8_t *data,
+                                     size_t size,
+                                     size_t *consumed,
+                                     const char *context,
+                                     size_t base_offset);
 const struct jb_pyval *jb_pickle_result(const struct jb_pickle *p);
-void                   jb_pickle_free(struct jb_pickle *p);
+void jb_pickle_free(struct jb_pickle *p);
 
 #endif

@@ -270,16 +270,18 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
     /* each upsampler needs one full window of upper codes (the reference asserts it for level
      * 1: sample_length // 32 >= 8192); required whether or not this job renders those levels,
      * so that the take can be upsampled later */
+    int64_t need = 0;
+    int     need_level = 0;
     for (int L = 0; L < s->top; L++) {
-        const int64_t need = (int64_t)s->prior[L]->prior_hp.n_ctx * s->hop[L];
-        if (r->sample_length < need)
-            return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "job: riff + new audio is %.2f s, this model needs at least %.2f s "
-                           "(one full level-%d window); ask for at least %.2f s",
-                           (double)r->sample_length / JB_SAMPLE_RATE,
-                           (double)need / JB_SAMPLE_RATE, L,
-                           (double)(need - start_samples) / JB_SAMPLE_RATE + 0.005);
+        const int64_t n = (int64_t)s->prior[L]->prior_hp.n_ctx * s->hop[L];
+        if (n > need) need = n, need_level = L;
     }
+    if (r->sample_length < need)
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "job: riff + new audio is %.2f s, this model needs at least %.2f s (one full "
+                       "level-%d window); ask for at least %.2f s",
+                       (double)r->sample_length / JB_SAMPLE_RATE, (double)need / JB_SAMPLE_RATE,
+                       need_level, (double)(need - start_samples) / JB_SAMPLE_RATE + 0.005);
 
     /* song length for the labels */
     const int64_t min_total = (int64_t)ceil(top_hp->min_duration * JB_SAMPLE_RATE);
@@ -473,7 +475,7 @@ static void on_token(void *user, int64_t t, int n_batch, const int32_t *seq, int
             }
         }
     }
-    report_progress(j, false);
+    if (j->done < j->total) report_progress(j, false); /* the level's end is reported once */
 }
 
 static uint64_t mix64(uint64_t z)

@@ -106,16 +106,18 @@ static inline void key_range(const struct jb_transformer *tr, const struct jb_kv
     }
 }
 
-static inline float dot(const float *restrict a, const float *restrict b, int n)
-{
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
+/* The kernel below is built for several ISA levels (the engine targets x86-64-v2; the
+ * dispatch picks AVX-512 / AVX2 at load time through an ifunc). */
+#if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+#define JB_ATTN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define JB_ATTN_CLONES
+#endif
 
 /* o[hd] = softmax_j(scale·(q·k_j)) · V over nk contiguous keys; s: nk floats of scratch.
- * Scale after the dot product and an fp32 softmax, as the reference in eval mode. */
+ * Scale after the dot product and an fp32 softmax, as the reference in eval mode. Four keys
+ * share each load of q, and four values each read-modify-write of o. */
+JB_ATTN_CLONES
 static void attend_one(const float *restrict q, const float *restrict k, const float *restrict v,
                        int64_t nk, int hd, float scale, float *restrict o, float *restrict s)
 {
@@ -123,19 +125,49 @@ static void attend_one(const float *restrict q, const float *restrict k, const f
         memset(o, 0, (size_t)hd * sizeof *o);
         return;
     }
-    float m = -INFINITY;
-    for (int64_t j = 0; j < nk; j++) {
-        s[j] = dot(q, k + j * hd, hd) * scale;
-        if (s[j] > m) m = s[j];
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4) {
+        const float *k0 = k + j * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+        float        s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int c = 0; c < hd; c++) {
+            s0 += q[c] * k0[c];
+            s1 += q[c] * k1[c];
+            s2 += q[c] * k2[c];
+            s3 += q[c] * k3[c];
+        }
+        s[j]     = s0 * scale;
+        s[j + 1] = s1 * scale;
+        s[j + 2] = s2 * scale;
+        s[j + 3] = s3 * scale;
     }
+    for (; j < nk; j++) {
+        const float *kj = k + j * hd;
+        float        s0 = 0.0f;
+#pragma omp simd reduction(+ : s0)
+        for (int c = 0; c < hd; c++) s0 += q[c] * kj[c];
+        s[j] = s0 * scale;
+    }
+
+    float m = s[0];
+#pragma omp simd reduction(max : m)
+    for (j = 1; j < nk; j++) m = s[j] > m ? s[j] : m;
     float sum = 0.0f;
-    for (int64_t j = 0; j < nk; j++) {
-        s[j] = expf(s[j] - m);
+#pragma omp simd reduction(+ : sum)
+    for (j = 0; j < nk; j++) {
+        s[j] = jb_exp_le0(s[j] - m);
         sum += s[j];
     }
     const float inv = 1.0f / sum;
+
     memset(o, 0, (size_t)hd * sizeof *o);
-    for (int64_t j = 0; j < nk; j++) {
+    for (j = 0; j + 4 <= nk; j += 4) {
+        const float  p0 = s[j] * inv, p1 = s[j + 1] * inv, p2 = s[j + 2] * inv, p3 = s[j + 3] * inv;
+        const float *v0 = v + j * hd, *v1 = v0 + hd, *v2 = v1 + hd, *v3 = v2 + hd;
+#pragma omp simd
+        for (int c = 0; c < hd; c++) o[c] += (p0 * v0[c] + p1 * v1[c]) + (p2 * v2[c] + p3 * v3[c]);
+    }
+    for (; j < nk; j++) {
         const float  pj = s[j] * inv;
         const float *vj = v + j * hd;
 #pragma omp simd
@@ -169,36 +201,48 @@ static void store_kv(const struct jb_transformer *tr, struct jb_kv_cache *c, int
     }
 }
 
+/* One query: candidate n, chunk row r, head h. */
+static inline void attend_item(const struct jb_transformer *tr, const struct jb_kv_cache *c,
+                               int C, int64_t S, int n, int r, int h, const float *q, int64_t ldq,
+                               float *att, float *scratch)
+{
+    const int H = tr->heads, hd = tr->head_dim, ns = tr->n_state;
+    int64_t   k0, nk;
+    key_range(tr, c, S + r, &k0, &nk);
+    const size_t off = head_off(c, H, hd, n, h, k0);
+    attend_one(q + ((int64_t)n * C + r) * ldq + (int64_t)h * hd, c->k + off, c->v + off, nk, hd,
+               tr->scale, att + ((int64_t)n * C + r) * ns + (int64_t)h * hd, scratch);
+}
+
 /* Answers the queries of chunk rows [r0, r1) for every candidate and head. */
 static void attend_rows(const struct jb_transformer *tr, const struct jb_kv_cache *c,
                         struct jb_transformer_state *ts, int C, int64_t S, int r0, int r1,
                         const float *q, int64_t ldq, float *att)
 {
-    const int     N = ts->n_batch, H = tr->heads, hd = tr->head_dim, ns = tr->n_state;
+    const int     N = ts->n_batch, H = tr->heads, hd = tr->head_dim;
     const int     nr      = r1 - r0;
     const int64_t n_items = (int64_t)N * nr * H;
 
-    /* Threads only pay off for real work (long contexts or big chunks), not for one token of
-     * a small model, where waking a second thread costs more than the attention itself. */
+    /* Threads only pay off for real work (long contexts or big chunks). For one token of a
+     * small model even entering an inactive OpenMP region costs more than the attention, so
+     * the serial case does not go through one at all. */
     int64_t first, nk_max;
     key_range(tr, c, S + r1 - 1, &first, &nk_max);
-    const int nt  = ts->n_threads;
-    const int par = nt > 1 && n_items > 1 && n_items * (nk_max + 1) * hd >= (1 << 17);
-    (void)par;
-    (void)nt;
-
-#pragma omp parallel for num_threads(nt) schedule(static, 1) if (par)
+    const int nt = ts->n_threads;
+    if (nt <= 1 || n_items <= 1 || n_items * (nk_max + 1) * hd < (1 << 17)) {
+        for (int n = 0; n < N; n++)
+            for (int r = r0; r < r1; r++)
+                for (int h = 0; h < H; h++)
+                    attend_item(tr, c, C, S, n, r, h, q, ldq, att, ts->scratch);
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
     for (int64_t it = 0; it < n_items; it++) {
-        const int     h = (int)(it % H);
-        const int     r = r0 + (int)((it / H) % nr);
-        const int     n = (int)(it / ((int64_t)H * nr));
-        const int64_t i = S + r;
-        int64_t       k0, nk;
-        key_range(tr, c, i, &k0, &nk);
-        const size_t off = head_off(c, H, hd, n, h, k0);
-        attend_one(q + ((int64_t)n * C + r) * ldq + (int64_t)h * hd, c->k + off, c->v + off, nk,
-                   hd, tr->scale, att + ((int64_t)n * C + r) * ns + (int64_t)h * hd,
-                   ts->scratch + (int64_t)thread_id() * ts->scratch_len);
+        const int h = (int)(it % H);
+        const int r = r0 + (int)((it / H) % nr);
+        const int n = (int)(it / ((int64_t)H * nr));
+        attend_item(tr, c, C, S, n, r, h, q, ldq, att,
+                    ts->scratch + (int64_t)thread_id() * ts->scratch_len);
     }
 }
 

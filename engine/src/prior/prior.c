@@ -162,9 +162,14 @@ struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp, struct jb_weig
 
     p->x_emb   = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(V, W), "prior.x_emb.weight");
     p->pos_emb = jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(T, W), "prior.pos_emb.pos_emb");
-    p->x_out   = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(V, W), "prior.x_out.weight");
-    /* tied in the released upsamplers and 1b (one storage); the embedding serves both roles */
-    if (!hp->merged_decoder) p->x_out = p->x_emb;
+    /* Tied in the released upsamplers and 1b (one storage): the embedding serves both roles,
+     * and Encore files store it once; a file that kept the duplicate is accepted as well. */
+    if (hp->merged_decoder) {
+        p->x_out = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(V, W), "prior.x_out.weight");
+    } else {
+        p->x_out = p->x_emb;
+        jb_weights_skip(w, "prior.x_out.weight");
+    }
 
     p->genre_emb = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(hp->n_genres, W),
                                   "y_emb.bow_genre_emb.emb.weight");
@@ -346,7 +351,6 @@ static void transformer_state_free(struct jb_transformer_state *ts)
     free(ts->cur);
     free(ts->qkv);
     free(ts->att);
-    free(ts->tmp);
     free(ts->mlp);
     free(ts->enc);
     free(ts->scratch);
@@ -378,7 +382,7 @@ static bool transformer_state_init(struct jb_transformer_state *ts, const struct
     const int64_t M = (int64_t)n_batch * max_chunk, W = tr->width, ns = tr->n_state;
     bool ok = reserve(ts, &ts->h, M, W) && reserve(ts, &ts->cur, M, W) &&
               reserve(ts, &ts->qkv, M, 3 * ns) && reserve(ts, &ts->att, M, ns) &&
-              reserve(ts, &ts->tmp, M, W) && reserve(ts, &ts->mlp, M, tr->mlp_width);
+              reserve(ts, &ts->mlp, M, tr->mlp_width);
     if (ok && tr->enc_len > 0) ok = reserve(ts, &ts->enc, (int64_t)n_batch * tr->enc_len, 2 * ns);
     ts->scratch_len = (jb_attention_max_keys(tr) + 15) & ~(int64_t)15;
     if (ok) ok = reserve(ts, &ts->scratch, ts->n_threads, ts->scratch_len);
@@ -434,17 +438,15 @@ static void transformer_chunk(struct jb_backend *be, const struct jb_transformer
             const int64_t nq = cross ? ns : 3 * ns;
             jb_matmul(be, M, nq, W, cur, W, blk->c_attn_w, false, blk->c_attn_b, ts->qkv, nq, false);
             jb_attention_chunk(tr, cache, ts, S, C, ts->qkv, ts->att);
-            jb_matmul(be, M, W, ns, ts->att, ns, blk->c_proj_w, false, blk->c_proj_b, ts->tmp, W,
-                      false);
-            jb_add(M * W, h, ts->tmp, h);
+            /* accumulate: h ← (x·c_proj + (h + b)), one pass instead of a separate add */
+            jb_matmul(be, M, W, ns, ts->att, ns, blk->c_proj_w, false, blk->c_proj_b, h, W, true);
         }
         { // mlp: h = h + c_proj(quick_gelu(c_fc(ln_1(h))))
             jb_layernorm(be, M, W, h, blk->ln_1_w, blk->ln_1_b, JB_LN_EPS, cur);
             jb_matmul(be, M, mlp, W, cur, W, blk->c_fc_w, false, blk->c_fc_b, ts->mlp, mlp, false);
             jb_quick_gelu(M * mlp, ts->mlp);
-            jb_matmul(be, M, W, mlp, ts->mlp, mlp, blk->mlp_proj_w, false, blk->mlp_proj_b, ts->tmp,
-                      W, false);
-            jb_add(M * W, h, ts->tmp, h);
+            jb_matmul(be, M, W, mlp, ts->mlp, mlp, blk->mlp_proj_w, false, blk->mlp_proj_b, h, W,
+                      true);
         }
         if (hook) hook(hook_user, d, ts->n_batch, C, (int)W, h);
     }

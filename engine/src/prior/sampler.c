@@ -130,12 +130,21 @@ enum jb_status jb_sampler_reset(struct jb_sampler *s, const struct jb_sample_par
 
 /* ---- filters ------------------------------------------------------------------------------ */
 
+static float max_value(const float *x, int n)
+{
+    float m = x[0];
+#pragma omp simd reduction(max : m)
+    for (int j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* First index of the largest value (the max is found vectorised, then its first position). */
 static int32_t argmax(const float *x, int n)
 {
-    int32_t best = 0;
-    for (int j = 1; j < n; j++)
-        if (x[j] > x[best]) best = j;
-    return best;
+    const float m = max_value(x, n);
+    for (int j = 0; j < n; j++)
+        if (x[j] == m) return j;
+    return 0; /* NaN logits: nothing compares equal */
 }
 
 /* The k-th largest of a[0..n) (1 ≤ k ≤ n), reordering a (quickselect, Hoare partition). */
@@ -186,9 +195,10 @@ static void heap_sift(int32_t *h, int n, int i, const float *x)
 static void top_p_filter(struct jb_sampler *s, float *l)
 {
     const int V = s->vocab;
-    const float m = l[argmax(l, V)];
+    const float m = max_value(l, V);
     double      z = 0.0;
-    for (int j = 0; j < V; j++) z += (double)expf(l[j] - m);
+#pragma omp simd reduction(+ : z)
+    for (int j = 0; j < V; j++) z += (double)jb_exp_le0(l[j] - m);
     int32_t *h = s->idx;
     int      n = V;
     for (int j = 0; j < V; j++) h[j] = j;
@@ -198,7 +208,7 @@ static void top_p_filter(struct jb_sampler *s, float *l)
         const int32_t j = h[0];
         h[0]            = h[--n];
         heap_sift(h, n, 0, l);
-        before += (double)expf(l[j] - m) / z;
+        before += (double)jb_exp_le0(l[j] - m) / z;
     }
     for (int i = 0; i < n; i++) l[h[i]] = -INFINITY; /* what is left in the heap */
 }
@@ -209,7 +219,9 @@ int32_t jb_sampler_draw(struct jb_sampler *s, int cand, float *logits)
     const struct jb_sample_params *sp = &s->sp;
     if (sp->top_k == 1) return argmax(logits, V); /* greedy: exact, no randomness */
 
-    for (int j = 0; j < V; j++) logits[j] = logits[j] / sp->temp;
+    const float temp = sp->temp;
+#pragma omp simd
+    for (int j = 0; j < V; j++) logits[j] = logits[j] / temp;
     if (sp->top_k > 0) {
         const int k = sp->top_k < V ? sp->top_k : V;
         memcpy(s->val, logits, (size_t)V * sizeof *logits);
@@ -220,11 +232,13 @@ int32_t jb_sampler_draw(struct jb_sampler *s, int cand, float *logits)
     if (sp->top_p > 0.0f) top_p_filter(s, logits);
 
     /* inverse CDF of softmax(logits) with one uniform */
-    const float m     = logits[argmax(logits, V)];
+    const float m     = max_value(logits, V);
     double      total = 0.0;
+    float *restrict e = s->val;
+#pragma omp simd reduction(+ : total)
     for (int j = 0; j < V; j++) {
-        s->val[j] = expf(logits[j] - m);
-        total += (double)s->val[j];
+        e[j] = jb_exp_le0(logits[j] - m);
+        total += (double)e[j];
     }
     const double target = jb_rng_uniform(&s->rng[cand]) * total;
     double       cum    = 0.0;
@@ -266,7 +280,7 @@ enum jb_status jb_prior_sample(struct jb_prior_state *st, const int32_t *context
     enum jb_status status = jb_sampler_reset(st->sampler, sp);
     if (status != JB_STATUS_OK) return status;
 
-    for (int n = 0; n < N; n++)
+    for (int n = 0; n < N && P > 0; n++)
         memcpy(out + n * ld, context + (int64_t)n * P, (size_t)P * sizeof *out);
     jb_prior_state_reset(st);
     const double t_start = jb_time_now();

@@ -214,32 +214,46 @@ static size_t round_up16(size_t n)
     return (n + 15) & ~(size_t)15; /* 16 floats = 64 bytes */
 }
 
-/* Reserves the memory for a forward pass of stack s over T frames, plus `out` floats and the
- * quantiser's buffers when `quantise`. */
+enum { N_BUFS = 7 };
+
+/* Floats of each work buffer for a forward pass of stack s over T frames, plus `out` floats of
+ * staging and the quantiser's buffers when `quantise`; returns the total in bytes (0 on
+ * overflow, after jb_fail). */
+static size_t work_layout(const struct jb_vqvae *vq, const struct jb_convstack *s, int64_t T,
+                          size_t out, bool quantise, size_t sizes[N_BUFS])
+{
+    struct jb_convstack_mem m;
+    if (!jb_convstack_mem(s, T, &m)) return 0;
+    size_t v[N_BUFS] = {m.act, m.act, m.inner, m.scratch, out, 0, 0};
+    if (quantise) {
+        v[5] = (size_t)vq->hp.emb_width * VQ_TILE;
+        v[6] = jb_vq_argmin_scratch(vq->hp.l_bins, vq->hp.emb_width, VQ_TILE);
+    }
+    size_t total = 0;
+    for (int i = 0; i < N_BUFS; i++) {
+        sizes[i] = v[i];
+        if (v[i] > SIZE_MAX / 8 || !jb_add_size(total, round_up16(v[i]), &total)) total = SIZE_MAX;
+    }
+    if (total == SIZE_MAX || !jb_mul_size(total, sizeof(float), &total)) {
+        jb_fail(JB_STATUS_ERR_NOMEM, "vqvae: work memory size overflows for %lld frames", (long long)T);
+        return 0;
+    }
+    return total;
+}
+
 static enum jb_status work_alloc(struct jb_vqvae *vq, const struct jb_convstack *s, int64_t T,
                                  size_t out, bool quantise, struct work *wk)
 {
     memset(wk, 0, sizeof *wk);
-    struct jb_convstack_mem m;
-    if (!jb_convstack_mem(s, T, &m)) return JB_STATUS_ERR_NOMEM;
-    size_t sizes[7] = {m.act, m.act, m.inner, m.scratch, out, 0, 0};
-    if (quantise) {
-        sizes[5] = (size_t)vq->hp.emb_width * VQ_TILE;
-        sizes[6] = jb_vq_argmin_scratch(vq->hp.l_bins, vq->hp.emb_width, VQ_TILE);
-    }
-    size_t total = 0;
-    for (int i = 0; i < 7; i++) {
-        if (sizes[i] > SIZE_MAX / 8 || !jb_add_size(total, round_up16(sizes[i]), &total))
-            return jb_fail(JB_STATUS_ERR_NOMEM, "vqvae: work memory size overflows");
-    }
-    if (!jb_mul_size(total, sizeof(float), &total))
-        return jb_fail(JB_STATUS_ERR_NOMEM, "vqvae: work memory size overflows");
+    size_t sizes[N_BUFS];
+    size_t total = work_layout(vq, s, T, out, quantise, sizes);
+    if (!total) return JB_STATUS_ERR_NOMEM;
     float *p = jb_backend_alloc(vq->be, total);
     if (!p) return JB_STATUS_ERR_NOMEM;
-    wk->mem         = p;
-    float **dst[7]  = {&wk->cs.act[0], &wk->cs.act[1], &wk->cs.inner, &wk->cs.scratch,
-                       &wk->out,       &wk->tile,      &wk->vq_scratch};
-    for (int i = 0; i < 7; i++) {
+    wk->mem             = p;
+    float **dst[N_BUFS] = {&wk->cs.act[0], &wk->cs.act[1], &wk->cs.inner, &wk->cs.scratch,
+                           &wk->out,       &wk->tile,      &wk->vq_scratch};
+    for (int i = 0; i < N_BUFS; i++) {
         *dst[i] = sizes[i] ? p : NULL;
         p += round_up16(sizes[i]);
     }
@@ -289,6 +303,16 @@ static enum jb_status decode_span(struct jb_vqvae *vq, int level, const int32_t 
     return jb_convstack_forward(vq->be, &vq->dec[level], wk->cs.act[0], n, y, &wk->cs, prog, NULL);
 }
 
+/* Longest context span of a chunk (the chunk plus both margins, clipped to the sequence); returns
+ * whether outputs must be staged (unless the only chunk is the whole sequence). */
+static bool decode_plan(const struct jb_vqvae *vq, int level, int64_t n, int64_t begin,
+                        int64_t end, int64_t chunk, int64_t *span)
+{
+    int64_t M = vq->dec_margin[level];
+    *span     = chunk + 2 * M < n ? chunk + 2 * M : n;
+    return !(begin == 0 && end == n && chunk >= n);
+}
+
 /* Decodes codes [begin, end) of codes[0, n) chunk codes at a time into audio (relative to
  * begin). Every chunk [a, b) is decoded with context [a − M, b + M) clipped to [0, n). */
 static enum jb_status decode_chunks(struct jb_vqvae *vq, int level, const int32_t *codes, int64_t n,
@@ -296,11 +320,9 @@ static enum jb_status decode_chunks(struct jb_vqvae *vq, int level, const int32_
                                     const struct jb_callbacks *cb)
 {
     const int64_t hop = vq->hop[level], M = vq->dec_margin[level];
-    /* longest context span: a chunk plus both margins, clipped to the sequence */
-    int64_t span = chunk + 2 * M < n ? chunk + 2 * M : n;
-    /* staging is needed unless the only chunk is the whole sequence */
-    bool        staged = !(begin == 0 && end == n && chunk >= n);
-    struct work wk;
+    int64_t       span;
+    bool          staged = decode_plan(vq, level, n, begin, end, chunk, &span);
+    struct work   wk;
     enum jb_status st = work_alloc(vq, &vq->dec[level], span, staged ? (size_t)(span * hop) : 0,
                                    false, &wk);
     if (st != JB_STATUS_OK) return st;
@@ -427,6 +449,29 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq, int level, con
     }
     work_free(vq, &wk);
     return st;
+}
+
+size_t jb_vqvae_decode_work_bytes(const struct jb_vqvae *vq, int level, int64_t n_codes,
+                                  int64_t chunk_codes)
+{
+    if (!vq || level < 0 || level >= vq->hp.levels || n_codes < 1 || chunk_codes < 0) return 0;
+    int64_t chunk = chunk_codes == 0 || chunk_codes > n_codes ? n_codes : chunk_codes, span;
+    bool    staged = decode_plan(vq, level, n_codes, 0, n_codes, chunk, &span);
+    size_t  sizes[N_BUFS];
+    return work_layout(vq, &vq->dec[level], span, staged ? (size_t)(span * vq->hop[level]) : 0,
+                       false, sizes);
+}
+
+size_t jb_vqvae_encode_work_bytes(const struct jb_vqvae *vq, int level, int64_t n_samples,
+                                  int64_t chunk_codes)
+{
+    if (!vq || level < 0 || level >= vq->hp.levels || n_samples < 1 || chunk_codes < 0) return 0;
+    const int64_t hop = vq->hop[level], M = vq->enc_margin[level], n = n_samples / hop;
+    if (n < 1) return 0;
+    int64_t chunk = chunk_codes == 0 || chunk_codes > n ? n : chunk_codes;
+    int64_t span  = chunk + 2 * M < n ? chunk + 2 * M : n;
+    size_t  sizes[N_BUFS];
+    return work_layout(vq, &vq->enc[level], span * hop, 0, true, sizes);
 }
 
 enum jb_status jb_vqvae_encode_level(struct jb_vqvae *vq, int level, const float *audio,

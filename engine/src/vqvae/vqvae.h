@@ -77,4 +77,11 @@ int64_t jb_vqvae_decode_margin_level(const struct jb_vqvae *vq, int level);
 int64_t jb_vqvae_encode_margin_level(const struct jb_vqvae *vq, int level, int64_t *lo_samples,
                                      int64_t *hi_samples);
 
+/* Bytes of work memory a decode / encode call with these arguments reserves (for admission
+ * control before starting a job); 0 on bad arguments or overflow. */
+size_t jb_vqvae_decode_work_bytes(const struct jb_vqvae *vq, int level, int64_t n_codes,
+                                  int64_t chunk_codes);
+size_t jb_vqvae_encode_work_bytes(const struct jb_vqvae *vq, int level, int64_t n_samples,
+                                  int64_t chunk_codes);
+
 #endif

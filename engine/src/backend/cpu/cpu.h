@@ -98,11 +98,12 @@ void jb_cpu_vq_argmin(struct jb_cpu *cpu, const float *x, int64_t T,
 void jb_cpu_convert_avx512(enum jb_dtype type, const void *src, float *dst, int64_t n);
 void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_t n);
 
-/* Small-M products (M <= JB_CPU_GEMV_MAX_M) over a slice of outputs [n0, n1):
- *   !w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[k, n]   (acc is scratch, lda >= n1-n0)
- *    w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[n, k]
- * W has dtype `type` and row length ldw. The sum over k for one output never depends on M, the
- * slice or the thread count. */
+/* Fused products over a slice of outputs [n0, n1), the weights read in their stored dtype:
+ *   !w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[k, n], M <= JB_CPU_GEMV_MAX_M, streaming
+ *             whole rows of W (the token-by-token case: W read once, from memory);
+ *    w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[n, k], any M (16 lane partial sums over
+ *             k, then a fixed reduction).
+ * W has dtype `type` and row length ldw; acc is scratch with lda >= n1 - n0 rounded up to 16. */
 #define JB_CPU_GEMV_MAX_M 4
 void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
                         int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1,
@@ -110,6 +111,15 @@ void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, 
 void jb_cpu_gemv_avx2(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
                       int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1, float *acc,
                       int64_t lda);
+
+/* acc[m, 0:nc] (+)= Σ_{k < kb} x[m, k] · b[k, 0:nc] for m < M, b a packed fp32 tile (rows ldb
+ * apart, zero-padded to a multiple of 16 columns), register-blocked 4 rows x 96 (AVX-512) or
+ * 24 (AVX2) columns; first: start from zero instead of acc. Each output is one FMA chain over k
+ * in order, the same arithmetic as the !w_trans GEMV above, so results do not depend on M. */
+void jb_cpu_gemm_tile_avx512(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
+                             int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first);
+void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
+                           int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first);
 
 /* Direct convolution (AVX-512). Output column m of phase ph (y column m when n_phase = 1,
  * 2m + ph when n_phase = 2) is
@@ -159,9 +169,14 @@ struct jb_conv_job {
 size_t jb_cpu_conv_prepare(struct jb_conv_job *job);
 void jb_cpu_conv_items_avx512(const struct jb_conv_job *job, int64_t item0, int64_t item1,
                               float *pack);
+/* The same with AVX2 (4 rows x 24 columns at a time): bitwise the same results. */
+void jb_cpu_conv_items_avx2(const struct jb_conv_job *job, int64_t item0, int64_t item1,
+                            float *pack);
 
 /* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties. */
 void jb_cpu_vq_block_avx512(const float *xn, const float *dot, int64_t ldd, const float *kn,
                             int64_t bins, int64_t n, int32_t *codes);
+void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int64_t ldd, const float *kn,
+                          int64_t bins, int64_t n, int32_t *codes);
 
 #endif

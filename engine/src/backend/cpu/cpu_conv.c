@@ -1,23 +1,24 @@
 /*
  * backend/cpu/cpu_conv.c - Conv1d and ConvTranspose1d (PyTorch semantics, one batch item).
  *
- * AVX-512 path: a direct convolution (jb_cpu_conv_items_avx512) whose register tile is 8 output
- * channels x 48 output columns; the input rows are read in place, shifted per tap, with masked
- * loads where a tile meets the zero padding. No im2col, no packing, y written once.
+ * AVX2 / AVX-512 path: a direct convolution (jb_cpu_conv_items_*, cpu_x86.c) over tiles of 48
+ * output columns: the tile's input windows are copied once into a small packed buffer (zero
+ * padding materialised), then register tiles of 8 (4 with AVX2) output channels accumulate over
+ * (c, tap) with broadcast weights. No im2col, y written once.
  *   - stride 1: one "tap" per kernel position j, source column t + d·j − p;
  *   - stride s > 1: x is first split into its s phases (x_r[c, u] = x[c, s·u + r], in the
  *     caller's scratch), after which every tap reads one phase at unit stride;
  *   - transposed, stride 1 or 2: each output phase (t mod s) is a stride-1 convolution over x with
  *     the taps j ≡ t + p (mod s); for stride 2 both phases are computed in one tile and
  *     interleaved in registers.
- * Portable path (no AVX-512, or unusual shapes): blocked im2col + sgemm (conv1d) and
- * sgemm + ordered scatter (transposed), with the blocks in the thread's arena.
+ * Portable path (no AVX2, more than 16 taps, stride > 2 transposed): blocked im2col + sgemm
+ * (conv1d) and sgemm + ordered scatter (transposed), with the blocks in the thread's arena.
  *
- * Chunking guarantee: on the AVX-512 path each output is one FMA chain over (c, tap) in a fixed
- * order from zero, plus the bias, whatever T and the tile position are, so a chunk of the sequence
- * reproduces the whole-sequence outputs bitwise wherever it sees the same inputs. The portable
- * path relies on sgemm, whose per-element order depends only on K in OpenBLAS's kernels in
- * practice (not a documented guarantee; differences would be at rounding level).
+ * Chunking guarantee: on the SIMD paths each output is one FMA chain over (c, tap) in a fixed
+ * order from zero, plus the bias, whatever T, the tile position or the thread count, so a chunk of
+ * the sequence reproduces the whole-sequence outputs bitwise wherever it sees the same inputs (and
+ * AVX2 and AVX-512 agree bitwise). The portable path goes through OpenBLAS, whose kernels round
+ * differently at different column positions: chunks then agree to ~1e-7 relative, not bitwise.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/ops.h"
@@ -122,7 +123,10 @@ static bool run_conv_job(const struct jb_cpu *cpu, struct jb_conv_job *job, doub
     {
         int     parts = omp_get_num_threads(), i = omp_get_thread_num();
         int64_t a = items * i / parts, b = items * (i + 1) / parts;
-        jb_cpu_conv_items_avx512(job, a, b, jb_cpu_arena(cpu));
+        if (cpu->isa >= JB_CPU_ISA_AVX512)
+            jb_cpu_conv_items_avx512(job, a, b, jb_cpu_arena(cpu));
+        else
+            jb_cpu_conv_items_avx2(job, a, b, jb_cpu_arena(cpu));
     }
     return true;
 }
@@ -184,7 +188,7 @@ void jb_cpu_conv1d(struct jb_cpu *cpu, const float *x, int64_t T, const struct j
     if (Tout <= 0 || Cout <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)Tout;
 
-    if (cpu->isa >= JB_CPU_ISA_AVX512 && k <= JB_CONV_MAX_TAPS) {
+    if (cpu->isa >= JB_CPU_ISA_AVX2 && k <= JB_CONV_MAX_TAPS) {
         struct jb_conv_job job = {.n_phase = 1, .n_tap = {k, 0}, .cin = Cin, .ldx = T, .w = wd,
                                   .w_os = Cin * k, .w_cs = k, .bias = bias, .y = y, .cout = Cout,
                                   .ldy = Tout, .tout = Tout, .n_m = Tout, .nr = 8};
@@ -288,7 +292,7 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu, const float *x, int64_t T,
     if (Tout <= 0 || Cout <= 0 || T <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)T;
 
-    if (cpu->isa >= JB_CPU_ISA_AVX512 && stride <= 2 && k <= JB_CONV_MAX_TAPS) {
+    if (cpu->isa >= JB_CPU_ISA_AVX2 && stride <= 2 && k <= JB_CONV_MAX_TAPS) {
         /* output t = s·m + ph reads x[c, u] with u = m + (ph + p − j) / s for j ≡ ph + p (mod s) */
         struct jb_conv_job job = {.n_phase = stride, .cin = Cin, .ldx = T, .w = wd, .w_os = k,
                                   .w_cs = Cout * k, .bias = bias, .y = y, .cout = Cout,

@@ -1,15 +1,18 @@
 /*
  * backend/cpu/cpu_matmul.c - y[M, N] (+)= x[M, K] · W (+ bias) with F32, F16 or BF16 weights.
  *
- * Three paths:
- *   - small M (<= JB_CPU_GEMV_MAX_M, the token-by-token case) on AVX2/AVX-512: a fused kernel
- *     that streams the weights once in their stored dtype (cpu_x86.c), threads over N;
- *   - F32, larger M: OpenBLAS sgemm, one N slice per thread;
- *   - F16/BF16, larger M (or no SIMD): weight tiles converted to fp32 in the thread's arena, then
- *     sgemm on each tile, accumulating into y.
- * Every path computes y = acc + init, init = (accumulate ? y : 0) + bias, acc = x·W from zero
- * (sgemm with beta = 1 on a pre-filled y), and N slices start at multiples of 16 columns, so one
- * output's arithmetic does not depend on the thread count.
+ * Threads split N into slices starting at multiples of 16 columns. Within a slice, with AVX2 or
+ * AVX-512 (cpu_x86.c):
+ *   - W [K, N], M <= 4 (token by token): a GEMV that streams whole rows of W once, in the stored
+ *     dtype, into fp32 partial sums in the arena;
+ *   - W [K, N], M > 4: W converted to packed fp32 tiles of 128 rows in the arena, then a
+ *     register-blocked kernel (4 rows x 96 columns) over all rows of x;
+ *   - W [N, K], any M: dot products against groups of 4 rows of W kept in L1.
+ * All compute acc = x·W from zero with each output's sum in a fixed order (sequential over k for
+ * W [K, N], the same in the GEMV and the tiled kernel), then y = acc + init with
+ * init = (accumulate ? y : 0) + bias: results do not depend on the thread count, nor on M.
+ * Without SIMD: OpenBLAS (sgemv / sgemm on the slice, F16/BF16 through converted tiles, beta = 1
+ * on a pre-filled y).
  */
 #include "backend/cpu/cpu.h"
 
@@ -17,7 +20,9 @@
 #include <omp.h>
 #include <string.h>
 
-#define TILE_K 256 /* rows of a converted weight tile */
+#define TILE_K 256 /* rows of a converted weight tile (OpenBLAS path) */
+#define PACK_K 128 /* rows of a packed weight tile (SIMD path): 128 x 1024 fp32 = 512 KiB, in L2 */
+#define PACK_N 1024
 
 /* [a, b) = part i of parts over [0, n), boundaries rounded down to multiples of align. */
 static void split_range(int64_t n, int parts, int i, int64_t align, int64_t *a, int64_t *b)
@@ -59,29 +64,80 @@ static void convert_f32(const struct jb_cpu *cpu, enum jb_dtype type, const void
     jb_convert_to_f32(type, src, dst, (size_t)n);
 }
 
-/* Fused small-M kernel over the slice [n0, n1), in chunks that fit the arena. */
+/* y[m, c0:c1] = acc + init */
+static void store_acc(int64_t M, const float *acc, int64_t lda, const float *bias, float *y,
+                      int64_t ldy, bool accumulate, int64_t c0, int64_t c1)
+{
+    for (int64_t m = 0; m < M; m++) {
+        float       *yr = y + m * ldy;
+        const float *ar = acc + m * lda - c0;
+        for (int64_t n = c0; n < c1; n++) {
+            float init = (accumulate ? yr[n] : 0.0f) + (bias ? bias[n] : 0.0f);
+            yr[n]      = ar[n] + init;
+        }
+    }
+}
+
+/* GEMV (W [K, N], M <= 4) or dot products (W [N, K]) over the slice [n0, n1), in column chunks
+ * whose M rows of partial sums fit the arena. */
 static void gemv_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const float *x, int64_t ldx,
                        const struct jb_tensor *w, bool w_trans, int64_t ldw, const float *bias,
                        float *y, int64_t ldy, bool accumulate, int64_t n0, int64_t n1)
 {
-    float  *acc   = jb_cpu_arena(cpu);
-    int64_t chunk = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)M) / 16 * 16;
-    for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
-        int64_t c1  = c0 + chunk < n1 ? c0 + chunk : n1;
-        int64_t lda = (c1 - c0 + 15) / 16 * 16;
+    float  *acc = jb_cpu_arena(cpu);
+    int64_t mb  = M < 256 ? M : 256; /* rows of x per pass (W [N, K] only) */
+    int64_t chunk = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)mb) / 16 * 16;
+    for (int64_t m0 = 0; m0 < M; m0 += mb) {
+        int64_t mm = M - m0 < mb ? M - m0 : mb;
+        for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+            int64_t c1  = c0 + chunk < n1 ? c0 + chunk : n1;
+            int64_t lda = (c1 - c0 + 15) / 16 * 16;
 #if JB_CPU_X86
-        if (cpu->isa >= JB_CPU_ISA_AVX512)
-            jb_cpu_gemv_avx512(w->type, w_trans, M, K, x, ldx, w->data, ldw, c0, c1, acc, lda);
-        else
-            jb_cpu_gemv_avx2(w->type, w_trans, M, K, x, ldx, w->data, ldw, c0, c1, acc, lda);
+            if (cpu->isa >= JB_CPU_ISA_AVX512)
+                jb_cpu_gemv_avx512(w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1,
+                                   acc, lda);
+            else
+                jb_cpu_gemv_avx2(w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1,
+                                 acc, lda);
 #endif
-        for (int64_t m = 0; m < M; m++) {
-            float       *yr = y + m * ldy;
-            const float *ar = acc + m * lda - c0;
-            for (int64_t n = c0; n < c1; n++) {
-                float init = (accumulate ? yr[n] : 0.0f) + (bias ? bias[n] : 0.0f);
-                yr[n]      = ar[n] + init;
+            store_acc(mm, acc, lda, bias, y + m0 * ldy, ldy, accumulate, c0, c1);
+        }
+    }
+}
+
+/* W [K, N], M > 4: packed fp32 tiles of PACK_K x (up to) PACK_N, each used by all rows of x. */
+static void packed_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const float *x,
+                         int64_t ldx, const struct jb_tensor *w, int64_t ldw, const float *bias,
+                         float *y, int64_t ldy, bool accumulate, int64_t n0, int64_t n1)
+{
+    float         *tile = jb_cpu_arena(cpu);
+    const uint8_t *wb   = w->data;
+    size_t         es   = jb_dtype_size(w->type);
+    for (int64_t c0 = n0; c0 < n1; c0 += PACK_N) {
+        int64_t cc  = n1 - c0 < PACK_N ? n1 - c0 : PACK_N;
+        int64_t ldc = (cc + 15) / 16 * 16;
+        float  *acc = tile + PACK_K * ldc;
+        int64_t mb  = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)ldc) - PACK_K; /* rows of acc */
+        for (int64_t m0 = 0; m0 < M; m0 += mb) {
+            int64_t mm = M - m0 < mb ? M - m0 : mb;
+            for (int64_t k0 = 0; k0 < K; k0 += PACK_K) {
+                int64_t kb = K - k0 < PACK_K ? K - k0 : PACK_K;
+                for (int64_t k = 0; k < kb; k++) {
+                    float *row = tile + k * ldc;
+                    convert_f32(cpu, w->type, wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
+                                row, cc);
+                    for (int64_t j = cc; j < ldc; j++) row[j] = 0.0f;
+                }
+#if JB_CPU_X86
+                if (cpu->isa >= JB_CPU_ISA_AVX512)
+                    jb_cpu_gemm_tile_avx512(mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc,
+                                            k0 == 0);
+                else
+                    jb_cpu_gemm_tile_avx2(mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc,
+                                          k0 == 0);
+#endif
             }
+            store_acc(mm, acc, ldc, bias, y + m0 * ldy, ldy, accumulate, c0, c0 + cc);
         }
     }
 }
@@ -153,7 +209,7 @@ void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const fl
     }
     JB_ASSERT(w->type == JB_DTYPE_F32 || w->type == JB_DTYPE_F16 || w->type == JB_DTYPE_BF16);
     int64_t ldw  = w_trans ? K : N;
-    bool    gemv = cpu->isa >= JB_CPU_ISA_AVX2 && M <= JB_CPU_GEMV_MAX_M;
+    bool    simd = cpu->isa >= JB_CPU_ISA_AVX2;
     int     nt   = jb_cpu_team(cpu->n_threads, (double)M * (double)N * (double)K);
     /* at least 64 columns per thread */
     if (nt > 1 && N / 64 < nt) nt = N / 64 > 1 ? (int)(N / 64) : 1;
@@ -164,8 +220,10 @@ void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const fl
         int64_t n0, n1;
         split_range(N, parts, i, 16, &n0, &n1);
         if (n1 > n0) {
-            if (gemv)
+            if (simd && (w_trans || M <= JB_CPU_GEMV_MAX_M))
                 gemv_slice(cpu, M, K, x, ldx, w, w_trans, ldw, bias, y, ldy, accumulate, n0, n1);
+            else if (simd)
+                packed_slice(cpu, M, K, x, ldx, w, ldw, bias, y, ldy, accumulate, n0, n1);
             else if (w->type == JB_DTYPE_F32)
                 sgemm_slice(M, K, x, ldx, w->data, w_trans, ldw, bias, y, ldy, accumulate, n0, n1);
             else

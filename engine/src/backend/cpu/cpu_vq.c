@@ -4,7 +4,7 @@
  * dist[t, j] = (‖x_t‖² − 2·x_t·k_j) + ‖k_j‖² in fp32, evaluated in that order like the reference,
  * argmin with the first index on ties. ‖k_j‖² goes to the caller's scratch; the dot products of a
  * block of time steps go to the thread's arena:
- *   - AVX-512: as a 1x1 convolution of x (emb, T) with the codebook [bins, emb, 1] through the
+ *   - AVX2 / AVX-512: as a 1x1 convolution of x (emb, T) with the codebook [bins, emb, 1] through the
  *     direct conv kernel, giving dot (bins, tb); every dot product is the same FMA chain over emb,
  *     so equal codebook rows give bitwise equal distances (true ties) and the codes of a time step
  *     do not depend on T or on the block it falls in. The argmin is vectorised over time.
@@ -47,15 +47,20 @@ static void vq_block(const struct jb_cpu *cpu, const float *x, int64_t T, const 
     for (int64_t e = 0; e < emb; e++) /* sequential over e for every t, vectorised over t */
         for (int64_t i = 0; i < n; i++) xn[i] += x[e * T + t0 + i] * x[e * T + t0 + i];
 
-    if (cpu->isa >= JB_CPU_ISA_AVX512) {
+    if (cpu->isa >= JB_CPU_ISA_AVX2) {
         struct jb_conv_job job = {.n_phase = 1, .n_tap = {1, 0}, .cin = emb, .ldx = T, .w = kb,
                                   .w_os = emb, .w_cs = 1, .y = dot, .cout = bins, .ldy = n,
                                   .tout = n, .n_m = n, .nr = 8};
         job.tap[0][0] = (struct jb_conv_tap){x + t0, 0, T - t0, 0};
         size_t pack   = jb_cpu_conv_prepare(&job);
         JB_ASSERT((size_t)(n * (bins + 1)) + pack <= JB_CPU_ARENA_FLOATS);
-        jb_cpu_conv_items_avx512(&job, 0, job.n_oblk * job.n_tile, xn + n);
-        jb_cpu_vq_block_avx512(xn, dot, n, kn, bins, n, codes + t0);
+        if (cpu->isa >= JB_CPU_ISA_AVX512) {
+            jb_cpu_conv_items_avx512(&job, 0, job.n_oblk * job.n_tile, xn + n);
+            jb_cpu_vq_block_avx512(xn, dot, n, kn, bins, n, codes + t0);
+        } else {
+            jb_cpu_conv_items_avx2(&job, 0, job.n_oblk * job.n_tile, xn + n);
+            jb_cpu_vq_block_avx2(xn, dot, n, kn, bins, n, codes + t0);
+        }
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)n, (int)bins, (int)emb, 1.0f, x + t0,

@@ -170,14 +170,37 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_t_rows_512(enum jb_dtype type
         for (int r = 0; r < R; r++) acc[m * lda + col + r] = _mm512_reduce_add_ps(a[m][r]);
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_t_512(enum jb_dtype type, const int M, int64_t K,
+/* rows [n0, n1) in groups of 4 (their 4 weight rows stay in L1), every group against all rows
+ * of x, 4 at a time */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_t_512(enum jb_dtype type, int64_t M, int64_t K,
                                                         const float *x, int64_t ldx, const void *w,
                                                         int64_t ldw, int64_t n0, int64_t n1,
                                                         float *acc, int64_t lda)
 {
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) gemv_t_rows_512(type, M, 4, K, x, ldx, w, ldw, n, acc, lda, n - n0);
-    for (; n < n1; n++) gemv_t_rows_512(type, M, 1, K, x, ldx, w, ldw, n, acc, lda, n - n0);
+    for (int64_t n = n0; n < n1; n += 4) {
+        bool full = n + 4 <= n1;
+        for (int64_t m = 0; m < M; m += 4) {
+            const float *xm = x + m * ldx;
+            float       *am = acc + m * lda;
+            int64_t      c  = n - n0;
+#define GEMV_T_CASE(MG)                                                                           \
+    case MG:                                                                                      \
+        if (full)                                                                                 \
+            gemv_t_rows_512(type, MG, 4, K, xm, ldx, w, ldw, n, am, lda, c);                      \
+        else                                                                                      \
+            for (int64_t r = n; r < n1; r++)                                                      \
+                gemv_t_rows_512(type, MG, 1, K, xm, ldx, w, ldw, r, am, lda, r - n0);             \
+        break;
+            switch (M - m < 4 ? M - m : 4) {
+                GEMV_T_CASE(1)
+                GEMV_T_CASE(2)
+                GEMV_T_CASE(3)
+                GEMV_T_CASE(4)
+            default: break;
+            }
+#undef GEMV_T_CASE
+        }
+    }
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type, bool w_trans, int64_t M,
@@ -186,12 +209,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type, bool 
                                                       int64_t n1, float *acc, int64_t lda)
 {
     if (w_trans) {
-        switch (M) {
-        case 1: gemv_t_512(type, 1, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        case 2: gemv_t_512(type, 2, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        case 3: gemv_t_512(type, 3, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        default: gemv_t_512(type, 4, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        }
+        gemv_t_512(type, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
         return;
     }
     for (int64_t m = 0; m < M; m++) memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
@@ -208,11 +226,77 @@ JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64
                                          const float *x, int64_t ldx, const void *w, int64_t ldw,
                                          int64_t n0, int64_t n1, float *acc, int64_t lda)
 {
-    JB_ASSERT(M >= 1 && M <= JB_CPU_GEMV_MAX_M);
+    JB_ASSERT(M >= 1 && (w_trans || M <= JB_CPU_GEMV_MAX_M));
     switch (type) {
     case JB_DTYPE_F16: gemv_512(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
     case JB_DTYPE_BF16: gemv_512(JB_DTYPE_BF16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
     default: gemv_512(JB_DTYPE_F32, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
+    }
+}
+
+/* --- GEMM on a packed fp32 tile ---------------------------------------------------------------- */
+
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR, const int NV, int64_t kb,
+                                                          const float *x, int64_t ldx,
+                                                          const float *b, int64_t ldb, float *acc,
+                                                          int64_t lda, bool first)
+{
+    __m512 c[4][6];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; m++)
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; v++)
+            c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * lda + 16 * v);
+    for (int64_t k = 0; k < kb; k++) {
+        __m512 bv[6];
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; m++) {
+            __m512 a = _mm512_set1_ps(x[m * ldx + k]);
+#pragma GCC unroll 6
+            for (int v = 0; v < NV; v++) c[m][v] = _mm512_fmadd_ps(a, bv[v], c[m][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; m++)
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(acc + m * lda + 16 * v, c[m][v]);
+}
+
+/* Columns in chunks of 96, then one narrower kernel for the rest; it reads and writes up to the next
+ * multiple of 16 columns, inside the padded tile and acc rows. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_rows_512(const int MR, int64_t kb,
+                                                           const float *x, int64_t ldx,
+                                                           const float *b, int64_t ldb, int64_t nc,
+                                                           float *acc, int64_t lda, bool first)
+{
+    int64_t j = 0;
+    for (; j + 96 <= nc; j += 96) gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+    switch ((nc - j + 15) / 16) {
+    case 1: gemm_ukr_512(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    case 2: gemm_ukr_512(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    case 3: gemm_ukr_512(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    case 4: gemm_ukr_512(MR, 4, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    case 5: gemm_ukr_512(MR, 5, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    case 6: gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    default: break; /* 0: no tail */
+    }
+}
+
+JB_TARGET_AVX512 void jb_cpu_gemm_tile_avx512(int64_t M, int64_t kb, const float *x, int64_t ldx,
+                                              const float *b, int64_t ldb, int64_t nc, float *acc,
+                                              int64_t lda, bool first)
+{
+    for (int64_t m = 0; m < M; m += 4) {
+        const float *xm = x + m * ldx;
+        float       *am = acc + m * lda;
+        switch (M - m < 4 ? M - m : 4) {
+        case 1: gemm_rows_512(1, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        case 2: gemm_rows_512(2, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        case 3: gemm_rows_512(3, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        default: gemm_rows_512(4, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        }
     }
 }
 
@@ -226,9 +310,11 @@ static inline const float *addr_at(const float *p, int64_t off)
 }
 
 /* Copies the input windows of the tile at m0 into pack (rows ld_pack apart), zeros outside
- * [0, len), and prefetches the part of the next tile's windows not covered by this one. */
+ * [0, len), and prefetches the input columns a later tile will need first; the distance grows
+ * as the work per tile shrinks (few output rows), to cover the memory latency. */
 static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t m0, float *pack)
 {
+    int64_t dist = jb->n_oblk >= 8 ? 1 : 8 / jb->n_oblk; /* tiles ahead */
     for (int s = 0; s < jb->n_seg; s++) {
         const struct jb_conv_seg *sg = &jb->seg[s];
         int64_t                   a  = m0 + sg->q0; /* source column of packed column 0 */
@@ -239,8 +325,9 @@ static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t
                 __mmask16 k = (__mmask16)(lanes_below(sg->len - a - v) & ~lanes_below(-a - v));
                 _mm512_storeu_ps(dst + v, _mm512_maskz_loadu_ps(k, addr_at(src, v)));
             }
-            for (int64_t v = sg->width; v < sg->width + JB_CONV_TILE; v += 16)
-                _mm_prefetch((const char *)addr_at(src, v), _MM_HINT_T0);
+            for (int64_t v = 0; v < JB_CONV_TILE; v += 16)
+                _mm_prefetch((const char *)addr_at(src, sg->width + (dist - 1) * JB_CONV_TILE + v),
+                             _MM_HINT_T0);
         }
     }
     /* and the next tile's output lines, which would otherwise miss one by one at the stores */
@@ -532,14 +619,31 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_rows_256(enum jb_dtype type, 
         for (int r = 0; r < R; r++) acc[m * lda + col + r] = hsum_256(a[m][r]);
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_256(enum jb_dtype type, const int M, const int R,
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_256(enum jb_dtype type, const int R, int64_t M,
                                                       int64_t K, const float *x, int64_t ldx,
                                                       const void *w, int64_t ldw, int64_t n0,
                                                       int64_t n1, float *acc, int64_t lda)
 {
-    int64_t n = n0;
-    for (; n + R <= n1; n += R) gemv_t_rows_256(type, M, R, K, x, ldx, w, ldw, n, acc, lda, n - n0);
-    for (; n < n1; n++) gemv_t_rows_256(type, M, 1, K, x, ldx, w, ldw, n, acc, lda, n - n0);
+    for (int64_t n = n0; n < n1; n += R) {
+        bool full = n + R <= n1;
+        for (int64_t m = 0; m < M; m += 2) {
+            const float *xm = x + m * ldx;
+            float       *am = acc + m * lda;
+            if (M - m >= 2) {
+                if (full)
+                    gemv_t_rows_256(type, 2, R, K, xm, ldx, w, ldw, n, am, lda, n - n0);
+                else
+                    for (int64_t r = n; r < n1; r++)
+                        gemv_t_rows_256(type, 2, 1, K, xm, ldx, w, ldw, r, am, lda, r - n0);
+            } else {
+                if (full)
+                    gemv_t_rows_256(type, 1, R, K, xm, ldx, w, ldw, n, am, lda, n - n0);
+                else
+                    for (int64_t r = n; r < n1; r++)
+                        gemv_t_rows_256(type, 1, 1, K, xm, ldx, w, ldw, r, am, lda, r - n0);
+            }
+        }
+    }
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_256(enum jb_dtype type, bool w_trans, int64_t M,
@@ -547,15 +651,10 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_256(enum jb_dtype type, bool w_
                                                     const void *w, int64_t ldw, int64_t n0,
                                                     int64_t n1, float *acc, int64_t lda)
 {
-    /* 16 ymm registers: M·R accumulators plus R weights (transposed), M·KB broadcasts plus KB
-     * weights (not transposed) */
+    /* 16 ymm registers: 2 x rows · 4 weight rows accumulators plus 4 weights (transposed),
+     * M·KB broadcasts plus KB weights (not transposed) */
     if (w_trans) {
-        switch (M) {
-        case 1: gemv_t_256(type, 1, 4, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        case 2: gemv_t_256(type, 2, 4, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        case 3: gemv_t_256(type, 3, 2, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        default: gemv_t_256(type, 4, 2, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-        }
+        gemv_t_256(type, 4, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
         return;
     }
     for (int64_t m = 0; m < M; m++) memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
@@ -572,11 +671,259 @@ JB_TARGET_AVX2 void jb_cpu_gemv_avx2(enum jb_dtype type, bool w_trans, int64_t M
                                      const float *x, int64_t ldx, const void *w, int64_t ldw,
                                      int64_t n0, int64_t n1, float *acc, int64_t lda)
 {
-    JB_ASSERT(M >= 1 && M <= JB_CPU_GEMV_MAX_M);
+    JB_ASSERT(M >= 1 && (w_trans || M <= JB_CPU_GEMV_MAX_M));
     switch (type) {
     case JB_DTYPE_F16: gemv_256(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
     case JB_DTYPE_BF16: gemv_256(JB_DTYPE_BF16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
     default: gemv_256(JB_DTYPE_F32, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
+    }
+}
+
+/* --- direct convolution (AVX2) ---------------------------------------------------------------- */
+
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 __m256i lanes8_in(int64_t lo, int64_t hi)
+{
+    /* lanes l with lo <= l < hi, as a maskload/maskstore mask */
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int32_t       l   = (int32_t)(lo < -1 ? -1 : lo > 8 ? 8 : lo);
+    int32_t       h   = (int32_t)(hi < 0 ? 0 : hi > 8 ? 8 : hi);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(l - 1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(h), idx));
+}
+
+static JB_TARGET_AVX2 void conv_pack_256(const struct jb_conv_job *jb, int64_t m0, float *pack)
+{
+    int64_t dist = jb->n_oblk >= 8 ? 1 : 8 / jb->n_oblk;
+    for (int s = 0; s < jb->n_seg; s++) {
+        const struct jb_conv_seg *sg = &jb->seg[s];
+        int64_t                   a  = m0 + sg->q0;
+        for (int64_t c = 0; c < jb->cin; c++) {
+            const float *src = addr_at(sg->x, c * jb->ldx + a);
+            float       *dst = pack + c * jb->ld_pack + sg->off;
+            for (int64_t v = 0; v < sg->width; v += 8) {
+                __m256i k = lanes8_in(-a - v, sg->len - a - v);
+                _mm256_storeu_ps(dst + v, _mm256_maskload_ps(addr_at(src, v), k));
+            }
+            for (int64_t v = 0; v < JB_CONV_TILE; v += 16)
+                _mm_prefetch((const char *)addr_at(src, sg->width + (dist - 1) * JB_CONV_TILE + v),
+                             _MM_HINT_T0);
+        }
+    }
+    int64_t t1 = jb->n_phase * (m0 + JB_CONV_TILE);
+    for (int64_t o = 0; o < jb->cout; o++)
+        for (int64_t v = 0; v < jb->n_phase * JB_CONV_TILE; v += 16)
+            _mm_prefetch((const char *)addr_at(jb->y, o * jb->ldy + t1 + v), _MM_HINT_T0);
+}
+
+/* NR rows x 24 columns (per phase) at packed column h of the tile at m0. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_job *jb,
+                                                         const float *pack, int64_t o0, int64_t m0,
+                                                         int64_t h, const int P, const int NR,
+                                                         const bool TAIL)
+{
+    enum { NV = 3 };
+    __m256 acc[2][4][NV];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) acc[p][r][v] = _mm256_setzero_ps();
+
+    const float *wo = jb->w + o0 * jb->w_os;
+    for (int64_t c = 0; c < jb->cin; c++) {
+        const float *wc = wo + c * jb->w_cs;
+        const float *pc = pack + c * jb->ld_pack + h;
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) {
+            for (int i = 0; i < jb->n_tap[p]; i++) {
+                const float *xr = pc + jb->tap_off[p][i];
+                __m256       xv[NV];
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++) xv[v] = _mm256_loadu_ps(xr + 8 * v);
+                const float *wt = wc + jb->tap[p][i].widx;
+#pragma GCC unroll 4
+                for (int r = 0; r < NR; r++) {
+                    __m256 wb = _mm256_broadcast_ss(wt + r * jb->w_os);
+#pragma GCC unroll 3
+                    for (int v = 0; v < NV; v++) acc[p][r][v] = _mm256_fmadd_ps(wb, xv[v], acc[p][r][v]);
+                }
+            }
+        }
+    }
+
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++) {
+        float *yr = jb->y + (o0 + r) * jb->ldy;
+        __m256 b  = jb->bias ? _mm256_set1_ps(jb->bias[o0 + r]) : _mm256_setzero_ps();
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            if (P == 1) {
+                int64_t t   = m0 + h + 8 * v;
+                __m256  val = _mm256_add_ps(acc[0][r][v], b);
+                if (TAIL)
+                    _mm256_maskstore_ps((float *)addr_at(yr, t), lanes8_in(0, jb->tout - t), val);
+                else
+                    _mm256_storeu_ps(yr + t, val);
+            } else {
+                int64_t t  = 2 * (m0 + h + 8 * v);
+                __m256  a0 = _mm256_add_ps(acc[0][r][v], b);
+                __m256  a1 = _mm256_add_ps(acc[1][r][v], b);
+                __m256  lo = _mm256_unpacklo_ps(a0, a1); /* a0 b0 a1 b1 | a4 b4 a5 b5 */
+                __m256  hi = _mm256_unpackhi_ps(a0, a1); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
+                __m256  o1 = _mm256_permute2f128_ps(lo, hi, 0x20);
+                __m256  o2 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                if (TAIL) {
+                    _mm256_maskstore_ps((float *)addr_at(yr, t), lanes8_in(0, jb->tout - t), o1);
+                    _mm256_maskstore_ps((float *)addr_at(yr, t + 8),
+                                        lanes8_in(0, jb->tout - t - 8), o2);
+                } else {
+                    _mm256_storeu_ps(yr + t, o1);
+                    _mm256_storeu_ps(yr + t + 8, o2);
+                }
+            }
+        }
+    }
+}
+
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_rows_256(const struct jb_conv_job *jb,
+                                                         const float *pack, int64_t o0, int64_t m0,
+                                                         const int P, const int NR, bool tail)
+{
+    for (int64_t h = 0; h < JB_CONV_TILE; h += 24) {
+        if (tail)
+            conv_tile_256(jb, pack, o0, m0, h, P, NR, true);
+        else
+            conv_tile_256(jb, pack, o0, m0, h, P, NR, false);
+    }
+}
+
+JB_TARGET_AVX2 void jb_cpu_conv_items_avx2(const struct jb_conv_job *jb, int64_t item0,
+                                           int64_t item1, float *pack)
+{
+    JB_ASSERT(jb->nr == (jb->n_phase == 1 ? 8 : 4));
+    const int64_t rg     = jb->n_phase == 1 ? 4 : 2; /* rows per register tile */
+    int64_t       packed = -1;
+    for (int64_t item = item0; item < item1; item++) {
+        int64_t tile = item / jb->n_oblk, ob = item % jb->n_oblk;
+        int64_t m0 = tile * JB_CONV_TILE, o1 = ob * jb->nr + jb->nr;
+        if (tile != packed) {
+            conv_pack_256(jb, m0, pack);
+            packed = tile;
+        }
+        if (o1 > jb->cout) o1 = jb->cout;
+        bool tail = jb->n_phase * (m0 + JB_CONV_TILE) > jb->tout;
+        for (int64_t o0 = ob * jb->nr; o0 < o1; o0 += rg) {
+            int64_t rows = o1 - o0 < rg ? o1 - o0 : rg;
+            if (jb->n_phase == 1) {
+                switch (rows) {
+                case 1: conv_rows_256(jb, pack, o0, m0, 1, 1, tail); break;
+                case 2: conv_rows_256(jb, pack, o0, m0, 1, 2, tail); break;
+                case 3: conv_rows_256(jb, pack, o0, m0, 1, 3, tail); break;
+                default: conv_rows_256(jb, pack, o0, m0, 1, 4, tail); break;
+                }
+            } else {
+                if (rows == 1)
+                    conv_rows_256(jb, pack, o0, m0, 2, 1, tail);
+                else
+                    conv_rows_256(jb, pack, o0, m0, 2, 2, tail);
+            }
+        }
+    }
+}
+
+JB_TARGET_AVX2 void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int64_t ldd,
+                                         const float *kn, int64_t bins, int64_t n, int32_t *codes)
+{
+    enum { NV = 4 };
+    const __m256 two = _mm256_set1_ps(2.0f);
+    for (int64_t t = 0; t < n; t += 8 * NV) {
+        __m256i km[NV], bidx[NV];
+        __m256  vxn[NV], best[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            km[v]   = lanes8_in(0, n - t - 8 * v);
+            vxn[v]  = _mm256_maskload_ps(xn + t + 8 * v, km[v]);
+            best[v] = _mm256_set1_ps(__builtin_inff());
+            bidx[v] = _mm256_setzero_si256();
+        }
+        for (int64_t j = 0; j < bins; j++) {
+            const float  *dr = dot + j * ldd + t;
+            const __m256  kj = _mm256_set1_ps(kn[j]);
+            const __m256i jj = _mm256_set1_epi32((int32_t)j);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                __m256 dv = _mm256_maskload_ps(dr + 8 * v, km[v]);
+                __m256 d  = _mm256_add_ps(_mm256_sub_ps(vxn[v], _mm256_mul_ps(two, dv)), kj);
+                __m256 lt = _mm256_cmp_ps(d, best[v], _CMP_LT_OQ);
+                best[v]   = _mm256_blendv_ps(best[v], d, lt);
+                bidx[v]   = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bidx[v]),
+                                                                 _mm256_castsi256_ps(jj), lt));
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm256_maskstore_epi32(codes + t + 8 * v, km[v], bidx[v]);
+    }
+}
+
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR, const int NV, int64_t kb,
+                                                        const float *x, int64_t ldx, const float *b,
+                                                        int64_t ldb, float *acc, int64_t lda,
+                                                        bool first)
+{
+    __m256 c[4][3];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; m++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            c[m][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + m * lda + 8 * v);
+    for (int64_t k = 0; k < kb; k++) {
+        __m256 bv[3];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; m++) {
+            __m256 a = _mm256_set1_ps(x[m * ldx + k]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) c[m][v] = _mm256_fmadd_ps(a, bv[v], c[m][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; m++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(acc + m * lda + 8 * v, c[m][v]);
+}
+
+/* Chunks of 24 columns, then up to 3 vectors of 8: j + 24 never passes the next multiple of 16
+ * above nc (j is a multiple of 24), so the padded tile and acc rows hold them. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_rows_256(const int MR, int64_t kb, const float *x,
+                                                         int64_t ldx, const float *b, int64_t ldb,
+                                                         int64_t nc, float *acc, int64_t lda,
+                                                         bool first)
+{
+    int64_t j = 0;
+    for (; j + 24 <= nc; j += 24) gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+    switch ((nc - j + 7) / 8) {
+    case 1: gemm_ukr_256(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    case 2: gemm_ukr_256(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    case 3: gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
+    default: break; /* 0: no tail */
+    }
+}
+
+JB_TARGET_AVX2 void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx,
+                                          const float *b, int64_t ldb, int64_t nc, float *acc,
+                                          int64_t lda, bool first)
+{
+    for (int64_t m = 0; m < M; m += 4) {
+        const float *xm = x + m * ldx;
+        float       *am = acc + m * lda;
+        switch (M - m < 4 ? M - m : 4) {
+        case 1: gemm_rows_256(1, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        case 2: gemm_rows_256(2, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        case 3: gemm_rows_256(3, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        default: gemm_rows_256(4, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        }
     }
 }
 
@@ -602,6 +949,16 @@ void jb_cpu_gemv_avx2(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, co
 {
     JB_ASSERT(!"unreachable");
 }
+void jb_cpu_gemm_tile_avx512(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
+                             int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first)
+{
+    JB_ASSERT(!"unreachable");
+}
+void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
+                           int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first)
+{
+    JB_ASSERT(!"unreachable");
+}
 void jb_cpu_conv_items_avx512(const struct jb_conv_job *job, int64_t item0, int64_t item1,
                               float *pack)
 {
@@ -609,6 +966,16 @@ void jb_cpu_conv_items_avx512(const struct jb_conv_job *job, int64_t item0, int6
 }
 void jb_cpu_vq_block_avx512(const float *xn, const float *dot, int64_t ldd, const float *kn,
                             int64_t bins, int64_t n, int32_t *codes)
+{
+    JB_ASSERT(!"unreachable");
+}
+void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int64_t ldd, const float *kn,
+                          int64_t bins, int64_t n, int32_t *codes)
+{
+    JB_ASSERT(!"unreachable");
+}
+void jb_cpu_conv_items_avx2(const struct jb_conv_job *job, int64_t item0, int64_t item1,
+                            float *pack)
 {
     JB_ASSERT(!"unreachable");
 }

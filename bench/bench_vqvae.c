@@ -1,0 +1,371 @@
+/*
+ * bench/bench_vqvae.c - VQ-VAE throughput on the released shape (width 32, depth 4, emb_width 64,
+ * l_bins 2048, 3 levels, multipliers (2, 1, 1)) with random weights from a fixed seed.
+ *
+ * For each clip length: encode (all three levels, as the reference's VQVAE.encode), encoder 0
+ * alone, and decoding from each level, whole and chunked, in seconds of 44.1 kHz audio per wall
+ * second (x realtime), with the work memory each call reserves and the peak RSS.
+ *
+ * Every measurement runs in its own forked process (which builds the model, then runs the
+ * operation), so that ru_maxrss is the peak of that operation alone; the parent process never
+ * starts a thread pool before forking.
+ *
+ * usage: bench_vqvae [--threads N] [--reps N] [--seconds S[,S...]] [--chunk CODES]
+ *   --threads  kernel threads (default: all cores)
+ *   --reps     timed repetitions per operation, best reported (default 2)
+ *   --seconds  clip lengths (default 5,20)
+ *   --chunk    codes per chunk for chunked decoding (default: 4 x the level's margin)
+ */
+#include "vqvae/vqvae.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------------------------------- */
+/* random released-shape model in memory                                                     */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull); /* splitmix64 */
+    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float rng_uniform(uint64_t *s) /* [-1, 1) */
+{
+    return (float)((double)(rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+struct mem_tensor {
+    struct jb_tensor t;
+    char             name[160];
+};
+
+struct mem_source {
+    int                n, cap;
+    struct mem_tensor *v;
+    uint64_t           rng;
+    bool               oom;
+};
+
+static void mem_add(struct mem_source *s, float scale, int64_t a, int64_t b, int64_t c, int n_dims,
+                    const char *name)
+{
+    if (s->n == s->cap) {
+        int                cap = s->cap ? 2 * s->cap : 256;
+        struct mem_tensor *v   = realloc(s->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            s->oom = true;
+            return;
+        }
+        s->v   = v;
+        s->cap = cap;
+    }
+    struct mem_tensor *m = &s->v[s->n];
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    int64_t shape[3] = {a, b, c}, n = 1;
+    m->t.type        = JB_DTYPE_F32;
+    m->t.n_dims      = n_dims;
+    for (int i = 0; i < n_dims; i++) n *= m->t.shape[i] = shape[i];
+    float *data = malloc((size_t)n * sizeof(float));
+    if (!data) {
+        s->oom = true;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) data[i] = scale * rng_uniform(&s->rng);
+    m->t.data = data;
+    s->n++;
+}
+
+static void mem_add_conv(struct mem_source *s, int64_t a, int64_t b, int64_t k, int64_t n_bias,
+                         int64_t fan_in, const char *prefix)
+{
+    char name[200];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    mem_add(s, 1.0f / sqrtf((float)fan_in), a, b, k, 3, name);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    mem_add(s, 0.01f, n_bias, 0, 0, 1, name);
+}
+
+static void mem_add_resnet(struct mem_source *s, int W, int D, const char *prefix)
+{
+    char p[200];
+    for (int r = 0; r < D; r++) {
+        snprintf(p, sizeof p, "%s.model.%d.model.1", prefix, r);
+        mem_add_conv(s, W, W, 3, W, 3 * W, p);
+        snprintf(p, sizeof p, "%s.model.%d.model.3", prefix, r);
+        mem_add_conv(s, W, W, 1, W, W, p);
+    }
+}
+
+/* Every tensor of the VQ-VAE state dict (jukebox-spec §2.5). */
+static void mem_add_vqvae(struct mem_source *s, const struct jb_vqvae_hparams *hp)
+{
+    char p[200];
+    int  E = hp->emb_width;
+    for (int L = 0; L < hp->levels; L++) {
+        int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
+        for (int j = 0; j <= L; j++) {
+            int k = 2 * hp->strides_t[j];
+            for (int i = 0; i < hp->downs_t[j]; i++) {
+                int c_in = i ? W : j ? E : 1;
+                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.0", L, j, i);
+                mem_add_conv(s, W, c_in, k, W, c_in * k, p);
+                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
+                mem_add_resnet(s, W, D, p);
+            }
+            snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d", L, j, hp->downs_t[j]);
+            mem_add_conv(s, E, W, 3, E, 3 * W, p);
+        }
+        for (int j = 0; j <= L; j++) {
+            int k = 2 * hp->strides_t[j], n = hp->downs_t[j];
+            snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.0", L, j);
+            mem_add_conv(s, W, E, 3, W, 3 * E, p);
+            for (int i = 0; i < n; i++) {
+                int c_out = i == n - 1 ? E : W;
+                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1);
+                mem_add_resnet(s, W, D, p);
+                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1);
+                mem_add_conv(s, W, c_out, k, c_out, W * k / hp->strides_t[j], p);
+            }
+        }
+        snprintf(p, sizeof p, "decoders.%d.out", L);
+        mem_add_conv(s, 1, E, 3, 1, 3 * E, p);
+        snprintf(p, sizeof p, "bottleneck.level_blocks.%d.k", L);
+        mem_add(s, 1.0f, hp->l_bins, E, 0, 2, p);
+    }
+}
+
+static const struct jb_tensor *mem_find(void *ctx, const char *name)
+{
+    struct mem_source *s = ctx;
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].name, name) == 0) return &s->v[i].t;
+    return NULL;
+}
+
+static int64_t mem_count(void *ctx)
+{
+    return ((struct mem_source *)ctx)->n;
+}
+
+static const struct jb_tensor *mem_get(void *ctx, int64_t i)
+{
+    return &((struct mem_source *)ctx)->v[i].t;
+}
+
+static const struct jb_vqvae_hparams released = {
+    .levels                   = 3,
+    .downs_t                  = {3, 2, 2},
+    .strides_t                = {2, 2, 2},
+    .multipliers              = {2, 1, 1},
+    .width                    = 32,
+    .depth                    = 4,
+    .emb_width                = 64,
+    .l_bins                   = 2048,
+    .dilation_growth_rate     = 3,
+    .dilation_cycle           = 0,
+    .reverse_decoder_dilation = true,
+    .m_conv                   = 1.0f,
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* one measurement, in a child process                                                       */
+
+enum op { OP_ENCODE_ALL, OP_ENCODE_0, OP_DECODE };
+
+struct job {
+    enum op op;
+    int     level;   /* OP_DECODE */
+    int64_t chunk;   /* OP_DECODE: codes per chunk, 0 = whole, -1 = 4 x the level's margin */
+    int64_t samples; /* clip length */
+};
+
+struct result {
+    int    ok;
+    double seconds; /* best of reps */
+    double work_mb; /* work memory the call reserves */
+    double rss_mb;  /* peak RSS of the process */
+    int64_t chunk;  /* effective chunk (decode) */
+    char   err[200];
+};
+
+static int g_threads, g_reps = 2;
+static int64_t g_chunk = -1;
+
+static void run_job(const struct job *jb, struct result *r)
+{
+    struct jb_backend *be = jb_backend_cpu_init(g_threads);
+    struct mem_source  src = {.rng = 20240601};
+    mem_add_vqvae(&src, &released);
+    struct jb_weights_source ws = {mem_find, mem_count, mem_get, &src};
+    struct jb_weights       *w  = be && !src.oom ? jb_weights_init(&ws) : NULL;
+    struct jb_vqvae         *vq = w ? jb_vqvae_init(&released, w, be) : NULL;
+    if (!vq) {
+        snprintf(r->err, sizeof r->err, "init: %s", jb_last_error());
+        return;
+    }
+    const int64_t T     = jb->samples;
+    const int64_t chunk = jb->chunk < 0 ? 4 * jb_vqvae_decode_margin_level(vq, jb->level) : jb->chunk;
+    float        *x = malloc((size_t)T * sizeof(float));
+    int32_t      *z = malloc((size_t)(T / 8) * sizeof(int32_t));
+    uint64_t      rng = 7;
+    for (int64_t i = 0; i < T; i++)
+        x[i] = 0.3f * sinf(0.0314f * (float)i) + 0.05f * rng_uniform(&rng);
+    for (int64_t i = 0; i < T / 8; i++) z[i] = (int32_t)(rng_next(&rng) % 2048);
+
+    double best = INFINITY;
+    for (int rep = 0; rep < g_reps; rep++) {
+        enum jb_status st = JB_STATUS_OK;
+        double         t0 = jb_time_now();
+        switch (jb->op) {
+        case OP_ENCODE_ALL:
+            for (int L = 0; L < released.levels && st == JB_STATUS_OK; L++)
+                st = jb_vqvae_encode_level(vq, L, x, T, z, NULL, NULL);
+            break;
+        case OP_ENCODE_0: st = jb_vqvae_encode_level(vq, 0, x, T, z, NULL, NULL); break;
+        case OP_DECODE: {
+            int64_t n = T / jb_vqvae_hp_hop(&released, jb->level);
+            st        = jb_vqvae_decode_level(vq, jb->level, z, n, x, chunk, NULL);
+            break;
+        }
+        }
+        double dt = jb_time_now() - t0;
+        if (st != JB_STATUS_OK) {
+            snprintf(r->err, sizeof r->err, "%s", jb_last_error());
+            return;
+        }
+        if (dt < best) best = dt;
+    }
+    size_t work = 0;
+    if (jb->op == OP_DECODE) {
+        int64_t n = T / jb_vqvae_hp_hop(&released, jb->level);
+        work      = jb_vqvae_decode_work_bytes(vq, jb->level, n, chunk);
+    } else {
+        for (int L = 0; L < (jb->op == OP_ENCODE_ALL ? released.levels : 1); L++) {
+            size_t b = jb_vqvae_encode_work_bytes(vq, L, T, 0);
+            if (b > work) work = b;
+        }
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r->ok      = 1;
+    r->seconds = best;
+    r->work_mb = (double)work / (1 << 20);
+    r->rss_mb  = (double)ru.ru_maxrss / 1024.0;
+    r->chunk   = chunk;
+    /* the process exits right after: no frees needed */
+}
+
+static void run_forked(const struct job *jb, struct result *r)
+{
+    memset(r, 0, sizeof *r);
+    int fd[2];
+    if (pipe(fd) != 0) {
+        snprintf(r->err, sizeof r->err, "pipe failed");
+        return;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        struct result cr;
+        memset(&cr, 0, sizeof cr);
+        run_job(jb, &cr);
+        ssize_t wr = write(fd[1], &cr, sizeof cr);
+        _exit(wr == (ssize_t)sizeof cr ? 0 : 1);
+    }
+    close(fd[1]);
+    if (pid < 0 || read(fd[0], r, sizeof *r) != (ssize_t)sizeof *r) {
+        memset(r, 0, sizeof *r);
+        snprintf(r->err, sizeof r->err, "measurement process failed");
+    }
+    close(fd[0]);
+    if (pid > 0) waitpid(pid, NULL, 0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static void print_row(const char *what, const char *mode, double clip_s, const struct result *r)
+{
+    char chunk[32] = "-";
+    if (r->chunk > 0) snprintf(chunk, sizeof chunk, "%lld", (long long)r->chunk);
+    if (!r->ok) {
+        printf("| %-22s | %-7s | %8s | %8s | %8s | %9s | %9s | error: %s\n", what, mode, chunk, "",
+               "", "", "", r->err);
+        return;
+    }
+    printf("| %-22s | %-7s | %8s | %8.3f | %7.1fx | %9.1f | %9.1f |\n", what, mode, chunk,
+           r->seconds, clip_s / r->seconds, r->work_mb, r->rss_mb);
+}
+
+int main(int argc, char **argv)
+{
+    double seconds[8] = {5, 20};
+    int    n_seconds  = 2;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            g_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            g_reps = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
+        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc)
+            g_chunk = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
+            n_seconds = 0;
+            for (char *s = argv[++i]; *s && n_seconds < 8;) {
+                seconds[n_seconds++] = strtod(s, &s);
+                if (*s == ',') s++;
+                else if (*s) break;
+            }
+        } else {
+            fprintf(stderr,
+                    "usage: %s [--threads N] [--reps N] [--seconds S[,S...]] [--chunk CODES]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("VQ-VAE, released shape (width 32, depth 4, emb_width 64, l_bins 2048, downs (3,2,2), "
+           "multipliers (2,1,1)), random weights, fp32, batch 1\n");
+    printf("threads: %d (%ld cores online), best of %d, x realtime = seconds of 44.1 kHz audio per "
+           "wall second\n",
+           g_threads > 0 ? g_threads : (int)cores, cores, g_reps);
+    printf("reference (openai/jukebox, torch 1.13 CPU, 2 threads t2b1, 2-vCPU Zen 5; "
+           "reference-baseline.md):\n"
+           "  5 s:  decode L0 9.1x, L1 26.9x, L2 27.3x, encode (3 levels) 4.3x, encoder 0 8.1x\n"
+           "  20 s: decode L0 3.5x, L1 12.7x, L2 12.0x, encode (3 levels) 1.9x, encoder 0 3.4x\n"
+           "work MB = memory the call reserves; RSS MB = peak of a process that builds the model "
+           "and runs only that operation\n\n");
+
+    for (int c = 0; c < n_seconds; c++) {
+        int64_t T = (int64_t)(seconds[c] * 44100.0) / 128 * 128;
+        if (T < 128) continue;
+        double clip = (double)T / 44100.0;
+        printf("clip %.2f s (%lld samples)\n", clip, (long long)T);
+        printf("| %-22s | %-7s | %8s | %8s | %8s | %9s | %9s |\n", "operation", "mode", "chunk",
+               "seconds", "realtime", "work MB", "RSS MB");
+        printf("|------------------------|---------|----------|----------|----------|-----------|"
+               "-----------|\n");
+        struct result r;
+        run_forked(&(struct job){OP_ENCODE_ALL, 0, 0, T}, &r);
+        print_row("encode (all 3 levels)", "whole", clip, &r);
+        run_forked(&(struct job){OP_ENCODE_0, 0, 0, T}, &r);
+        print_row("encoder 0 alone", "whole", clip, &r);
+        for (int L = 0; L < 3; L++) {
+            char what[64];
+            snprintf(what, sizeof what, "decode from level %d", L);
+            run_forked(&(struct job){OP_DECODE, L, 0, T}, &r);
+            print_row(what, "whole", clip, &r);
+            run_forked(&(struct job){OP_DECODE, L, g_chunk > 0 ? g_chunk : -1, T}, &r);
+            print_row(what, "chunked", clip, &r);
+        }
+        printf("\n");
+    }
+    return 0;
+}
