@@ -192,6 +192,7 @@ struct result {
     double seconds; /* best of reps */
     double work_mb; /* work memory the call reserves */
     double rss_mb;  /* peak RSS of the process */
+    double cpu_s;   /* user + system CPU seconds per repetition (all threads) */
     int64_t chunk;  /* effective chunk (decode) */
     char   err[200];
 };
@@ -220,6 +221,8 @@ static void run_job(const struct job *jb, struct result *r)
         x[i] = 0.3f * sinf(0.0314f * (float)i) + 0.05f * rng_uniform(&rng);
     for (int64_t i = 0; i < T / 8; i++) z[i] = (int32_t)(rng_next(&rng) % 2048);
 
+    struct rusage ru0;
+    getrusage(RUSAGE_SELF, &ru0);
     double best = INFINITY;
     for (int rep = 0; rep < g_reps; rep++) {
         enum jb_status st = JB_STATUS_OK;
@@ -259,6 +262,11 @@ static void run_job(const struct job *jb, struct result *r)
     r->seconds = best;
     r->work_mb = (double)work / (1 << 20);
     r->rss_mb  = (double)ru.ru_maxrss / 1024.0;
+    r->cpu_s   = ((double)(ru.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+                (double)(ru.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+                1e-6 * (double)(ru.ru_utime.tv_usec - ru0.ru_utime.tv_usec) +
+                1e-6 * (double)(ru.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) /
+               g_reps;
     r->chunk   = chunk;
     /* the process exits right after: no frees needed */
 }
@@ -297,12 +305,12 @@ static void print_row(const char *what, const char *mode, double clip_s, const s
     char chunk[32] = "-";
     if (r->chunk > 0) snprintf(chunk, sizeof chunk, "%lld", (long long)r->chunk);
     if (!r->ok) {
-        printf("| %-22s | %-7s | %8s | %8s | %8s | %9s | %9s | error: %s\n", what, mode, chunk, "",
-               "", "", "", r->err);
+        printf("| %-22s | %-7s | %8s | %8s | %8s | %8s | %9s | %9s | error: %s\n", what, mode,
+               chunk, "", "", "", "", "", r->err);
         return;
     }
-    printf("| %-22s | %-7s | %8s | %8.3f | %7.1fx | %9.1f | %9.1f |\n", what, mode, chunk,
-           r->seconds, clip_s / r->seconds, r->work_mb, r->rss_mb);
+    printf("| %-22s | %-7s | %8s | %8.3f | %7.1fx | %8.3f | %9.1f | %9.1f |\n", what, mode, chunk,
+           r->seconds, clip_s / r->seconds, r->cpu_s, r->work_mb, r->rss_mb);
 }
 
 int main(int argc, char **argv)
@@ -340,18 +348,19 @@ int main(int argc, char **argv)
            "reference-baseline.md):\n"
            "  5 s:  decode L0 9.1x, L1 26.9x, L2 27.3x, encode (3 levels) 4.3x, encoder 0 8.1x\n"
            "  20 s: decode L0 3.5x, L1 12.7x, L2 12.0x, encode (3 levels) 1.9x, encoder 0 3.4x\n"
-           "work MB = memory the call reserves; RSS MB = peak of a process that builds the model "
-           "and runs only that operation\n\n");
+           "seconds = wall time (best of reps); cpu s = user + system CPU time of all threads per "
+           "rep;\nwork MB = memory the call reserves; RSS MB = peak of a process that builds the "
+           "model and runs only that operation\n\n");
 
     for (int c = 0; c < n_seconds; c++) {
         int64_t T = (int64_t)(seconds[c] * 44100.0) / 128 * 128;
         if (T < 128) continue;
         double clip = (double)T / 44100.0;
         printf("clip %.2f s (%lld samples)\n", clip, (long long)T);
-        printf("| %-22s | %-7s | %8s | %8s | %8s | %9s | %9s |\n", "operation", "mode", "chunk",
-               "seconds", "realtime", "work MB", "RSS MB");
-        printf("|------------------------|---------|----------|----------|----------|-----------|"
-               "-----------|\n");
+        printf("| %-22s | %-7s | %8s | %8s | %8s | %8s | %9s | %9s |\n", "operation", "mode",
+               "chunk", "seconds", "realtime", "cpu s", "work MB", "RSS MB");
+        printf("|------------------------|---------|----------|----------|----------|----------|"
+               "-----------|-----------|\n");
         struct result r;
         run_forked(&(struct job){OP_ENCODE_ALL, 0, 0, T}, &r);
         print_row("encode (all 3 levels)", "whole", clip, &r);

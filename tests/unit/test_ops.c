@@ -551,6 +551,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_conv1d(be, 19, 21, 5, 3, 2, 2, 301, true);
     test_conv1d(be, 130, 70, 3, 1, 1, 1, 200, false);
     test_conv1d(be, 64, 64, 20, 1, 5, 1, 100, true); /* more taps than the direct kernel takes */
+    for (int64_t co = 1; co <= 12; co++) /* every row-tail width of the register tiles */
+        test_conv1d(be, 5, co, 3, 1, 2, 2, 61, co % 2);
 
     test_conv1d_chunk(be, 32, 3, 1, 1, 1, 3000, 517, 2100);
     test_conv1d_chunk(be, 32, 3, 1, 27, 27, 3000, 300, 1500);
@@ -566,6 +568,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_convt(be, 5, 9, 5, 2, 2, 40, true);
     test_convt(be, 6, 10, 7, 3, 2, 41, true);
     test_convt(be, 6, 10, 4, 2, 0, 17, true);
+    for (int64_t co = 1; co <= 6; co++) test_convt(be, 3, co, 4, 2, 1, 29, co % 2);
     test_convt_chunk(be, 32, 2000, 333, 1500);
 
     /* matmul: every dtype and layout, the token-by-token M = 1..4, the prefill sizes */

@@ -4,7 +4,10 @@
  * keeping the riff's codes, progress and audio-callback contracts, cancellation latency,
  * determinism, take files (round trip and hostile input), and the user-facing errors.
  *
- * usage: test_pipeline MODEL_DIR   (e.g. build/models/default; exits 77 if it is absent)
+ * usage: test_pipeline MODEL_DIR [LYRICS_MODEL_DIR...]
+ *   MODEL_DIR: the default model (e.g. build/models/default; exits 77 if it is absent).
+ *   LYRICS_MODEL_DIR (optional): folders whose top prior takes lyrics (5b_lyrics / 1b_lyrics
+ *   layouts), for the lyric paths: the riff's codes kept, the lyrics conditioning the codes.
  * Prints one line per check and "N passed, M failed"; exit status 1 on any failure.
  */
 #include "encore/engine.h"
@@ -32,8 +35,10 @@ static void check(bool ok, const char *fmt, ...)
     printf("\n");
     va_end(ap);
     fflush(stdout);
-    if (ok) passed++;
-    else failed++;
+    if (ok)
+        passed++;
+    else
+        failed++;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -51,32 +56,37 @@ static bool starts_are(int64_t total, int64_t n_ctx, int64_t hop, const int64_t 
 
 static void test_schedules(void)
 {
-    const int64_t sl20 = jb_schedule_round(20 * 44100, 128), sl60 = jb_schedule_round(60 * 44100, 128);
-    check(sl20 == 881920 && sl60 == 2645888, "sample lengths 20 s = 881920, 60 s = 2645888 (got %lld, %lld)",
-          (long long)sl20, (long long)sl60);
+    const int64_t sl20 = jb_schedule_round(20 * 44100, 128),
+                  sl60 = jb_schedule_round(60 * 44100, 128);
+    check(sl20 == 881920 && sl60 == 2645888,
+          "sample lengths 20 s = 881920, 60 s = 2645888 (got %lld, %lld)",
+          (long long)sl20,
+          (long long)sl60);
     check(jb_schedule_hop(8192, 0.125) == 1024 && jb_schedule_hop(6144, 0.125) == 768 &&
-              jb_schedule_hop(8192, 0.5) == 4096,
+            jb_schedule_hop(8192, 0.5) == 4096,
           "hops 1024 / 768 / 4096");
 
     /* 5b, 20 s: level 2 is one partial window of 6890 tokens */
     struct jb_window w[128];
-    int64_t          n = jb_schedule_level(sl20 / 128, 0, 8192, 1024, w, 128);
+    int64_t n = jb_schedule_level(sl20 / 128, 0, 8192, 1024, w, 128);
     check(n == 1 && w[0].start == 0 && w[0].n_known == 0 && w[0].n_tokens == 6890,
           "5b 20 s level 2: one partial window at 0 of 6890 tokens");
 
     /* level 1: 0, 4096, ..., 16384, 19368; first ancestral, then 4096 x4 and 5208 known */
-    static const int64_t l1[] = {0, 4096, 8192, 12288, 16384, 19368};
-    static const int64_t l1p[] = {0, 4096, 4096, 4096, 4096, 5208};
+    static const int64_t l1[]  = { 0, 4096, 8192, 12288, 16384, 19368 };
+    static const int64_t l1p[] = { 0, 4096, 4096, 4096, 4096, 5208 };
     n                          = jb_schedule_level(sl20 / 32, 0, 8192, 4096, w, 128);
     bool ok                    = n == 6;
-    for (int i = 0; ok && i < 6; i++) ok = w[i].start == l1[i] && w[i].n_known == l1p[i] && w[i].n_tokens == 8192;
+    for (int i = 0; ok && i < 6; i++)
+        ok = w[i].start == l1[i] && w[i].n_known == l1p[i] && w[i].n_tokens == 8192;
     check(ok && starts_are(27560, 8192, 4096, l1, 6),
           "5b 20 s level 1: starts 0,4096,...,16384,19368 primed with 0,4096x4,5208");
 
     /* level 0: 26 windows, 0..98304 then 102048 */
     n  = jb_schedule_level(sl20 / 8, 0, 8192, 4096, w, 128);
     ok = n == 26 && w[24].start == 98304 && w[25].start == 102048 && w[25].n_known == 4448;
-    for (int i = 0; ok && i < 25; i++) ok = w[i].start == 4096 * i;
+    for (int i = 0; ok && i < 25; i++)
+        ok = w[i].start == 4096 * i;
     check(ok, "5b 20 s level 0: 26 windows, 25 at multiples of 4096, last at 102048");
 
     /* 1b_lyrics 20 s: 6890 >= 6144 -> windows 0 and 746 (hop 768), 5398 known in the second */
@@ -90,15 +100,18 @@ static void test_schedules(void)
     ok = sl60 / 128 == 20671 && n == 14 && s[12] == 12288 && s[13] == 12479;
     check(ok, "5b 60 s level 2: 14 windows, ..., 12288, 12479");
     n = jb_schedule_starts(sl60 / 128, 6144, 768, s, 256);
-    check(n == 20 && s[18] == 13824 && s[19] == 14527, "1b_lyrics 60 s level 2: 20 windows, ..., 13824, 14527");
+    check(n == 20 && s[18] == 13824 && s[19] == 14527,
+          "1b_lyrics 60 s level 2: 20 windows, ..., 13824, 14527");
     n = jb_schedule_starts(sl60 / 32, 8192, 4096, s, 256);
-    check(n == 20 && s[18] == 73728 && s[19] == 74492, "60 s level 1: 20 windows, ..., 73728, 74492");
+    check(n == 20 && s[18] == 73728 && s[19] == 74492,
+          "60 s level 1: 20 windows, ..., 73728, 74492");
     n = jb_schedule_starts(sl60 / 8, 8192, 4096, s, 256);
-    check(n == 80 && s[78] == 319488 && s[79] == 322544, "60 s level 0: 80 windows, ..., 319488, 322544");
+    check(n == 80 && s[78] == 319488 && s[79] == 322544,
+          "60 s level 0: 80 windows, ..., 319488, 322544");
 
     /* priming: windows fully inside the known prefix are skipped; exactly total - known new */
-    n  = jb_schedule_level(27560, 10000, 8192, 4096, w, 128);
-    ok = n == 5 && w[0].start == 4096 && w[0].n_known == 5904;
+    n                  = jb_schedule_level(27560, 10000, 8192, 4096, w, 128);
+    ok                 = n == 5 && w[0].start == 4096 && w[0].n_known == 5904;
     int64_t new_tokens = 0, cur = 10000;
     for (int i = 0; ok && i < n; i++) {
         ok = w[i].n_known == cur - w[i].start;
@@ -110,7 +123,8 @@ static void test_schedules(void)
     n = jb_schedule_level(3000, 1000, 8192, 1024, w, 128);
     check(n == 1 && w[0].start == 0 && w[0].n_known == 1000 && w[0].n_tokens == 3000,
           "partial window with a prompt appends exactly total - known tokens");
-    check(jb_schedule_level(100, 100, 8192, 1024, NULL, 0) == 0, "a fully known level has no windows");
+    check(jb_schedule_level(100, 100, 8192, 1024, NULL, 0) == 0,
+          "a fully known level has no windows");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -119,29 +133,29 @@ static void test_schedules(void)
 #define MAX_EVENTS 200000
 
 struct piece {
-    int     cand, level, role;
+    int cand, level, role;
     int64_t first, n;
-    double  t;
+    double t;
 };
 
 struct rec {
     /* progress */
-    int     n_progress;
-    int     last_level;
+    int n_progress;
+    int last_level;
     int64_t last_done, last_total;
-    bool    monotonic, level_order_ok;
-    int     n_level_ends[JB_JOB_MAX_LEVELS];
+    bool monotonic, level_order_ok;
+    int n_level_ends[JB_JOB_MAX_LEVELS];
     int64_t level_total[JB_JOB_MAX_LEVELS];
-    double  t_level_end[JB_JOB_MAX_LEVELS];
+    double t_level_end[JB_JOB_MAX_LEVELS];
     /* audio */
     struct piece *pieces;
-    int           n_pieces;
-    float        *audio[4][JB_JOB_MAX_LEVELS]; /* per candidate, level: whole timeline */
-    int64_t       n_samples;
+    int n_pieces;
+    float *audio[4][JB_JOB_MAX_LEVELS]; /* per candidate, level: whole timeline */
+    int64_t n_samples;
     /* cancel */
-    int    cancel_level;  /* -1: never */
+    int cancel_level; /* -1: never */
     double cancel_frac;
-    bool   flag;
+    bool flag;
     double t_flag;
     double t0;
 };
@@ -156,15 +170,18 @@ static void rec_init(struct rec *r, int64_t n_samples, int n_cand)
     r->pieces         = calloc(MAX_EVENTS, sizeof *r->pieces);
     r->n_samples      = n_samples;
     for (int c = 0; c < n_cand && c < 4; c++)
-        for (int L = 0; L < JB_JOB_MAX_LEVELS; L++) r->audio[c][L] = calloc((size_t)n_samples + 1, sizeof(float));
-    for (int L = 0; L < JB_JOB_MAX_LEVELS; L++) r->t_level_end[L] = -1;
+        for (int L = 0; L < JB_JOB_MAX_LEVELS; L++)
+            r->audio[c][L] = calloc((size_t)n_samples + 1, sizeof(float));
+    for (int L = 0; L < JB_JOB_MAX_LEVELS; L++)
+        r->t_level_end[L] = -1;
 }
 
 static void rec_free(struct rec *r)
 {
     free(r->pieces);
     for (int c = 0; c < 4; c++)
-        for (int L = 0; L < JB_JOB_MAX_LEVELS; L++) free(r->audio[c][L]);
+        for (int L = 0; L < JB_JOB_MAX_LEVELS; L++)
+            free(r->audio[c][L]);
 }
 
 static double now(void)
@@ -196,7 +213,8 @@ static void rec_progress(const struct jb_job_progress *p, void *user)
             r->t_level_end[p->level] = now();
         }
     }
-    if (p->level == r->cancel_level && !r->flag && p->done >= (int64_t)(r->cancel_frac * p->total)) {
+    if (p->level == r->cancel_level && !r->flag &&
+        p->done >= (int64_t)(r->cancel_frac * p->total)) {
         r->flag   = true;
         r->t_flag = now();
     }
@@ -206,10 +224,11 @@ static void rec_audio(const struct jb_job_audio *a, void *user)
 {
     struct rec *r = user;
     if (r->n_pieces < MAX_EVENTS)
-        r->pieces[r->n_pieces++] = (struct piece){a->candidate, a->level, a->role, a->first_sample,
-                                                  a->n_samples, now()};
+        r->pieces[r->n_pieces++] =
+          (struct piece){ a->candidate, a->level, a->role, a->first_sample, a->n_samples, now() };
     if (a->candidate < 4 && a->first_sample >= 0 && a->first_sample + a->n_samples <= r->n_samples)
-        memcpy(r->audio[a->candidate][a->level] + a->first_sample, a->samples,
+        memcpy(r->audio[a->candidate][a->level] + a->first_sample,
+               a->samples,
                (size_t)a->n_samples * sizeof(float));
 }
 
@@ -220,10 +239,9 @@ static bool rec_stop(void *user)
 
 static struct jb_job_callbacks rec_callbacks(struct rec *r)
 {
-    return (struct jb_job_callbacks){.on_progress = rec_progress,
-                                     .on_audio    = rec_audio,
-                                     .should_stop = rec_stop,
-                                     .user        = r};
+    return (struct jb_job_callbacks){
+        .on_progress = rec_progress, .on_audio = rec_audio, .should_stop = rec_stop, .user = r
+    };
 }
 
 /* Pieces of (cand, level) are in order, contiguous, and cover exactly [from, to). */
@@ -239,7 +257,11 @@ static bool covers(const struct rec *r, int cand, int level, int64_t from, int64
     return at == to;
 }
 
-static bool same_codes(const struct jb_take *a, int ca, const struct jb_take *b, int cb, int level,
+static bool same_codes(const struct jb_take *a,
+                       int ca,
+                       const struct jb_take *b,
+                       int cb,
+                       int level,
                        int64_t n)
 {
     const int32_t *x = jb_take_codes(a, level, ca), *y = jb_take_codes(b, level, cb);
@@ -287,22 +309,25 @@ static void test_primed(struct jb_session *s, const float *riff, int64_t n_riff,
     struct jb_job_params p = primed_params(riff, n_riff);
     p.n_candidates         = 2;
     struct jb_job_plan plan;
-    enum jb_status     st = jb_job_plan(s, &p, &plan);
+    enum jb_status st = jb_job_plan(s, &p, &plan);
     check(st == JB_STATUS_OK, "plan of a primed job %s", st ? jb_last_error() : "");
     if (st) return;
     const int64_t D = plan.riff_samples, SL = plan.sample_length;
     check(D == n_riff / 128 * 128 && SL == (D + 44100) / 128 * 128,
           "riff cut to a multiple of 128 (%lld), sample length D + 1 s rounded down (%lld)",
-          (long long)D, (long long)SL);
+          (long long)D,
+          (long long)SL);
 
     struct rec r;
     rec_init(&r, SL, 2);
-    struct jb_job_callbacks cb   = rec_callbacks(&r);
-    struct jb_take         *take = NULL;
-    r.t0                         = now();
-    st                           = jb_job_run(s, &p, &cb, &take);
-    const double elapsed         = now() - r.t0;
-    check(st == JB_STATUS_OK && take, "primed job, 2 candidates, levels 2..0 (%.1f s) %s", elapsed,
+    struct jb_job_callbacks cb = rec_callbacks(&r);
+    struct jb_take *take       = NULL;
+    r.t0                       = now();
+    st                         = jb_job_run(s, &p, &cb, &take);
+    const double elapsed       = now() - r.t0;
+    check(st == JB_STATUS_OK && take,
+          "primed job, 2 candidates, levels 2..0 (%.1f s) %s",
+          elapsed,
           st ? jb_last_error() : "");
     if (!take) {
         rec_free(&r);
@@ -311,25 +336,30 @@ static void test_primed(struct jb_session *s, const float *riff, int64_t n_riff,
     struct jb_take_info ti;
     jb_take_get_info(take, &ti);
     check(ti.n_candidates == 2 && ti.riff_samples == D && ti.finest_level == 0 &&
-              ti.n_tokens[0] == SL / 8 && ti.n_tokens[1] == SL / 32 && ti.n_tokens[2] == SL / 128,
-          "take: 2 candidates, riff %lld samples, every level covers %lld samples", (long long)D,
+            ti.n_tokens[0] == SL / 8 && ti.n_tokens[1] == SL / 32 && ti.n_tokens[2] == SL / 128,
+          "take: 2 candidates, riff %lld samples, every level covers %lld samples",
+          (long long)D,
           (long long)SL);
 
     /* the riff's codes at every level are the VQ-VAE's, verbatim, for both candidates */
     for (int L = 0; L < 3; L++) {
-        const int64_t k     = D / s->hop[L];
-        int32_t      *codes = malloc((size_t)k * sizeof *codes);
-        bool ok = codes && jb_vqvae_encode_level(s->vqvae->vqvae, L, riff, D, codes, NULL, NULL) == JB_STATUS_OK;
-        for (int c = 0; ok && c < 2; c++) ok = memcmp(jb_take_codes(take, L, c), codes, (size_t)k * 4) == 0;
+        const int64_t k = D / s->hop[L];
+        int32_t *codes  = malloc((size_t)k * sizeof *codes);
+        bool ok = codes && jb_vqvae_encode_level(s->vqvae->vqvae, L, riff, D, codes, NULL, NULL) ==
+                             JB_STATUS_OK;
+        for (int c = 0; ok && c < 2; c++)
+            ok = memcmp(jb_take_codes(take, L, c), codes, (size_t)k * 4) == 0;
         check(ok, "level %d: the riff's %lld codes are kept unchanged", L, (long long)k);
         free(codes);
     }
-    bool differ = memcmp(jb_take_codes(take, 0, 0) + D / 8, jb_take_codes(take, 0, 1) + D / 8,
+    bool differ = memcmp(jb_take_codes(take, 0, 0) + D / 8,
+                         jb_take_codes(take, 0, 1) + D / 8,
                          (size_t)(SL - D) / 8 * 4) != 0;
     check(differ, "the two candidates differ after the riff");
 
     /* progress */
-    check(r.monotonic && r.level_order_ok, "progress: levels 2, 1, 0 in order, done monotonic from 0");
+    check(r.monotonic && r.level_order_ok,
+          "progress: levels 2, 1, 0 in order, done monotonic from 0");
     bool ends_ok = true;
     for (int L = 0; L < 3; L++)
         ends_ok &= r.n_level_ends[L] == 1 && r.level_total[L] == plan.n_new[L] * 2;
@@ -342,7 +372,7 @@ static void test_primed(struct jb_session *s, const float *riff, int64_t n_riff,
             cov &= covers(&r, c, L, D, SL, L == 0 ? JB_AUDIO_FINAL : JB_AUDIO_PREVIEW);
     check(cov, "audio: each level covers [D, sample_length) once per candidate, in order");
     double first_l2 = -1;
-    int    n_l2     = 0;
+    int n_l2        = 0;
     for (int i = 0; i < r.n_pieces; i++) {
         if (r.pieces[i].level != 2) continue;
         if (first_l2 < 0) first_l2 = r.pieces[i].t;
@@ -351,7 +381,9 @@ static void test_primed(struct jb_session *s, const float *riff, int64_t n_riff,
     check(first_l2 >= 0 && first_l2 < r.t_level_end[2] && n_l2 > 2,
           "preview: first level-2 audio %.3f s after start, before level 2 finished (%.3f s), %d "
           "pieces",
-          first_l2 - r.t0, r.t_level_end[2] - r.t0, n_l2);
+          first_l2 - r.t0,
+          r.t_level_end[2] - r.t0,
+          n_l2);
 
     /* streamed pieces equal decoding the finished codes */
     float *whole = malloc((size_t)SL * sizeof *whole);
@@ -359,10 +391,13 @@ static void test_primed(struct jb_session *s, const float *riff, int64_t n_riff,
     for (int c = 0; c < 2 && whole; c++) {
         for (int L = 0; L < 3; L++) {
             if (jb_take_decode(s, take, c, L, whole, NULL) != JB_STATUS_OK) maxd = INFINITY;
-            for (int64_t i = D; i < SL; i++) maxd = fmax(maxd, fabs((double)whole[i] - r.audio[c][L][i]));
+            for (int64_t i = D; i < SL; i++)
+                maxd = fmax(maxd, fabs((double)whole[i] - r.audio[c][L][i]));
         }
     }
-    check(whole && maxd <= 1e-5, "streamed audio equals jb_take_decode of the take (max diff %.2g)", maxd);
+    check(whole && maxd <= 1e-5,
+          "streamed audio equals jb_take_decode of the take (max diff %.2g)",
+          maxd);
     free(whole);
 
     /* take files: round trip */
@@ -380,7 +415,9 @@ static void test_primed(struct jb_session *s, const float *riff, int64_t n_riff,
     jb_take_free(take);
 }
 
-static struct jb_take *run_quiet(struct jb_session *s, const struct jb_job_params *p, enum jb_status *st)
+static struct jb_take *run_quiet(struct jb_session *s,
+                                 const struct jb_job_params *p,
+                                 enum jb_status *st)
 {
     struct jb_take *t = NULL;
     *st               = jb_job_run(s, p, NULL, &t);
@@ -391,7 +428,7 @@ static void test_determinism_and_modes(struct jb_session *s, const float *riff, 
 {
     struct jb_job_params p = primed_params(riff, n_riff);
     p.finest_level         = 1;
-    enum jb_status  st1, st2, st3;
+    enum jb_status st1, st2, st3;
     struct jb_take *a = run_quiet(s, &p, &st1);
     struct jb_take *b = run_quiet(s, &p, &st2);
     p.seed            = 8;
@@ -399,10 +436,12 @@ static void test_determinism_and_modes(struct jb_session *s, const float *riff, 
     check(!st1 && !st2 && a && b && takes_equal(a, b), "same seed -> identical take");
     struct jb_take_info ia;
     jb_take_get_info(a, &ia);
-    bool diff = c && memcmp(jb_take_codes(a, 2, 0), jb_take_codes(c, 2, 0), (size_t)ia.n_tokens[2] * 4) != 0;
+    bool diff =
+      c && memcmp(jb_take_codes(a, 2, 0), jb_take_codes(c, 2, 0), (size_t)ia.n_tokens[2] * 4) != 0;
     check(!st3 && diff, "different seed -> different codes");
     check(a && ia.finest_level == 1 && ia.n_tokens[0] == ia.riff_samples / 8,
-          "finest level 1: level 0 keeps only the riff's codes (%lld)", (long long)ia.n_tokens[0]);
+          "finest level 1: level 0 keeps only the riff's codes (%lld)",
+          (long long)ia.n_tokens[0]);
 
     /* candidates do not depend on batch slicing: 3 candidates in slices of 2 vs one batch */
     p.seed            = 9;
@@ -426,8 +465,9 @@ static void test_determinism_and_modes(struct jb_session *s, const float *riff, 
     jb_take_get_info(d, &id);
     jb_take_get_info(f, &iff);
     check(!st1 && f && iff.n_candidates == 1 && iff.finest_level == 0 &&
-              same_codes(f, 0, d, 1, 2, id.n_tokens[2]) && same_codes(f, 0, d, 1, 1, id.n_tokens[1]) &&
-              same_codes(f, 0, d, 1, 0, id.n_tokens[0]) && iff.n_tokens[0] == id.sample_length / 8,
+            same_codes(f, 0, d, 1, 2, id.n_tokens[2]) &&
+            same_codes(f, 0, d, 1, 1, id.n_tokens[1]) &&
+            same_codes(f, 0, d, 1, 0, id.n_tokens[0]) && iff.n_tokens[0] == id.sample_length / 8,
           "upsample: top level and riff codes kept, levels 1 and 0 cover the take %s",
           st1 ? jb_last_error() : "");
 
@@ -442,9 +482,10 @@ static void test_determinism_and_modes(struct jb_session *s, const float *riff, 
     struct jb_take_info ig;
     jb_take_get_info(g, &ig);
     check(!st2 && g && ig.sample_length == (iff.sample_length + 44100) / 128 * 128 &&
-              same_codes(g, 0, f, 0, 2, iff.n_tokens[2]) && same_codes(g, 0, f, 0, 0, iff.n_tokens[0]) &&
-              strcmp(ig.artist, "ella fitzgerald") == 0,
-          "continue: a take extended by 1 s keeps its codes and labels %s", st2 ? jb_last_error() : "");
+            same_codes(g, 0, f, 0, 2, iff.n_tokens[2]) &&
+            same_codes(g, 0, f, 0, 0, iff.n_tokens[0]) && strcmp(ig.artist, "ella fitzgerald") == 0,
+          "continue: a take extended by 1 s keeps its codes and labels %s",
+          st2 ? jb_last_error() : "");
 
     /* ancestral preview */
     struct jb_job_params an;
@@ -457,8 +498,9 @@ static void test_determinism_and_modes(struct jb_session *s, const float *riff, 
     struct jb_take_info ih;
     jb_take_get_info(h, &ih);
     check(!st3 && h && ih.riff_samples == 0 && ih.n_tokens[2] == (int64_t)(1.5 * 44100) / 128 &&
-              strcmp(ih.artist, "unknown") == 0,
-          "ancestral: 1.5 s at the top level, artist defaults to 'unknown' %s", st3 ? jb_last_error() : "");
+            strcmp(ih.artist, "unknown") == 0,
+          "ancestral: 1.5 s at the top level, artist defaults to 'unknown' %s",
+          st3 ? jb_last_error() : "");
 
     jb_take_free(a);
     jb_take_free(b);
@@ -479,15 +521,16 @@ static void test_cancel(struct jb_session *s, const float *riff, int64_t n_riff)
         jb_job_plan(s, &p, &plan);
         struct rec r;
         rec_init(&r, plan.sample_length, 2);
-        r.cancel_level              = level;
-        r.cancel_frac               = 0.5;
-        struct jb_job_callbacks cb  = rec_callbacks(&r);
-        struct jb_take         *out = (struct jb_take *)&r; /* must be reset to NULL */
-        enum jb_status          st  = jb_job_run(s, &p, &cb, &out);
-        const double            lat = now() - r.t_flag;
+        r.cancel_level             = level;
+        r.cancel_frac              = 0.5;
+        struct jb_job_callbacks cb = rec_callbacks(&r);
+        struct jb_take *out        = (struct jb_take *)&r; /* must be reset to NULL */
+        enum jb_status st          = jb_job_run(s, &p, &cb, &out);
+        const double lat           = now() - r.t_flag;
         check(r.flag && st == JB_STATUS_ERR_CANCELLED && out == NULL && lat < 1.0,
               "cancel in the middle of level %d: ERR_CANCELLED %.3f s after the flag, no take",
-              level, lat);
+              level,
+              lat);
         rec_free(&r);
     }
 }
@@ -495,17 +538,23 @@ static void test_cancel(struct jb_session *s, const float *riff, int64_t n_riff)
 /* ---------------------------------------------------------------------------------------- */
 /* errors                                                                                    */
 
-static void expect_error(struct jb_session *s, const struct jb_job_params *p, enum jb_status want,
-                         const char *needle, const char *what)
+static void expect_error(struct jb_session *s,
+                         const struct jb_job_params *p,
+                         enum jb_status want,
+                         const char *needle,
+                         const char *what)
 {
     struct jb_job_plan plan;
-    enum jb_status     st  = jb_job_plan(s, p, &plan);
-    char               msg[1024];
+    enum jb_status st = jb_job_plan(s, p, &plan);
+    char msg[1024];
     snprintf(msg, sizeof msg, "%s", jb_last_error());
-    struct jb_take *t   = NULL;
-    enum jb_status  st2 = jb_job_run(s, p, NULL, &t);
-    check(st == want && st2 == want && !t && (!needle || strstr(msg, needle)), "%s -> %s: %s", what,
-          jb_status_str(st), msg);
+    struct jb_take *t  = NULL;
+    enum jb_status st2 = jb_job_run(s, p, NULL, &t);
+    check(st == want && st2 == want && !t && (!needle || strstr(msg, needle)),
+          "%s -> %s: %s",
+          what,
+          jb_status_str(st),
+          msg);
     jb_take_free(t);
 }
 
@@ -513,9 +562,10 @@ static void test_errors(struct jb_session *s, const float *riff, int64_t n_riff)
 {
     struct jb_job_params p = primed_params(riff, n_riff);
     p.artist               = "ella fitzgeral";
-    expect_error(s, &p, JB_STATUS_ERR_LABEL, "ella_fitzgerald", "unknown artist lists close matches");
-    p        = primed_params(riff, n_riff);
-    p.genre  = "jaz";
+    expect_error(
+      s, &p, JB_STATUS_ERR_LABEL, "ella_fitzgerald", "unknown artist lists close matches");
+    p       = primed_params(riff, n_riff);
+    p.genre = "jaz";
     expect_error(s, &p, JB_STATUS_ERR_LABEL, "jazz", "unknown genre lists close matches");
     p              = primed_params(riff, n_riff);
     p.riff_samples = 0;
@@ -527,13 +577,14 @@ static void test_errors(struct jb_session *s, const float *riff, int64_t n_riff)
     struct jb_session_info si;
     jb_session_get_info(s, &si);
     const int64_t n_long = (int64_t)(si.max_duration * 44100) + 44100;
-    float        *lng    = calloc((size_t)n_long, sizeof *lng);
+    float *lng           = calloc((size_t)n_long, sizeof *lng);
     p                    = primed_params(lng, n_long);
     expect_error(s, &p, JB_STATUS_ERR_INVALID_ARG, "at most", "riff longer than the model allows");
     free(lng);
     p         = primed_params(riff, n_riff);
     p.seconds = si.max_duration;
-    expect_error(s, &p, JB_STATUS_ERR_INVALID_ARG, "at most", "riff + seconds longer than the model allows");
+    expect_error(
+      s, &p, JB_STATUS_ERR_INVALID_ARG, "at most", "riff + seconds longer than the model allows");
 
     p         = primed_params(riff, n_riff);
     p.seconds = 0;
@@ -550,12 +601,17 @@ static void test_errors(struct jb_session *s, const float *riff, int64_t n_riff)
     p        = primed_params(riff, n_riff);
     p.lyrics = "la la la";
     expect_error(s, &p, JB_STATUS_ERR_INVALID_ARG, "lyrics", "lyrics for a model without lyrics");
-    p              = primed_params(riff, 4096);
-    p.seconds      = 0.05;
-    expect_error(s, &p, JB_STATUS_ERR_INVALID_ARG, "at least", "shorter than one level-1 window (minimum named)");
+    p         = primed_params(riff, 4096);
+    p.seconds = 0.05;
+    expect_error(s,
+                 &p,
+                 JB_STATUS_ERR_INVALID_ARG,
+                 "at least",
+                 "shorter than one level-1 window (minimum named)");
     p               = primed_params(riff, n_riff);
     p.total_seconds = 1.2;
-    expect_error(s, &p, JB_STATUS_ERR_INVALID_ARG, "shorter", "song length shorter than riff + seconds");
+    expect_error(
+      s, &p, JB_STATUS_ERR_INVALID_ARG, "shorter", "song length shorter than riff + seconds");
     p         = primed_params(riff, n_riff);
     p.temp[1] = 0;
     expect_error(s, &p, JB_STATUS_ERR_INVALID_ARG, "temperature", "temperature 0");
@@ -568,7 +624,7 @@ static void test_errors(struct jb_session *s, const float *riff, int64_t n_riff)
     u.mode = JB_JOB_UPSAMPLE;
     expect_error(s, &u, JB_STATUS_ERR_INVALID_ARG, "take", "upsample without a take");
     check(jb_session_check_labels(s, "frank sinatra", "country") == JB_STATUS_OK &&
-              jb_session_check_labels(s, "frank sinatr", NULL) == JB_STATUS_ERR_LABEL,
+            jb_session_check_labels(s, "frank sinatr", NULL) == JB_STATUS_ERR_LABEL,
           "jb_session_check_labels resolves like a job");
 }
 
@@ -597,7 +653,7 @@ static void test_take_files(const char *tmp, const char *models)
 {
     char path[4200], bad[4200];
     snprintf(path, sizeof path, "%s/take.gguf", tmp);
-    size_t         n   = 0;
+    size_t n           = 0;
     unsigned char *buf = read_all(path, &n);
     check(buf && n > 0, "saved take is readable (%zu bytes)", n);
     if (!buf) return;
@@ -617,7 +673,7 @@ static void test_take_files(const char *tmp, const char *models)
 
     /* a code outside the codebook */
     struct jb_gguf *g = jb_gguf_open(path);
-    int64_t         ti = -1;
+    int64_t ti        = -1;
     for (int64_t i = 0; g && i < jb_gguf_n_tensors(g); i++)
         if (strcmp(jb_gguf_tensor(g, i)->name, "codes.level1") == 0) ti = i;
     size_t off = g && ti >= 0 ? jb_gguf_data_offset(g) + jb_gguf_tensor_offset(g, ti) : 0;
@@ -631,16 +687,19 @@ static void test_take_files(const char *tmp, const char *models)
         write_file(bad, cp, n);
         enum jb_status st = jb_take_load(bad, &t);
         check(st == JB_STATUS_ERR_FORMAT && !t && strstr(jb_last_error(), "outside"),
-              "take with a code outside the codebook -> ERR_FORMAT: %s", jb_last_error());
+              "take with a code outside the codebook -> ERR_FORMAT: %s",
+              jb_last_error());
         jb_take_free(t);
         t = NULL;
         /* corrupt metadata: scribble over the first string after the header */
         memcpy(cp, buf, n);
-        for (size_t i = 24; i < 200 && i < n; i++) cp[i] ^= 0x5a;
+        for (size_t i = 24; i < 200 && i < n; i++)
+            cp[i] ^= 0x5a;
         snprintf(bad, sizeof bad, "%s/badmeta.gguf", tmp);
         write_file(bad, cp, n);
         st = jb_take_load(bad, &t);
-        check(st == JB_STATUS_ERR_FORMAT && !t, "take with scrambled metadata -> ERR_FORMAT: %s",
+        check(st == JB_STATUS_ERR_FORMAT && !t,
+              "take with scrambled metadata -> ERR_FORMAT: %s",
               jb_last_error());
         jb_take_free(t);
         t = NULL;
@@ -656,21 +715,77 @@ static void test_take_files(const char *tmp, const char *models)
     snprintf(bad, sizeof bad, "%s/vqvae.gguf", models);
     st = jb_take_load(bad, &t);
     check(st == JB_STATUS_ERR_FORMAT && !t && strstr(jb_last_error(), "not an Encore take"),
-          "a model file is not a take: %s", jb_last_error());
+          "a model file is not a take: %s",
+          jb_last_error());
     snprintf(bad, sizeof bad, "%s/missing.gguf", tmp);
     st = jb_take_load(bad, &t);
     check(st == JB_STATUS_ERR_IO && !t, "missing take -> ERR_IO");
     free(buf);
 }
 
+/* A top prior with lyrics: primed sampling keeps the riff, and the lyrics change the codes. */
+static void test_lyrics_model(const char *dir, const float *riff, int64_t n_riff)
+{
+    struct jb_backend *be = jb_backend_init("cpu", 1);
+    struct jb_session *s  = be ? jb_session_load(dir, be) : NULL;
+    check(s != NULL, "lyrics model loads from %s %s", dir, s ? "" : jb_last_error());
+    if (!s) {
+        jb_backend_free(be);
+        return;
+    }
+    struct jb_session_info si;
+    jb_session_get_info(s, &si);
+    struct jb_job_params p = primed_params(riff, n_riff);
+    p.artist               = "unknown";
+    p.finest_level         = 2;
+    p.n_candidates         = 2;
+    p.lyrics               = "I got rhythm, I got music, I got my man\nWho could ask for more?";
+    enum jb_status st1, st2;
+    struct jb_take *a = run_quiet(s, &p, &st1);
+    p.lyrics          = "Fly me to the moon, let me play among the stars";
+    struct jb_take *b = run_quiet(s, &p, &st2);
+    check(si.lyrics && !st1 && !st2 && a && b,
+          "%s (%s): primed job with lyrics %s",
+          dir,
+          si.top_kind,
+          st1 || st2 ? jb_last_error() : "");
+    if (a && b) {
+        struct jb_take_info ia;
+        jb_take_get_info(a, &ia);
+        const int64_t k = ia.riff_samples / 128;
+        int32_t *rc     = malloc((size_t)k * sizeof *rc);
+        bool ok =
+          rc && jb_vqvae_encode_level(s->vqvae->vqvae, 2, riff, ia.riff_samples, rc, NULL, NULL) ==
+                  JB_STATUS_OK;
+        for (int c = 0; ok && c < 2; c++)
+            ok = memcmp(jb_take_codes(a, 2, c), rc, (size_t)k * 4) == 0;
+        bool in_range = true;
+        for (int c = 0; c < 2; c++)
+            for (int64_t i = 0; i < ia.n_tokens[2]; i++)
+                in_range &= jb_take_codes(a, 2, c)[i] >= 0 && jb_take_codes(a, 2, c)[i] < 2048;
+        check(ok && in_range, "%s: riff codes kept, every code a music code", si.top_kind);
+        check(memcmp(jb_take_codes(a, 2, 0) + k,
+                     jb_take_codes(b, 2, 0) + k,
+                     (size_t)(ia.n_tokens[2] - k) * 4) != 0 &&
+                strstr(ia.lyrics, "rhythm"),
+              "%s: other lyrics, same seed -> other codes; the take keeps the lyrics",
+              si.top_kind);
+        free(rc);
+    }
+    jb_take_free(a);
+    jb_take_free(b);
+    jb_session_free(s);
+    jb_backend_free(be);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_pipeline MODEL_DIR\n");
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_pipeline MODEL_DIR [LYRICS_MODEL_DIR...]\n");
         return 2;
     }
     const char *models = argv[1];
-    char        path[4200];
+    char path[4200];
     snprintf(path, sizeof path, "%s/prior_level_2.gguf", models);
     if (access(path, R_OK) != 0) {
         printf("SKIP: no default model at %s (build the default_model target)\n", models);
@@ -678,7 +793,7 @@ int main(int argc, char **argv)
     }
     test_schedules();
 
-    struct jb_audio    riff = {0};
+    struct jb_audio riff = { 0 };
     /* one thread: ctest runs suites in parallel, and the pipeline itself is single-threaded */
     struct jb_backend *be = jb_backend_init("cpu", 1);
     struct jb_session *s  = be ? jb_session_load(models, be) : NULL;
@@ -687,14 +802,15 @@ int main(int argc, char **argv)
     struct jb_session_info si;
     jb_session_get_info(s, &si);
     check(si.n_levels == 3 && si.hop[0] == 8 && si.hop[1] == 32 && si.hop[2] == 128 &&
-              si.bins == 2048 && si.untrained && !si.lyrics && si.min_seconds > 0,
-          "session info: 3 levels, hops 8/32/128, untrained, no lyrics, min %.2f s", si.min_seconds);
+            si.bins == 2048 && si.untrained && !si.lyrics && si.min_seconds > 0,
+          "session info: 3 levels, hops 8/32/128, untrained, no lyrics, min %.2f s",
+          si.min_seconds);
 
     snprintf(path, sizeof path, "%s/riff.wav", models);
     check(jb_audio_read(path, JB_SAMPLE_RATE, 0, &riff) == JB_STATUS_OK, "riff.wav readable");
     /* 1.5 s of the riff keeps the test quick (the model needs 0.74 s at least) */
     const int64_t n_riff = riff.n_samples < 66150 ? riff.n_samples : 66150;
-    char          tmp[] = "/tmp/encore-pipeline-XXXXXX";
+    char tmp[]           = "/tmp/encore-pipeline-XXXXXX";
     if (!riff.samples || !mkdtemp(tmp)) goto out;
 
     test_errors(s, riff.samples, n_riff);
@@ -702,6 +818,8 @@ int main(int argc, char **argv)
     test_take_files(tmp, models);
     test_determinism_and_modes(s, riff.samples, n_riff);
     test_cancel(s, riff.samples, n_riff);
+    for (int i = 2; i < argc; i++)
+        test_lyrics_model(argv[i], riff.samples, n_riff);
 
     char cmd[4300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);

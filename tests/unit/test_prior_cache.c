@@ -44,7 +44,7 @@ static void report(bool ok, const char *fmt, ...)
 }
 
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
-static double   rnd(void) /* uniform [-1, 1) */
+static double rnd(void) /* uniform [-1, 1) */
 {
     g_rng ^= g_rng << 13;
     g_rng ^= g_rng >> 7;
@@ -79,10 +79,10 @@ static double rel_l2_f(const float *got, const float *ref, int64_t n)
 #define MAX_TENSORS 1024
 
 struct tmodel {
-    int              n;
+    int n;
     struct jb_tensor t[MAX_TENSORS];
-    char            *names[MAX_TENSORS];
-    float           *ref[MAX_TENSORS]; /* fp32 values the engine sees (fp16-rounded if stored so) */
+    char *names[MAX_TENSORS];
+    float *ref[MAX_TENSORS]; /* fp32 values the engine sees (fp16-rounded if stored so) */
 };
 
 static const struct jb_tensor *tm_find(void *ctx, const char *name)
@@ -102,13 +102,29 @@ static const struct jb_tensor *tm_get(void *ctx, int64_t i)
 }
 
 /* Adds a tensor of N(mean, scale)-ish uniform values; `type` is its stored dtype. */
-static void tm_add(struct tmodel *m, enum jb_dtype type, int nd, int64_t d0, int64_t d1, int64_t d2,
-                   double mean, double scale, const char *fmt, ...) JB_PRINTF(9, 10);
-static void tm_add(struct tmodel *m, enum jb_dtype type, int nd, int64_t d0, int64_t d1, int64_t d2,
-                   double mean, double scale, const char *fmt, ...)
+static void tm_add(struct tmodel *m,
+                   enum jb_dtype type,
+                   int nd,
+                   int64_t d0,
+                   int64_t d1,
+                   int64_t d2,
+                   double mean,
+                   double scale,
+                   const char *fmt,
+                   ...) JB_PRINTF(9, 10);
+static void tm_add(struct tmodel *m,
+                   enum jb_dtype type,
+                   int nd,
+                   int64_t d0,
+                   int64_t d1,
+                   int64_t d2,
+                   double mean,
+                   double scale,
+                   const char *fmt,
+                   ...)
 {
     JB_ASSERT(m->n < MAX_TENSORS);
-    char    name[256];
+    char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
@@ -120,8 +136,9 @@ static void tm_add(struct tmodel *m, enum jb_dtype type, int nd, int64_t d0, int
     t->shape[1]         = d1;
     t->shape[2]         = d2;
     int64_t n           = jb_tensor_nelements(t);
-    float  *ref         = malloc((size_t)n * sizeof *ref);
-    for (int64_t i = 0; i < n; i++) ref[i] = (float)(mean + scale * rnd());
+    float *ref          = malloc((size_t)n * sizeof *ref);
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = (float)(mean + scale * rnd());
     t->data = malloc(jb_tensor_nbytes(t));
     jb_convert_from_f32(type, ref, t->data, (size_t)n);
     jb_convert_to_f32(type, t->data, ref, (size_t)n); /* what the engine will see */
@@ -134,7 +151,7 @@ static void tm_add(struct tmodel *m, enum jb_dtype type, int nd, int64_t d0, int
 static const float *tm_ref(struct tmodel *m, const char *fmt, ...) JB_PRINTF(2, 3);
 static const float *tm_ref(struct tmodel *m, const char *fmt, ...)
 {
-    char    name[256];
+    char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
@@ -155,7 +172,11 @@ static void tm_free(struct tmodel *m)
 }
 
 /* One stack of ResAttnBlocks with its per-layer attention types. */
-static void add_stack(struct tmodel *m, const char *prefix, enum jb_dtype wt, int W, int depth,
+static void add_stack(struct tmodel *m,
+                      const char *prefix,
+                      enum jb_dtype wt,
+                      int W,
+                      int depth,
                       int attn_order)
 {
     const int ns = W / 4;
@@ -183,10 +204,10 @@ static void add_stack(struct tmodel *m, const char *prefix, enum jb_dtype wt, in
 }
 
 struct tcase {
-    const char           *name;
+    const char *name;
     enum jb_prior_variant variant;
-    int                   depth, attn_order;
-    bool                  f16;
+    int depth, attn_order;
+    bool f16;
 };
 
 enum { W_ = 32, HEADS = 2, BLOCKS = 8, T_ = 64, BINS = 40, NVOCAB = 20, NTOK_D = 12, NTOK_C = 16 };
@@ -195,15 +216,15 @@ enum { PW = 16, PDEPTH = 3, PHEADS = 2, PBLOCKS = 4, G_ = 2, NG = 6, NA = 5, TB 
 static void make_hparams(const struct tcase *tc, struct jb_prior_hparams *hp)
 {
     memset(hp, 0, sizeof *hp);
-    const bool d = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC;
+    const bool d           = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC;
     hp->variant            = tc->variant;
     hp->level              = tc->variant == JB_PRIOR_UPSAMPLER ? 0 : 2;
     hp->n_tokens           = d ? NTOK_D : tc->variant == JB_PRIOR_TOP_LYRICS_ENC ? NTOK_C : 0;
     hp->n_ctx              = d ? T_ - NTOK_D : T_;
     hp->bins               = BINS;
     hp->raw_to_tokens      = 8;
-    hp->tr                 = (struct jb_transformer_hparams){W_, tc->depth, HEADS, 0.25f, 1.0f,
-                                             tc->attn_order, BLOCKS, T_};
+    hp->tr                 = (struct jb_transformer_hparams){ W_,   tc->depth,      HEADS,  0.25f,
+                                                              1.0f, tc->attn_order, BLOCKS, T_ };
     hp->merged_decoder     = tc->variant == JB_PRIOR_TOP || tc->variant == JB_PRIOR_TOP_LYRICS_ENC;
     hp->fp16_params        = tc->f16;
     hp->n_genres           = NG;
@@ -220,14 +241,15 @@ static void make_hparams(const struct tcase *tc, struct jb_prior_hparams *hp)
     hp->cond_m_conv               = 1.0f;
     hp->cond_downs                = 1;
     hp->cond_stride               = 2;
-    hp->prime = (struct jb_transformer_hparams){PW, PDEPTH, PHEADS, 0.25f, 1.0f, 2, PBLOCKS, NTOK_C};
+    hp->prime =
+      (struct jb_transformer_hparams){ PW, PDEPTH, PHEADS, 0.25f, 1.0f, 2, PBLOCKS, NTOK_C };
     hp->alignment_layer = hp->alignment_head = -1;
 }
 
 static void make_model(const struct tcase *tc, const struct jb_prior_hparams *hp, struct tmodel *m)
 {
     const enum jb_dtype wt = tc->f16 ? JB_DTYPE_F16 : JB_DTYPE_F32;
-    const int V = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NVOCAB + BINS : BINS;
+    const int V            = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NVOCAB + BINS : BINS;
     memset(m, 0, sizeof *m);
     tm_add(m, JB_DTYPE_F32, 2, NG, W_, 0, 0.0, 0.5, "y_emb.bow_genre_emb.emb.weight");
     tm_add(m, JB_DTYPE_F32, 2, NA, W_, 0, 0.0, 0.5, "y_emb.artist_emb.emb.weight");
@@ -240,15 +262,44 @@ static void make_model(const struct tcase *tc, const struct jb_prior_hparams *hp
         tm_add(m, JB_DTYPE_F32, 2, BINS, W_, 0, 0.0, 0.5, "conditioner_blocks.0.x_emb.weight");
         tm_add(m, JB_DTYPE_F32, 3, CW, W_, 3, 0.0, 0.2, "conditioner_blocks.0.cond.model.0.weight");
         tm_add(m, JB_DTYPE_F32, 1, CW, 0, 0, 0.0, 0.1, "conditioner_blocks.0.cond.model.0.bias");
-        tm_add(m, JB_DTYPE_F32, 3, CW, CW, 3, 0.0, 0.2,
+        tm_add(m,
+               JB_DTYPE_F32,
+               3,
+               CW,
+               CW,
+               3,
+               0.0,
+               0.2,
                "conditioner_blocks.0.cond.model.1.0.blocks.0.model.1.weight");
-        tm_add(m, JB_DTYPE_F32, 1, CW, 0, 0, 0.0, 0.1,
+        tm_add(m,
+               JB_DTYPE_F32,
+               1,
+               CW,
+               0,
+               0,
+               0.0,
+               0.1,
                "conditioner_blocks.0.cond.model.1.0.blocks.0.model.1.bias");
-        tm_add(m, JB_DTYPE_F32, 3, CW, CW, 1, 0.0, 0.2,
+        tm_add(m,
+               JB_DTYPE_F32,
+               3,
+               CW,
+               CW,
+               1,
+               0.0,
+               0.2,
                "conditioner_blocks.0.cond.model.1.0.blocks.0.model.3.weight");
-        tm_add(m, JB_DTYPE_F32, 1, CW, 0, 0, 0.0, 0.1,
+        tm_add(m,
+               JB_DTYPE_F32,
+               1,
+               CW,
+               0,
+               0,
+               0.0,
+               0.1,
                "conditioner_blocks.0.cond.model.1.0.blocks.0.model.3.bias");
-        tm_add(m, JB_DTYPE_F32, 3, CW, W_, 4, 0.0, 0.2, "conditioner_blocks.0.cond.model.1.1.weight");
+        tm_add(
+          m, JB_DTYPE_F32, 3, CW, W_, 4, 0.0, 0.2, "conditioner_blocks.0.cond.model.1.1.weight");
         tm_add(m, JB_DTYPE_F32, 1, W_, 0, 0, 0.0, 0.1, "conditioner_blocks.0.cond.model.1.1.bias");
         tm_add(m, JB_DTYPE_F32, 1, W_, 0, 0, 1.0, 0.1, "conditioner_blocks.0.ln.weight");
         tm_add(m, JB_DTYPE_F32, 1, W_, 0, 0, 0.0, 0.1, "conditioner_blocks.0.ln.bias");
@@ -279,28 +330,36 @@ static void make_model(const struct tcase *tc, const struct jb_prior_hparams *hp
 
 /* ---- plain reference of jukebox-spec §4 (double, explicit key sets) -------------------------- */
 
-static void ref_layernorm(int64_t rows, int W, const double *x, const float *g, const float *b,
+static void ref_layernorm(int64_t rows,
+                          int W,
+                          const double *x,
+                          const float *g,
+                          const float *b,
                           double *y)
 {
     for (int64_t r = 0; r < rows; r++) {
         const double *xr = x + r * W;
-        double        mu = 0, var = 0;
-        for (int c = 0; c < W; c++) mu += xr[c];
+        double mu = 0, var = 0;
+        for (int c = 0; c < W; c++)
+            mu += xr[c];
         mu /= W;
-        for (int c = 0; c < W; c++) var += (xr[c] - mu) * (xr[c] - mu);
+        for (int c = 0; c < W; c++)
+            var += (xr[c] - mu) * (xr[c] - mu);
         var /= W;
-        for (int c = 0; c < W; c++) y[r * W + c] = (xr[c] - mu) / sqrt(var + 1e-5) * g[c] + b[c];
+        for (int c = 0; c < W; c++)
+            y[r * W + c] = (xr[c] - mu) / sqrt(var + 1e-5) * g[c] + b[c];
     }
 }
 
 /* y[rows, n] = x[rows, k] · w[k, n] + b */
-static void ref_linear(int64_t rows, int k, int n, const double *x, const float *w, const float *b,
-                       double *y)
+static void
+ref_linear(int64_t rows, int k, int n, const double *x, const float *w, const float *b, double *y)
 {
     for (int64_t r = 0; r < rows; r++)
         for (int j = 0; j < n; j++) {
             double s = b ? b[j] : 0.0;
-            for (int i = 0; i < k; i++) s += x[r * k + i] * w[(int64_t)i * n + j];
+            for (int i = 0; i < k; i++)
+                s += x[r * k + i] * w[(int64_t)i * n + j];
             y[r * n + j] = s;
         }
 }
@@ -309,38 +368,54 @@ static void ref_linear(int64_t rows, int k, int n, const double *x, const float 
 static bool ref_allowed(int f, int i, int j, int B, int prime_lim)
 {
     switch (f) {
-    case 0: return j <= i;
-    case 1: return j / B == i / B && j <= i;
-    case 2: return j % B == i % B && j <= i;
-    case 3: return j / B == i / B - 1;
-    case 7: return j < prime_lim && j <= i;
-    default: return false;
+    case 0:
+        return j <= i;
+    case 1:
+        return j / B == i / B && j <= i;
+    case 2:
+        return j % B == i % B && j <= i;
+    case 3:
+        return j / B == i / B - 1;
+    case 7:
+        return j < prime_lim && j <= i;
+    default:
+        return false;
     }
 }
 
-static void ref_transformer(struct tmodel *m, const char *prefix, int W, int depth, int heads,
-                            int attn_order, int T, int B, int prime_len, const double *enc,
-                            int n_enc, double *h)
+static void ref_transformer(struct tmodel *m,
+                            const char *prefix,
+                            int W,
+                            int depth,
+                            int heads,
+                            int attn_order,
+                            int T,
+                            int B,
+                            int prime_len,
+                            const double *enc,
+                            int n_enc,
+                            double *h)
 {
     const int ns = W / 4, hd = ns / heads;
     const int plim = prime_len ? (prime_len / (T / B) + 1) * (T / B) : 0;
-    double   *u = calloc((size_t)T * W, 8), *qkv = calloc((size_t)T * 3 * ns, 8);
-    double   *a = calloc((size_t)T * ns, 8), *o = calloc((size_t)T * W, 8);
-    double   *kv = n_enc ? calloc((size_t)n_enc * 2 * ns, 8) : NULL;
-    double   *p  = calloc((size_t)(T > n_enc ? T : n_enc), 8);
+    double *u = calloc((size_t)T * W, 8), *qkv = calloc((size_t)T * 3 * ns, 8);
+    double *a = calloc((size_t)T * ns, 8), *o = calloc((size_t)T * W, 8);
+    double *kv = n_enc ? calloc((size_t)n_enc * 2 * ns, 8) : NULL;
+    double *p  = calloc((size_t)(T > n_enc ? T : n_enc), 8);
     for (int d = 0; d < depth; d++) {
         const int f = jb_attn_func(attn_order, d);
 #define R(s) tm_ref(m, "%s.transformer._attn_mods.%d." s, prefix, d)
         ref_layernorm(T, W, h, R("ln_0.weight"), R("ln_0.bias"), u);
         ref_linear(T, W, f == 6 ? ns : 3 * ns, u, R("attn.c_attn.w"), R("attn.c_attn.b"), qkv);
-        if (f == 6) ref_linear(n_enc, W, 2 * ns, enc, R("attn.c_enc_kv.w"), R("attn.c_enc_kv.b"), kv);
+        if (f == 6)
+            ref_linear(n_enc, W, 2 * ns, enc, R("attn.c_enc_kv.w"), R("attn.c_enc_kv.b"), kv);
         const double scale = 1.0 / sqrt((double)hd);
         for (int i = 0; i < T; i++) {
             for (int hh = 0; hh < heads; hh++) {
-                const double *q  = qkv + (int64_t)i * (f == 6 ? ns : 3 * ns) + hh * hd;
-                double       *ai = a + (int64_t)i * ns + hh * hd;
-                int           nk = f == 6 ? n_enc : T;
-                double        mx = -INFINITY, sum = 0;
+                const double *q = qkv + (int64_t)i * (f == 6 ? ns : 3 * ns) + hh * hd;
+                double *ai      = a + (int64_t)i * ns + hh * hd;
+                int nk          = f == 6 ? n_enc : T;
+                double mx = -INFINITY, sum = 0;
                 for (int j = 0; j < nk; j++) {
                     bool ok = f == 6 || ref_allowed(f, i, j, B, plim);
                     if (!ok) {
@@ -349,29 +424,36 @@ static void ref_transformer(struct tmodel *m, const char *prefix, int W, int dep
                     }
                     const double *k = f == 6 ? kv + (int64_t)j * 2 * ns + hh * hd
                                              : qkv + (int64_t)j * 3 * ns + ns + hh * hd;
-                    double s = 0;
-                    for (int c = 0; c < hd; c++) s += q[c] * k[c];
+                    double s        = 0;
+                    for (int c = 0; c < hd; c++)
+                        s += q[c] * k[c];
                     p[j] = s * scale;
                     mx   = p[j] > mx ? p[j] : mx;
                 }
-                for (int c = 0; c < hd; c++) ai[c] = 0;
+                for (int c = 0; c < hd; c++)
+                    ai[c] = 0;
                 if (mx == -INFINITY) continue; /* func 3, block 0: zero keys and values */
-                for (int j = 0; j < nk; j++) sum += p[j] = p[j] == -INFINITY ? 0 : exp(p[j] - mx);
+                for (int j = 0; j < nk; j++)
+                    sum += p[j] = p[j] == -INFINITY ? 0 : exp(p[j] - mx);
                 for (int j = 0; j < nk; j++) {
                     if (p[j] == 0) continue;
                     const double *v = f == 6 ? kv + (int64_t)j * 2 * ns + ns + hh * hd
                                              : qkv + (int64_t)j * 3 * ns + 2 * ns + hh * hd;
-                    for (int c = 0; c < hd; c++) ai[c] += p[j] / sum * v[c];
+                    for (int c = 0; c < hd; c++)
+                        ai[c] += p[j] / sum * v[c];
                 }
             }
         }
         ref_linear(T, ns, W, a, R("attn.c_proj.w"), R("attn.c_proj.b"), o);
-        for (int64_t i = 0; i < (int64_t)T * W; i++) h[i] += o[i];
+        for (int64_t i = 0; i < (int64_t)T * W; i++)
+            h[i] += o[i];
         ref_layernorm(T, W, h, R("ln_1.weight"), R("ln_1.bias"), u);
         ref_linear(T, W, W, u, R("mlp.c_fc.w"), R("mlp.c_fc.b"), o);
-        for (int64_t i = 0; i < (int64_t)T * W; i++) o[i] = o[i] / (1.0 + exp(-1.702 * o[i]));
+        for (int64_t i = 0; i < (int64_t)T * W; i++)
+            o[i] = o[i] / (1.0 + exp(-1.702 * o[i]));
         ref_linear(T, W, W, o, R("mlp.c_proj.w"), R("mlp.c_proj.b"), u);
-        for (int64_t i = 0; i < (int64_t)T * W; i++) h[i] += u[i];
+        for (int64_t i = 0; i < (int64_t)T * W; i++)
+            h[i] += u[i];
 #undef R
     }
     free(u);
@@ -383,25 +465,40 @@ static void ref_transformer(struct tmodel *m, const char *prefix, int W, int dep
 }
 
 /* Logits [T, V] of one candidate. */
-static void ref_prior(struct tmodel *m, const struct tcase *tc, const struct jb_prior_hparams *hp,
-                      const int32_t *tok, const float *start, const float *x, const float *enc,
+static void ref_prior(struct tmodel *m,
+                      const struct tcase *tc,
+                      const struct jb_prior_hparams *hp,
+                      const int32_t *tok,
+                      const float *start,
+                      const float *x,
+                      const float *enc,
                       double *logits)
 {
-    const int V  = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NVOCAB + BINS : BINS;
-    double   *h  = calloc((size_t)T_ * W_, 8);
-    double   *ed = NULL;
+    const int V      = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NVOCAB + BINS : BINS;
+    double *h        = calloc((size_t)T_ * W_, 8);
+    double *ed       = NULL;
     const float *emb = tm_ref(m, "prior.x_emb.weight"), *pos = tm_ref(m, "prior.pos_emb.pos_emb");
     for (int t = 0; t < T_; t++)
         for (int c = 0; c < W_; c++)
-            h[t * W_ + c] = (double)(t ? emb[tok[t - 1] * W_ + c] : start[c]) + pos[t * W_ + c] +
-                            x[t * W_ + c];
+            h[t * W_ + c] =
+              (double)(t ? emb[tok[t - 1] * W_ + c] : start[c]) + pos[t * W_ + c] + x[t * W_ + c];
     if (enc) {
         ed = calloc((size_t)NTOK_C * W_, 8);
-        for (int i = 0; i < NTOK_C * W_; i++) ed[i] = enc[i];
+        for (int i = 0; i < NTOK_C * W_; i++)
+            ed[i] = enc[i];
     }
-    ref_transformer(m, "prior", W_, tc->depth, HEADS, tc->attn_order, T_, T_ / BLOCKS,
-                    tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NTOK_D : 0, ed,
-                    enc ? NTOK_C : 0, h);
+    ref_transformer(m,
+                    "prior",
+                    W_,
+                    tc->depth,
+                    HEADS,
+                    tc->attn_order,
+                    T_,
+                    T_ / BLOCKS,
+                    tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NTOK_D : 0,
+                    ed,
+                    enc ? NTOK_C : 0,
+                    h);
     const float *out = tm_ref(m, "prior.x_out.weight");
     for (int t = 0; t < T_; t++)
         for (int v = 0; v < V; v++) {
@@ -417,19 +514,19 @@ static void ref_prior(struct tmodel *m, const struct tcase *tc, const struct jb_
 /* encoder_kv [NTOK_C, W] of one candidate. */
 static void ref_encoder(struct tmodel *m, const int32_t *lyr, double *ekv)
 {
-    double      *h   = calloc((size_t)NTOK_C * PW, 8), *p = calloc((size_t)NTOK_C * W_, 8);
+    double *h = calloc((size_t)NTOK_C * PW, 8), *p = calloc((size_t)NTOK_C * W_, 8);
     const float *st  = tm_ref(m, "prime_prior.start_token");
     const float *emb = tm_ref(m, "prime_prior.x_emb.weight");
     const float *pos = tm_ref(m, "prime_prior.pos_emb.pos_emb");
     for (int t = 0; t < NTOK_C; t++)
         for (int c = 0; c < PW; c++)
             h[t * PW + c] = (double)(t ? emb[lyr[t - 1] * PW + c] : st[c]) + pos[t * PW + c];
-    ref_transformer(m, "prime_prior", PW, PDEPTH, PHEADS, 2, NTOK_C, NTOK_C / PBLOCKS, 0, NULL, 0,
-                    h);
-    ref_linear(NTOK_C, PW, W_, h, tm_ref(m, "prime_state_proj.w"), tm_ref(m, "prime_state_proj.b"),
-               p);
-    ref_layernorm(NTOK_C, W_, p, tm_ref(m, "prime_state_ln.weight"),
-                  tm_ref(m, "prime_state_ln.bias"), ekv);
+    ref_transformer(
+      m, "prime_prior", PW, PDEPTH, PHEADS, 2, NTOK_C, NTOK_C / PBLOCKS, 0, NULL, 0, h);
+    ref_linear(
+      NTOK_C, PW, W_, h, tm_ref(m, "prime_state_proj.w"), tm_ref(m, "prime_state_proj.b"), p);
+    ref_layernorm(
+      NTOK_C, W_, p, tm_ref(m, "prime_state_ln.weight"), tm_ref(m, "prime_state_ln.bias"), ekv);
     free(h);
     free(p);
 }
@@ -440,17 +537,19 @@ enum { N_ = 2, MAX_CHUNK = 30 };
 
 struct tdata {
     int32_t tok[N_ * T_];
-    float   start[N_ * W_];
-    float   x[N_ * T_ * W_];
-    float  *enc; /* [N, NTOK_C, W] */
+    float start[N_ * W_];
+    float x[N_ * T_ * W_];
+    float *enc; /* [N, NTOK_C, W] */
 };
 
-static void make_inputs(struct jb_prior *p, const struct tcase *tc,
-                        const struct jb_prior_hparams *hp, struct tdata *in)
+static void make_inputs(struct jb_prior *p,
+                        const struct tcase *tc,
+                        const struct jb_prior_hparams *hp,
+                        struct tdata *in)
 {
     const int V = jb_prior_vocab(p);
     for (int n = 0; n < N_; n++) {
-        int32_t genres[G_] = {n % NG, n ? -1 : 3};
+        int32_t genres[G_] = { n % NG, n ? -1 : 3 };
         jb_prior_start_emb(p, n % NA, genres, in->start + n * W_);
         for (int t = 0; t < T_; t++) {
             int32_t v = (int32_t)((rnd() + 1.0) * 0.5 * V);
@@ -466,14 +565,16 @@ static void make_inputs(struct jb_prior *p, const struct tcase *tc,
             }
             jb_prior_x_timing(p, 3 + n, k_abs, k_rel, in->x + (int64_t)n * T_ * W_);
         } else {
-            for (int64_t i = 0; i < (int64_t)T_ * W_; i++) in->x[n * T_ * W_ + i] = (float)(0.5 * rnd());
+            for (int64_t i = 0; i < (int64_t)T_ * W_; i++)
+                in->x[n * T_ * W_ + i] = (float)(0.5 * rnd());
         }
     }
     in->enc = NULL;
     if (tc->variant == JB_PRIOR_TOP_LYRICS_ENC) {
         int32_t lyr[N_ * NTOK_C];
-        for (int i = 0; i < N_ * NTOK_C; i++) lyr[i] = (int32_t)((rnd() + 1.0) * 0.5 * NVOCAB) % NVOCAB;
-        in->enc = malloc((size_t)N_ * NTOK_C * W_ * sizeof(float));
+        for (int i = 0; i < N_ * NTOK_C; i++)
+            lyr[i] = (int32_t)((rnd() + 1.0) * 0.5 * NVOCAB) % NVOCAB;
+        in->enc          = malloc((size_t)N_ * NTOK_C * W_ * sizeof(float));
         enum jb_status s = jb_prior_encoder_kv(p, N_, lyr, in->enc, NULL);
         report(s == JB_STATUS_OK, "%s: jb_prior_encoder_kv", tc->name);
     }
@@ -485,10 +586,10 @@ static void check_model(const struct tcase *tc)
     make_hparams(tc, &hp);
     struct tmodel *m = calloc(1, sizeof *m);
     make_model(tc, &hp, m);
-    struct jb_weights_source src = {tm_find, tm_count, tm_get, m};
-    struct jb_weights       *w   = jb_weights_init(&src);
-    struct jb_backend       *be  = jb_backend_init("cpu", 0);
-    struct jb_prior         *p   = jb_prior_init(&hp, w, be);
+    struct jb_weights_source src = { tm_find, tm_count, tm_get, m };
+    struct jb_weights *w         = jb_weights_init(&src);
+    struct jb_backend *be        = jb_backend_init("cpu", 0);
+    struct jb_prior *p           = jb_prior_init(&hp, w, be);
     report(p != NULL, "%s: jb_prior_init %s", tc->name, p ? "" : jb_last_error());
     if (!p) return;
     enum jb_status s = jb_weights_check_all_used(w);
@@ -498,12 +599,16 @@ static void check_model(const struct tcase *tc)
     /* cache capacities follow the retention rules of §5.2 */
     {
         const int B = T_ / BLOCKS, Pp = (NTOK_D / BLOCKS + 1) * BLOCKS;
-        bool      ok = jb_kv_cache_capacity(&p->tr, 0) == T_ && jb_kv_cache_capacity(&p->tr, 1) == B &&
+        bool ok = jb_kv_cache_capacity(&p->tr, 0) == T_ && jb_kv_cache_capacity(&p->tr, 1) == B &&
                   jb_kv_cache_capacity(&p->tr, 2) == T_ && jb_kv_cache_capacity(&p->tr, 3) == 2 * B;
-        if (tc->variant == JB_PRIOR_TOP_LYRICS_ENC) ok = ok && jb_kv_cache_capacity(&p->tr, 6) == NTOK_C;
-        if (tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC) ok = ok && jb_kv_cache_capacity(&p->tr, 7) == Pp;
-        report(ok, "%s: cache capacities (func 0/2: T, 1: B, 3: 2B, 6: enc_len, 7: P' = %d)",
-               tc->name, Pp);
+        if (tc->variant == JB_PRIOR_TOP_LYRICS_ENC)
+            ok = ok && jb_kv_cache_capacity(&p->tr, 6) == NTOK_C;
+        if (tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC)
+            ok = ok && jb_kv_cache_capacity(&p->tr, 7) == Pp;
+        report(ok,
+               "%s: cache capacities (func 0/2: T, 1: B, 3: 2B, 6: enc_len, 7: P' = %d)",
+               tc->name,
+               Pp);
     }
 
     struct tdata *in = calloc(1, sizeof *in);
@@ -512,9 +617,10 @@ static void check_model(const struct tcase *tc)
     /* lyric encoder against the reference */
     if (in->enc) {
         int32_t lyr[NTOK_C];
-        double  ekv[NTOK_C * W_];
-        float   got[NTOK_C * W_];
-        for (int i = 0; i < NTOK_C; i++) lyr[i] = (i * 7 + 3) % NVOCAB;
+        double ekv[NTOK_C * W_];
+        float got[NTOK_C * W_];
+        for (int i = 0; i < NTOK_C; i++)
+            lyr[i] = (i * 7 + 3) % NVOCAB;
         jb_prior_encoder_kv(p, 1, lyr, got, NULL);
         ref_encoder(m, lyr, ekv);
         double e = rel_l2(got, ekv, NTOK_C * W_);
@@ -527,18 +633,25 @@ static void check_model(const struct tcase *tc)
     report(s == JB_STATUS_OK, "%s: jb_prior_forward", tc->name);
     double *ref = malloc((size_t)T_ * V * sizeof *ref);
     for (int n = 0; n < N_; n++) {
-        ref_prior(m, tc, &hp, in->tok + n * T_, in->start + n * W_, in->x + n * T_ * W_,
-                  in->enc ? in->enc + n * NTOK_C * W_ : NULL, ref);
+        ref_prior(m,
+                  tc,
+                  &hp,
+                  in->tok + n * T_,
+                  in->start + n * W_,
+                  in->x + n * T_ * W_,
+                  in->enc ? in->enc + n * NTOK_C * W_ : NULL,
+                  ref);
         double e = rel_l2(fwd + (int64_t)n * T_ * V, ref, (int64_t)T_ * V);
         report(e <= TOL, "%s: forward vs reference, candidate %d rel_l2 %.2e", tc->name, n, e);
     }
 
     /* cached: token by token, then mixed chunks */
-    struct jb_prior_state *st = jb_prior_state_init(p, N_, MAX_CHUNK);
-    float *lc = malloc((size_t)N_ * MAX_CHUNK * V * sizeof *lc);
-    float *cached = malloc((size_t)N_ * T_ * V * sizeof *cached);
-    static const int sched[2][9] = {{1, 1, 1, 1, 1, 1, 1, 1, 1}, {1, 3, 5, 7, 11, 13, 16, 17, 30}};
-    static const char *sname[2] = {"token by token", "chunks 1,3,5,7,11,13,16,17,30"};
+    struct jb_prior_state *st    = jb_prior_state_init(p, N_, MAX_CHUNK);
+    float *lc                    = malloc((size_t)N_ * MAX_CHUNK * V * sizeof *lc);
+    float *cached                = malloc((size_t)N_ * T_ * V * sizeof *cached);
+    static const int sched[2][9] = { { 1, 1, 1, 1, 1, 1, 1, 1, 1 },
+                                     { 1, 3, 5, 7, 11, 13, 16, 17, 30 } };
+    static const char *sname[2]  = { "token by token", "chunks 1,3,5,7,11,13,16,17,30" };
     for (int k = 0; k < 2; k++) {
         jb_prior_state_set_cond(st, in->start, in->x, in->enc);
         bool ok = true;
@@ -546,7 +659,8 @@ static void check_model(const struct tcase *tc)
             int C = sched[k][j % 9] < T_ - a ? sched[k][j % 9] : T_ - a;
             ok    = ok && jb_prior_step(st, C, in->tok, T_, lc) == JB_STATUS_OK;
             for (int n = 0; n < N_; n++)
-                memcpy(cached + ((int64_t)n * T_ + a) * V, lc + (int64_t)n * C * V,
+                memcpy(cached + ((int64_t)n * T_ + a) * V,
+                       lc + (int64_t)n * C * V,
                        (size_t)C * V * sizeof *lc);
             a += C;
         }
@@ -562,31 +676,35 @@ static void check_model(const struct tcase *tc)
         bad[T_ + 3] = V;
         s           = jb_prior_step(st, 2, bad, T_, NULL);
         report(s == JB_STATUS_ERR_INVALID_ARG && jb_prior_state_pos(st) == 3,
-               "%s: out-of-range id rejected, state unchanged", tc->name);
+               "%s: out-of-range id rejected, state unchanged",
+               tc->name);
         s = jb_prior_step(st, MAX_CHUNK + 1, in->tok, T_, NULL);
         report(s == JB_STATUS_ERR_INVALID_ARG, "%s: chunk > max_chunk rejected", tc->name);
     }
 
     /* greedy sampling: deterministic, and each drawn token is the forward argmax there */
     {
-        const int P = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NTOK_D + 5 : 0;
+        const int P                = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NTOK_D + 5 : 0;
         struct jb_sample_params sp = jb_sample_params_default();
         sp.top_k                   = 1;
         sp.chunk_size              = 7;
         int32_t ctx[N_ * T_], out1[N_ * T_], out2[N_ * T_];
-        for (int n = 0; n < N_; n++) memcpy(ctx + n * P, in->tok + n * T_, (size_t)P * 4);
+        for (int n = 0; n < N_; n++)
+            memcpy(ctx + n * P, in->tok + n * T_, (size_t)P * 4);
         jb_prior_state_set_cond(st, in->start, in->x, in->enc);
         s = jb_prior_sample(st, ctx, P, T_, &sp, out1, NULL, NULL, NULL);
         jb_prior_sample(st, ctx, P, T_, &sp, out2, NULL, NULL, NULL);
         report(s == JB_STATUS_OK && memcmp(out1, out2, sizeof out1) == 0,
-               "%s: greedy sampling is deterministic", tc->name);
+               "%s: greedy sampling is deterministic",
+               tc->name);
         jb_prior_forward(p, N_, T_, out1, in->start, in->x, in->enc, fwd, NULL, NULL);
         int bad = 0, close = 0;
         for (int n = 0; n < N_; n++)
             for (int t = P; t < T_; t++) {
-                const float *l  = fwd + ((int64_t)n * T_ + t) * V;
-                int          am = 0;
-                for (int v = 1; v < V; v++) am = l[v] > l[am] ? v : am;
+                const float *l = fwd + ((int64_t)n * T_ + t) * V;
+                int am         = 0;
+                for (int v = 1; v < V; v++)
+                    am = l[v] > l[am] ? v : am;
                 if (out1[n * T_ + t] == am) continue;
                 if (fabsf(l[am] - l[out1[n * T_ + t]]) < 1e-4f)
                     close++;
@@ -609,7 +727,8 @@ static void check_model(const struct tcase *tc)
     free(m);
 }
 
-/* ---- sampler ---------------------------------------------------------------------------------- */
+/* ---- sampler ----------------------------------------------------------------------------------
+ */
 
 struct stop_ctx {
     int tokens, stop_after;
@@ -626,15 +745,15 @@ static void token_cb(void *user, int64_t t, int n_batch, const int32_t *seq, int
 
 static void check_sampling(void)
 {
-    const struct tcase tc = {"D", JB_PRIOR_TOP_SINGLE_ENC_DEC, 16, 12, false};
+    const struct tcase tc = { "D", JB_PRIOR_TOP_SINGLE_ENC_DEC, 16, 12, false };
     struct jb_prior_hparams hp;
     make_hparams(&tc, &hp);
     struct tmodel *m = calloc(1, sizeof *m);
     make_model(&tc, &hp, m);
-    struct jb_weights_source src = {tm_find, tm_count, tm_get, m};
-    struct jb_weights       *w   = jb_weights_init(&src);
-    struct jb_backend       *be  = jb_backend_init("cpu", 0);
-    struct jb_prior         *p   = jb_prior_init(&hp, w, be);
+    struct jb_weights_source src = { tm_find, tm_count, tm_get, m };
+    struct jb_weights *w         = jb_weights_init(&src);
+    struct jb_backend *be        = jb_backend_init("cpu", 0);
+    struct jb_prior *p           = jb_prior_init(&hp, w, be);
     if (!p) {
         report(false, "sampling: init %s", jb_last_error());
         return;
@@ -646,7 +765,8 @@ static void check_sampling(void)
     memcpy(in->x + T_ * W_, in->x, (size_t)T_ * W_ * sizeof(float));
     memcpy(in->tok + T_, in->tok, NTOK_D * sizeof(int32_t));
     int32_t ctx[N_ * NTOK_D];
-    for (int n = 0; n < N_; n++) memcpy(ctx + n * NTOK_D, in->tok, NTOK_D * sizeof(int32_t));
+    for (int n = 0; n < N_; n++)
+        memcpy(ctx + n * NTOK_D, in->tok, NTOK_D * sizeof(int32_t));
 
     struct jb_prior_state *st = jb_prior_state_init(p, N_, 16);
     jb_prior_state_set_cond(st, in->start, in->x, NULL);
@@ -681,12 +801,13 @@ static void check_sampling(void)
 
     /* cancellation within one token, and the token callback */
     {
-        struct stop_ctx      sc = {0, 5};
-        struct jb_callbacks cb = {NULL, stop_cb, &sc};
-        enum jb_status      s  = jb_prior_sample(st, ctx, NTOK_D, T_, &sp, b, &cb, token_cb, &sc);
+        struct stop_ctx sc     = { 0, 5 };
+        struct jb_callbacks cb = { NULL, stop_cb, &sc };
+        enum jb_status s       = jb_prior_sample(st, ctx, NTOK_D, T_, &sp, b, &cb, token_cb, &sc);
         report(s == JB_STATUS_ERR_CANCELLED && sc.tokens == 5 &&
-                   jb_prior_state_pos(st) == NTOK_D + 5,
-               "sampling: should_stop -> ERR_CANCELLED after exactly 5 tokens (%d)", sc.tokens);
+                 jb_prior_state_pos(st) == NTOK_D + 5,
+               "sampling: should_stop -> ERR_CANCELLED after exactly 5 tokens (%d)",
+               sc.tokens);
         sc.stop_after = 0;
         sc.tokens     = 0;
         s             = jb_prior_sample(st, ctx, NTOK_D, T_, &sp, b, &cb, token_cb, &sc);
@@ -697,7 +818,8 @@ static void check_sampling(void)
     /* argument checks */
     {
         enum jb_status s = jb_prior_sample(st, ctx, NTOK_D - 1, T_, &sp, b, NULL, NULL, NULL);
-        report(s == JB_STATUS_ERR_INVALID_ARG, "sampling: D without its full lyric prefix rejected");
+        report(s == JB_STATUS_ERR_INVALID_ARG,
+               "sampling: D without its full lyric prefix rejected");
         sp.top_k = 5;
         sp.top_p = 0.5f;
         s        = jb_prior_sample(st, ctx, NTOK_D, T_, &sp, b, NULL, NULL, NULL);
@@ -717,7 +839,8 @@ static void check_sampling(void)
         struct mallinfo2 m1 = mallinfo2();
         report(m0.uordblks == m1.uordblks && m0.hblkhd == m1.hblkhd,
                "sampling: no heap allocation in jb_prior_sample (%zu -> %zu bytes in use)",
-               m0.uordblks, m1.uordblks);
+               m0.uordblks,
+               m1.uordblks);
     }
 #endif
     jb_prior_state_free(st);
@@ -733,22 +856,22 @@ static void check_sampling(void)
 static void check_draw(void)
 {
     enum { V = 8, DRAWS = 40000 };
-    const float        base[V] = {1.0f, 3.0f, 2.5f, 3.0f, -1.0f, 0.0f, 2.5f, 0.5f};
-    struct jb_sampler *smp     = jb_sampler_init(1, V);
-    float              l[V];
-    int                cnt[V];
+    const float base[V]    = { 1.0f, 3.0f, 2.5f, 3.0f, -1.0f, 0.0f, 2.5f, 0.5f };
+    struct jb_sampler *smp = jb_sampler_init(1, V);
+    float l[V];
+    int cnt[V];
 
     struct {
         const char *name;
-        int         top_k;
-        float       top_p, temp;
+        int top_k;
+        float top_p, temp;
     } cases[] = {
-        {"plain, temp 1", 0, 0.0f, 1.0f},
-        {"temp 0.5", 0, 0.0f, 0.5f},
-        {"top_k 2 (2 kept)", 2, 0.0f, 1.0f},
-        {"top_k 3 (tie at the 3rd value: 4 kept)", 3, 0.0f, 1.0f},
-        {"top_p 0.5 (2 kept)", 0, 0.5f, 1.0f},
-        {"top_p 0.8 (4 kept)", 0, 0.8f, 1.0f},
+        { "plain, temp 1", 0, 0.0f, 1.0f },
+        { "temp 0.5", 0, 0.0f, 0.5f },
+        { "top_k 2 (2 kept)", 2, 0.0f, 1.0f },
+        { "top_k 3 (tie at the 3rd value: 4 kept)", 3, 0.0f, 1.0f },
+        { "top_p 0.5 (2 kept)", 0, 0.5f, 1.0f },
+        { "top_p 0.8 (4 kept)", 0, 0.8f, 1.0f },
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         struct jb_sample_params sp = jb_sample_params_default();
@@ -764,8 +887,9 @@ static void check_draw(void)
         }
         /* expected distribution, computed here independently */
         double e[V], z = 0;
-        int    order[V];
-        for (int v = 0; v < V; v++) e[v] = base[v] / cases[c].temp, order[v] = v;
+        int order[V];
+        for (int v = 0; v < V; v++)
+            e[v] = base[v] / cases[c].temp, order[v] = v;
         for (int i = 0; i < V; i++) /* descending by value, stable */
             for (int j = i + 1; j < V; j++)
                 if (e[order[j]] > e[order[i]]) {
@@ -774,20 +898,24 @@ static void check_draw(void)
                     order[j] = t;
                 }
         bool keep[V];
-        for (int v = 0; v < V; v++) keep[v] = true;
+        for (int v = 0; v < V; v++)
+            keep[v] = true;
         if (sp.top_k > 0)
-            for (int v = 0; v < V; v++) keep[v] = e[v] >= e[order[sp.top_k - 1]];
+            for (int v = 0; v < V; v++)
+                keep[v] = e[v] >= e[order[sp.top_k - 1]];
         if (sp.top_p > 0) {
             double zz = 0, cum = 0;
-            for (int v = 0; v < V; v++) zz += exp(e[v]);
+            for (int v = 0; v < V; v++)
+                zz += exp(e[v]);
             for (int r = 0; r < V; r++) {
                 keep[order[r]] = cum <= sp.top_p;
                 cum += exp(e[order[r]]) / zz;
             }
         }
-        for (int v = 0; v < V; v++) z += keep[v] ? exp(e[v]) : 0.0;
+        for (int v = 0; v < V; v++)
+            z += keep[v] ? exp(e[v]) : 0.0;
         double worst = 0;
-        bool   ok    = true;
+        bool ok      = true;
         for (int v = 0; v < V; v++) {
             double pe = keep[v] ? exp(e[v]) / z : 0.0, pf = (double)cnt[v] / DRAWS;
             if (!keep[v] && cnt[v]) ok = false;
@@ -807,8 +935,8 @@ static void check_draw(void)
         struct jb_rng r1, r2;
         jb_rng_seed(&r1, 42, 0);
         jb_rng_seed(&r2, 42, 1);
-        bool   differ = false, range = true;
-        double mean   = 0;
+        bool differ = false, range = true;
+        double mean = 0;
         for (int i = 0; i < 10000; i++) {
             double u = jb_rng_uniform(&r1);
             range    = range && u >= 0.0 && u < 1.0;
@@ -816,7 +944,8 @@ static void check_draw(void)
             differ = differ || jb_rng_next(&r2) != jb_rng_next(&r1);
         }
         report(range && differ && fabs(mean / 10000 - 0.5) < 0.01,
-               "rng: uniforms in [0,1), mean %.4f, streams differ", mean / 10000);
+               "rng: uniforms in [0,1), mean %.4f, streams differ",
+               mean / 10000);
     }
     jb_sampler_free(smp);
 }
@@ -824,12 +953,13 @@ static void check_draw(void)
 int main(void)
 {
     const struct tcase cases[] = {
-        {"A upsampler, order 9 (1 2 3 0)", JB_PRIOR_UPSAMPLER, 6, 9, false},
-        {"B 5b-like, order 2, fp16 weights", JB_PRIOR_TOP, 6, 2, true},
-        {"C lyric encoder, order 6 (1 2 3 6)", JB_PRIOR_TOP_LYRICS_ENC, 6, 6, false},
-        {"D single enc-dec, order 12 (7 at 15)", JB_PRIOR_TOP_SINGLE_ENC_DEC, 16, 12, false},
+        { "A upsampler, order 9 (1 2 3 0)", JB_PRIOR_UPSAMPLER, 6, 9, false },
+        { "B 5b-like, order 2, fp16 weights", JB_PRIOR_TOP, 6, 2, true },
+        { "C lyric encoder, order 6 (1 2 3 6)", JB_PRIOR_TOP_LYRICS_ENC, 6, 6, false },
+        { "D single enc-dec, order 12 (7 at 15)", JB_PRIOR_TOP_SINGLE_ENC_DEC, 16, 12, false },
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_model(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_model(&cases[i]);
     check_sampling();
     check_draw();
     printf("%d passed, %d failed\n", g_pass, g_fail);

@@ -533,10 +533,42 @@ static void test_bad_models(struct jb_backend *be)
     model_free(&m);
 }
 
-int main(void)
+/* The same decode on a backend with more threads: chunked there == whole here, bitwise (the
+ * kernels' per-output order does not depend on T, the tile or the thread count). */
+static void test_threads(struct model *m, int n_threads)
+{
+    struct jb_backend *be2 = jb_backend_cpu_init(n_threads);
+    struct model       m2;
+    bool ok = be2 && model_init(&m2, jb_vqvae_get_hparams(m->vq), be2, 42);
+    check(ok, "second backend with %d threads (%s)", n_threads, ok ? "" : jb_last_error());
+    if (ok) {
+        const int64_t n = 1032;
+        int32_t      *z = malloc((size_t)n * sizeof *z);
+        float        *a = malloc((size_t)n * 32 * sizeof(float));
+        float        *b = malloc((size_t)n * 32 * sizeof(float));
+        uint64_t      rng = 5;
+        for (int64_t i = 0; i < n; i++) z[i] = (int32_t)(rng_next(&rng) % 64);
+        enum jb_status s1 = jb_vqvae_decode_level(m->vq, 1, z, n, a, 0, NULL);
+        enum jb_status s2 = jb_vqvae_decode_level(m2.vq, 1, z, n, b, 333, NULL);
+        int64_t        nd;
+        double         e = s1 == JB_STATUS_OK && s2 == JB_STATUS_OK ? rel_err(b, a, n * 32, &nd) : INFINITY;
+        check(e <= 1e-6, "level 1: chunked decode on %d threads == whole on 1: rel err %.3g, %lld "
+              "samples not bit-identical", n_threads, e, (long long)(e <= 1e-6 ? nd : -1));
+        free(z);
+        free(a);
+        free(b);
+    }
+    if (ok) model_free(&m2);
+    jb_backend_free(be2);
+}
+
+int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    struct jb_backend *be = jb_backend_cpu_init(0);
+    /* One kernel thread by default: the results do not depend on it (checked once below with
+     * more), and it keeps the test fast on a busy machine. argv[1] overrides. */
+    int                n_threads = argc > 1 ? atoi(argv[1]) : 1;
+    struct jb_backend *be        = jb_backend_cpu_init(n_threads);
     if (!be) {
         printf("FAIL no backend: %s\n", jb_last_error());
         return 1;
@@ -562,6 +594,7 @@ int main(void)
         test_encode(&m, 32768);
         test_errors(&m);
         test_cancel_progress(&m);
+        test_threads(&m, n_threads > 1 ? 1 : 2);
     }
     model_free(&m);
 

@@ -35,9 +35,10 @@ static void prior_usage(enum prior_cmd c, FILE *out)
                 "seconds, or extends a saved take. Writes the riff followed by the new audio at\n"
                 "the finest level rendered (with --take: the whole extended take).\n");
     else if (c == CMD_SAMPLE)
-        fprintf(out, "usage: encore sample --seconds S [options] -o OUT.wav\n"
-                     "\n"
-                     "Generates S seconds from nothing (ancestral sampling).\n");
+        fprintf(out,
+                "usage: encore sample --seconds S [options] -o OUT.wav\n"
+                "\n"
+                "Generates S seconds from nothing (ancestral sampling).\n");
     else
         fprintf(out,
                 "usage: encore upsample TAKE [options] -o OUT.wav\n"
@@ -46,17 +47,19 @@ static void prior_usage(enum prior_cmd c, FILE *out)
                 "codes and writes the whole take decoded at the finest level.\n");
     fprintf(out, "\noptions:\n");
     if (c != CMD_UPSAMPLE)
-        fprintf(out,
-                "  -s, --seconds S        seconds of new audio (required)\n"
-                "  -a, --artist NAME      artist label (default: unknown; --artist list shows the\n"
-                "                         model's names)\n"
-                "  -g, --genre NAME       genre label (default: unknown; --genre list)\n"
-                "      --lyrics FILE      UTF-8 lyrics (lyrics models only)\n"
-                "      --total-seconds S  length of the song the model is told about (default 180 s,\n"
-                "                         or the generated length if longer)\n");
+        fprintf(
+          out,
+          "  -s, --seconds S        seconds of new audio (required)\n"
+          "  -a, --artist NAME      artist label (default: unknown; --artist list shows the\n"
+          "                         model's names)\n"
+          "  -g, --genre NAME       genre label (default: unknown; --genre list)\n"
+          "      --lyrics FILE      UTF-8 lyrics (lyrics models only)\n"
+          "      --total-seconds S  length of the song the model is told about (default 180 s,\n"
+          "                         or the generated length if longer)\n");
     if (c != CMD_SAMPLE)
-        fprintf(out, "      --take FILE        (continue) extend this take instead of a riff\n"
-                     "  -c, --candidate I      take candidate to use, from 1 (default: all)\n");
+        fprintf(out,
+                "      --take FILE        (continue) extend this take instead of a riff\n"
+                "  -c, --candidate I      take candidate to use, from 1 (default: all)\n");
     fprintf(out,
             "  -n, --candidates N     candidates to generate, 1..%d (default 1); with a take and\n"
             "                         --candidate, N variations of that candidate\n"
@@ -71,7 +74,8 @@ static void prior_usage(enum prior_cmd c, FILE *out)
             "  -o, --output OUT       audio file (.wav 16-bit, or .flac); OUT-1.wav .. OUT-N.wav\n"
             "                         for several candidates\n"
             "  -h, --help             this text\n",
-            JB_JOB_MAX_CANDIDATES, cli_default_model_dir());
+            JB_JOB_MAX_CANDIDATES,
+            cli_default_model_dir());
 }
 
 static double now_s(void)
@@ -86,12 +90,12 @@ static double now_s(void)
 
 struct cli_job {
     struct jb_callbacks base; /* cli.c's Ctrl-C flag */
-    float             **audio; /* [n_candidates][n_samples] finest level */
-    int                 n_candidates;
-    int64_t             n_samples;
-    bool                show;
-    bool                shown;
-    double              t0, t_first_audio;
+    float **audio;            /* [n_candidates][n_samples] finest level */
+    int n_candidates;
+    int64_t n_samples;
+    bool show;
+    bool shown;
+    double t0, t_first_audio;
 };
 
 static bool progress_wanted(void)
@@ -105,13 +109,22 @@ static void on_progress(const struct jb_job_progress *p, void *user)
 {
     struct cli_job *cj = user;
     if (!cj->show || p->total <= 0) return;
-    double frac = (double)p->done / (double)p->total;
-    int    bar  = (int)(frac * 30);
-    char   eta[32] = "";
+    double frac  = (double)p->done / (double)p->total;
+    int bar      = (int)(frac * 30);
+    char eta[32] = "";
     if (p->eta >= 0 && p->done < p->total) snprintf(eta, sizeof eta, " eta %.0fs", p->eta);
-    fprintf(stderr, "\rlevel %d [%.*s%*s] %5.1f%% %lld/%lld tokens %.0f tok/s%s   ", p->level,
-            bar, "##############################", 30 - bar, "", 100 * frac, (long long)p->done,
-            (long long)p->total, p->tokens_per_s, eta);
+    fprintf(stderr,
+            "\rlevel %d [%.*s%*s] %5.1f%% %lld/%lld tokens %.0f tok/s%s   ",
+            p->level,
+            bar,
+            "##############################",
+            30 - bar,
+            "",
+            100 * frac,
+            (long long)p->done,
+            (long long)p->total,
+            p->tokens_per_s,
+            eta);
     if (p->done == p->total) fputc('\n', stderr);
     cj->shown = p->done != p->total;
     fflush(stderr);
@@ -123,8 +136,8 @@ static void on_audio(const struct jb_job_audio *a, void *user)
     if (cj->t_first_audio < 0) cj->t_first_audio = now_s() - cj->t0;
     if (a->role != JB_AUDIO_FINAL || !cj->audio || a->candidate >= cj->n_candidates) return;
     if (a->first_sample < 0 || a->first_sample + a->n_samples > cj->n_samples) return;
-    memcpy(cj->audio[a->candidate] + a->first_sample, a->samples,
-           (size_t)a->n_samples * sizeof(float));
+    memcpy(
+      cj->audio[a->candidate] + a->first_sample, a->samples, (size_t)a->n_samples * sizeof(float));
 }
 
 static bool should_stop(void *user)
@@ -156,8 +169,8 @@ static char *read_text(const char *path, size_t max)
         fprintf(stderr, "encore: cannot read lyrics file '%s'\n", path);
         return NULL;
     }
-    char  *buf = malloc(max + 1);
-    size_t n   = buf ? fread(buf, 1, max + 1, f) : 0;
+    char *buf = malloc(max + 1);
+    size_t n  = buf ? fread(buf, 1, max + 1, f) : 0;
     fclose(f);
     if (!buf) return NULL;
     if (n > max) {
@@ -173,7 +186,8 @@ static void list_labels(const struct jb_session *s, bool genre)
 {
     int64_t n = jb_session_label_count(s, genre);
     printf("%s names of this model (%lld):\n", genre ? "genre" : "artist", (long long)n);
-    for (int64_t i = 0; i < n; i++) printf("  %s\n", jb_session_label_name(s, genre, i));
+    for (int64_t i = 0; i < n; i++)
+        printf("  %s\n", jb_session_label_name(s, genre, i));
 }
 
 static bool parse_double(const char *s, double *out)
@@ -195,55 +209,105 @@ static bool parse_long(const char *s, long long *out)
 
 static int run_prior(enum prior_cmd cmd, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"seconds", required_argument, 0, 's'},   {"artist", required_argument, 0, 'a'},
-        {"genre", required_argument, 0, 'g'},     {"lyrics", required_argument, 0, 'L'},
-        {"total-seconds", required_argument, 0, 'S'}, {"take", required_argument, 0, 'k'},
-        {"candidate", required_argument, 0, 'c'}, {"candidates", required_argument, 0, 'n'},
-        {"levels", required_argument, 0, 'l'},    {"seed", required_argument, 0, 'r'},
-        {"temp", required_argument, 0, 'T'},      {"save-take", required_argument, 0, 'K'},
-        {"models", required_argument, 0, 'M'},    {"threads", required_argument, 0, 't'},
-        {"output", required_argument, 0, 'o'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    const char *name = cmd_name(cmd);
+    static const struct option opts[] = { { "seconds", required_argument, 0, 's' },
+                                          { "artist", required_argument, 0, 'a' },
+                                          { "genre", required_argument, 0, 'g' },
+                                          { "lyrics", required_argument, 0, 'L' },
+                                          { "total-seconds", required_argument, 0, 'S' },
+                                          { "take", required_argument, 0, 'k' },
+                                          { "candidate", required_argument, 0, 'c' },
+                                          { "candidates", required_argument, 0, 'n' },
+                                          { "levels", required_argument, 0, 'l' },
+                                          { "seed", required_argument, 0, 'r' },
+                                          { "temp", required_argument, 0, 'T' },
+                                          { "save-take", required_argument, 0, 'K' },
+                                          { "models", required_argument, 0, 'M' },
+                                          { "threads", required_argument, 0, 't' },
+                                          { "output", required_argument, 0, 'o' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { 0, 0, 0, 0 } };
+    const char *name                  = cmd_name(cmd);
     const char *artist = NULL, *genre = NULL, *lyrics_path = NULL, *take_path = NULL;
     const char *save_path = NULL, *models = NULL, *output = NULL;
-    double      seconds = 0, total_seconds = 0, temp = 0.99;
-    long long   candidate = 0, candidates = 1, levels = 0, seed = 0, threads = 0;
-    bool        have_seconds = false;
-    int         c;
+    double seconds = 0, total_seconds = 0, temp = 0.99;
+    long long candidate = 0, candidates = 1, levels = 0, seed = 0, threads = 0;
+    bool have_seconds = false;
+    int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:a:g:c:n:l:T:t:o:h", opts, NULL)) != -1) {
         bool ok = true;
         switch (c) {
-        case 's': ok = parse_double(optarg, &seconds), have_seconds = true; break;
-        case 'a': artist = optarg; break;
-        case 'g': genre = optarg; break;
-        case 'L': lyrics_path = optarg; break;
-        case 'S': ok = parse_double(optarg, &total_seconds) && total_seconds > 0; break;
-        case 'k': take_path = optarg; break;
-        case 'c': ok = parse_long(optarg, &candidate) && candidate >= 1; break;
-        case 'n': ok = parse_long(optarg, &candidates); break;
-        case 'l': ok = parse_long(optarg, &levels) && levels >= 0 && levels < JB_JOB_MAX_LEVELS; break;
-        case 'r': ok = parse_long(optarg, &seed); break;
-        case 'T': ok = parse_double(optarg, &temp) && temp > 0; break;
-        case 'K': save_path = optarg; break;
-        case 'M': models = optarg; break;
-        case 't': ok = parse_long(optarg, &threads); break;
-        case 'o': output = optarg; break;
-        case 'h': prior_usage(cmd, stdout); return 0;
-        default: prior_usage(cmd, stderr); return 2;
+        case 's':
+            ok = parse_double(optarg, &seconds), have_seconds = true;
+            break;
+        case 'a':
+            artist = optarg;
+            break;
+        case 'g':
+            genre = optarg;
+            break;
+        case 'L':
+            lyrics_path = optarg;
+            break;
+        case 'S':
+            ok = parse_double(optarg, &total_seconds) && total_seconds > 0;
+            break;
+        case 'k':
+            take_path = optarg;
+            break;
+        case 'c':
+            ok = parse_long(optarg, &candidate) && candidate >= 1;
+            break;
+        case 'n':
+            ok = parse_long(optarg, &candidates);
+            break;
+        case 'l':
+            ok = parse_long(optarg, &levels) && levels >= 0 && levels < JB_JOB_MAX_LEVELS;
+            break;
+        case 'r':
+            ok = parse_long(optarg, &seed);
+            break;
+        case 'T':
+            ok = parse_double(optarg, &temp) && temp > 0;
+            break;
+        case 'K':
+            save_path = optarg;
+            break;
+        case 'M':
+            models = optarg;
+            break;
+        case 't':
+            ok = parse_long(optarg, &threads);
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'h':
+            prior_usage(cmd, stdout);
+            return 0;
+        default:
+            prior_usage(cmd, stderr);
+            return 2;
         }
         if (!ok) {
-            fprintf(stderr, "encore %s: bad value '%s' for --%s\n\n", name, optarg,
-                    c == 's' ? "seconds" : c == 'S' ? "total-seconds" : c == 'c' ? "candidate"
-                    : c == 'n' ? "candidates" : c == 'l' ? "levels" : c == 'T' ? "temp"
-                    : c == 'r' ? "seed" : "threads");
+            fprintf(stderr,
+                    "encore %s: bad value '%s' for --%s\n\n",
+                    name,
+                    optarg,
+                    c == 's'   ? "seconds"
+                    : c == 'S' ? "total-seconds"
+                    : c == 'c' ? "candidate"
+                    : c == 'n' ? "candidates"
+                    : c == 'l' ? "levels"
+                    : c == 'T' ? "temp"
+                    : c == 'r' ? "seed"
+                               : "threads");
             return 2;
         }
     }
-    const bool listing = (artist && strcmp(artist, "list") == 0) || (genre && strcmp(genre, "list") == 0);
-    const int  n_pos   = argc - optind;
+    const bool listing =
+      (artist && strcmp(artist, "list") == 0) || (genre && strcmp(genre, "list") == 0);
+    const int n_pos = argc - optind;
     if (cmd == CMD_UPSAMPLE && n_pos == 1) take_path = argv[optind];
     bool usage_ok = listing || output;
     if (cmd == CMD_CONTINUE) usage_ok &= listing || (take_path ? n_pos == 0 : n_pos == 1);
@@ -259,13 +323,13 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         return 2;
     }
 
-    int                rc = 1;
+    int rc                = 1;
     struct jb_backend *be = NULL;
-    struct jb_session *s = NULL;
-    struct jb_take    *src = NULL, *take = NULL;
-    struct jb_audio    riff = {0};
-    char              *lyrics = NULL;
-    struct cli_job     cj = {.base = cli_callbacks(), .t_first_audio = -1};
+    struct jb_session *s  = NULL;
+    struct jb_take *src = NULL, *take = NULL;
+    struct jb_audio riff = { 0 };
+    char *lyrics         = NULL;
+    struct cli_job cj    = { .base = cli_callbacks(), .t_first_audio = -1 };
 
     be = jb_backend_init(NULL, (int)threads);
     if (!be) return cli_error(name);
@@ -283,8 +347,8 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         goto done;
     }
     if (si.untrained)
-        fprintf(stderr, "encore %s: note: the model is UNTRAINED (random weights): expect noise\n",
-                name);
+        fprintf(
+          stderr, "encore %s: note: the model is UNTRAINED (random weights): expect noise\n", name);
 
     struct jb_job_params p;
     jb_job_params_init(&p);
@@ -295,7 +359,8 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     p.seed          = (uint64_t)seed;
     p.finest_level  = (int)levels;
     p.n_candidates  = (int)candidates;
-    for (int L = 0; L < JB_JOB_MAX_LEVELS; L++) p.temp[L] = (float)temp;
+    for (int L = 0; L < JB_JOB_MAX_LEVELS; L++)
+        p.temp[L] = (float)temp;
     if (lyrics_path && !(p.lyrics = lyrics = read_text(lyrics_path, 256 * 1024))) goto done;
     if (take_path) {
         if (jb_take_load(take_path, &src)) {
@@ -348,16 +413,23 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         jb_take_get_info(src, &si_src);
         from = si_src.sample_length;
     }
-    fprintf(stderr, "encore %s: %.2f s -> %.2f s, %d candidate%s, levels %d..%d, song length %.0f s\n",
-            name, (double)from / JB_SAMPLE_RATE, (double)plan.sample_length / JB_SAMPLE_RATE,
-            plan.n_candidates, plan.n_candidates == 1 ? "" : "s", plan.top_level,
-            plan.finest_level, (double)plan.total_length / JB_SAMPLE_RATE);
+    fprintf(stderr,
+            "encore %s: %.2f s -> %.2f s, %d candidate%s, levels %d..%d, song length %.0f s\n",
+            name,
+            (double)from / JB_SAMPLE_RATE,
+            (double)plan.sample_length / JB_SAMPLE_RATE,
+            plan.n_candidates,
+            plan.n_candidates == 1 ? "" : "s",
+            plan.top_level,
+            plan.finest_level,
+            (double)plan.total_length / JB_SAMPLE_RATE);
 
     struct jb_job_callbacks cb = {
-        .on_progress = on_progress, .on_audio = on_audio, .should_stop = should_stop, .user = &cj};
-    cj.t0             = now_s();
-    enum jb_status st = jb_job_run(s, &p, &cb, &take);
-    const double   elapsed = now_s() - cj.t0;
+        .on_progress = on_progress, .on_audio = on_audio, .should_stop = should_stop, .user = &cj
+    };
+    cj.t0                = now_s();
+    enum jb_status st    = jb_job_run(s, &p, &cb, &take);
+    const double elapsed = now_s() - cj.t0;
     if (cj.shown) fputc('\n', stderr);
     if (st == JB_STATUS_ERR_CANCELLED) {
         fprintf(stderr, "encore %s: cancelled\n", name);
@@ -380,7 +452,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     struct jb_take_info ti;
     jb_take_get_info(take, &ti);
     const int64_t n_out = ti.n_tokens[plan.finest_level] * ti.hop[plan.finest_level];
-    float        *whole = streamed ? NULL : malloc((size_t)n_out * sizeof(float));
+    float *whole        = streamed ? NULL : malloc((size_t)n_out * sizeof(float));
     if (!streamed && !whole) {
         fprintf(stderr, "encore %s: out of memory for the output audio\n", name);
         goto done;
@@ -393,23 +465,32 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             rc = cli_error(name);
             goto done;
         }
-        if (jb_audio_write(path, streamed ? cj.audio[i] : whole, streamed ? cj.n_samples : n_out,
+        if (jb_audio_write(path,
+                           streamed ? cj.audio[i] : whole,
+                           streamed ? cj.n_samples : n_out,
                            JB_SAMPLE_RATE)) {
             free(whole);
             rc = cli_error(name);
             goto done;
         }
-        fprintf(stderr, "encore %s: wrote %s (%.2f s)\n", name, path,
+        fprintf(stderr,
+                "encore %s: wrote %s (%.2f s)\n",
+                name,
+                path,
                 (double)(streamed ? cj.n_samples : n_out) / JB_SAMPLE_RATE);
     }
     free(whole);
-    fprintf(stderr, "encore %s: done in %.1f s (first audio after %.1f s)\n", name, elapsed,
+    fprintf(stderr,
+            "encore %s: done in %.1f s (first audio after %.1f s)\n",
+            name,
+            elapsed,
             cj.t_first_audio);
     rc = 0;
 
 done:
     if (cj.audio)
-        for (int i = 0; i < cj.n_candidates; i++) free(cj.audio[i]);
+        for (int i = 0; i < cj.n_candidates; i++)
+            free(cj.audio[i]);
     free(cj.audio);
     free(lyrics);
     jb_take_free(take);

@@ -208,7 +208,7 @@ enum jb_status jb_codes_read(const char *path, int32_t **codes, int64_t *n_codes
 enum jb_status jb_codes_write(const char *path, const int32_t *codes, int64_t n_codes);
 
 /* ---------------------------------------------------------------------------------------- */
-/* sessions, jobs and takes: the windowed sampling pipeline (jukebox-spec §6)                 */
+/* sessions, jobs and takes: the windowed sampling pipeline (jukebox-spec §6) */
 /*
  * A jb_session holds the four models of one Jukebox variant. A job (jb_job_run) turns a riff,
  * nothing, or an earlier take into a new jb_take: the codes of every level for 1..64 candidates,
@@ -229,8 +229,8 @@ enum jb_status jb_codes_write(const char *path, const int32_t *codes, int64_t n_
  *   - The job borrows params (riff, strings, take) for the duration of jb_job_run only.
  */
 
-#define JB_JOB_MAX_LEVELS     3  /* levels of the VQ-VAE and of a take            */
-#define JB_JOB_MAX_CANDIDATES 64 /* candidates of one job                         */
+#define JB_JOB_MAX_LEVELS 3      /* levels of the VQ-VAE and of a take */
+#define JB_JOB_MAX_CANDIDATES 64 /* candidates of one job */
 
 struct jb_session;
 struct jb_take;
@@ -239,36 +239,37 @@ struct jb_take;
  * dir/prior_level_2.gguf on `backend` (borrowed: free it after the session) and checks that they
  * belong together (levels, hops, codebook size, conditioner ratios). NULL + jb_last_error(). */
 struct jb_session *jb_session_load(const char *dir, struct jb_backend *backend);
-void               jb_session_free(struct jb_session *session); /* NULL is a no-op */
+void jb_session_free(struct jb_session *session); /* NULL is a no-op */
 
 struct jb_session_info {
-    int         n_levels;                      /* 3                                       */
-    int         hop[JB_JOB_MAX_LEVELS];        /* samples per code: 8, 32, 128            */
-    int         n_ctx[JB_JOB_MAX_LEVELS];      /* music tokens per sampling window        */
-    int         bins;                          /* codebook size (2048)                    */
-    const char *top_kind;   /* "prior_5b", "prior_5b_lyrics" or "prior_1b_lyrics" (static) */
-    bool        lyrics;     /* the top prior is conditioned on lyrics                      */
-    double      min_duration, max_duration; /* song lengths (s) the top prior accepts     */
-    double      min_seconds; /* shortest riff + new audio a job may produce: one full level-1
-                                window of upper codes (5.94 s for the released models)     */
-    bool        untrained;  /* any model file is marked untrained (random weights)          */
+    int n_levels;                 /* 3 */
+    int hop[JB_JOB_MAX_LEVELS];   /* samples per code: 8, 32, 128 */
+    int n_ctx[JB_JOB_MAX_LEVELS]; /* music tokens per sampling window */
+    int bins;                     /* codebook size (2048) */
+    const char *top_kind;         /* "prior_5b", "prior_5b_lyrics" or "prior_1b_lyrics" (static) */
+    bool lyrics;                  /* the top prior is conditioned on lyrics */
+    double min_duration, max_duration; /* song lengths (s) the top prior accepts */
+    double min_seconds; /* shortest riff + new audio a job may produce: one full level-1
+                           window of upper codes (5.94 s for the released models) */
+    bool untrained;     /* any model file is marked untrained (random weights) */
 };
 void jb_session_get_info(const struct jb_session *session, struct jb_session_info *info);
 
 /* Checks an artist and a genre against every prior's own table, exactly as a job would: an
  * unknown name is JB_STATUS_ERR_LABEL whose message lists close matches. Either may be NULL. */
-enum jb_status jb_session_check_labels(const struct jb_session *session, const char *artist,
+enum jb_status jb_session_check_labels(const struct jb_session *session,
+                                       const char *artist,
                                        const char *genre);
 /* The top prior's artist (genre == false) or genre table, in file order, for menus. The name is
  * owned by the session. jb_session_label_name returns NULL for i out of range. */
-int64_t     jb_session_label_count(const struct jb_session *session, bool genre);
+int64_t jb_session_label_count(const struct jb_session *session, bool genre);
 const char *jb_session_label_name(const struct jb_session *session, bool genre, int64_t i);
 
 enum jb_job_mode {
-    JB_JOB_PRIMED    = 0, /* continue a riff: its codes are kept verbatim at every level     */
-    JB_JOB_ANCESTRAL = 1, /* from nothing                                                    */
-    JB_JOB_CONTINUE  = 2, /* extend a take by `seconds` (all levels down to finest_level)    */
-    JB_JOB_UPSAMPLE  = 3, /* sample the levels below the top from a take's top-level codes   */
+    JB_JOB_PRIMED    = 0, /* continue a riff: its codes are kept verbatim at every level */
+    JB_JOB_ANCESTRAL = 1, /* from nothing */
+    JB_JOB_CONTINUE  = 2, /* extend a take by `seconds` (all levels down to finest_level) */
+    JB_JOB_UPSAMPLE  = 3, /* sample the levels below the top from a take's top-level codes */
 };
 
 struct jb_job_params {
@@ -277,16 +278,16 @@ struct jb_job_params {
     /* PRIMED: mono float audio at JB_SAMPLE_RATE (jb_audio_read resamples files). It is cut to
      * a multiple of the top-level hop (128 samples); that length D is the take's riff_samples. */
     const float *riff;
-    int64_t      riff_samples;
+    int64_t riff_samples;
 
     /* CONTINUE / UPSAMPLE: the take to extend and which of its candidates (-1: every candidate,
      * each extended once; i >= 0: candidate i, forked into n_candidates new candidates). */
     const struct jb_take *take;
-    int                   take_candidate;
+    int take_candidate;
 
-    double seconds;       /* audio to add (> 0; PRIMED, ANCESTRAL, CONTINUE)                    */
+    double seconds;       /* audio to add (> 0; PRIMED, ANCESTRAL, CONTINUE) */
     double total_seconds; /* song length told to the labels; 0: 180 s, or the length produced
-                             if that is longer; CONTINUE/UPSAMPLE: 0 keeps the take's         */
+                             if that is longer; CONTINUE/UPSAMPLE: 0 keeps the take's */
 
     /* Labels, UTF-8. NULL: "unknown" (PRIMED, ANCESTRAL) or the take's (CONTINUE, UPSAMPLE).
      * Names are resolved strictly in every prior's table: an unknown artist or genre fails the
@@ -295,50 +296,52 @@ struct jb_job_params {
      * would silently ignore them). */
     const char *artist, *genre, *lyrics;
 
-    float    temp[JB_JOB_MAX_LEVELS]; /* per level, > 0 (default 0.99, as the reference)       */
-    int      top_k;                   /* 0: off (default)                                        */
-    float    top_p;                   /* 0: off (default); exclusive with top_k                  */
-    uint64_t seed;                    /* same seed + same params + same session -> same take     */
+    float temp[JB_JOB_MAX_LEVELS]; /* per level, > 0 (default 0.99, as the reference) */
+    int top_k;                     /* 0: off (default) */
+    float top_p;                   /* 0: off (default); exclusive with top_k */
+    uint64_t seed;                 /* same seed + same params + same session -> same take */
 
-    int n_candidates; /* 1..JB_JOB_MAX_CANDIDATES (default 1); ignored with take_candidate -1    */
-    int finest_level; /* lowest level rendered: top level = preview only, 0 = full quality (0)   */
+    int n_candidates; /* 1..JB_JOB_MAX_CANDIDATES (default 1); ignored with take_candidate -1 */
+    int finest_level; /* lowest level rendered: top level = preview only, 0 = full quality (0) */
 
-    float hop_fraction[JB_JOB_MAX_LEVELS]; /* window hop / n_ctx per level (0.5, 0.5, 0.125)    */
-    int   chunk_size[JB_JOB_MAX_LEVELS];   /* priming chunk (32; top level 16 for 5b models)     */
-    int   max_batch[JB_JOB_MAX_LEVELS];    /* candidates per batch (16; top level 3 for 5b)      */
+    float hop_fraction[JB_JOB_MAX_LEVELS]; /* hop / n_ctx, levels 0,1,2: 0.5, 0.5, 0.125 */
+    int chunk_size[JB_JOB_MAX_LEVELS];     /* priming chunk (32; top level 16 for 5b models) */
+    int max_batch[JB_JOB_MAX_LEVELS];      /* candidates per batch (16; top level 3 for 5b) */
 };
 
 /* Defaults: PRIMED, total_seconds 0, temps 0.99, no top-k/p, seed 0, 1 candidate, finest level
- * 0, hop fractions (0.5, 0.5, 0.125); chunk_size and max_batch 0 = the per-model defaults. */
+ * 0, hop fractions 0.5, 0.5, 0.125 for levels 0, 1, 2 (sample.py); chunk_size and max_batch 0 = the
+ * per-model defaults. */
 void jb_job_params_init(struct jb_job_params *params);
 
 /* What a job will do, computed without running it (every check jb_job_run makes). */
 struct jb_job_plan {
-    int64_t sample_length;                     /* samples covered when done                */
-    int64_t riff_samples;                      /* prompt kept at the start                 */
-    int64_t total_length;                      /* song length in the labels (samples)     */
-    int     n_candidates;
-    int     top_level, finest_level;           /* levels sampled: top_level..finest_level */
-    int64_t n_tokens[JB_JOB_MAX_LEVELS];       /* codes per candidate at the end           */
-    int64_t n_new[JB_JOB_MAX_LEVELS];          /* of which sampled by this job (0 if skipped) */
-    int64_t n_windows[JB_JOB_MAX_LEVELS];      /* sampling windows per level               */
+    int64_t sample_length; /* samples covered when done */
+    int64_t riff_samples;  /* prompt kept at the start */
+    int64_t total_length;  /* song length in the labels (samples) */
+    int n_candidates;
+    int top_level, finest_level;          /* levels sampled: top_level..finest_level */
+    int64_t n_tokens[JB_JOB_MAX_LEVELS];  /* codes per candidate at the end */
+    int64_t n_new[JB_JOB_MAX_LEVELS];     /* of which sampled by this job (0 if skipped) */
+    int64_t n_windows[JB_JOB_MAX_LEVELS]; /* sampling windows per level */
 };
-enum jb_status jb_job_plan(const struct jb_session *session, const struct jb_job_params *params,
+enum jb_status jb_job_plan(const struct jb_session *session,
+                           const struct jb_job_params *params,
                            struct jb_job_plan *plan);
 
 struct jb_job_progress {
-    int     level;             /* level being sampled                                          */
-    int     window, n_windows; /* current window (0-based) and windows of this level         */
-    int64_t done, total;       /* tokens of this level, all candidates; starts at 0, never goes
-                                  back, ends with done == total                              */
-    double  elapsed;           /* seconds since this level began                               */
-    double  tokens_per_s;      /* done / elapsed                                               */
-    double  eta;               /* seconds left for this level (-1 until known)                 */
+    int level;             /* level being sampled */
+    int window, n_windows; /* current window (0-based) and windows of this level */
+    int64_t done, total;   /* tokens of this level, all candidates; starts at 0, never goes
+                              back, ends with done == total */
+    double elapsed;        /* seconds since this level began */
+    double tokens_per_s;   /* done / elapsed */
+    double eta;            /* seconds left for this level (-1 until known) */
 };
 
 enum jb_audio_role {
     JB_AUDIO_PREVIEW = 0, /* a level coarser than finest_level: a finer level will replace it */
-    JB_AUDIO_FINAL   = 1, /* finest_level: the job's output                                    */
+    JB_AUDIO_FINAL   = 1, /* finest_level: the job's output */
 };
 
 /* A piece of decoded audio. For every sampled level L and candidate, the pieces arrive in order,
@@ -350,12 +353,12 @@ enum jb_audio_role {
  * replaces the coarser level's audio for the same samples. Samples are mono float at
  * JB_SAMPLE_RATE, unclamped (nominally [-1, 1]); index 0 is the start of the take/riff. */
 struct jb_job_audio {
-    int                candidate;
-    int                level;
+    int candidate;
+    int level;
     enum jb_audio_role role;
-    int64_t            first_sample;
-    int64_t            n_samples;
-    const float       *samples; /* valid during the call only */
+    int64_t first_sample;
+    int64_t n_samples;
+    const float *samples; /* valid during the call only */
 };
 
 struct jb_job_callbacks {
@@ -371,26 +374,28 @@ struct jb_job_callbacks {
 /* Runs a job to completion. On success *out receives a new take (free with jb_take_free); on
  * failure or cancellation *out is NULL, the status says why, jb_last_error() has the message,
  * and nothing is left allocated. cb may be NULL. */
-enum jb_status jb_job_run(struct jb_session *session, const struct jb_job_params *params,
-                          const struct jb_job_callbacks *cb, struct jb_take **out);
+enum jb_status jb_job_run(struct jb_session *session,
+                          const struct jb_job_params *params,
+                          const struct jb_job_callbacks *cb,
+                          struct jb_take **out);
 
 /* ---- takes ---- */
 
 struct jb_take_info {
-    enum jb_job_mode mode;       /* mode of the job that produced the take                    */
-    int              n_levels;
-    int              n_candidates;
-    int              hop[JB_JOB_MAX_LEVELS];
-    int64_t          n_tokens[JB_JOB_MAX_LEVELS]; /* codes per candidate per level             */
-    int64_t          sample_length; /* samples covered by the top level                        */
-    int64_t          riff_samples;  /* prompt at the start (0: ancestral)                      */
-    int64_t          total_length;  /* song length in the labels (samples)                     */
-    int              finest_level;  /* lowest level whose codes cover sample_length            */
-    uint64_t         seed;
-    float            temp[JB_JOB_MAX_LEVELS];
-    int              top_k;
-    float            top_p;
-    const char      *artist, *genre, *lyrics; /* owned by the take                              */
+    enum jb_job_mode mode; /* mode of the job that produced the take */
+    int n_levels;
+    int n_candidates;
+    int hop[JB_JOB_MAX_LEVELS];
+    int64_t n_tokens[JB_JOB_MAX_LEVELS]; /* codes per candidate per level */
+    int64_t sample_length;               /* samples covered by the top level */
+    int64_t riff_samples;                /* prompt at the start (0: ancestral) */
+    int64_t total_length;                /* song length in the labels (samples) */
+    int finest_level;                    /* lowest level whose codes cover sample_length */
+    uint64_t seed;
+    float temp[JB_JOB_MAX_LEVELS];
+    int top_k;
+    float top_p;
+    const char *artist, *genre, *lyrics; /* owned by the take */
 };
 
 void jb_take_free(struct jb_take *take); /* NULL is a no-op */
@@ -407,8 +412,12 @@ enum jb_status jb_take_load(const char *path, struct jb_take **out);
 
 /* Decodes one candidate's level-`level` codes to out[n_tokens[level] * hop[level]] samples
  * (unclamped), in chunks with receptive-field margins (bounded memory). cb may be NULL. */
-enum jb_status jb_take_decode(struct jb_session *session, const struct jb_take *take,
-                              int candidate, int level, float *out, const struct jb_callbacks *cb);
+enum jb_status jb_take_decode(struct jb_session *session,
+                              const struct jb_take *take,
+                              int candidate,
+                              int level,
+                              float *out,
+                              const struct jb_callbacks *cb);
 
 #ifdef __cplusplus
 }

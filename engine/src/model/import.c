@@ -200,7 +200,10 @@ static enum jb_status vqvae_hparams(const struct jb_ckpt *c, const struct hps_sr
 
     /* structure from the tensors */
     const struct jb_ckpt_entry *k = find_shape(c, "bottleneck.level_blocks.0.k", 2);
-    if (!k) return jb_fail(JB_STATUS_ERR_MODEL, "import: vqvae codebook is not 2-D");
+    if (!k)
+        return jb_fail(JB_STATUS_ERR_MODEL,
+                       "import: not a VQ-VAE checkpoint (no 2-D 'bottleneck.level_blocks.0.k'); "
+                       "check --kind");
     hp->l_bins    = (int32_t)k->shape[0];
     hp->emb_width = (int32_t)k->shape[1];
     hp->levels    = count_indexed(c, "bottleneck.level_blocks.%d.k");
@@ -250,7 +253,10 @@ static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_prese
     const struct jb_ckpt_entry *attn0 =
         find_shape(c, "prior.transformer._attn_mods.0.attn.c_attn.w", 2);
     if (!x_emb || !pos || !genre || !art || !attn0)
-        return jb_fail(JB_STATUS_ERR_MODEL, "import: prior checkpoint lacks its embedding tables");
+        return jb_fail(JB_STATUS_ERR_MODEL,
+                       "import: not a %s checkpoint (no prior.x_emb, pos_emb, y_emb tables or "
+                       "layer 0); check --kind",
+                       jb_preset_name(kind));
     hp->tr.width  = (int32_t)x_emb->shape[1];
     hp->tr.depth  = count_indexed(c, "prior.transformer._attn_mods.%d.ln_0.weight");
     hp->tr.m_attn = (float)((double)attn0->shape[1] / 3.0 / (double)hp->tr.width);

@@ -28,7 +28,7 @@
 #include <string.h>
 
 #define DEFAULT_TOTAL_SECONDS 180.0
-#define PROGRESS_INTERVAL     0.05 /* seconds between throttled progress events */
+#define PROGRESS_INTERVAL 0.05 /* seconds between throttled progress events */
 
 /* ---------------------------------------------------------------------------------------- */
 /* parameters                                                                                */
@@ -40,7 +40,8 @@ void jb_job_params_init(struct jb_job_params *p)
     p->take_candidate = -1;
     p->n_candidates   = 1;
     p->finest_level   = 0;
-    for (int L = 0; L < JB_JOB_MAX_LEVELS; L++) p->temp[L] = 0.99f;
+    for (int L = 0; L < JB_JOB_MAX_LEVELS; L++)
+        p->temp[L] = 0.99f;
     /* sample.py's hop_fraction, indexed by level: hops of 4096, 4096, 1024 tokens (Appendix C) */
     p->hop_fraction[0] = 0.5f;
     p->hop_fraction[1] = 0.5f;
@@ -50,20 +51,20 @@ void jb_job_params_init(struct jb_job_params *p)
 /* Everything a job needs to know before it starts, validated. */
 struct resolved {
     enum jb_job_mode mode;
-    int              n_levels, top, finest, n_cand;
-    int              src_cand[JB_JOB_MAX_CANDIDATES]; /* take candidate of each new one (-1: none) */
-    int64_t          riff_samples, sample_length, total_length;
-    int64_t          total[JB_MAX_LEVELS];  /* tokens per candidate when done */
-    int64_t          known[JB_MAX_LEVELS];  /* tokens per candidate at the start */
-    bool             sample[JB_MAX_LEVELS]; /* the job samples this level */
-    int64_t          hop_tok[JB_MAX_LEVELS];
-    int64_t          n_windows[JB_MAX_LEVELS];
+    int n_levels, top, finest, n_cand;
+    int src_cand[JB_JOB_MAX_CANDIDATES]; /* take candidate of each new one (-1: none) */
+    int64_t riff_samples, sample_length, total_length;
+    int64_t total[JB_MAX_LEVELS]; /* tokens per candidate when done */
+    int64_t known[JB_MAX_LEVELS]; /* tokens per candidate at the start */
+    bool sample[JB_MAX_LEVELS];   /* the job samples this level */
+    int64_t hop_tok[JB_MAX_LEVELS];
+    int64_t n_windows[JB_MAX_LEVELS];
     struct jb_take_settings set;
-    const char      *artist, *genre, *lyrics; /* borrowed (params or take) */
-    int32_t          artist_id[JB_MAX_LEVELS];
-    int32_t          genre_ids[JB_MAX_LEVELS][JB_LABEL_MAX_GENRES];
-    int32_t         *lyric_full; /* top prior's tokenised lyrics (owned), NULL if none */
-    size_t           n_lyric_full;
+    const char *artist, *genre, *lyrics; /* borrowed (params or take) */
+    int32_t artist_id[JB_MAX_LEVELS];
+    int32_t genre_ids[JB_MAX_LEVELS][JB_LABEL_MAX_GENRES];
+    int32_t *lyric_full; /* top prior's tokenised lyrics (owned), NULL if none */
+    size_t n_lyric_full;
 };
 
 static void resolved_free(struct resolved *r)
@@ -82,16 +83,20 @@ static enum jb_status check_take_fits(const struct jb_session *s, const struct j
     if (t->n_levels != s->n_levels)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                        "job: the take has %d levels, this model %d: it was made with another model",
-                       t->n_levels, s->n_levels);
+                       t->n_levels,
+                       s->n_levels);
     for (int L = 0; L < s->n_levels; L++)
         if (t->hop[L] != s->hop[L])
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: the take's level-%d hop is %d samples, this model's %d: it was "
                            "made with another model",
-                           L, t->hop[L], s->hop[L]);
+                           L,
+                           t->hop[L],
+                           s->hop[L]);
     if (t->bins > s->vqvae->vq_hp.l_bins)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                       "job: the take uses %d codes, this model's codebook has %d", t->bins,
+                       "job: the take uses %d codes, this model's codebook has %d",
+                       t->bins,
                        s->vqvae->vq_hp.l_bins);
     return JB_STATUS_OK;
 }
@@ -99,25 +104,35 @@ static enum jb_status check_take_fits(const struct jb_session *s, const struct j
 static enum jb_status resolve_labels(const struct jb_session *s, struct resolved *r)
 {
     for (int i = 0; i < s->n_levels; i++) {
-        const int                      L  = s->top - i; /* top first: its table is the user's */
-        const struct jb_model         *m  = s->prior[L];
+        const int L                       = s->top - i; /* top first: its table is the user's */
+        const struct jb_model *m          = s->prior[L];
         const struct jb_prior_hparams *hp = &m->prior_hp;
-        const enum jb_label_version    v  = jb_prior_label_version(hp);
+        const enum jb_label_version v     = jb_prior_label_version(hp);
         if (hp->max_bow_genre_size < 1 || hp->max_bow_genre_size > JB_LABEL_MAX_GENRES)
-            return jb_fail(JB_STATUS_ERR_MODEL, "job: level-%d prior has %d genre slots", L,
+            return jb_fail(JB_STATUS_ERR_MODEL,
+                           "job: level-%d prior has %d genre slots",
+                           L,
                            hp->max_bow_genre_size);
-        enum jb_status st = jb_labels_artist_id(m->artists, v, JB_LABEL_STRICT, r->artist,
-                                                &r->artist_id[L]);
+        enum jb_status st =
+          jb_labels_artist_id(m->artists, v, JB_LABEL_STRICT, r->artist, &r->artist_id[L]);
         if (!st)
-            st = jb_labels_genre_ids(m->genres, v, JB_LABEL_STRICT, r->genre,
-                                     hp->max_bow_genre_size, r->genre_ids[L]);
+            st = jb_labels_genre_ids(
+              m->genres, v, JB_LABEL_STRICT, r->genre, hp->max_bow_genre_size, r->genre_ids[L]);
         if (!st && r->artist_id[L] >= hp->n_artists)
-            st = jb_fail(JB_STATUS_ERR_MODEL, "job: artist id %d is outside the level-%d prior's "
-                         "%d embeddings", r->artist_id[L], L, hp->n_artists);
+            st = jb_fail(JB_STATUS_ERR_MODEL,
+                         "job: artist id %d is outside the level-%d prior's "
+                         "%d embeddings",
+                         r->artist_id[L],
+                         L,
+                         hp->n_artists);
         for (int g = 0; !st && g < hp->max_bow_genre_size; g++)
             if (r->genre_ids[L][g] >= hp->n_genres)
-                st = jb_fail(JB_STATUS_ERR_MODEL, "job: genre id %d is outside the level-%d "
-                             "prior's %d embeddings", r->genre_ids[L][g], L, hp->n_genres);
+                st = jb_fail(JB_STATUS_ERR_MODEL,
+                             "job: genre id %d is outside the level-%d "
+                             "prior's %d embeddings",
+                             r->genre_ids[L][g],
+                             L,
+                             hp->n_genres);
         if (st != JB_STATUS_OK) {
             if (L == s->top) return st;
             char why[900];
@@ -126,7 +141,7 @@ static enum jb_status resolve_labels(const struct jb_session *s, struct resolved
         }
     }
     const struct jb_prior_hparams *top = &s->prior[s->top]->prior_hp;
-    const size_t                   nl  = strlen(r->lyrics);
+    const size_t nl                    = strlen(r->lyrics);
     if (top->n_tokens == 0) {
         if (nl > 0)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
@@ -135,10 +150,12 @@ static enum jb_status resolve_labels(const struct jb_session *s, struct resolved
         return JB_STATUS_OK;
     }
     if (nl > JB_LYRICS_MAX_BYTES)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "job: lyrics are %zu bytes, the limit is %d", nl,
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "job: lyrics are %zu bytes, the limit is %d",
+                       nl,
                        JB_LYRICS_MAX_BYTES);
-    return jb_lyrics_encode(jb_prior_label_version(top), r->lyrics, nl, &r->lyric_full,
-                            &r->n_lyric_full, NULL);
+    return jb_lyrics_encode(
+      jb_prior_label_version(top), r->lyrics, nl, &r->lyric_full, &r->n_lyric_full, NULL);
 }
 
 static int64_t seconds_to_samples(double seconds)
@@ -147,16 +164,17 @@ static int64_t seconds_to_samples(double seconds)
 }
 
 /* All checks of a job, before anything is allocated beyond the lyric tokens. */
-static enum jb_status resolve(const struct jb_session *s, const struct jb_job_params *p,
+static enum jb_status resolve(const struct jb_session *s,
+                              const struct jb_job_params *p,
                               struct resolved *r)
 {
     memset(r, 0, sizeof *r);
     if (!s || !p) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "job: session and params are required");
     const struct jb_prior_hparams *top_hp = &s->prior[s->top]->prior_hp;
-    const int64_t                  top_hop = s->hop[s->top];
-    r->mode     = p->mode;
-    r->n_levels = s->n_levels;
-    r->top      = s->top;
+    const int64_t top_hop                 = s->hop[s->top];
+    r->mode                               = p->mode;
+    r->n_levels                           = s->n_levels;
+    r->top                                = s->top;
     if (p->mode < JB_JOB_PRIMED || p->mode > JB_JOB_UPSAMPLE)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "job: unknown mode %d", (int)p->mode);
 
@@ -168,36 +186,46 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
     set->top_p                   = p->top_p;
     if (p->top_k < 0 || !(p->top_p >= 0.0f && p->top_p <= 1.0f) || (p->top_k > 0 && p->top_p > 0))
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                       "job: top_k %d / top_p %g: top_k >= 0, top_p in [0, 1], not both", p->top_k,
+                       "job: top_k %d / top_p %g: top_k >= 0, top_p in [0, 1], not both",
+                       p->top_k,
                        (double)p->top_p);
     for (int L = 0; L < s->n_levels; L++) {
         const struct jb_prior_hparams *hp = &s->prior[L]->prior_hp;
         if (!(p->temp[L] > 0.0f && p->temp[L] <= 100.0f))
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "job: temperature %g at level %d, expected (0, 100]", (double)p->temp[L], L);
+                           "job: temperature %g at level %d, expected (0, 100]",
+                           (double)p->temp[L],
+                           L);
         if (!(p->hop_fraction[L] > 0.0f && p->hop_fraction[L] <= 1.0f))
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: hop fraction %g at level %d, expected (0, 1]",
-                           (double)p->hop_fraction[L], L);
+                           (double)p->hop_fraction[L],
+                           L);
         if (p->chunk_size[L] < 0 || p->chunk_size[L] > hp->tr.seq_len)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: priming chunk %d at level %d, expected 0 (default) .. %d",
-                           p->chunk_size[L], L, hp->tr.seq_len);
+                           p->chunk_size[L],
+                           L,
+                           hp->tr.seq_len);
         if (p->max_batch[L] < 0 || p->max_batch[L] > JB_JOB_MAX_CANDIDATES)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: batch size %d at level %d, expected 0 (default) .. %d",
-                           p->max_batch[L], L, JB_JOB_MAX_CANDIDATES);
-        const bool big_top    = L == s->top && is_5b_like(hp);
-        set->temp[L]          = p->temp[L];
-        set->hop_fraction[L]  = p->hop_fraction[L];
-        set->chunk_size[L]    = p->chunk_size[L] ? p->chunk_size[L] : big_top ? 16 : 32;
-        set->max_batch[L]     = p->max_batch[L] ? p->max_batch[L] : big_top ? 3 : 16;
+                           p->max_batch[L],
+                           L,
+                           JB_JOB_MAX_CANDIDATES);
+        const bool big_top   = L == s->top && is_5b_like(hp);
+        set->temp[L]         = p->temp[L];
+        set->hop_fraction[L] = p->hop_fraction[L];
+        set->chunk_size[L]   = p->chunk_size[L] ? p->chunk_size[L] : big_top ? 16 : 32;
+        set->max_batch[L]    = p->max_batch[L] ? p->max_batch[L] : big_top ? 3 : 16;
         if (set->chunk_size[L] > hp->tr.seq_len) set->chunk_size[L] = hp->tr.seq_len;
         r->hop_tok[L] = jb_schedule_hop(hp->n_ctx, (double)p->hop_fraction[L]);
     }
     if (p->finest_level < 0 || p->finest_level > s->top)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "job: finest level %d, expected 0..%d",
-                       p->finest_level, s->top);
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "job: finest level %d, expected 0..%d",
+                       p->finest_level,
+                       s->top);
     r->finest = p->finest_level;
 
     /* source: riff, nothing, or a take */
@@ -210,21 +238,25 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
         if (p->take_candidate < -1 || p->take_candidate >= take->n_candidates)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: take candidate %d, the take has %d (0..%d, or -1 for all)",
-                           p->take_candidate, take->n_candidates, take->n_candidates - 1);
+                           p->take_candidate,
+                           take->n_candidates,
+                           take->n_candidates - 1);
         r->n_cand = p->take_candidate < 0 ? take->n_candidates : p->n_candidates;
     } else {
         r->n_cand = p->n_candidates;
     }
     if (r->n_cand < 1 || r->n_cand > JB_JOB_MAX_CANDIDATES)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "job: %d candidates, expected 1..%d", r->n_cand,
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "job: %d candidates, expected 1..%d",
+                       r->n_cand,
                        JB_JOB_MAX_CANDIDATES);
     for (int c = 0; c < r->n_cand; c++)
         r->src_cand[c] = !take ? -1 : p->take_candidate < 0 ? c : p->take_candidate;
 
     const double max_s = top_hp->max_duration;
     if (p->mode != JB_JOB_UPSAMPLE && !(p->seconds > 0.0 && isfinite(p->seconds)))
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "job: seconds to add is %g, expected > 0",
-                       p->seconds);
+        return jb_fail(
+          JB_STATUS_ERR_INVALID_ARG, "job: seconds to add is %g, expected > 0", p->seconds);
     int64_t start_samples = 0; /* what the source covers */
     switch (p->mode) {
     case JB_JOB_PRIMED:
@@ -233,15 +265,18 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
         if ((double)p->riff_samples > max_s * JB_SAMPLE_RATE)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: the riff is %.1f s long, this model takes songs of at most %.0f s",
-                           (double)p->riff_samples / JB_SAMPLE_RATE, max_s);
+                           (double)p->riff_samples / JB_SAMPLE_RATE,
+                           max_s);
         start_samples = jb_schedule_round(p->riff_samples, top_hop);
         if (start_samples == 0)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: the riff is %lld samples, shorter than one top-level code (%lld)",
-                           (long long)p->riff_samples, (long long)top_hop);
+                           (long long)p->riff_samples,
+                           (long long)top_hop);
         r->riff_samples = start_samples;
         break;
-    case JB_JOB_ANCESTRAL: break;
+    case JB_JOB_ANCESTRAL:
+        break;
     case JB_JOB_CONTINUE:
     case JB_JOB_UPSAMPLE:
         start_samples   = take->n_tokens[s->top] * top_hop;
@@ -254,34 +289,41 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
         if (p->seconds > max_s)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: %.1f s to add, this model takes songs of at most %.0f s",
-                           p->seconds, max_s);
-        r->sample_length = jb_schedule_round(start_samples + seconds_to_samples(p->seconds), top_hop);
+                           p->seconds,
+                           max_s);
+        r->sample_length =
+          jb_schedule_round(start_samples + seconds_to_samples(p->seconds), top_hop);
         if (r->sample_length <= start_samples)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "job: %g s adds no top-level code (one code is %.4f s)", p->seconds,
+                           "job: %g s adds no top-level code (one code is %.4f s)",
+                           p->seconds,
                            (double)top_hop / JB_SAMPLE_RATE);
     }
     if ((double)r->sample_length > max_s * JB_SAMPLE_RATE)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                        "job: riff + new audio is %.1f s, this model takes songs of at most %.0f s "
                        "(add at most %.1f s)",
-                       (double)r->sample_length / JB_SAMPLE_RATE, max_s,
+                       (double)r->sample_length / JB_SAMPLE_RATE,
+                       max_s,
                        max_s - (double)start_samples / JB_SAMPLE_RATE);
     /* each upsampler needs one full window of upper codes (the reference asserts it for level
      * 1: sample_length // 32 >= 8192); required whether or not this job renders those levels,
      * so that the take can be upsampled later */
-    int64_t need = 0;
-    int     need_level = 0;
+    int64_t need   = 0;
+    int need_level = 0;
     for (int L = 0; L < s->top; L++) {
         const int64_t n = (int64_t)s->prior[L]->prior_hp.n_ctx * s->hop[L];
         if (n > need) need = n, need_level = L;
     }
     if (r->sample_length < need)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                       "job: riff + new audio is %.2f s, this model needs at least %.2f s (one full "
-                       "level-%d window); ask for at least %.2f s",
-                       (double)r->sample_length / JB_SAMPLE_RATE, (double)need / JB_SAMPLE_RATE,
-                       need_level, (double)(need - start_samples) / JB_SAMPLE_RATE + 0.005);
+        return jb_fail(
+          JB_STATUS_ERR_INVALID_ARG,
+          "job: riff + new audio is %.2f s, this model needs at least %.2f s (one full "
+          "level-%d window); ask for at least %.2f s",
+          (double)r->sample_length / JB_SAMPLE_RATE,
+          (double)need / JB_SAMPLE_RATE,
+          need_level,
+          (double)(need - start_samples) / JB_SAMPLE_RATE + 0.005);
 
     /* song length for the labels */
     const int64_t min_total = (int64_t)ceil(top_hp->min_duration * JB_SAMPLE_RATE);
@@ -293,7 +335,8 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
         if (r->total_length < r->sample_length)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: the song length %.1f s is shorter than riff + new audio (%.1f s)",
-                           p->total_seconds, (double)r->sample_length / JB_SAMPLE_RATE);
+                           p->total_seconds,
+                           (double)r->sample_length / JB_SAMPLE_RATE);
     } else {
         r->total_length = take ? take->total_length : seconds_to_samples(DEFAULT_TOTAL_SECONDS);
         if (r->total_length < r->sample_length) r->total_length = r->sample_length;
@@ -303,30 +346,37 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                        "job: song length %.1f s is outside what this model accepts "
                        "[%.1f s, %.1f s)",
-                       (double)r->total_length / JB_SAMPLE_RATE, top_hp->min_duration, max_s);
+                       (double)r->total_length / JB_SAMPLE_RATE,
+                       top_hp->min_duration,
+                       max_s);
 
     /* levels: what is known, what is produced */
     for (int L = 0; L < s->n_levels; L++) {
         r->total[L] = r->sample_length / s->hop[L];
-        if (p->mode == JB_JOB_PRIMED) r->known[L] = r->riff_samples / s->hop[L];
-        else if (take) r->known[L] = take->n_tokens[L];
-        const bool in_range = p->mode == JB_JOB_UPSAMPLE ? (L < s->top && L >= r->finest)
-                                                          : L >= r->finest;
+        if (p->mode == JB_JOB_PRIMED)
+            r->known[L] = r->riff_samples / s->hop[L];
+        else if (take)
+            r->known[L] = take->n_tokens[L];
+        const bool in_range =
+          p->mode == JB_JOB_UPSAMPLE ? (L < s->top && L >= r->finest) : L >= r->finest;
         r->sample[L] = in_range && r->total[L] > r->known[L];
         if (!r->sample[L]) r->total[L] = r->known[L]; /* unsampled levels keep what they had */
         if (r->sample[L])
-            r->n_windows[L] = jb_schedule_level(r->total[L], r->known[L],
-                                                s->prior[L]->prior_hp.n_ctx, r->hop_tok[L], NULL, 0);
+            r->n_windows[L] = jb_schedule_level(
+              r->total[L], r->known[L], s->prior[L]->prior_hp.n_ctx, r->hop_tok[L], NULL, 0);
     }
     if (p->mode == JB_JOB_UPSAMPLE) {
         if (r->finest >= s->top)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "job: upsample needs a finest level below the top level (%d)", s->top);
+                           "job: upsample needs a finest level below the top level (%d)",
+                           s->top);
         /* a level can only be sampled when the one above covers the whole take */
         for (int L = s->top - 1; L >= r->finest; L--)
-            if (r->sample[L + 1] == false && take->n_tokens[L + 1] * s->hop[L + 1] < r->sample_length)
+            if (r->sample[L + 1] == false &&
+                take->n_tokens[L + 1] * s->hop[L + 1] < r->sample_length)
                 return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                               "job: the take's level %d does not cover the take", L + 1);
+                               "job: the take's level %d does not cover the take",
+                               L + 1);
     }
 
     /* labels */
@@ -334,20 +384,22 @@ static enum jb_status resolve(const struct jb_session *s, const struct jb_job_pa
     r->genre  = p->genre ? p->genre : take ? take->genre : "unknown";
     r->lyrics = p->lyrics ? p->lyrics : take ? take->lyrics : "";
     if (strlen(r->artist) > JB_LABEL_MAX_BYTES || strlen(r->genre) > JB_LABEL_MAX_BYTES)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "job: artist or genre longer than %d bytes",
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "job: artist or genre longer than %d bytes",
                        JB_LABEL_MAX_BYTES);
     enum jb_status st = resolve_labels(s, r);
     if (st) resolved_free(r);
     return st;
 }
 
-enum jb_status jb_job_plan(const struct jb_session *s, const struct jb_job_params *p,
+enum jb_status jb_job_plan(const struct jb_session *s,
+                           const struct jb_job_params *p,
                            struct jb_job_plan *plan)
 {
     if (!plan) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "jb_job_plan: plan is required");
     memset(plan, 0, sizeof *plan);
     struct resolved r;
-    enum jb_status  st = resolve(s, p, &r);
+    enum jb_status st = resolve(s, p, &r);
     if (st) return st;
     plan->sample_length = r.sample_length;
     plan->riff_samples  = r.riff_samples;
@@ -368,29 +420,29 @@ enum jb_status jb_job_plan(const struct jb_session *s, const struct jb_job_param
 /* the running job                                                                           */
 
 struct job {
-    struct jb_session             *s;
+    struct jb_session *s;
     const struct jb_job_callbacks *cb;
-    struct resolved               *r;
-    struct jb_take                *take; /* the result, filled in place */
-    struct jb_callbacks            inner; /* should_stop for the callees */
+    struct resolved *r;
+    struct jb_take *take;      /* the result, filled in place */
+    struct jb_callbacks inner; /* should_stop for the callees */
 
     /* error raised inside a callback (decode failure): stops the sampler, reported after */
     enum jb_status deferred;
-    char           deferred_msg[1024];
+    char deferred_msg[1024];
 
     /* progress of the level being sampled */
-    int     level, window, n_windows;
+    int level, window, n_windows;
     int64_t done, total;
-    double  t_level, t_last_report;
+    double t_level, t_last_report;
 
     /* progressive audio of the level being sampled */
-    int64_t  emitted[JB_JOB_MAX_CANDIDATES]; /* next code to emit, per candidate */
-    int64_t  margin, chunk_min, chunk_max;
-    float   *audio; /* [chunk_max * hop] */
+    int64_t emitted[JB_JOB_MAX_CANDIDATES]; /* next code to emit, per candidate */
+    int64_t margin, chunk_min, chunk_max;
+    float *audio; /* [chunk_max * hop] */
 
     /* the window being sampled: where on_token writes */
     int64_t win_start, win_prefix, win_vocab_shift;
-    int     slice_c0;
+    int slice_c0;
 };
 
 static bool job_should_stop(void *user)
@@ -413,14 +465,16 @@ static void report_progress(struct job *j, bool force)
     const double now = jb_time_now();
     if (!force && now - j->t_last_report < PROGRESS_INTERVAL) return;
     j->t_last_report         = now;
-    struct jb_job_progress p = {.level     = j->level,
-                                .window    = j->window,
-                                .n_windows = j->n_windows,
-                                .done      = j->done,
-                                .total     = j->total};
+    struct jb_job_progress p = { .level     = j->level,
+                                 .window    = j->window,
+                                 .n_windows = j->n_windows,
+                                 .done      = j->done,
+                                 .total     = j->total };
     p.elapsed                = now - j->t_level;
     p.tokens_per_s           = p.elapsed > 0 ? (double)p.done / p.elapsed : 0.0;
-    p.eta = p.tokens_per_s > 0 ? (double)(p.total - p.done) / p.tokens_per_s : p.done == p.total ? 0 : -1;
+    p.eta                    = p.tokens_per_s > 0  ? (double)(p.total - p.done) / p.tokens_per_s
+                               : p.done == p.total ? 0
+                                                   : -1;
     j->cb->on_progress(&p, j->cb->user);
 }
 
@@ -436,17 +490,18 @@ static enum jb_status emit_audio(struct job *j, int L, int c, int64_t limit, boo
     if (!j->cb || !j->cb->on_audio) return JB_STATUS_OK;
     const int64_t hop = j->s->hop[L], n = j->take->n_tokens[L];
     while (limit - j->emitted[c] >= (all ? 1 : j->chunk_min)) {
+        if (job_should_stop(j)) return jb_fail(JB_STATUS_ERR_CANCELLED, "job: cancelled");
         const int64_t a = j->emitted[c];
         const int64_t b = limit - a > j->chunk_max ? a + j->chunk_max : limit;
         enum jb_status st =
-            jb_vqvae_decode_range(j->s->vqvae->vqvae, L, level_codes(j, L, c), n, a, b, j->audio);
+          jb_vqvae_decode_range(j->s->vqvae->vqvae, L, level_codes(j, L, c), n, a, b, j->audio);
         if (st != JB_STATUS_OK) return st;
-        struct jb_job_audio au = {.candidate    = c,
-                                  .level        = L,
-                                  .role         = L == j->r->finest ? JB_AUDIO_FINAL : JB_AUDIO_PREVIEW,
-                                  .first_sample = a * hop,
-                                  .n_samples    = (b - a) * hop,
-                                  .samples      = j->audio};
+        struct jb_job_audio au = { .candidate = c,
+                                   .level     = L,
+                                   .role = L == j->r->finest ? JB_AUDIO_FINAL : JB_AUDIO_PREVIEW,
+                                   .first_sample = a * hop,
+                                   .n_samples    = (b - a) * hop,
+                                   .samples      = j->audio };
         j->cb->on_audio(&au, j->cb->user);
         j->emitted[c] = b;
     }
@@ -457,11 +512,11 @@ static enum jb_status emit_audio(struct job *j, int L, int c, int64_t limit, boo
  * lyric prefix): store the codes, emit what became final, report progress. */
 static void on_token(void *user, int64_t t, int n_batch, const int32_t *seq, int64_t ld_seq)
 {
-    struct job   *j   = user;
-    const int     L   = j->level;
+    struct job *j     = user;
+    const int L       = j->level;
     const int64_t pos = j->win_start + (t - j->win_prefix); /* level position */
     for (int n = 0; n < n_batch; n++) {
-        int32_t code = seq[n * ld_seq + t] - (int32_t)j->win_vocab_shift;
+        int32_t code                            = seq[n * ld_seq + t] - (int32_t)j->win_vocab_shift;
         level_codes(j, L, j->slice_c0 + n)[pos] = code > 0 ? code : 0;
     }
     j->done += n_batch;
@@ -494,13 +549,13 @@ static uint64_t window_seed(uint64_t seed, int level, int64_t start)
 /* Per-level reservation: everything the window loop touches. */
 struct level_bufs {
     struct jb_prior_state *st_full, *st_rem; /* batch of max rows, and the last smaller slice */
-    struct jb_window      *windows;
-    float                 *x;         /* [Nb, seq_len, w] */
-    float                 *start_emb; /* [Nb, w] */
-    float                 *enc_kv;    /* [Nb, enc_len, w] (5b_lyrics) */
-    int32_t               *ctx, *out; /* [Nb, seq_len] */
-    int32_t               *k_abs, *k_rel; /* [n_ctx] */
-    int32_t               *lyr;       /* [Nb, n_tokens] */
+    struct jb_window *windows;
+    float *x;               /* [Nb, seq_len, w] */
+    float *start_emb;       /* [Nb, w] */
+    float *enc_kv;          /* [Nb, enc_len, w] (5b_lyrics) */
+    int32_t *ctx, *out;     /* [Nb, seq_len] */
+    int32_t *k_abs, *k_rel; /* [n_ctx] */
+    int32_t *lyr;           /* [Nb, n_tokens] */
 };
 
 static void level_bufs_free(struct level_bufs *b)
@@ -531,31 +586,49 @@ static void *reserve(size_t a, size_t b, size_t elem)
 
 /* The window's conditioning that is the same for every candidate: the timing signal (top
  * level) into row 0 of x, copied to the other rows, and the lyric window. */
-static enum jb_status window_labels(struct job *j, int L, const struct jb_window *w,
-                                    struct level_bufs *b, int Nb)
+static enum jb_status window_labels(struct job *j,
+                                    int L,
+                                    const struct jb_window *w,
+                                    struct level_bufs *b,
+                                    int Nb)
 {
-    struct jb_prior               *p  = j->s->prior[L]->prior;
+    struct jb_prior *p                = j->s->prior[L]->prior;
     const struct jb_prior_hparams *hp = &j->s->prior[L]->prior_hp;
-    const int64_t                  T = hp->tr.seq_len, W = hp->tr.width;
-    const int64_t                  offset = w->start * hp->raw_to_tokens; /* get_y: y[1] */
-    const int64_t                  length = (int64_t)hp->n_ctx * hp->raw_to_tokens; /* y[2] */
-    enum jb_status                 st     = JB_STATUS_OK;
+    const int64_t T = hp->tr.seq_len, W = hp->tr.width;
+    const int64_t offset = w->start * hp->raw_to_tokens;           /* get_y: y[1] */
+    const int64_t length = (int64_t)hp->n_ctx * hp->raw_to_tokens; /* y[2] */
+    enum jb_status st    = JB_STATUS_OK;
     if (hp->timing) {
         int32_t k_tot;
-        st = jb_labels_timing_bins(j->r->total_length, offset, length, hp->n_ctx, hp->t_bins,
-                                   hp->min_duration, hp->max_duration, hp->sr, 0, &k_tot, b->k_abs,
+        st = jb_labels_timing_bins(j->r->total_length,
+                                   offset,
+                                   length,
+                                   hp->n_ctx,
+                                   hp->t_bins,
+                                   hp->min_duration,
+                                   hp->max_duration,
+                                   hp->sr,
+                                   0,
+                                   &k_tot,
+                                   b->k_abs,
                                    b->k_rel);
         if (!st) st = jb_prior_x_timing(p, k_tot, b->k_abs, b->k_rel, b->x);
         for (int n = 1; !st && n < Nb; n++)
             memcpy(b->x + (size_t)n * T * W, b->x, (size_t)(T * W) * sizeof(float));
     }
     if (!st && hp->n_tokens > 0) {
-        st = jb_labels_lyric_window(j->r->lyric_full, j->r->n_lyric_full, hp->n_tokens,
-                                    j->r->total_length, offset, length, JB_LABEL_ARITH_F32, b->lyr,
+        st = jb_labels_lyric_window(j->r->lyric_full,
+                                    j->r->n_lyric_full,
+                                    hp->n_tokens,
+                                    j->r->total_length,
+                                    offset,
+                                    length,
+                                    JB_LABEL_ARITH_F32,
+                                    b->lyr,
                                     NULL);
         if (!st && hp->variant == JB_PRIOR_TOP_LYRICS_ENC) {
             const size_t E = (size_t)jb_prior_enc_len(p) * (size_t)W;
-            st = jb_prior_encoder_kv(p, 1, b->lyr, b->enc_kv, NULL);
+            st             = jb_prior_encoder_kv(p, 1, b->lyr, b->enc_kv, NULL);
             for (int n = 1; !st && n < Nb; n++)
                 memcpy(b->enc_kv + (size_t)n * E, b->enc_kv, E * sizeof(float));
         }
@@ -565,24 +638,24 @@ static enum jb_status window_labels(struct job *j, int L, const struct jb_window
 
 static enum jb_status sample_level(struct job *j, int L)
 {
-    struct jb_session             *s  = j->s;
-    const struct resolved         *r  = j->r;
-    struct jb_prior               *p  = s->prior[L]->prior;
+    struct jb_session *s              = j->s;
+    const struct resolved *r          = j->r;
+    struct jb_prior *p                = s->prior[L]->prior;
     const struct jb_prior_hparams *hp = &s->prior[L]->prior_hp;
     const int64_t T = hp->tr.seq_len, W = hp->tr.width, n_ctx = hp->n_ctx;
-    const int     prefix = jb_prior_prefix_len(p);
-    const bool    single = hp->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC;
-    const int     N = r->n_cand, Nb = N < r->set.max_batch[L] ? N : r->set.max_batch[L];
-    const int     n_rem = N > Nb ? N % Nb : 0;
+    const int prefix  = jb_prior_prefix_len(p);
+    const bool single = hp->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC;
+    const int N = r->n_cand, Nb = N < r->set.max_batch[L] ? N : r->set.max_batch[L];
+    const int n_rem       = N > Nb ? N % Nb : 0;
     const int64_t total_L = r->total[L], known_L = r->known[L];
-    struct level_bufs b = {0};
-    enum jb_status    st = JB_STATUS_OK;
+    struct level_bufs b = { 0 };
+    enum jb_status st   = JB_STATUS_OK;
 
     /* reserve everything for the level */
     const int64_t n_win = r->n_windows[L];
-    const int     chunk = r->set.chunk_size[L];
-    b.windows = jb_calloc((size_t)n_win, sizeof *b.windows);
-    b.st_full = jb_prior_state_init(p, Nb, chunk);
+    const int chunk     = r->set.chunk_size[L];
+    b.windows           = jb_calloc((size_t)n_win, sizeof *b.windows);
+    b.st_full           = jb_prior_state_init(p, Nb, chunk);
     if (n_rem) b.st_rem = jb_prior_state_init(p, n_rem, chunk);
     b.x         = reserve((size_t)Nb * (size_t)T, (size_t)W, sizeof(float));
     b.start_emb = reserve((size_t)Nb, (size_t)W, sizeof(float));
@@ -590,18 +663,19 @@ static enum jb_status sample_level(struct job *j, int L)
     b.out       = reserve((size_t)Nb, (size_t)T, sizeof(int32_t));
     b.k_abs     = reserve((size_t)n_ctx, 1, sizeof(int32_t));
     b.k_rel     = reserve((size_t)n_ctx, 1, sizeof(int32_t));
-    b.lyr       = reserve((size_t)Nb, (size_t)(hp->n_tokens > 0 ? hp->n_tokens : 1), sizeof(int32_t));
+    b.lyr = reserve((size_t)Nb, (size_t)(hp->n_tokens > 0 ? hp->n_tokens : 1), sizeof(int32_t));
     if (hp->variant == JB_PRIOR_TOP_LYRICS_ENC)
         b.enc_kv = reserve((size_t)Nb * (size_t)jb_prior_enc_len(p), (size_t)W, sizeof(float));
-    j->margin    = jb_vqvae_decode_margin_level(s->vqvae->vqvae, L);
+    j->margin = jb_vqvae_decode_margin_level(s->vqvae->vqvae, L);
     /* chunks of at least the margin (decoding overhead <= 3x) and a quarter second */
-    j->chunk_min = j->margin > JB_SAMPLE_RATE / 4 / s->hop[L] ? j->margin : JB_SAMPLE_RATE / 4 / s->hop[L];
+    j->chunk_min =
+      j->margin > JB_SAMPLE_RATE / 4 / s->hop[L] ? j->margin : JB_SAMPLE_RATE / 4 / s->hop[L];
     if (j->chunk_min < 1) j->chunk_min = 1;
     j->chunk_max = 2 * j->chunk_min;
     j->audio     = reserve((size_t)j->chunk_max, (size_t)s->hop[L], sizeof(float));
     if (!b.windows || !b.st_full || (n_rem && !b.st_rem) || !b.x || !b.start_emb || !b.ctx ||
-        !b.out || !b.k_abs || !b.k_rel || !b.lyr || (hp->variant == JB_PRIOR_TOP_LYRICS_ENC && !b.enc_kv) ||
-        !j->audio) {
+        !b.out || !b.k_abs || !b.k_rel || !b.lyr ||
+        (hp->variant == JB_PRIOR_TOP_LYRICS_ENC && !b.enc_kv) || !j->audio) {
         st = JB_STATUS_ERR_NOMEM;
         goto done;
     }
@@ -615,13 +689,14 @@ static enum jb_status sample_level(struct job *j, int L)
     if (st) goto done;
 
     /* progress and audio state */
-    j->level = L;
-    j->window = 0;
+    j->level     = L;
+    j->window    = 0;
     j->n_windows = (int)n_win;
-    j->done  = 0;
-    j->total = (total_L - known_L) * N;
-    j->t_level = jb_time_now();
-    for (int c = 0; c < N; c++) j->emitted[c] = known_L;
+    j->done      = 0;
+    j->total     = (total_L - known_L) * N;
+    j->t_level   = jb_time_now();
+    for (int c = 0; c < N; c++)
+        j->emitted[c] = known_L;
     report_progress(j, true);
 
     int64_t ratio = 1; /* upper codes per lower code */
@@ -638,11 +713,12 @@ static enum jb_status sample_level(struct job *j, int L)
         if (st) break;
         const int P = (int)w->n_known, n_tok = (int)w->n_tokens;
         for (int c0 = 0; c0 < N && !st; c0 += Nb) {
-            const int              n  = N - c0 < Nb ? N - c0 : Nb;
+            const int n               = N - c0 < Nb ? N - c0 : Nb;
             struct jb_prior_state *ps = n == Nb ? b.st_full : b.st_rem;
             if (L < s->top) { /* upsampler: conditioning on each candidate's upper codes */
                 for (int k = 0; k < n && !st; k++)
-                    st = jb_prior_x_upsampler(p, level_codes(j, L + 1, c0 + k) + w->start / ratio,
+                    st = jb_prior_x_upsampler(p,
+                                              level_codes(j, L + 1, c0 + k) + w->start / ratio,
                                               b.x + (size_t)k * (size_t)(T * W));
                 if (st) break;
             }
@@ -651,35 +727,39 @@ static enum jb_status sample_level(struct job *j, int L)
             /* context: [lyric prefix ;] known codes of the window (merged ids for 1b_lyrics) */
             const int shift = single ? hp->n_vocab : 0;
             for (int k = 0; k < n; k++) {
-                int32_t       *row = b.ctx + (size_t)k * (size_t)(prefix + P);
-                const int32_t *z   = level_codes(j, L, c0 + k) + w->start;
+                int32_t *row     = b.ctx + (size_t)k * (size_t)(prefix + P);
+                const int32_t *z = level_codes(j, L, c0 + k) + w->start;
                 memcpy(row, b.lyr, (size_t)prefix * sizeof *row);
-                for (int i = 0; i < P; i++) row[prefix + i] = z[i] + shift;
+                for (int i = 0; i < P; i++)
+                    row[prefix + i] = z[i] + shift;
             }
             struct jb_sample_params sp = jb_sample_params_default();
-            sp.temp            = r->set.temp[L];
-            sp.top_k           = r->set.top_k;
-            sp.top_p           = r->set.top_p;
-            sp.seed            = window_seed(r->set.seed, L, w->start);
-            sp.first_candidate = c0;
-            sp.chunk_size      = chunk;
-            j->win_start       = w->start;
-            j->win_prefix      = prefix;
-            j->win_vocab_shift = shift;
-            j->slice_c0        = c0;
-            st = jb_prior_sample(ps, b.ctx, prefix + P, prefix + n_tok, &sp, b.out, &j->inner,
-                                 on_token, j);
+            sp.temp                    = r->set.temp[L];
+            sp.top_k                   = r->set.top_k;
+            sp.top_p                   = r->set.top_p;
+            sp.seed                    = window_seed(r->set.seed, L, w->start);
+            sp.first_candidate         = c0;
+            sp.chunk_size              = chunk;
+            j->win_start               = w->start;
+            j->win_prefix              = prefix;
+            j->win_vocab_shift         = shift;
+            j->slice_c0                = c0;
+            st                         = jb_prior_sample(
+              ps, b.ctx, prefix + P, prefix + n_tok, &sp, b.out, &j->inner, on_token, j);
         }
         if (st) break;
     }
-    if (st == JB_STATUS_ERR_CANCELLED && j->deferred) st = jb_fail(j->deferred, "%s", j->deferred_msg);
+    if (st == JB_STATUS_ERR_CANCELLED && j->deferred)
+        st = jb_fail(j->deferred, "%s", j->deferred_msg);
     if (st) goto done;
 
     /* the level is complete: the rest of its audio is final */
     j->window = n_win > 0 ? (int)n_win - 1 : 0;
     for (int c = 0; c < N && !st; c++) {
-        if (job_should_stop(j)) st = jb_fail(JB_STATUS_ERR_CANCELLED, "job: cancelled");
-        else st = emit_audio(j, L, c, total_L, true);
+        if (job_should_stop(j))
+            st = jb_fail(JB_STATUS_ERR_CANCELLED, "job: cancelled");
+        else
+            st = emit_audio(j, L, c, total_L, true);
     }
     if (!st) report_progress(j, true);
 
@@ -695,38 +775,43 @@ done:
 static enum jb_status fill_known(struct job *j, const struct jb_job_params *p, int L)
 {
     const struct resolved *r = j->r;
-    const int64_t          k = r->known[L];
+    const int64_t k          = r->known[L];
     if (k == 0) return JB_STATUS_OK;
     if (r->mode == JB_JOB_PRIMED) {
-        int32_t      *c0    = level_codes(j, L, 0);
+        int32_t *c0         = level_codes(j, L, 0);
         const int64_t chunk = ((int64_t)1 << 17) / j->s->hop[L]; /* ~3 s: bounded work memory */
-        enum jb_status st = jb_vqvae_encode_level_chunked(j->s->vqvae->vqvae, L, p->riff,
-                                                          r->riff_samples, c0, NULL, chunk, &j->inner);
+        enum jb_status st   = jb_vqvae_encode_level_chunked(
+          j->s->vqvae->vqvae, L, p->riff, r->riff_samples, c0, NULL, chunk, &j->inner);
         if (st) return st;
-        for (int c = 1; c < r->n_cand; c++) memcpy(level_codes(j, L, c), c0, (size_t)k * sizeof *c0);
+        for (int c = 1; c < r->n_cand; c++)
+            memcpy(level_codes(j, L, c), c0, (size_t)k * sizeof *c0);
         return JB_STATUS_OK;
     }
     for (int c = 0; c < r->n_cand; c++)
-        memcpy(level_codes(j, L, c), jb_take_codes(p->take, L, r->src_cand[c]),
+        memcpy(level_codes(j, L, c),
+               jb_take_codes(p->take, L, r->src_cand[c]),
                (size_t)k * sizeof(int32_t));
     return JB_STATUS_OK;
 }
 
-enum jb_status jb_job_run(struct jb_session *s, const struct jb_job_params *p,
-                          const struct jb_job_callbacks *cb, struct jb_take **out)
+enum jb_status jb_job_run(struct jb_session *s,
+                          const struct jb_job_params *p,
+                          const struct jb_job_callbacks *cb,
+                          struct jb_take **out)
 {
     if (!out) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "jb_job_run: out is required");
     *out = NULL;
     struct resolved r;
-    enum jb_status  st = resolve(s, p, &r);
+    enum jb_status st = resolve(s, p, &r);
     if (st) return st;
 
-    struct job j = {.s = s, .cb = cb, .r = &r};
-    j.inner      = (struct jb_callbacks){.should_stop = job_should_stop, .user = &j};
+    struct job j = { .s = s, .cb = cb, .r = &r };
+    j.inner      = (struct jb_callbacks){ .should_stop = job_should_stop, .user = &j };
     int32_t hop[JB_MAX_LEVELS];
-    for (int L = 0; L < s->n_levels; L++) hop[L] = s->hop[L];
-    j.take = jb_take_alloc(s->n_levels, r.n_cand, hop, s->vqvae->vq_hp.l_bins, r.total, r.artist,
-                           r.genre, r.lyrics);
+    for (int L = 0; L < s->n_levels; L++)
+        hop[L] = s->hop[L];
+    j.take = jb_take_alloc(
+      s->n_levels, r.n_cand, hop, s->vqvae->vq_hp.l_bins, r.total, r.artist, r.genre, r.lyrics);
     if (!j.take) {
         st = JB_STATUS_ERR_NOMEM;
         goto done;

@@ -26,8 +26,7 @@ int64_t jb_schedule_round(int64_t n_samples, int64_t top_hop);
 /* get_starts(total, n_ctx, hop): start = 0, hop, 2 hop, ... while start < total - n_ctx + hop,
  * the last one pulled back to total - n_ctx. Writes min(count, cap) starts (starts may be NULL
  * when cap is 0) and returns the count; 0 for total < n_ctx or bad arguments. */
-int64_t jb_schedule_starts(int64_t total, int64_t n_ctx, int64_t hop, int64_t *starts,
-                           int64_t cap);
+int64_t jb_schedule_starts(int64_t total, int64_t n_ctx, int64_t hop, int64_t *starts, int64_t cap);
 
 /* The windows that extend a level holding `known` tokens to `total` tokens, in order:
  *   total <= n_ctx: one window at 0 with P = known, ending at total (sample_partial_window, with
@@ -37,7 +36,11 @@ int64_t jb_schedule_starts(int64_t total, int64_t n_ctx, int64_t hop, int64_t *s
  *                   windows already fully known are skipped (sample_single_window).
  * Writes min(count, cap) windows (w may be NULL when cap is 0) and returns the count; 0 when
  * nothing is to be sampled or on bad arguments. */
-int64_t jb_schedule_level(int64_t total, int64_t known, int64_t n_ctx, int64_t hop,
-                          struct jb_window *w, int64_t cap);
+int64_t jb_schedule_level(int64_t total,
+                          int64_t known,
+                          int64_t n_ctx,
+                          int64_t hop,
+                          struct jb_window *w,
+                          int64_t cap);
 
 #endif

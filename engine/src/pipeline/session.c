@@ -13,15 +13,21 @@
 static const char *variant_name(enum jb_prior_variant v)
 {
     switch (v) {
-    case JB_PRIOR_UPSAMPLER: return "upsampler";
-    case JB_PRIOR_TOP: return "prior_5b";
-    case JB_PRIOR_TOP_LYRICS_ENC: return "prior_5b_lyrics";
-    case JB_PRIOR_TOP_SINGLE_ENC_DEC: return "prior_1b_lyrics";
+    case JB_PRIOR_UPSAMPLER:
+        return "upsampler";
+    case JB_PRIOR_TOP:
+        return "prior_5b";
+    case JB_PRIOR_TOP_LYRICS_ENC:
+        return "prior_5b_lyrics";
+    case JB_PRIOR_TOP_SINGLE_ENC_DEC:
+        return "prior_1b_lyrics";
     }
     return "?";
 }
 
-static struct jb_model *load_one(const char *dir, const char *file, struct jb_backend *be,
+static struct jb_model *load_one(const char *dir,
+                                 const char *file,
+                                 struct jb_backend *be,
                                  enum jb_model_kind kind)
 {
     char path[4096];
@@ -38,7 +44,9 @@ static struct jb_model *load_one(const char *dir, const char *file, struct jb_ba
         return NULL;
     }
     if (m->kind != kind) {
-        jb_fail(JB_STATUS_ERR_MODEL, "session: '%s' is a %s file, expected a %s", path,
+        jb_fail(JB_STATUS_ERR_MODEL,
+                "session: '%s' is a %s file, expected a %s",
+                path,
                 m->kind == JB_MODEL_VQVAE ? "VQ-VAE" : "prior",
                 kind == JB_MODEL_VQVAE ? "VQ-VAE" : "prior");
         jb_model_free(m);
@@ -53,36 +61,51 @@ static enum jb_status check_fit(const struct jb_session *s)
 {
     const struct jb_vqvae_hparams *vq = &s->vqvae->vq_hp;
     for (int L = 0; L < s->n_levels; L++) {
-        const struct jb_prior_hparams *hp   = &s->prior[L]->prior_hp;
-        const char                    *name = s->prior[L]->name;
-        const bool                     top  = L == s->top;
+        const struct jb_prior_hparams *hp = &s->prior[L]->prior_hp;
+        const char *name                  = s->prior[L]->name;
+        const bool top                    = L == s->top;
         if (hp->level != L)
-            return jb_fail(JB_STATUS_ERR_MODEL, "session: the level-%d prior file ('%s') is for level %d",
-                           L, name, hp->level);
+            return jb_fail(JB_STATUS_ERR_MODEL,
+                           "session: the level-%d prior file ('%s') is for level %d",
+                           L,
+                           name,
+                           hp->level);
         if (hp->raw_to_tokens != s->hop[L])
             return jb_fail(JB_STATUS_ERR_MODEL,
-                           "session: level-%d prior has %d samples per token, the VQ-VAE %d", L,
-                           hp->raw_to_tokens, s->hop[L]);
+                           "session: level-%d prior has %d samples per token, the VQ-VAE %d",
+                           L,
+                           hp->raw_to_tokens,
+                           s->hop[L]);
         if (hp->bins != vq->l_bins)
             return jb_fail(JB_STATUS_ERR_MODEL,
-                           "session: level-%d prior has %d codes, the VQ-VAE codebook %d", L,
-                           hp->bins, vq->l_bins);
+                           "session: level-%d prior has %d codes, the VQ-VAE codebook %d",
+                           L,
+                           hp->bins,
+                           vq->l_bins);
         if (top == (hp->variant == JB_PRIOR_UPSAMPLER))
-            return jb_fail(JB_STATUS_ERR_MODEL, "session: level %d needs %s, got a %s", L,
-                           top ? "a top-level prior" : "an upsampler", variant_name(hp->variant));
+            return jb_fail(JB_STATUS_ERR_MODEL,
+                           "session: level %d needs %s, got a %s",
+                           L,
+                           top ? "a top-level prior" : "an upsampler",
+                           variant_name(hp->variant));
         if (!s->prior[L]->artists || !s->prior[L]->genres)
             return jb_fail(JB_STATUS_ERR_MODEL,
                            "session: level-%d prior '%s' has no artist/genre tables (re-import it "
                            "with --artist-ids and --genre-ids)",
-                           L, name);
+                           L,
+                           name);
         if (top) continue;
         int64_t ratio = 1;
-        for (int i = 0; i < hp->cond_downs; i++) ratio *= hp->cond_stride;
+        for (int i = 0; i < hp->cond_downs; i++)
+            ratio *= hp->cond_stride;
         if (ratio != s->hop[L + 1] / s->hop[L] || hp->n_ctx % ratio != 0)
             return jb_fail(JB_STATUS_ERR_MODEL,
                            "session: level-%d upsampler conditions on 1 upper code per %lld "
                            "tokens, the VQ-VAE hops give %d (n_ctx %d)",
-                           L, (long long)ratio, s->hop[L + 1] / s->hop[L], hp->n_ctx);
+                           L,
+                           (long long)ratio,
+                           s->hop[L + 1] / s->hop[L],
+                           hp->n_ctx);
     }
     return JB_STATUS_OK;
 }
@@ -100,22 +123,28 @@ struct jb_session *jb_session_load(const char *dir, struct jb_backend *backend)
     if (!s->vqvae) goto fail;
     s->n_levels = s->vqvae->vq_hp.levels;
     if (s->n_levels < 2 || s->n_levels > JB_MAX_LEVELS) {
-        jb_fail(JB_STATUS_ERR_MODEL, "session: the VQ-VAE has %d levels, expected 2..%d",
-                s->n_levels, JB_MAX_LEVELS);
+        jb_fail(JB_STATUS_ERR_MODEL,
+                "session: the VQ-VAE has %d levels, expected 2..%d",
+                s->n_levels,
+                JB_MAX_LEVELS);
         goto fail;
     }
     s->top = s->n_levels - 1;
-    for (int L = 0; L < s->n_levels; L++) s->hop[L] = jb_vqvae_hp_hop(&s->vqvae->vq_hp, L);
+    for (int L = 0; L < s->n_levels; L++)
+        s->hop[L] = jb_vqvae_hp_hop(&s->vqvae->vq_hp, L);
     for (int L = 0; L < s->n_levels; L++) {
         char file[64];
-        if (L == s->top) snprintf(file, sizeof file, "prior_level_%d.gguf", L);
-        else snprintf(file, sizeof file, "upsampler_level_%d.gguf", L);
+        if (L == s->top)
+            snprintf(file, sizeof file, "prior_level_%d.gguf", L);
+        else
+            snprintf(file, sizeof file, "upsampler_level_%d.gguf", L);
         s->prior[L] = load_one(dir, file, backend, JB_MODEL_PRIOR);
         if (!s->prior[L]) goto fail;
     }
     if (check_fit(s) != JB_STATUS_OK) goto fail;
     s->untrained = s->vqvae->untrained;
-    for (int L = 0; L < s->n_levels; L++) s->untrained |= s->prior[L]->untrained;
+    for (int L = 0; L < s->n_levels; L++)
+        s->untrained |= s->prior[L]->untrained;
     return s;
 
 fail:
@@ -126,7 +155,8 @@ fail:
 void jb_session_free(struct jb_session *s)
 {
     if (!s) return;
-    for (int L = 0; L < JB_MAX_LEVELS; L++) jb_model_free(s->prior[L]);
+    for (int L = 0; L < JB_MAX_LEVELS; L++)
+        jb_model_free(s->prior[L]);
     jb_model_free(s->vqvae);
     free(s);
 }
@@ -157,23 +187,24 @@ void jb_session_get_info(const struct jb_session *s, struct jb_session_info *inf
     info->untrained   = s->untrained;
 }
 
-enum jb_status jb_session_check_labels(const struct jb_session *s, const char *artist,
+enum jb_status jb_session_check_labels(const struct jb_session *s,
+                                       const char *artist,
                                        const char *genre)
 {
     if (!s) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "jb_session_check_labels: no session");
     /* the top prior first: its table is the one users pick names from */
     for (int i = 0; i < s->n_levels; i++) {
-        const struct jb_model         *m  = s->prior[s->top - i];
+        const struct jb_model *m          = s->prior[s->top - i];
         const struct jb_prior_hparams *hp = &m->prior_hp;
-        enum jb_label_version          v  = jb_prior_label_version(hp);
-        int32_t                        id, ids[JB_LABEL_MAX_GENRES];
-        enum jb_status                 st = JB_STATUS_OK;
+        enum jb_label_version v           = jb_prior_label_version(hp);
+        int32_t id, ids[JB_LABEL_MAX_GENRES];
+        enum jb_status st = JB_STATUS_OK;
         if (artist) st = jb_labels_artist_id(m->artists, v, JB_LABEL_STRICT, artist, &id);
         if (!st && genre) {
             int slots = hp->max_bow_genre_size;
             if (slots < 1 || slots > JB_LABEL_MAX_GENRES)
-                return jb_fail(JB_STATUS_ERR_MODEL, "level-%d prior has %d genre slots",
-                               hp->level, slots);
+                return jb_fail(
+                  JB_STATUS_ERR_MODEL, "level-%d prior has %d genre slots", hp->level, slots);
             st = jb_labels_genre_ids(m->genres, v, JB_LABEL_STRICT, genre, slots, ids);
         }
         if (st != JB_STATUS_OK) {
@@ -197,8 +228,8 @@ const char *jb_session_label_name(const struct jb_session *s, bool genre, int64_
 {
     if (!s || i < 0 || i >= jb_session_label_count(s, genre)) return NULL;
     const struct jb_model *m = s->prior[s->top];
-    const char            *name;
-    int32_t                id;
+    const char *name;
+    int32_t id;
     jb_label_vocab_entry(genre ? m->genres : m->artists, (size_t)i, &name, &id);
     return name;
 }

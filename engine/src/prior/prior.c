@@ -36,9 +36,13 @@ static const float *bias_data(const struct jb_tensor *t)
 }
 
 /* Loads the ResAttnBlocks "<prefix>.transformer._attn_mods.d.*" of one stack. */
-static bool transformer_load(struct jb_transformer *tr, struct jb_weights *w, const char *prefix,
-                             const struct jb_transformer_hparams *thp, int attn_order,
-                             int32_t enc_len, int32_t prime_len)
+static bool transformer_load(struct jb_transformer *tr,
+                             struct jb_weights *w,
+                             const char *prefix,
+                             const struct jb_transformer_hparams *thp,
+                             int attn_order,
+                             int32_t enc_len,
+                             int32_t prime_len)
 {
     const int32_t W = thp->width;
     tr->width       = W;
@@ -54,7 +58,13 @@ static bool transformer_load(struct jb_transformer *tr, struct jb_weights *w, co
         jb_fail(JB_STATUS_ERR_MODEL,
                 "%s: bad transformer shape (width %d, depth %d, heads %d, n_state %d, seq_len %d, "
                 "blocks %d)",
-                prefix, W, thp->depth, thp->heads, tr->n_state, tr->seq_len, thp->blocks);
+                prefix,
+                W,
+                thp->depth,
+                thp->heads,
+                tr->n_state,
+                tr->seq_len,
+                thp->blocks);
         return false;
     }
     tr->head_dim  = tr->n_state / tr->heads;
@@ -78,19 +88,26 @@ static bool transformer_load(struct jb_transformer *tr, struct jb_weights *w, co
         case 1:
         case 2:
         case 3:
-        case 7: break;
+        case 7:
+            break;
         case 6:
             if (enc_len > 0) break;
-            jb_fail(JB_STATUS_ERR_MODEL, "%s: layer %d is cross-attention but there is no encoder",
-                    prefix, d);
+            jb_fail(JB_STATUS_ERR_MODEL,
+                    "%s: layer %d is cross-attention but there is no encoder",
+                    prefix,
+                    d);
             return false;
         default:
-            jb_fail(JB_STATUS_ERR_UNSUPPORTED, "%s: attn_order %d gives attn_func %d at layer %d",
-                    prefix, attn_order, b->attn_func, d);
+            jb_fail(JB_STATUS_ERR_UNSUPPORTED,
+                    "%s: attn_order %d gives attn_func %d at layer %d",
+                    prefix,
+                    attn_order,
+                    b->attn_func,
+                    d);
             return false;
         }
         const bool cross = b->attn_func == 6;
-#define BLK(want, shape, name) \
+#define BLK(want, shape, name)                                                                     \
     jb_weights_get(w, want, shape, "%s.transformer._attn_mods.%d." name, prefix, d)
         b->ln_0_w   = BLK(JB_WANT_F32, JB_SHAPE1(W), "ln_0.weight");
         b->ln_0_b   = BLK(JB_WANT_F32, JB_SHAPE1(W), "ln_0.bias");
@@ -114,7 +131,8 @@ static bool transformer_load(struct jb_transformer *tr, struct jb_weights *w, co
     return true;
 }
 
-struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp, struct jb_weights *w,
+struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp,
+                               struct jb_weights *w,
                                struct jb_backend *be)
 {
     if (!hp || !w || !be) {
@@ -126,9 +144,9 @@ struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp, struct jb_weig
         jb_fail(JB_STATUS_ERR_MODEL, "prior: unknown variant %d", (int)var);
         return NULL;
     }
-    const bool    single = var == JB_PRIOR_TOP_SINGLE_ENC_DEC;
-    const bool    lyr_enc = var == JB_PRIOR_TOP_LYRICS_ENC;
-    const int32_t prefix  = single ? hp->n_tokens : 0;
+    const bool single    = var == JB_PRIOR_TOP_SINGLE_ENC_DEC;
+    const bool lyr_enc   = var == JB_PRIOR_TOP_LYRICS_ENC;
+    const int32_t prefix = single ? hp->n_tokens : 0;
     if (hp->bins <= 0 || hp->n_ctx <= 0 || hp->tr.seq_len != hp->n_ctx + prefix ||
         ((single || lyr_enc) && (hp->n_tokens <= 0 || hp->n_vocab <= 0)) ||
         hp->max_bow_genre_size <= 0 || hp->n_genres <= 0 || hp->n_artists <= 0 ||
@@ -136,28 +154,38 @@ struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp, struct jb_weig
         jb_fail(JB_STATUS_ERR_MODEL,
                 "prior: inconsistent hyper-parameters (bins %d, n_ctx %d, seq_len %d, n_tokens "
                 "%d, n_vocab %d)",
-                hp->bins, hp->n_ctx, hp->tr.seq_len, hp->n_tokens, hp->n_vocab);
+                hp->bins,
+                hp->n_ctx,
+                hp->tr.seq_len,
+                hp->n_tokens,
+                hp->n_vocab);
         return NULL;
     }
     if (var == JB_PRIOR_UPSAMPLER ? hp->timing : !hp->timing) {
-        jb_fail(JB_STATUS_ERR_MODEL, "prior: the timing signal must be %s for this variant",
+        jb_fail(JB_STATUS_ERR_MODEL,
+                "prior: the timing signal must be %s for this variant",
                 hp->timing ? "off" : "on");
         return NULL;
     }
 
     struct jb_prior *p = jb_calloc(1, sizeof *p);
     if (!p) return NULL;
-    p->hp          = *hp;
-    p->be          = be;
-    p->width       = hp->tr.width;
-    p->seq_len     = hp->tr.seq_len;
-    p->prefix_len  = prefix;
-    p->vocab       = single ? hp->n_vocab + hp->bins : hp->bins;
-    p->add_x_after = !hp->merged_decoder;
+    p->hp           = *hp;
+    p->be           = be;
+    p->width        = hp->tr.width;
+    p->seq_len      = hp->tr.seq_len;
+    p->prefix_len   = prefix;
+    p->vocab        = single ? hp->n_vocab + hp->bins : hp->bins;
+    p->add_x_after  = !hp->merged_decoder;
     const int64_t W = p->width, V = p->vocab, T = p->seq_len;
 
-    if (!transformer_load(&p->tr, w, "prior", &hp->tr, hp->tr.attn_order,
-                          lyr_enc ? hp->n_tokens : 0, single ? hp->n_tokens : 0))
+    if (!transformer_load(&p->tr,
+                          w,
+                          "prior",
+                          &hp->tr,
+                          hp->tr.attn_order,
+                          lyr_enc ? hp->n_tokens : 0,
+                          single ? hp->n_tokens : 0))
         goto fail;
 
     p->x_emb   = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(V, W), "prior.x_emb.weight");
@@ -171,17 +199,17 @@ struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp, struct jb_weig
         jb_weights_skip(w, "prior.x_out.weight");
     }
 
-    p->genre_emb = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(hp->n_genres, W),
-                                  "y_emb.bow_genre_emb.emb.weight");
-    p->artist_emb = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(hp->n_artists, W),
-                                   "y_emb.artist_emb.emb.weight");
+    p->genre_emb =
+      jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(hp->n_genres, W), "y_emb.bow_genre_emb.emb.weight");
+    p->artist_emb =
+      jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(hp->n_artists, W), "y_emb.artist_emb.emb.weight");
     if (hp->timing) {
-        p->total_emb = jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(hp->t_bins, W),
-                                      "y_emb.total_length_emb.emb.weight");
-        p->abs_emb   = jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(hp->t_bins, W),
-                                      "y_emb.absolute_pos_emb.emb.weight");
-        p->rel_emb   = jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(hp->t_bins, W),
-                                      "y_emb.relative_pos_emb.emb.weight");
+        p->total_emb = jb_weights_get(
+          w, JB_WANT_F32, JB_SHAPE2(hp->t_bins, W), "y_emb.total_length_emb.emb.weight");
+        p->abs_emb = jb_weights_get(
+          w, JB_WANT_F32, JB_SHAPE2(hp->t_bins, W), "y_emb.absolute_pos_emb.emb.weight");
+        p->rel_emb = jb_weights_get(
+          w, JB_WANT_F32, JB_SHAPE2(hp->t_bins, W), "y_emb.relative_pos_emb.emb.weight");
     }
     if (!jb_weights_ok(w)) goto fail;
 
@@ -190,14 +218,15 @@ struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp, struct jb_weig
         php.seq_len                       = hp->n_tokens;
         if (!transformer_load(&p->prime, w, "prime_prior", &php, php.attn_order, 0, 0)) goto fail;
         const int64_t Wp = p->prime.width;
-        p->prime_start   = jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(1, Wp), "prime_prior.start_token");
-        p->prime_x_emb   = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(hp->n_vocab, Wp),
-                                          "prime_prior.x_emb.weight");
-        p->prime_pos_emb = jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(hp->n_tokens, Wp),
-                                          "prime_prior.pos_emb.pos_emb");
+        p->prime_start =
+          jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(1, Wp), "prime_prior.start_token");
+        p->prime_x_emb =
+          jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(hp->n_vocab, Wp), "prime_prior.x_emb.weight");
+        p->prime_pos_emb = jb_weights_get(
+          w, JB_WANT_F32, JB_SHAPE2(hp->n_tokens, Wp), "prime_prior.pos_emb.pos_emb");
         p->prime_proj_w = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(Wp, W), "prime_state_proj.w");
         p->prime_proj_b =
-            bias_data(jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_proj.b"));
+          bias_data(jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_proj.b"));
         p->prime_ln_w = jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_ln.weight");
         p->prime_ln_b = jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_ln.bias");
         jb_weights_skip(w, "prime_x_out.weight"); /* lyric LM head: training only */
@@ -255,8 +284,8 @@ int32_t jb_prior_enc_len(const struct jb_prior *p)
 static void table_row(const struct jb_tensor *t, int64_t row, float *dst)
 {
     const int64_t W = t->shape[1];
-    jb_convert_to_f32(t->type, (const char *)t->data + (size_t)(row * W) * jb_dtype_size(t->type),
-                      dst, (size_t)W);
+    jb_convert_to_f32(
+      t->type, (const char *)t->data + (size_t)(row * W) * jb_dtype_size(t->type), dst, (size_t)W);
 }
 
 static const float *f32_row(const struct jb_tensor *t, int64_t row)
@@ -264,35 +293,47 @@ static const float *f32_row(const struct jb_tensor *t, int64_t row)
     return (const float *)t->data + row * t->shape[1];
 }
 
-enum jb_status jb_prior_start_emb(const struct jb_prior *p, int32_t artist, const int32_t *genres,
+enum jb_status jb_prior_start_emb(const struct jb_prior *p,
+                                  int32_t artist,
+                                  const int32_t *genres,
                                   float *start_emb)
 {
     const int64_t W = p->width;
-    const int     G = p->hp.max_bow_genre_size;
+    const int G     = p->hp.max_bow_genre_size;
     if (artist < 0 || artist >= p->hp.n_artists)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: artist id %d out of range [0, %d)",
-                       artist, p->hp.n_artists);
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "prior: artist id %d out of range [0, %d)",
+                       artist,
+                       p->hp.n_artists);
     for (int g = 0; g < G; g++)
         if (genres[g] >= p->hp.n_genres)
-            return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: genre id %d out of range [0, %d)",
-                           genres[g], p->hp.n_genres);
+            return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                           "prior: genre id %d out of range [0, %d)",
+                           genres[g],
+                           p->hp.n_genres);
     float *row = jb_malloc((size_t)W * sizeof *row);
     if (!row) return JB_STATUS_ERR_NOMEM;
     /* bag of genres: masked rows summed in slot order, then the artist row */
-    for (int64_t c = 0; c < W; c++) start_emb[c] = 0.0f;
+    for (int64_t c = 0; c < W; c++)
+        start_emb[c] = 0.0f;
     for (int g = 0; g < G; g++) {
         const float mask = genres[g] >= 0 ? 1.0f : 0.0f;
         table_row(p->genre_emb, genres[g] > 0 ? genres[g] : 0, row);
-        for (int64_t c = 0; c < W; c++) start_emb[c] += row[c] * mask;
+        for (int64_t c = 0; c < W; c++)
+            start_emb[c] += row[c] * mask;
     }
     table_row(p->artist_emb, artist, row);
-    for (int64_t c = 0; c < W; c++) start_emb[c] += row[c];
+    for (int64_t c = 0; c < W; c++)
+        start_emb[c] += row[c];
     free(row);
     return JB_STATUS_OK;
 }
 
-enum jb_status jb_prior_y_pos(const struct jb_prior *p, int32_t k_tot, const int32_t *k_abs,
-                              const int32_t *k_rel, float *y_pos)
+enum jb_status jb_prior_y_pos(const struct jb_prior *p,
+                              int32_t k_tot,
+                              const int32_t *k_abs,
+                              const int32_t *k_rel,
+                              float *y_pos)
 {
     if (!p->hp.timing)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: this prior has no timing signal");
@@ -304,19 +345,25 @@ enum jb_status jb_prior_y_pos(const struct jb_prior *p, int32_t k_tot, const int
         if (k_abs[i] < 0 || k_abs[i] >= nb || k_rel[i] < 0 || k_rel[i] >= nb)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "prior: timing bins (%d, %d) at position %lld out of range",
-                           k_abs[i], k_rel[i], (long long)i);
+                           k_abs[i],
+                           k_rel[i],
+                           (long long)i);
     const float *tot = f32_row(p->total_emb, k_tot);
     for (int64_t i = 0; i < n; i++) {
         const float *ab = f32_row(p->abs_emb, k_abs[i]);
         const float *re = f32_row(p->rel_emb, k_rel[i]);
-        float       *y  = y_pos + i * W;
-        for (int64_t c = 0; c < W; c++) y[c] = (tot[c] + ab[c]) + re[c];
+        float *y        = y_pos + i * W;
+        for (int64_t c = 0; c < W; c++)
+            y[c] = (tot[c] + ab[c]) + re[c];
     }
     return JB_STATUS_OK;
 }
 
-enum jb_status jb_prior_x_timing(const struct jb_prior *p, int32_t k_tot, const int32_t *k_abs,
-                                 const int32_t *k_rel, float *x)
+enum jb_status jb_prior_x_timing(const struct jb_prior *p,
+                                 int32_t k_tot,
+                                 const int32_t *k_abs,
+                                 const int32_t *k_rel,
+                                 float *x)
 {
     const size_t pre = (size_t)p->prefix_len * (size_t)p->width;
     memset(x, 0, pre * sizeof *x); /* the lyric prefix of D has no conditioning */
@@ -371,20 +418,23 @@ static bool reserve(struct jb_transformer_state *ts, float **dst, int64_t a, int
     return *dst != NULL;
 }
 
-static bool transformer_state_init(struct jb_transformer_state *ts, const struct jb_transformer *tr,
-                                   int n_threads, int n_batch, int max_chunk)
+static bool transformer_state_init(struct jb_transformer_state *ts,
+                                   const struct jb_transformer *tr,
+                                   int n_threads,
+                                   int n_batch,
+                                   int max_chunk)
 {
     memset(ts, 0, sizeof *ts);
-    ts->tr        = tr;
-    ts->n_batch   = n_batch;
-    ts->max_chunk = max_chunk;
-    ts->n_threads = n_threads > 0 ? n_threads : 1;
+    ts->tr          = tr;
+    ts->n_batch     = n_batch;
+    ts->max_chunk   = max_chunk;
+    ts->n_threads   = n_threads > 0 ? n_threads : 1;
     const int64_t M = (int64_t)n_batch * max_chunk, W = tr->width, ns = tr->n_state;
     bool ok = reserve(ts, &ts->h, M, W) && reserve(ts, &ts->cur, M, W) &&
               reserve(ts, &ts->qkv, M, 3 * ns) && reserve(ts, &ts->att, M, ns) &&
               reserve(ts, &ts->mlp, M, tr->mlp_width);
     if (ok && tr->enc_len > 0) ok = reserve(ts, &ts->enc, (int64_t)n_batch * tr->enc_len, 2 * ns);
-    ts->scratch_len = (jb_attention_max_keys(tr) + 15) & ~(int64_t)15;
+    ts->scratch_len = (2 * jb_attention_max_keys(tr) + 15) & ~(int64_t)15;
     if (ok) ok = reserve(ts, &ts->scratch, ts->n_threads, ts->scratch_len);
     if (ok) ok = (ts->caches = jb_calloc((size_t)tr->depth, sizeof *ts->caches)) != NULL;
     for (int d = 0; ok && d < tr->depth; d++) {
@@ -393,7 +443,7 @@ static bool transformer_state_init(struct jb_transformer_state *ts, const struct
         c->cap                = jb_kv_cache_capacity(tr, c->func);
         c->rows               = (tr->seq_len + tr->block_ctx - 1) / tr->block_ctx;
         const int64_t len     = (int64_t)n_batch * c->cap;
-        ok = reserve(ts, &c->k, len, ns) && reserve(ts, &c->v, len, ns);
+        ok                    = reserve(ts, &c->k, len, ns) && reserve(ts, &c->v, len, ns);
     }
     if (!ok) transformer_state_free(ts);
     return ok;
@@ -414,29 +464,45 @@ static int default_threads(const struct jb_backend *be)
 /* Runs the C positions S..S+C−1 of every candidate through the stack: ts->h holds the input
  * rows [N·C, w] and receives the output. encoder_kv [N, enc_len, w] feeds the func-6 layers
  * (their K/V are projected once, at S == 0). */
-static void transformer_chunk(struct jb_backend *be, const struct jb_transformer *tr,
-                              struct jb_transformer_state *ts, int64_t S, int C,
-                              const float *encoder_kv, jb_prior_hook_fn hook, void *hook_user)
+static void transformer_chunk(struct jb_backend *be,
+                              const struct jb_transformer *tr,
+                              struct jb_transformer_state *ts,
+                              int64_t S,
+                              int C,
+                              const float *encoder_kv,
+                              jb_prior_hook_fn hook,
+                              void *hook_user)
 {
     const int64_t M = (int64_t)ts->n_batch * C, W = tr->width, ns = tr->n_state;
     const int64_t mlp = tr->mlp_width;
-    float *const  h = ts->h, *const cur = ts->cur;
+    float *const h = ts->h, *const cur = ts->cur;
 
     for (int d = 0; d < tr->depth; d++) {
-        const struct jb_block *blk   = &tr->blocks[d];
-        struct jb_kv_cache    *cache = &ts->caches[d];
-        const bool             cross = blk->attn_func == 6;
+        const struct jb_block *blk = &tr->blocks[d];
+        struct jb_kv_cache *cache  = &ts->caches[d];
+        const bool cross           = blk->attn_func == 6;
 
         { // attention: h = h + c_proj(attn(ln_0(h)))
             jb_layernorm(be, M, W, h, blk->ln_0_w, blk->ln_0_b, JB_LN_EPS, cur);
             if (cross && S == 0) {
                 const int64_t Me = (int64_t)ts->n_batch * tr->enc_len;
-                jb_matmul(be, Me, 2 * ns, W, encoder_kv, W, blk->c_enc_kv_w, false, blk->c_enc_kv_b,
-                          ts->enc, 2 * ns, false);
+                jb_matmul(be,
+                          Me,
+                          2 * ns,
+                          W,
+                          encoder_kv,
+                          W,
+                          blk->c_enc_kv_w,
+                          false,
+                          blk->c_enc_kv_b,
+                          ts->enc,
+                          2 * ns,
+                          false);
                 jb_attention_set_encoder(tr, cache, ts->n_batch, ts->enc);
             }
             const int64_t nq = cross ? ns : 3 * ns;
-            jb_matmul(be, M, nq, W, cur, W, blk->c_attn_w, false, blk->c_attn_b, ts->qkv, nq, false);
+            jb_matmul(
+              be, M, nq, W, cur, W, blk->c_attn_w, false, blk->c_attn_b, ts->qkv, nq, false);
             jb_attention_chunk(tr, cache, ts, S, C, ts->qkv, ts->att);
             /* accumulate: h ← (x·c_proj + (h + b)), one pass instead of a separate add */
             jb_matmul(be, M, W, ns, ts->att, ns, blk->c_proj_w, false, blk->c_proj_b, h, W, true);
@@ -445,8 +511,8 @@ static void transformer_chunk(struct jb_backend *be, const struct jb_transformer
             jb_layernorm(be, M, W, h, blk->ln_1_w, blk->ln_1_b, JB_LN_EPS, cur);
             jb_matmul(be, M, mlp, W, cur, W, blk->c_fc_w, false, blk->c_fc_b, ts->mlp, mlp, false);
             jb_quick_gelu(M * mlp, ts->mlp);
-            jb_matmul(be, M, W, mlp, ts->mlp, mlp, blk->mlp_proj_w, false, blk->mlp_proj_b, h, W,
-                      true);
+            jb_matmul(
+              be, M, W, mlp, ts->mlp, mlp, blk->mlp_proj_w, false, blk->mlp_proj_b, h, W, true);
         }
         if (hook) hook(hook_user, d, ts->n_batch, C, (int)W, h);
     }
@@ -454,8 +520,11 @@ static void transformer_chunk(struct jb_backend *be, const struct jb_transformer
 
 /* ---- lyric encoder (variant C) ------------------------------------------------------------ */
 
-enum jb_status jb_prior_encoder_kv(struct jb_prior *p, int N, const int32_t *lyric_ids,
-                                   float *encoder_kv, float *prime_acts)
+enum jb_status jb_prior_encoder_kv(struct jb_prior *p,
+                                   int N,
+                                   const int32_t *lyric_ids,
+                                   float *encoder_kv,
+                                   float *prime_acts)
 {
     if (p->hp.variant != JB_PRIOR_TOP_LYRICS_ENC)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: no lyric encoder in this prior");
@@ -464,8 +533,10 @@ enum jb_status jb_prior_encoder_kv(struct jb_prior *p, int N, const int32_t *lyr
     if (N <= 0) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: batch %d", N);
     for (int64_t i = 0; i < (int64_t)N * T; i++)
         if (lyric_ids[i] < 0 || lyric_ids[i] >= p->hp.n_vocab)
-            return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: lyric id %d out of range [0, %d)",
-                           lyric_ids[i], p->hp.n_vocab);
+            return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                           "prior: lyric id %d out of range [0, %d)",
+                           lyric_ids[i],
+                           p->hp.n_vocab);
 
     struct jb_transformer_state ts;
     if (!transformer_state_init(&ts, tr, default_threads(p->be), N, (int)T))
@@ -480,7 +551,8 @@ enum jb_status jb_prior_encoder_kv(struct jb_prior *p, int N, const int32_t *lyr
                 else
                     table_row(p->prime_x_emb, lyric_ids[(int64_t)n * T + t - 1], row);
                 const float *pos = f32_row(p->prime_pos_emb, t);
-                for (int64_t c = 0; c < Wp; c++) row[c] += pos[c];
+                for (int64_t c = 0; c < Wp; c++)
+                    row[c] += pos[c];
             }
         }
     }
@@ -489,8 +561,8 @@ enum jb_status jb_prior_encoder_kv(struct jb_prior *p, int N, const int32_t *lyr
 
     { // encoder_kv = prime_state_ln(acts · prime_state_proj + b)
         const int64_t M = (int64_t)N * T;
-        jb_matmul(p->be, M, W, Wp, ts.h, Wp, p->prime_proj_w, false, p->prime_proj_b, encoder_kv,
-                  W, false);
+        jb_matmul(
+          p->be, M, W, Wp, ts.h, Wp, p->prime_proj_w, false, p->prime_proj_b, encoder_kv, W, false);
         jb_layernorm(p->be, M, W, encoder_kv, p->prime_ln_w, p->prime_ln_b, JB_LN_EPS, encoder_kv);
     }
     transformer_state_free(&ts);
@@ -502,8 +574,11 @@ enum jb_status jb_prior_encoder_kv(struct jb_prior *p, int N, const int32_t *lyr
 struct jb_prior_state *jb_prior_state_init(struct jb_prior *p, int n_batch, int max_chunk)
 {
     if (n_batch <= 0 || max_chunk <= 0 || max_chunk > p->seq_len) {
-        jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: state for %d candidates, chunks of %d (T = %d)",
-                n_batch, max_chunk, p->seq_len);
+        jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                "prior: state for %d candidates, chunks of %d (T = %d)",
+                n_batch,
+                max_chunk,
+                p->seq_len);
         return NULL;
     }
     struct jb_prior_state *st = jb_calloc(1, sizeof *st);
@@ -534,11 +609,14 @@ void jb_prior_state_reset(struct jb_prior_state *st)
     st->pos = 0;
 }
 
-enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st, const float *start_emb,
-                                       const float *x, const float *encoder_kv)
+enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st,
+                                       const float *start_emb,
+                                       const float *x,
+                                       const float *encoder_kv)
 {
     if (!start_emb || !x || (st->p->tr.enc_len > 0 && !encoder_kv))
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: missing conditioning (start_emb, x%s)",
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "prior: missing conditioning (start_emb, x%s)",
                        st->p->tr.enc_len > 0 ? ", encoder_kv" : "");
     st->start_emb  = start_emb;
     st->x          = x;
@@ -570,16 +648,22 @@ size_t jb_prior_state_bytes(const struct jb_prior_state *st)
     return st->ts.bytes;
 }
 
-enum jb_status jb_prior_step(struct jb_prior_state *st, int C, const int32_t *seq, int64_t ld_seq,
+enum jb_status jb_prior_step(struct jb_prior_state *st,
+                             int C,
+                             const int32_t *seq,
+                             int64_t ld_seq,
                              float *logits)
 {
     struct jb_prior *p = st->p;
-    const int        N = st->n_batch;
-    const int64_t    S = st->pos, W = p->width, T = p->seq_len, V = p->vocab;
+    const int N        = st->n_batch;
+    const int64_t S = st->pos, W = p->width, T = p->seq_len, V = p->vocab;
     if (C < 1 || C > st->max_chunk || S + C > T)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                       "prior: step of %d positions at %lld (max chunk %d, window %lld)", C,
-                       (long long)S, st->max_chunk, (long long)T);
+                       "prior: step of %d positions at %lld (max chunk %d, window %lld)",
+                       C,
+                       (long long)S,
+                       st->max_chunk,
+                       (long long)T);
     if (!st->x || !st->start_emb)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: step without conditioning");
     if (S + C > 1 && (!seq || ld_seq < S + C - 1))
@@ -589,8 +673,10 @@ enum jb_status jb_prior_step(struct jb_prior_state *st, int C, const int32_t *se
             const int32_t tok = seq[n * ld_seq + i - 1];
             if (tok < 0 || tok >= V)
                 return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                               "prior: token %d at position %lld out of range [0, %lld)", tok,
-                               (long long)(i - 1), (long long)V);
+                               "prior: token %d at position %lld out of range [0, %lld)",
+                               tok,
+                               (long long)(i - 1),
+                               (long long)V);
         }
     }
 
@@ -598,15 +684,16 @@ enum jb_status jb_prior_step(struct jb_prior_state *st, int C, const int32_t *se
     { // input embedding: h0[i] = ((start_emb if i == 0 else TokEmb[s[i−1]]) + Pos[i]) + X[i]
         for (int n = 0; n < N; n++) {
             for (int r = 0; r < C; r++) {
-                const int64_t i   = S + r;
-                float        *row = ts->h + ((int64_t)n * C + r) * W;
+                const int64_t i = S + r;
+                float *row      = ts->h + ((int64_t)n * C + r) * W;
                 if (i == 0)
                     memcpy(row, st->start_emb + (int64_t)n * W, (size_t)W * sizeof *row);
                 else
                     table_row(p->x_emb, seq[n * ld_seq + i - 1], row);
                 const float *pos = f32_row(p->pos_emb, i);
                 const float *x   = st->x + ((int64_t)n * T + i) * W;
-                for (int64_t c = 0; c < W; c++) row[c] = (row[c] + pos[c]) + x[c];
+                for (int64_t c = 0; c < W; c++)
+                    row[c] = (row[c] + pos[c]) + x[c];
             }
         }
         if (st->hook) st->hook(st->hook_user, -1, N, C, (int)W, ts->h);
@@ -618,8 +705,8 @@ enum jb_status jb_prior_step(struct jb_prior_state *st, int C, const int32_t *se
         const int64_t M = (int64_t)N * C;
         if (p->add_x_after) {
             for (int n = 0; n < N; n++) {
-                const float *x   = st->x + ((int64_t)n * T + S) * W;
-                float       *row = ts->h + (int64_t)n * C * W;
+                const float *x = st->x + ((int64_t)n * T + S) * W;
+                float *row     = ts->h + (int64_t)n * C * W;
                 jb_add((int64_t)C * W, row, x, row);
             }
         }
@@ -629,13 +716,23 @@ enum jb_status jb_prior_step(struct jb_prior_state *st, int C, const int32_t *se
     return JB_STATUS_OK;
 }
 
-enum jb_status jb_prior_forward(struct jb_prior *p, int N, int T, const int32_t *tokens,
-                                const float *start_emb, const float *x, const float *encoder_kv,
-                                float *logits, jb_prior_hook_fn hook, void *hook_user)
+enum jb_status jb_prior_forward(struct jb_prior *p,
+                                int N,
+                                int T,
+                                const int32_t *tokens,
+                                const float *start_emb,
+                                const float *x,
+                                const float *encoder_kv,
+                                float *logits,
+                                jb_prior_hook_fn hook,
+                                void *hook_user)
 {
     if (N <= 0 || T <= 0 || T > p->seq_len)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: forward of %d x %d positions (T = %d)",
-                       N, T, p->seq_len);
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "prior: forward of %d x %d positions (T = %d)",
+                       N,
+                       T,
+                       p->seq_len);
     struct jb_prior_state *st = jb_prior_state_init(p, N, T);
     if (!st) return JB_STATUS_ERR_NOMEM;
     jb_prior_state_set_hook(st, hook, hook_user);

@@ -42,9 +42,10 @@ struct jb_prior_state;
  * used. The tied prior.x_out.weight of A/D is checked and x_emb is used for both roles.
  * Variant A also builds the upper-level conditioner when it is compiled in (prior/conditioner.h).
  * NULL on failure (jb_last_error()). */
-struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp, struct jb_weights *w,
+struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp,
+                               struct jb_weights *w,
                                struct jb_backend *be);
-void             jb_prior_free(struct jb_prior *p);
+void jb_prior_free(struct jb_prior *p);
 
 int32_t jb_prior_width(const struct jb_prior *p);      /* w */
 int32_t jb_prior_seq_len(const struct jb_prior *p);    /* T */
@@ -56,17 +57,25 @@ int32_t jb_prior_enc_len(const struct jb_prior *p);    /* encoder positions of C
 
 /* start_emb[w] = (Σ_g mask_g·GenreEmb[max(genre_g, 0)]) + ArtistEmb[artist], mask_g = genre_g ≥ 0;
  * genres has hp.max_bow_genre_size entries (−1 = unused slot). */
-enum jb_status jb_prior_start_emb(const struct jb_prior *p, int32_t artist, const int32_t *genres,
+enum jb_status jb_prior_start_emb(const struct jb_prior *p,
+                                  int32_t artist,
+                                  const int32_t *genres,
                                   float *start_emb);
 
 /* Timing signal for the n_ctx music positions (B, C, D; bins from jb_labels_timing_bins):
  * y_pos[i] = (TotalEmb[k_tot] + AbsEmb[k_abs[i]]) + RelEmb[k_rel[i]], y_pos [n_ctx, w]. */
-enum jb_status jb_prior_y_pos(const struct jb_prior *p, int32_t k_tot, const int32_t *k_abs,
-                              const int32_t *k_rel, float *y_pos);
+enum jb_status jb_prior_y_pos(const struct jb_prior *p,
+                              int32_t k_tot,
+                              const int32_t *k_abs,
+                              const int32_t *k_rel,
+                              float *y_pos);
 
 /* The window's X [T, w] for B, C, D: y_pos, with n_tokens zero rows in front for D. */
-enum jb_status jb_prior_x_timing(const struct jb_prior *p, int32_t k_tot, const int32_t *k_abs,
-                                 const int32_t *k_rel, float *x);
+enum jb_status jb_prior_x_timing(const struct jb_prior *p,
+                                 int32_t k_tot,
+                                 const int32_t *k_abs,
+                                 const int32_t *k_rel,
+                                 float *x);
 
 /* The window's X [T, w] for A from the n_ctx/(cond_stride^cond_downs) upper-level codes of the
  * window (§4.3). ERR_UNSUPPORTED when the engine was built without the conditioner. */
@@ -75,54 +84,69 @@ enum jb_status jb_prior_x_upsampler(struct jb_prior *p, const int32_t *z_upper, 
 /* Variant C: runs the lyric encoder on lyric_ids [N, n_tokens] (ids < n_vocab) and writes
  * encoder_kv [N, n_tokens, w] = LN(acts·prime_state_proj + b). prime_acts (optional)
  * receives the encoder output [N, n_tokens, w_p]. Allocates its work memory per call. */
-enum jb_status jb_prior_encoder_kv(struct jb_prior *p, int N, const int32_t *lyric_ids,
-                                   float *encoder_kv, float *prime_acts);
+enum jb_status jb_prior_encoder_kv(struct jb_prior *p,
+                                   int N,
+                                   const int32_t *lyric_ids,
+                                   float *encoder_kv,
+                                   float *prime_acts);
 
 /* ---- forward --------------------------------------------------------------------------------- */
 
 /* Observer of the residual stream: layer −1 is the transformer input h0 = (e + Pos) + X,
  * layer d ≥ 0 the output of block d; h is [n_batch, n_pos, width] for the positions of the
  * current chunk. Called on the calling thread. */
-typedef void (*jb_prior_hook_fn)(void *user, int layer, int n_batch, int n_pos, int width,
-                                 const float *h);
+typedef void (
+  *jb_prior_hook_fn)(void *user, int layer, int n_batch, int n_pos, int width, const float *h);
 
 /* Teacher-forced forward of the first T ≤ seq_len positions (§4.4-4.8): tokens [N, T]
  * transformer ids (position t's input is tokens[t−1], position 0's is start_emb); start_emb
  * [N, w]; x [N, seq_len, w] the window's X; encoder_kv [N, enc_len, w] for C (else NULL);
  * logits [N, T, V] (optional). The same code as the cached path with one chunk of T positions
  * (blocked attention, never a T×T mask). Allocates a temporary state. */
-enum jb_status jb_prior_forward(struct jb_prior *p, int N, int T, const int32_t *tokens,
-                                const float *start_emb, const float *x, const float *encoder_kv,
-                                float *logits, jb_prior_hook_fn hook, void *hook_user);
+enum jb_status jb_prior_forward(struct jb_prior *p,
+                                int N,
+                                int T,
+                                const int32_t *tokens,
+                                const float *start_emb,
+                                const float *x,
+                                const float *encoder_kv,
+                                float *logits,
+                                jb_prior_hook_fn hook,
+                                void *hook_user);
 
 /* ---- incremental (KV-cached) path, §5 -------------------------------------------------------- */
 
 /* Reserves caches and buffers for n_batch candidates and chunks of up to max_chunk positions
  * (1 ≤ max_chunk ≤ seq_len; sampling needs max_chunk ≥ the priming chunk size). */
 struct jb_prior_state *jb_prior_state_init(struct jb_prior *p, int n_batch, int max_chunk);
-void                   jb_prior_state_free(struct jb_prior_state *st);
+void jb_prior_state_free(struct jb_prior_state *st);
 
 /* Forgets all positions (sample_t = 0); the conditioning stays. */
 void jb_prior_state_reset(struct jb_prior_state *st);
 
 /* Sets the window's conditioning and resets: start_emb [N, w], x [N, seq_len, w], encoder_kv
  * [N, enc_len, w] (C only, else NULL). The arrays are borrowed (see the top of this file). */
-enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st, const float *start_emb,
-                                       const float *x, const float *encoder_kv);
+enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st,
+                                       const float *start_emb,
+                                       const float *x,
+                                       const float *encoder_kv);
 
 void jb_prior_state_set_hook(struct jb_prior_state *st, jb_prior_hook_fn hook, void *user);
 
-int64_t jb_prior_state_pos(const struct jb_prior_state *st);   /* positions processed */
-int     jb_prior_state_n_batch(const struct jb_prior_state *st);
-int     jb_prior_state_max_chunk(const struct jb_prior_state *st);
-size_t  jb_prior_state_bytes(const struct jb_prior_state *st); /* reserved memory */
+int64_t jb_prior_state_pos(const struct jb_prior_state *st); /* positions processed */
+int jb_prior_state_n_batch(const struct jb_prior_state *st);
+int jb_prior_state_max_chunk(const struct jb_prior_state *st);
+size_t jb_prior_state_bytes(const struct jb_prior_state *st); /* reserved memory */
 
 /* Processes the C positions S..S+C−1 (S = jb_prior_state_pos) of every candidate, exactly as
  * §5.3: input row ((start_emb if i == 0 else TokEmb[seq[n·ld_seq + i − 1]]) + Pos[i]) + X[n, i].
  * seq holds each candidate's transformer ids by absolute position (only entries S−1..S+C−2
  * are read; may be NULL when S == 0 and C == 1). logits (optional) receives [N, C, V].
  * Allocates nothing. ERR_INVALID_ARG (state unchanged) on a bad id, C or missing conditioning. */
-enum jb_status jb_prior_step(struct jb_prior_state *st, int C, const int32_t *seq, int64_t ld_seq,
+enum jb_status jb_prior_step(struct jb_prior_state *st,
+                             int C,
+                             const int32_t *seq,
+                             int64_t ld_seq,
                              float *logits);
 
 #endif

@@ -19,64 +19,65 @@
 /* One ResAttnBlock: pre-LN attention + pre-LN MLP. Conv1D weights are [n_in, n_out] (x·w + b)
  * in any float dtype; LayerNorm parameters and biases are fp32. */
 struct jb_block {
-    int32_t                 attn_func;                  /* 0, 1, 2, 3, 6 or 7 */
-    const struct jb_tensor *ln_0_w, *ln_0_b;            /* [w] */
-    const struct jb_tensor *c_attn_w;                   /* [w, 3ns] or [w, ns] (func 6) */
-    const float            *c_attn_b;
-    const struct jb_tensor *c_enc_kv_w;                 /* [w, 2ns] (func 6 only) */
-    const float            *c_enc_kv_b;
-    const struct jb_tensor *c_proj_w;                   /* [ns, w] */
-    const float            *c_proj_b;
-    const struct jb_tensor *ln_1_w, *ln_1_b;            /* [w] */
-    const struct jb_tensor *c_fc_w;                     /* [w, mlp] */
-    const float            *c_fc_b;
-    const struct jb_tensor *mlp_proj_w;                 /* [mlp, w] */
-    const float            *mlp_proj_b;
+    int32_t attn_func;                       /* 0, 1, 2, 3, 6 or 7 */
+    const struct jb_tensor *ln_0_w, *ln_0_b; /* [w] */
+    const struct jb_tensor *c_attn_w;        /* [w, 3ns] or [w, ns] (func 6) */
+    const float *c_attn_b;
+    const struct jb_tensor *c_enc_kv_w; /* [w, 2ns] (func 6 only) */
+    const float *c_enc_kv_b;
+    const struct jb_tensor *c_proj_w; /* [ns, w] */
+    const float *c_proj_b;
+    const struct jb_tensor *ln_1_w, *ln_1_b; /* [w] */
+    const struct jb_tensor *c_fc_w;          /* [w, mlp] */
+    const float *c_fc_b;
+    const struct jb_tensor *mlp_proj_w; /* [mlp, w] */
+    const float *mlp_proj_b;
 };
 
 struct jb_transformer {
-    int32_t          width, n_state, heads, head_dim, mlp_width, depth;
-    int32_t          seq_len;   /* T: positions of one window */
-    int32_t          block_ctx; /* B = T / blocks */
-    int32_t          prime_len; /* func 7 key limit P' = (prime_len/blocks + 1)·blocks, ≤ T */
-    int32_t          enc_len;   /* func 6: encoder positions (0: no cross-attention) */
-    float            scale;     /* fl32((1/sqrt(sqrt(hd)))²), applied after the dot product */
-    struct jb_block *blocks;    /* [depth] */
+    int32_t width, n_state, heads, head_dim, mlp_width, depth;
+    int32_t seq_len;         /* T: positions of one window */
+    int32_t block_ctx;       /* B = T / blocks */
+    int32_t prime_len;       /* func 7 key limit P' = (prime_len/blocks + 1)·blocks, ≤ T */
+    int32_t enc_len;         /* func 6: encoder positions (0: no cross-attention) */
+    float scale;             /* fl32((1/sqrt(sqrt(hd)))²), applied after the dot product */
+    struct jb_block *blocks; /* [depth] */
 };
 
-/* Keys and values of one attention layer for all candidates, per-head contiguous:
- * k[((n·H + h)·cap + slot)·hd + c]. Slot rules in attention.c. */
+/* Keys and values of one attention layer for all candidates, one block per (candidate n,
+ * head h): keys transposed, k[((n·H + h)·hd + c)·cap + slot], values row-major,
+ * v[((n·H + h)·cap + slot)·hd + c]. Slot rules in attention.c. */
 struct jb_kv_cache {
     int32_t func;
     int32_t cap;  /* slots per (candidate, head) */
     int32_t rows; /* func 2: slots per column = ceil(T / B) */
-    float  *k, *v;
+    float *k, *v;
 };
 
 struct jb_transformer_state {
     const struct jb_transformer *tr;
-    int32_t                      n_batch, max_chunk;
+    int32_t n_batch, max_chunk;
     /* activations for n_batch·max_chunk rows, candidate-major ([n][r]) */
-    float *h;   /* residual stream [rows, w] */
-    float *cur; /* LayerNorm output [rows, w] */
-    float *qkv; /* [rows, 3ns] */
-    float *att; /* [rows, ns] */
-    float *mlp; /* [rows, mlp] */
-    float *enc; /* encoder K|V projection [n_batch·enc_len, 2ns] (func 6) */
+    float *h;                   /* residual stream [rows, w] */
+    float *cur;                 /* LayerNorm output [rows, w] */
+    float *qkv;                 /* [rows, 3ns] */
+    float *att;                 /* [rows, ns] */
+    float *mlp;                 /* [rows, mlp] */
+    float *enc;                 /* encoder K|V projection [n_batch·enc_len, 2ns] (func 6) */
     struct jb_kv_cache *caches; /* [depth] */
-    int32_t             n_threads;
-    int64_t             scratch_len; /* floats per thread: the longest key set */
-    float              *scratch;     /* [n_threads, scratch_len] */
-    size_t              bytes;       /* reserved memory, for reporting */
+    int32_t n_threads;
+    int64_t scratch_len; /* floats per thread: 2 x the longest key set */
+    float *scratch;      /* [n_threads, scratch_len] */
+    size_t bytes;        /* reserved memory, for reporting */
 };
 
 struct jb_prior {
     struct jb_prior_hparams hp;
-    struct jb_backend      *be;
-    struct jb_transformer   tr;    /* main transformer */
-    struct jb_transformer   prime; /* variant C lyric encoder (depth 0 otherwise) */
-    int32_t                 width, seq_len, vocab, prefix_len;
-    bool                    add_x_after; /* tied head, X re-added (A, D) */
+    struct jb_backend *be;
+    struct jb_transformer tr;    /* main transformer */
+    struct jb_transformer prime; /* variant C lyric encoder (depth 0 otherwise) */
+    int32_t width, seq_len, vocab, prefix_len;
+    bool add_x_after; /* tied head, X re-added (A, D) */
 
     const struct jb_tensor *x_emb;   /* [vocab, w] token embedding */
     const struct jb_tensor *pos_emb; /* [T, w] F32 */
@@ -91,45 +92,31 @@ struct jb_prior {
     const struct jb_tensor *prime_x_emb;   /* [n_vocab, w_p] */
     const struct jb_tensor *prime_pos_emb; /* [n_tokens, w_p] F32 */
     const struct jb_tensor *prime_proj_w;  /* [w_p, w] */
-    const float            *prime_proj_b;
+    const float *prime_proj_b;
     const struct jb_tensor *prime_ln_w, *prime_ln_b;
 
     struct jb_upsampler_cond *cond; /* variant A (NULL until conditioner.h exists) */
 };
 
 struct jb_prior_state {
-    struct jb_prior            *p;
+    struct jb_prior *p;
     struct jb_transformer_state ts;
-    int32_t                     n_batch, max_chunk;
-    int64_t                     pos; /* sample_t: positions already in the caches */
-    const float                *start_emb, *x, *encoder_kv; /* borrowed, see set_cond */
-    float                      *logits;                     /* [n_batch, vocab] */
-    struct jb_sampler          *sampler;
-    jb_prior_hook_fn            hook;
-    void                       *hook_user;
+    int32_t n_batch, max_chunk;
+    int64_t pos;                             /* sample_t: positions already in the caches */
+    const float *start_emb, *x, *encoder_kv; /* borrowed, see set_cond */
+    float *logits;                           /* [n_batch, vocab] */
+    struct jb_sampler *sampler;
+    jb_prior_hook_fn hook;
+    void *hook_user;
 };
 
-/* e^x for x ≤ 0 (a value minus the row maximum), branch-free so that loops over it vectorise:
- * Cephes expf (Cody-Waite reduction, degree-5 polynomial; ≤ 1e-7 relative error on this range,
- * about one ulp, like the reference's vectorised exp); exactly 0 below −87.3 and for −∞. */
-static inline float jb_exp_le0(float x)
-{
-    const float xc = x < -87.3f ? -87.3f : x;
-    const float k  = floorf(xc * 1.44269504088896341f + 0.5f);
-    const float r  = (xc - k * 0.693359375f) + k * 2.12194440e-4f;
-    float       p  = 1.9875691500e-4f;
-    p              = p * r + 1.3981999507e-3f;
-    p              = p * r + 8.3334519073e-3f;
-    p              = p * r + 4.1665795894e-2f;
-    p              = p * r + 1.6666665459e-1f;
-    p              = p * r + 5.0000001201e-1f;
-    p              = p * (r * r) + r + 1.0f;
-    union {
-        uint32_t u;
-        float    f;
-    } two_k = {.u = (uint32_t)((int32_t)k + 127) << 23};
-    return x < -87.3f ? 0.0f : p * two_k.f;
-}
+/* A float's bits, for building 2^k in the vectorised exp below (type punning through a union
+ * is defined in C; an array of these keeps the pun out of the loop, where it would stop GCC from
+ * vectorising). */
+union jb_f32_bits {
+    int32_t i;
+    float f;
+};
 
 /* `#pragma omp simd` marks loops that are meant to vectorise; where a sanitizer's
  * instrumentation prevents it clang warns (-Wpass-failed), which is harmless. */
@@ -141,20 +128,31 @@ static inline float jb_exp_le0(float x)
 
 /* Slots per (candidate, head) that attn_func `func` needs for a whole window (§5.2 maximum). */
 int32_t jb_kv_cache_capacity(const struct jb_transformer *tr, int func);
-/* Longest key set of any query (scratch floats per thread). */
+/* Longest key set of any query (a thread's scratch is 2 words per key). */
 int64_t jb_attention_max_keys(const struct jb_transformer *tr);
+
+/* s[j] ← e^(s[j] − m) for j < n (every s[j] ≤ m; −∞ gives 0) and returns Σ s[j]: Cephes expf
+ * (Cody-Waite reduction, degree-5 polynomial, ≤ 1e-7 relative error — about one ulp, like the
+ * reference's vectorised exp), vectorised; u: n words of scratch. */
+float jb_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u);
 
 /* Stores the encoder keys/values of a func-6 layer: kv = encoder_kv·c_enc_kv + b,
  * [n_batch·enc_len, 2ns] with K in columns [0, ns) and V in [ns, 2ns). */
-void jb_attention_set_encoder(const struct jb_transformer *tr, struct jb_kv_cache *c, int n_batch,
+void jb_attention_set_encoder(const struct jb_transformer *tr,
+                              struct jb_kv_cache *c,
+                              int n_batch,
                               const float *kv);
 
 /* Attention of the C new positions S..S+C−1 of every candidate: appends their keys/values
  * (columns [ns, 3ns) of qkv; none for func 6) to the cache and writes att[n·C + r] =
  * concat_h softmax(q·Kᵀ·scale) V over the key set S(S+r) of §4.6. qkv rows are n·C + r with
  * row stride 3ns (ns for func 6). */
-void jb_attention_chunk(const struct jb_transformer *tr, struct jb_kv_cache *c,
-                        struct jb_transformer_state *ts, int64_t S, int C, const float *qkv,
+void jb_attention_chunk(const struct jb_transformer *tr,
+                        struct jb_kv_cache *c,
+                        struct jb_transformer_state *ts,
+                        int64_t S,
+                        int C,
+                        const float *qkv,
                         float *att);
 
 #endif

@@ -21,13 +21,13 @@
 #include "prior/prior.h"
 
 struct jb_sample_params {
-    float    temp;            /* > 0; the reference uses 0.99 (notebook top level 0.98)         */
-    int32_t  top_k;           /* 0: off; 1: greedy                                               */
-    float    top_p;           /* 0: off; else in (0, 1]                                          */
-    uint64_t seed;            /* RNG seed of the whole batch                                     */
-    int32_t  first_candidate; /* stream index of candidate 0 (for batch slices); usually 0       */
-    int32_t  chunk_size;      /* priming chunk (16 for 5b top levels, 32 elsewhere); 0: all at once;
-                                 larger than the state's max_chunk is clamped to it               */
+    float temp;              /* > 0; the reference uses 0.99 (notebook top level 0.98)         */
+    int32_t top_k;           /* 0: off; 1: greedy                                               */
+    float top_p;             /* 0: off; else in (0, 1]                                          */
+    uint64_t seed;           /* RNG seed of the whole batch                                     */
+    int32_t first_candidate; /* stream index of candidate 0 (for batch slices); usually 0       */
+    int32_t chunk_size;      /* priming chunk (16 for 5b top levels, 32 elsewhere); 0: all at once;
+                                larger than the state's max_chunk is clamped to it               */
 };
 
 /* temp 1, no top-k/top-p, seed 0, chunk 32. */
@@ -37,14 +37,14 @@ struct jb_sample_params jb_sample_params_default(void);
 struct jb_rng {
     uint64_t s[4];
 };
-void     jb_rng_seed(struct jb_rng *rng, uint64_t seed, uint64_t stream);
+void jb_rng_seed(struct jb_rng *rng, uint64_t seed, uint64_t stream);
 uint64_t jb_rng_next(struct jb_rng *rng);
-double   jb_rng_uniform(struct jb_rng *rng); /* [0, 1), 53 bits */
+double jb_rng_uniform(struct jb_rng *rng); /* [0, 1), 53 bits */
 
 /* Per-candidate generators and the scratch the filters need, reserved once. */
 struct jb_sampler;
 struct jb_sampler *jb_sampler_init(int n_batch, int vocab);
-void               jb_sampler_free(struct jb_sampler *s);
+void jb_sampler_free(struct jb_sampler *s);
 /* Validates the parameters and seeds every candidate's generator. */
 enum jb_status jb_sampler_reset(struct jb_sampler *s, const struct jb_sample_params *sp);
 /* Draws candidate `cand`'s token from logits[vocab] (overwritten by the filtered values). */
@@ -52,8 +52,8 @@ int32_t jb_sampler_draw(struct jb_sampler *s, int cand, float *logits);
 
 /* Called after every sampled position t with each candidate's sequence so far: candidate n's
  * token at t is seq[n·ld_seq + t]. Keep it short (it runs inside the sampling loop). */
-typedef void (*jb_prior_token_fn)(void *user, int64_t t, int n_batch, const int32_t *seq,
-                                  int64_t ld_seq);
+typedef void (
+  *jb_prior_token_fn)(void *user, int64_t t, int n_batch, const int32_t *seq, int64_t ld_seq);
 
 /* Samples one window for the state's N candidates (conditioning already set with
  * jb_prior_state_set_cond; the caches are reset here). context [N, P] holds the known
@@ -63,9 +63,14 @@ typedef void (*jb_prior_token_fn)(void *user, int64_t t, int n_batch, const int3
  * merged ids; music codes are max(id − n_vocab, 0)). Progress ("sample", per position) and
  * cancellation (checked before every chunk and token: ERR_CANCELLED, out holds what was drawn)
  * go through cb; on_token (optional) streams tokens. Allocates nothing. */
-enum jb_status jb_prior_sample(struct jb_prior_state *st, const int32_t *context, int P,
-                               int sample_tokens, const struct jb_sample_params *sp, int32_t *out,
-                               const struct jb_callbacks *cb, jb_prior_token_fn on_token,
+enum jb_status jb_prior_sample(struct jb_prior_state *st,
+                               const int32_t *context,
+                               int P,
+                               int sample_tokens,
+                               const struct jb_sample_params *sp,
+                               int32_t *out,
+                               const struct jb_callbacks *cb,
+                               jb_prior_token_fn on_token,
                                void *token_user);
 
 #endif
