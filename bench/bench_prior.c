@@ -324,11 +324,13 @@ static struct result run_shape(struct jb_prior *p,
     sp.temp                    = 0.99f;
     sp.chunk_size              = 32;
     struct tok_times tt        = { .first_t = -1 };
-    /* priming alone first (the sampled positions are timed by the token hook below) */
-    double t0 = jb_time_now();
-    if (jb_prior_sample(st, ctx, n_prime, n_prime + 1, &sp, out, NULL, NULL, NULL)) goto done;
-    double t_prime = jb_time_now() - t0;
-    r.prefill_tps  = n_prime / t_prime; /* includes one sampled token: negligible */
+    /* priming alone, twice (the first run also faults in the caches): the faster counts */
+    for (int rep = 0; rep < 2; rep++) {
+        double t0 = jb_time_now();
+        if (jb_prior_sample(st, ctx, n_prime, n_prime + 1, &sp, out, NULL, NULL, NULL)) goto done;
+        double tps = n_prime / (jb_time_now() - t0); /* includes one sampled token */
+        if (tps > r.prefill_tps) r.prefill_tps = tps;
+    }
     if (jb_prior_sample(st, ctx, n_prime, n_prime + n_sample, &sp, out, NULL, on_tok, &tt))
         goto done;
     if (tt.last_t > tt.first_t) {
@@ -399,7 +401,7 @@ static void bench_preview(const char *dir, int threads)
     printf("\n5-second continuation of %s (%.1f s riff), 1 candidate, levels 2..0, %d thread(s):\n",
            path,
            (double)riff.n_samples / JB_SAMPLE_RATE,
-           threads);
+           threads > 0 ? threads : be->n_threads);
     printf("  session load           %6.2f s\n", t_load);
     printf("  first preview audio    %6.2f s   <- time to first audible preview\n", pv.first_audio);
     printf("  level 2 done           %6.2f s\n", pv.level_end[2]);

@@ -14,7 +14,7 @@
  *   --threads  kernel threads (default: all cores)
  *   --reps     timed repetitions per operation, best reported (default 2)
  *   --seconds  clip lengths (default 5,20)
- *   --chunk    codes per chunk for chunked decoding (default: 4 x the level's margin)
+ *   --chunk    codes per chunk for chunked decoding (default: max(4 x the level's margin, 4096))
  */
 #include "vqvae/vqvae.h"
 
@@ -43,22 +43,27 @@ static float rng_uniform(uint64_t *s) /* [-1, 1) */
 
 struct mem_tensor {
     struct jb_tensor t;
-    char             name[160];
+    char name[160];
 };
 
 struct mem_source {
-    int                n, cap;
+    int n, cap;
     struct mem_tensor *v;
-    uint64_t           rng;
-    bool               oom;
+    uint64_t rng;
+    bool oom;
 };
 
-static void mem_add(struct mem_source *s, float scale, int64_t a, int64_t b, int64_t c, int n_dims,
+static void mem_add(struct mem_source *s,
+                    float scale,
+                    int64_t a,
+                    int64_t b,
+                    int64_t c,
+                    int n_dims,
                     const char *name)
 {
     if (s->n == s->cap) {
-        int                cap = s->cap ? 2 * s->cap : 256;
-        struct mem_tensor *v   = realloc(s->v, (size_t)cap * sizeof *v);
+        int cap              = s->cap ? 2 * s->cap : 256;
+        struct mem_tensor *v = realloc(s->v, (size_t)cap * sizeof *v);
         if (!v) {
             s->oom = true;
             return;
@@ -69,22 +74,29 @@ static void mem_add(struct mem_source *s, float scale, int64_t a, int64_t b, int
     struct mem_tensor *m = &s->v[s->n];
     memset(m, 0, sizeof *m);
     snprintf(m->name, sizeof m->name, "%s", name);
-    int64_t shape[3] = {a, b, c}, n = 1;
-    m->t.type        = JB_DTYPE_F32;
-    m->t.n_dims      = n_dims;
-    for (int i = 0; i < n_dims; i++) n *= m->t.shape[i] = shape[i];
+    int64_t shape[3] = { a, b, c }, n = 1;
+    m->t.type   = JB_DTYPE_F32;
+    m->t.n_dims = n_dims;
+    for (int i = 0; i < n_dims; i++)
+        n *= m->t.shape[i] = shape[i];
     float *data = malloc((size_t)n * sizeof(float));
     if (!data) {
         s->oom = true;
         return;
     }
-    for (int64_t i = 0; i < n; i++) data[i] = scale * rng_uniform(&s->rng);
+    for (int64_t i = 0; i < n; i++)
+        data[i] = scale * rng_uniform(&s->rng);
     m->t.data = data;
     s->n++;
 }
 
-static void mem_add_conv(struct mem_source *s, int64_t a, int64_t b, int64_t k, int64_t n_bias,
-                         int64_t fan_in, const char *prefix)
+static void mem_add_conv(struct mem_source *s,
+                         int64_t a,
+                         int64_t b,
+                         int64_t k,
+                         int64_t n_bias,
+                         int64_t fan_in,
+                         const char *prefix)
 {
     char name[200];
     snprintf(name, sizeof name, "%s.weight", prefix);
@@ -108,7 +120,7 @@ static void mem_add_resnet(struct mem_source *s, int W, int D, const char *prefi
 static void mem_add_vqvae(struct mem_source *s, const struct jb_vqvae_hparams *hp)
 {
     char p[200];
-    int  E = hp->emb_width;
+    int E = hp->emb_width;
     for (int L = 0; L < hp->levels; L++) {
         int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
         for (int j = 0; j <= L; j++) {
@@ -162,9 +174,9 @@ static const struct jb_tensor *mem_get(void *ctx, int64_t i)
 
 static const struct jb_vqvae_hparams released = {
     .levels                   = 3,
-    .downs_t                  = {3, 2, 2},
-    .strides_t                = {2, 2, 2},
-    .multipliers              = {2, 1, 1},
+    .downs_t                  = { 3, 2, 2 },
+    .strides_t                = { 2, 2, 2 },
+    .multipliers              = { 2, 1, 1 },
     .width                    = 32,
     .depth                    = 4,
     .emb_width                = 64,
@@ -182,19 +194,19 @@ enum op { OP_ENCODE_ALL, OP_ENCODE_0, OP_DECODE };
 
 struct job {
     enum op op;
-    int     level;   /* OP_DECODE */
-    int64_t chunk;   /* OP_DECODE: codes per chunk, 0 = whole, -1 = 4 x the level's margin */
+    int level;       /* OP_DECODE */
+    int64_t chunk;   /* OP_DECODE: codes per chunk, 0 = whole, -1 = the default */
     int64_t samples; /* clip length */
 };
 
 struct result {
-    int    ok;
+    int ok;
     double seconds; /* best of reps */
     double work_mb; /* work memory the call reserves */
     double rss_mb;  /* peak RSS of the process */
     double cpu_s;   /* user + system CPU seconds per repetition (all threads) */
     int64_t chunk;  /* effective chunk (decode) */
-    char   err[200];
+    char err[200];
 };
 
 static int g_threads, g_reps = 2;
@@ -203,36 +215,43 @@ static int64_t g_chunk = -1;
 static void run_job(const struct job *jb, struct result *r)
 {
     struct jb_backend *be = jb_backend_cpu_init(g_threads);
-    struct mem_source  src = {.rng = 20240601};
+    struct mem_source src = { .rng = 20240601 };
     mem_add_vqvae(&src, &released);
-    struct jb_weights_source ws = {mem_find, mem_count, mem_get, &src};
-    struct jb_weights       *w  = be && !src.oom ? jb_weights_init(&ws) : NULL;
-    struct jb_vqvae         *vq = w ? jb_vqvae_init(&released, w, be) : NULL;
+    struct jb_weights_source ws = { mem_find, mem_count, mem_get, &src };
+    struct jb_weights *w        = be && !src.oom ? jb_weights_init(&ws) : NULL;
+    struct jb_vqvae *vq         = w ? jb_vqvae_init(&released, w, be) : NULL;
     if (!vq) {
         snprintf(r->err, sizeof r->err, "init: %s", jb_last_error());
         return;
     }
-    const int64_t T     = jb->samples;
-    const int64_t chunk = jb->chunk < 0 ? 4 * jb_vqvae_decode_margin_level(vq, jb->level) : jb->chunk;
-    float        *x = malloc((size_t)T * sizeof(float));
-    int32_t      *z = malloc((size_t)(T / 8) * sizeof(int32_t));
-    uint64_t      rng = 7;
+    const int64_t T = jb->samples;
+    int64_t chunk   = jb->chunk;
+    if (chunk < 0) { /* default: 4 margins (1.5x the work of whole decoding), at least 4096 */
+        chunk = 4 * jb_vqvae_decode_margin_level(vq, jb->level);
+        chunk = chunk > 4096 ? chunk : 4096;
+    }
+    float *x     = malloc((size_t)T * sizeof(float));
+    int32_t *z   = malloc((size_t)(T / 8) * sizeof(int32_t));
+    uint64_t rng = 7;
     for (int64_t i = 0; i < T; i++)
         x[i] = 0.3f * sinf(0.0314f * (float)i) + 0.05f * rng_uniform(&rng);
-    for (int64_t i = 0; i < T / 8; i++) z[i] = (int32_t)(rng_next(&rng) % 2048);
+    for (int64_t i = 0; i < T / 8; i++)
+        z[i] = (int32_t)(rng_next(&rng) % 2048);
 
     struct rusage ru0;
     getrusage(RUSAGE_SELF, &ru0);
     double best = INFINITY;
     for (int rep = 0; rep < g_reps; rep++) {
         enum jb_status st = JB_STATUS_OK;
-        double         t0 = jb_time_now();
+        double t0         = jb_time_now();
         switch (jb->op) {
         case OP_ENCODE_ALL:
             for (int L = 0; L < released.levels && st == JB_STATUS_OK; L++)
                 st = jb_vqvae_encode_level(vq, L, x, T, z, NULL, NULL);
             break;
-        case OP_ENCODE_0: st = jb_vqvae_encode_level(vq, 0, x, T, z, NULL, NULL); break;
+        case OP_ENCODE_0:
+            st = jb_vqvae_encode_level(vq, 0, x, T, z, NULL, NULL);
+            break;
         case OP_DECODE: {
             int64_t n = T / jb_vqvae_hp_hop(&released, jb->level);
             st        = jb_vqvae_decode_level(vq, jb->level, z, n, x, chunk, NULL);
@@ -267,7 +286,7 @@ static void run_job(const struct job *jb, struct result *r)
                 1e-6 * (double)(ru.ru_utime.tv_usec - ru0.ru_utime.tv_usec) +
                 1e-6 * (double)(ru.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) /
                g_reps;
-    r->chunk   = chunk;
+    r->chunk = chunk;
     /* the process exits right after: no frees needed */
 }
 
@@ -305,18 +324,33 @@ static void print_row(const char *what, const char *mode, double clip_s, const s
     char chunk[32] = "-";
     if (r->chunk > 0) snprintf(chunk, sizeof chunk, "%lld", (long long)r->chunk);
     if (!r->ok) {
-        printf("| %-22s | %-7s | %8s | %8s | %8s | %8s | %9s | %9s | error: %s\n", what, mode,
-               chunk, "", "", "", "", "", r->err);
+        printf("| %-22s | %-7s | %8s | %8s | %8s | %8s | %9s | %9s | error: %s\n",
+               what,
+               mode,
+               chunk,
+               "",
+               "",
+               "",
+               "",
+               "",
+               r->err);
         return;
     }
-    printf("| %-22s | %-7s | %8s | %8.3f | %7.1fx | %8.3f | %9.1f | %9.1f |\n", what, mode, chunk,
-           r->seconds, clip_s / r->seconds, r->cpu_s, r->work_mb, r->rss_mb);
+    printf("| %-22s | %-7s | %8s | %8.3f | %7.1fx | %8.3f | %9.1f | %9.1f |\n",
+           what,
+           mode,
+           chunk,
+           r->seconds,
+           clip_s / r->seconds,
+           r->cpu_s,
+           r->work_mb,
+           r->rss_mb);
 }
 
 int main(int argc, char **argv)
 {
-    double seconds[8] = {5, 20};
-    int    n_seconds  = 2;
+    double seconds[8] = { 5, 20 };
+    int n_seconds     = 2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             g_threads = atoi(argv[++i]);
@@ -328,8 +362,10 @@ int main(int argc, char **argv)
             n_seconds = 0;
             for (char *s = argv[++i]; *s && n_seconds < 8;) {
                 seconds[n_seconds++] = strtod(s, &s);
-                if (*s == ',') s++;
-                else if (*s) break;
+                if (*s == ',')
+                    s++;
+                else if (*s)
+                    break;
             }
         } else {
             fprintf(stderr,
@@ -343,7 +379,9 @@ int main(int argc, char **argv)
            "multipliers (2,1,1)), random weights, fp32, batch 1\n");
     printf("threads: %d (%ld cores online), best of %d, x realtime = seconds of 44.1 kHz audio per "
            "wall second\n",
-           g_threads > 0 ? g_threads : (int)cores, cores, g_reps);
+           g_threads > 0 ? g_threads : (int)cores,
+           cores,
+           g_reps);
     printf("reference (openai/jukebox, torch 1.13 CPU, 2 threads t2b1, 2-vCPU Zen 5; "
            "reference-baseline.md):\n"
            "  5 s:  decode L0 9.1x, L1 26.9x, L2 27.3x, encode (3 levels) 4.3x, encoder 0 8.1x\n"
@@ -357,21 +395,28 @@ int main(int argc, char **argv)
         if (T < 128) continue;
         double clip = (double)T / 44100.0;
         printf("clip %.2f s (%lld samples)\n", clip, (long long)T);
-        printf("| %-22s | %-7s | %8s | %8s | %8s | %8s | %9s | %9s |\n", "operation", "mode",
-               "chunk", "seconds", "realtime", "cpu s", "work MB", "RSS MB");
+        printf("| %-22s | %-7s | %8s | %8s | %8s | %8s | %9s | %9s |\n",
+               "operation",
+               "mode",
+               "chunk",
+               "seconds",
+               "realtime",
+               "cpu s",
+               "work MB",
+               "RSS MB");
         printf("|------------------------|---------|----------|----------|----------|----------|"
                "-----------|-----------|\n");
         struct result r;
-        run_forked(&(struct job){OP_ENCODE_ALL, 0, 0, T}, &r);
+        run_forked(&(struct job){ OP_ENCODE_ALL, 0, 0, T }, &r);
         print_row("encode (all 3 levels)", "whole", clip, &r);
-        run_forked(&(struct job){OP_ENCODE_0, 0, 0, T}, &r);
+        run_forked(&(struct job){ OP_ENCODE_0, 0, 0, T }, &r);
         print_row("encoder 0 alone", "whole", clip, &r);
         for (int L = 0; L < 3; L++) {
             char what[64];
             snprintf(what, sizeof what, "decode from level %d", L);
-            run_forked(&(struct job){OP_DECODE, L, 0, T}, &r);
+            run_forked(&(struct job){ OP_DECODE, L, 0, T }, &r);
             print_row(what, "whole", clip, &r);
-            run_forked(&(struct job){OP_DECODE, L, g_chunk > 0 ? g_chunk : -1, T}, &r);
+            run_forked(&(struct job){ OP_DECODE, L, g_chunk > 0 ? g_chunk : -1, T }, &r);
             print_row(what, "chunked", clip, &r);
         }
         printf("\n");

@@ -38,7 +38,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *encore = argv[1], *models = argv[2];
-    char        dir[] = "/tmp/encore-cli-XXXXXX", cmd[8192], riff[4096], path[4096];
+    char        dir[] = "/tmp/encore-cli-XXXXXX", cmd[16384], riff[4096], path[4096];
     if (!mkdtemp(dir)) return 2;
     snprintf(riff, sizeof riff, "%s/riff.wav", models);
 

@@ -13,6 +13,7 @@
 #include "core/fp16.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -352,6 +353,61 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
+/* Kernels called from inside the caller's own parallel region run serially, each thread on its
+ * own arena slot: two threads doing different products at once must get the serial results. */
+static void test_nested(struct jb_backend *be)
+{
+    const int64_t M = 9, N = 300, K = 200, C = 16, T = 500;
+    float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05), *xc = rnd_buf(C * T, 1.0);
+    float *wc = rnd_buf(C * C * 3, 0.1);
+    float *ys = malloc((size_t)(M * N) * 4), *cs = malloc((size_t)(C * T) * 4);
+    float *yp[2] = {malloc((size_t)(M * N) * 4), malloc((size_t)(M * N) * 4)};
+    float *cp[2] = {malloc((size_t)(C * T) * 4), malloc((size_t)(C * T) * 4)};
+    uint16_t *wq = malloc((size_t)(N * K) * 2);
+    jb_convert_from_f32(JB_DTYPE_F16, wf, wq, (size_t)(N * K));
+    struct jb_tensor wt = tensor(JB_DTYPE_F16, 2, (int64_t[]){K, N}, wq);
+    struct jb_tensor ct = tensor(JB_DTYPE_F32, 3, (int64_t[]){C, C, 3}, wc);
+    jb_matmul(be, M, N, K, x, K, &wt, false, NULL, ys, N, false);
+    jb_conv1d(be, xc, T, &ct, NULL, 1, 3, 3, cs, NULL);
+#pragma omp parallel num_threads(2)
+    {
+        int i = omp_get_thread_num();
+        for (int rep = 0; rep < 20; rep++) {
+            jb_matmul(be, M, N, K, x, K, &wt, false, NULL, yp[i], N, false);
+            jb_conv1d(be, xc, T, &ct, NULL, 1, 3, 3, cp[i], NULL);
+        }
+    }
+    bool ok = true;
+    for (int i = 0; i < 2; i++)
+        ok = ok && memcmp(yp[i], ys, (size_t)(M * N) * 4) == 0 &&
+             memcmp(cp[i], cs, (size_t)(C * T) * 4) == 0;
+    report(ok, "matmul and conv1d called from 2 threads of the caller's parallel region (bitwise)");
+    free(x), free(wf), free(xc), free(wc), free(ys), free(cs), free(wq);
+    for (int i = 0; i < 2; i++) free(yp[i]), free(cp[i]);
+}
+
+/* The W [K, N] products (GEMV for M <= 4, packed tiles above) on AVX2 and AVX-512, bitwise. */
+static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5)
+{
+    const int64_t N = 333, K = 257, Ms[] = {1, 3, 32};
+    float *x = rnd_buf(32 * K, 1.0), *wf = rnd_buf(N * K, 0.05), *b = rnd_buf(N, 0.5);
+    float *y2 = malloc((size_t)(32 * N) * 4), *y5 = malloc((size_t)(32 * N) * 4);
+    void  *wq = malloc((size_t)(N * K) * 2);
+    bool   ok = true;
+    for (int t = 0; t < 2; t++) {
+        enum jb_dtype type = t ? JB_DTYPE_F16 : JB_DTYPE_F32;
+        if (t) jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
+        struct jb_tensor wt = tensor(type, 2, (int64_t[]){K, N}, t ? wq : (void *)wf);
+        for (int i = 0; i < 3; i++) {
+            jb_matmul(b2, Ms[i], N, K, x, K, &wt, false, b, y2, N, false);
+            jb_matmul(b5, Ms[i], N, K, x, K, &wt, false, b, y5, N, false);
+            ok = ok && memcmp(y2, y5, (size_t)(Ms[i] * N) * 4) == 0;
+        }
+    }
+    report(ok, "matmul f32/f16 W[K,N] M=1,3,32: avx2 == avx512 (bitwise)");
+    free(x), free(wf), free(b), free(y2), free(y5), free(wq);
+}
+
 /* --- elementwise --------------------------------------------------------------------------------- */
 
 static void test_layernorm(struct jb_backend *be, int64_t rows, int64_t W, double offset)
@@ -587,6 +643,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_matmul(be, JB_DTYPE_F16, true, 5, 1, 600, true, false);
     test_matmul(be, JB_DTYPE_BF16, false, 1, 4800, 600, false, false);
     test_matmul(be, JB_DTYPE_F32, false, 3, 40, 0, true, true);
+    test_matmul(be3, JB_DTYPE_F16, false, 200, 40, 64, true, false); /* threads over M */
+    test_matmul(be3, JB_DTYPE_F32, true, 100, 17, 33, false, true);
     for (int64_t n = 1; n <= 100; n += 3) /* every tail width of the column loops, one slice */
         test_matmul(be1, (enum jb_dtype)(n % 3), n % 2, 5 + n % 3, n, 40, true, n % 5 == 0);
     for (int64_t n = 181; n <= 200; n++)
@@ -600,6 +658,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         for (int ti = 0; ti < 3; ti++) test_matmul_rows(be, types[ti], 37, 500, 300);
         test_conv_same(be1, be3, "1 thread == 3 threads");
     }
+
+    test_nested(be);
 
     test_layernorm(be, 3, 1920, 0.0);
     test_layernorm(be, 64, 64, 0.0);
@@ -640,6 +700,7 @@ int main(void)
         jb_cpu_set_isa(be3, JB_CPU_ISA_AVX512);
         g_isa = JB_CPU_ISA_AVX512;
         test_conv_same(be1, be3, "avx2 == avx512");
+        test_matmul_isa(be1, be3);
     }
     jb_backend_free(be);
     jb_backend_free(be1);

@@ -708,6 +708,42 @@ static void test_take_files(const char *tmp, const char *models)
         check(false, "found codes.level1 in the saved take");
     }
 
+    /* random corruption anywhere: a clean error or a valid take, never a crash (ASan) */
+    {
+        unsigned char *cp = malloc(n);
+        uint64_t x        = 42;
+        int n_ok = 0, n_fmt = 0, n_other = 0;
+        snprintf(bad, sizeof bad, "%s/fuzz.gguf", tmp);
+        for (int it = 0; cp && it < 300; it++) {
+            memcpy(cp, buf, n);
+            for (int k = 0; k < 1 + it % 4; k++) {
+                x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+                /* mostly the header and metadata, where the structure is */
+                size_t at = (size_t)(x >> 33) % (it % 3 ? (n < 2048 ? n : 2048) : n);
+                cp[at] ^= (unsigned char)(1u << ((x >> 20) & 7));
+            }
+            write_file(bad, cp, n);
+            enum jb_status st = jb_take_load(bad, &t);
+            if (st == JB_STATUS_OK) {
+                struct jb_take_info info;
+                jb_take_get_info(t, &info);
+                n_ok += info.n_candidates >= 1 && info.n_candidates <= JB_JOB_MAX_CANDIDATES;
+            } else if (st == JB_STATUS_ERR_FORMAT) {
+                n_fmt += t == NULL;
+            } else {
+                n_other++;
+            }
+            jb_take_free(t);
+            t = NULL;
+        }
+        check(cp && n_other == 0 && n_ok + n_fmt == 300,
+              "300 randomly corrupted takes: %d rejected with ERR_FORMAT, %d still valid, %d other",
+              n_fmt,
+              n_ok,
+              n_other);
+        free(cp);
+    }
+
     snprintf(bad, sizeof bad, "%s/garbage.gguf", tmp);
     write_file(bad, "GGUF\3\0\0\0garbage", 15);
     enum jb_status st = jb_take_load(bad, &t);

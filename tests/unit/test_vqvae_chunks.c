@@ -54,24 +54,32 @@ static float rng_uniform(uint64_t *s) /* [-1, 1) */
 
 struct mem_tensor {
     struct jb_tensor t;
-    char             name[160];
+    char name[160];
 };
 
 struct mem_source {
-    int                n, cap;
+    int n, cap;
     struct mem_tensor *v;
-    uint64_t           rng;
-    bool               oom;
+    uint64_t rng;
+    bool oom;
 };
 
-static void mem_add(struct mem_source *s, float scale, int n_dims, const int64_t *shape,
-                    const char *fmt, ...) JB_PRINTF(5, 6);
-static void mem_add(struct mem_source *s, float scale, int n_dims, const int64_t *shape,
-                    const char *fmt, ...)
+static void mem_add(struct mem_source *s,
+                    float scale,
+                    int n_dims,
+                    const int64_t *shape,
+                    const char *fmt,
+                    ...) JB_PRINTF(5, 6);
+static void mem_add(struct mem_source *s,
+                    float scale,
+                    int n_dims,
+                    const int64_t *shape,
+                    const char *fmt,
+                    ...)
 {
     if (s->n == s->cap) {
-        int                cap = s->cap ? 2 * s->cap : 256;
-        struct mem_tensor *v   = realloc(s->v, (size_t)cap * sizeof *v);
+        int cap              = s->cap ? 2 * s->cap : 256;
+        struct mem_tensor *v = realloc(s->v, (size_t)cap * sizeof *v);
         if (!v) {
             s->oom = true;
             return;
@@ -88,28 +96,35 @@ static void mem_add(struct mem_source *s, float scale, int n_dims, const int64_t
     m->t.type   = JB_DTYPE_F32;
     m->t.n_dims = n_dims;
     int64_t n   = 1;
-    for (int i = 0; i < n_dims; i++) n *= m->t.shape[i] = shape[i];
+    for (int i = 0; i < n_dims; i++)
+        n *= m->t.shape[i] = shape[i];
     float *data = malloc((size_t)n * sizeof(float));
     if (!data) {
         s->oom = true;
         return;
     }
-    for (int64_t i = 0; i < n; i++) data[i] = scale * rng_uniform(&s->rng);
+    for (int64_t i = 0; i < n; i++)
+        data[i] = scale * rng_uniform(&s->rng);
     m->t.data = data;
     s->n++;
 }
 
 /* conv weight [a, b, k] scaled by 1/sqrt(fan-in) so deep stacks stay O(1), small bias */
-static void mem_add_conv(struct mem_source *s, int64_t a, int64_t b, int64_t k, int64_t n_bias,
-                         int64_t fan_in, const char *prefix)
+static void mem_add_conv(struct mem_source *s,
+                         int64_t a,
+                         int64_t b,
+                         int64_t k,
+                         int64_t n_bias,
+                         int64_t fan_in,
+                         const char *prefix)
 {
-    mem_add(s, 1.0f / sqrtf((float)fan_in), 3, (const int64_t[]){a, b, k}, "%s.weight", prefix);
-    mem_add(s, 0.01f, 1, (const int64_t[]){n_bias}, "%s.bias", prefix);
+    mem_add(s, 1.0f / sqrtf((float)fan_in), 3, (const int64_t[]){ a, b, k }, "%s.weight", prefix);
+    mem_add(s, 0.01f, 1, (const int64_t[]){ n_bias }, "%s.bias", prefix);
 }
 
 static void mem_add_resnet(struct mem_source *s, int W, int D, float m_conv, const char *prefix)
 {
-    int  ns = (int)(m_conv * (float)W);
+    int ns = (int)(m_conv * (float)W);
     char p[200];
     for (int r = 0; r < D; r++) {
         snprintf(p, sizeof p, "%s.model.%d.model.1", prefix, r);
@@ -124,7 +139,7 @@ static void mem_add_resnet(struct mem_source *s, int W, int D, float m_conv, con
 static void mem_add_vqvae(struct mem_source *s, const struct jb_vqvae_hparams *hp)
 {
     char p[200];
-    int  E = hp->emb_width;
+    int E = hp->emb_width;
     for (int L = 0; L < hp->levels; L++) {
         int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
         for (int j = 0; j <= L; j++) {
@@ -153,7 +168,7 @@ static void mem_add_vqvae(struct mem_source *s, const struct jb_vqvae_hparams *h
         }
         snprintf(p, sizeof p, "decoders.%d.out", L);
         mem_add_conv(s, 1, E, 3, 1, 3 * E, p);
-        mem_add(s, 1.0f, 2, (const int64_t[]){hp->l_bins, E}, "bottleneck.level_blocks.%d.k", L);
+        mem_add(s, 1.0f, 2, (const int64_t[]){ hp->l_bins, E }, "bottleneck.level_blocks.%d.k", L);
     }
 }
 
@@ -177,26 +192,29 @@ static const struct jb_tensor *mem_get(void *ctx, int64_t i)
 
 static void mem_free(struct mem_source *s)
 {
-    for (int i = 0; i < s->n; i++) free(s->v[i].t.data);
+    for (int i = 0; i < s->n; i++)
+        free(s->v[i].t.data);
     free(s->v);
     memset(s, 0, sizeof *s);
 }
 
 /* A VQ-VAE over random weights; the source and weights objects must outlive it. */
 struct model {
-    struct mem_source  src;
+    struct mem_source src;
     struct jb_weights *w;
-    struct jb_vqvae   *vq;
+    struct jb_vqvae *vq;
 };
 
-static bool model_init(struct model *m, const struct jb_vqvae_hparams *hp, struct jb_backend *be,
+static bool model_init(struct model *m,
+                       const struct jb_vqvae_hparams *hp,
+                       struct jb_backend *be,
                        uint64_t seed)
 {
     memset(m, 0, sizeof *m);
     m->src.rng = seed;
     mem_add_vqvae(&m->src, hp);
     if (m->src.oom) return false;
-    struct jb_weights_source src = {mem_find, mem_count, mem_get, &m->src};
+    struct jb_weights_source src = { mem_find, mem_count, mem_get, &m->src };
     m->w                         = jb_weights_init(&src);
     m->vq                        = m->w ? jb_vqvae_init(hp, m->w, be) : NULL;
     return m->vq != NULL;
@@ -213,9 +231,9 @@ static struct jb_vqvae_hparams released_topology(int width, int depth, int emb, 
 {
     return (struct jb_vqvae_hparams){
         .levels                   = 3,
-        .downs_t                  = {3, 2, 2},
-        .strides_t                = {2, 2, 2},
-        .multipliers              = {2, 1, 1},
+        .downs_t                  = { 3, 2, 2 },
+        .strides_t                = { 2, 2, 2 },
+        .multipliers              = { 2, 1, 1 },
         .width                    = width,
         .depth                    = depth,
         .emb_width                = emb,
@@ -233,7 +251,7 @@ static struct jb_vqvae_hparams released_topology(int width, int depth, int emb, 
 static double rel_err(const float *a, const float *ref, int64_t n, int64_t *n_diff)
 {
     double num = 0, den = 0;
-    *n_diff    = 0;
+    *n_diff = 0;
     for (int64_t i = 0; i < n; i++) {
         double e = (double)a[i] - (double)ref[i];
         num += e * e;
@@ -244,9 +262,9 @@ static double rel_err(const float *a, const float *ref, int64_t n, int64_t *n_di
 }
 
 struct stop_after {
-    int     calls, limit;
+    int calls, limit;
     int64_t last_done, last_total;
-    bool    monotonic;
+    bool monotonic;
 };
 
 static bool stop_after_fn(void *user)
@@ -274,9 +292,11 @@ static bool contains(const char *s, const char *needle)
 static void test_released_margins(struct jb_backend *be)
 {
     struct jb_vqvae_hparams hp = released_topology(32, 4, 64, 2048);
-    struct model            m;
-    bool                    ok = model_init(&m, &hp, be, 7);
-    check(ok, "released-shape VQ-VAE builds from %d spec-named tensors (%s)", m.src.n,
+    struct model m;
+    bool ok = model_init(&m, &hp, be, 7);
+    check(ok,
+          "released-shape VQ-VAE builds from %d spec-named tensors (%s)",
+          m.src.n,
           ok ? "" : jb_last_error());
     if (!ok) {
         model_free(&m);
@@ -284,19 +304,28 @@ static void test_released_margins(struct jb_backend *be)
     }
     check(jb_weights_check_all_used(m.w) == JB_STATUS_OK, "released-shape: every tensor used");
 
-    static const int64_t dec[3] = {5742, 80, 82};
-    static const int64_t lo[3] = {45935, 2551, 10455}, hi[3] = {45942, 2582, 10582};
+    static const int64_t dec[3] = { 5742, 80, 82 };
+    static const int64_t lo[3] = { 45935, 2551, 10455 }, hi[3] = { 45942, 2582, 10582 };
     for (int L = 0; L < 3; L++) {
         int64_t M = jb_vqvae_decode_margin_level(m.vq, L);
-        check(M == dec[L], "released decode margin level %d = %lld (spec %lld)", L, (long long)M,
+        check(M == dec[L],
+              "released decode margin level %d = %lld (spec %lld)",
+              L,
+              (long long)M,
               (long long)dec[L]);
         int64_t a, b, E = jb_vqvae_encode_margin_level(m.vq, L, &a, &b);
         int64_t hop = jb_vqvae_hp_hop(&hp, L);
         check(a == lo[L] && b == hi[L] && E == (hi[L] + hop - 1) / hop,
               "released encode field level %d = [%lld·c − %lld, %lld·c + %lld], margin %lld codes",
-              L, (long long)hop, (long long)a, (long long)hop, (long long)b, (long long)E);
+              L,
+              (long long)hop,
+              (long long)a,
+              (long long)hop,
+              (long long)b,
+              (long long)E);
     }
-    check(jb_vqvae_decode_margin_level(m.vq, 3) == -1 && jb_vqvae_decode_margin_level(m.vq, -1) == -1,
+    check(jb_vqvae_decode_margin_level(m.vq, 3) == -1 &&
+            jb_vqvae_decode_margin_level(m.vq, -1) == -1,
           "margin of a bad level is -1");
     model_free(&m);
 }
@@ -304,44 +333,64 @@ static void test_released_margins(struct jb_backend *be)
 /* Decodes n random codes at level L whole, then in chunks of each size in chunks[] (0 = the
  * margin M, -1 = 2M + 1, -2 = n − 1, -3 = n, -4 = n + 5), then (if full) as decode_range
  * pieces and with one code perturbed. */
-static void test_decode_chunks(struct model *m, int L, int64_t n, const int64_t *chunks,
-                               int n_chunks, bool full)
+static void test_decode_chunks(struct model *m,
+                               int L,
+                               int64_t n,
+                               const int64_t *chunks,
+                               int n_chunks,
+                               bool full)
 {
-    struct jb_vqvae *vq  = m->vq;
-    int64_t          hop = jb_vqvae_hp_hop(jb_vqvae_get_hparams(vq), L);
-    int64_t          M   = jb_vqvae_decode_margin_level(vq, L);
-    int32_t         *z   = malloc((size_t)n * sizeof *z);
-    float           *ref = malloc((size_t)(n * hop) * sizeof(float));
-    float           *y   = malloc((size_t)(n * hop) * sizeof(float));
+    struct jb_vqvae *vq = m->vq;
+    int64_t hop         = jb_vqvae_hp_hop(jb_vqvae_get_hparams(vq), L);
+    int64_t M           = jb_vqvae_decode_margin_level(vq, L);
+    int32_t *z          = malloc((size_t)n * sizeof *z);
+    float *ref          = malloc((size_t)(n * hop) * sizeof(float));
+    float *y            = malloc((size_t)(n * hop) * sizeof(float));
     if (!z || !ref || !y) {
         check(false, "level %d: out of memory", L);
         goto done;
     }
     uint64_t rng = 1234 + (uint64_t)L;
-    int      bins = jb_vqvae_get_hparams(vq)->l_bins;
-    for (int64_t i = 0; i < n; i++) z[i] = (int32_t)(rng_next(&rng) % (uint64_t)bins);
+    int bins     = jb_vqvae_get_hparams(vq)->l_bins;
+    for (int64_t i = 0; i < n; i++)
+        z[i] = (int32_t)(rng_next(&rng) % (uint64_t)bins);
 
     enum jb_status st = jb_vqvae_decode_level(vq, L, z, n, ref, 0, NULL);
-    check(st == JB_STATUS_OK, "level %d: whole decode of %lld codes (margin %lld)", L, (long long)n,
+    check(st == JB_STATUS_OK,
+          "level %d: whole decode of %lld codes (margin %lld)",
+          L,
+          (long long)n,
           (long long)M);
     if (st != JB_STATUS_OK) goto done;
     double rms = 0;
-    for (int64_t i = 0; i < n * hop; i++) rms += (double)ref[i] * ref[i];
+    for (int64_t i = 0; i < n * hop; i++)
+        rms += (double)ref[i] * ref[i];
     rms = sqrt(rms / (double)(n * hop));
-    check(isfinite(rms) && rms > 1e-6, "level %d: decoded audio is finite and non-zero (rms %.3g)",
-          L, rms);
+    check(isfinite(rms) && rms > 1e-6,
+          "level %d: decoded audio is finite and non-zero (rms %.3g)",
+          L,
+          rms);
 
     for (int c = 0; c < n_chunks; c++) {
         int64_t ch = chunks[c];
-        ch = ch == 0 ? M : ch == -1 ? 2 * M + 1 : ch == -2 ? n - 1 : ch == -3 ? n : ch == -4 ? n + 5 : ch;
+        ch         = ch == 0    ? M
+                     : ch == -1 ? 2 * M + 1
+                     : ch == -2 ? n - 1
+                     : ch == -3 ? n
+                     : ch == -4 ? n + 5
+                                : ch;
         memset(y, 0xff, (size_t)(n * hop) * sizeof(float)); /* NaNs: every sample must be written */
         st = jb_vqvae_decode_level(vq, L, z, n, y, ch, NULL);
         int64_t nd;
-        double  e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
+        double e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
         check(st == JB_STATUS_OK && e <= 1e-6,
               "level %d: chunked decode (chunk %lld) == whole: rel err %.3g, %lld of %lld samples "
               "not bit-identical",
-              L, (long long)ch, e, (long long)(st == JB_STATUS_OK ? nd : -1), (long long)(n * hop));
+              L,
+              (long long)ch,
+              e,
+              (long long)(st == JB_STATUS_OK ? nd : -1),
+              (long long)(n * hop));
     }
 
     if (!full) goto done;
@@ -350,7 +399,7 @@ static void test_decode_chunks(struct model *m, int L, int64_t n, const int64_t 
     {
         memset(y, 0xff, (size_t)(n * hop) * sizeof(float));
         int64_t a = 0;
-        int     k = 0;
+        int k     = 0;
         st        = JB_STATUS_OK;
         while (a < n && st == JB_STATUS_OK) {
             int64_t len = 1 + (int64_t)(rng_next(&rng) % (uint64_t)(k % 3 == 0 ? 5 : 2 * M + 50));
@@ -360,19 +409,22 @@ static void test_decode_chunks(struct model *m, int L, int64_t n, const int64_t 
             k++;
         }
         int64_t nd;
-        double  e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
+        double e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
         check(st == JB_STATUS_OK && e <= 1e-6,
               "level %d: %d decode_range pieces concatenated == whole: rel err %.3g, %lld "
               "samples not bit-identical",
-              L, k, e, (long long)(st == JB_STATUS_OK ? nd : -1));
+              L,
+              k,
+              e,
+              (long long)(st == JB_STATUS_OK ? nd : -1));
     }
 
     /* a perturbed code changes samples within its margin only, and reaches close to it */
     {
-        int64_t c = n / 2;
-        z[c]      = (z[c] + 1) % bins;
-        st        = jb_vqvae_decode_level(vq, L, z, n, y, 0, NULL);
-        z[c]      = (z[c] + bins - 1) % bins;
+        int64_t c     = n / 2;
+        z[c]          = (z[c] + 1) % bins;
+        st            = jb_vqvae_decode_level(vq, L, z, n, y, 0, NULL);
+        z[c]          = (z[c] + bins - 1) % bins;
         int64_t first = -1, last = -1;
         for (int64_t i = 0; st == JB_STATUS_OK && i < n * hop; i++) {
             if (y[i] != ref[i]) {
@@ -385,13 +437,21 @@ static void test_decode_chunks(struct model *m, int L, int64_t n, const int64_t 
         check(st == JB_STATUS_OK && first >= 0 && reach_lo <= M && reach_hi <= M,
               "level %d: perturbing code %lld changes codes [c − %lld, c + %lld] of audio, within "
               "the margin %lld",
-              L, (long long)c, (long long)reach_lo, (long long)reach_hi, (long long)M);
+              L,
+              (long long)c,
+              (long long)reach_lo,
+              (long long)reach_hi,
+              (long long)M);
         /* The far edge is reached through one chain of edge taps; the change there can be
          * absorbed by fp32 rounding, so allow a few codes of slack. */
         int64_t slack = M / 50 > 3 ? M / 50 : 3;
         check(reach_lo >= M - slack || reach_hi >= M - slack,
-              "level %d: the margin is tight (reach %lld / %lld vs %lld, slack %lld)", L,
-              (long long)reach_lo, (long long)reach_hi, (long long)M, (long long)slack);
+              "level %d: the margin is tight (reach %lld / %lld vs %lld, slack %lld)",
+              L,
+              (long long)reach_lo,
+              (long long)reach_hi,
+              (long long)M,
+              (long long)slack);
     }
 
 done:
@@ -402,37 +462,49 @@ done:
 
 static void test_encode(struct model *m, int64_t n_samples)
 {
-    struct jb_vqvae               *vq = m->vq;
+    struct jb_vqvae *vq               = m->vq;
     const struct jb_vqvae_hparams *hp = jb_vqvae_get_hparams(vq);
-    float                         *x  = malloc((size_t)n_samples * sizeof(float));
-    uint64_t                       rng = 99;
+    float *x                          = malloc((size_t)n_samples * sizeof(float));
+    uint64_t rng                      = 99;
     for (int64_t i = 0; i < n_samples; i++)
         x[i] = 0.5f * sinf(0.01f * (float)i) + 0.1f * rng_uniform(&rng);
 
     for (int L = 0; L < hp->levels; L++) {
-        int64_t  hop = jb_vqvae_hp_hop(hp, L), n = n_samples / hop;
-        int64_t  E   = jb_vqvae_encode_margin_level(vq, L, NULL, NULL);
+        int64_t hop = jb_vqvae_hp_hop(hp, L), n = n_samples / hop;
+        int64_t E  = jb_vqvae_encode_margin_level(vq, L, NULL, NULL);
         int32_t *z = malloc((size_t)n * sizeof *z), *z2 = malloc((size_t)n * sizeof *z);
-        float   *p  = malloc((size_t)(n * hp->emb_width) * sizeof(float));
-        float   *p2 = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        float *p          = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        float *p2         = malloc((size_t)(n * hp->emb_width) * sizeof(float));
         enum jb_status st = jb_vqvae_encode_level(vq, L, x, n_samples, z, p, NULL);
-        bool           in_range = st == JB_STATUS_OK;
-        for (int64_t i = 0; in_range && i < n; i++) in_range = z[i] >= 0 && z[i] < hp->l_bins;
-        check(in_range, "level %d: encode %lld samples -> %lld codes in range", L,
-              (long long)n_samples, (long long)n);
+        bool in_range     = st == JB_STATUS_OK;
+        for (int64_t i = 0; in_range && i < n; i++)
+            in_range = z[i] >= 0 && z[i] < hp->l_bins;
+        check(in_range,
+              "level %d: encode %lld samples -> %lld codes in range",
+              L,
+              (long long)n_samples,
+              (long long)n);
         /* chunks of 1 and 13 only where the margin is small: each chunk encodes 2E + chunk */
-        int64_t sizes[] = {E + 3, n / 2 + 1, 13, 1};
-        int     n_sizes = E < 100 ? 4 : 2;
+        int64_t sizes[] = { E + 3, n / 2 + 1, 13, 1 };
+        int n_sizes     = E < 100 ? 4 : 2;
         for (int s = 0; st == JB_STATUS_OK && s < n_sizes; s++) {
             enum jb_status st2 =
-                jb_vqvae_encode_level_chunked(vq, L, x, n_samples, z2, p2, sizes[s], NULL);
-            int64_t nd, nz = 0;
-            double  e = st2 == JB_STATUS_OK ? rel_err(p2, p, n * hp->emb_width, &nd) : INFINITY;
-            for (int64_t i = 0; st2 == JB_STATUS_OK && i < n; i++) nz += z[i] != z2[i];
-            check(st2 == JB_STATUS_OK && e <= 1e-6 && nz == 0,
+              jb_vqvae_encode_level_chunked(vq, L, x, n_samples, z2, p2, sizes[s], NULL);
+            int64_t nd = -1, nz = 0;
+            double e = st2 == JB_STATUS_OK ? rel_err(p2, p, n * hp->emb_width, &nd) : INFINITY;
+            for (int64_t i = 0; st2 == JB_STATUS_OK && i < n; i++)
+                nz += z[i] != z2[i];
+            /* identical codes when the encoder output is bit-identical (the AVX-512 kernels);
+             * otherwise a rare near-tie may flip */
+            bool codes_ok = nd == 0 ? nz == 0 : nz <= 1 + n / 1000;
+            check(st2 == JB_STATUS_OK && e <= 1e-6 && codes_ok,
                   "level %d: chunked encode (chunk %lld) == whole: prequant rel err %.3g (%lld not "
                   "bit-identical), %lld codes differ",
-                  L, (long long)sizes[s], e, (long long)(st2 == JB_STATUS_OK ? nd : -1), (long long)nz);
+                  L,
+                  (long long)sizes[s],
+                  e,
+                  (long long)(st2 == JB_STATUS_OK ? nd : -1),
+                  (long long)nz);
         }
         free(z);
         free(z2);
@@ -444,37 +516,46 @@ static void test_encode(struct model *m, int64_t n_samples)
 
 static void test_errors(struct model *m)
 {
-    struct jb_vqvae               *vq  = m->vq;
-    const struct jb_vqvae_hparams *hp  = jb_vqvae_get_hparams(vq);
-    int64_t                        top = jb_vqvae_hp_hop(hp, hp->levels - 1);
-    float                          x[1024] = {0};
-    int32_t                        z[1024] = {0};
-    float                          y[1024 * 8];
+    struct jb_vqvae *vq               = m->vq;
+    const struct jb_vqvae_hparams *hp = jb_vqvae_get_hparams(vq);
+    int64_t top                       = jb_vqvae_hp_hop(hp, hp->levels - 1);
+    float x[1024]                     = { 0 };
+    int32_t z[1024]                   = { 0 };
+    float y[1024 * 8];
 
     enum jb_status st = jb_vqvae_encode_level(vq, 0, x, top + 1, z, NULL, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "multiple"),
-          "encode of %lld samples rejected: %s", (long long)(top + 1), jb_last_error());
+          "encode of %lld samples rejected: %s",
+          (long long)(top + 1),
+          jb_last_error());
     st = jb_vqvae_encode_level(vq, 0, x, 0, z, NULL, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG, "encode of 0 samples rejected: %s", jb_last_error());
     st = jb_vqvae_encode_level(vq, 3, x, top, z, NULL, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "level"),
-          "encode at level 3 rejected: %s", jb_last_error());
+          "encode at level 3 rejected: %s",
+          jb_last_error());
 
     z[5] = hp->l_bins;
     st   = jb_vqvae_decode_level(vq, 0, z, 100, y, 0, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "out of range"),
-          "decode of code %d rejected: %s", hp->l_bins, jb_last_error());
+          "decode of code %d rejected: %s",
+          hp->l_bins,
+          jb_last_error());
     z[5] = -1;
     st   = jb_vqvae_decode_level(vq, 1, z, 100, y, 7, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "out of range"),
-          "chunked decode of code -1 rejected: %s", jb_last_error());
+          "chunked decode of code -1 rejected: %s",
+          jb_last_error());
     st = jb_vqvae_decode_range(vq, 2, z, 100, 0, 4, y);
-    check(st == JB_STATUS_ERR_INVALID_ARG, "decode_range reading code -1 rejected: %s", jb_last_error());
+    check(st == JB_STATUS_ERR_INVALID_ARG,
+          "decode_range reading code -1 rejected: %s",
+          jb_last_error());
     z[5] = 0;
     st   = jb_vqvae_decode_range(vq, 2, z, 100, 10, 10, y);
     check(st == JB_STATUS_ERR_INVALID_ARG, "empty decode_range rejected: %s", jb_last_error());
     st = jb_vqvae_decode_range(vq, 2, z, 100, 90, 101, y);
-    check(st == JB_STATUS_ERR_INVALID_ARG, "decode_range past the end rejected: %s", jb_last_error());
+    check(
+      st == JB_STATUS_ERR_INVALID_ARG, "decode_range past the end rejected: %s", jb_last_error());
     st = jb_vqvae_decode_level(vq, 0, z, 0, y, 0, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG, "decode of 0 codes rejected: %s", jb_last_error());
 }
@@ -482,29 +563,32 @@ static void test_errors(struct model *m)
 static void test_cancel_progress(struct model *m)
 {
     struct jb_vqvae *vq = m->vq;
-    int64_t          n  = 600;
-    int32_t         *z  = calloc((size_t)n, sizeof *z);
-    float           *y  = malloc((size_t)(n * 128) * sizeof(float));
+    int64_t n           = 600;
+    int32_t *z          = calloc((size_t)n, sizeof *z);
+    float *y            = malloc((size_t)(n * 128) * sizeof(float));
 
-    struct stop_after   s  = {.limit = 2, .monotonic = true};
-    struct jb_callbacks cb = {progress_fn, stop_after_fn, &s};
-    enum jb_status      st = jb_vqvae_decode_level(vq, 0, z, n, y, 50, &cb);
-    check(st == JB_STATUS_ERR_CANCELLED, "chunked decode cancelled by should_stop (%d polls)",
-          s.calls);
+    struct stop_after s    = { .limit = 2, .monotonic = true };
+    struct jb_callbacks cb = { progress_fn, stop_after_fn, &s };
+    enum jb_status st      = jb_vqvae_decode_level(vq, 0, z, n, y, 50, &cb);
+    check(
+      st == JB_STATUS_ERR_CANCELLED, "chunked decode cancelled by should_stop (%d polls)", s.calls);
 
-    s  = (struct stop_after){.limit = 1, .monotonic = true};
+    s  = (struct stop_after){ .limit = 1, .monotonic = true };
     st = jb_vqvae_decode_level(vq, 2, z, n, y, 0, &cb);
-    check(st == JB_STATUS_ERR_CANCELLED, "whole decode cancelled between level blocks (%d polls)",
+    check(st == JB_STATUS_ERR_CANCELLED,
+          "whole decode cancelled between level blocks (%d polls)",
           s.calls);
 
-    s  = (struct stop_after){.limit = 1, .monotonic = true};
+    s  = (struct stop_after){ .limit = 1, .monotonic = true };
     st = jb_vqvae_encode_level(vq, 2, y, n * 128, z, NULL, &cb);
-    check(st == JB_STATUS_ERR_CANCELLED, "encode cancelled between level blocks (%d polls)", s.calls);
+    check(
+      st == JB_STATUS_ERR_CANCELLED, "encode cancelled between level blocks (%d polls)", s.calls);
 
-    s  = (struct stop_after){.limit = 1 << 30, .monotonic = true};
+    s  = (struct stop_after){ .limit = 1 << 30, .monotonic = true };
     st = jb_vqvae_decode_level(vq, 1, z, n, y, 64, &cb);
     check(st == JB_STATUS_OK && s.monotonic && s.last_done == n && s.last_total == n,
-          "progress in order, ends at %lld / %lld codes", (long long)s.last_done,
+          "progress in order, ends at %lld / %lld codes",
+          (long long)s.last_done,
           (long long)s.last_total);
     free(z);
     free(y);
@@ -513,47 +597,55 @@ static void test_cancel_progress(struct model *m)
 static void test_bad_models(struct jb_backend *be)
 {
     struct jb_vqvae_hparams hp = released_topology(8, 1, 16, 64);
-    struct model            m;
+    struct model m;
     memset(&m, 0, sizeof m);
     mem_add_vqvae(&m.src, &hp);
     /* drop one tensor */
     free(m.src.v[m.src.n - 1].t.data);
     m.src.n--;
-    struct jb_weights_source src = {mem_find, mem_count, mem_get, &m.src};
+    struct jb_weights_source src = { mem_find, mem_count, mem_get, &m.src };
     m.w                          = jb_weights_init(&src);
     m.vq                         = jb_vqvae_init(&hp, m.w, be);
     check(!m.vq && contains(jb_last_error(), "bottleneck.level_blocks.2.k"),
-          "missing tensor rejected: %s", jb_last_error());
+          "missing tensor rejected: %s",
+          jb_last_error());
     model_free(&m);
 
     hp.strides_t[1] = 3;
     memset(&m, 0, sizeof m);
     check(!model_init(&m, &hp, be, 7) && contains(jb_last_error(), "stride"),
-          "odd stride rejected: %s", jb_last_error());
+          "odd stride rejected: %s",
+          jb_last_error());
     model_free(&m);
 }
 
-/* The same decode on a backend with more threads: chunked there == whole here, bitwise (the
+/* The same decode on a backend with another thread count: chunked there == whole here, bitwise (the
  * kernels' per-output order does not depend on T, the tile or the thread count). */
-static void test_threads(struct model *m, int n_threads)
+static void test_threads(struct model *m, int n_threads, int n_threads_m)
 {
     struct jb_backend *be2 = jb_backend_cpu_init(n_threads);
-    struct model       m2;
+    struct model m2;
     bool ok = be2 && model_init(&m2, jb_vqvae_get_hparams(m->vq), be2, 42);
     check(ok, "second backend with %d threads (%s)", n_threads, ok ? "" : jb_last_error());
     if (ok) {
         const int64_t n = 1032;
-        int32_t      *z = malloc((size_t)n * sizeof *z);
-        float        *a = malloc((size_t)n * 32 * sizeof(float));
-        float        *b = malloc((size_t)n * 32 * sizeof(float));
-        uint64_t      rng = 5;
-        for (int64_t i = 0; i < n; i++) z[i] = (int32_t)(rng_next(&rng) % 64);
+        int32_t *z      = malloc((size_t)n * sizeof *z);
+        float *a        = malloc((size_t)n * 32 * sizeof(float));
+        float *b        = malloc((size_t)n * 32 * sizeof(float));
+        uint64_t rng    = 5;
+        for (int64_t i = 0; i < n; i++)
+            z[i] = (int32_t)(rng_next(&rng) % 64);
         enum jb_status s1 = jb_vqvae_decode_level(m->vq, 1, z, n, a, 0, NULL);
         enum jb_status s2 = jb_vqvae_decode_level(m2.vq, 1, z, n, b, 333, NULL);
-        int64_t        nd;
-        double         e = s1 == JB_STATUS_OK && s2 == JB_STATUS_OK ? rel_err(b, a, n * 32, &nd) : INFINITY;
-        check(e <= 1e-6, "level 1: chunked decode on %d threads == whole on 1: rel err %.3g, %lld "
-              "samples not bit-identical", n_threads, e, (long long)(e <= 1e-6 ? nd : -1));
+        int64_t nd;
+        double e = s1 == JB_STATUS_OK && s2 == JB_STATUS_OK ? rel_err(b, a, n * 32, &nd) : INFINITY;
+        check(e <= 1e-6,
+              "level 1: chunked decode on %d threads == whole on %d: rel err %.3g, %lld "
+              "samples not bit-identical",
+              n_threads,
+              n_threads_m,
+              e,
+              (long long)(e <= 1e-6 ? nd : -1));
         free(z);
         free(a);
         free(b);
@@ -567,8 +659,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* One kernel thread by default: the results do not depend on it (checked once below with
      * more), and it keeps the test fast on a busy machine. argv[1] overrides. */
-    int                n_threads = argc > 1 ? atoi(argv[1]) : 1;
-    struct jb_backend *be        = jb_backend_cpu_init(n_threads);
+    int n_threads         = argc > 1 ? atoi(argv[1]) : 1;
+    struct jb_backend *be = jb_backend_cpu_init(n_threads);
     if (!be) {
         printf("FAIL no backend: %s\n", jb_last_error());
         return 1;
@@ -576,25 +668,27 @@ int main(int argc, char **argv)
     test_released_margins(be);
 
     struct jb_vqvae_hparams hp = released_topology(8, 3, 16, 64);
-    struct model            m;
-    bool                    ok = model_init(&m, &hp, be, 42);
-    check(ok, "small VQ-VAE (width 8, depth 3, emb 16, bins 64) builds (%s)", ok ? "" : jb_last_error());
+    struct model m;
+    bool ok = model_init(&m, &hp, be, 42);
+    check(ok,
+          "small VQ-VAE (width 8, depth 3, emb 16, bins 64) builds (%s)",
+          ok ? "" : jb_last_error());
     if (ok) {
         check(jb_weights_check_all_used(m.w) == JB_STATUS_OK, "small model: every tensor used");
         /* About 3 s of audio (132096 samples = 1032 top-level codes) at levels 1 and 2, 0.75 s
          * at level 0, whose margin (639 codes here) makes small chunks expensive: each chunk
          * decodes 2M + chunk codes. Chunk size 1 on short sequences. */
-        static const int64_t sizes[] = {7, 333, 0, -1, -2, -3, -4};
+        static const int64_t sizes[] = { 7, 333, 0, -1, -2, -3, -4 };
         test_decode_chunks(&m, 0, 132096 / 32, sizes + 1, 6, true);
         test_decode_chunks(&m, 1, 132096 / 32, sizes, 7, true);
         test_decode_chunks(&m, 2, 132096 / 128, sizes, 7, true);
-        static const int64_t ones[] = {1, 2, -3};
+        static const int64_t ones[] = { 1, 2, -3 };
         test_decode_chunks(&m, 1, 200, ones, 3, false);
         test_decode_chunks(&m, 2, 200, ones, 3, false);
         test_encode(&m, 32768);
         test_errors(&m);
         test_cancel_progress(&m);
-        test_threads(&m, n_threads > 1 ? 1 : 2);
+        test_threads(&m, n_threads > 1 ? 1 : 2, n_threads);
     }
     model_free(&m);
 
@@ -603,7 +697,7 @@ int main(int argc, char **argv)
     ok = model_init(&m, &hp, be, 43);
     check(ok, "shallow VQ-VAE (width 8, depth 1) builds (%s)", ok ? "" : jb_last_error());
     if (ok) {
-        static const int64_t small[] = {1, 7, 0, -3};
+        static const int64_t small[] = { 1, 7, 0, -3 };
         test_decode_chunks(&m, 0, 1000, small, 4, true);
     }
     model_free(&m);

@@ -12,6 +12,7 @@
 #include "model/gguf.h"
 #include "model/meta.h"
 #include "model/presets.h"
+#include "prior/lyrics.h"
 
 #include <errno.h>
 #include <math.h>
@@ -202,9 +203,10 @@ static enum jb_status make_vqvae(const char *path)
 /* ---------------------------------------------------------------------------------------- */
 /* priors: released layout, small sizes                                                      */
 
-static const char *const artist_names[] = {"unknown", "ella fitzgerald", "frank sinatra",
-                                           "alan jackson", "the beatles", "joe bonamassa",
-                                           "celine dion", "nat king cole"};
+/* v2 tables store names in their normalised form (lowercase, '_' between words) */
+static const char *const artist_names[] = {"unknown",      "ella_fitzgerald", "frank_sinatra",
+                                           "alan_jackson", "the_beatles",     "joe_bonamassa",
+                                           "celine_dion",  "nat_king_cole"};
 static const char *const genre_names[]  = {"unknown", "jazz", "country", "rock",
                                            "pop",     "blues", "soul",  "vocal"};
 
@@ -268,7 +270,7 @@ static enum jb_status make_prior(enum jb_model_preset p, const char *path)
     if (!b.w) return JB_STATUS_ERR_NOMEM;
     common_meta(b.w, "prior", jb_preset_name(p));
     jb_meta_write_prior(b.w, &hp);
-    jb_gguf_writer_set_str(b.w, "jukebox.lyrics.vocab", jb_lyric_vocab(hp.labels_v3));
+    jb_gguf_writer_set_str(b.w, "jukebox.lyrics.vocab", jb_lyrics_vocab(hp.labels_v3 ? JB_LABEL_V3 : JB_LABEL_V2));
     vocab(b.w);
     int64_t w = hp.tr.width;
     add(&b, INIT_NORMAL, 0.02f, S2(hp.n_genres, w), "y_emb.bow_genre_emb.emb.weight");

@@ -20,6 +20,7 @@
 #include "model/meta.h"
 #include "model/model.h"
 #include "model/presets.h"
+#include "prior/lyrics.h"
 #include "prior/labels.h"
 
 #include <cjson/cJSON.h>
@@ -467,7 +468,7 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
         if ((st = prior_hparams(ckpt, kind, &hs, &php))) goto done;
         jb_gguf_writer_set_str(w, "encore.kind", "prior");
         jb_meta_write_prior(w, &php);
-        jb_gguf_writer_set_str(w, "jukebox.lyrics.vocab", jb_lyric_vocab(php.labels_v3));
+        jb_gguf_writer_set_str(w, "jukebox.lyrics.vocab", jb_lyrics_vocab(php.labels_v3 ? JB_LABEL_V3 : JB_LABEL_V2));
         if (params->artist_ids_path &&
             (st = write_vocab(w, "artist", params->artist_ids_path, php.n_artists)))
             goto done;

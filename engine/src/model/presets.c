@@ -42,12 +42,6 @@ void jb_preset_vqvae(struct jb_vqvae_hparams *hp)
     };
 }
 
-const char *jb_lyric_vocab(bool v3)
-{
-    return v3 ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:;!?-'\"()[] \t\n"
-              : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:;!?-+'\"()[] \t\n";
-}
-
 void jb_preset_prior(enum jb_model_preset p, struct jb_prior_hparams *hp)
 {
     struct jb_vqvae_hparams vq;

@@ -24,7 +24,4 @@ bool        jb_preset_parse(const char *name, enum jb_model_preset *out);
 void jb_preset_vqvae(struct jb_vqvae_hparams *hp);
 void jb_preset_prior(enum jb_model_preset p, struct jb_prior_hparams *hp);
 
-/* Lyric character vocabularies (Appendix B): v2 has '+', v3 does not. */
-const char *jb_lyric_vocab(bool v3);
-
 #endif

@@ -382,6 +382,22 @@ static enum jb_status take_read(const struct jb_gguf *g, const char *path, struc
                    path,
                    (long long)jb_gguf_n_tensors(g),
                    (long long)expected);
+    /* shapes first, so that a hostile header cannot make us allocate what the file lacks */
+    const struct jb_tensor *tens[JB_MAX_LEVELS] = { 0 };
+    for (int L = 0; L < n; L++) {
+        if (ntok[L] == 0) continue;
+        char name[32];
+        snprintf(name, sizeof name, "codes.level%d", L);
+        const struct jb_tensor *tt = jb_gguf_find_tensor(g, name);
+        if (!tt || tt->type != JB_DTYPE_I32 || tt->n_dims != 2 || tt->shape[0] != n_cand ||
+            tt->shape[1] != ntok[L])
+            return BAD("take '%s': tensor '%s' is missing or not int32 [%lld, %lld]",
+                       path,
+                       name,
+                       (long long)n_cand,
+                       (long long)ntok[L]);
+        tens[L] = tt;
+    }
     struct jb_take *t =
       jb_take_alloc(n, (int)n_cand, hop, (int32_t)bins, ntok, artist, genre, lyrics);
     if (!t) return JB_STATUS_ERR_NOMEM;
@@ -389,21 +405,9 @@ static enum jb_status take_read(const struct jb_gguf *g, const char *path, struc
     t->total_length = total;
     t->settings     = set;
     for (int L = 0; L < n && !st; L++) {
-        if (ntok[L] == 0) continue;
-        char name[32];
-        snprintf(name, sizeof name, "codes.level%d", L);
-        const struct jb_tensor *tt = jb_gguf_find_tensor(g, name);
-        if (!tt || tt->type != JB_DTYPE_I32 || tt->n_dims != 2 || tt->shape[0] != n_cand ||
-            tt->shape[1] != ntok[L]) {
-            st = BAD("take '%s': tensor '%s' is missing or not int32 [%lld, %lld]",
-                     path,
-                     name,
-                     (long long)n_cand,
-                     (long long)ntok[L]);
-            break;
-        }
+        if (!tens[L]) continue;
         const size_t count = (size_t)n_cand * (size_t)ntok[L];
-        memcpy(t->codes[L], tt->data, count * sizeof(int32_t));
+        memcpy(t->codes[L], tens[L]->data, count * sizeof(int32_t));
         for (size_t i = 0; i < count; i++) {
             if (t->codes[L][i] < 0 || t->codes[L][i] >= bins) {
                 st = BAD("take '%s': code %d at level %d is outside [0, %lld)",

@@ -15,8 +15,9 @@
  * edges, as the reference): its receptive field is wider than the window.
  *
  * Ownership and threads: init keeps pointers into `w` (must outlive the conditioner) and
- * reserves all work memory for one window, so forward never allocates. One thread at a time
- * per object (the work memory is shared between calls).
+ * reserves all work memory for one window, so forward never allocates. One call at a time per
+ * object and per backend (the work memory is shared between calls, and the backend's kernels
+ * take one caller at a time), from outside any OpenMP parallel region.
  */
 #ifndef JB_PRIOR_CONDITIONER_H
 #define JB_PRIOR_CONDITIONER_H
@@ -30,7 +31,8 @@ struct jb_upsampler_cond;
 /* Requests every conditioner_blocks.0.* tensor. NULL after jb_fail() on bad hyper-parameters,
  * OOM or a missing / mis-shaped tensor. */
 struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *hp,
-                                                 struct jb_weights *w, struct jb_backend *be);
+                                                 struct jb_weights *w,
+                                                 struct jb_backend *be);
 void jb_upsampler_cond_free(struct jb_upsampler_cond *c); /* NULL is a no-op */
 
 /* Number of upper-level codes per window (n_ctx / cond_stride^cond_downs). */
@@ -38,7 +40,8 @@ int64_t jb_upsampler_cond_n_upper(const struct jb_upsampler_cond *c);
 
 /* z_upper: jb_upsampler_cond_n_upper() codes in [0, bins); x_cond: [n_ctx, prior_width]
  * row-major (time, channel). ERR_INVALID_ARG on an out-of-range code. */
-enum jb_status jb_upsampler_cond_forward(struct jb_upsampler_cond *c, const int32_t *z_upper,
+enum jb_status jb_upsampler_cond_forward(struct jb_upsampler_cond *c,
+                                         const int32_t *z_upper,
                                          float *x_cond);
 
 #endif

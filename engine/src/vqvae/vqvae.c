@@ -17,13 +17,13 @@
 
 struct jb_vqvae {
     struct jb_vqvae_hparams hp;
-    struct jb_backend      *be;
-    struct jb_convstack     enc[JB_MAX_LEVELS], dec[JB_MAX_LEVELS];
-    const struct jb_tensor *codebook[JB_MAX_LEVELS]; /* [l_bins, emb_width] */
-    int32_t                 hop[JB_MAX_LEVELS];      /* samples per code */
-    int64_t                 dec_margin[JB_MAX_LEVELS];             /* codes */
-    int64_t                 enc_margin[JB_MAX_LEVELS];             /* codes */
-    int64_t                 enc_rf_lo[JB_MAX_LEVELS], enc_rf_hi[JB_MAX_LEVELS]; /* samples */
+    struct jb_backend *be;
+    struct jb_convstack enc[JB_MAX_LEVELS], dec[JB_MAX_LEVELS];
+    const struct jb_tensor *codebook[JB_MAX_LEVELS];            /* [l_bins, emb_width] */
+    int32_t hop[JB_MAX_LEVELS];                                 /* samples per code */
+    int64_t dec_margin[JB_MAX_LEVELS];                          /* codes */
+    int64_t enc_margin[JB_MAX_LEVELS];                          /* codes */
+    int64_t enc_rf_lo[JB_MAX_LEVELS], enc_rf_hi[JB_MAX_LEVELS]; /* samples */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -32,15 +32,20 @@ struct jb_vqvae {
 static enum jb_status check_hparams(const struct jb_vqvae_hparams *hp)
 {
     if (hp->levels < 1 || hp->levels > JB_MAX_LEVELS)
-        return jb_fail(JB_STATUS_ERR_MODEL, "vqvae: levels = %d, expected 1..%d", hp->levels,
-                       JB_MAX_LEVELS);
+        return jb_fail(
+          JB_STATUS_ERR_MODEL, "vqvae: levels = %d, expected 1..%d", hp->levels, JB_MAX_LEVELS);
     if (hp->width < 1 || hp->depth < 1 || hp->emb_width < 1 || hp->l_bins < 1 ||
         hp->dilation_growth_rate < 1 || hp->dilation_cycle < 0 || !(hp->m_conv > 0.0f))
         return jb_fail(JB_STATUS_ERR_MODEL,
                        "vqvae: bad hyper-parameters (width %d, depth %d, emb_width %d, l_bins %d, "
                        "dilation_growth_rate %d, dilation_cycle %d, m_conv %g)",
-                       hp->width, hp->depth, hp->emb_width, hp->l_bins, hp->dilation_growth_rate,
-                       hp->dilation_cycle, (double)hp->m_conv);
+                       hp->width,
+                       hp->depth,
+                       hp->emb_width,
+                       hp->l_bins,
+                       hp->dilation_growth_rate,
+                       hp->dilation_cycle,
+                       (double)hp->m_conv);
     int64_t hop = 1;
     for (int l = 0; l < hp->levels; l++) {
         /* k = 2s, p = s/2 maps lengths exactly by s only for even strides */
@@ -49,17 +54,22 @@ static enum jb_status check_hparams(const struct jb_vqvae_hparams *hp)
             return jb_fail(JB_STATUS_ERR_MODEL,
                            "vqvae: level %d has downs_t %d, strides_t %d, multiplier %d "
                            "(expected downs_t >= 1, an even stride >= 2, multiplier >= 1)",
-                           l, hp->downs_t[l], hp->strides_t[l], hp->multipliers[l]);
+                           l,
+                           hp->downs_t[l],
+                           hp->strides_t[l],
+                           hp->multipliers[l]);
         for (int i = 0; i < hp->downs_t[l]; i++) {
             hop *= hp->strides_t[l];
             if (hop > (1 << 20))
-                return jb_fail(JB_STATUS_ERR_MODEL, "vqvae: hop length of level %d is too large", l);
+                return jb_fail(
+                  JB_STATUS_ERR_MODEL, "vqvae: hop length of level %d is too large", l);
         }
     }
     return JB_STATUS_OK;
 }
 
-static struct jb_resnet1d_params resnet_params(const struct jb_vqvae_hparams *hp, int level,
+static struct jb_resnet1d_params resnet_params(const struct jb_vqvae_hparams *hp,
+                                               int level,
                                                bool reverse)
 {
     return (struct jb_resnet1d_params){
@@ -75,22 +85,43 @@ static struct jb_resnet1d_params resnet_params(const struct jb_vqvae_hparams *hp
 }
 
 /* Encoder L: level blocks j = 0..L, each downs_t[j] x [strided conv, Resnet1D] + conv k3. */
-static bool build_encoder(struct jb_convstack *s, struct jb_weights *w,
-                          const struct jb_vqvae_hparams *hp, int L)
+static bool build_encoder(struct jb_convstack *s,
+                          struct jb_weights *w,
+                          const struct jb_vqvae_hparams *hp,
+                          int L)
 {
-    int                       width = jb_vqvae_hp_width(hp, L);
-    struct jb_resnet1d_params rp    = resnet_params(hp, L, false);
+    int width                    = jb_vqvae_hp_width(hp, L);
+    struct jb_resnet1d_params rp = resnet_params(hp, L, false);
     for (int j = 0; j <= L; j++) {
         int st = hp->strides_t[j];
         for (int i = 0; i < hp->downs_t[j]; i++) {
             int c_in = i > 0 ? width : j == 0 ? 1 : hp->emb_width;
-            if (!jb_convstack_conv1d(s, w, c_in, width, 2 * st, st, st / 2,
-                                     "encoders.%d.level_blocks.%d.model.%d.0", L, j, i) ||
-                !jb_convstack_resnet1d(s, w, &rp, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i))
+            if (!jb_convstack_conv1d(s,
+                                     w,
+                                     c_in,
+                                     width,
+                                     2 * st,
+                                     st,
+                                     st / 2,
+                                     "encoders.%d.level_blocks.%d.model.%d.0",
+                                     L,
+                                     j,
+                                     i) ||
+                !jb_convstack_resnet1d(
+                  s, w, &rp, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i))
                 return false;
         }
-        if (!jb_convstack_conv1d(s, w, width, hp->emb_width, 3, 1, 1,
-                                 "encoders.%d.level_blocks.%d.model.%d", L, j, hp->downs_t[j]))
+        if (!jb_convstack_conv1d(s,
+                                 w,
+                                 width,
+                                 hp->emb_width,
+                                 3,
+                                 1,
+                                 1,
+                                 "encoders.%d.level_blocks.%d.model.%d",
+                                 L,
+                                 j,
+                                 hp->downs_t[j]))
             return false;
         jb_convstack_end_block(s);
     }
@@ -99,22 +130,33 @@ static bool build_encoder(struct jb_convstack *s, struct jb_weights *w,
 
 /* Decoder L: level blocks j = L..0, each conv k3 + downs_t[j] x [Resnet1D, transposed conv],
  * then the output conv (emb_width -> 1). */
-static bool build_decoder(struct jb_convstack *s, struct jb_weights *w,
-                          const struct jb_vqvae_hparams *hp, int L)
+static bool build_decoder(struct jb_convstack *s,
+                          struct jb_weights *w,
+                          const struct jb_vqvae_hparams *hp,
+                          int L)
 {
-    int                       width = jb_vqvae_hp_width(hp, L);
-    struct jb_resnet1d_params rp    = resnet_params(hp, L, hp->reverse_decoder_dilation);
+    int width                    = jb_vqvae_hp_width(hp, L);
+    struct jb_resnet1d_params rp = resnet_params(hp, L, hp->reverse_decoder_dilation);
     for (int j = L; j >= 0; j--) {
         int st = hp->strides_t[j], n = hp->downs_t[j];
-        if (!jb_convstack_conv1d(s, w, hp->emb_width, width, 3, 1, 1,
-                                 "decoders.%d.level_blocks.%d.model.0", L, j))
+        if (!jb_convstack_conv1d(
+              s, w, hp->emb_width, width, 3, 1, 1, "decoders.%d.level_blocks.%d.model.0", L, j))
             return false;
         for (int i = 0; i < n; i++) {
             int c_out = i == n - 1 ? hp->emb_width : width;
-            if (!jb_convstack_resnet1d(s, w, &rp, "decoders.%d.level_blocks.%d.model.%d.0", L, j,
-                                       i + 1) ||
-                !jb_convstack_conv_transpose1d(s, w, width, c_out, 2 * st, st, st / 2,
-                                               "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1))
+            if (!jb_convstack_resnet1d(
+                  s, w, &rp, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1) ||
+                !jb_convstack_conv_transpose1d(s,
+                                               w,
+                                               width,
+                                               c_out,
+                                               2 * st,
+                                               st,
+                                               st / 2,
+                                               "decoders.%d.level_blocks.%d.model.%d.1",
+                                               L,
+                                               j,
+                                               i + 1))
                 return false;
         }
         jb_convstack_end_block(s);
@@ -124,12 +166,18 @@ static bool build_decoder(struct jb_convstack *s, struct jb_weights *w,
     return true;
 }
 
-struct jb_vqvae *jb_vqvae_init(const struct jb_vqvae_hparams *hp, struct jb_weights *w,
+struct jb_vqvae *jb_vqvae_init(const struct jb_vqvae_hparams *hp,
+                               struct jb_weights *w,
                                struct jb_backend *be)
 {
     if (check_hparams(hp) != JB_STATUS_OK) return NULL;
-    if (be && be->iface && !be->iface->host_memory) {
-        jb_fail(JB_STATUS_ERR_UNSUPPORTED, "vqvae: backend '%s' has no host-memory buffers",
+    if (!be || !w) {
+        jb_fail(JB_STATUS_ERR_INVALID_ARG, "vqvae: no backend or weights");
+        return NULL;
+    }
+    if (be->iface && !be->iface->host_memory) {
+        jb_fail(JB_STATUS_ERR_UNSUPPORTED,
+                "vqvae: backend '%s' has no host-memory buffers",
                 be->iface->name);
         return NULL;
     }
@@ -141,8 +189,8 @@ struct jb_vqvae *jb_vqvae_init(const struct jb_vqvae_hparams *hp, struct jb_weig
     for (int L = 0; L < hp->levels; L++) {
         if (!build_encoder(&vq->enc[L], w, hp, L) || !build_decoder(&vq->dec[L], w, hp, L))
             goto fail;
-        vq->codebook[L] = jb_weights_get(w, JB_WANT_F32, JB_SHAPE2(hp->l_bins, hp->emb_width),
-                                         "bottleneck.level_blocks.%d.k", L);
+        vq->codebook[L] = jb_weights_get(
+          w, JB_WANT_F32, JB_SHAPE2(hp->l_bins, hp->emb_width), "bottleneck.level_blocks.%d.k", L);
     }
     if (!jb_weights_ok(w)) goto fail;
 
@@ -151,14 +199,14 @@ struct jb_vqvae *jb_vqvae_init(const struct jb_vqvae_hparams *hp, struct jb_weig
         vq->hop[L]  = (int32_t)hop;
 
         /* Decode: the hop samples of code 0 depend on codes [lo, hi]. */
-        struct jb_rf d     = jb_convstack_rf(&vq->dec[L], (struct jb_rf){0, hop - 1});
+        struct jb_rf d    = jb_convstack_rf(&vq->dec[L], (struct jb_rf){ 0, hop - 1 });
         vq->dec_margin[L] = -d.lo > d.hi ? -d.lo : d.hi;
 
         /* Encode: code 0 depends on samples [lo, hi]. */
-        struct jb_rf e    = jb_convstack_rf(&vq->enc[L], (struct jb_rf){0, 0});
+        struct jb_rf e   = jb_convstack_rf(&vq->enc[L], (struct jb_rf){ 0, 0 });
         vq->enc_rf_lo[L] = -e.lo;
         vq->enc_rf_hi[L] = e.hi;
-        int64_t m        = vq->enc_rf_lo[L] > vq->enc_rf_hi[L] ? vq->enc_rf_lo[L] : vq->enc_rf_hi[L];
+        int64_t m = vq->enc_rf_lo[L] > vq->enc_rf_hi[L] ? vq->enc_rf_lo[L] : vq->enc_rf_hi[L];
         vq->enc_margin[L] = (m + hop - 1) / hop;
     }
     return vq;
@@ -189,7 +237,9 @@ int64_t jb_vqvae_decode_margin_level(const struct jb_vqvae *vq, int level)
     return vq->dec_margin[level];
 }
 
-int64_t jb_vqvae_encode_margin_level(const struct jb_vqvae *vq, int level, int64_t *lo_samples,
+int64_t jb_vqvae_encode_margin_level(const struct jb_vqvae *vq,
+                                     int level,
+                                     int64_t *lo_samples,
                                      int64_t *hi_samples)
 {
     if (!vq || level < 0 || level >= vq->hp.levels) return -1;
@@ -202,11 +252,11 @@ int64_t jb_vqvae_encode_margin_level(const struct jb_vqvae *vq, int level, int64
 /* work memory: one allocation per call                                                      */
 
 struct work {
-    void                    *mem;
+    void *mem;
     struct jb_convstack_work cs;
-    float                   *out;        /* decode: staging for a chunk with context */
-    float                   *tile;       /* encode: (emb_width, VQ_TILE) frames */
-    float                   *vq_scratch; /* encode: nearest-code search */
+    float *out;        /* decode: staging for a chunk with context */
+    float *tile;       /* encode: (emb_width, VQ_TILE) frames */
+    float *vq_scratch; /* encode: nearest-code search */
 };
 
 static size_t round_up16(size_t n)
@@ -219,12 +269,16 @@ enum { N_BUFS = 7 };
 /* Floats of each work buffer for a forward pass of stack s over T frames, plus `out` floats of
  * staging and the quantiser's buffers when `quantise`; returns the total in bytes (0 on
  * overflow, after jb_fail). */
-static size_t work_layout(const struct jb_vqvae *vq, const struct jb_convstack *s, int64_t T,
-                          size_t out, bool quantise, size_t sizes[N_BUFS])
+static size_t work_layout(const struct jb_vqvae *vq,
+                          const struct jb_convstack *s,
+                          int64_t T,
+                          size_t out,
+                          bool quantise,
+                          size_t sizes[N_BUFS])
 {
     struct jb_convstack_mem m;
-    if (!jb_convstack_mem(s, T, &m)) return 0;
-    size_t v[N_BUFS] = {m.act, m.act, m.inner, m.scratch, out, 0, 0};
+    if (!jb_convstack_mem(s, vq->be, T, &m)) return 0;
+    size_t v[N_BUFS] = { m.act, m.act, m.inner, m.scratch, out, 0, 0 };
     if (quantise) {
         v[5] = (size_t)vq->hp.emb_width * VQ_TILE;
         v[6] = jb_vq_argmin_scratch(vq->hp.l_bins, vq->hp.emb_width, VQ_TILE);
@@ -235,14 +289,19 @@ static size_t work_layout(const struct jb_vqvae *vq, const struct jb_convstack *
         if (v[i] > SIZE_MAX / 8 || !jb_add_size(total, round_up16(v[i]), &total)) total = SIZE_MAX;
     }
     if (total == SIZE_MAX || !jb_mul_size(total, sizeof(float), &total)) {
-        jb_fail(JB_STATUS_ERR_NOMEM, "vqvae: work memory size overflows for %lld frames", (long long)T);
+        jb_fail(
+          JB_STATUS_ERR_NOMEM, "vqvae: work memory size overflows for %lld frames", (long long)T);
         return 0;
     }
     return total;
 }
 
-static enum jb_status work_alloc(struct jb_vqvae *vq, const struct jb_convstack *s, int64_t T,
-                                 size_t out, bool quantise, struct work *wk)
+static enum jb_status work_alloc(struct jb_vqvae *vq,
+                                 const struct jb_convstack *s,
+                                 int64_t T,
+                                 size_t out,
+                                 bool quantise,
+                                 struct work *wk)
 {
     memset(wk, 0, sizeof *wk);
     size_t sizes[N_BUFS];
@@ -251,8 +310,8 @@ static enum jb_status work_alloc(struct jb_vqvae *vq, const struct jb_convstack 
     float *p = jb_backend_alloc(vq->be, total);
     if (!p) return JB_STATUS_ERR_NOMEM;
     wk->mem             = p;
-    float **dst[N_BUFS] = {&wk->cs.act[0], &wk->cs.act[1], &wk->cs.inner, &wk->cs.scratch,
-                           &wk->out,       &wk->tile,      &wk->vq_scratch};
+    float **dst[N_BUFS] = { &wk->cs.act[0], &wk->cs.act[1], &wk->cs.inner,  &wk->cs.scratch,
+                            &wk->out,       &wk->tile,      &wk->vq_scratch };
     for (int i = 0; i < N_BUFS; i++) {
         *dst[i] = sizes[i] ? p : NULL;
         p += round_up16(sizes[i]);
@@ -273,19 +332,26 @@ static enum jb_status check_level(const struct jb_vqvae *vq, const char *fn, int
 {
     if (!vq) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "%s: no VQ-VAE", fn);
     if (level < 0 || level >= vq->hp.levels)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "%s: level %d out of range [0, %d)", fn, level,
-                       vq->hp.levels);
+        return jb_fail(
+          JB_STATUS_ERR_INVALID_ARG, "%s: level %d out of range [0, %d)", fn, level, vq->hp.levels);
     return JB_STATUS_OK;
 }
 
-static enum jb_status check_codes(const struct jb_vqvae *vq, const char *fn, int level,
-                                  const int32_t *codes, int64_t n)
+static enum jb_status check_codes(const struct jb_vqvae *vq,
+                                  const char *fn,
+                                  int level,
+                                  const int32_t *codes,
+                                  int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         if (codes[i] < 0 || codes[i] >= vq->hp.l_bins)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "%s: code %d at position %lld is out of range [0, %d) for level %d", fn,
-                           codes[i], (long long)i, vq->hp.l_bins, level);
+                           "%s: code %d at position %lld is out of range [0, %d) for level %d",
+                           fn,
+                           codes[i],
+                           (long long)i,
+                           vq->hp.l_bins,
+                           level);
     }
     return JB_STATUS_OK;
 }
@@ -294,8 +360,13 @@ static enum jb_status check_codes(const struct jb_vqvae *vq, const char *fn, int
 /* decode                                                                                    */
 
 /* Decoder `level` on codes[0, n) into y (n * hop samples). */
-static enum jb_status decode_span(struct jb_vqvae *vq, int level, const int32_t *codes, int64_t n,
-                                  float *y, struct work *wk, const struct jb_convstack_progress *prog)
+static enum jb_status decode_span(struct jb_vqvae *vq,
+                                  int level,
+                                  const int32_t *codes,
+                                  int64_t n,
+                                  float *y,
+                                  struct work *wk,
+                                  const struct jb_convstack_progress *prog)
 {
     /* x = K[z], (n, emb) -> (emb, n) */
     jb_embedding(vq->codebook[level], codes, n, wk->cs.act[1]);
@@ -305,8 +376,13 @@ static enum jb_status decode_span(struct jb_vqvae *vq, int level, const int32_t 
 
 /* Longest context span of a chunk (the chunk plus both margins, clipped to the sequence); returns
  * whether outputs must be staged (unless the only chunk is the whole sequence). */
-static bool decode_plan(const struct jb_vqvae *vq, int level, int64_t n, int64_t begin,
-                        int64_t end, int64_t chunk, int64_t *span)
+static bool decode_plan(const struct jb_vqvae *vq,
+                        int level,
+                        int64_t n,
+                        int64_t begin,
+                        int64_t end,
+                        int64_t chunk,
+                        int64_t *span)
 {
     int64_t M = vq->dec_margin[level];
     *span     = chunk + 2 * M < n ? chunk + 2 * M : n;
@@ -315,16 +391,22 @@ static bool decode_plan(const struct jb_vqvae *vq, int level, int64_t n, int64_t
 
 /* Decodes codes [begin, end) of codes[0, n) chunk codes at a time into audio (relative to
  * begin). Every chunk [a, b) is decoded with context [a − M, b + M) clipped to [0, n). */
-static enum jb_status decode_chunks(struct jb_vqvae *vq, int level, const int32_t *codes, int64_t n,
-                                    int64_t begin, int64_t end, int64_t chunk, float *audio,
+static enum jb_status decode_chunks(struct jb_vqvae *vq,
+                                    int level,
+                                    const int32_t *codes,
+                                    int64_t n,
+                                    int64_t begin,
+                                    int64_t end,
+                                    int64_t chunk,
+                                    float *audio,
                                     const struct jb_callbacks *cb)
 {
     const int64_t hop = vq->hop[level], M = vq->dec_margin[level];
-    int64_t       span;
-    bool          staged = decode_plan(vq, level, n, begin, end, chunk, &span);
-    struct work   wk;
-    enum jb_status st = work_alloc(vq, &vq->dec[level], span, staged ? (size_t)(span * hop) : 0,
-                                   false, &wk);
+    int64_t span;
+    bool staged = decode_plan(vq, level, n, begin, end, chunk, &span);
+    struct work wk;
+    enum jb_status st =
+      work_alloc(vq, &vq->dec[level], span, staged ? (size_t)(span * hop) : 0, false, &wk);
     if (st != JB_STATUS_OK) return st;
 
     double t0 = jb_time_now();
@@ -333,18 +415,23 @@ static enum jb_status decode_chunks(struct jb_vqvae *vq, int level, const int32_
             st = jb_fail(JB_STATUS_ERR_CANCELLED, "decode cancelled");
             break;
         }
-        int64_t b  = a + chunk < end ? a + chunk : end;
-        int64_t lo = a - M > 0 ? a - M : 0;
-        int64_t hi = b + M < n ? b + M : n;
-        struct jb_convstack_progress prog = {
-            .cb = cb, .stage = "decode", .level = level, .t_start = t0,
-            .done = a - begin, .units = b - a, .total = end - begin};
+        int64_t b                         = a + chunk < end ? a + chunk : end;
+        int64_t lo                        = a - M > 0 ? a - M : 0;
+        int64_t hi                        = b + M < n ? b + M : n;
+        struct jb_convstack_progress prog = { .cb      = cb,
+                                              .stage   = "decode",
+                                              .level   = level,
+                                              .t_start = t0,
+                                              .done    = a - begin,
+                                              .units   = b - a,
+                                              .total   = end - begin };
         if (!staged) {
             st = decode_span(vq, level, codes + lo, hi - lo, audio, &wk, &prog);
         } else {
             st = decode_span(vq, level, codes + lo, hi - lo, wk.out, &wk, &prog);
             if (st == JB_STATUS_OK)
-                memcpy(audio + (a - begin) * hop, wk.out + (a - lo) * hop,
+                memcpy(audio + (a - begin) * hop,
+                       wk.out + (a - lo) * hop,
                        (size_t)((b - a) * hop) * sizeof(float));
         }
     }
@@ -352,35 +439,50 @@ static enum jb_status decode_chunks(struct jb_vqvae *vq, int level, const int32_
     return st;
 }
 
-enum jb_status jb_vqvae_decode_level(struct jb_vqvae *vq, int level, const int32_t *codes,
-                                     int64_t n_codes, float *audio, int64_t chunk_codes,
+enum jb_status jb_vqvae_decode_level(struct jb_vqvae *vq,
+                                     int level,
+                                     const int32_t *codes,
+                                     int64_t n_codes,
+                                     float *audio,
+                                     int64_t chunk_codes,
                                      const struct jb_callbacks *cb)
 {
     enum jb_status st = check_level(vq, __func__, level);
     if (st != JB_STATUS_OK) return st;
     if (n_codes < 1 || !codes || !audio || chunk_codes < 0)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                       "%s: need n_codes >= 1 (got %lld), codes, audio and chunk_codes >= 0 (got %lld)",
-                       __func__, (long long)n_codes, (long long)chunk_codes);
+        return jb_fail(
+          JB_STATUS_ERR_INVALID_ARG,
+          "%s: need n_codes >= 1 (got %lld), codes, audio and chunk_codes >= 0 (got %lld)",
+          __func__,
+          (long long)n_codes,
+          (long long)chunk_codes);
     st = check_codes(vq, __func__, level, codes, n_codes);
     if (st != JB_STATUS_OK) return st;
     int64_t chunk = chunk_codes == 0 || chunk_codes > n_codes ? n_codes : chunk_codes;
     return decode_chunks(vq, level, codes, n_codes, 0, n_codes, chunk, audio, cb);
 }
 
-enum jb_status jb_vqvae_decode_range(struct jb_vqvae *vq, int level, const int32_t *codes,
-                                     int64_t n_codes, int64_t a, int64_t b, float *audio)
+enum jb_status jb_vqvae_decode_range(struct jb_vqvae *vq,
+                                     int level,
+                                     const int32_t *codes,
+                                     int64_t n_codes,
+                                     int64_t a,
+                                     int64_t b,
+                                     float *audio)
 {
     enum jb_status st = check_level(vq, __func__, level);
     if (st != JB_STATUS_OK) return st;
     if (!codes || !audio || a < 0 || b <= a || b > n_codes)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                       "%s: range [%lld, %lld) is not a non-empty part of [0, %lld)", __func__,
-                       (long long)a, (long long)b, (long long)n_codes);
+                       "%s: range [%lld, %lld) is not a non-empty part of [0, %lld)",
+                       __func__,
+                       (long long)a,
+                       (long long)b,
+                       (long long)n_codes);
     /* only the codes the decoder reads need to be valid */
     int64_t M  = vq->dec_margin[level];
     int64_t lo = a - M > 0 ? a - M : 0, hi = b + M < n_codes ? b + M : n_codes;
-    st         = check_codes(vq, __func__, level, codes + lo, hi - lo);
+    st = check_codes(vq, __func__, level, codes + lo, hi - lo);
     if (st != JB_STATUS_OK) return st;
     return decode_chunks(vq, level, codes, n_codes, a, b, b - a, audio, NULL);
 }
@@ -389,8 +491,14 @@ enum jb_status jb_vqvae_decode_range(struct jb_vqvae *vq, int level, const int32
 /* encode                                                                                    */
 
 /* Nearest codebook entries of frames [t0, t1) of x (emb, T), in tiles. */
-static void quantise(struct jb_vqvae *vq, int level, const float *x, int64_t T, int64_t t0,
-                     int64_t t1, int32_t *codes, struct work *wk)
+static void quantise(struct jb_vqvae *vq,
+                     int level,
+                     const float *x,
+                     int64_t T,
+                     int64_t t0,
+                     int64_t t1,
+                     int32_t *codes,
+                     struct work *wk)
 {
     const int64_t emb = vq->hp.emb_width;
     for (int64_t a = t0; a < t1; a += VQ_TILE) {
@@ -401,9 +509,14 @@ static void quantise(struct jb_vqvae *vq, int level, const float *x, int64_t T, 
     }
 }
 
-enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq, int level, const float *audio,
-                                             int64_t n_samples, int32_t *codes, float *prequant,
-                                             int64_t chunk_codes, const struct jb_callbacks *cb)
+enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq,
+                                             int level,
+                                             const float *audio,
+                                             int64_t n_samples,
+                                             int32_t *codes,
+                                             float *prequant,
+                                             int64_t chunk_codes,
+                                             const struct jb_callbacks *cb)
 {
     enum jb_status st = check_level(vq, __func__, level);
     if (st != JB_STATUS_OK) return st;
@@ -412,16 +525,18 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq, int level, con
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                        "%s: n_samples = %lld is not a positive multiple of the top-level hop %lld "
                        "(pad or trim the audio)",
-                       __func__, (long long)n_samples, (long long)top);
+                       __func__,
+                       (long long)n_samples,
+                       (long long)top);
     if (!audio || !codes || chunk_codes < 0)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "%s: need audio, codes and chunk_codes >= 0",
-                       __func__);
+        return jb_fail(
+          JB_STATUS_ERR_INVALID_ARG, "%s: need audio, codes and chunk_codes >= 0", __func__);
 
     const int64_t hop = vq->hop[level], M = vq->enc_margin[level], emb = vq->hp.emb_width;
     const int64_t n     = n_samples / hop;
     const int64_t chunk = chunk_codes == 0 || chunk_codes > n ? n : chunk_codes;
     const int64_t span  = chunk + 2 * M < n ? chunk + 2 * M : n;
-    struct work   wk;
+    struct work wk;
     st = work_alloc(vq, &vq->enc[level], span * hop, 0, true, &wk);
     if (st != JB_STATUS_OK) return st;
 
@@ -431,38 +546,47 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq, int level, con
             st = jb_fail(JB_STATUS_ERR_CANCELLED, "encode cancelled");
             break;
         }
-        int64_t b  = a + chunk < n ? a + chunk : n;
-        int64_t lo = a - M > 0 ? a - M : 0;
-        int64_t hi = b + M < n ? b + M : n;
-        struct jb_convstack_progress prog = {
-            .cb = cb, .stage = "encode", .level = level, .t_start = t0,
-            .done = a, .units = b - a, .total = n};
-        float *x = NULL; /* (emb, hi − lo) */
-        st = jb_convstack_forward(vq->be, &vq->enc[level], audio + lo * hop, (hi - lo) * hop, NULL,
-                                  &wk.cs, &prog, &x);
+        int64_t b                         = a + chunk < n ? a + chunk : n;
+        int64_t lo                        = a - M > 0 ? a - M : 0;
+        int64_t hi                        = b + M < n ? b + M : n;
+        struct jb_convstack_progress prog = { .cb      = cb,
+                                              .stage   = "encode",
+                                              .level   = level,
+                                              .t_start = t0,
+                                              .done    = a,
+                                              .units   = b - a,
+                                              .total   = n };
+        float *x                          = NULL; /* (emb, hi − lo) */
+        st                                = jb_convstack_forward(
+          vq->be, &vq->enc[level], audio + lo * hop, (hi - lo) * hop, NULL, &wk.cs, &prog, &x);
         if (st != JB_STATUS_OK) break;
         quantise(vq, level, x, hi - lo, a - lo, b - lo, codes + a, &wk);
         if (prequant)
             for (int64_t c = 0; c < emb; c++)
-                memcpy(prequant + c * n + a, x + c * (hi - lo) + (a - lo),
+                memcpy(prequant + c * n + a,
+                       x + c * (hi - lo) + (a - lo),
                        (size_t)(b - a) * sizeof(float));
     }
     work_free(vq, &wk);
     return st;
 }
 
-size_t jb_vqvae_decode_work_bytes(const struct jb_vqvae *vq, int level, int64_t n_codes,
+size_t jb_vqvae_decode_work_bytes(const struct jb_vqvae *vq,
+                                  int level,
+                                  int64_t n_codes,
                                   int64_t chunk_codes)
 {
     if (!vq || level < 0 || level >= vq->hp.levels || n_codes < 1 || chunk_codes < 0) return 0;
     int64_t chunk = chunk_codes == 0 || chunk_codes > n_codes ? n_codes : chunk_codes, span;
-    bool    staged = decode_plan(vq, level, n_codes, 0, n_codes, chunk, &span);
-    size_t  sizes[N_BUFS];
-    return work_layout(vq, &vq->dec[level], span, staged ? (size_t)(span * vq->hop[level]) : 0,
-                       false, sizes);
+    bool staged   = decode_plan(vq, level, n_codes, 0, n_codes, chunk, &span);
+    size_t sizes[N_BUFS];
+    return work_layout(
+      vq, &vq->dec[level], span, staged ? (size_t)(span * vq->hop[level]) : 0, false, sizes);
 }
 
-size_t jb_vqvae_encode_work_bytes(const struct jb_vqvae *vq, int level, int64_t n_samples,
+size_t jb_vqvae_encode_work_bytes(const struct jb_vqvae *vq,
+                                  int level,
+                                  int64_t n_samples,
                                   int64_t chunk_codes)
 {
     if (!vq || level < 0 || level >= vq->hp.levels || n_samples < 1 || chunk_codes < 0) return 0;
@@ -470,12 +594,16 @@ size_t jb_vqvae_encode_work_bytes(const struct jb_vqvae *vq, int level, int64_t 
     if (n < 1) return 0;
     int64_t chunk = chunk_codes == 0 || chunk_codes > n ? n : chunk_codes;
     int64_t span  = chunk + 2 * M < n ? chunk + 2 * M : n;
-    size_t  sizes[N_BUFS];
+    size_t sizes[N_BUFS];
     return work_layout(vq, &vq->enc[level], span * hop, 0, true, sizes);
 }
 
-enum jb_status jb_vqvae_encode_level(struct jb_vqvae *vq, int level, const float *audio,
-                                     int64_t n_samples, int32_t *codes, float *prequant,
+enum jb_status jb_vqvae_encode_level(struct jb_vqvae *vq,
+                                     int level,
+                                     const float *audio,
+                                     int64_t n_samples,
+                                     int32_t *codes,
+                                     float *prequant,
                                      const struct jb_callbacks *cb)
 {
     return jb_vqvae_encode_level_chunked(vq, level, audio, n_samples, codes, prequant, 0, cb);

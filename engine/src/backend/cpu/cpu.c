@@ -153,6 +153,8 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
                 cpu->isa = (enum jb_cpu_isa)i;
     }
 
+    jb_cpu_tables_init();
+
     /* One pool: OpenMP does the parallel work, OpenBLAS runs single-threaded inside it. */
     openblas_set_num_threads(1);
     omp_set_num_threads(n_threads);

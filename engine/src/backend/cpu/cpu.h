@@ -40,8 +40,10 @@ enum jb_cpu_isa {
     JB_CPU_ISA_AVX512   = 2, /* AVX-512 F/BW/DQ/VL + the above */
 };
 
-/* Floats per thread in the arena: 4 MiB, enough for the widest tiles of the released models
- * (an im2col block of Cin·k = 5760 rows by 176 columns, a 256 x 4096 fp16->fp32 weight tile). */
+/* Floats per thread in the arena: 4 MiB. It holds one tile at a time: a packed conv input tile
+ * (Cin x ~64-160 floats), a packed 128 x 1024 matmul weight tile plus the partial sums, a VQ dot
+ * block (2048 codes x 96 steps), or on the portable path an im2col block (Cin·k = 5760 rows of
+ * the released models by 176 columns). */
 #define JB_CPU_ARENA_FLOATS ((size_t)1 << 20)
 
 struct jb_cpu {
@@ -73,6 +75,9 @@ float *jb_cpu_arena(const struct jb_cpu *cpu);
 
 /* --- kernels (cpu_matmul.c, cpu_conv.c, cpu_vq.c) ------------------------------------------ */
 
+/* Builds the constant tables of the portable kernels (once per process; thread-safe). */
+void jb_cpu_tables_init(void);
+
 void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const float *x,
                    int64_t ldx, const struct jb_tensor *w, bool w_trans, const float *bias,
                    float *y, int64_t ldy, bool accumulate);
@@ -101,8 +106,8 @@ void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_
 /* Fused products over a slice of outputs [n0, n1), the weights read in their stored dtype:
  *   !w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[k, n], M <= JB_CPU_GEMV_MAX_M, streaming
  *             whole rows of W (the token-by-token case: W read once, from memory);
- *    w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[n, k], any M (16 lane partial sums over
- *             k, then a fixed reduction).
+ *    w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[n, k], any M (16 or 8 lane partial
+ *             sums over k, then a fixed reduction).
  * W has dtype `type` and row length ldw; acc is scratch with lda >= n1 - n0 rounded up to 16. */
 #define JB_CPU_GEMV_MAX_M 4
 void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
@@ -121,7 +126,7 @@ void jb_cpu_gemm_tile_avx512(int64_t M, int64_t kb, const float *x, int64_t ldx,
 void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
                            int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first);
 
-/* Direct convolution (AVX-512). Output column m of phase ph (y column m when n_phase = 1,
+/* Direct convolution (AVX2 / AVX-512). Output column m of phase ph (y column m when n_phase = 1,
  * 2m + ph when n_phase = 2) is
  *   y = bias[o] + Σ_c Σ_{taps i of ph} w[o·w_os + c·w_cs + tap.widx] · tap.x[c·ldx + m + tap.q],
  * reading zero where m + q is outside [0, tap.len). The sum runs over c, then taps in order, as

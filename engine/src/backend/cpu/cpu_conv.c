@@ -111,8 +111,9 @@ size_t jb_cpu_conv_prepare(struct jb_conv_job *job)
     return (size_t)(job->cin * job->ld_pack);
 }
 
-/* Runs the direct-convolution job over its work items, one contiguous range per thread; false
- * when the packed tile would not fit the arena (the caller then takes the portable path). */
+/* Runs the direct-convolution job over its work items, one contiguous range per thread (so a
+ * thread's next tile is the adjacent one, whose input the packing step prefetches); false when the
+ * packed tile would not fit the arena (the caller then takes the portable path). */
 static bool run_conv_job(const struct jb_cpu *cpu, struct jb_conv_job *job, double flops)
 {
     if (jb_cpu_conv_prepare(job) > JB_CPU_ARENA_FLOATS) return false;

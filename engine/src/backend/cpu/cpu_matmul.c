@@ -1,8 +1,8 @@
 /*
  * backend/cpu/cpu_matmul.c - y[M, N] (+)= x[M, K] · W (+ bias) with F32, F16 or BF16 weights.
  *
- * Threads split N into slices starting at multiples of 16 columns. Within a slice, with AVX2 or
- * AVX-512 (cpu_x86.c):
+ * Threads split N into slices starting at multiples of 16 columns (and M too when N is narrow).
+ * Within a slice, with AVX2 or AVX-512 (cpu_x86.c):
  *   - W [K, N], M <= 4 (token by token): a GEMV that streams whole rows of W once, in the stored
  *     dtype, into fp32 partial sums in the arena;
  *   - W [K, N], M > 4: W converted to packed fp32 tiles of 128 rows in the arena, then a
@@ -16,8 +16,11 @@
  */
 #include "backend/cpu/cpu.h"
 
+#include "core/fp16.h"
+
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <string.h>
 
 #define TILE_K 256 /* rows of a converted weight tile (OpenBLAS path) */
@@ -48,6 +51,20 @@ static bool fill_init(int64_t M, int64_t n0, int64_t n1, const float *bias, floa
     return true;
 }
 
+/* fp16 -> fp32 by table for the portable path (jb_f16_to_f32 per element is ~10x slower). */
+static float          g_f16_table[65536];
+static pthread_once_t g_f16_once = PTHREAD_ONCE_INIT;
+
+static void build_f16_table(void)
+{
+    for (uint32_t h = 0; h < 65536; h++) g_f16_table[h] = jb_f16_to_f32((uint16_t)h);
+}
+
+void jb_cpu_tables_init(void)
+{
+    pthread_once(&g_f16_once, build_f16_table);
+}
+
 static void convert_f32(const struct jb_cpu *cpu, enum jb_dtype type, const void *src, float *dst,
                         int64_t n)
 {
@@ -61,7 +78,13 @@ static void convert_f32(const struct jb_cpu *cpu, enum jb_dtype type, const void
         return;
     }
 #endif
-    jb_convert_to_f32(type, src, dst, (size_t)n);
+    const uint16_t *h = src;
+    if (type == JB_DTYPE_F16)
+        for (int64_t i = 0; i < n; i++) dst[i] = g_f16_table[h[i]];
+    else if (type == JB_DTYPE_BF16)
+        for (int64_t i = 0; i < n; i++) dst[i] = jb_bf16_to_f32(h[i]);
+    else
+        memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
 /* y[m, c0:c1] = acc + init */
@@ -142,25 +165,27 @@ static void packed_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const f
     }
 }
 
-/* F32 weights through OpenBLAS on the slice [n0, n1). M == 1 uses sgemv. */
+/* y[M, nn] = x[M, kk] · B + beta · y through OpenBLAS, B [kk, nn] (or [nn, kk] when b_trans)
+ * with rows ldb apart; sgemv for M = 1 (OpenBLAS 0.3.21's sgemm does not forward to it). */
+static void blas_f32(int64_t M, int64_t nn, int64_t kk, const float *x, int64_t ldx,
+                     const float *b, int64_t ldb, bool b_trans, float beta, float *y, int64_t ldy)
+{
+    if (M == 1)
+        cblas_sgemv(CblasRowMajor, b_trans ? CblasNoTrans : CblasTrans, (int)(b_trans ? nn : kk),
+                    (int)(b_trans ? kk : nn), 1.0f, b, (int)ldb, x, 1, beta, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (int)M,
+                    (int)nn, (int)kk, 1.0f, x, (int)ldx, b, (int)ldb, beta, y, (int)ldy);
+}
+
+/* F32 weights through OpenBLAS on the slice [n0, n1). */
 static void sgemm_slice(int64_t M, int64_t K, const float *x, int64_t ldx, const float *w,
                         bool w_trans, int64_t ldw, const float *bias, float *y, int64_t ldy,
                         bool accumulate, int64_t n0, int64_t n1)
 {
-    float        beta = fill_init(M, n0, n1, bias, y, ldy, accumulate) ? 1.0f : 0.0f;
-    const float *wn   = w_trans ? w + n0 * ldw : w + n0;
-    int64_t      nn   = n1 - n0;
-    if (M == 1) {
-        if (w_trans)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nn, (int)K, 1.0f, wn, (int)ldw, x, 1, beta,
-                        y + n0, 1);
-        else
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)nn, 1.0f, wn, (int)ldw, x, 1, beta,
-                        y + n0, 1);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_trans ? CblasTrans : CblasNoTrans, (int)M, (int)nn,
-                (int)K, 1.0f, x, (int)ldx, wn, (int)ldw, beta, y + n0, (int)ldy);
+    float beta = fill_init(M, n0, n1, bias, y, ldy, accumulate) ? 1.0f : 0.0f;
+    blas_f32(M, n1 - n0, K, x, ldx, w_trans ? w + n0 * ldw : w + n0, ldw, w_trans, beta, y + n0,
+             ldy);
 }
 
 /* F16/BF16 weights: fp32 tiles of TILE_K x nb (transposed layout: nb x TILE_K) in the arena. */
@@ -182,14 +207,12 @@ static void tiled_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const fl
                 for (int64_t k = 0; k < kb; k++)
                     convert_f32(cpu, w->type, wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
                                 tile + k * cb, cb);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)cb, (int)kb,
-                            1.0f, x + k0, (int)ldx, tile, (int)cb, beta, y + c0, (int)ldy);
+                blas_f32(M, cb, kb, x + k0, ldx, tile, cb, false, beta, y + c0, ldy);
             } else {
                 for (int64_t n = 0; n < cb; n++)
                     convert_f32(cpu, w->type, wb + ((size_t)(c0 + n) * (size_t)ldw + (size_t)k0) * es,
                                 tile + n * kb, kb);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)cb, (int)kb, 1.0f,
-                            x + k0, (int)ldx, tile, (int)kb, beta, y + c0, (int)ldy);
+                blas_f32(M, cb, kb, x + k0, ldx, tile, kb, true, beta, y + c0, ldy);
             }
         }
         beta = 1.0f;
@@ -208,26 +231,35 @@ void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const fl
         return;
     }
     JB_ASSERT(w->type == JB_DTYPE_F32 || w->type == JB_DTYPE_F16 || w->type == JB_DTYPE_BF16);
+    JB_ASSERT(jb_tensor_nelements(w) == N * K && ldx >= K && ldy >= N);
     int64_t ldw  = w_trans ? K : N;
     bool    simd = cpu->isa >= JB_CPU_ISA_AVX2;
     int     nt   = jb_cpu_team(cpu->n_threads, (double)M * (double)N * (double)K);
-    /* at least 64 columns per thread */
-    if (nt > 1 && N / 64 < nt) nt = N / 64 > 1 ? (int)(N / 64) : 1;
+    /* threads over N (at least 64 columns each), and over M as well when N is too narrow for all
+     * of them and there are rows enough (not in the GEMV case, which must see all of its rows) */
+    int pn = N / 64 < nt ? (N / 64 > 1 ? (int)(N / 64) : 1) : nt;
+    int pm = nt / pn;
+    if (M <= JB_CPU_GEMV_MAX_M || M < 8 * pm) pm = 1;
+    nt = pn * pm;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int     parts = omp_get_num_threads(), i = omp_get_thread_num();
-        int64_t n0, n1;
-        split_range(N, parts, i, 16, &n0, &n1);
-        if (n1 > n0) {
-            if (simd && (w_trans || M <= JB_CPU_GEMV_MAX_M))
-                gemv_slice(cpu, M, K, x, ldx, w, w_trans, ldw, bias, y, ldy, accumulate, n0, n1);
+        int parts = omp_get_num_threads(), i = omp_get_thread_num();
+        if (parts != nt) pn = parts, pm = 1; /* fewer threads than asked for */
+        int64_t n0, n1, m0 = M * (i / pn) / pm, m1 = M * (i / pn + 1) / pm;
+        split_range(N, pn, i % pn, 16, &n0, &n1);
+        const float *xm = x + m0 * ldx;
+        float       *ym = y + m0 * ldy;
+        int64_t      mm = m1 - m0;
+        if (n1 > n0 && mm > 0) {
+            if (simd && (w_trans || mm <= JB_CPU_GEMV_MAX_M))
+                gemv_slice(cpu, mm, K, xm, ldx, w, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
             else if (simd)
-                packed_slice(cpu, M, K, x, ldx, w, ldw, bias, y, ldy, accumulate, n0, n1);
+                packed_slice(cpu, mm, K, xm, ldx, w, ldw, bias, ym, ldy, accumulate, n0, n1);
             else if (w->type == JB_DTYPE_F32)
-                sgemm_slice(M, K, x, ldx, w->data, w_trans, ldw, bias, y, ldy, accumulate, n0, n1);
+                sgemm_slice(mm, K, xm, ldx, w->data, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
             else
-                tiled_slice(cpu, M, K, x, ldx, w, w_trans, ldw, bias, y, ldy, accumulate, n0, n1);
+                tiled_slice(cpu, mm, K, xm, ldx, w, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
         }
     }
 }
