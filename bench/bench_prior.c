@@ -373,6 +373,7 @@ static void bench_preview(const char *dir, int threads)
     char path[4200];
     snprintf(path, sizeof path, "%s/riff.wav", dir);
     struct jb_audio riff  = { 0 };
+    struct jb_take *take  = NULL;
     struct jb_backend *be = jb_backend_init("cpu", threads);
     double t_load         = jb_time_now();
     struct jb_session *s  = be ? jb_session_load(dir, be) : NULL;
@@ -390,7 +391,6 @@ static void bench_preview(const char *dir, int threads)
     p.genre           = jb_session_label_name(s, true, 1);
     struct preview pv = { .first_audio = -1, .level_end = { -1, -1, -1 } };
     struct jb_job_callbacks cb = { .on_progress = pv_progress, .on_audio = pv_audio, .user = &pv };
-    struct jb_take *take       = NULL;
     pv.t0                      = jb_time_now();
     enum jb_status st          = jb_job_run(s, &p, &cb, &take);
     double total               = jb_time_now() - pv.t0;

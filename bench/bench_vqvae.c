@@ -14,7 +14,8 @@
  *   --threads  kernel threads (default: all cores)
  *   --reps     timed repetitions per operation, best reported (default 2)
  *   --seconds  clip lengths (default 5,20)
- *   --chunk    codes per chunk for chunked decoding (default: max(4 x the level's margin, 4096))
+ *   --chunk    codes per chunk for chunked decoding (default: the larger of 4 x the level's
+ *              margin and 131072 samples' worth of codes)
  */
 #include "vqvae/vqvae.h"
 
@@ -226,9 +227,10 @@ static void run_job(const struct job *jb, struct result *r)
     }
     const int64_t T = jb->samples;
     int64_t chunk   = jb->chunk;
-    if (chunk < 0) { /* default: 4 margins (1.5x the work of whole decoding), at least 4096 */
-        chunk = 4 * jb_vqvae_decode_margin_level(vq, jb->level);
-        chunk = chunk > 4096 ? chunk : 4096;
+    if (chunk < 0) { /* default: 4 margins (1.5x the work of whole decoding), at least ~3 s */
+        int64_t min = 131072 / jb_vqvae_hp_hop(&released, jb->level);
+        chunk       = 4 * jb_vqvae_decode_margin_level(vq, jb->level);
+        chunk       = chunk > min ? chunk : min;
     }
     float *x     = malloc((size_t)T * sizeof(float));
     int32_t *z   = malloc((size_t)(T / 8) * sizeof(int32_t));

@@ -22,8 +22,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
-#include <malloc.h>
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(TEST_ASAN)
+#include <malloc.h> /* mallinfo2: heap in use (ASan replaces the allocator) */
 #define HAVE_MALLINFO 1
 #endif
 

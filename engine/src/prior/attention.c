@@ -152,10 +152,10 @@ static inline void key_range(const struct jb_transformer *tr,
 #define JB_NO_TRAPPING_MATH
 #endif
 
-JB_ATTN_CLONES JB_NO_TRAPPING_MATH float jb_exp_shift_sum(float *restrict s,
-                                                          int64_t n,
-                                                          float m,
-                                                          union jb_f32_bits *restrict u)
+JB_ATTN_CLONES JB_NO_TRAPPING_MATH static float exp_shift_sum(float *restrict s,
+                                                              int64_t n,
+                                                              float m,
+                                                              union jb_f32_bits *restrict u)
 {
     /* e^x = 2^k · e^r with k = round(x / ln 2), r = x − k·ln 2 (in two parts), |r| ≤ ln2 / 2 */
 #pragma omp simd
@@ -185,6 +185,13 @@ JB_ATTN_CLONES JB_NO_TRAPPING_MATH float jb_exp_shift_sum(float *restrict s,
         sum += s[j];
     }
     return sum;
+}
+
+/* The exported entry point is a plain function: clang 14 does not resolve calls from other
+ * translation units to a target_clones function. */
+float jb_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u)
+{
+    return exp_shift_sum(s, n, m, u);
 }
 
 /* o[hd] = softmax_j(scale·(q·k_j)) · V over nk contiguous slots; s: 2·nk words of scratch.
@@ -231,7 +238,7 @@ static void attend_one(const float *restrict q,
         s[j] *= scale;
         m = s[j] > m ? s[j] : m;
     }
-    const float inv = 1.0f / jb_exp_shift_sum(s, nk, m, (union jb_f32_bits *)(s + nk));
+    const float inv = 1.0f / exp_shift_sum(s, nk, m, (union jb_f32_bits *)(s + nk));
 
     memset(o, 0, (size_t)hd * sizeof *o);
     for (j = 0; j + 4 <= nk; j += 4) {

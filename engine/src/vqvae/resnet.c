@@ -17,9 +17,7 @@
  * (the released conditioner, 1024 channels) use whole-sequence kernel calls, which reuse their
  * large weights across the whole sequence. The choice depends on the layer's shape only, so a
  * chunk and the whole sequence always take the same path. */
-#ifndef TILED_MAX_CHANNELS
-#define TILED_MAX_CHANNELS 512 /* c_in + n_state */
-#endif
+#define TILED_MAX_CHANNELS 512         /* c_in + n_state */
 #define TILE_BUDGET_FLOATS (96 * 1024) /* per thread: ~384 KiB, L2-resident */
 
 /* ---------------------------------------------------------------------------------------- */

@@ -21,7 +21,8 @@
 
 #include "backend/backend.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* JB_CPU_NO_SIMD builds the portable kernels only, as on other architectures (for testing). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(JB_CPU_NO_SIMD)
 #define JB_CPU_X86 1
 /* Every function using AVX-512 / AVX2 intrinsics carries one of these (helpers included, so that
  * they inline into each other). */

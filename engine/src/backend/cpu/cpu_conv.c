@@ -46,6 +46,7 @@ int64_t jb_conv1d_out_len(int64_t T, int k, int stride, int pad, int dil)
 
 size_t jb_conv1d_scratch(int64_t Cin, int64_t T, int k, int stride, int pad, int dil)
 {
+    (void)k, (void)pad, (void)dil;
     if (stride <= 1) return 0;
     /* the s phases of x, each row ceil(T / s) long */
     return (size_t)stride * (size_t)Cin * (size_t)ceil_div(T, stride) + 16;
@@ -59,6 +60,7 @@ int64_t jb_conv_transpose1d_out_len(int64_t T, int k, int stride, int pad)
 
 size_t jb_conv_transpose1d_scratch(int64_t Cout, int64_t T)
 {
+    (void)Cout, (void)T;
     return 0; /* everything runs in the backend's arena */
 }
 
@@ -288,6 +290,7 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu, const float *x, int64_t T,
     const int64_t Cin = w->shape[0], Cout = w->shape[1];
     const int     k    = (int)w->shape[2];
     const int64_t Tout = jb_conv_transpose1d_out_len(T, k, stride, pad);
+    (void)scratch; /* jb_conv_transpose1d_scratch() is 0: all temporaries are in the arena */
     const float  *wd   = w->data;
     const float  *bias = b ? b->data : NULL;
     if (Tout <= 0 || Cout <= 0 || T <= 0) return;
