@@ -23,7 +23,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot open corpus folder %s\n", argv[1]);
         return 1;
     }
-    int            n = 0, failed = 0;
+    int n = 0, failed = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
@@ -39,7 +39,7 @@ int main(int argc, char **argv)
             continue;
         }
         uint8_t *buf = malloc((size_t)st.st_size + 1);
-        size_t   len = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+        size_t len   = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
         fclose(f);
         if (!buf || len != (size_t)st.st_size) {
             free(buf);

@@ -19,8 +19,10 @@ static int passed, failed;
 static void check(bool ok, const char *what)
 {
     printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    if (ok) passed++;
-    else failed++;
+    if (ok)
+        passed++;
+    else
+        failed++;
 }
 
 static int run(const char *cmd)
@@ -38,7 +40,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *encore = argv[1], *models = argv[2];
-    char        dir[] = "/tmp/encore-cli-XXXXXX", cmd[16384], riff[4096], path[4096];
+    char dir[] = "/tmp/encore-cli-XXXXXX", cmd[16384], riff[4096], path[4096];
     if (!mkdtemp(dir)) return 2;
     snprintf(riff, sizeof riff, "%s/riff.wav", models);
 
@@ -49,34 +51,45 @@ int main(int argc, char **argv)
     snprintf(cmd, sizeof cmd, "%s encode --models %s %s -o %s/riff", encore, models, riff, dir);
     check(run(cmd) == 0, "encode all levels");
     for (int L = 0; L < 3; L++) {
-        static const int hop[3] = {8, 32, 128};
-        char             codes[4200], out[4200], what[128];
+        static const int hop[3] = { 8, 32, 128 };
+        char codes[4200], out[4200], what[128];
         snprintf(codes, sizeof codes, "%s/riff.level%d.npy", dir, L);
         int32_t *c = NULL;
-        int64_t  nc = 0;
+        int64_t nc = 0;
         snprintf(what, sizeof what, "level %d codes: %lld expected", L, (long long)(n / hop[L]));
         check(jb_codes_read(codes, &c, &nc) == JB_STATUS_OK && nc == n / hop[L], what);
         bool in_range = c != NULL;
-        for (int64_t i = 0; c && i < nc; i++) in_range &= c[i] >= 0 && c[i] < 2048;
+        for (int64_t i = 0; c && i < nc; i++)
+            in_range &= c[i] >= 0 && c[i] < 2048;
         check(in_range, "codes within the codebook");
         free(c);
         snprintf(out, sizeof out, "%s/level%d.wav", dir, L);
-        snprintf(cmd, sizeof cmd, "%s decode --models %s --level %d %s -o %s%s", encore, models, L,
-                 codes, out, L == 0 ? " --chunk 30000" : "");
+        snprintf(cmd,
+                 sizeof cmd,
+                 "%s decode --models %s --level %d %s -o %s%s",
+                 encore,
+                 models,
+                 L,
+                 codes,
+                 out,
+                 L == 0 ? " --chunk 30000" : "");
         snprintf(what, sizeof what, "decode level %d", L);
         check(run(cmd) == 0, what);
         struct jb_audio a;
-        snprintf(what, sizeof what, "decoded level %d has %lld samples at 44.1 kHz", L, (long long)n);
+        snprintf(
+          what, sizeof what, "decoded level %d has %lld samples at 44.1 kHz", L, (long long)n);
         check(jb_audio_read(out, JB_SAMPLE_RATE, 0, &a) == JB_STATUS_OK && a.n_samples == n &&
-                  a.sample_rate == JB_SAMPLE_RATE,
+                a.sample_rate == JB_SAMPLE_RATE,
               what);
         jb_audio_free(&a);
     }
 
     /* stereo at 48 kHz is downmixed and resampled */
     {
-        float  *st   = malloc((size_t)48000 * 2 * sizeof *st);
-        SF_INFO info = {.samplerate = 48000, .channels = 2, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+        float *st    = malloc((size_t)48000 * 2 * sizeof *st);
+        SF_INFO info = { .samplerate = 48000,
+                         .channels   = 2,
+                         .format     = SF_FORMAT_WAV | SF_FORMAT_FLOAT };
         snprintf(path, sizeof path, "%s/stereo48k.wav", dir);
         SNDFILE *sf = st ? sf_open(path, SFM_WRITE, &info) : NULL;
         for (int i = 0; st && i < 48000; i++)
@@ -84,11 +97,16 @@ int main(int argc, char **argv)
         bool wrote = sf && sf_writef_float(sf, st, 48000) == 48000;
         if (sf) sf_close(sf);
         free(st);
-        snprintf(cmd, sizeof cmd, "%s encode --models %s --level 0 %s -o %s/stereo.npy", encore,
-                 models, path, dir);
+        snprintf(cmd,
+                 sizeof cmd,
+                 "%s encode --models %s --level 0 %s -o %s/stereo.npy",
+                 encore,
+                 models,
+                 path,
+                 dir);
         check(wrote && run(cmd) == 0, "encode a 48 kHz stereo file");
-        int32_t *c  = NULL;
-        int64_t  nc = 0;
+        int32_t *c = NULL;
+        int64_t nc = 0;
         snprintf(path, sizeof path, "%s/stereo.npy", dir);
         /* 1 s at 48 kHz -> 44100 samples at 44.1 kHz -> 44032 (multiple of 128) -> 5504 codes */
         check(jb_codes_read(path, &c, &nc) == JB_STATUS_OK && nc == 5504,
@@ -97,23 +115,44 @@ int main(int argc, char **argv)
     }
 
     /* error paths: clear message, non-zero status, nothing written */
-    snprintf(cmd, sizeof cmd, "%s encode --models %s %s/missing.wav -o %s/x 2>/dev/null", encore,
-             models, dir, dir);
+    snprintf(cmd,
+             sizeof cmd,
+             "%s encode --models %s %s/missing.wav -o %s/x 2>/dev/null",
+             encore,
+             models,
+             dir,
+             dir);
     check(run(cmd) != 0, "encode of a missing file fails");
     snprintf(path, sizeof path, "%s/x.level0.npy", dir);
     check(access(path, F_OK) != 0, "nothing written for a failed encode");
-    snprintf(cmd, sizeof cmd, "%s decode --models %s --level 7 %s/riff.level0.npy -o %s/y.wav 2>/dev/null",
-             encore, models, dir, dir);
+    snprintf(cmd,
+             sizeof cmd,
+             "%s decode --models %s --level 7 %s/riff.level0.npy -o %s/y.wav 2>/dev/null",
+             encore,
+             models,
+             dir,
+             dir);
     check(run(cmd) != 0, "decode with a bad level fails");
     snprintf(path, sizeof path, "%s/garbage.npy", dir);
     FILE *f = fopen(path, "wb");
     if (f) fputs("not a numpy file", f), fclose(f);
-    snprintf(cmd, sizeof cmd, "%s decode --models %s %s -o %s/z.wav 2>/dev/null", encore, models,
-             path, dir);
+    snprintf(cmd,
+             sizeof cmd,
+             "%s decode --models %s %s -o %s/z.wav 2>/dev/null",
+             encore,
+             models,
+             path,
+             dir);
     check(run(cmd) != 0, "decode of a malformed codes file fails");
-    snprintf(cmd, sizeof cmd, "%s --help >/dev/null && %s encode --help >/dev/null && %s decode "
+    snprintf(cmd,
+             sizeof cmd,
+             "%s --help >/dev/null && %s encode --help >/dev/null && %s decode "
              "--help >/dev/null && %s import --help >/dev/null && %s info --help >/dev/null",
-             encore, encore, encore, encore, encore);
+             encore,
+             encore,
+             encore,
+             encore,
+             encore);
     check(run(cmd) == 0, "--help everywhere");
     snprintf(cmd, sizeof cmd, "%s info %s/vqvae.gguf | grep -q untrained", encore, models);
     check(run(cmd) == 0, "info labels the default model as untrained");

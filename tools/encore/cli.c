@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t g_interrupted;
-static int                   g_bar_shown;
+static int g_bar_shown;
 
 static void on_sigint(int sig)
 {
@@ -20,9 +20,9 @@ static void on_sigint(int sig)
 static void log_to_stderr(enum jb_log_level level, const char *msg, void *user)
 {
     (void)user;
-    static const char *names[] = {"debug", "info", "warning", "error"};
-    const char        *env     = getenv("ENCORE_LOG");
-    int                min     = env ? atoi(env) : JB_LOG_WARN;
+    static const char *names[] = { "debug", "info", "warning", "error" };
+    const char *env            = getenv("ENCORE_LOG");
+    int min                    = env ? atoi(env) : JB_LOG_WARN;
     if ((int)level < min || level == JB_LOG_ERROR) return; /* errors are printed by the caller */
     if (g_bar_shown) fputc('\n', stderr), g_bar_shown = 0;
     fprintf(stderr, "encore: %s: %s\n", names[level], msg);
@@ -31,7 +31,7 @@ static void log_to_stderr(enum jb_log_level level, const char *msg, void *user)
 void cli_init_logging(void)
 {
     jb_log_set(log_to_stderr, NULL);
-    struct sigaction sa = {0};
+    struct sigaction sa = { 0 };
     sa.sa_handler       = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -60,15 +60,23 @@ static void on_progress(const struct jb_progress *p, void *user)
 {
     (void)user;
     if (!progress_enabled() || p->total <= 0) return;
-    double frac = (double)p->done / (double)p->total;
-    int    bar  = (int)(frac * 30);
-    char   eta[32] = "";
+    double frac  = (double)p->done / (double)p->total;
+    int bar      = (int)(frac * 30);
+    char eta[32] = "";
     if (p->eta >= 0) snprintf(eta, sizeof eta, " eta %.0fs", p->eta);
     fprintf(stderr, "\r%-8s", p->stage);
     if (p->level >= 0) fprintf(stderr, " L%d", p->level);
-    fprintf(stderr, " [%.*s%*s] %5.1f%% %lld/%lld %.1f/s%s   ", bar,
-            "##############################", 30 - bar, "", 100 * frac, (long long)p->done,
-            (long long)p->total, p->rate, eta);
+    fprintf(stderr,
+            " [%.*s%*s] %5.1f%% %lld/%lld %.1f/s%s   ",
+            bar,
+            "##############################",
+            30 - bar,
+            "",
+            100 * frac,
+            (long long)p->done,
+            (long long)p->total,
+            p->rate,
+            eta);
     g_bar_shown = 1;
     fflush(stderr);
 }
@@ -81,7 +89,7 @@ static bool should_stop(void *user)
 
 struct jb_callbacks cli_callbacks(void)
 {
-    return (struct jb_callbacks){.on_progress = on_progress, .should_stop = should_stop};
+    return (struct jb_callbacks){ .on_progress = on_progress, .should_stop = should_stop };
 }
 
 void cli_progress_done(void)

@@ -20,7 +20,7 @@ int cmd_continue(int argc, char **argv); /* cmd_prior.c */
 int cmd_sample(int argc, char **argv);
 int cmd_upsample(int argc, char **argv);
 
-void        cli_init_logging(void);
+void cli_init_logging(void);
 const char *cli_default_model_dir(void);
 /* "<dir>/<file>" into buf */
 const char *cli_model_path(const char *dir, const char *file, char *buf, size_t len);
@@ -28,7 +28,7 @@ const char *cli_model_path(const char *dir, const char *file, char *buf, size_t 
 /* Progress bar on stderr (only when stderr is a terminal or ENCORE_PROGRESS=1), and a
  * SIGINT handler that asks the running job to stop instead of killing the process. */
 struct jb_callbacks cli_callbacks(void);
-void                cli_progress_done(void);
+void cli_progress_done(void);
 
 /* Prints "encore <cmd>: <last error>" and returns 1. */
 int cli_error(const char *cmd);

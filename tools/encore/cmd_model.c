@@ -27,38 +27,57 @@ static void import_usage(FILE *out)
 
 int cmd_import(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"kind", required_argument, 0, 'k'},  {"dtype", required_argument, 0, 't'},
-        {"artist-ids", required_argument, 0, 'a'}, {"genre-ids", required_argument, 0, 'g'},
-        {"hps", required_argument, 0, 'p'},   {"ckpt-hps", no_argument, 0, 'c'},
-        {"name", required_argument, 0, 'n'},  {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    struct jb_import_params p = {.storage = JB_DTYPE_F32};
-    int                     c;
+    static const struct option opts[] = { { "kind", required_argument, 0, 'k' },
+                                          { "dtype", required_argument, 0, 't' },
+                                          { "artist-ids", required_argument, 0, 'a' },
+                                          { "genre-ids", required_argument, 0, 'g' },
+                                          { "hps", required_argument, 0, 'p' },
+                                          { "ckpt-hps", no_argument, 0, 'c' },
+                                          { "name", required_argument, 0, 'n' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { 0, 0, 0, 0 } };
+    struct jb_import_params p         = { .storage = JB_DTYPE_F32 };
+    int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'k': p.kind = optarg; break;
+        case 'k':
+            p.kind = optarg;
+            break;
         case 't':
             if (!jb_dtype_parse(optarg, &p.storage) || p.storage == JB_DTYPE_I32) {
                 fprintf(stderr, "encore import: --dtype must be f32, f16 or bf16\n");
                 return 2;
             }
             break;
-        case 'a': p.artist_ids_path = optarg; break;
-        case 'g': p.genre_ids_path = optarg; break;
-        case 'p': p.hps_json_path = optarg; break;
-        case 'c': p.use_ckpt_hps = true; break;
-        case 'n': p.name = optarg; break;
-        case 'h': import_usage(stdout); return 0;
-        default: import_usage(stderr); return 2;
+        case 'a':
+            p.artist_ids_path = optarg;
+            break;
+        case 'g':
+            p.genre_ids_path = optarg;
+            break;
+        case 'p':
+            p.hps_json_path = optarg;
+            break;
+        case 'c':
+            p.use_ckpt_hps = true;
+            break;
+        case 'n':
+            p.name = optarg;
+            break;
+        case 'h':
+            import_usage(stdout);
+            return 0;
+        default:
+            import_usage(stderr);
+            return 2;
         }
     }
     if (argc - optind != 2) {
         import_usage(stderr);
         return 2;
     }
-    p.src_path            = argv[optind];
-    p.dst_path            = argv[optind + 1];
+    p.src_path             = argv[optind];
+    p.dst_path             = argv[optind + 1];
     struct jb_callbacks cb = cli_callbacks();
     if (jb_import(&p, &cb)) return cli_error("import");
     cli_progress_done();
@@ -68,19 +87,23 @@ int cmd_import(int argc, char **argv)
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tensors", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bool verbose = false;
-    int  c;
+    static const struct option opts[] = { { "tensors", no_argument, 0, 'v' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { 0, 0, 0, 0 } };
+    bool verbose                      = false;
+    int c;
     while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'v': verbose = true; break;
+        case 'v':
+            verbose = true;
+            break;
         case 'h':
             printf("usage: encore info [--tensors] MODEL.gguf...\n\n"
                    "Prints a model file's hyper-parameters, vocabularies and tensor totals;\n"
                    "--tensors lists every tensor.\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (optind >= argc) {

@@ -40,22 +40,38 @@ static void encode_usage(FILE *out)
 
 int cmd_encode(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"models", required_argument, 0, 'M'},
-        {"level", required_argument, 0, 'l'}, {"output", required_argument, 0, 'o'},
-        {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = { { "model", required_argument, 0, 'm' },
+                                          { "models", required_argument, 0, 'M' },
+                                          { "level", required_argument, 0, 'l' },
+                                          { "output", required_argument, 0, 'o' },
+                                          { "threads", required_argument, 0, 't' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { 0, 0, 0, 0 } };
     const char *model = NULL, *models = NULL, *output = NULL, *level_s = "all";
-    int         threads = 0, c;
+    int threads = 0, c;
     while ((c = getopt_long(argc, argv, "m:l:o:t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
-        case 'M': models = optarg; break;
-        case 'l': level_s = optarg; break;
-        case 'o': output = optarg; break;
-        case 't': threads = atoi(optarg); break;
-        case 'h': encode_usage(stdout); return 0;
-        default: encode_usage(stderr); return 2;
+        case 'm':
+            model = optarg;
+            break;
+        case 'M':
+            models = optarg;
+            break;
+        case 'l':
+            level_s = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 't':
+            threads = atoi(optarg);
+            break;
+        case 'h':
+            encode_usage(stdout);
+            return 0;
+        default:
+            encode_usage(stderr);
+            return 2;
         }
     }
     if (argc - optind != 1 || !output) {
@@ -65,17 +81,17 @@ int cmd_encode(int argc, char **argv)
     char path[4096];
     if (!model) model = cli_model_path(models, "vqvae.gguf", path, sizeof path);
 
-    int                rc = 1;
+    int rc                = 1;
     struct jb_backend *be = NULL;
-    struct jb_audio    audio = {0};
-    int32_t           *codes = NULL;
-    struct jb_model   *vq    = load_vqvae(model, &be, threads);
+    struct jb_audio audio = { 0 };
+    int32_t *codes        = NULL;
+    struct jb_model *vq   = load_vqvae(model, &be, threads);
     if (!vq) return cli_error("encode");
 
     int levels = jb_vqvae_levels(vq), lo = 0, hi = levels - 1;
     if (strcmp(level_s, "all") != 0) {
         char *end;
-        long  l = strtol(level_s, &end, 10);
+        long l = strtol(level_s, &end, 10);
         if (*end || l < 0 || l >= levels) {
             fprintf(stderr, "encore encode: --level must be 0..%d or all\n", levels - 1);
             rc = 2;
@@ -90,20 +106,27 @@ int cmd_encode(int argc, char **argv)
     int64_t top = jb_vqvae_hop(vq, levels - 1);
     int64_t n   = audio.n_samples / top * top;
     if (n == 0) {
-        fprintf(stderr, "encore encode: '%s' is shorter than %lld samples\n", argv[optind],
+        fprintf(stderr,
+                "encore encode: '%s' is shorter than %lld samples\n",
+                argv[optind],
                 (long long)top);
         goto done;
     }
     if (n != audio.n_samples)
-        fprintf(stderr, "encore encode: using the first %lld of %lld samples (a multiple of %lld)\n",
-                (long long)n, (long long)audio.n_samples, (long long)top);
+        fprintf(stderr,
+                "encore encode: using the first %lld of %lld samples (a multiple of %lld)\n",
+                (long long)n,
+                (long long)audio.n_samples,
+                (long long)top);
     codes                  = malloc((size_t)(n / jb_vqvae_hop(vq, 0)) * sizeof *codes);
     struct jb_callbacks cb = cli_callbacks();
     for (int l = lo; l <= hi && codes; l++) {
         int64_t n_codes = n / jb_vqvae_hop(vq, l);
-        char    out[4096];
-        if (lo == hi) snprintf(out, sizeof out, "%s", output);
-        else snprintf(out, sizeof out, "%s.level%d.npy", output, l);
+        char out[4096];
+        if (lo == hi)
+            snprintf(out, sizeof out, "%s", output);
+        else
+            snprintf(out, sizeof out, "%s.level%d.npy", output, l);
         if (jb_vqvae_encode(vq, l, audio.samples, n, codes, NULL, &cb) ||
             jb_codes_write(out, codes, n_codes)) {
             rc = cli_error("encode");
@@ -143,23 +166,40 @@ static void decode_usage(FILE *out)
 int cmd_decode(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"models", required_argument, 0, 'M'},
-        {"level", required_argument, 0, 'l'}, {"output", required_argument, 0, 'o'},
-        {"chunk", required_argument, 0, 'c'}, {"threads", required_argument, 0, 't'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+        { "model", required_argument, 0, 'm' }, { "models", required_argument, 0, 'M' },
+        { "level", required_argument, 0, 'l' }, { "output", required_argument, 0, 'o' },
+        { "chunk", required_argument, 0, 'c' }, { "threads", required_argument, 0, 't' },
+        { "help", no_argument, 0, 'h' },        { 0, 0, 0, 0 }
+    };
     const char *model = NULL, *models = NULL, *output = NULL;
-    int         level = 0, threads = 0, c;
-    long long   chunk = 0;
+    int level = 0, threads = 0, c;
+    long long chunk = 0;
     while ((c = getopt_long(argc, argv, "m:l:o:c:t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
-        case 'M': models = optarg; break;
-        case 'l': level = atoi(optarg); break;
-        case 'o': output = optarg; break;
-        case 'c': chunk = atoll(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'h': decode_usage(stdout); return 0;
-        default: decode_usage(stderr); return 2;
+        case 'm':
+            model = optarg;
+            break;
+        case 'M':
+            models = optarg;
+            break;
+        case 'l':
+            level = atoi(optarg);
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'c':
+            chunk = atoll(optarg);
+            break;
+        case 't':
+            threads = atoi(optarg);
+            break;
+        case 'h':
+            decode_usage(stdout);
+            return 0;
+        default:
+            decode_usage(stderr);
+            return 2;
         }
     }
     if (argc - optind != 1 || !output || chunk < 0) {
@@ -169,12 +209,12 @@ int cmd_decode(int argc, char **argv)
     char path[4096];
     if (!model) model = cli_model_path(models, "vqvae.gguf", path, sizeof path);
 
-    int                rc = 1;
-    struct jb_backend *be    = NULL;
-    int32_t           *codes = NULL;
-    float             *audio = NULL;
-    int64_t            n_codes;
-    struct jb_model   *vq = load_vqvae(model, &be, threads);
+    int rc                = 1;
+    struct jb_backend *be = NULL;
+    int32_t *codes        = NULL;
+    float *audio          = NULL;
+    int64_t n_codes;
+    struct jb_model *vq = load_vqvae(model, &be, threads);
     if (!vq) return cli_error("decode");
     if (level < 0 || level >= jb_vqvae_levels(vq)) {
         fprintf(stderr, "encore decode: --level must be 0..%d\n", jb_vqvae_levels(vq) - 1);
@@ -189,8 +229,8 @@ int cmd_decode(int argc, char **argv)
         fprintf(stderr, "encore decode: '%s' holds no codes\n", argv[optind]);
         goto done;
     }
-    int64_t n_samples = n_codes * jb_vqvae_hop(vq, level);
-    audio             = malloc((size_t)n_samples * sizeof *audio);
+    int64_t n_samples      = n_codes * jb_vqvae_hop(vq, level);
+    audio                  = malloc((size_t)n_samples * sizeof *audio);
     struct jb_callbacks cb = cli_callbacks();
     if (!audio || jb_vqvae_decode(vq, level, codes, n_codes, audio, chunk, &cb) ||
         jb_audio_write(output, audio, n_samples, JB_SAMPLE_RATE)) {
@@ -198,8 +238,12 @@ int cmd_decode(int argc, char **argv)
         goto done;
     }
     cli_progress_done();
-    fprintf(stderr, "encore decode: %lld codes -> %lld samples (%.2f s) -> %s\n",
-            (long long)n_codes, (long long)n_samples, (double)n_samples / JB_SAMPLE_RATE, output);
+    fprintf(stderr,
+            "encore decode: %lld codes -> %lld samples (%.2f s) -> %s\n",
+            (long long)n_codes,
+            (long long)n_samples,
+            (double)n_samples / JB_SAMPLE_RATE,
+            output);
     rc = 0;
 
 done:

@@ -11,13 +11,13 @@
 #include <unistd.h>
 
 static const struct cli_command commands[] = {
-    {"import", cmd_import, "convert an OpenAI .pth.tar checkpoint to an Encore model file"},
-    {"info", cmd_info, "describe a model file"},
-    {"encode", cmd_encode, "encode an audio file to VQ-VAE codes (.npy)"},
-    {"decode", cmd_decode, "decode VQ-VAE codes (.npy) to an audio file"},
-    {"continue", cmd_continue, "continue a riff (or extend a take) with the priors"},
-    {"sample", cmd_sample, "generate audio from nothing (ancestral sampling)"},
-    {"upsample", cmd_upsample, "render a take's lower levels (upsampling)"},
+    { "import", cmd_import, "convert an OpenAI .pth.tar checkpoint to an Encore model file" },
+    { "info", cmd_info, "describe a model file" },
+    { "encode", cmd_encode, "encode an audio file to VQ-VAE codes (.npy)" },
+    { "decode", cmd_decode, "decode VQ-VAE codes (.npy) to an audio file" },
+    { "continue", cmd_continue, "continue a riff (or extend a take) with the priors" },
+    { "sample", cmd_sample, "generate audio from nothing (ancestral sampling)" },
+    { "upsample", cmd_upsample, "render a take's lower levels (upsampling)" },
 };
 
 static void usage(FILE *out)
@@ -30,8 +30,9 @@ static void usage(FILE *out)
             "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(out, "\n'encore <command> --help' describes each command.\n"
-                 "Default model folder: %s (override with ENCORE_MODEL_DIR or --models)\n",
+    fprintf(out,
+            "\n'encore <command> --help' describes each command.\n"
+            "Default model folder: %s (override with ENCORE_MODEL_DIR or --models)\n",
             cli_default_model_dir());
 }
 

@@ -49,28 +49,38 @@ static float rng_normal(void)
 enum init { INIT_ZERO, INIT_ONE, INIT_NORMAL };
 
 struct decl {
-    char    name[160];
-    int     n_dims;
+    char name[160];
+    int n_dims;
     int64_t shape[4];
     enum init init;
-    float     scale;
+    float scale;
 };
 
 struct builder {
     struct jb_gguf_writer *w;
-    struct decl           *decls;
-    size_t                 n, cap;
-    bool                   failed;
+    struct decl *decls;
+    size_t n, cap;
+    bool failed;
 };
 
-static void add(struct builder *b, enum init init, float scale, int n_dims, const int64_t *shape,
-                const char *fmt, ...) JB_PRINTF(6, 7);
+static void add(struct builder *b,
+                enum init init,
+                float scale,
+                int n_dims,
+                const int64_t *shape,
+                const char *fmt,
+                ...) JB_PRINTF(6, 7);
 
-static void add(struct builder *b, enum init init, float scale, int n_dims, const int64_t *shape,
-                const char *fmt, ...)
+static void add(struct builder *b,
+                enum init init,
+                float scale,
+                int n_dims,
+                const int64_t *shape,
+                const char *fmt,
+                ...)
 {
     if (b->n == b->cap) {
-        b->cap       = b->cap ? b->cap * 2 : 256;
+        b->cap         = b->cap ? b->cap * 2 : 256;
         struct decl *d = realloc(b->decls, b->cap * sizeof *d);
         if (!d) {
             b->failed = true;
@@ -79,7 +89,7 @@ static void add(struct builder *b, enum init init, float scale, int n_dims, cons
         b->decls = d;
     }
     struct decl *d = &b->decls[b->n++];
-    va_list      ap;
+    va_list ap;
     va_start(ap, fmt);
     vsnprintf(d->name, sizeof d->name, fmt, ap);
     va_end(ap);
@@ -90,12 +100,28 @@ static void add(struct builder *b, enum init init, float scale, int n_dims, cons
     if (jb_gguf_writer_add_tensor(b->w, d->name, JB_DTYPE_F32, n_dims, shape) < 0) b->failed = true;
 }
 
-#define S1(a) 1, (const int64_t[]){(a)}
-#define S2(a, b) 2, (const int64_t[]){(a), (b)}
-#define S3(a, b, c) 3, (const int64_t[]){(a), (b), (c)}
+#define S1(a)                                                                                      \
+    1, (const int64_t[])                                                                           \
+    {                                                                                              \
+        (a)                                                                                        \
+    }
+#define S2(a, b)                                                                                   \
+    2, (const int64_t[])                                                                           \
+    {                                                                                              \
+        (a), (b)                                                                                   \
+    }
+#define S3(a, b, c)                                                                                \
+    3, (const int64_t[])                                                                           \
+    {                                                                                              \
+        (a), (b), (c)                                                                              \
+    }
 
 /* Conv weight N(0, 1/fan_in) + small bias: keeps activations O(1) through deep stacks. */
-static void conv(struct builder *b, int64_t cout, int64_t cin, int64_t k, float gain,
+static void conv(struct builder *b,
+                 int64_t cout,
+                 int64_t cin,
+                 int64_t k,
+                 float gain,
                  const char *prefix)
 {
     add(b, INIT_NORMAL, gain / sqrtf((float)(cin * k)), S3(cout, cin, k), "%s.weight", prefix);
@@ -114,12 +140,13 @@ static enum jb_status finish(struct builder *b, const char *path)
     enum jb_status st = jb_gguf_writer_begin(b->w, path);
     for (size_t i = 0; !st && i < b->n; i++) {
         struct decl *d = &b->decls[i];
-        size_t       n = 1;
-        for (int k = 0; k < d->n_dims; k++) n *= (size_t)d->shape[k];
+        size_t n       = 1;
+        for (int k = 0; k < d->n_dims; k++)
+            n *= (size_t)d->shape[k];
         float *data = malloc(n * sizeof *data);
         if (!data) return jb_fail(JB_STATUS_ERR_NOMEM, "mkdefault: out of memory");
         for (size_t k = 0; k < n; k++)
-            data[k] = d->init == INIT_ZERO ? 0.0f
+            data[k] = d->init == INIT_ZERO  ? 0.0f
                       : d->init == INIT_ONE ? 1.0f + 0.01f * rng_normal()
                                             : d->scale * rng_normal();
         st = jb_gguf_writer_write_tensor(b->w, data, n * sizeof *data);
@@ -135,7 +162,8 @@ static void common_meta(struct jb_gguf_writer *w, const char *kind, const char *
 {
     jb_gguf_writer_set_str(w, "general.architecture", JB_META_ARCH);
     jb_gguf_writer_set_str(w, "general.name", "encore-default-untrained");
-    jb_gguf_writer_set_str(w, "general.description",
+    jb_gguf_writer_set_str(w,
+                           "general.description",
                            "UNTRAINED Jukebox-layout model with random weights (seed 1234), "
                            "bundled so the pipeline runs with nothing downloaded");
     jb_gguf_writer_set_str(w, "encore.kind", kind);
@@ -147,7 +175,10 @@ static void common_meta(struct jb_gguf_writer *w, const char *kind, const char *
 /* ---------------------------------------------------------------------------------------- */
 /* VQ-VAE: the released shape (width 32, depth 4, emb 64, 2048 bins), spec §2.5              */
 
-static void resnet(struct builder *b, int depth, int64_t width, const char *prefix,
+static void resnet(struct builder *b,
+                   int depth,
+                   int64_t width,
+                   const char *prefix,
                    const char *blocks)
 {
     char name[200];
@@ -163,7 +194,7 @@ static enum jb_status make_vqvae(const char *path)
 {
     struct jb_vqvae_hparams hp;
     jb_preset_vqvae(&hp);
-    struct builder b = {.w = jb_gguf_writer_init()};
+    struct builder b = { .w = jb_gguf_writer_init() };
     if (!b.w) return JB_STATUS_ERR_NOMEM;
     common_meta(b.w, "vqvae", "vqvae");
     jb_meta_write_vqvae(b.w, &hp);
@@ -178,8 +209,8 @@ static enum jb_status make_vqvae(const char *path)
                 snprintf(name, sizeof name, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
                 resnet(&b, (int)D, W, name, "model");
             }
-            snprintf(name, sizeof name, "encoders.%d.level_blocks.%d.model.%d", L, j,
-                     hp.downs_t[j]);
+            snprintf(
+              name, sizeof name, "encoders.%d.level_blocks.%d.model.%d", L, j, hp.downs_t[j]);
             conv(&b, hp.emb_width, W, 3, 1.0f, name);
         }
         for (int j = 0; j <= L; j++) {
@@ -204,30 +235,38 @@ static enum jb_status make_vqvae(const char *path)
 /* priors: released layout, small sizes                                                      */
 
 /* v2 tables store names in their normalised form (lowercase, '_' between words) */
-static const char *const artist_names[] = {"unknown",      "ella_fitzgerald", "frank_sinatra",
-                                           "alan_jackson", "the_beatles",     "joe_bonamassa",
-                                           "celine_dion",  "nat_king_cole"};
-static const char *const genre_names[]  = {"unknown", "jazz", "country", "rock",
-                                           "pop",     "blues", "soul",  "vocal"};
+static const char *const artist_names[] = { "unknown",      "ella_fitzgerald", "frank_sinatra",
+                                            "alan_jackson", "the_beatles",     "joe_bonamassa",
+                                            "celine_dion",  "nat_king_cole" };
+static const char *const genre_names[]  = { "unknown", "jazz",  "country", "rock",
+                                            "pop",     "blues", "soul",    "vocal" };
 
 static void vocab(struct jb_gguf_writer *w)
 {
     int32_t ids[8];
-    for (int i = 0; i < 8; i++) ids[i] = i;
+    for (int i = 0; i < 8; i++)
+        ids[i] = i;
     jb_gguf_writer_set_arr_str(w, "jukebox.labels.artist_names", artist_names, 8);
     jb_gguf_writer_set_arr_i32(w, "jukebox.labels.artist_ids", ids, 8);
     jb_gguf_writer_set_arr_str(w, "jukebox.labels.genre_names", genre_names, 8);
     jb_gguf_writer_set_arr_i32(w, "jukebox.labels.genre_ids", ids, 8);
 }
 
-static void transformer(struct builder *b, const struct jb_transformer_hparams *tr,
+static void transformer(struct builder *b,
+                        const struct jb_transformer_hparams *tr,
                         const char *prefix)
 {
     int64_t w = tr->width, ns = (int64_t)(tr->m_attn * (float)tr->width);
     int64_t hid = (int64_t)(tr->m_mlp * (float)tr->width);
-    float   s   = 0.5f / sqrtf((float)w);
+    float s     = 0.5f / sqrtf((float)w);
     for (int d = 0; d < tr->depth; d++) {
-        add(b, INIT_NORMAL, s, S2(w, 3 * ns), "%s.transformer._attn_mods.%d.attn.c_attn.w", prefix, d);
+        add(b,
+            INIT_NORMAL,
+            s,
+            S2(w, 3 * ns),
+            "%s.transformer._attn_mods.%d.attn.c_attn.w",
+            prefix,
+            d);
         add(b, INIT_ZERO, 0, S1(3 * ns), "%s.transformer._attn_mods.%d.attn.c_attn.b", prefix, d);
         add(b, INIT_NORMAL, s, S2(ns, w), "%s.transformer._attn_mods.%d.attn.c_proj.w", prefix, d);
         add(b, INIT_ZERO, 0, S1(w), "%s.transformer._attn_mods.%d.attn.c_proj.b", prefix, d);
@@ -245,14 +284,14 @@ static void transformer(struct builder *b, const struct jb_transformer_hparams *
 static void small_prior(enum jb_model_preset p, struct jb_prior_hparams *hp)
 {
     jb_preset_prior(p, hp);
-    hp->n_ctx      = 1024;
-    hp->tr.width   = 64;
-    hp->tr.depth   = 3;
-    hp->tr.heads   = 2;
-    hp->tr.blocks  = 16;
-    hp->tr.seq_len = hp->n_ctx;
-    hp->n_artists  = 8;
-    hp->n_genres   = 8;
+    hp->n_ctx       = 1024;
+    hp->tr.width    = 64;
+    hp->tr.depth    = 3;
+    hp->tr.heads    = 2;
+    hp->tr.blocks   = 16;
+    hp->tr.seq_len  = hp->n_ctx;
+    hp->n_artists   = 8;
+    hp->n_genres    = 8;
     hp->fp16_params = false;
     if (hp->variant == JB_PRIOR_UPSAMPLER) {
         hp->cond_width = 32;
@@ -266,11 +305,12 @@ static enum jb_status make_prior(enum jb_model_preset p, const char *path)
 {
     struct jb_prior_hparams hp;
     small_prior(p, &hp);
-    struct builder b = {.w = jb_gguf_writer_init()};
+    struct builder b = { .w = jb_gguf_writer_init() };
     if (!b.w) return JB_STATUS_ERR_NOMEM;
     common_meta(b.w, "prior", jb_preset_name(p));
     jb_meta_write_prior(b.w, &hp);
-    jb_gguf_writer_set_str(b.w, "jukebox.lyrics.vocab", jb_lyrics_vocab(hp.labels_v3 ? JB_LABEL_V3 : JB_LABEL_V2));
+    jb_gguf_writer_set_str(
+      b.w, "jukebox.lyrics.vocab", jb_lyrics_vocab(hp.labels_v3 ? JB_LABEL_V3 : JB_LABEL_V2));
     vocab(b.w);
     int64_t w = hp.tr.width;
     add(&b, INIT_NORMAL, 0.02f, S2(hp.n_genres, w), "y_emb.bow_genre_emb.emb.weight");
@@ -306,22 +346,23 @@ static enum jb_status make_prior(enum jb_model_preset p, const char *path)
 static enum jb_status make_riff(const char *path)
 {
     const int sr = 44100, n = 8 * sr;
-    float    *x  = calloc((size_t)n, sizeof *x);
-    float    *ks = calloc(4096, sizeof *ks);
+    float *x  = calloc((size_t)n, sizeof *x);
+    float *ks = calloc(4096, sizeof *ks);
     if (!x || !ks) {
         free(x);
         free(ks);
         return JB_STATUS_ERR_NOMEM;
     }
-    static const int notes[] = {40, 47, 52, 55, 43, 50, 55, 59, 45, 52, 57, 60, 38, 45, 50, 54};
-    const double     beat    = 0.5; /* 120 bpm */
+    static const int notes[] = { 40, 47, 52, 55, 43, 50, 55, 59, 45, 52, 57, 60, 38, 45, 50, 54 };
+    const double beat        = 0.5; /* 120 bpm */
     for (int k = 0; k < 16; k++) {
-        double freq  = 440.0 * pow(2.0, (notes[k] - 69) / 12.0);
-        int    len   = (int)(sr / freq);
-        int    start = (int)(k * beat * sr);
-        for (int i = 0; i < len; i++) ks[i] = (float)(rng_uniform() * 2 - 1);
+        double freq = 440.0 * pow(2.0, (notes[k] - 69) / 12.0);
+        int len     = (int)(sr / freq);
+        int start   = (int)(k * beat * sr);
+        for (int i = 0; i < len; i++)
+            ks[i] = (float)(rng_uniform() * 2 - 1);
         for (int t = 0; t < (int)(1.2 * sr) && start + t < n; t++) {
-            int   i    = t % len;
+            int i      = t % len;
             float next = 0.996f * 0.5f * (ks[i] + ks[(i + 1) % len]);
             x[start + t] += 0.3f * ks[i];
             ks[i] = next;
@@ -336,12 +377,13 @@ static enum jb_status make_riff(const char *path)
 int main(int argc, char **argv)
 {
     if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: encore-mkdefault OUT_DIR\n"
-                        "Writes the untrained default model and a riff into OUT_DIR.\n");
+        fprintf(stderr,
+                "usage: encore-mkdefault OUT_DIR\n"
+                "Writes the untrained default model and a riff into OUT_DIR.\n");
         return 2;
     }
     const char *dir = argv[1];
-    char        tmp[4096];
+    char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s", dir);
     for (char *p = tmp + 1; *p; p++) {
         if (*p == '/') {
@@ -355,17 +397,17 @@ int main(int argc, char **argv)
         return 1;
     }
     struct {
-        const char          *file;
-        int                  preset; /* -1: vqvae, -2: riff */
-    } jobs[] = {{"vqvae.gguf", -1},
-                {"upsampler_level_0.gguf", JB_PRESET_UPSAMPLER_LEVEL_0},
-                {"upsampler_level_1.gguf", JB_PRESET_UPSAMPLER_LEVEL_1},
-                {"prior_level_2.gguf", JB_PRESET_PRIOR_5B},
-                {"riff.wav", -2}};
+        const char *file;
+        int preset; /* -1: vqvae, -2: riff */
+    } jobs[] = { { "vqvae.gguf", -1 },
+                 { "upsampler_level_0.gguf", JB_PRESET_UPSAMPLER_LEVEL_0 },
+                 { "upsampler_level_1.gguf", JB_PRESET_UPSAMPLER_LEVEL_1 },
+                 { "prior_level_2.gguf", JB_PRESET_PRIOR_5B },
+                 { "riff.wav", -2 } };
     for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", dir, jobs[i].file);
-        g_rng = 1234 + i; /* each file has its own fixed stream */
+        g_rng             = 1234 + i; /* each file has its own fixed stream */
         enum jb_status st = jobs[i].preset == -1   ? make_vqvae(path)
                             : jobs[i].preset == -2 ? make_riff(path)
                                                    : make_prior(jobs[i].preset, path);

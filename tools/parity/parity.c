@@ -36,8 +36,10 @@ static void report(struct parity_ctx *ctx, bool ok, const char *what, const char
     vprintf(fmt, ap);
     printf("\n");
     fflush(stdout);
-    if (ok) ctx->passed++;
-    else ctx->failed++;
+    if (ok)
+        ctx->passed++;
+    else
+        ctx->failed++;
 }
 
 void parity_pass(struct parity_ctx *ctx, const char *what, const char *fmt, ...)
@@ -56,16 +58,26 @@ void parity_fail(struct parity_ctx *ctx, const char *what, const char *fmt, ...)
     va_end(ap);
 }
 
-void parity_check_f32(struct parity_ctx *ctx, const char *what, const float *out, const float *ref,
-                      int64_t n, double tol)
+void parity_check_f32(struct parity_ctx *ctx,
+                      const char *what,
+                      const float *out,
+                      const float *ref,
+                      int64_t n,
+                      double tol)
 {
     double err = parity_rel_err(out, ref, n);
-    if (err <= tol) parity_pass(ctx, what, "rel_err %.2e (tol %.0e, n %lld)", err, tol, (long long)n);
-    else parity_fail(ctx, what, "rel_err %.2e (tol %.0e, n %lld)", err, tol, (long long)n);
+    if (err <= tol)
+        parity_pass(ctx, what, "rel_err %.2e (tol %.0e, n %lld)", err, tol, (long long)n);
+    else
+        parity_fail(ctx, what, "rel_err %.2e (tol %.0e, n %lld)", err, tol, (long long)n);
 }
 
-void parity_check_int(struct parity_ctx *ctx, const char *what, const int64_t *out,
-                      const int64_t *ref, int64_t n, const bool *allow)
+void parity_check_int(struct parity_ctx *ctx,
+                      const char *what,
+                      const int64_t *out,
+                      const int64_t *ref,
+                      int64_t n,
+                      const bool *allow)
 {
     int64_t bad = 0, tolerated = 0, first = -1;
     for (int64_t i = 0; i < n; i++) {
@@ -78,16 +90,26 @@ void parity_check_int(struct parity_ctx *ctx, const char *what, const int64_t *o
         bad++;
     }
     if (bad == 0)
-        parity_pass(ctx, what, allow ? "identical (n %lld; %lld documented near-ties differ)"
-                                     : "identical (n %lld)",
-                    (long long)n, (long long)tolerated);
+        parity_pass(ctx,
+                    what,
+                    allow ? "identical (n %lld; %lld documented near-ties differ)"
+                          : "identical (n %lld)",
+                    (long long)n,
+                    (long long)tolerated);
     else
-        parity_fail(ctx, what, "%lld of %lld differ; first at %lld: got %lld, expected %lld",
-                    (long long)bad, (long long)n, (long long)first, (long long)out[first],
+        parity_fail(ctx,
+                    what,
+                    "%lld of %lld differ; first at %lld: got %lld, expected %lld",
+                    (long long)bad,
+                    (long long)n,
+                    (long long)first,
+                    (long long)out[first],
                     (long long)ref[first]);
 }
 
-bool parity_load_npy(struct parity_ctx *ctx, const char *model_key, const char *file,
+bool parity_load_npy(struct parity_ctx *ctx,
+                     const char *model_key,
+                     const char *file,
                      struct jb_npy *out)
 {
     char path[4096], what[256];
@@ -101,7 +123,7 @@ bool parity_load_npy(struct parity_ctx *ctx, const char *model_key, const char *
 const cJSON *parity_model_entry(struct parity_ctx *ctx, const char *model_key)
 {
     return cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(ctx->manifest, "models"), model_key);
+      cJSON_GetObjectItemCaseSensitive(ctx->manifest, "models"), model_key);
 }
 
 static bool file_exists(const char *path)
@@ -112,16 +134,18 @@ static bool file_exists(const char *path)
 
 struct jb_model *parity_import_and_load(struct parity_ctx *ctx, const char *model_key, bool zip)
 {
-    char         what[256], src[4096], dst[4096], hps_path[4096];
+    char what[256], src[4096], dst[4096], hps_path[4096];
     const cJSON *entry = parity_model_entry(ctx, model_key);
     snprintf(what, sizeof what, "%s/import(%s)", model_key, zip ? "zip" : "legacy");
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(entry, "files");
     const cJSON *ckpt  = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(files, zip ? "checkpoint_zip" : "checkpoint_legacy"),
-        "path");
+      cJSON_GetObjectItemCaseSensitive(files, zip ? "checkpoint_zip" : "checkpoint_legacy"),
+      "path");
     const cJSON *hps = cJSON_GetObjectItemCaseSensitive(entry, "hps");
     if (!cJSON_IsString(ckpt) || !cJSON_IsObject(hps)) {
-        parity_fail(ctx, what, "manifest lacks files.%s.path or hps",
+        parity_fail(ctx,
+                    what,
+                    "manifest lacks files.%s.path or hps",
                     zip ? "checkpoint_zip" : "checkpoint_legacy");
         return NULL;
     }
@@ -141,10 +165,11 @@ struct jb_model *parity_import_and_load(struct parity_ctx *ctx, const char *mode
     free(text);
 
     /* Priors embed the id tables of their label version when the tables are available. */
-    char                    artists[4096], genres[4096];
-    bool                    v3 = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(hps, "labels_v3"));
-    struct jb_import_params p  = {.src_path = src, .dst_path = dst, .storage = JB_DTYPE_F32,
-                                  .hps_json_path = hps_path};
+    char artists[4096], genres[4096];
+    bool v3                   = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(hps, "labels_v3"));
+    struct jb_import_params p = {
+        .src_path = src, .dst_path = dst, .storage = JB_DTYPE_F32, .hps_json_path = hps_path
+    };
     snprintf(artists, sizeof artists, "%s/%s_artist_ids.txt", ctx->ids_dir, v3 ? "v3" : "v2");
     snprintf(genres, sizeof genres, "%s/%s_genre_ids.txt", ctx->ids_dir, v3 ? "v3" : "v2");
     if (strcmp(model_key, "vqvae") != 0 && file_exists(artists) && file_exists(genres)) {
@@ -193,26 +218,27 @@ static cJSON *read_manifest(const char *dir)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: encore-parity [options] FIXTURE_DIR\n"
-            "\n"
-            "Compares the engine with the reference outputs in FIXTURE_DIR (manifest.json +\n"
-            "checkpoints + .npy tensors). Prints one line per tensor and 'N passed, N failed'.\n"
-            "\n"
-            "  --ids DIR           artist/genre id tables (default FIXTURE_DIR/../../data/jukebox-ids)\n"
-            "  --only NAME         run only the manifest entry NAME (repeatable)\n"
-            "  --skip-if-missing   exit 0 with a SKIP line if FIXTURE_DIR does not exist\n"
-            "  --keep              keep the imported model files (printed path)\n"
-            "  -h, --help          this text\n");
+    fprintf(
+      out,
+      "usage: encore-parity [options] FIXTURE_DIR\n"
+      "\n"
+      "Compares the engine with the reference outputs in FIXTURE_DIR (manifest.json +\n"
+      "checkpoints + .npy tensors). Prints one line per tensor and 'N passed, N failed'.\n"
+      "\n"
+      "  --ids DIR           artist/genre id tables (default FIXTURE_DIR/../../data/jukebox-ids)\n"
+      "  --only NAME         run only the manifest entry NAME (repeatable)\n"
+      "  --skip-if-missing   exit 0 with a SKIP line if FIXTURE_DIR does not exist\n"
+      "  --keep              keep the imported model files (printed path)\n"
+      "  -h, --help          this text\n");
 }
 
 int main(int argc, char **argv)
 {
-    struct parity_ctx ctx     = {0};
-    const char       *only[16];
-    int               n_only  = 0;
-    bool              skip_ok = false, keep = false;
-    const char       *ids     = NULL;
+    struct parity_ctx ctx = { 0 };
+    const char *only[16];
+    int n_only   = 0;
+    bool skip_ok = false, keep = false;
+    const char *ids = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
@@ -249,7 +275,8 @@ int main(int argc, char **argv)
     }
     ctx.manifest = read_manifest(ctx.fixture_dir);
     if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(ctx.manifest, "models"))) {
-        fprintf(stderr, "encore-parity: '%s/manifest.json' is missing or has no 'models'\n",
+        fprintf(stderr,
+                "encore-parity: '%s/manifest.json' is missing or has no 'models'\n",
                 ctx.fixture_dir);
         cJSON_Delete(ctx.manifest);
         return 2;
@@ -257,7 +284,9 @@ int main(int argc, char **argv)
     char ids_default[4096];
     snprintf(ids_default, sizeof ids_default, "%s/../../data/jukebox-ids", ctx.fixture_dir);
     ctx.ids_dir = ids ? ids : ids_default;
-    snprintf(ctx.work_dir, sizeof ctx.work_dir, "%s/encore-parity-XXXXXX",
+    snprintf(ctx.work_dir,
+             sizeof ctx.work_dir,
+             "%s/encore-parity-XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(ctx.work_dir)) {
         fprintf(stderr, "encore-parity: cannot create a temporary folder\n");
@@ -273,13 +302,17 @@ int main(int argc, char **argv)
     const cJSON *model;
     cJSON_ArrayForEach(model, cJSON_GetObjectItemCaseSensitive(ctx.manifest, "models"))
     {
-        const char *key    = model->string;
-        bool        wanted = n_only == 0;
-        for (int i = 0; i < n_only; i++) wanted |= strcmp(only[i], key) == 0;
+        const char *key = model->string;
+        bool wanted     = n_only == 0;
+        for (int i = 0; i < n_only; i++)
+            wanted |= strcmp(only[i], key) == 0;
         if (!wanted) continue;
-        if (strcmp(key, "vqvae") == 0) parity_vqvae(&ctx);
-        else if (strcmp(key, "labels") == 0) parity_labels(&ctx);
-        else parity_prior(&ctx, key);
+        if (strcmp(key, "vqvae") == 0)
+            parity_vqvae(&ctx);
+        else if (strcmp(key, "labels") == 0)
+            parity_labels(&ctx);
+        else
+            parity_prior(&ctx, key);
     }
 
     if (keep) {

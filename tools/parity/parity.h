@@ -16,31 +16,41 @@
 #include <cjson/cJSON.h>
 
 struct parity_ctx {
-    const char        *fixture_dir; /* e.g. ../shared/fixtures/jukebox-ref */
-    const char        *ids_dir;     /* artist/genre id tables (FIXTURE_DIR/../../data/jukebox-ids) */
-    char               work_dir[512]; /* temporary folder for imported GGUF files */
-    cJSON             *manifest;
+    const char *fixture_dir; /* e.g. ../shared/fixtures/jukebox-ref */
+    const char *ids_dir;     /* artist/genre id tables (FIXTURE_DIR/../../data/jukebox-ids) */
+    char work_dir[512];      /* temporary folder for imported GGUF files */
+    cJSON *manifest;
     struct jb_backend *backend;
-    int                passed, failed;
-    bool               verbose;
+    int passed, failed;
+    bool verbose;
 };
 
 /* Relative L2 error ‖out − ref‖ / ‖ref‖ (ref all zero: ‖out‖). */
 double parity_rel_err(const float *out, const float *ref, int64_t n);
 
 /* One report line each; they count into ctx->passed / ctx->failed. */
-void parity_check_f32(struct parity_ctx *ctx, const char *what, const float *out, const float *ref,
-                      int64_t n, double tol);
+void parity_check_f32(struct parity_ctx *ctx,
+                      const char *what,
+                      const float *out,
+                      const float *ref,
+                      int64_t n,
+                      double tol);
 /* Integer equality; `allow` (may be NULL) marks positions allowed to differ (near-ties). */
-void parity_check_int(struct parity_ctx *ctx, const char *what, const int64_t *out,
-                      const int64_t *ref, int64_t n, const bool *allow);
+void parity_check_int(struct parity_ctx *ctx,
+                      const char *what,
+                      const int64_t *out,
+                      const int64_t *ref,
+                      int64_t n,
+                      const bool *allow);
 void parity_pass(struct parity_ctx *ctx, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+  __attribute__((format(printf, 3, 4)));
 void parity_fail(struct parity_ctx *ctx, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+  __attribute__((format(printf, 3, 4)));
 
 /* Loads FIXTURE_DIR/<model_key>/<file>; false (with a FAIL line) if missing or malformed. */
-bool parity_load_npy(struct parity_ctx *ctx, const char *model_key, const char *file,
+bool parity_load_npy(struct parity_ctx *ctx,
+                     const char *model_key,
+                     const char *file,
                      struct jb_npy *out);
 
 /* The manifest entry models.<model_key> (NULL if absent). */

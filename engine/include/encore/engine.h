@@ -81,13 +81,13 @@ bool jb_dtype_parse(const char *s, enum jb_dtype *out);
 /* progress and cancellation (shared by every long operation)                                */
 
 struct jb_progress {
-    const char *stage;   /* "encode", "decode", "import", "sample", ... (static string)   */
-    int         level;   /* VQ-VAE / prior level, -1 if not applicable                    */
-    int64_t     done;    /* units finished (samples, tokens, tensors)                     */
-    int64_t     total;   /* units in all                                                  */
-    double      elapsed; /* seconds since the stage began                                 */
-    double      rate;    /* units per second so far                                       */
-    double      eta;     /* estimated seconds left (-1 if unknown)                        */
+    const char *stage; /* "encode", "decode", "import", "sample", ... (static string)   */
+    int level;         /* VQ-VAE / prior level, -1 if not applicable                    */
+    int64_t done;      /* units finished (samples, tokens, tensors)                     */
+    int64_t total;     /* units in all                                                  */
+    double elapsed;    /* seconds since the stage began                                 */
+    double rate;       /* units per second so far                                       */
+    double eta;        /* estimated seconds left (-1 if unknown)                        */
 };
 
 struct jb_callbacks {
@@ -105,8 +105,8 @@ struct jb_backend;
 
 /* name: "cpu", or NULL for the best available. n_threads <= 0: all cores. */
 struct jb_backend *jb_backend_init(const char *name, int n_threads);
-void               jb_backend_free(struct jb_backend *backend);
-const char        *jb_backend_name(const struct jb_backend *backend);
+void jb_backend_free(struct jb_backend *backend);
+const char *jb_backend_name(const struct jb_backend *backend);
 /* Comma-separated list of the backends compiled into this build, e.g. "cpu". */
 const char *jb_backends_available(void);
 
@@ -122,8 +122,8 @@ struct jb_model;
 
 /* Memory-maps an Encore GGUF model file, validates it completely (metadata, tensor names,
  * shapes, types, bounds) and prepares it on the backend. NULL on failure (see jb_last_error). */
-struct jb_model   *jb_model_load(const char *path, struct jb_backend *backend);
-void               jb_model_free(struct jb_model *model);
+struct jb_model *jb_model_load(const char *path, struct jb_backend *backend);
+void jb_model_free(struct jb_model *model);
 enum jb_model_kind jb_model_get_kind(const struct jb_model *model);
 
 /* Writes a human-readable description of a model file (hyper-parameters, vocabularies, tensor
@@ -134,18 +134,18 @@ enum jb_status jb_model_file_describe(const char *path, FILE *out, bool verbose)
 /* importing OpenAI checkpoints (.pth.tar, legacy or zip torch format)                        */
 
 struct jb_import_params {
-    const char   *src_path;      /* vqvae.pth.tar or prior_level_N.pth.tar                     */
-    const char   *dst_path;      /* Encore GGUF file to write                                   */
-    const char   *kind;          /* "vqvae", "upsampler_level_0", "upsampler_level_1",
+    const char *src_path;        /* vqvae.pth.tar or prior_level_N.pth.tar                     */
+    const char *dst_path;        /* Encore GGUF file to write                                   */
+    const char *kind;            /* "vqvae", "upsampler_level_0", "upsampler_level_1",
                                     "prior_5b", "prior_5b_lyrics", "prior_1b_lyrics";
                                     NULL: detect from the tensor names and the stored hps      */
     enum jb_dtype storage;       /* dtype of the stored weights (F32, F16 or BF16)              */
-    const char   *hps_json_path; /* (optional) JSON object of Jukebox hps overriding the preset */
-    bool          use_ckpt_hps;  /* take hyper-parameters from the checkpoint's 'hps' dict       */
-    const char   *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt */
-    const char   *genre_ids_path;  /* (priors) id table for genres                              */
-    const char   *name;          /* (optional) general.name stored in the file                 */
-    bool          untrained;     /* mark the file as random weights (the default model)        */
+    const char *hps_json_path;   /* (optional) JSON object of Jukebox hps overriding the preset */
+    bool use_ckpt_hps;           /* take hyper-parameters from the checkpoint's 'hps' dict       */
+    const char *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt */
+    const char *genre_ids_path;  /* (priors) id table for genres                              */
+    const char *name;            /* (optional) general.name stored in the file                 */
+    bool untrained;              /* mark the file as random weights (the default model)        */
 };
 
 enum jb_status jb_import(const struct jb_import_params *params, const struct jb_callbacks *cb);
@@ -165,16 +165,24 @@ int jb_vqvae_emb_width(const struct jb_model *vqvae);
  * the top-level hop (jb_vqvae_hop(vq, levels-1)). codes receives n_samples / hop(level) values.
  * prequant (optional) receives the encoder output before quantisation, (emb_width, n_codes)
  * row-major. */
-enum jb_status jb_vqvae_encode(struct jb_model *vqvae, int level, const float *audio,
-                               int64_t n_samples, int32_t *codes, float *prequant,
+enum jb_status jb_vqvae_encode(struct jb_model *vqvae,
+                               int level,
+                               const float *audio,
+                               int64_t n_samples,
+                               int32_t *codes,
+                               float *prequant,
                                const struct jb_callbacks *cb);
 
 /* Decodes n_codes level-`level` codes to n_codes * hop(level) samples (unclamped).
  * chunk_codes > 0 decodes in pieces of that many codes with the receptive-field margins of the
  * level, bounding memory (the result equals whole-sequence decoding within fp32 rounding);
  * 0 decodes the whole sequence at once. */
-enum jb_status jb_vqvae_decode(struct jb_model *vqvae, int level, const int32_t *codes,
-                               int64_t n_codes, float *audio, int64_t chunk_codes,
+enum jb_status jb_vqvae_decode(struct jb_model *vqvae,
+                               int level,
+                               const int32_t *codes,
+                               int64_t n_codes,
+                               float *audio,
+                               int64_t chunk_codes,
                                const struct jb_callbacks *cb);
 
 /* Codes of context a chunk needs on each side at `level` for exact chunked decoding. */
@@ -184,22 +192,26 @@ int64_t jb_vqvae_decode_margin(const struct jb_model *vqvae, int level);
 /* audio files                                                                               */
 
 struct jb_audio {
-    float  *samples;     /* mono, owned; free with jb_audio_free */
+    float *samples; /* mono, owned; free with jb_audio_free */
     int64_t n_samples;
-    int     sample_rate;
+    int sample_rate;
 };
 
 /* Reads any libsndfile-readable file, downmixes to mono and resamples to target_rate with
  * libsoxr (very high quality) if the file's rate differs. max_seconds > 0 refuses longer files
  * before allocating. */
-enum jb_status jb_audio_read(const char *path, int target_rate, double max_seconds,
+enum jb_status jb_audio_read(const char *path,
+                             int target_rate,
+                             double max_seconds,
                              struct jb_audio *out);
 /* Resamples mono audio in place of *audio (no-op if the rate already matches). */
 enum jb_status jb_audio_resample(struct jb_audio *audio, int target_rate);
 /* Writes mono float audio as 16-bit PCM WAV (clamped to [-1, 1]) or, for .flac, FLAC. */
-enum jb_status jb_audio_write(const char *path, const float *samples, int64_t n_samples,
+enum jb_status jb_audio_write(const char *path,
+                              const float *samples,
+                              int64_t n_samples,
                               int sample_rate);
-void           jb_audio_free(struct jb_audio *audio);
+void jb_audio_free(struct jb_audio *audio);
 
 /* ---------------------------------------------------------------------------------------- */
 /* code files: .npy, int32 or int64, shape (n,) or (1, n)                                     */

@@ -16,24 +16,30 @@
 #include <string.h>
 
 #define MAX_CHANNELS 64
-#define MAX_RATE     768000
+#define MAX_RATE 768000
 
-enum jb_status jb_audio_read(const char *path, int target_rate, double max_seconds,
+enum jb_status jb_audio_read(const char *path,
+                             int target_rate,
+                             double max_seconds,
                              struct jb_audio *out)
 {
     memset(out, 0, sizeof *out);
     if (target_rate <= 0 || target_rate > MAX_RATE)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: bad target sample rate %d", target_rate);
-    SF_INFO  info = {0};
-    SNDFILE *sf   = sf_open(path, SFM_READ, &info);
-    if (!sf) return jb_fail(JB_STATUS_ERR_IO, "audio: cannot read '%s': %s", path, sf_strerror(NULL));
+    SF_INFO info = { 0 };
+    SNDFILE *sf  = sf_open(path, SFM_READ, &info);
+    if (!sf)
+        return jb_fail(JB_STATUS_ERR_IO, "audio: cannot read '%s': %s", path, sf_strerror(NULL));
 
     enum jb_status st = JB_STATUS_OK;
-    float         *frame_buf = NULL;
+    float *frame_buf  = NULL;
     if (info.channels < 1 || info.channels > MAX_CHANNELS || info.samplerate < 1000 ||
         info.samplerate > MAX_RATE) {
-        st = jb_fail(JB_STATUS_ERR_FORMAT, "audio: '%s' has %d channels at %d Hz (unsupported)",
-                     path, info.channels, info.samplerate);
+        st = jb_fail(JB_STATUS_ERR_FORMAT,
+                     "audio: '%s' has %d channels at %d Hz (unsupported)",
+                     path,
+                     info.channels,
+                     info.samplerate);
         goto done;
     }
     if (info.frames <= 0) {
@@ -41,8 +47,11 @@ enum jb_status jb_audio_read(const char *path, int target_rate, double max_secon
         goto done;
     }
     if (max_seconds > 0 && (double)info.frames / info.samplerate > max_seconds) {
-        st = jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: '%s' is %.1f s long, the limit is %.1f s",
-                     path, (double)info.frames / info.samplerate, max_seconds);
+        st = jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                     "audio: '%s' is %.1f s long, the limit is %.1f s",
+                     path,
+                     (double)info.frames / info.samplerate,
+                     max_seconds);
         goto done;
     }
     if ((uint64_t)info.frames > ((uint64_t)1 << 34)) {
@@ -61,7 +70,8 @@ enum jb_status jb_audio_read(const char *path, int target_rate, double max_secon
         if (got <= 0) break;
         for (sf_count_t i = 0; i < got && n < info.frames; i++, n++) {
             float acc = 0;
-            for (int c = 0; c < info.channels; c++) acc += frame_buf[i * info.channels + c];
+            for (int c = 0; c < info.channels; c++)
+                acc += frame_buf[i * info.channels + c];
             out->samples[n] = acc / (float)info.channels;
         }
     }
@@ -90,18 +100,29 @@ enum jb_status jb_audio_resample(struct jb_audio *a, int target_rate)
 {
     if (a->sample_rate == target_rate) return JB_STATUS_OK;
     if (target_rate <= 0 || target_rate > MAX_RATE || a->sample_rate <= 0)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: cannot resample %d Hz to %d Hz",
-                       a->sample_rate, target_rate);
-    double  ratio = (double)target_rate / a->sample_rate;
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "audio: cannot resample %d Hz to %d Hz",
+                       a->sample_rate,
+                       target_rate);
+    double ratio  = (double)target_rate / a->sample_rate;
     int64_t n_out = (int64_t)ceil((double)a->n_samples * ratio);
-    float  *dst   = jb_malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof(float));
+    float *dst    = jb_malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof(float));
     if (!dst) return JB_STATUS_ERR_NOMEM;
-    size_t          done_out = 0;
-    soxr_quality_spec_t q    = soxr_quality_spec(SOXR_VHQ, 0);
-    soxr_io_spec_t      io   = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
-    soxr_error_t        err  = soxr_oneshot(a->sample_rate, target_rate, 1, a->samples,
-                                            (size_t)a->n_samples, NULL, dst, (size_t)n_out,
-                                            &done_out, &io, &q, NULL);
+    size_t done_out       = 0;
+    soxr_quality_spec_t q = soxr_quality_spec(SOXR_VHQ, 0);
+    soxr_io_spec_t io     = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+    soxr_error_t err      = soxr_oneshot(a->sample_rate,
+                                    target_rate,
+                                    1,
+                                    a->samples,
+                                    (size_t)a->n_samples,
+                                    NULL,
+                                    dst,
+                                    (size_t)n_out,
+                                    &done_out,
+                                    &io,
+                                    &q,
+                                    NULL);
     if (err) {
         free(dst);
         return jb_fail(JB_STATUS_ERR_FORMAT, "audio: resampling failed: %s", err);
@@ -113,20 +134,23 @@ enum jb_status jb_audio_resample(struct jb_audio *a, int target_rate)
     return JB_STATUS_OK;
 }
 
-enum jb_status jb_audio_write(const char *path, const float *samples, int64_t n_samples,
+enum jb_status jb_audio_write(const char *path,
+                              const float *samples,
+                              int64_t n_samples,
                               int sample_rate)
 {
     if (n_samples < 0 || sample_rate <= 0 || sample_rate > MAX_RATE)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: bad arguments writing '%s'", path);
-    const char *ext  = strrchr(path, '.');
-    SF_INFO     info = {.samplerate = sample_rate, .channels = 1};
-    info.format      = (ext && strcasecmp(ext, ".flac") == 0) ? (SF_FORMAT_FLAC | SF_FORMAT_PCM_16)
-                                                              : (SF_FORMAT_WAV | SF_FORMAT_PCM_16);
-    SNDFILE *sf = sf_open(path, SFM_WRITE, &info);
-    if (!sf) return jb_fail(JB_STATUS_ERR_IO, "audio: cannot write '%s': %s", path, sf_strerror(NULL));
+    const char *ext = strrchr(path, '.');
+    SF_INFO info    = { .samplerate = sample_rate, .channels = 1 };
+    info.format     = (ext && strcasecmp(ext, ".flac") == 0) ? (SF_FORMAT_FLAC | SF_FORMAT_PCM_16)
+                                                             : (SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    SNDFILE *sf     = sf_open(path, SFM_WRITE, &info);
+    if (!sf)
+        return jb_fail(JB_STATUS_ERR_IO, "audio: cannot write '%s': %s", path, sf_strerror(NULL));
     /* Clamp like the reference's save_wav; libsndfile then scales float by 32767. */
     sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
-    float   buf[4096];
+    float buf[4096];
     int64_t done = 0;
     while (done < n_samples) {
         int64_t n = n_samples - done < 4096 ? n_samples - done : 4096;
@@ -155,8 +179,8 @@ void jb_audio_free(struct jb_audio *a)
 enum jb_status jb_codes_read(const char *path, int32_t **codes, int64_t *n_codes)
 {
     struct jb_npy a;
-    *codes         = NULL;
-    *n_codes       = 0;
+    *codes            = NULL;
+    *n_codes          = 0;
     enum jb_status st = jb_npy_read(path, &a);
     if (st) return st;
     if (a.type != JB_NPY_I32 && a.type != JB_NPY_I64) {
@@ -179,6 +203,6 @@ enum jb_status jb_codes_read(const char *path, int32_t **codes, int64_t *n_codes
 
 enum jb_status jb_codes_write(const char *path, const int32_t *codes, int64_t n_codes)
 {
-    int64_t shape[1] = {n_codes};
+    int64_t shape[1] = { n_codes };
     return jb_npy_write(path, JB_NPY_I32, 1, shape, codes);
 }

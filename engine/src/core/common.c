@@ -6,8 +6,8 @@
 #include <time.h>
 
 static _Thread_local char tls_error[1024];
-static jb_log_fn          g_log_fn;
-static void              *g_log_user;
+static jb_log_fn g_log_fn;
+static void *g_log_user;
 
 void jb_log_set(jb_log_fn fn, void *user)
 {
@@ -61,16 +61,26 @@ _Noreturn void jb_abort(const char *file, int line, const char *what)
 const char *jb_status_str(enum jb_status status)
 {
     switch (status) {
-    case JB_STATUS_OK: return "ok";
-    case JB_STATUS_ERR_INVALID_ARG: return "invalid argument";
-    case JB_STATUS_ERR_IO: return "i/o error";
-    case JB_STATUS_ERR_FORMAT: return "malformed input";
-    case JB_STATUS_ERR_MODEL: return "model mismatch";
-    case JB_STATUS_ERR_UNSUPPORTED: return "unsupported";
-    case JB_STATUS_ERR_NOMEM: return "out of memory";
-    case JB_STATUS_ERR_CANCELLED: return "cancelled";
-    case JB_STATUS_ERR_DEVICE: return "device error";
-    case JB_STATUS_ERR_LABEL: return "unknown label";
+    case JB_STATUS_OK:
+        return "ok";
+    case JB_STATUS_ERR_INVALID_ARG:
+        return "invalid argument";
+    case JB_STATUS_ERR_IO:
+        return "i/o error";
+    case JB_STATUS_ERR_FORMAT:
+        return "malformed input";
+    case JB_STATUS_ERR_MODEL:
+        return "model mismatch";
+    case JB_STATUS_ERR_UNSUPPORTED:
+        return "unsupported";
+    case JB_STATUS_ERR_NOMEM:
+        return "out of memory";
+    case JB_STATUS_ERR_CANCELLED:
+        return "cancelled";
+    case JB_STATUS_ERR_DEVICE:
+        return "device error";
+    case JB_STATUS_ERR_LABEL:
+        return "unknown label";
     }
     return "unknown status";
 }
@@ -114,11 +124,15 @@ double jb_time_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void jb_progress_report(const struct jb_callbacks *cb, const char *stage, int level, int64_t done,
-                        int64_t total, double t_start)
+void jb_progress_report(const struct jb_callbacks *cb,
+                        const char *stage,
+                        int level,
+                        int64_t done,
+                        int64_t total,
+                        double t_start)
 {
     if (!cb || !cb->on_progress) return;
-    struct jb_progress p = {.stage = stage, .level = level, .done = done, .total = total};
+    struct jb_progress p = { .stage = stage, .level = level, .done = done, .total = total };
     p.elapsed            = jb_time_now() - t_start;
     p.rate               = p.elapsed > 0 ? (double)done / p.elapsed : 0.0;
     p.eta                = (p.rate > 0 && total >= done) ? (double)(total - done) / p.rate : -1.0;
@@ -128,11 +142,16 @@ void jb_progress_report(const struct jb_callbacks *cb, const char *stage, int le
 size_t jb_dtype_size(enum jb_dtype type)
 {
     switch (type) {
-    case JB_DTYPE_F32: return 4;
-    case JB_DTYPE_F16: return 2;
-    case JB_DTYPE_BF16: return 2;
-    case JB_DTYPE_I32: return 4;
-    case JB_DTYPE_COUNT: break;
+    case JB_DTYPE_F32:
+        return 4;
+    case JB_DTYPE_F16:
+        return 2;
+    case JB_DTYPE_BF16:
+        return 2;
+    case JB_DTYPE_I32:
+        return 4;
+    case JB_DTYPE_COUNT:
+        break;
     }
     return 0;
 }
@@ -140,11 +159,16 @@ size_t jb_dtype_size(enum jb_dtype type)
 const char *jb_dtype_name(enum jb_dtype type)
 {
     switch (type) {
-    case JB_DTYPE_F32: return "f32";
-    case JB_DTYPE_F16: return "f16";
-    case JB_DTYPE_BF16: return "bf16";
-    case JB_DTYPE_I32: return "i32";
-    case JB_DTYPE_COUNT: break;
+    case JB_DTYPE_F32:
+        return "f32";
+    case JB_DTYPE_F16:
+        return "f16";
+    case JB_DTYPE_BF16:
+        return "bf16";
+    case JB_DTYPE_I32:
+        return "i32";
+    case JB_DTYPE_COUNT:
+        break;
     }
     return "?";
 }
@@ -152,11 +176,12 @@ const char *jb_dtype_name(enum jb_dtype type)
 bool jb_dtype_parse(const char *s, enum jb_dtype *out)
 {
     static const struct {
-        const char   *name;
+        const char *name;
         enum jb_dtype type;
-    } names[] = {{"f32", JB_DTYPE_F32},  {"fp32", JB_DTYPE_F32}, {"float32", JB_DTYPE_F32},
-                 {"f16", JB_DTYPE_F16},  {"fp16", JB_DTYPE_F16}, {"float16", JB_DTYPE_F16},
-                 {"bf16", JB_DTYPE_BF16}, {"bfloat16", JB_DTYPE_BF16}};
+    } names[] = { { "f32", JB_DTYPE_F32 },     { "fp32", JB_DTYPE_F32 },
+                  { "float32", JB_DTYPE_F32 }, { "f16", JB_DTYPE_F16 },
+                  { "fp16", JB_DTYPE_F16 },    { "float16", JB_DTYPE_F16 },
+                  { "bf16", JB_DTYPE_BF16 },   { "bfloat16", JB_DTYPE_BF16 } };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(s, names[i].name) == 0) {
             *out = names[i].type;

@@ -23,12 +23,12 @@
 #endif
 
 enum jb_status jb_fail(enum jb_status status, const char *fmt, ...) JB_PRINTF(2, 3);
-void           jb_log(enum jb_log_level level, const char *fmt, ...) JB_PRINTF(2, 3);
-void           jb_clear_error(void);
+void jb_log(enum jb_log_level level, const char *fmt, ...) JB_PRINTF(2, 3);
+void jb_clear_error(void);
 
-#define JB_ASSERT(x)                                                                      \
-    do {                                                                                  \
-        if (!(x)) jb_abort(__FILE__, __LINE__, #x);                                       \
+#define JB_ASSERT(x)                                                                               \
+    do {                                                                                           \
+        if (!(x)) jb_abort(__FILE__, __LINE__, #x);                                                \
     } while (0)
 _Noreturn void jb_abort(const char *file, int line, const char *what);
 
@@ -51,8 +51,12 @@ void *jb_aligned_alloc(size_t n);
 double jb_time_now(void); /* monotonic seconds */
 
 /* Progress helper: rate and ETA from a start time. */
-void jb_progress_report(const struct jb_callbacks *cb, const char *stage, int level, int64_t done,
-                        int64_t total, double t_start);
+void jb_progress_report(const struct jb_callbacks *cb,
+                        const char *stage,
+                        int level,
+                        int64_t done,
+                        int64_t total,
+                        double t_start);
 static inline bool jb_should_stop(const struct jb_callbacks *cb)
 {
     return cb && cb->should_stop && cb->should_stop(cb->user);

@@ -41,13 +41,14 @@ static inline uint16_t jb_f32_to_f16(float f)
     uint32_t sign = (x >> 16) & 0x8000;
     uint32_t absx = x & 0x7fffffffu;
     if (absx >= 0x7f800000u) /* inf or nan */
-        return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 | ((absx >> 13) & 0x3ff) : 0));
+        return (uint16_t)(sign | 0x7c00 |
+                          (absx > 0x7f800000u ? 0x200 | ((absx >> 13) & 0x3ff) : 0));
     if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to inf */
-    if (absx < 0x38800000u) {                                   /* subnormal or zero in f16 */
+    if (absx < 0x38800000u) {                                  /* subnormal or zero in f16 */
         /* round(abs * 2^24) with ties to even, via float arithmetic on exact values */
-        float    a = jb_bits_f32(absx) * 16777216.0f; /* exact: power-of-two scaling */
+        float a    = jb_bits_f32(absx) * 16777216.0f; /* exact: power-of-two scaling */
         uint32_t i = (uint32_t)a;
-        float    r = a - (float)i;
+        float r    = a - (float)i;
         if (r > 0.5f || (r == 0.5f && (i & 1))) i++;
         return (uint16_t)(sign | i);
     }

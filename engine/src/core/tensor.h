@@ -15,14 +15,14 @@
 
 struct jb_tensor {
     enum jb_dtype type;
-    int           n_dims;
-    int64_t       shape[JB_MAX_DIMS];
-    void         *data;
-    const char   *name; /* points into the model file's string table, or NULL */
+    int n_dims;
+    int64_t shape[JB_MAX_DIMS];
+    void *data;
+    const char *name; /* points into the model file's string table, or NULL */
 };
 
 int64_t jb_tensor_nelements(const struct jb_tensor *t);
-size_t  jb_tensor_nbytes(const struct jb_tensor *t);
+size_t jb_tensor_nbytes(const struct jb_tensor *t);
 /* "[2048, 64]" into buf. */
 const char *jb_shape_str(int n_dims, const int64_t *shape, char *buf, size_t len);
 

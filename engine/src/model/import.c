@@ -32,7 +32,7 @@
 /* hyper-parameter sources: a JSON object or the checkpoint's pickled dict                   */
 
 struct hps_src {
-    const cJSON           *json;
+    const cJSON *json;
     const struct jb_pyval *py;
 };
 
@@ -53,9 +53,14 @@ static bool hps_num(const struct hps_src *s, const char *key, double *out)
         if (!v) return false;
         switch (jb_pyval_type(v)) {
         case JB_PY_BOOL:
-        case JB_PY_INT: *out = (double)jb_pyval_int(v); return true;
-        case JB_PY_FLOAT: *out = jb_pyval_float(v); return true;
-        default: return false;
+        case JB_PY_INT:
+            *out = (double)jb_pyval_int(v);
+            return true;
+        case JB_PY_FLOAT:
+            *out = jb_pyval_float(v);
+            return true;
+        default:
+            return false;
         }
     }
     return false;
@@ -77,9 +82,12 @@ static bool hps_arr(const struct hps_src *s, const char *key, int i, double *out
         if (!v || (jb_pyval_type(v) != JB_PY_LIST && jb_pyval_type(v) != JB_PY_TUPLE)) return false;
         if ((size_t)i >= jb_pyval_len(v)) return false;
         const struct jb_pyval *e = jb_pyval_item(v, (size_t)i);
-        if (jb_pyval_type(e) == JB_PY_INT) *out = (double)jb_pyval_int(e);
-        else if (jb_pyval_type(e) == JB_PY_FLOAT) *out = jb_pyval_float(e);
-        else return false;
+        if (jb_pyval_type(e) == JB_PY_INT)
+            *out = (double)jb_pyval_int(e);
+        else if (jb_pyval_type(e) == JB_PY_FLOAT)
+            *out = jb_pyval_float(e);
+        else
+            return false;
         return true;
     }
     return false;
@@ -136,7 +144,7 @@ static const struct jb_ckpt_entry *find_shape(const struct jb_ckpt *c, const cha
 static int count_indexed_from(const struct jb_ckpt *c, const char *fmt, int first)
 {
     char name[256];
-    int  n = first;
+    int n = first;
     for (;; n++) {
         snprintf(name, sizeof name, fmt, n);
         if (!jb_ckpt_find(c, name)) return n - first;
@@ -155,7 +163,8 @@ static bool x_out_tied(const struct jb_ckpt *c)
     return a && b && a->storage == b->storage && a->storage_offset == b->storage_offset;
 }
 
-static enum jb_status detect_kind(const struct jb_ckpt *c, const struct hps_src *hs,
+static enum jb_status detect_kind(const struct jb_ckpt *c,
+                                  const struct hps_src *hs,
                                   enum jb_model_preset *kind)
 {
     if (jb_ckpt_find(c, "bottleneck.level_blocks.0.k")) {
@@ -183,7 +192,8 @@ static enum jb_status detect_kind(const struct jb_ckpt *c, const struct hps_src 
     return JB_STATUS_OK;
 }
 
-static enum jb_status vqvae_hparams(const struct jb_ckpt *c, const struct hps_src *hs,
+static enum jb_status vqvae_hparams(const struct jb_ckpt *c,
+                                    const struct hps_src *hs,
                                     struct jb_vqvae_hparams *hp)
 {
     jb_preset_vqvae(hp);
@@ -194,8 +204,10 @@ static enum jb_status vqvae_hparams(const struct jb_ckpt *c, const struct hps_sr
     set_i32(hs, "width", &hp->width);
     set_i32(hs, "depth", &hp->depth);
     set_i32(hs, "dilation_growth_rate", &hp->dilation_growth_rate);
-    if (hps_is_null(hs, "dilation_cycle")) hp->dilation_cycle = 0;
-    else set_i32(hs, "dilation_cycle", &hp->dilation_cycle);
+    if (hps_is_null(hs, "dilation_cycle"))
+        hp->dilation_cycle = 0;
+    else
+        set_i32(hs, "dilation_cycle", &hp->dilation_cycle);
     set_bool(hs, "vqvae_reverse_decoder_dilation", &hp->reverse_decoder_dilation);
     set_f32(hs, "m_conv", &hp->m_conv);
 
@@ -211,8 +223,10 @@ static enum jb_status vqvae_hparams(const struct jb_ckpt *c, const struct hps_sr
     return jb_vqvae_hparams_validate(hp);
 }
 
-static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_preset kind,
-                                    const struct hps_src *hs, struct jb_prior_hparams *hp)
+static enum jb_status prior_hparams(const struct jb_ckpt *c,
+                                    enum jb_model_preset kind,
+                                    const struct hps_src *hs,
+                                    struct jb_prior_hparams *hp)
 {
     jb_preset_prior(kind, hp);
     /* behavioural fields from the hps (structural sizes are re-derived below) */
@@ -232,8 +246,10 @@ static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_prese
     if (!hps_is_null(hs, "alignment_head")) set_i32(hs, "alignment_head", &hp->alignment_head);
     if (hp->variant == JB_PRIOR_UPSAMPLER) {
         set_i32(hs, "cond_dilation_growth_rate", &hp->cond_dilation_growth_rate);
-        if (hps_is_null(hs, "cond_dilation_cycle")) hp->cond_dilation_cycle = 0;
-        else set_i32(hs, "cond_dilation_cycle", &hp->cond_dilation_cycle);
+        if (hps_is_null(hs, "cond_dilation_cycle"))
+            hp->cond_dilation_cycle = 0;
+        else
+            set_i32(hs, "cond_dilation_cycle", &hp->cond_dilation_cycle);
         set_bool(hs, "cond_res_scale", &hp->cond_res_scale);
         set_f32(hs, "cond_m_conv", &hp->cond_m_conv);
         hp->n_tokens = 0;
@@ -252,7 +268,7 @@ static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_prese
     const struct jb_ckpt_entry *genre = find_shape(c, "y_emb.bow_genre_emb.emb.weight", 2);
     const struct jb_ckpt_entry *art   = find_shape(c, "y_emb.artist_emb.emb.weight", 2);
     const struct jb_ckpt_entry *attn0 =
-        find_shape(c, "prior.transformer._attn_mods.0.attn.c_attn.w", 2);
+      find_shape(c, "prior.transformer._attn_mods.0.attn.c_attn.w", 2);
     if (!x_emb || !pos || !genre || !art || !attn0)
         return jb_fail(JB_STATUS_ERR_MODEL,
                        "import: not a %s checkpoint (no prior.x_emb, pos_emb, y_emb tables or "
@@ -270,19 +286,19 @@ static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_prese
         hp->bins  = (int32_t)x_emb->shape[0];
         hp->n_ctx = (int32_t)pos->shape[0];
     }
-    hp->tr.seq_len = (int32_t)pos->shape[0];
+    hp->tr.seq_len                  = (int32_t)pos->shape[0];
     const struct jb_ckpt_entry *tot = find_shape(c, "y_emb.total_length_emb.emb.weight", 2);
-    hp->timing = tot != NULL;
+    hp->timing                      = tot != NULL;
     if (tot) hp->t_bins = (int32_t)tot->shape[0];
 
     if (hp->variant == JB_PRIOR_UPSAMPLER) {
         const struct jb_ckpt_entry *c0 =
-            find_shape(c, "conditioner_blocks.0.cond.model.0.weight", 3);
+          find_shape(c, "conditioner_blocks.0.cond.model.0.weight", 3);
         if (!c0) return jb_fail(JB_STATUS_ERR_MODEL, "import: upsampler without conditioner conv");
         hp->cond_width = (int32_t)c0->shape[0];
         hp->cond_downs = count_indexed_from(c, "conditioner_blocks.0.cond.model.%d.1.weight", 1);
         hp->cond_depth =
-            count_indexed(c, "conditioner_blocks.0.cond.model.1.0.blocks.%d.model.1.weight");
+          count_indexed(c, "conditioner_blocks.0.cond.model.1.0.blocks.%d.model.1.weight");
         if (hp->cond_downs < 1)
             return jb_fail(JB_STATUS_ERR_MODEL, "import: upsampler conditioner has no stages");
     }
@@ -290,7 +306,7 @@ static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_prese
         const struct jb_ckpt_entry *pe = find_shape(c, "prime_prior.x_emb.weight", 2);
         const struct jb_ckpt_entry *pp = find_shape(c, "prime_prior.pos_emb.pos_emb", 2);
         const struct jb_ckpt_entry *pa =
-            find_shape(c, "prime_prior.transformer._attn_mods.0.attn.c_attn.w", 2);
+          find_shape(c, "prime_prior.transformer._attn_mods.0.attn.c_attn.w", 2);
         if (!pe || !pp || !pa)
             return jb_fail(JB_STATUS_ERR_MODEL, "import: lyric prior lacks its lyric encoder");
         hp->n_vocab       = (int32_t)pe->shape[0];
@@ -306,15 +322,17 @@ static enum jb_status prior_hparams(const struct jb_ckpt *c, enum jb_model_prese
 /* ---------------------------------------------------------------------------------------- */
 /* vocabularies                                                                              */
 
-static enum jb_status write_vocab(struct jb_gguf_writer *w, const char *what, const char *path,
+static enum jb_status write_vocab(struct jb_gguf_writer *w,
+                                  const char *what,
+                                  const char *path,
                                   int32_t table_size)
 {
-    struct jb_label_vocab *v  = NULL;
-    enum jb_status         st = jb_label_vocab_load_file(path, &v);
+    struct jb_label_vocab *v = NULL;
+    enum jb_status st        = jb_label_vocab_load_file(path, &v);
     if (st) return st;
-    size_t       n     = jb_label_vocab_count(v);
+    size_t n           = jb_label_vocab_count(v);
     const char **names = jb_calloc(n ? n : 1, sizeof *names);
-    int32_t     *ids   = jb_calloc(n ? n : 1, sizeof *ids);
+    int32_t *ids       = jb_calloc(n ? n : 1, sizeof *ids);
     if (!names || !ids) {
         free(names);
         free(ids);
@@ -324,7 +342,7 @@ static enum jb_status write_vocab(struct jb_gguf_writer *w, const char *what, co
     size_t kept = 0, dropped = 0;
     for (size_t i = 0; i < n; i++) {
         const char *name;
-        int32_t     id;
+        int32_t id;
         jb_label_vocab_entry(v, i, &name, &id);
         if (id < 0 || id >= table_size) {
             dropped++;
@@ -334,8 +352,11 @@ static enum jb_status write_vocab(struct jb_gguf_writer *w, const char *what, co
         ids[kept++] = id;
     }
     if (dropped)
-        jb_log(JB_LOG_WARN, "import: %zu %s names have ids beyond the model's table of %d; dropped",
-               dropped, what, table_size);
+        jb_log(JB_LOG_WARN,
+               "import: %zu %s names have ids beyond the model's table of %d; dropped",
+               dropped,
+               what,
+               table_size);
     char key[64];
     snprintf(key, sizeof key, "jukebox.labels.%s_names", what);
     jb_gguf_writer_set_arr_str(w, key, names, kept);
@@ -355,7 +376,8 @@ static bool is_fp16_param(const char *name)
     return n > 2 && strcmp(name + n - 2, ".w") == 0;
 }
 
-static enum jb_dtype storage_for(const struct jb_ckpt_entry *e, enum jb_model_preset kind,
+static enum jb_dtype storage_for(const struct jb_ckpt_entry *e,
+                                 enum jb_model_preset kind,
                                  enum jb_dtype storage)
 {
     if (e->n_dims < 2) return JB_DTYPE_F32;
@@ -377,33 +399,33 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
         params->storage != JB_DTYPE_BF16)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "import: storage must be f32, f16 or bf16");
 
-    enum jb_status         st    = JB_STATUS_OK;
-    struct jb_ckpt        *ckpt  = NULL;
-    cJSON                 *json  = NULL;
-    struct jb_gguf_writer *w     = NULL;
-    float                 *f32   = NULL;
-    void                  *out   = NULL;
-    int64_t               *order = NULL;
-    char                   tmp_path[4096];
-    bool                   wrote = false;
+    enum jb_status st        = JB_STATUS_OK;
+    struct jb_ckpt *ckpt     = NULL;
+    cJSON *json              = NULL;
+    struct jb_gguf_writer *w = NULL;
+    float *f32               = NULL;
+    void *out                = NULL;
+    int64_t *order           = NULL;
+    char tmp_path[4096];
+    bool wrote = false;
 
     ckpt = jb_ckpt_open(params->src_path);
     if (!ckpt) return JB_STATUS_ERR_FORMAT;
 
-    struct hps_src hs = {0};
+    struct hps_src hs = { 0 };
     if (params->hps_json_path) {
         FILE *f = fopen(params->hps_json_path, "rb");
         if (!f) {
-            st = jb_fail(JB_STATUS_ERR_IO, "import: cannot open hps file '%s'",
-                         params->hps_json_path);
+            st =
+              jb_fail(JB_STATUS_ERR_IO, "import: cannot open hps file '%s'", params->hps_json_path);
             goto done;
         }
-        char  *text = NULL;
+        char *text = NULL;
         size_t len = 0, cap = 0;
         for (;;) {
             if (len + 4096 + 1 > cap) {
-                cap       = cap ? cap * 2 : 65536;
-                char *np  = cap < (64u << 20) ? realloc(text, cap) : NULL;
+                cap      = cap ? cap * 2 : 65536;
+                char *np = cap < (64u << 20) ? realloc(text, cap) : NULL;
                 if (!np) {
                     free(text);
                     fclose(f);
@@ -421,7 +443,8 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
         json      = cJSON_Parse(text);
         free(text);
         if (!cJSON_IsObject(json)) {
-            st = jb_fail(JB_STATUS_ERR_FORMAT, "import: '%s' is not a JSON object of hps",
+            st = jb_fail(JB_STATUS_ERR_FORMAT,
+                         "import: '%s' is not a JSON object of hps",
                          params->hps_json_path);
             goto done;
         }
@@ -458,7 +481,7 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
     jb_gguf_writer_set_str(w, "encore.source", base_name(params->src_path));
     jb_gguf_writer_set_bool(w, "encore.untrained", params->untrained);
 
-    struct jb_prior_hparams php = {0};
+    struct jb_prior_hparams php = { 0 };
     if (kind == JB_PRESET_VQVAE) {
         struct jb_vqvae_hparams vhp;
         if ((st = vqvae_hparams(ckpt, &hs, &vhp))) goto done;
@@ -468,7 +491,8 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
         if ((st = prior_hparams(ckpt, kind, &hs, &php))) goto done;
         jb_gguf_writer_set_str(w, "encore.kind", "prior");
         jb_meta_write_prior(w, &php);
-        jb_gguf_writer_set_str(w, "jukebox.lyrics.vocab", jb_lyrics_vocab(php.labels_v3 ? JB_LABEL_V3 : JB_LABEL_V2));
+        jb_gguf_writer_set_str(
+          w, "jukebox.lyrics.vocab", jb_lyrics_vocab(php.labels_v3 ? JB_LABEL_V3 : JB_LABEL_V2));
         if (params->artist_ids_path &&
             (st = write_vocab(w, "artist", params->artist_ids_path, php.n_artists)))
             goto done;
@@ -484,9 +508,9 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
         st = JB_STATUS_ERR_NOMEM;
         goto done;
     }
-    int64_t n_out      = 0;
-    size_t  max_elems  = 1;
-    bool    tied       = kind != JB_PRESET_VQVAE && !php.merged_decoder;
+    int64_t n_out    = 0;
+    size_t max_elems = 1;
+    bool tied        = kind != JB_PRESET_VQVAE && !php.merged_decoder;
     for (int64_t i = 0; i < n_entries; i++) {
         const struct jb_ckpt_entry *e = jb_ckpt_entry(ckpt, i);
         if (tied && strcmp(e->name, "prior.x_out.weight") == 0) {
@@ -500,8 +524,8 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
             continue;
         }
         if (e->n_dims > JB_MAX_DIMS || e->n_dims < 1) {
-            st = jb_fail(JB_STATUS_ERR_MODEL, "import: tensor '%s' has %d dimensions", e->name,
-                         e->n_dims);
+            st = jb_fail(
+              JB_STATUS_ERR_MODEL, "import: tensor '%s' has %d dimensions", e->name, e->n_dims);
             goto done;
         }
         size_t numel = 1;
@@ -513,8 +537,8 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
             }
         }
         if (numel > max_elems) max_elems = numel;
-        if (jb_gguf_writer_add_tensor(w, e->name, storage_for(e, kind, params->storage), e->n_dims,
-                                      e->shape) < 0) {
+        if (jb_gguf_writer_add_tensor(
+              w, e->name, storage_for(e, kind, params->storage), e->n_dims, e->shape) < 0) {
             st = JB_STATUS_ERR_MODEL;
             goto done;
         }
@@ -529,19 +553,21 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
         goto done;
     }
     if ((st = jb_gguf_writer_begin(w, tmp_path))) goto done;
-    wrote            = true;
-    double t0        = jb_time_now();
+    wrote     = true;
+    double t0 = jb_time_now();
     for (int64_t k = 0; k < n_out; k++) {
         if (jb_should_stop(cb)) {
             st = jb_fail(JB_STATUS_ERR_CANCELLED, "import: cancelled");
             goto done;
         }
         const struct jb_ckpt_entry *e = jb_ckpt_entry(ckpt, order[k]);
-        size_t                      n = 1;
-        for (int d = 0; d < e->n_dims; d++) n *= (size_t)e->shape[d];
+        size_t n                      = 1;
+        for (int d = 0; d < e->n_dims; d++)
+            n *= (size_t)e->shape[d];
         if ((st = jb_ckpt_read_f32(ckpt, e, f32))) goto done;
         if (php.fp16_params && is_fp16_param(e->name))
-            for (size_t i = 0; i < n; i++) f32[i] = jb_f16_to_f32(jb_f32_to_f16(f32[i]));
+            for (size_t i = 0; i < n; i++)
+                f32[i] = jb_f16_to_f32(jb_f32_to_f16(f32[i]));
         enum jb_dtype type = storage_for(e, kind, params->storage);
         jb_convert_from_f32(type, f32, out, n);
         if ((st = jb_gguf_writer_write_tensor(w, out, n * jb_dtype_size(type)))) goto done;
@@ -552,21 +578,23 @@ enum jb_status jb_import(const struct jb_import_params *params, const struct jb_
     /* The model code is the judge of names and shapes: build it from the new file. */
     {
         struct jb_backend *be = jb_backend_init("cpu", 1);
-        struct jb_model   *m  = be ? jb_model_load(tmp_path, be) : NULL;
+        struct jb_model *m    = be ? jb_model_load(tmp_path, be) : NULL;
         if (!m) {
             char why[1024];
             snprintf(why, sizeof why, "%s", jb_last_error());
             jb_backend_free(be);
-            st = jb_fail(JB_STATUS_ERR_MODEL, "import: checkpoint does not match the %s model: %s",
-                         jb_preset_name(kind), why);
+            st = jb_fail(JB_STATUS_ERR_MODEL,
+                         "import: checkpoint does not match the %s model: %s",
+                         jb_preset_name(kind),
+                         why);
             goto done;
         }
         jb_model_free(m);
         jb_backend_free(be);
     }
     if (rename(tmp_path, params->dst_path) != 0) {
-        st = jb_fail(JB_STATUS_ERR_IO, "import: cannot move '%s' to '%s'", tmp_path,
-                     params->dst_path);
+        st =
+          jb_fail(JB_STATUS_ERR_IO, "import: cannot move '%s' to '%s'", tmp_path, params->dst_path);
         goto done;
     }
     wrote = false;

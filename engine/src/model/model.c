@@ -27,7 +27,8 @@ static const struct jb_tensor *gguf_get(void *ctx, int64_t i)
 struct jb_weights_source jb_model_gguf_source(struct jb_gguf *g)
 {
     return (struct jb_weights_source){
-        .find = gguf_find, .count = gguf_count, .get = gguf_get, .ctx = g};
+        .find = gguf_find, .count = gguf_count, .get = gguf_get, .ctx = g
+    };
 }
 
 enum jb_status jb_model_read_vqvae_hparams(const struct jb_gguf *g, struct jb_vqvae_hparams *hp)
@@ -41,7 +42,8 @@ enum jb_status jb_model_read_prior_hparams(const struct jb_gguf *g, struct jb_pr
 }
 
 /* Artist or genre names stored as two parallel arrays; absent tables give NULL (ids only). */
-static enum jb_status load_vocab(const struct jb_gguf *g, const char *what,
+static enum jb_status load_vocab(const struct jb_gguf *g,
+                                 const char *what,
                                  struct jb_label_vocab **out)
 {
     char names_key[64], ids_key[64];
@@ -55,17 +57,19 @@ static enum jb_status load_vocab(const struct jb_gguf *g, const char *what,
         jb_gguf_arr_type(g, ki) != JB_GGUF_TYPE_STRING ||
         jb_gguf_arr_len(g, ki) != jb_gguf_arr_len(g, kd))
         return jb_fail(JB_STATUS_ERR_MODEL, "model file has a malformed %s table", what);
-    size_t       n     = (size_t)jb_gguf_arr_len(g, ki);
+    size_t n           = (size_t)jb_gguf_arr_len(g, ki);
     const char **names = jb_calloc(n ? n : 1, sizeof *names);
-    int32_t     *ids   = jb_calloc(n ? n : 1, sizeof *ids);
+    int32_t *ids       = jb_calloc(n ? n : 1, sizeof *ids);
     enum jb_status st  = JB_STATUS_OK;
     if (!names || !ids) st = JB_STATUS_ERR_NOMEM;
     for (size_t i = 0; !st && i < n; i++) {
         int64_t id;
         names[i] = jb_gguf_get_arr_str(g, names_key, i);
         if (!names[i] || !jb_gguf_get_arr_int(g, ids_key, i, &id) || id < 0 || id > INT32_MAX)
-            st = jb_fail(JB_STATUS_ERR_MODEL, "model file %s table entry %zu is malformed", what, i);
-        else ids[i] = (int32_t)id;
+            st =
+              jb_fail(JB_STATUS_ERR_MODEL, "model file %s table entry %zu is malformed", what, i);
+        else
+            ids[i] = (int32_t)id;
     }
     if (!st) st = jb_label_vocab_from_arrays(names, ids, n, out);
     free(names);
@@ -88,8 +92,10 @@ struct jb_model *jb_model_load(const char *path, struct jb_backend *backend)
     const char *arch = jb_gguf_get_str(m->gguf, "general.architecture");
     const char *kind = jb_gguf_get_str(m->gguf, "encore.kind");
     if (!arch || strcmp(arch, JB_META_ARCH) != 0) {
-        jb_fail(JB_STATUS_ERR_MODEL, "'%s' is not an Encore Jukebox model (architecture '%s')",
-                path, arch ? arch : "(none)");
+        jb_fail(JB_STATUS_ERR_MODEL,
+                "'%s' is not an Encore Jukebox model (architecture '%s')",
+                path,
+                arch ? arch : "(none)");
         goto fail;
     }
     const char *name = jb_gguf_get_str(m->gguf, "general.name");
@@ -113,7 +119,8 @@ struct jb_model *jb_model_load(const char *path, struct jb_backend *backend)
         m->prior = jb_prior_init(&m->prior_hp, m->weights, backend);
         if (!m->prior) goto fail;
     } else {
-        jb_fail(JB_STATUS_ERR_MODEL, "'%s': unknown encore.kind '%s'", path, kind ? kind : "(none)");
+        jb_fail(
+          JB_STATUS_ERR_MODEL, "'%s': unknown encore.kind '%s'", path, kind ? kind : "(none)");
         goto fail;
     }
     if (jb_weights_check_all_used(m->weights)) goto fail;
@@ -147,11 +154,13 @@ enum jb_model_kind jb_model_get_kind(const struct jb_model *m)
 static void describe_value(const struct jb_gguf *g, int64_t i, FILE *out)
 {
     const char *key = jb_gguf_key(g, i);
-    int64_t     iv;
-    double      fv;
-    bool        bv;
+    int64_t iv;
+    double fv;
+    bool bv;
     switch (jb_gguf_kv_type(g, i)) {
-    case JB_GGUF_TYPE_STRING: fprintf(out, "'%s'", jb_gguf_get_str(g, key)); break;
+    case JB_GGUF_TYPE_STRING:
+        fprintf(out, "'%s'", jb_gguf_get_str(g, key));
+        break;
     case JB_GGUF_TYPE_BOOL:
         jb_gguf_get_bool(g, key, &bv);
         fprintf(out, "%s", bv ? "true" : "false");
@@ -171,16 +180,20 @@ static void describe_value(const struct jb_gguf *g, int64_t i, FILE *out)
         } else {
             fprintf(out, "[");
             for (uint64_t k = 0; k < n && k < 8; k++) {
-                if (jb_gguf_get_arr_int(g, key, k, &iv)) fprintf(out, "%s%lld", k ? ", " : "", (long long)iv);
-                else if (jb_gguf_get_arr_float(g, key, k, &fv)) fprintf(out, "%s%g", k ? ", " : "", fv);
+                if (jb_gguf_get_arr_int(g, key, k, &iv))
+                    fprintf(out, "%s%lld", k ? ", " : "", (long long)iv);
+                else if (jb_gguf_get_arr_float(g, key, k, &fv))
+                    fprintf(out, "%s%g", k ? ", " : "", fv);
             }
             fprintf(out, "%s]", n > 8 ? ", ..." : "");
         }
         break;
     }
     default:
-        if (jb_gguf_get_int(g, key, &iv)) fprintf(out, "%lld", (long long)iv);
-        else fprintf(out, "?");
+        if (jb_gguf_get_int(g, key, &iv))
+            fprintf(out, "%lld", (long long)iv);
+        else
+            fprintf(out, "?");
     }
 }
 
@@ -188,8 +201,12 @@ enum jb_status jb_model_file_describe(const char *path, FILE *out, bool verbose)
 {
     struct jb_gguf *g = jb_gguf_open(path);
     if (!g) return JB_STATUS_ERR_FORMAT;
-    fprintf(out, "%s: GGUF v%u, %lld tensors, %lld metadata keys\n", path, jb_gguf_version(g),
-            (long long)jb_gguf_n_tensors(g), (long long)jb_gguf_n_kv(g));
+    fprintf(out,
+            "%s: GGUF v%u, %lld tensors, %lld metadata keys\n",
+            path,
+            jb_gguf_version(g),
+            (long long)jb_gguf_n_tensors(g),
+            (long long)jb_gguf_n_kv(g));
     bool untrained = false;
     if (jb_gguf_get_bool(g, "encore.untrained", &untrained) && untrained)
         fprintf(out, "  NOTE: untrained model (random weights) - for testing the pipeline only\n");
@@ -198,7 +215,7 @@ enum jb_status jb_model_file_describe(const char *path, FILE *out, bool verbose)
         describe_value(g, i, out);
         fputc('\n', out);
     }
-    uint64_t bytes[JB_DTYPE_COUNT] = {0}, count[JB_DTYPE_COUNT] = {0}, params = 0;
+    uint64_t bytes[JB_DTYPE_COUNT] = { 0 }, count[JB_DTYPE_COUNT] = { 0 }, params = 0;
     for (int64_t i = 0; i < jb_gguf_n_tensors(g); i++) {
         const struct jb_tensor *t = jb_gguf_tensor(g, i);
         bytes[t->type] += jb_tensor_nbytes(t);
@@ -206,15 +223,21 @@ enum jb_status jb_model_file_describe(const char *path, FILE *out, bool verbose)
         params += (uint64_t)jb_tensor_nelements(t);
         if (verbose) {
             char shape[96];
-            fprintf(out, "  tensor %-70s %-5s %s\n", t->name, jb_dtype_name(t->type),
+            fprintf(out,
+                    "  tensor %-70s %-5s %s\n",
+                    t->name,
+                    jb_dtype_name(t->type),
                     jb_shape_str(t->n_dims, t->shape, shape, sizeof shape));
         }
     }
     fprintf(out, "  parameters: %llu\n", (unsigned long long)params);
     for (int d = 0; d < JB_DTYPE_COUNT; d++)
         if (count[d])
-            fprintf(out, "  %-4s tensors: %llu (%.1f MiB)\n", jb_dtype_name((enum jb_dtype)d),
-                    (unsigned long long)count[d], (double)bytes[d] / (1024.0 * 1024.0));
+            fprintf(out,
+                    "  %-4s tensors: %llu (%.1f MiB)\n",
+                    jb_dtype_name((enum jb_dtype)d),
+                    (unsigned long long)count[d],
+                    (double)bytes[d] / (1024.0 * 1024.0));
     jb_gguf_close(g);
     return JB_STATUS_OK;
 }
@@ -229,8 +252,10 @@ static struct jb_vqvae *as_vqvae(const struct jb_model *m, int level, enum jb_st
         return NULL;
     }
     if (level < 0 || level >= m->vq_hp.levels) {
-        *st = jb_fail(JB_STATUS_ERR_INVALID_ARG, "level %d is out of range (model has %d levels)",
-                      level, m->vq_hp.levels);
+        *st = jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                      "level %d is out of range (model has %d levels)",
+                      level,
+                      m->vq_hp.levels);
         return NULL;
     }
     return m->vqvae;
@@ -257,25 +282,35 @@ int jb_vqvae_emb_width(const struct jb_model *m)
     return m && m->kind == JB_MODEL_VQVAE ? m->vq_hp.emb_width : 0;
 }
 
-enum jb_status jb_vqvae_encode(struct jb_model *m, int level, const float *audio, int64_t n_samples,
-                               int32_t *codes, float *prequant, const struct jb_callbacks *cb)
+enum jb_status jb_vqvae_encode(struct jb_model *m,
+                               int level,
+                               const float *audio,
+                               int64_t n_samples,
+                               int32_t *codes,
+                               float *prequant,
+                               const struct jb_callbacks *cb)
 {
-    enum jb_status   st = JB_STATUS_OK;
+    enum jb_status st   = JB_STATUS_OK;
     struct jb_vqvae *vq = as_vqvae(m, level, &st);
     return vq ? jb_vqvae_encode_level(vq, level, audio, n_samples, codes, prequant, cb) : st;
 }
 
-enum jb_status jb_vqvae_decode(struct jb_model *m, int level, const int32_t *codes, int64_t n_codes,
-                               float *audio, int64_t chunk_codes, const struct jb_callbacks *cb)
+enum jb_status jb_vqvae_decode(struct jb_model *m,
+                               int level,
+                               const int32_t *codes,
+                               int64_t n_codes,
+                               float *audio,
+                               int64_t chunk_codes,
+                               const struct jb_callbacks *cb)
 {
-    enum jb_status   st = JB_STATUS_OK;
+    enum jb_status st   = JB_STATUS_OK;
     struct jb_vqvae *vq = as_vqvae(m, level, &st);
     return vq ? jb_vqvae_decode_level(vq, level, codes, n_codes, audio, chunk_codes, cb) : st;
 }
 
 int64_t jb_vqvae_decode_margin(const struct jb_model *m, int level)
 {
-    enum jb_status   st = JB_STATUS_OK;
+    enum jb_status st   = JB_STATUS_OK;
     struct jb_vqvae *vq = as_vqvae(m, level, &st);
     return vq ? jb_vqvae_decode_margin_level(vq, level) : -1;
 }

@@ -18,16 +18,16 @@ struct jb_label_vocab;
 struct jb_model {
     enum jb_model_kind kind;
     struct jb_backend *backend;
-    struct jb_gguf    *gguf;
+    struct jb_gguf *gguf;
     struct jb_weights *weights;
-    char               name[128];
-    bool               untrained;
+    char name[128];
+    bool untrained;
 
     struct jb_vqvae_hparams vq_hp;
     struct jb_prior_hparams prior_hp;
 
-    struct jb_vqvae       *vqvae; /* kind == VQVAE */
-    struct jb_prior       *prior; /* kind == PRIOR */
+    struct jb_vqvae *vqvae;                  /* kind == VQVAE */
+    struct jb_prior *prior;                  /* kind == PRIOR */
     struct jb_label_vocab *artists, *genres; /* priors: names and ids stored in the file */
 };
 

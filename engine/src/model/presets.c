@@ -4,8 +4,8 @@
 #include <string.h>
 
 static const char *const preset_names[JB_PRESET_COUNT] = {
-    "vqvae",          "upsampler_level_0", "upsampler_level_1",
-    "prior_5b",       "prior_5b_lyrics",   "prior_1b_lyrics",
+    "vqvae",    "upsampler_level_0", "upsampler_level_1",
+    "prior_5b", "prior_5b_lyrics",   "prior_1b_lyrics",
 };
 
 const char *jb_preset_name(enum jb_model_preset p)
@@ -28,9 +28,9 @@ void jb_preset_vqvae(struct jb_vqvae_hparams *hp)
 {
     *hp = (struct jb_vqvae_hparams){
         .levels                   = 3,
-        .downs_t                  = {3, 2, 2},
-        .strides_t                = {2, 2, 2},
-        .multipliers              = {2, 1, 1},
+        .downs_t                  = { 3, 2, 2 },
+        .strides_t                = { 2, 2, 2 },
+        .multipliers              = { 2, 1, 1 },
         .width                    = 32,
         .depth                    = 4,
         .emb_width                = 64,
@@ -92,18 +92,18 @@ void jb_preset_prior(enum jb_model_preset p, struct jb_prior_hparams *hp)
         hp->min_duration   = p == JB_PRESET_PRIOR_5B ? 60.0 : 23.8;
         hp->max_duration   = 600.0;
         if (p == JB_PRESET_PRIOR_5B_LYRICS) {
-            hp->tr.attn_order      = 10;
-            hp->n_tokens           = 512;
-            hp->alignment_layer    = 68;
-            hp->alignment_head     = 2;
-            hp->prime.width        = 1280;
-            hp->prime.depth        = 18;
-            hp->prime.heads        = 4;
-            hp->prime.m_attn       = 0.25f;
-            hp->prime.m_mlp        = 1.0f;
-            hp->prime.attn_order   = 2;
-            hp->prime.blocks       = 32;
-            hp->prime.seq_len      = 512;
+            hp->tr.attn_order    = 10;
+            hp->n_tokens         = 512;
+            hp->alignment_layer  = 68;
+            hp->alignment_head   = 2;
+            hp->prime.width      = 1280;
+            hp->prime.depth      = 18;
+            hp->prime.heads      = 4;
+            hp->prime.m_attn     = 0.25f;
+            hp->prime.m_mlp      = 1.0f;
+            hp->prime.attn_order = 2;
+            hp->prime.blocks     = 32;
+            hp->prime.seq_len    = 512;
         }
         break;
     case JB_PRESET_PRIOR_1B_LYRICS:
@@ -129,7 +129,8 @@ void jb_preset_prior(enum jb_model_preset p, struct jb_prior_hparams *hp)
         hp->alignment_head     = 0;
         break;
     case JB_PRESET_VQVAE:
-    case JB_PRESET_COUNT: break;
+    case JB_PRESET_COUNT:
+        break;
     }
     hp->raw_to_tokens = jb_vqvae_hp_hop(&vq, hp->level);
     hp->tr.seq_len    = hp->n_ctx + (hp->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? hp->n_tokens : 0);

@@ -19,7 +19,7 @@ enum jb_model_preset {
 };
 
 const char *jb_preset_name(enum jb_model_preset p);
-bool        jb_preset_parse(const char *name, enum jb_model_preset *out);
+bool jb_preset_parse(const char *name, enum jb_model_preset *out);
 
 void jb_preset_vqvae(struct jb_vqvae_hparams *hp);
 void jb_preset_prior(enum jb_model_preset p, struct jb_prior_hparams *hp);

@@ -11,10 +11,10 @@ struct converted {
 
 struct jb_weights {
     struct jb_weights_source src;
-    int64_t                  n;
-    uint8_t                 *used; /* per source tensor: requested or skipped */
-    bool                     ok;
-    struct converted        *copies;
+    int64_t n;
+    uint8_t *used; /* per source tensor: requested or skipped */
+    bool ok;
+    struct converted *copies;
 };
 
 struct jb_weights *jb_weights_init(const struct jb_weights_source *src)
@@ -55,11 +55,15 @@ static void mark_used(struct jb_weights *w, const struct jb_tensor *t)
     }
 }
 
-const struct jb_tensor *jb_weights_get(struct jb_weights *w, enum jb_weights_want want,
-                                       int n_dims, const int64_t *shape, const char *fmt, ...)
+const struct jb_tensor *jb_weights_get(struct jb_weights *w,
+                                       enum jb_weights_want want,
+                                       int n_dims,
+                                       const int64_t *shape,
+                                       const char *fmt,
+                                       ...)
 {
     if (!w->ok) return NULL;
-    char    name[256];
+    char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
@@ -72,18 +76,23 @@ const struct jb_tensor *jb_weights_get(struct jb_weights *w, enum jb_weights_wan
         return NULL;
     }
     bool same = t->n_dims == n_dims;
-    for (int i = 0; same && i < n_dims; i++) same = t->shape[i] == shape[i];
+    for (int i = 0; same && i < n_dims; i++)
+        same = t->shape[i] == shape[i];
     if (!same) {
         char got[96], want_s[96];
         w->ok = false;
-        jb_fail(JB_STATUS_ERR_MODEL, "tensor '%s' has shape %s, expected %s", name,
+        jb_fail(JB_STATUS_ERR_MODEL,
+                "tensor '%s' has shape %s, expected %s",
+                name,
                 jb_shape_str(t->n_dims, t->shape, got, sizeof got),
                 jb_shape_str(n_dims, shape, want_s, sizeof want_s));
         return NULL;
     }
     if (t->type != JB_DTYPE_F32 && t->type != JB_DTYPE_F16 && t->type != JB_DTYPE_BF16) {
         w->ok = false;
-        jb_fail(JB_STATUS_ERR_MODEL, "tensor '%s' has type %s, expected a float type", name,
+        jb_fail(JB_STATUS_ERR_MODEL,
+                "tensor '%s' has type %s, expected a float type",
+                name,
                 jb_dtype_name(t->type));
         return NULL;
     }
@@ -92,8 +101,8 @@ const struct jb_tensor *jb_weights_get(struct jb_weights *w, enum jb_weights_wan
 
     /* The kernel needs fp32: convert once and keep the copy for the model's lifetime. */
     struct converted *c = jb_calloc(1, sizeof *c);
-    size_t            n = (size_t)jb_tensor_nelements(t);
-    float            *data = c ? jb_aligned_alloc(n * sizeof(float)) : NULL;
+    size_t n            = (size_t)jb_tensor_nelements(t);
+    float *data         = c ? jb_aligned_alloc(n * sizeof(float)) : NULL;
     if (!data) {
         free(c);
         w->ok = false;
@@ -110,7 +119,7 @@ const struct jb_tensor *jb_weights_get(struct jb_weights *w, enum jb_weights_wan
 
 bool jb_weights_has(struct jb_weights *w, const char *fmt, ...)
 {
-    char    name[256];
+    char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
@@ -135,7 +144,8 @@ enum jb_status jb_weights_check_all_used(struct jb_weights *w)
     for (int64_t i = 0; i < w->n; i++) {
         if (!w->used[i]) {
             const struct jb_tensor *t = w->src.get(w->src.ctx, i);
-            return jb_fail(JB_STATUS_ERR_MODEL, "model file has an unexpected tensor '%s'",
+            return jb_fail(JB_STATUS_ERR_MODEL,
+                           "model file has an unexpected tensor '%s'",
                            t && t->name ? t->name : "?");
         }
     }

@@ -32,14 +32,17 @@ enum jb_weights_want {
 struct jb_weights;
 
 struct jb_weights *jb_weights_init(const struct jb_weights_source *src);
-void               jb_weights_free(struct jb_weights *w); /* frees converted copies */
+void jb_weights_free(struct jb_weights *w); /* frees converted copies */
 
 /* Returns the tensor or NULL after jb_fail(JB_STATUS_ERR_MODEL, ...). Once a lookup has failed,
  * later lookups return NULL too, so constructors can ask for everything and check once at the
  * end with jb_weights_ok(). */
-const struct jb_tensor *jb_weights_get(struct jb_weights *w, enum jb_weights_want want,
-                                       int n_dims, const int64_t *shape, const char *fmt, ...)
-    JB_PRINTF(5, 6);
+const struct jb_tensor *jb_weights_get(struct jb_weights *w,
+                                       enum jb_weights_want want,
+                                       int n_dims,
+                                       const int64_t *shape,
+                                       const char *fmt,
+                                       ...) JB_PRINTF(5, 6);
 /* true if a tensor with this name exists (does not mark it used) */
 bool jb_weights_has(struct jb_weights *w, const char *fmt, ...) JB_PRINTF(2, 3);
 /* Marks a tensor as deliberately unused at inference (e.g. prime_x_out.weight). */
@@ -49,8 +52,20 @@ bool jb_weights_ok(const struct jb_weights *w);
 enum jb_status jb_weights_check_all_used(struct jb_weights *w);
 
 /* Shorthand for shapes: JB_SHAPE(a, b, c) -> 3, (int64_t[]){a, b, c} */
-#define JB_SHAPE1(a) 1, (const int64_t[]){(a)}
-#define JB_SHAPE2(a, b) 2, (const int64_t[]){(a), (b)}
-#define JB_SHAPE3(a, b, c) 3, (const int64_t[]){(a), (b), (c)}
+#define JB_SHAPE1(a)                                                                               \
+    1, (const int64_t[])                                                                           \
+    {                                                                                              \
+        (a)                                                                                        \
+    }
+#define JB_SHAPE2(a, b)                                                                            \
+    2, (const int64_t[])                                                                           \
+    {                                                                                              \
+        (a), (b)                                                                                   \
+    }
+#define JB_SHAPE3(a, b, c)                                                                         \
+    3, (const int64_t[])                                                                           \
+    {                                                                                              \
+        (a), (b), (c)                                                                              \
+    }
 
 #endif
