@@ -39,7 +39,8 @@ struct jb_prior_state;
 /* Builds the prior from its state-dict tensors (names as in the PyTorch checkpoint, §2.6-2.8):
  * checks every shape, takes matmul weights in their stored dtype (fp16 Conv1D weights of the
  * 5b priors are upcast inside jb_matmul), and marks the training-only prime_x_out.weight as
- * used. The tied prior.x_out.weight of A/D is checked and x_emb is used for both roles.
+ * used. For the tied heads of A and D, x_emb serves both roles and a stored duplicate
+ * prior.x_out.weight is accepted but not required.
  * Variant A also builds the upper-level conditioner when it is compiled in (prior/conditioner.h).
  * NULL on failure (jb_last_error()). */
 struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp,

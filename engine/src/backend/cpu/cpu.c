@@ -165,6 +165,13 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
     be->n_threads = n_threads;
     jb_log(JB_LOG_INFO, "cpu backend: %d threads, %s kernels, OpenBLAS %s", n_threads,
            jb_cpu_isa_name(cpu->isa), openblas_get_corename());
+    /* libgomp's idle threads spin ~300k rounds by default; one preempted while spinning is not
+     * woken by the next region and stalls it for a scheduler tick when other processes want the
+     * cores (measured: half the calls of a 0.1 ms product took 4-9 ms). Only the environment at
+     * program start can change it. */
+    if (n_threads > 1 && !getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY"))
+        jb_log(JB_LOG_INFO, "cpu backend: on a machine shared with other work (a DAW), start the "
+                            "process with GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive)");
     return be;
 
 fail:

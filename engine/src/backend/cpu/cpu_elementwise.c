@@ -1,9 +1,9 @@
 /*
  * backend/cpu/cpu_elementwise.c - LayerNorm, softmax, quick_gelu, relu, add, axpy, embedding.
  *
- * All fp32. Element loops carry `omp simd`: at -O2 GCC would not vectorise them otherwise (it will
- * not add the run-time aliasing check y may need; every iteration touches only index i, so y == x
- * is fine). Reductions use 16 interleaved partial sums (what a vectorised reduction does, and
+ * All fp32. Element loops carry JB_SIMD (`omp simd` under GCC, whose -O2 cost model leaves loops
+ * of unknown trip count scalar; every iteration touches only index i, so y == x is fine; clang
+ * vectorises them by itself). Reductions use 16 interleaved partial sums (what a vectorised reduction does, and
  * more accurate than one running sum over thousands of terms); the order is fixed by the row
  * length alone. Rows are spread over threads only when there is enough work to pay for waking
  * them; the per-token calls of the sampler stay on the calling thread.
@@ -17,6 +17,20 @@
 #include <string.h>
 
 #define N_PART 16
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define JB_SIMD _Pragma("omp simd")
+#else
+#define JB_SIMD
+#endif
+
+/* [a, b): this thread's part of [0, n), inside a parallel region */
+static void thread_range(int64_t n, int64_t *a, int64_t *b)
+{
+    int parts = omp_get_num_threads(), i = omp_get_thread_num();
+    *a        = n * i / parts;
+    *b        = n * (i + 1) / parts;
+}
 
 static float sum_f32(int64_t n, const float *x)
 {
@@ -71,7 +85,7 @@ void jb_cpu_layernorm(struct jb_cpu *cpu, int64_t rows, int64_t W, const float *
         float        mean = sum_f32(W, xr) / (float)W;
         float        var  = sum_sq_dev_f32(W, xr, mean) / (float)W;
         float        rstd = 1.0f / sqrtf(var + eps);
-#pragma omp simd
+        JB_SIMD
         for (int64_t i = 0; i < W; i++) yr[i] = (xr[i] - mean) * rstd * g[i] + bt[i];
     }
 }
@@ -86,7 +100,7 @@ void jb_softmax_rows(int64_t rows, int64_t n, float *x)
         float  mx = max_f32(n, xr);
         for (int64_t i = 0; i < n; i++) xr[i] = expf(xr[i] - mx);
         float inv = 1.0f / sum_f32(n, xr);
-#pragma omp simd
+        JB_SIMD
         for (int64_t i = 0; i < n; i++) xr[i] *= inv;
     }
 }
@@ -104,22 +118,37 @@ void jb_quick_gelu(int64_t n, float *x)
 void jb_relu(int64_t n, const float *x, float *y)
 {
     int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
-#pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t a, b;
+        thread_range(n, &a, &b);
+        JB_SIMD
+        for (int64_t i = a; i < b; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
+    }
 }
 
 void jb_axpy(int64_t n, float alpha, const float *x, float *y)
 {
     int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
-#pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t a, b;
+        thread_range(n, &a, &b);
+        JB_SIMD
+        for (int64_t i = a; i < b; i++) y[i] += alpha * x[i];
+    }
 }
 
 void jb_add(int64_t n, const float *a, const float *b, float *y)
 {
     int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
-#pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t i0, i1;
+        thread_range(n, &i0, &i1);
+        JB_SIMD
+        for (int64_t i = i0; i < i1; i++) y[i] = a[i] + b[i];
+    }
 }
 
 void jb_embedding(const struct jb_tensor *table, const int32_t *ids, int64_t n, float *out)
