@@ -18,7 +18,7 @@ static double g_min_seconds = 0.5;
 
 static float *rnd_buf(size_t n, float scale)
 {
-    float   *p = jb_aligned_alloc(n * sizeof(float));
+    float *p   = jb_aligned_alloc(n * sizeof(float));
     uint32_t s = 12345;
     for (size_t i = 0; i < n; i++) {
         s    = s * 1664525u + 1013904223u;
@@ -50,7 +50,7 @@ struct timing {
 static struct timing time_it(void (*fn)(void *ctx, int i), void *ctx)
 {
     double t[1024];
-    int    n = 0;
+    int n = 0;
     fn(ctx, 0); /* warm-up */
     double start = jb_time_now(), c0 = cpu_now();
     while (n < 1024 && (n < 5 || jb_time_now() - start < g_min_seconds)) {
@@ -60,7 +60,7 @@ static struct timing time_it(void (*fn)(void *ctx, int i), void *ctx)
     }
     double cpu = (cpu_now() - c0) / n;
     qsort(t, (size_t)n, sizeof t[0], cmp_double);
-    return (struct timing){t[n / 2], t[0], cpu};
+    return (struct timing){ t[n / 2], t[0], cpu };
 }
 
 static int g_threads;
@@ -68,20 +68,25 @@ static int g_threads;
 /* one table row; work is FLOPs (unit "GFLOP/s") or bytes (unit "GB/s") per call */
 static void print_row(const char *name, struct timing tm, double work, const char *unit)
 {
-    printf("| %-44s | %9.3f | %9.3f | %8.1f | %8.1f | %8.1f | %-7s |\n", name, tm.median * 1e3,
-           tm.best * 1e3, work / tm.median * 1e-9, work / tm.best * 1e-9,
-           work / (tm.cpu / g_threads) * 1e-9, unit);
+    printf("| %-44s | %9.3f | %9.3f | %8.1f | %8.1f | %8.1f | %-7s |\n",
+           name,
+           tm.median * 1e3,
+           tm.best * 1e3,
+           work / tm.median * 1e-9,
+           work / tm.best * 1e-9,
+           work / (tm.cpu / g_threads) * 1e-9,
+           unit);
 }
 
 /* --- cases ----------------------------------------------------------------------------------- */
 
 struct conv_case {
     struct jb_backend *be;
-    float             *x, *y, *scratch;
-    int64_t            T;
-    struct jb_tensor   w, b;
-    int                s, p, d;
-    bool               transpose;
+    float *x, *y, *scratch;
+    int64_t T;
+    struct jb_tensor w, b;
+    int s, p, d;
+    bool transpose;
 };
 
 static void run_conv(void *ctx, int i)
@@ -93,48 +98,63 @@ static void run_conv(void *ctx, int i)
         jb_conv1d(c->be, c->x, c->T, &c->w, &c->b, c->s, c->p, c->d, c->y, c->scratch);
 }
 
-static void bench_conv(struct jb_backend *be, const char *name, int64_t Cin, int64_t Cout, int k,
-                       int64_t T, int s, int p, int d, bool transpose)
+static void bench_conv(struct jb_backend *be,
+                       const char *name,
+                       int64_t Cin,
+                       int64_t Cout,
+                       int k,
+                       int64_t T,
+                       int s,
+                       int p,
+                       int d,
+                       bool transpose)
 {
-    struct conv_case c = {.be = be, .T = T, .s = s, .p = p, .d = d, .transpose = transpose};
-    int64_t Tout = transpose ? jb_conv_transpose1d_out_len(T, k, s, p)
-                             : jb_conv1d_out_len(T, k, s, p, d);
-    size_t  ns   = transpose ? jb_conv_transpose1d_scratch(Cout, T)
-                             : jb_conv1d_scratch(Cin, T, k, s, p, d);
+    struct conv_case c = { .be = be, .T = T, .s = s, .p = p, .d = d, .transpose = transpose };
+    int64_t Tout =
+      transpose ? jb_conv_transpose1d_out_len(T, k, s, p) : jb_conv1d_out_len(T, k, s, p, d);
+    size_t ns =
+      transpose ? jb_conv_transpose1d_scratch(Cout, T) : jb_conv1d_scratch(Cin, T, k, s, p, d);
     c.x       = rnd_buf((size_t)(Cin * T), 1.0f);
     c.y       = rnd_buf((size_t)(Cout * Tout), 1.0f);
     c.scratch = ns ? rnd_buf(ns, 0.0f) : NULL;
-    c.w       = (struct jb_tensor){.type = JB_DTYPE_F32, .n_dims = 3,
-                                   .shape = {transpose ? Cin : Cout, transpose ? Cout : Cin, k},
-                                   .data = rnd_buf((size_t)(Cin * Cout * k), 0.1f)};
-    c.b       = (struct jb_tensor){.type = JB_DTYPE_F32, .n_dims = 1, .shape = {Cout},
-                                   .data = rnd_buf((size_t)Cout, 0.1f)};
-    struct timing tm    = time_it(run_conv, &c);
-    double        flops = 2.0 * (double)Cin * (double)Cout * k * (double)(transpose ? T : Tout);
+    c.w       = (struct jb_tensor){ .type   = JB_DTYPE_F32,
+                                    .n_dims = 3,
+                                    .shape  = { transpose ? Cin : Cout, transpose ? Cout : Cin, k },
+                                    .data   = rnd_buf((size_t)(Cin * Cout * k), 0.1f) };
+    c.b       = (struct jb_tensor){
+              .type = JB_DTYPE_F32, .n_dims = 1, .shape = { Cout }, .data = rnd_buf((size_t)Cout, 0.1f)
+    };
+    struct timing tm = time_it(run_conv, &c);
+    double flops     = 2.0 * (double)Cin * (double)Cout * k * (double)(transpose ? T : Tout);
     print_row(name, tm, flops, "GFLOP/s");
     free(c.x), free(c.y), free(c.scratch), free(c.w.data), free(c.b.data);
 }
 
 struct mm_case {
     struct jb_backend *be;
-    int64_t            M, N, K;
-    float             *x, *y, *bias;
-    struct jb_tensor   w[16];
-    int                n_w;
+    int64_t M, N, K;
+    float *x, *y, *bias;
+    struct jb_tensor w[16];
+    int n_w;
 };
 
 static void run_mm(void *ctx, int i)
 {
     struct mm_case *c = ctx;
-    jb_matmul(c->be, c->M, c->N, c->K, c->x, c->K, &c->w[i % c->n_w], false, c->bias, c->y, c->N,
-              false);
+    jb_matmul(
+      c->be, c->M, c->N, c->K, c->x, c->K, &c->w[i % c->n_w], false, c->bias, c->y, c->N, false);
 }
 
 /* n_w distinct weight matrices used in turn: 1 = cache-resident, 16 = streamed from DRAM */
-static void bench_matmul(struct jb_backend *be, const char *name, enum jb_dtype type, int64_t M,
-                         int64_t N, int64_t K, int n_w)
+static void bench_matmul(struct jb_backend *be,
+                         const char *name,
+                         enum jb_dtype type,
+                         int64_t M,
+                         int64_t N,
+                         int64_t K,
+                         int n_w)
 {
-    struct mm_case c = {.be = be, .M = M, .N = N, .K = K, .n_w = n_w};
+    struct mm_case c = { .be = be, .M = M, .N = N, .K = K, .n_w = n_w };
     c.x              = rnd_buf((size_t)(M * K), 1.0f);
     c.y              = rnd_buf((size_t)(M * N), 1.0f);
     c.bias           = rnd_buf((size_t)N, 1.0f);
@@ -142,14 +162,15 @@ static void bench_matmul(struct jb_backend *be, const char *name, enum jb_dtype 
     for (int i = 0; i < n_w; i++) {
         void *wq = jb_aligned_alloc((size_t)(K * N) * jb_dtype_size(type));
         jb_convert_from_f32(type, wf, wq, (size_t)(K * N));
-        c.w[i] = (struct jb_tensor){.type = type, .n_dims = 2, .shape = {K, N}, .data = wq};
+        c.w[i] = (struct jb_tensor){ .type = type, .n_dims = 2, .shape = { K, N }, .data = wq };
     }
     struct timing tm = time_it(run_mm, &c);
     if (M <= 4)
         print_row(name, tm, (double)(K * N) * (double)jb_dtype_size(type), "GB/s");
     else
         print_row(name, tm, 2.0 * (double)(M * N * K), "GFLOP/s");
-    for (int i = 0; i < n_w; i++) free(c.w[i].data);
+    for (int i = 0; i < n_w; i++)
+        free(c.w[i].data);
     free(c.x), free(c.y), free(c.bias), free(wf);
 }
 
@@ -167,11 +188,19 @@ int main(int argc, char **argv)
             if (strcmp(argv[2], jb_cpu_isa_name((enum jb_cpu_isa)i)) == 0)
                 jb_cpu_set_isa(be, (enum jb_cpu_isa)i);
     g_threads = be->n_threads;
-    printf("cpu backend: %d threads, %s kernels. Rates from the median and the best wall time, and\n"
-           "from CPU time per thread (what the kernel does when it has the cores to itself).\n\n",
-           be->n_threads, jb_cpu_isa_name(jb_cpu_of(be)->isa));
-    printf("| %-44s | %9s | %9s | %8s | %8s | %8s | %-7s |\n", "case", "med ms", "best ms",
-           "rate med", "best", "cpu", "unit");
+    printf(
+      "cpu backend: %d threads, %s kernels. Rates from the median and the best wall time, and\n"
+      "from CPU time per thread (what the kernel does when it has the cores to itself).\n\n",
+      be->n_threads,
+      jb_cpu_isa_name(jb_cpu_of(be)->isa));
+    printf("| %-44s | %9s | %9s | %8s | %8s | %8s | %-7s |\n",
+           "case",
+           "med ms",
+           "best ms",
+           "rate med",
+           "best",
+           "cpu",
+           "unit");
     printf("|----------------------------------------------|-----------|-----------|----------|"
            "----------|----------|---------|\n");
 
@@ -182,8 +211,7 @@ int main(int argc, char **argv)
     bench_conv(be, "conv1d 1->64 k4 s2 T=262144 (first)", 1, 64, 4, 262144, 2, 1, 1, false);
     bench_conv(be, "conv1d 64->1 k3 T=262144 (out)", 64, 1, 3, 262144, 1, 1, 1, false);
     bench_conv(be, "conv_transpose1d 64->64 k4 s2 T=32768", 64, 64, 4, 32768, 2, 1, 1, true);
-    bench_conv(be, "conv1d 1024->1024 k3 d27 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 27, 27,
-               false);
+    bench_conv(be, "conv1d 1024->1024 k3 d27 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 27, 27, false);
     bench_matmul(be, "matmul f32 M=1 K=N=1920 (in cache)", JB_DTYPE_F32, 1, 1920, 1920, 1);
     bench_matmul(be, "matmul f32 M=1 K=N=1920 (16 W, from DRAM)", JB_DTYPE_F32, 1, 1920, 1920, 16);
     bench_matmul(be, "matmul f16 M=1 K=N=1920 (in cache)", JB_DTYPE_F16, 1, 1920, 1920, 1);

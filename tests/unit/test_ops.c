@@ -17,10 +17,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TOL       1e-5
+#define TOL 1e-5
 #define CHUNK_TOL 2e-6 /* portable level only */
 
-static int             g_pass, g_fail;
+static int g_pass, g_fail;
 static enum jb_cpu_isa g_isa;
 
 /* --- helpers --------------------------------------------------------------------------------- */
@@ -38,7 +38,8 @@ static double rnd(void) /* uniform [-1, 1) */
 static float *rnd_buf(int64_t n, double scale)
 {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(rnd() * scale);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(rnd() * scale);
     return p;
 }
 
@@ -49,8 +50,9 @@ static double *dbuf(int64_t n)
 
 static struct jb_tensor tensor(enum jb_dtype type, int n_dims, const int64_t *shape, void *data)
 {
-    struct jb_tensor t = {.type = type, .n_dims = n_dims, .data = data};
-    for (int i = 0; i < n_dims; i++) t.shape[i] = shape[i];
+    struct jb_tensor t = { .type = type, .n_dims = n_dims, .data = data };
+    for (int i = 0; i < n_dims; i++)
+        t.shape[i] = shape[i];
     return t;
 }
 
@@ -95,14 +97,25 @@ static const char *agree_what(void)
 static double max_abs(int64_t n, const float *y)
 {
     double m = 0;
-    for (int64_t i = 0; i < n; i++) m = fabs((double)y[i]) > m ? fabs((double)y[i]) : m;
+    for (int64_t i = 0; i < n; i++)
+        m = fabs((double)y[i]) > m ? fabs((double)y[i]) : m;
     return m;
 }
 
-/* --- conv1d ------------------------------------------------------------------------------------ */
+/* --- conv1d ----------------------------------------------------------------------------------- */
 
-static void ref_conv1d(const float *x, int64_t T, int64_t Cin, int64_t Cout, int k, int s, int p,
-                       int d, const float *w, const float *b, double *y, int64_t Tout)
+static void ref_conv1d(const float *x,
+                       int64_t T,
+                       int64_t Cin,
+                       int64_t Cout,
+                       int k,
+                       int s,
+                       int p,
+                       int d,
+                       const float *w,
+                       const float *b,
+                       double *y,
+                       int64_t Tout)
 {
     for (int64_t o = 0; o < Cout; o++)
         for (int64_t t = 0; t < Tout; t++) {
@@ -110,58 +123,82 @@ static void ref_conv1d(const float *x, int64_t T, int64_t Cin, int64_t Cout, int
             for (int64_t c = 0; c < Cin; c++)
                 for (int j = 0; j < k; j++) {
                     int64_t src = s * t - p + (int64_t)d * j;
-                    if (src >= 0 && src < T) acc += (double)w[(o * Cin + c) * k + j] * x[c * T + src];
+                    if (src >= 0 && src < T)
+                        acc += (double)w[(o * Cin + c) * k + j] * x[c * T + src];
                 }
             y[o * Tout + t] = acc;
         }
 }
 
-static void test_conv1d(struct jb_backend *be, int64_t Cin, int64_t Cout, int k, int s, int p,
-                        int d, int64_t T, bool bias)
+static void test_conv1d(struct jb_backend *be,
+                        int64_t Cin,
+                        int64_t Cout,
+                        int k,
+                        int s,
+                        int p,
+                        int d,
+                        int64_t T,
+                        bool bias)
 {
-    int64_t Tout = jb_conv1d_out_len(T, k, s, p, d);
-    float  *x    = rnd_buf(Cin * T, 1.0);
-    float  *w    = rnd_buf(Cout * Cin * k, 1.0 / sqrt((double)(Cin * k)));
-    float  *b    = rnd_buf(Cout, 0.5);
-    float  *y    = rnd_buf(Cout * Tout + 1, 1.0);
+    int64_t Tout   = jb_conv1d_out_len(T, k, s, p, d);
+    float *x       = rnd_buf(Cin * T, 1.0);
+    float *w       = rnd_buf(Cout * Cin * k, 1.0 / sqrt((double)(Cin * k)));
+    float *b       = rnd_buf(Cout, 0.5);
+    float *y       = rnd_buf(Cout * Tout + 1, 1.0);
     y[Cout * Tout] = 12345.0f; /* guard */
     size_t ns      = jb_conv1d_scratch(Cin, T, k, s, p, d);
     float *scratch = ns ? malloc(ns * sizeof(float)) : NULL;
     double *ref    = dbuf(Cout * Tout);
 
-    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){Cout, Cin, k}, w);
-    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){Cout}, b);
+    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ Cout, Cin, k }, w);
+    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ Cout }, b);
     jb_conv1d(be, x, T, &wt, bias ? &bt : NULL, s, p, d, y, scratch);
     ref_conv1d(x, T, Cin, Cout, k, s, p, d, w, bias ? b : NULL, ref, Tout);
     double e = rel_err(Cout * Tout, y, ref);
     report(e <= TOL && y[Cout * Tout] == 12345.0f,
            "conv1d Cin=%lld Cout=%lld k=%d s=%d p=%d d=%d T=%lld%s -> Tout=%lld  relerr=%.2e",
-           (long long)Cin, (long long)Cout, k, s, p, d, (long long)T, bias ? "" : " nobias",
-           (long long)Tout, e);
+           (long long)Cin,
+           (long long)Cout,
+           k,
+           s,
+           p,
+           d,
+           (long long)T,
+           bias ? "" : " nobias",
+           (long long)Tout,
+           e);
     free(x), free(w), free(b), free(y), free(scratch), free(ref);
 }
 
 /* Chunk [a, b) of the sequence vs the whole: outputs whose receptive field lies inside the chunk
  * must agree bitwise. */
-static void test_conv1d_chunk(struct jb_backend *be, int64_t C, int k, int s, int p, int d,
-                              int64_t T, int64_t a, int64_t b_)
+static void test_conv1d_chunk(struct jb_backend *be,
+                              int64_t C,
+                              int k,
+                              int s,
+                              int p,
+                              int d,
+                              int64_t T,
+                              int64_t a,
+                              int64_t b_)
 {
     float *x = rnd_buf(C * T, 1.0), *w = rnd_buf(C * C * k, 0.1), *bias = rnd_buf(C, 0.5);
     int64_t Tout = jb_conv1d_out_len(T, k, s, p, d), Tc = b_ - a;
     int64_t Tcout = jb_conv1d_out_len(Tc, k, s, p, d);
     float *y = malloc((size_t)(C * Tout) * 4), *yc = malloc((size_t)(C * Tcout) * 4);
     float *xc = malloc((size_t)(C * Tc) * 4);
-    for (int64_t c = 0; c < C; c++) memcpy(xc + c * Tc, x + c * T + a, (size_t)Tc * 4);
-    size_t ns      = jb_conv1d_scratch(C, T, k, s, p, d);
-    float *scratch = ns ? malloc(ns * sizeof(float)) : NULL;
-    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){C, C, k}, w);
-    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){C}, bias);
+    for (int64_t c = 0; c < C; c++)
+        memcpy(xc + c * Tc, x + c * T + a, (size_t)Tc * 4);
+    size_t ns           = jb_conv1d_scratch(C, T, k, s, p, d);
+    float *scratch      = ns ? malloc(ns * sizeof(float)) : NULL;
+    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, k }, w);
+    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bias);
     jb_conv1d(be, x, T, &wt, &bt, s, p, d, y, scratch);
     jb_conv1d(be, xc, Tc, &wt, &bt, s, p, d, yc, scratch);
     /* chunk output u is whole output u + a/s; it sees only real inputs when
      * 0 <= s·u − p and s·u − p + d(k−1) < Tc */
-    double  maxd = 0;
-    int64_t n    = 0;
+    double maxd = 0;
+    int64_t n   = 0;
     for (int64_t u = 0; u < Tcout; u++) {
         if (s * u - p < 0 || s * u - p + (int64_t)d * (k - 1) >= Tc) continue;
         for (int64_t o = 0; o < C; o++) {
@@ -171,49 +208,83 @@ static void test_conv1d_chunk(struct jb_backend *be, int64_t C, int k, int s, in
         }
     }
     report(agree(maxd, max_abs(C * Tout, y)) && n > 0,
-           "conv1d chunk [%lld,%lld) of T=%lld C=%lld k=%d s=%d d=%d: %lld interior outputs, max|diff|=%.3g (%s)",
-           (long long)a, (long long)b_, (long long)T, (long long)C, k, s, d, (long long)n, maxd,
+           "conv1d chunk [%lld,%lld) of T=%lld C=%lld k=%d s=%d d=%d: %lld interior outputs, "
+           "max|diff|=%.3g (%s)",
+           (long long)a,
+           (long long)b_,
+           (long long)T,
+           (long long)C,
+           k,
+           s,
+           d,
+           (long long)n,
+           maxd,
            agree_what());
     free(x), free(w), free(bias), free(y), free(yc), free(xc), free(scratch);
 }
 
-/* --- conv_transpose1d ----------------------------------------------------------------------------- */
+/* --- conv_transpose1d
+ * ----------------------------------------------------------------------------- */
 
-static void ref_convt(const float *x, int64_t T, int64_t Cin, int64_t Cout, int k, int s, int p,
-                      const float *w, const float *b, double *y, int64_t Tout)
+static void ref_convt(const float *x,
+                      int64_t T,
+                      int64_t Cin,
+                      int64_t Cout,
+                      int k,
+                      int s,
+                      int p,
+                      const float *w,
+                      const float *b,
+                      double *y,
+                      int64_t Tout)
 {
     for (int64_t o = 0; o < Cout; o++)
-        for (int64_t t = 0; t < Tout; t++) y[o * Tout + t] = b ? b[o] : 0.0;
+        for (int64_t t = 0; t < Tout; t++)
+            y[o * Tout + t] = b ? b[o] : 0.0;
     for (int64_t c = 0; c < Cin; c++)
         for (int64_t u = 0; u < T; u++)
             for (int64_t o = 0; o < Cout; o++)
                 for (int j = 0; j < k; j++) {
                     int64_t t = s * u - p + j;
-                    if (t >= 0 && t < Tout) y[o * Tout + t] += (double)w[(c * Cout + o) * k + j] * x[c * T + u];
+                    if (t >= 0 && t < Tout)
+                        y[o * Tout + t] += (double)w[(c * Cout + o) * k + j] * x[c * T + u];
                 }
 }
 
-static void test_convt(struct jb_backend *be, int64_t Cin, int64_t Cout, int k, int s, int p,
-                       int64_t T, bool bias)
+static void test_convt(struct jb_backend *be,
+                       int64_t Cin,
+                       int64_t Cout,
+                       int k,
+                       int s,
+                       int p,
+                       int64_t T,
+                       bool bias)
 {
-    int64_t Tout = jb_conv_transpose1d_out_len(T, k, s, p);
-    float  *x    = rnd_buf(Cin * T, 1.0);
-    float  *w    = rnd_buf(Cin * Cout * k, 1.0 / sqrt((double)(Cin * k)));
-    float  *b    = rnd_buf(Cout, 0.5);
-    float  *y    = rnd_buf(Cout * Tout + 1, 1.0);
-    y[Cout * Tout] = 12345.0f;
-    size_t  ns      = jb_conv_transpose1d_scratch(Cout, T);
-    float  *scratch = ns ? malloc(ns * sizeof(float)) : NULL;
-    double *ref     = dbuf(Cout * Tout);
-    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){Cin, Cout, k}, w);
-    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){Cout}, b);
+    int64_t Tout        = jb_conv_transpose1d_out_len(T, k, s, p);
+    float *x            = rnd_buf(Cin * T, 1.0);
+    float *w            = rnd_buf(Cin * Cout * k, 1.0 / sqrt((double)(Cin * k)));
+    float *b            = rnd_buf(Cout, 0.5);
+    float *y            = rnd_buf(Cout * Tout + 1, 1.0);
+    y[Cout * Tout]      = 12345.0f;
+    size_t ns           = jb_conv_transpose1d_scratch(Cout, T);
+    float *scratch      = ns ? malloc(ns * sizeof(float)) : NULL;
+    double *ref         = dbuf(Cout * Tout);
+    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ Cin, Cout, k }, w);
+    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ Cout }, b);
     jb_conv_transpose1d(be, x, T, &wt, bias ? &bt : NULL, s, p, y, scratch);
     ref_convt(x, T, Cin, Cout, k, s, p, w, bias ? b : NULL, ref, Tout);
     double e = rel_err(Cout * Tout, y, ref);
     report(e <= TOL && y[Cout * Tout] == 12345.0f,
            "conv_transpose1d Cin=%lld Cout=%lld k=%d s=%d p=%d T=%lld%s -> Tout=%lld  relerr=%.2e",
-           (long long)Cin, (long long)Cout, k, s, p, (long long)T, bias ? "" : " nobias",
-           (long long)Tout, e);
+           (long long)Cin,
+           (long long)Cout,
+           k,
+           s,
+           p,
+           (long long)T,
+           bias ? "" : " nobias",
+           (long long)Tout,
+           e);
     free(x), free(w), free(b), free(y), free(scratch), free(ref);
 }
 
@@ -225,14 +296,15 @@ static void test_convt_chunk(struct jb_backend *be, int64_t C, int64_t T, int64_
     int64_t Tcout = jb_conv_transpose1d_out_len(Tc, k, s, p);
     float *y = malloc((size_t)(C * Tout) * 4), *yc = malloc((size_t)(C * Tcout) * 4);
     float *xc = malloc((size_t)(C * Tc) * 4);
-    for (int64_t c = 0; c < C; c++) memcpy(xc + c * Tc, x + c * T + a, (size_t)Tc * 4);
-    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){C, C, k}, w);
-    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){C}, bias);
+    for (int64_t c = 0; c < C; c++)
+        memcpy(xc + c * Tc, x + c * T + a, (size_t)Tc * 4);
+    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, k }, w);
+    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bias);
     jb_conv_transpose1d(be, x, T, &wt, &bt, s, p, y, NULL);
     jb_conv_transpose1d(be, xc, Tc, &wt, &bt, s, p, yc, NULL);
     /* chunk output t is whole output t + s·a; it sees only chunk inputs for 2 <= t < Tcout − 2 */
-    double  maxd = 0;
-    int64_t n    = 0;
+    double maxd = 0;
+    int64_t n   = 0;
     for (int64_t t = 2; t < Tcout - 2; t++)
         for (int64_t o = 0; o < C; o++) {
             double diff = fabs((double)yc[o * Tcout + t] - y[o * Tout + t + s * a]);
@@ -240,24 +312,37 @@ static void test_convt_chunk(struct jb_backend *be, int64_t C, int64_t T, int64_
             n++;
         }
     report(agree(maxd, max_abs(C * Tout, y)) && n > 0,
-           "conv_transpose1d chunk [%lld,%lld) of T=%lld C=%lld: %lld interior outputs, max|diff|=%.3g (%s)",
-           (long long)a, (long long)b_, (long long)T, (long long)C, (long long)n, maxd,
+           "conv_transpose1d chunk [%lld,%lld) of T=%lld C=%lld: %lld interior outputs, "
+           "max|diff|=%.3g (%s)",
+           (long long)a,
+           (long long)b_,
+           (long long)T,
+           (long long)C,
+           (long long)n,
+           maxd,
            agree_what());
     free(x), free(w), free(bias), free(y), free(yc), free(xc);
 }
 
-/* --- matmul ---------------------------------------------------------------------------------------- */
+/* --- matmul
+ * ---------------------------------------------------------------------------------------- */
 
-static void test_matmul(struct jb_backend *be, enum jb_dtype type, bool w_trans, int64_t M,
-                        int64_t N, int64_t K, bool bias, bool accumulate)
+static void test_matmul(struct jb_backend *be,
+                        enum jb_dtype type,
+                        bool w_trans,
+                        int64_t M,
+                        int64_t N,
+                        int64_t K,
+                        bool bias,
+                        bool accumulate)
 {
     int64_t ldx = K + 3, ldy = N + 5;
-    float  *x   = rnd_buf(M * ldx, 1.0);
-    float  *wf  = rnd_buf(N * K, 1.0 / sqrt((double)K));
-    float  *b   = rnd_buf(N, 0.5);
-    float  *y   = rnd_buf(M * ldy, 1.0);
-    float  *y0  = malloc((size_t)(M * ldy) * 4);
-    void   *wq  = malloc((size_t)(N * K) * jb_dtype_size(type));
+    float *x  = rnd_buf(M * ldx, 1.0);
+    float *wf = rnd_buf(N * K, 1.0 / sqrt((double)K));
+    float *b  = rnd_buf(N, 0.5);
+    float *y  = rnd_buf(M * ldy, 1.0);
+    float *y0 = malloc((size_t)(M * ldy) * 4);
+    void *wq  = malloc((size_t)(N * K) * jb_dtype_size(type));
     memcpy(y0, y, (size_t)(M * ldy) * 4);
     jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
     jb_convert_to_f32(type, wq, wf, (size_t)(N * K)); /* the reference uses the rounded weights */
@@ -270,33 +355,46 @@ static void test_matmul(struct jb_backend *be, enum jb_dtype type, bool w_trans,
                 acc += (double)x[m * ldx + k] * (w_trans ? wf[n * K + k] : wf[k * N + n]);
             ref[m * N + n] = acc;
         }
-    int64_t          shape[2] = {w_trans ? N : K, w_trans ? K : N};
-    struct jb_tensor wt       = tensor(type, 2, shape, wq);
+    int64_t shape[2]    = { w_trans ? N : K, w_trans ? K : N };
+    struct jb_tensor wt = tensor(type, 2, shape, wq);
     jb_matmul(be, M, N, K, x, ldx, &wt, w_trans, bias ? b : NULL, y, ldy, accumulate);
 
-    float *got  = malloc((size_t)(M * N) * 4);
-    bool   pads = true; /* the ldy padding must be untouched */
+    float *got = malloc((size_t)(M * N) * 4);
+    bool pads  = true; /* the ldy padding must be untouched */
     for (int64_t m = 0; m < M; m++) {
         memcpy(got + m * N, y + m * ldy, (size_t)N * 4);
-        for (int64_t n = N; n < ldy; n++) pads = pads && y[m * ldy + n] == y0[m * ldy + n];
+        for (int64_t n = N; n < ldy; n++)
+            pads = pads && y[m * ldy + n] == y0[m * ldy + n];
     }
     double e = rel_err(M * N, got, ref);
-    report(e <= TOL && pads, "matmul %-4s %s M=%lld N=%lld K=%lld%s%s  relerr=%.2e",
-           jb_dtype_name(type), w_trans ? "W[N,K]" : "W[K,N]", (long long)M, (long long)N,
-           (long long)K, bias ? " bias" : "", accumulate ? " accumulate" : "", e);
+    report(e <= TOL && pads,
+           "matmul %-4s %s M=%lld N=%lld K=%lld%s%s  relerr=%.2e",
+           jb_dtype_name(type),
+           w_trans ? "W[N,K]" : "W[K,N]",
+           (long long)M,
+           (long long)N,
+           (long long)K,
+           bias ? " bias" : "",
+           accumulate ? " accumulate" : "",
+           e);
     free(x), free(wf), free(b), free(y), free(y0), free(wq), free(ref), free(got);
 }
 
 /* The same product on 1 and on 3 threads, bitwise. */
-static void test_matmul_threads(struct jb_backend *be1, struct jb_backend *be3, enum jb_dtype type,
-                                bool w_trans, int64_t M, int64_t N, int64_t K)
+static void test_matmul_threads(struct jb_backend *be1,
+                                struct jb_backend *be3,
+                                enum jb_dtype type,
+                                bool w_trans,
+                                int64_t M,
+                                int64_t N,
+                                int64_t K)
 {
     float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05), *b = rnd_buf(N, 0.5);
     float *y1 = malloc((size_t)(M * N) * 4), *y3 = malloc((size_t)(M * N) * 4);
-    void  *wq = malloc((size_t)(N * K) * jb_dtype_size(type));
+    void *wq = malloc((size_t)(N * K) * jb_dtype_size(type));
     jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
-    int64_t          shape[2] = {w_trans ? N : K, w_trans ? K : N};
-    struct jb_tensor wt       = tensor(type, 2, shape, wq);
+    int64_t shape[2]    = { w_trans ? N : K, w_trans ? K : N };
+    struct jb_tensor wt = tensor(type, 2, shape, wq);
     jb_matmul(be1, M, N, K, x, K, &wt, w_trans, b, y1, N, false);
     jb_matmul(be3, M, N, K, x, K, &wt, w_trans, b, y3, N, false);
     double maxd = 0;
@@ -304,28 +402,40 @@ static void test_matmul_threads(struct jb_backend *be1, struct jb_backend *be3, 
         maxd = fabs((double)y1[i] - y3[i]) > maxd ? fabs((double)y1[i] - y3[i]) : maxd;
     report(agree(maxd, max_abs(M * N, y1)),
            "matmul %-4s %s M=%lld N=%lld K=%lld: 1 thread vs 3 threads max|diff|=%.3g (%s)",
-           jb_dtype_name(type), w_trans ? "W[N,K]" : "W[K,N]", (long long)M, (long long)N,
-           (long long)K, maxd, agree_what());
+           jb_dtype_name(type),
+           w_trans ? "W[N,K]" : "W[K,N]",
+           (long long)M,
+           (long long)N,
+           (long long)K,
+           maxd,
+           agree_what());
     free(x), free(wf), free(b), free(y1), free(y3), free(wq);
 }
 
 /* Row m of an M-row product equals the same row computed alone (W [K, N], SIMD levels). */
-static void test_matmul_rows(struct jb_backend *be, enum jb_dtype type, int64_t M, int64_t N,
+static void test_matmul_rows(struct jb_backend *be,
+                             enum jb_dtype type,
+                             int64_t M,
+                             int64_t N,
                              int64_t K)
 {
     float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05), *b = rnd_buf(N, 0.5);
     float *y = malloc((size_t)(M * N) * 4), *y1 = malloc((size_t)N * 4);
-    void  *wq = malloc((size_t)(N * K) * jb_dtype_size(type));
+    void *wq = malloc((size_t)(N * K) * jb_dtype_size(type));
     jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
-    struct jb_tensor wt = tensor(type, 2, (int64_t[]){K, N}, wq);
+    struct jb_tensor wt = tensor(type, 2, (int64_t[]){ K, N }, wq);
     jb_matmul(be, M, N, K, x, K, &wt, false, b, y, N, false);
     bool same = true;
     for (int64_t m = 0; m < M; m += 5) {
         jb_matmul(be, 1, N, K, x + m * K, K, &wt, false, b, y1, N, false);
         same = same && memcmp(y1, y + m * N, (size_t)N * 4) == 0;
     }
-    report(same, "matmul %-4s W[K,N] M=%lld N=%lld K=%lld: rows equal the M=1 products (bitwise)",
-           jb_dtype_name(type), (long long)M, (long long)N, (long long)K);
+    report(same,
+           "matmul %-4s W[K,N] M=%lld N=%lld K=%lld: rows equal the M=1 products (bitwise)",
+           jb_dtype_name(type),
+           (long long)M,
+           (long long)N,
+           (long long)K);
     free(x), free(wf), free(b), free(y), free(y1), free(wq);
 }
 
@@ -335,11 +445,11 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     const int64_t C = 48, T = 1500;
     float *x = rnd_buf(C * T, 1.0), *w = rnd_buf(C * C * 4, 0.1), *bias = rnd_buf(C, 0.5);
     float *y1 = malloc((size_t)(C * 2 * T) * 4), *y2 = malloc((size_t)(C * 2 * T) * 4);
-    float *sc = malloc(jb_conv1d_scratch(C, T, 4, 2, 1, 1) * 4);
-    struct jb_tensor w3 = tensor(JB_DTYPE_F32, 3, (int64_t[]){C, C, 3}, w);
-    struct jb_tensor w4 = tensor(JB_DTYPE_F32, 3, (int64_t[]){C, C, 4}, w);
-    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){C}, bias);
-    bool ok = true;
+    float *sc           = malloc(jb_conv1d_scratch(C, T, 4, 2, 1, 1) * 4);
+    struct jb_tensor w3 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, 3 }, w);
+    struct jb_tensor w4 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, 4 }, w);
+    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bias);
+    bool ok             = true;
     jb_conv1d(b1, x, T, &w3, &bt, 1, 9, 9, y1, NULL);
     jb_conv1d(b2, x, T, &w3, &bt, 1, 9, 9, y2, NULL);
     ok = ok && memcmp(y1, y2, (size_t)(C * T) * 4) == 0;
@@ -361,12 +471,12 @@ static void test_nested(struct jb_backend *be)
     float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05), *xc = rnd_buf(C * T, 1.0);
     float *wc = rnd_buf(C * C * 3, 0.1);
     float *ys = malloc((size_t)(M * N) * 4), *cs = malloc((size_t)(C * T) * 4);
-    float *yp[2] = {malloc((size_t)(M * N) * 4), malloc((size_t)(M * N) * 4)};
-    float *cp[2] = {malloc((size_t)(C * T) * 4), malloc((size_t)(C * T) * 4)};
+    float *yp[2] = { malloc((size_t)(M * N) * 4), malloc((size_t)(M * N) * 4) };
+    float *cp[2] = { malloc((size_t)(C * T) * 4), malloc((size_t)(C * T) * 4) };
     uint16_t *wq = malloc((size_t)(N * K) * 2);
     jb_convert_from_f32(JB_DTYPE_F16, wf, wq, (size_t)(N * K));
-    struct jb_tensor wt = tensor(JB_DTYPE_F16, 2, (int64_t[]){K, N}, wq);
-    struct jb_tensor ct = tensor(JB_DTYPE_F32, 3, (int64_t[]){C, C, 3}, wc);
+    struct jb_tensor wt = tensor(JB_DTYPE_F16, 2, (int64_t[]){ K, N }, wq);
+    struct jb_tensor ct = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, 3 }, wc);
     jb_matmul(be, M, N, K, x, K, &wt, false, NULL, ys, N, false);
     jb_conv1d(be, xc, T, &ct, NULL, 1, 3, 3, cs, NULL);
 #pragma omp parallel num_threads(2)
@@ -383,21 +493,22 @@ static void test_nested(struct jb_backend *be)
              memcmp(cp[i], cs, (size_t)(C * T) * 4) == 0;
     report(ok, "matmul and conv1d called from 2 threads of the caller's parallel region (bitwise)");
     free(x), free(wf), free(xc), free(wc), free(ys), free(cs), free(wq);
-    for (int i = 0; i < 2; i++) free(yp[i]), free(cp[i]);
+    for (int i = 0; i < 2; i++)
+        free(yp[i]), free(cp[i]);
 }
 
 /* The W [K, N] products (GEMV for M <= 4, packed tiles above) on AVX2 and AVX-512, bitwise. */
 static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5)
 {
-    const int64_t N = 333, K = 257, Ms[] = {1, 3, 32};
+    const int64_t N = 333, K = 257, Ms[] = { 1, 3, 32 };
     float *x = rnd_buf(32 * K, 1.0), *wf = rnd_buf(N * K, 0.05), *b = rnd_buf(N, 0.5);
     float *y2 = malloc((size_t)(32 * N) * 4), *y5 = malloc((size_t)(32 * N) * 4);
-    void  *wq = malloc((size_t)(N * K) * 2);
-    bool   ok = true;
+    void *wq = malloc((size_t)(N * K) * 2);
+    bool ok  = true;
     for (int t = 0; t < 2; t++) {
         enum jb_dtype type = t ? JB_DTYPE_F16 : JB_DTYPE_F32;
         if (t) jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
-        struct jb_tensor wt = tensor(type, 2, (int64_t[]){K, N}, t ? wq : (void *)wf);
+        struct jb_tensor wt = tensor(type, 2, (int64_t[]){ K, N }, t ? wq : (void *)wf);
         for (int i = 0; i < 3; i++) {
             jb_matmul(b2, Ms[i], N, K, x, K, &wt, false, b, y2, N, false);
             jb_matmul(b5, Ms[i], N, K, x, K, &wt, false, b, y5, N, false);
@@ -408,31 +519,38 @@ static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5)
     free(x), free(wf), free(b), free(y2), free(y5), free(wq);
 }
 
-/* --- elementwise --------------------------------------------------------------------------------- */
+/* --- elementwise ------------------------------------------------------------------------------ */
 
 static void test_layernorm(struct jb_backend *be, int64_t rows, int64_t W, double offset)
 {
     float *x = rnd_buf(rows * W, 2.0), *g = rnd_buf(W, 1.0), *bt = rnd_buf(W, 1.0);
-    for (int64_t i = 0; i < rows * W; i++) x[i] += (float)offset;
-    float  *y   = malloc((size_t)(rows * W) * 4);
+    for (int64_t i = 0; i < rows * W; i++)
+        x[i] += (float)offset;
+    float *y    = malloc((size_t)(rows * W) * 4);
     double *ref = dbuf(rows * W);
     for (int64_t r = 0; r < rows; r++) {
         double mean = 0, var = 0;
-        for (int64_t i = 0; i < W; i++) mean += x[r * W + i];
+        for (int64_t i = 0; i < W; i++)
+            mean += x[r * W + i];
         mean /= (double)W;
-        for (int64_t i = 0; i < W; i++) var += (x[r * W + i] - mean) * (x[r * W + i] - mean);
+        for (int64_t i = 0; i < W; i++)
+            var += (x[r * W + i] - mean) * (x[r * W + i] - mean);
         var /= (double)W;
         for (int64_t i = 0; i < W; i++)
             ref[r * W + i] = (x[r * W + i] - mean) / sqrt(var + 1e-5) * g[i] + bt[i];
     }
-    struct jb_tensor gt = tensor(JB_DTYPE_F32, 1, (int64_t[]){W}, g);
-    struct jb_tensor btt = tensor(JB_DTYPE_F32, 1, (int64_t[]){W}, bt);
+    struct jb_tensor gt  = tensor(JB_DTYPE_F32, 1, (int64_t[]){ W }, g);
+    struct jb_tensor btt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ W }, bt);
     jb_layernorm(be, rows, W, x, &gt, &btt, 1e-5f, y);
     double e = rel_err(rows * W, y, ref);
     jb_layernorm(be, rows, W, x, &gt, &btt, 1e-5f, x); /* in place */
     bool same = memcmp(x, y, (size_t)(rows * W) * 4) == 0;
-    report(e <= TOL && same, "layernorm rows=%lld W=%lld offset=%g  relerr=%.2e, in-place identical",
-           (long long)rows, (long long)W, offset, e);
+    report(e <= TOL && same,
+           "layernorm rows=%lld W=%lld offset=%g  relerr=%.2e, in-place identical",
+           (long long)rows,
+           (long long)W,
+           offset,
+           e);
     free(x), free(g), free(bt), free(y), free(ref);
 }
 
@@ -440,44 +558,55 @@ static void test_softmax(int64_t rows, int64_t n)
 {
     float *x = rnd_buf(rows * n, 8.0);
     for (int64_t r = 0; r < rows; r++) /* causal-style mask: -1e9 past the diagonal */
-        for (int64_t i = r % n + 1; i < n; i++) x[r * n + i] = x[r * n + i] * 1.0f - 1e9f;
+        for (int64_t i = r % n + 1; i < n; i++)
+            x[r * n + i] = x[r * n + i] * 1.0f - 1e9f;
     double *ref = dbuf(rows * n);
     for (int64_t r = 0; r < rows; r++) {
         double mx = -INFINITY, sum = 0;
-        for (int64_t i = 0; i < n; i++) mx = x[r * n + i] > mx ? x[r * n + i] : mx;
-        for (int64_t i = 0; i < n; i++) sum += exp(x[r * n + i] - mx);
-        for (int64_t i = 0; i < n; i++) ref[r * n + i] = exp(x[r * n + i] - mx) / sum;
+        for (int64_t i = 0; i < n; i++)
+            mx = x[r * n + i] > mx ? x[r * n + i] : mx;
+        for (int64_t i = 0; i < n; i++)
+            sum += exp(x[r * n + i] - mx);
+        for (int64_t i = 0; i < n; i++)
+            ref[r * n + i] = exp(x[r * n + i] - mx) / sum;
     }
     jb_softmax_rows(rows, n, x);
     double e = rel_err(rows * n, x, ref);
-    report(e <= TOL, "softmax rows=%lld n=%lld (with -1e9 entries)  relerr=%.2e", (long long)rows,
-           (long long)n, e);
+    report(e <= TOL,
+           "softmax rows=%lld n=%lld (with -1e9 entries)  relerr=%.2e",
+           (long long)rows,
+           (long long)n,
+           e);
     free(x), free(ref);
 }
 
 static void test_elementwise(int64_t n)
 {
-    float  *a = rnd_buf(n, 6.0), *b = rnd_buf(n, 1.0), *y = malloc((size_t)n * 4);
+    float *a = rnd_buf(n, 6.0), *b = rnd_buf(n, 1.0), *y = malloc((size_t)n * 4);
     double *ref = dbuf(n);
-    double  e;
+    double e;
 
-    for (int64_t i = 0; i < n; i++) ref[i] = a[i] / (1.0 + exp(-1.702 * a[i]));
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = a[i] / (1.0 + exp(-1.702 * a[i]));
     memcpy(y, a, (size_t)n * 4);
     jb_quick_gelu(n, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "quick_gelu n=%lld  relerr=%.2e", (long long)n, e);
 
-    for (int64_t i = 0; i < n; i++) ref[i] = a[i] > 0 ? a[i] : 0.0;
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = a[i] > 0 ? a[i] : 0.0;
     jb_relu(n, a, y);
     e = rel_err(n, y, ref);
     report(e == 0.0, "relu n=%lld  relerr=%.2e", (long long)n, e);
 
-    for (int64_t i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = (double)a[i] + b[i];
     jb_add(n, a, b, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "add n=%lld  relerr=%.2e", (long long)n, e);
 
-    for (int64_t i = 0; i < n; i++) ref[i] = (double)b[i] + 0.25 * a[i];
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = (double)b[i] + 0.25 * a[i];
     memcpy(y, b, (size_t)n * 4);
     jb_axpy(n, 0.25f, a, y);
     e = rel_err(n, y, ref);
@@ -488,22 +617,28 @@ static void test_elementwise(int64_t n)
 static void test_embedding(enum jb_dtype type)
 {
     const int64_t V = 37, W = 1925, n = 9;
-    float        *tf = rnd_buf(V * W, 1.0);
-    void         *tq = malloc((size_t)(V * W) * jb_dtype_size(type));
+    float *tf = rnd_buf(V * W, 1.0);
+    void *tq  = malloc((size_t)(V * W) * jb_dtype_size(type));
     jb_convert_from_f32(type, tf, tq, (size_t)(V * W));
     jb_convert_to_f32(type, tq, tf, (size_t)(V * W));
-    int32_t ids[9] = {0, 36, 5, 5, 17, 1, 35, 0, 20};
-    float  *out    = malloc((size_t)(n * W) * 4);
-    struct jb_tensor t = tensor(type, 2, (int64_t[]){V, W}, tq);
+    int32_t ids[9]     = { 0, 36, 5, 5, 17, 1, 35, 0, 20 };
+    float *out         = malloc((size_t)(n * W) * 4);
+    struct jb_tensor t = tensor(type, 2, (int64_t[]){ V, W }, tq);
     jb_embedding(&t, ids, n, out);
     bool ok = true;
-    for (int64_t i = 0; i < n; i++) ok = ok && memcmp(out + i * W, tf + ids[i] * W, (size_t)W * 4) == 0;
-    report(ok, "embedding %s V=%lld W=%lld n=%lld (exact)", jb_dtype_name(type), (long long)V,
-           (long long)W, (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        ok = ok && memcmp(out + i * W, tf + ids[i] * W, (size_t)W * 4) == 0;
+    report(ok,
+           "embedding %s V=%lld W=%lld n=%lld (exact)",
+           jb_dtype_name(type),
+           (long long)V,
+           (long long)W,
+           (long long)n);
     free(tf), free(tq), free(out);
 }
 
-/* --- vq_argmin ------------------------------------------------------------------------------------- */
+/* --- vq_argmin
+ * ------------------------------------------------------------------------------------- */
 
 static double vq_dist(const float *x, int64_t T, int64_t t, const float *kb, int64_t emb, int64_t j)
 {
@@ -521,29 +656,33 @@ static void test_vq(struct jb_backend *be, int64_t T, int64_t bins, int64_t emb,
 {
     float *x = rnd_buf(emb * T, 1.0), *kb = rnd_buf(bins * emb, 1.0);
     if (exact) {
-        for (int64_t i = 0; i < emb * T; i++) x[i] = roundf(x[i] * 16.0f) / 8.0f;
-        for (int64_t i = 0; i < bins * emb; i++) kb[i] = roundf(kb[i] * 16.0f) / 8.0f;
+        for (int64_t i = 0; i < emb * T; i++)
+            x[i] = roundf(x[i] * 16.0f) / 8.0f;
+        for (int64_t i = 0; i < bins * emb; i++)
+            kb[i] = roundf(kb[i] * 16.0f) / 8.0f;
     }
     /* forced ties: the second half of the codebook repeats the first, so every winner must be in
      * the first half; and x[:, 0] sits exactly on code 3 (repeated at 3 + bins/2) */
     int64_t half = bins / 2;
     memcpy(kb + half * emb, kb, (size_t)(half * emb) * 4);
-    for (int64_t e = 0; e < emb; e++) x[e * T + 0] = kb[3 * emb + e];
-    int32_t *codes   = malloc((size_t)T * 4);
-    float   *scratch = malloc(jb_vq_argmin_scratch(bins, emb, T) * 4);
-    struct jb_tensor kt = tensor(JB_DTYPE_F32, 2, (int64_t[]){bins, emb}, kb);
+    for (int64_t e = 0; e < emb; e++)
+        x[e * T + 0] = kb[3 * emb + e];
+    int32_t *codes      = malloc((size_t)T * 4);
+    float *scratch      = malloc(jb_vq_argmin_scratch(bins, emb, T) * 4);
+    struct jb_tensor kt = tensor(JB_DTYPE_F32, 2, (int64_t[]){ bins, emb }, kb);
     jb_vq_argmin(be, x, T, &kt, codes, scratch);
 
     /* each pick must be a true minimum up to fp32 rounding of the distance (|x|² + |k|² scale) */
     int64_t bad = 0, dup = 0;
-    double  worst = 0;
+    double worst = 0;
     for (int64_t t = 0; t < T; t++) {
         double best = INFINITY, xn = 0;
         for (int64_t j = 0; j < bins; j++) {
             double d = vq_dist(x, T, t, kb, emb, j);
             best     = d < best ? d : best;
         }
-        for (int64_t e = 0; e < emb; e++) xn += (double)x[e * T + t] * x[e * T + t];
+        for (int64_t e = 0; e < emb; e++)
+            xn += (double)x[e * T + t] * x[e * T + t];
         if (codes[t] < 0 || codes[t] >= bins) {
             bad++;
             continue;
@@ -558,23 +697,35 @@ static void test_vq(struct jb_backend *be, int64_t T, int64_t bins, int64_t emb,
     bool need_first = exact || g_isa >= JB_CPU_ISA_AVX2;
     bool ok         = bad == 0 && (!need_first || (dup == 0 && codes[0] == 3));
     report(ok,
-           "vq_argmin T=%lld bins=%lld emb=%lld%s: %lld bad picks, worst excess %.1e, %lld second-copy picks, tie at t=0 -> %d (want 3)",
-           (long long)T, (long long)bins, (long long)emb, exact ? " exact" : "", (long long)bad,
-           worst, (long long)dup, codes[0]);
+           "vq_argmin T=%lld bins=%lld emb=%lld%s: %lld bad picks, worst excess %.1e, %lld "
+           "second-copy picks, tie at t=0 -> %d (want 3)",
+           (long long)T,
+           (long long)bins,
+           (long long)emb,
+           exact ? " exact" : "",
+           (long long)bad,
+           worst,
+           (long long)dup,
+           codes[0]);
     free(x), free(kb), free(codes), free(scratch);
 }
 
-/* --- backend API ------------------------------------------------------------------------------------ */
+/* --- backend API
+ * ------------------------------------------------------------------------------------ */
 
 static void test_backend_api(void)
 {
     struct jb_backend *be = jb_backend_init("cuda", 0);
-    report(be == NULL && strstr(jb_last_error(), "backend 'cuda' is not available in this build (available: cpu)"),
-           "jb_backend_init(\"cuda\") -> NULL, \"%s\"", jb_last_error());
+    report(be == NULL && strstr(jb_last_error(),
+                                "backend 'cuda' is not available in this build (available: cpu)"),
+           "jb_backend_init(\"cuda\") -> NULL, \"%s\"",
+           jb_last_error());
     be = jb_backend_init(NULL, 0);
     report(be && strcmp(jb_backend_name(be), "cpu") == 0 && be->n_threads >= 1 &&
-               strcmp(jb_backends_available(), "cpu") == 0 && jb_backend_supports(be, JB_OP_CONV1D),
-           "jb_backend_init(NULL, 0) -> %s with %d threads", jb_backend_name(be), be ? be->n_threads : 0);
+             strcmp(jb_backends_available(), "cpu") == 0 && jb_backend_supports(be, JB_OP_CONV1D),
+           "jb_backend_init(NULL, 0) -> %s with %d threads",
+           jb_backend_name(be),
+           be ? be->n_threads : 0);
     if (be) {
         void *buf = jb_backend_alloc(be, 1000);
         report(buf && ((uintptr_t)buf & 63) == 0, "jb_backend_alloc is 64-byte aligned");
@@ -584,13 +735,14 @@ static void test_backend_api(void)
     jb_backend_free(NULL);
 }
 
-/* --- main ----------------------------------------------------------------------------------------- */
+/* --- main
+ * ----------------------------------------------------------------------------------------- */
 
 static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_backend *be3)
 {
     /* conv1d: the VQ-VAE residual convs (dilations up to 2187, with padding longer than the
      * sequence), the strided down-sampling conv, k = 1, Cin = 1, Cout = 1 */
-    const int dils[] = {1, 3, 9, 27, 2187};
+    const int dils[] = { 1, 3, 9, 27, 2187 };
     for (size_t i = 0; i < sizeof dils / sizeof dils[0]; i++) {
         test_conv1d(be, 32, 32, 3, 1, dils[i], dils[i], 50, true);
         test_conv1d(be, 64, 64, 3, 1, dils[i], dils[i], 3000, true);
@@ -616,20 +768,22 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_conv1d_chunk(be, 32, 4, 2, 1, 1, 3000, 602, 2222);
 
     /* conv_transpose1d: the VQ-VAE / conditioner up-sampling (k4 s2 p1), odd/even T, T = 1 */
-    const int64_t Ts[] = {1, 2, 7, 8, 100, 1001};
-    for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) test_convt(be, 32, 64, 4, 2, 1, Ts[i], true);
+    const int64_t Ts[] = { 1, 2, 7, 8, 100, 1001 };
+    for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++)
+        test_convt(be, 32, 64, 4, 2, 1, Ts[i], true);
     test_convt(be, 64, 64, 4, 2, 1, 4096, true);
     test_convt(be, 64, 1, 4, 2, 1, 33, false);
     test_convt(be, 5, 9, 3, 1, 1, 40, true);
     test_convt(be, 5, 9, 5, 2, 2, 40, true);
     test_convt(be, 6, 10, 7, 3, 2, 41, true);
     test_convt(be, 6, 10, 4, 2, 0, 17, true);
-    for (int64_t co = 1; co <= 6; co++) test_convt(be, 3, co, 4, 2, 1, 29, co % 2);
+    for (int64_t co = 1; co <= 6; co++)
+        test_convt(be, 3, co, 4, 2, 1, 29, co % 2);
     test_convt_chunk(be, 32, 2000, 333, 1500);
 
     /* matmul: every dtype and layout, the token-by-token M = 1..4, the prefill sizes */
-    const enum jb_dtype types[] = {JB_DTYPE_F32, JB_DTYPE_F16, JB_DTYPE_BF16};
-    const int64_t       Ms[]    = {1, 2, 3, 4, 7, 64};
+    const enum jb_dtype types[] = { JB_DTYPE_F32, JB_DTYPE_F16, JB_DTYPE_BF16 };
+    const int64_t Ms[]          = { 1, 2, 3, 4, 7, 64 };
     for (int ti = 0; ti < 3; ti++)
         for (int tr = 0; tr < 2; tr++)
             for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
@@ -655,7 +809,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     }
 
     if (g_isa >= JB_CPU_ISA_AVX2) {
-        for (int ti = 0; ti < 3; ti++) test_matmul_rows(be, types[ti], 37, 500, 300);
+        for (int ti = 0; ti < 3; ti++)
+            test_matmul_rows(be, types[ti], 37, 500, 300);
         test_conv_same(be1, be3, "1 thread == 3 threads");
     }
 
@@ -669,7 +824,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_softmax(40, 1);
     test_elementwise(1000);
     test_elementwise(300000);
-    for (int ti = 0; ti < 3; ti++) test_embedding(types[ti]);
+    for (int ti = 0; ti < 3; ti++)
+        test_embedding(types[ti]);
 
     test_vq(be, 300, 512, 64, false);
     test_vq(be, 37, 2048, 64, false);

@@ -21,8 +21,10 @@ const char *jb_backends_available(void)
 struct jb_backend *jb_backend_init(const char *name, int n_threads)
 {
     if (name == NULL || strcmp(name, "cpu") == 0) return jb_backend_cpu_init(n_threads);
-    jb_fail(JB_STATUS_ERR_UNSUPPORTED, "backend '%s' is not available in this build (available: %s)",
-            name, jb_backends_available());
+    jb_fail(JB_STATUS_ERR_UNSUPPORTED,
+            "backend '%s' is not available in this build (available: %s)",
+            name,
+            jb_backends_available());
     return NULL;
 }
 
@@ -48,8 +50,12 @@ bool jb_backend_supports(const struct jb_backend *be, enum jb_op op)
 void *jb_backend_alloc(struct jb_backend *be, size_t nbytes)
 {
     void *p = be->iface->buffer_alloc(be->ctx, nbytes);
-    if (!p) jb_fail(JB_STATUS_ERR_NOMEM, "%s: %s backend could not allocate %zu bytes", __func__,
-                    be->iface->name, nbytes);
+    if (!p)
+        jb_fail(JB_STATUS_ERR_NOMEM,
+                "%s: %s backend could not allocate %zu bytes",
+                __func__,
+                be->iface->name,
+                nbytes);
     return p;
 }
 
@@ -60,34 +66,67 @@ void jb_backend_free_buffer(struct jb_backend *be, void *buf)
 
 /* --- op wrappers (ops.h) ---------------------------------------------------------------------- */
 
-void jb_matmul(struct jb_backend *be, int64_t M, int64_t N, int64_t K, const float *x, int64_t ldx,
-               const struct jb_tensor *w, bool w_trans, const float *bias, float *y, int64_t ldy,
+void jb_matmul(struct jb_backend *be,
+               int64_t M,
+               int64_t N,
+               int64_t K,
+               const float *x,
+               int64_t ldx,
+               const struct jb_tensor *w,
+               bool w_trans,
+               const float *bias,
+               float *y,
+               int64_t ldy,
                bool accumulate)
 {
     jb_cpu_matmul(jb_cpu_of(be), M, N, K, x, ldx, w, w_trans, bias, y, ldy, accumulate);
 }
 
-void jb_conv1d(struct jb_backend *be, const float *x, int64_t T, const struct jb_tensor *w,
-               const struct jb_tensor *b, int stride, int pad, int dil, float *y, float *scratch)
+void jb_conv1d(struct jb_backend *be,
+               const float *x,
+               int64_t T,
+               const struct jb_tensor *w,
+               const struct jb_tensor *b,
+               int stride,
+               int pad,
+               int dil,
+               float *y,
+               float *scratch)
 {
     jb_cpu_conv1d(jb_cpu_of(be), x, T, w, b, stride, pad, dil, y, scratch);
 }
 
-void jb_conv_transpose1d(struct jb_backend *be, const float *x, int64_t T,
-                         const struct jb_tensor *w, const struct jb_tensor *b, int stride, int pad,
-                         float *y, float *scratch)
+void jb_conv_transpose1d(struct jb_backend *be,
+                         const float *x,
+                         int64_t T,
+                         const struct jb_tensor *w,
+                         const struct jb_tensor *b,
+                         int stride,
+                         int pad,
+                         float *y,
+                         float *scratch)
 {
     jb_cpu_conv_transpose1d(jb_cpu_of(be), x, T, w, b, stride, pad, y, scratch);
 }
 
-void jb_layernorm(struct jb_backend *be, int64_t rows, int64_t W, const float *x,
-                  const struct jb_tensor *gamma, const struct jb_tensor *beta, float eps, float *y)
+void jb_layernorm(struct jb_backend *be,
+                  int64_t rows,
+                  int64_t W,
+                  const float *x,
+                  const struct jb_tensor *gamma,
+                  const struct jb_tensor *beta,
+                  float eps,
+                  float *y)
 {
     jb_cpu_layernorm(jb_cpu_of(be), rows, W, x, gamma, beta, eps, y);
 }
 
-void jb_vq_argmin(struct jb_backend *be, const float *x, int64_t T,
-                  const struct jb_tensor *codebook, int32_t *codes, float *scratch)
+void jb_vq_argmin(struct jb_backend *be,
+                  const float *x,
+                  int64_t T,
+                  const struct jb_tensor *codebook,
+                  int32_t *codes,
+                  float *scratch)
 {
     jb_cpu_vq_argmin(jb_cpu_of(be), x, T, codebook, codes, scratch);
 }

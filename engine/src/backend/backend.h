@@ -34,22 +34,22 @@ struct jb_backend_i {
     void (*free)(void *ctx);
     bool (*supports_op)(void *ctx, enum jb_op op); /* (optional) NULL: none of the ops below */
 
-    void *(*buffer_alloc)(void *ctx, size_t nbytes);                      /* 64-byte aligned */
+    void *(*buffer_alloc)(void *ctx, size_t nbytes); /* 64-byte aligned */
     void (*buffer_free)(void *ctx, void *buf);
     void (*set_tensor)(void *ctx, void *dst, const void *src, size_t n); /* (optional) host */
     void (*get_tensor)(void *ctx, void *dst, const void *src, size_t n); /* (optional) host */
-    void (*synchronize)(void *ctx);                                       /* (optional)      */
+    void (*synchronize)(void *ctx);                                      /* (optional)      */
 };
 
 struct jb_backend {
     const struct jb_backend_i *iface;
-    void                      *ctx;
-    int                        n_threads;
+    void *ctx;
+    int n_threads;
 };
 
-bool  jb_backend_supports(const struct jb_backend *be, enum jb_op op);
+bool jb_backend_supports(const struct jb_backend *be, enum jb_op op);
 void *jb_backend_alloc(struct jb_backend *be, size_t nbytes); /* jb_fail(NOMEM) on failure */
-void  jb_backend_free_buffer(struct jb_backend *be, void *buf);
+void jb_backend_free_buffer(struct jb_backend *be, void *buf);
 
 /* backend/cpu/cpu.c */
 struct jb_backend *jb_backend_cpu_init(int n_threads);

@@ -41,9 +41,12 @@ float *jb_cpu_arena(const struct jb_cpu *cpu)
 const char *jb_cpu_isa_name(enum jb_cpu_isa isa)
 {
     switch (isa) {
-    case JB_CPU_ISA_PORTABLE: return "portable";
-    case JB_CPU_ISA_AVX2: return "avx2";
-    case JB_CPU_ISA_AVX512: return "avx512";
+    case JB_CPU_ISA_PORTABLE:
+        return "portable";
+    case JB_CPU_ISA_AVX2:
+        return "avx2";
+    case JB_CPU_ISA_AVX512:
+        return "avx512";
     }
     return "?";
 }
@@ -55,11 +58,10 @@ static enum jb_cpu_isa detect_isa(void)
     /* clang has no "f16c" for __builtin_cpu_supports: CPUID.1:ECX bit 29 (the OS side is
      * covered by the avx2 check, which tests that YMM state is enabled) */
     unsigned a, b, c = 0, d;
-    bool     f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    bool     avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                  __builtin_cpu_supports("avx512vl");
+    bool f16c   = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    bool avx2   = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     return avx512 ? JB_CPU_ISA_AVX512 : avx2 ? JB_CPU_ISA_AVX2 : JB_CPU_ISA_PORTABLE;
 #else
     return JB_CPU_ISA_PORTABLE;
@@ -131,9 +133,9 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
         long n    = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
     }
-    struct jb_backend *be  = jb_calloc(1, sizeof *be);
-    struct jb_cpu     *cpu = jb_calloc(1, sizeof *cpu);
-    size_t             arena_bytes;
+    struct jb_backend *be = jb_calloc(1, sizeof *be);
+    struct jb_cpu *cpu    = jb_calloc(1, sizeof *cpu);
+    size_t arena_bytes;
     if (!be || !cpu) goto fail;
     if (!jb_mul_size((size_t)n_threads, JB_CPU_ARENA_FLOATS * sizeof(float), &arena_bytes)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "%s: arena for %d threads overflows", __func__, n_threads);
@@ -143,9 +145,9 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
     if (!cpu->arena) goto fail;
     memset(cpu->arena, 0, arena_bytes); /* fault the pages in now, not in the first kernel */
 
-    cpu->n_threads = n_threads;
-    cpu->isa_max   = detect_isa();
-    cpu->isa       = cpu->isa_max;
+    cpu->n_threads  = n_threads;
+    cpu->isa_max    = detect_isa();
+    cpu->isa        = cpu->isa_max;
     const char *cap = getenv("ENCORE_CPU_ISA");
     if (cap) {
         for (int i = JB_CPU_ISA_PORTABLE; i <= JB_CPU_ISA_AVX512; i++)
@@ -163,15 +165,19 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
     be->iface     = &cpu_iface;
     be->ctx       = cpu;
     be->n_threads = n_threads;
-    jb_log(JB_LOG_INFO, "cpu backend: %d threads, %s kernels, OpenBLAS %s", n_threads,
-           jb_cpu_isa_name(cpu->isa), openblas_get_corename());
+    jb_log(JB_LOG_INFO,
+           "cpu backend: %d threads, %s kernels, OpenBLAS %s",
+           n_threads,
+           jb_cpu_isa_name(cpu->isa),
+           openblas_get_corename());
     /* libgomp's idle threads spin ~300k rounds by default; one preempted while spinning is not
      * woken by the next region and stalls it for a scheduler tick when other processes want the
      * cores (measured: half the calls of a 0.1 ms product took 4-9 ms). Only the environment at
      * program start can change it. */
     if (n_threads > 1 && !getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY"))
-        jb_log(JB_LOG_INFO, "cpu backend: on a machine shared with other work (a DAW), start the "
-                            "process with GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive)");
+        jb_log(JB_LOG_INFO,
+               "cpu backend: on a machine shared with other work (a DAW), start the "
+               "process with GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive)");
     return be;
 
 fail:

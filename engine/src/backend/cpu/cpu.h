@@ -26,8 +26,7 @@
 #define JB_CPU_X86 1
 /* Every function using AVX-512 / AVX2 intrinsics carries one of these (helpers included, so that
  * they inline into each other). */
-#define JB_TARGET_AVX512                                                                          \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+#define JB_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 #define JB_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #else
 #define JB_CPU_X86 0
@@ -48,10 +47,10 @@ enum jb_cpu_isa {
 #define JB_CPU_ARENA_FLOATS ((size_t)1 << 20)
 
 struct jb_cpu {
-    int             n_threads;
+    int n_threads;
     enum jb_cpu_isa isa;
     enum jb_cpu_isa isa_max; /* what the machine supports */
-    float          *arena;   /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned */
+    float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned */
 };
 
 /* The CPU context behind a backend (the backend itself for now; a device backend's host fallback
@@ -61,7 +60,7 @@ struct jb_cpu *jb_cpu_of(struct jb_backend *be);
 /* Testing and benchmarking: cap the ISA level used by the kernels (clamped to what the machine
  * has); returns the level now in effect. */
 enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa);
-const char     *jb_cpu_isa_name(enum jb_cpu_isa isa);
+const char *jb_cpu_isa_name(enum jb_cpu_isa isa);
 
 /* Threads used by ops that take no backend (relu, add, softmax, ...): those of the last CPU
  * backend initialised. */
@@ -79,24 +78,55 @@ float *jb_cpu_arena(const struct jb_cpu *cpu);
 /* Builds the constant tables of the portable kernels (once per process; thread-safe). */
 void jb_cpu_tables_init(void);
 
-void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const float *x,
-                   int64_t ldx, const struct jb_tensor *w, bool w_trans, const float *bias,
-                   float *y, int64_t ldy, bool accumulate);
+void jb_cpu_matmul(struct jb_cpu *cpu,
+                   int64_t M,
+                   int64_t N,
+                   int64_t K,
+                   const float *x,
+                   int64_t ldx,
+                   const struct jb_tensor *w,
+                   bool w_trans,
+                   const float *bias,
+                   float *y,
+                   int64_t ldy,
+                   bool accumulate);
 
-void jb_cpu_conv1d(struct jb_cpu *cpu, const float *x, int64_t T, const struct jb_tensor *w,
-                   const struct jb_tensor *b, int stride, int pad, int dil, float *y,
+void jb_cpu_conv1d(struct jb_cpu *cpu,
+                   const float *x,
+                   int64_t T,
+                   const struct jb_tensor *w,
+                   const struct jb_tensor *b,
+                   int stride,
+                   int pad,
+                   int dil,
+                   float *y,
                    float *scratch);
 
-void jb_cpu_conv_transpose1d(struct jb_cpu *cpu, const float *x, int64_t T,
-                             const struct jb_tensor *w, const struct jb_tensor *b, int stride,
-                             int pad, float *y, float *scratch);
+void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
+                             const float *x,
+                             int64_t T,
+                             const struct jb_tensor *w,
+                             const struct jb_tensor *b,
+                             int stride,
+                             int pad,
+                             float *y,
+                             float *scratch);
 
-void jb_cpu_layernorm(struct jb_cpu *cpu, int64_t rows, int64_t W, const float *x,
-                      const struct jb_tensor *gamma, const struct jb_tensor *beta, float eps,
+void jb_cpu_layernorm(struct jb_cpu *cpu,
+                      int64_t rows,
+                      int64_t W,
+                      const float *x,
+                      const struct jb_tensor *gamma,
+                      const struct jb_tensor *beta,
+                      float eps,
                       float *y);
 
-void jb_cpu_vq_argmin(struct jb_cpu *cpu, const float *x, int64_t T,
-                      const struct jb_tensor *codebook, int32_t *codes, float *scratch);
+void jb_cpu_vq_argmin(struct jb_cpu *cpu,
+                      const float *x,
+                      int64_t T,
+                      const struct jb_tensor *codebook,
+                      int32_t *codes,
+                      float *scratch);
 
 /* --- SIMD kernels (cpu_x86.c); only called when cpu->isa says so ---------------------------- */
 
@@ -111,21 +141,55 @@ void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_
  *             sums over k, then a fixed reduction).
  * W has dtype `type` and row length ldw; acc is scratch with lda >= n1 - n0 rounded up to 16. */
 #define JB_CPU_GEMV_MAX_M 4
-void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
-                        int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1,
-                        float *acc, int64_t lda);
-void jb_cpu_gemv_avx2(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
-                      int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1, float *acc,
+void jb_cpu_gemv_avx512(enum jb_dtype type,
+                        bool w_trans,
+                        int64_t M,
+                        int64_t K,
+                        const float *x,
+                        int64_t ldx,
+                        const void *w,
+                        int64_t ldw,
+                        int64_t n0,
+                        int64_t n1,
+                        float *acc,
+                        int64_t lda);
+void jb_cpu_gemv_avx2(enum jb_dtype type,
+                      bool w_trans,
+                      int64_t M,
+                      int64_t K,
+                      const float *x,
+                      int64_t ldx,
+                      const void *w,
+                      int64_t ldw,
+                      int64_t n0,
+                      int64_t n1,
+                      float *acc,
                       int64_t lda);
 
 /* acc[m, 0:nc] (+)= Σ_{k < kb} x[m, k] · b[k, 0:nc] for m < M, b a packed fp32 tile (rows ldb
  * apart, zero-padded to a multiple of 16 columns), register-blocked 4 rows x 96 (AVX-512) or
  * 24 (AVX2) columns; first: start from zero instead of acc. Each output is one FMA chain over k
  * in order, the same arithmetic as the !w_trans GEMV above, so results do not depend on M. */
-void jb_cpu_gemm_tile_avx512(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
-                             int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first);
-void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
-                           int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first);
+void jb_cpu_gemm_tile_avx512(int64_t M,
+                             int64_t kb,
+                             const float *x,
+                             int64_t ldx,
+                             const float *b,
+                             int64_t ldb,
+                             int64_t nc,
+                             float *acc,
+                             int64_t lda,
+                             bool first);
+void jb_cpu_gemm_tile_avx2(int64_t M,
+                           int64_t kb,
+                           const float *x,
+                           int64_t ldx,
+                           const float *b,
+                           int64_t ldb,
+                           int64_t nc,
+                           float *acc,
+                           int64_t lda,
+                           bool first);
 
 /* Direct convolution (AVX2 / AVX-512). Output column m of phase ph (y column m when n_phase = 1,
  * 2m + ph when n_phase = 2) is
@@ -138,51 +202,65 @@ void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx, c
  * and 64 rows 2^k floats apart share a handful of cache sets). Taps reading the same input with
  * overlapping windows share one segment of the packed row. */
 #define JB_CONV_MAX_TAPS 16
-#define JB_CONV_TILE     48 /* output columns per phase per tile: 3 AVX-512 vectors */
+#define JB_CONV_TILE 48 /* output columns per phase per tile: 3 AVX-512 vectors */
 struct jb_conv_tap {
-    const float *x;    /* row 0 of the input (or input phase) the tap reads */
-    int64_t      q;    /* source column offset */
-    int64_t      len;  /* valid source columns */
-    int64_t      widx; /* weight offset of the tap */
+    const float *x; /* row 0 of the input (or input phase) the tap reads */
+    int64_t q;      /* source column offset */
+    int64_t len;    /* valid source columns */
+    int64_t widx;   /* weight offset of the tap */
 };
-struct jb_conv_seg {   /* one window of the packed row */
+struct jb_conv_seg { /* one window of the packed row */
     const float *x;
-    int64_t      len;
-    int64_t      q0, width; /* source columns m0 + q0 .. + width of the tile at m0 */
-    int64_t      off;       /* offset in the packed row */
+    int64_t len;
+    int64_t q0, width; /* source columns m0 + q0 .. + width of the tile at m0 */
+    int64_t off;       /* offset in the packed row */
 };
 struct jb_conv_job {
-    int                n_phase; /* 1, or 2 for a stride-2 transposed conv */
-    int                n_tap[2];
+    int n_phase; /* 1, or 2 for a stride-2 transposed conv */
+    int n_tap[2];
     struct jb_conv_tap tap[2][JB_CONV_MAX_TAPS];
-    int64_t            cin, ldx;
-    const float       *w;
-    int64_t            w_os, w_cs;
-    const float       *bias; /* or NULL */
-    float             *y;
-    int64_t            cout, ldy, tout;
-    int64_t            n_m; /* columns per phase */
-    int                nr;  /* register tile: nr rows x JB_CONV_TILE columns per phase */
+    int64_t cin, ldx;
+    const float *w;
+    int64_t w_os, w_cs;
+    const float *bias; /* or NULL */
+    float *y;
+    int64_t cout, ldy, tout;
+    int64_t n_m; /* columns per phase */
+    int nr;      /* register tile: nr rows x JB_CONV_TILE columns per phase */
     /* filled by jb_cpu_conv_prepare */
-    int                n_seg;
+    int n_seg;
     struct jb_conv_seg seg[2 * JB_CONV_MAX_TAPS];
-    int64_t            tap_off[2][JB_CONV_MAX_TAPS]; /* column of each tap in the packed row */
-    int64_t            ld_pack;
-    int64_t            n_oblk, n_tile; /* work item i: tile i / n_oblk, row block i % n_oblk */
+    int64_t tap_off[2][JB_CONV_MAX_TAPS]; /* column of each tap in the packed row */
+    int64_t ld_pack;
+    int64_t n_oblk, n_tile; /* work item i: tile i / n_oblk, row block i % n_oblk */
 };
 /* Groups the taps into packed segments and counts the work items; returns the floats of packed
  * buffer one thread needs (cin · ld_pack). */
 size_t jb_cpu_conv_prepare(struct jb_conv_job *job);
-void jb_cpu_conv_items_avx512(const struct jb_conv_job *job, int64_t item0, int64_t item1,
+void jb_cpu_conv_items_avx512(const struct jb_conv_job *job,
+                              int64_t item0,
+                              int64_t item1,
                               float *pack);
 /* The same with AVX2 (4 rows x 24 columns at a time): bitwise the same results. */
-void jb_cpu_conv_items_avx2(const struct jb_conv_job *job, int64_t item0, int64_t item1,
+void jb_cpu_conv_items_avx2(const struct jb_conv_job *job,
+                            int64_t item0,
+                            int64_t item1,
                             float *pack);
 
 /* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties. */
-void jb_cpu_vq_block_avx512(const float *xn, const float *dot, int64_t ldd, const float *kn,
-                            int64_t bins, int64_t n, int32_t *codes);
-void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int64_t ldd, const float *kn,
-                          int64_t bins, int64_t n, int32_t *codes);
+void jb_cpu_vq_block_avx512(const float *xn,
+                            const float *dot,
+                            int64_t ldd,
+                            const float *kn,
+                            int64_t bins,
+                            int64_t n,
+                            int32_t *codes);
+void jb_cpu_vq_block_avx2(const float *xn,
+                          const float *dot,
+                          int64_t ldd,
+                          const float *kn,
+                          int64_t bins,
+                          int64_t n,
+                          int32_t *codes);
 
 #endif

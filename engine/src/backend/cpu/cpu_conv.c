@@ -71,7 +71,7 @@ size_t jb_cpu_conv_prepare(struct jb_conv_job *job)
     for (int p = 0; p < job->n_phase; p++)
         for (int i = 0; i < job->n_tap[p]; i++) {
             const struct jb_conv_tap *tp = &job->tap[p][i];
-            struct jb_conv_seg       *sg = NULL;
+            struct jb_conv_seg *sg       = NULL;
             for (int s = 0; s < job->n_seg && !sg; s++) {
                 struct jb_conv_seg *c = &job->seg[s];
                 if (c->x == tp->x && c->len == tp->len && tp->q <= c->q0 + c->width &&
@@ -80,10 +80,10 @@ size_t jb_cpu_conv_prepare(struct jb_conv_job *job)
             }
             if (!sg) {
                 sg  = &job->seg[job->n_seg++];
-                *sg = (struct jb_conv_seg){tp->x, tp->len, tp->q, JB_CONV_TILE, 0};
+                *sg = (struct jb_conv_seg){ tp->x, tp->len, tp->q, JB_CONV_TILE, 0 };
             } else {
                 int64_t end = sg->q0 + sg->width > tp->q + JB_CONV_TILE ? sg->q0 + sg->width
-                                                                          : tp->q + JB_CONV_TILE;
+                                                                        : tp->q + JB_CONV_TILE;
                 sg->q0      = sg->q0 < tp->q ? sg->q0 : tp->q;
                 sg->width   = end - sg->q0;
             }
@@ -120,11 +120,11 @@ static bool run_conv_job(const struct jb_cpu *cpu, struct jb_conv_job *job, doub
 {
     if (jb_cpu_conv_prepare(job) > JB_CPU_ARENA_FLOATS) return false;
     int64_t items = job->n_oblk * job->n_tile;
-    int     nt    = jb_cpu_team(cpu->n_threads, flops);
+    int nt        = jb_cpu_team(cpu->n_threads, flops);
     if (nt > items) nt = (int)items;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int     parts = omp_get_num_threads(), i = omp_get_thread_num();
+        int parts = omp_get_num_threads(), i = omp_get_thread_num();
         int64_t a = items * i / parts, b = items * (i + 1) / parts;
         if (cpu->isa >= JB_CPU_ISA_AVX512)
             jb_cpu_conv_items_avx512(job, a, b, jb_cpu_arena(cpu));
@@ -134,91 +134,138 @@ static bool run_conv_job(const struct jb_cpu *cpu, struct jb_conv_job *job, doub
     return true;
 }
 
-/* --- Conv1d ------------------------------------------------------------------------------------ */
+/* --- Conv1d ----------------------------------------------------------------------------------- */
 
 /* Portable path: columns [t0, t0 + tb) of y = W[Cout, Cin·k] · B[Cin·k, tb] (+ bias), B the
  * im2col block (rows r0.. of it at a time when Cin·k is too tall for the arena). */
-static void conv1d_block_portable(const struct jb_cpu *cpu, const float *x, int64_t T,
-                                  int64_t Cin, int64_t Cout, int k, const float *w,
-                                  const float *bias, int s, int p, int d, float *y, int64_t Tout,
-                                  int64_t t0, int64_t tb)
+static void conv1d_block_portable(const struct jb_cpu *cpu,
+                                  const float *x,
+                                  int64_t T,
+                                  int64_t Cin,
+                                  int64_t Cout,
+                                  int k,
+                                  const float *w,
+                                  const float *bias,
+                                  int s,
+                                  int p,
+                                  int d,
+                                  float *y,
+                                  int64_t Tout,
+                                  int64_t t0,
+                                  int64_t tb)
 {
-    float  *B  = jb_cpu_arena(cpu);
+    float *B   = jb_cpu_arena(cpu);
     int64_t KK = Cin * k;
     int64_t rb = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)tb);
     if (rb > KK) rb = KK;
     for (int64_t r0 = 0; r0 < KK; r0 += rb) {
         int64_t nr = KK - r0 < rb ? KK - r0 : rb;
         for (int64_t rr = 0; rr < nr; rr++) {
-            int64_t      c = (r0 + rr) / k, j = (r0 + rr) % k;
-            int64_t      off = s * t0 - p + d * j; /* source of column 0 */
-            const float *xr  = x + c * T;
-            float       *br  = B + rr * tb;
+            int64_t c = (r0 + rr) / k, j = (r0 + rr) % k;
+            int64_t off     = s * t0 - p + d * j; /* source of column 0 */
+            const float *xr = x + c * T;
+            float *br       = B + rr * tb;
             /* columns tt with 0 <= off + s·tt < T */
             int64_t lo = off >= 0 ? 0 : ceil_div(-off, s);
             int64_t hi = off >= T ? 0 : ceil_div(T - off, s);
             if (lo > tb) lo = tb;
             if (hi > tb) hi = tb;
             if (hi < lo) hi = lo;
-            for (int64_t tt = 0; tt < lo; tt++) br[tt] = 0.0f;
+            for (int64_t tt = 0; tt < lo; tt++)
+                br[tt] = 0.0f;
             if (s == 1)
                 memcpy(br + lo, xr + off + lo, (size_t)(hi - lo) * sizeof(float));
             else
-                for (int64_t tt = lo; tt < hi; tt++) br[tt] = xr[off + s * tt];
-            for (int64_t tt = hi; tt < tb; tt++) br[tt] = 0.0f;
+                for (int64_t tt = lo; tt < hi; tt++)
+                    br[tt] = xr[off + s * tt];
+            for (int64_t tt = hi; tt < tb; tt++)
+                br[tt] = 0.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Cout, (int)tb, (int)nr, 1.0f,
-                    w + r0, (int)KK, B, (int)tb, r0 ? 1.0f : 0.0f, y + t0, (int)Tout);
+        cblas_sgemm(CblasRowMajor,
+                    CblasNoTrans,
+                    CblasNoTrans,
+                    (int)Cout,
+                    (int)tb,
+                    (int)nr,
+                    1.0f,
+                    w + r0,
+                    (int)KK,
+                    B,
+                    (int)tb,
+                    r0 ? 1.0f : 0.0f,
+                    y + t0,
+                    (int)Tout);
     }
     if (bias)
         for (int64_t o = 0; o < Cout; o++) {
             float *yr = y + o * Tout + t0;
-            for (int64_t tt = 0; tt < tb; tt++) yr[tt] += bias[o];
+            for (int64_t tt = 0; tt < tb; tt++)
+                yr[tt] += bias[o];
         }
 }
 
-void jb_cpu_conv1d(struct jb_cpu *cpu, const float *x, int64_t T, const struct jb_tensor *w,
-                   const struct jb_tensor *b, int stride, int pad, int dil, float *y,
+void jb_cpu_conv1d(struct jb_cpu *cpu,
+                   const float *x,
+                   int64_t T,
+                   const struct jb_tensor *w,
+                   const struct jb_tensor *b,
+                   int stride,
+                   int pad,
+                   int dil,
+                   float *y,
                    float *scratch)
 {
     JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && stride >= 1 && dil >= 1 && pad >= 0);
     JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[0]));
     const int64_t Cout = w->shape[0], Cin = w->shape[1];
-    const int     k    = (int)w->shape[2];
+    const int k        = (int)w->shape[2];
     const int64_t Tout = jb_conv1d_out_len(T, k, stride, pad, dil);
-    const float  *wd   = w->data;
-    const float  *bias = b ? b->data : NULL;
+    const float *wd    = w->data;
+    const float *bias  = b ? b->data : NULL;
     if (Tout <= 0 || Cout <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)Tout;
 
     if (cpu->isa >= JB_CPU_ISA_AVX2 && k <= JB_CONV_MAX_TAPS) {
-        struct jb_conv_job job = {.n_phase = 1, .n_tap = {k, 0}, .cin = Cin, .ldx = T, .w = wd,
-                                  .w_os = Cin * k, .w_cs = k, .bias = bias, .y = y, .cout = Cout,
-                                  .ldy = Tout, .tout = Tout, .n_m = Tout, .nr = 8};
+        struct jb_conv_job job = { .n_phase = 1,
+                                   .n_tap   = { k, 0 },
+                                   .cin     = Cin,
+                                   .ldx     = T,
+                                   .w       = wd,
+                                   .w_os    = Cin * k,
+                                   .w_cs    = k,
+                                   .bias    = bias,
+                                   .y       = y,
+                                   .cout    = Cout,
+                                   .ldy     = Tout,
+                                   .tout    = Tout,
+                                   .n_m     = Tout,
+                                   .nr      = 8 };
         if (stride == 1) {
             for (int j = 0; j < k; j++)
-                job.tap[0][j] = (struct jb_conv_tap){x, (int64_t)dil * j - pad, T, j};
+                job.tap[0][j] = (struct jb_conv_tap){ x, (int64_t)dil * j - pad, T, j };
         } else {
             /* phase r holds x[c, s·u + r]; tap j reads phase (d·j − p) mod s at u = t + q */
             JB_ASSERT(scratch);
             const int64_t ld = ceil_div(T, stride);
-            int           nt = jb_cpu_team(cpu->n_threads, (double)Cin * (double)T);
+            int nt           = jb_cpu_team(cpu->n_threads, (double)Cin * (double)T);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
             for (int64_t c = 0; c < Cin; c++) {
                 const float *xr = x + c * T;
                 for (int r = 0; r < stride; r++) {
-                    float  *dst = scratch + ((int64_t)r * Cin + c) * ld;
-                    int64_t u   = 0;
-                    for (; u * stride + r < T; u++) dst[u] = xr[u * stride + r];
-                    for (; u < ld; u++) dst[u] = 0.0f;
+                    float *dst = scratch + ((int64_t)r * Cin + c) * ld;
+                    int64_t u  = 0;
+                    for (; u * stride + r < T; u++)
+                        dst[u] = xr[u * stride + r];
+                    for (; u < ld; u++)
+                        dst[u] = 0.0f;
                 }
             }
             job.ldx = ld;
             for (int j = 0; j < k; j++) {
                 int64_t off = (int64_t)dil * j - pad;
                 int64_t r = off - floor_div(off, stride) * stride, q = floor_div(off, stride);
-                job.tap[0][j] = (struct jb_conv_tap){scratch + r * Cin * ld, q,
-                                                     ceil_div(T - r, stride), j};
+                job.tap[0][j] =
+                  (struct jb_conv_tap){ scratch + r * Cin * ld, q, ceil_div(T - r, stride), j };
             }
         }
         if (run_conv_job(cpu, &job, flops)) return;
@@ -231,27 +278,51 @@ void jb_cpu_conv1d(struct jb_cpu *cpu, const float *x, int64_t T, const struct j
     if (tb < 16) tb = 16;
     if (tb > 512) tb = 512;
     int64_t n_blk = (Tout + tb - 1) / tb;
-    int     nt    = jb_cpu_team(cpu->n_threads, flops);
+    int nt        = jb_cpu_team(cpu->n_threads, flops);
     if (nt > n_blk) nt = (int)n_blk;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t blk = 0; blk < n_blk; blk++) {
         int64_t t0 = blk * tb;
-        conv1d_block_portable(cpu, x, T, Cin, Cout, k, wd, bias, stride, pad, dil, y, Tout, t0,
+        conv1d_block_portable(cpu,
+                              x,
+                              T,
+                              Cin,
+                              Cout,
+                              k,
+                              wd,
+                              bias,
+                              stride,
+                              pad,
+                              dil,
+                              y,
+                              Tout,
+                              t0,
                               Tout - t0 < tb ? Tout - t0 : tb);
     }
 }
 
-/* --- ConvTranspose1d --------------------------------------------------------------------------- */
+/* --- ConvTranspose1d -------------------------------------------------------------------------- */
 
 /* Portable path for the outputs [t0, t1): tmp[(o, j), u] = Σ_c w[c, o, j] · x[c, u] by sgemm over
  * blocks of u, then y[o, s·u − p + j] += tmp in ascending u, so each output sums its terms in the
  * same order wherever the blocks fall. */
-static void convt_range_portable(const struct jb_cpu *cpu, const float *x, int64_t T, int64_t Cin,
-                                 int64_t Cout, int k, const float *w, const float *bias, int s,
-                                 int p, float *y, int64_t Tout, int64_t t0, int64_t t1)
+static void convt_range_portable(const struct jb_cpu *cpu,
+                                 const float *x,
+                                 int64_t T,
+                                 int64_t Cin,
+                                 int64_t Cout,
+                                 int k,
+                                 const float *w,
+                                 const float *bias,
+                                 int s,
+                                 int p,
+                                 float *y,
+                                 int64_t Tout,
+                                 int64_t t0,
+                                 int64_t t1)
 {
-    float  *tmp = jb_cpu_arena(cpu);
-    int64_t ob  = (int64_t)(JB_CPU_ARENA_FLOATS / ((size_t)k * 16)); /* rows per chunk */
+    float *tmp = jb_cpu_arena(cpu);
+    int64_t ob = (int64_t)(JB_CPU_ARENA_FLOATS / ((size_t)k * 16)); /* rows per chunk */
     if (ob > Cout) ob = Cout;
     int64_t ub = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)(ob * k));
     if (ub > 256) ub = 256;
@@ -259,13 +330,26 @@ static void convt_range_portable(const struct jb_cpu *cpu, const float *x, int64
     if (u_lo < 0) u_lo = 0;
     if (u_hi > T) u_hi = T;
 
-    for (int64_t o = 0; o < Cout; o++) memset(y + o * Tout + t0, 0, (size_t)(t1 - t0) * sizeof(float));
+    for (int64_t o = 0; o < Cout; o++)
+        memset(y + o * Tout + t0, 0, (size_t)(t1 - t0) * sizeof(float));
     for (int64_t o0 = 0; o0 < Cout; o0 += ob) {
         int64_t no = Cout - o0 < ob ? Cout - o0 : ob;
         for (int64_t u0 = u_lo; u0 < u_hi; u0 += ub) {
             int64_t nu = u_hi - u0 < ub ? u_hi - u0 : ub;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(no * k), (int)nu, (int)Cin,
-                        1.0f, w + o0 * k, (int)(Cout * k), x + u0, (int)T, 0.0f, tmp, (int)nu);
+            cblas_sgemm(CblasRowMajor,
+                        CblasTrans,
+                        CblasNoTrans,
+                        (int)(no * k),
+                        (int)nu,
+                        (int)Cin,
+                        1.0f,
+                        w + o0 * k,
+                        (int)(Cout * k),
+                        x + u0,
+                        (int)T,
+                        0.0f,
+                        tmp,
+                        (int)nu);
             for (int64_t o = 0; o < no; o++) {
                 float *yr = y + (o0 + o) * Tout;
                 for (int64_t u = 0; u < nu; u++)
@@ -278,35 +362,51 @@ static void convt_range_portable(const struct jb_cpu *cpu, const float *x, int64
     }
     if (bias)
         for (int64_t o = 0; o < Cout; o++)
-            for (int64_t t = t0; t < t1; t++) y[o * Tout + t] += bias[o];
+            for (int64_t t = t0; t < t1; t++)
+                y[o * Tout + t] += bias[o];
 }
 
-void jb_cpu_conv_transpose1d(struct jb_cpu *cpu, const float *x, int64_t T,
-                             const struct jb_tensor *w, const struct jb_tensor *b, int stride,
-                             int pad, float *y, float *scratch)
+void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
+                             const float *x,
+                             int64_t T,
+                             const struct jb_tensor *w,
+                             const struct jb_tensor *b,
+                             int stride,
+                             int pad,
+                             float *y,
+                             float *scratch)
 {
     JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && stride >= 1 && pad >= 0);
     JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[1]));
     const int64_t Cin = w->shape[0], Cout = w->shape[1];
-    const int     k    = (int)w->shape[2];
+    const int k        = (int)w->shape[2];
     const int64_t Tout = jb_conv_transpose1d_out_len(T, k, stride, pad);
     (void)scratch; /* jb_conv_transpose1d_scratch() is 0: all temporaries are in the arena */
-    const float  *wd   = w->data;
-    const float  *bias = b ? b->data : NULL;
+    const float *wd   = w->data;
+    const float *bias = b ? b->data : NULL;
     if (Tout <= 0 || Cout <= 0 || T <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)T;
 
     if (cpu->isa >= JB_CPU_ISA_AVX2 && stride <= 2 && k <= JB_CONV_MAX_TAPS) {
         /* output t = s·m + ph reads x[c, u] with u = m + (ph + p − j) / s for j ≡ ph + p (mod s) */
-        struct jb_conv_job job = {.n_phase = stride, .cin = Cin, .ldx = T, .w = wd, .w_os = k,
-                                  .w_cs = Cout * k, .bias = bias, .y = y, .cout = Cout,
-                                  .ldy = Tout, .tout = Tout, .n_m = ceil_div(Tout, stride),
-                                  .nr = stride == 1 ? 8 : 4};
+        struct jb_conv_job job = { .n_phase = stride,
+                                   .cin     = Cin,
+                                   .ldx     = T,
+                                   .w       = wd,
+                                   .w_os    = k,
+                                   .w_cs    = Cout * k,
+                                   .bias    = bias,
+                                   .y       = y,
+                                   .cout    = Cout,
+                                   .ldy     = Tout,
+                                   .tout    = Tout,
+                                   .n_m     = ceil_div(Tout, stride),
+                                   .nr      = stride == 1 ? 8 : 4 };
         for (int ph = 0; ph < stride; ph++)
             for (int j = 0; j < k; j++) {
                 int64_t off = ph + pad - j;
                 if (floor_div(off, stride) * stride != off) continue;
-                job.tap[ph][job.n_tap[ph]++] = (struct jb_conv_tap){x, off / stride, T, j};
+                job.tap[ph][job.n_tap[ph]++] = (struct jb_conv_tap){ x, off / stride, T, j };
             }
         if (run_conv_job(cpu, &job, flops)) return;
     }
@@ -315,7 +415,7 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu, const float *x, int64_t T,
     if (nt > Tout / 64) nt = Tout / 64 > 1 ? (int)(Tout / 64) : 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int     parts = omp_get_num_threads(), i = omp_get_thread_num();
+        int parts = omp_get_num_threads(), i = omp_get_thread_num();
         int64_t t0 = Tout * i / parts, t1 = Tout * (i + 1) / parts;
         if (t1 > t0)
             convt_range_portable(cpu, x, T, Cin, Cout, k, wd, bias, stride, pad, y, Tout, t0, t1);

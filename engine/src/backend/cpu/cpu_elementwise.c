@@ -3,10 +3,10 @@
  *
  * All fp32. Element loops carry JB_SIMD (`omp simd` under GCC, whose -O2 cost model leaves loops
  * of unknown trip count scalar; every iteration touches only index i, so y == x is fine; clang
- * vectorises them by itself). Reductions use 16 interleaved partial sums (what a vectorised reduction does, and
- * more accurate than one running sum over thousands of terms); the order is fixed by the row
- * length alone. Rows are spread over threads only when there is enough work to pay for waking
- * them; the per-token calls of the sampler stay on the calling thread.
+ * vectorises them by itself). Reductions use 16 interleaved partial sums (what a vectorised
+ * reduction does, and more accurate than one running sum over thousands of terms); the order is
+ * fixed by the row length alone. Rows are spread over threads only when there is enough work to pay
+ * for waking them; the per-token calls of the sampler stay on the calling thread.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/ops.h"
@@ -28,26 +28,29 @@
 static void thread_range(int64_t n, int64_t *a, int64_t *b)
 {
     int parts = omp_get_num_threads(), i = omp_get_thread_num();
-    *a        = n * i / parts;
-    *b        = n * (i + 1) / parts;
+    *a = n * i / parts;
+    *b = n * (i + 1) / parts;
 }
 
 static float sum_f32(int64_t n, const float *x)
 {
-    float   s[N_PART] = {0};
-    int64_t i         = 0;
+    float s[N_PART] = { 0 };
+    int64_t i       = 0;
     for (; i + N_PART <= n; i += N_PART)
-        for (int l = 0; l < N_PART; l++) s[l] += x[i + l];
-    for (int l = 0; i < n; i++, l++) s[l] += x[i];
+        for (int l = 0; l < N_PART; l++)
+            s[l] += x[i + l];
+    for (int l = 0; i < n; i++, l++)
+        s[l] += x[i];
     for (int w = N_PART / 2; w > 0; w /= 2) /* pairwise fold */
-        for (int l = 0; l < w; l++) s[l] += s[l + w];
+        for (int l = 0; l < w; l++)
+            s[l] += s[l + w];
     return s[0];
 }
 
 static float sum_sq_dev_f32(int64_t n, const float *x, float mean)
 {
-    float   s[N_PART] = {0};
-    int64_t i         = 0;
+    float s[N_PART] = { 0 };
+    int64_t i       = 0;
     for (; i + N_PART <= n; i += N_PART)
         for (int l = 0; l < N_PART; l++) {
             float d = x[i + l] - mean;
@@ -58,35 +61,43 @@ static float sum_sq_dev_f32(int64_t n, const float *x, float mean)
         s[l] += d * d;
     }
     for (int w = N_PART / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) s[l] += s[l + w];
+        for (int l = 0; l < w; l++)
+            s[l] += s[l + w];
     return s[0];
 }
 
 static float max_f32(int64_t n, const float *x)
 {
     float m = x[0];
-    for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (int64_t i = 1; i < n; i++)
+        m = x[i] > m ? x[i] : m;
     return m;
 }
 
-void jb_cpu_layernorm(struct jb_cpu *cpu, int64_t rows, int64_t W, const float *x,
-                      const struct jb_tensor *gamma, const struct jb_tensor *beta, float eps,
+void jb_cpu_layernorm(struct jb_cpu *cpu,
+                      int64_t rows,
+                      int64_t W,
+                      const float *x,
+                      const struct jb_tensor *gamma,
+                      const struct jb_tensor *beta,
+                      float eps,
                       float *y)
 {
     JB_ASSERT(gamma->type == JB_DTYPE_F32 && beta->type == JB_DTYPE_F32);
     if (rows <= 0 || W <= 0) return;
     const float *g  = gamma->data;
     const float *bt = beta->data;
-    int          nt = jb_cpu_team(cpu->n_threads, 4.0 * (double)rows * (double)W);
+    int nt          = jb_cpu_team(cpu->n_threads, 4.0 * (double)rows * (double)W);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
-        const float *xr   = x + r * W;
-        float       *yr   = y + r * W;
-        float        mean = sum_f32(W, xr) / (float)W;
-        float        var  = sum_sq_dev_f32(W, xr, mean) / (float)W;
-        float        rstd = 1.0f / sqrtf(var + eps);
+        const float *xr = x + r * W;
+        float *yr       = y + r * W;
+        float mean      = sum_f32(W, xr) / (float)W;
+        float var       = sum_sq_dev_f32(W, xr, mean) / (float)W;
+        float rstd      = 1.0f / sqrtf(var + eps);
         JB_SIMD
-        for (int64_t i = 0; i < W; i++) yr[i] = (xr[i] - mean) * rstd * g[i] + bt[i];
+        for (int64_t i = 0; i < W; i++)
+            yr[i] = (xr[i] - mean) * rstd * g[i] + bt[i];
     }
 }
 
@@ -97,11 +108,13 @@ void jb_softmax_rows(int64_t rows, int64_t n, float *x)
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         float *xr = x + r * n;
-        float  mx = max_f32(n, xr);
-        for (int64_t i = 0; i < n; i++) xr[i] = expf(xr[i] - mx);
+        float mx  = max_f32(n, xr);
+        for (int64_t i = 0; i < n; i++)
+            xr[i] = expf(xr[i] - mx);
         float inv = 1.0f / sum_f32(n, xr);
         JB_SIMD
-        for (int64_t i = 0; i < n; i++) xr[i] *= inv;
+        for (int64_t i = 0; i < n; i++)
+            xr[i] *= inv;
     }
 }
 
@@ -123,7 +136,8 @@ void jb_relu(int64_t n, const float *x, float *y)
         int64_t a, b;
         thread_range(n, &a, &b);
         JB_SIMD
-        for (int64_t i = a; i < b; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
+        for (int64_t i = a; i < b; i++)
+            y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
     }
 }
 
@@ -135,7 +149,8 @@ void jb_axpy(int64_t n, float alpha, const float *x, float *y)
         int64_t a, b;
         thread_range(n, &a, &b);
         JB_SIMD
-        for (int64_t i = a; i < b; i++) y[i] += alpha * x[i];
+        for (int64_t i = a; i < b; i++)
+            y[i] += alpha * x[i];
     }
 }
 
@@ -147,16 +162,17 @@ void jb_add(int64_t n, const float *a, const float *b, float *y)
         int64_t i0, i1;
         thread_range(n, &i0, &i1);
         JB_SIMD
-        for (int64_t i = i0; i < i1; i++) y[i] = a[i] + b[i];
+        for (int64_t i = i0; i < i1; i++)
+            y[i] = a[i] + b[i];
     }
 }
 
 void jb_embedding(const struct jb_tensor *table, const int32_t *ids, int64_t n, float *out)
 {
     JB_ASSERT(table->n_dims == 2);
-    const int64_t  W  = table->shape[1];
-    const size_t   es = jb_dtype_size(table->type);
-    const uint8_t *t  = table->data;
+    const int64_t W  = table->shape[1];
+    const size_t es  = jb_dtype_size(table->type);
+    const uint8_t *t = table->data;
     for (int64_t i = 0; i < n; i++)
         jb_convert_to_f32(table->type, t + (size_t)ids[i] * (size_t)W * es, out + i * W, (size_t)W);
 }

@@ -24,20 +24,27 @@
 #include <string.h>
 
 #define TILE_K 256 /* rows of a converted weight tile (OpenBLAS path) */
-#define PACK_K 128 /* rows of a packed weight tile (SIMD path): 128 x 1024 fp32 = 512 KiB, in L2 */
+#define PACK_K                                                                                     \
+    128 /* rows of a packed weight tile (SIMD path): 128 x 1024 fp32 = 512 KiB, in L2              \
+         */
 #define PACK_N 1024
 
 /* [a, b) = part i of parts over [0, n), boundaries rounded down to multiples of align. */
 static void split_range(int64_t n, int parts, int i, int64_t align, int64_t *a, int64_t *b)
 {
     int64_t lo = n * i / parts, hi = n * (i + 1) / parts;
-    *a         = i == 0 ? 0 : lo / align * align;
-    *b         = i == parts - 1 ? n : hi / align * align;
+    *a = i == 0 ? 0 : lo / align * align;
+    *b = i == parts - 1 ? n : hi / align * align;
 }
 
 /* y[:, n0:n1] = init (accumulate ? y : 0) + bias; returns false when init is all zero and y was
  * not written (sgemm can then use beta = 0). */
-static bool fill_init(int64_t M, int64_t n0, int64_t n1, const float *bias, float *y, int64_t ldy,
+static bool fill_init(int64_t M,
+                      int64_t n0,
+                      int64_t n1,
+                      const float *bias,
+                      float *y,
+                      int64_t ldy,
                       bool accumulate)
 {
     if (!accumulate && !bias) return false;
@@ -46,18 +53,20 @@ static bool fill_init(int64_t M, int64_t n0, int64_t n1, const float *bias, floa
         if (!accumulate)
             memcpy(yr + n0, bias + n0, (size_t)(n1 - n0) * sizeof(float));
         else if (bias)
-            for (int64_t n = n0; n < n1; n++) yr[n] += bias[n];
+            for (int64_t n = n0; n < n1; n++)
+                yr[n] += bias[n];
     }
     return true;
 }
 
 /* fp16 -> fp32 by table for the portable path (jb_f16_to_f32 per element is ~10x slower). */
-static float          g_f16_table[65536];
+static float g_f16_table[65536];
 static pthread_once_t g_f16_once = PTHREAD_ONCE_INIT;
 
 static void build_f16_table(void)
 {
-    for (uint32_t h = 0; h < 65536; h++) g_f16_table[h] = jb_f16_to_f32((uint16_t)h);
+    for (uint32_t h = 0; h < 65536; h++)
+        g_f16_table[h] = jb_f16_to_f32((uint16_t)h);
 }
 
 void jb_cpu_tables_init(void)
@@ -65,7 +74,10 @@ void jb_cpu_tables_init(void)
     pthread_once(&g_f16_once, build_f16_table);
 }
 
-static void convert_f32(const struct jb_cpu *cpu, enum jb_dtype type, const void *src, float *dst,
+static void convert_f32(const struct jb_cpu *cpu,
+                        enum jb_dtype type,
+                        const void *src,
+                        float *dst,
                         int64_t n)
 {
 #if JB_CPU_X86
@@ -80,19 +92,28 @@ static void convert_f32(const struct jb_cpu *cpu, enum jb_dtype type, const void
 #endif
     const uint16_t *h = src;
     if (type == JB_DTYPE_F16)
-        for (int64_t i = 0; i < n; i++) dst[i] = g_f16_table[h[i]];
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = g_f16_table[h[i]];
     else if (type == JB_DTYPE_BF16)
-        for (int64_t i = 0; i < n; i++) dst[i] = jb_bf16_to_f32(h[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = jb_bf16_to_f32(h[i]);
     else
         memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
 /* y[m, c0:c1] = acc + init */
-static void store_acc(int64_t M, const float *acc, int64_t lda, const float *bias, float *y,
-                      int64_t ldy, bool accumulate, int64_t c0, int64_t c1)
+static void store_acc(int64_t M,
+                      const float *acc,
+                      int64_t lda,
+                      const float *bias,
+                      float *y,
+                      int64_t ldy,
+                      bool accumulate,
+                      int64_t c0,
+                      int64_t c1)
 {
     for (int64_t m = 0; m < M; m++) {
-        float       *yr = y + m * ldy;
+        float *yr       = y + m * ldy;
         const float *ar = acc + m * lda - c0;
         for (int64_t n = c0; n < c1; n++) {
             float init = (accumulate ? yr[n] : 0.0f) + (bias ? bias[n] : 0.0f);
@@ -103,12 +124,23 @@ static void store_acc(int64_t M, const float *acc, int64_t lda, const float *bia
 
 /* GEMV (W [K, N], M <= 4) or dot products (W [N, K]) over the slice [n0, n1), in column chunks
  * whose M rows of partial sums fit the arena. */
-static void gemv_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const float *x, int64_t ldx,
-                       const struct jb_tensor *w, bool w_trans, int64_t ldw, const float *bias,
-                       float *y, int64_t ldy, bool accumulate, int64_t n0, int64_t n1)
+static void gemv_slice(const struct jb_cpu *cpu,
+                       int64_t M,
+                       int64_t K,
+                       const float *x,
+                       int64_t ldx,
+                       const struct jb_tensor *w,
+                       bool w_trans,
+                       int64_t ldw,
+                       const float *bias,
+                       float *y,
+                       int64_t ldy,
+                       bool accumulate,
+                       int64_t n0,
+                       int64_t n1)
 {
-    float  *acc = jb_cpu_arena(cpu);
-    int64_t mb  = M < 256 ? M : 256; /* rows of x per pass (W [N, K] only) */
+    float *acc    = jb_cpu_arena(cpu);
+    int64_t mb    = M < 256 ? M : 256; /* rows of x per pass (W [N, K] only) */
     int64_t chunk = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)mb) / 16 * 16;
     for (int64_t m0 = 0; m0 < M; m0 += mb) {
         int64_t mm = M - m0 < mb ? M - m0 : mb;
@@ -117,11 +149,11 @@ static void gemv_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const flo
             int64_t lda = (c1 - c0 + 15) / 16 * 16;
 #if JB_CPU_X86
             if (cpu->isa >= JB_CPU_ISA_AVX512)
-                jb_cpu_gemv_avx512(w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1,
-                                   acc, lda);
+                jb_cpu_gemv_avx512(
+                  w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1, acc, lda);
             else
-                jb_cpu_gemv_avx2(w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1,
-                                 acc, lda);
+                jb_cpu_gemv_avx2(
+                  w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1, acc, lda);
 #endif
             store_acc(mm, acc, lda, bias, y + m0 * ldy, ldy, accumulate, c0, c1);
         }
@@ -129,17 +161,27 @@ static void gemv_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const flo
 }
 
 /* W [K, N], M > 4: packed fp32 tiles of PACK_K x (up to) PACK_N, each used by all rows of x. */
-static void packed_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const float *x,
-                         int64_t ldx, const struct jb_tensor *w, int64_t ldw, const float *bias,
-                         float *y, int64_t ldy, bool accumulate, int64_t n0, int64_t n1)
+static void packed_slice(const struct jb_cpu *cpu,
+                         int64_t M,
+                         int64_t K,
+                         const float *x,
+                         int64_t ldx,
+                         const struct jb_tensor *w,
+                         int64_t ldw,
+                         const float *bias,
+                         float *y,
+                         int64_t ldy,
+                         bool accumulate,
+                         int64_t n0,
+                         int64_t n1)
 {
-    float         *tile = jb_cpu_arena(cpu);
-    const uint8_t *wb   = w->data;
-    size_t         es   = jb_dtype_size(w->type);
+    float *tile       = jb_cpu_arena(cpu);
+    const uint8_t *wb = w->data;
+    size_t es         = jb_dtype_size(w->type);
     for (int64_t c0 = n0; c0 < n1; c0 += PACK_N) {
         int64_t cc  = n1 - c0 < PACK_N ? n1 - c0 : PACK_N;
         int64_t ldc = (cc + 15) / 16 * 16;
-        float  *acc = tile + PACK_K * ldc;
+        float *acc  = tile + PACK_K * ldc;
         int64_t mb  = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)ldc) - PACK_K; /* rows of acc */
         for (int64_t m0 = 0; m0 < M; m0 += mb) {
             int64_t mm = M - m0 < mb ? M - m0 : mb;
@@ -147,17 +189,21 @@ static void packed_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const f
                 int64_t kb = K - k0 < PACK_K ? K - k0 : PACK_K;
                 for (int64_t k = 0; k < kb; k++) {
                     float *row = tile + k * ldc;
-                    convert_f32(cpu, w->type, wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
-                                row, cc);
-                    for (int64_t j = cc; j < ldc; j++) row[j] = 0.0f;
+                    convert_f32(cpu,
+                                w->type,
+                                wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
+                                row,
+                                cc);
+                    for (int64_t j = cc; j < ldc; j++)
+                        row[j] = 0.0f;
                 }
 #if JB_CPU_X86
                 if (cpu->isa >= JB_CPU_ISA_AVX512)
-                    jb_cpu_gemm_tile_avx512(mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc,
-                                            k0 == 0);
+                    jb_cpu_gemm_tile_avx512(
+                      mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc, k0 == 0);
                 else
-                    jb_cpu_gemm_tile_avx2(mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc,
-                                          k0 == 0);
+                    jb_cpu_gemm_tile_avx2(
+                      mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc, k0 == 0);
 #endif
             }
             store_acc(mm, acc, ldc, bias, y + m0 * ldy, ldy, accumulate, c0, c0 + cc);
@@ -167,51 +213,108 @@ static void packed_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const f
 
 /* y[M, nn] = x[M, kk] · B + beta · y through OpenBLAS, B [kk, nn] (or [nn, kk] when b_trans)
  * with rows ldb apart; sgemv for M = 1 (OpenBLAS 0.3.21's sgemm does not forward to it). */
-static void blas_f32(int64_t M, int64_t nn, int64_t kk, const float *x, int64_t ldx,
-                     const float *b, int64_t ldb, bool b_trans, float beta, float *y, int64_t ldy)
+static void blas_f32(int64_t M,
+                     int64_t nn,
+                     int64_t kk,
+                     const float *x,
+                     int64_t ldx,
+                     const float *b,
+                     int64_t ldb,
+                     bool b_trans,
+                     float beta,
+                     float *y,
+                     int64_t ldy)
 {
     if (M == 1)
-        cblas_sgemv(CblasRowMajor, b_trans ? CblasNoTrans : CblasTrans, (int)(b_trans ? nn : kk),
-                    (int)(b_trans ? kk : nn), 1.0f, b, (int)ldb, x, 1, beta, y, 1);
+        cblas_sgemv(CblasRowMajor,
+                    b_trans ? CblasNoTrans : CblasTrans,
+                    (int)(b_trans ? nn : kk),
+                    (int)(b_trans ? kk : nn),
+                    1.0f,
+                    b,
+                    (int)ldb,
+                    x,
+                    1,
+                    beta,
+                    y,
+                    1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (int)M,
-                    (int)nn, (int)kk, 1.0f, x, (int)ldx, b, (int)ldb, beta, y, (int)ldy);
+        cblas_sgemm(CblasRowMajor,
+                    CblasNoTrans,
+                    b_trans ? CblasTrans : CblasNoTrans,
+                    (int)M,
+                    (int)nn,
+                    (int)kk,
+                    1.0f,
+                    x,
+                    (int)ldx,
+                    b,
+                    (int)ldb,
+                    beta,
+                    y,
+                    (int)ldy);
 }
 
 /* F32 weights through OpenBLAS on the slice [n0, n1). */
-static void sgemm_slice(int64_t M, int64_t K, const float *x, int64_t ldx, const float *w,
-                        bool w_trans, int64_t ldw, const float *bias, float *y, int64_t ldy,
-                        bool accumulate, int64_t n0, int64_t n1)
+static void sgemm_slice(int64_t M,
+                        int64_t K,
+                        const float *x,
+                        int64_t ldx,
+                        const float *w,
+                        bool w_trans,
+                        int64_t ldw,
+                        const float *bias,
+                        float *y,
+                        int64_t ldy,
+                        bool accumulate,
+                        int64_t n0,
+                        int64_t n1)
 {
     float beta = fill_init(M, n0, n1, bias, y, ldy, accumulate) ? 1.0f : 0.0f;
-    blas_f32(M, n1 - n0, K, x, ldx, w_trans ? w + n0 * ldw : w + n0, ldw, w_trans, beta, y + n0,
-             ldy);
+    blas_f32(
+      M, n1 - n0, K, x, ldx, w_trans ? w + n0 * ldw : w + n0, ldw, w_trans, beta, y + n0, ldy);
 }
 
 /* F16/BF16 weights: fp32 tiles of TILE_K x nb (transposed layout: nb x TILE_K) in the arena. */
-static void tiled_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const float *x,
-                        int64_t ldx, const struct jb_tensor *w, bool w_trans, int64_t ldw,
-                        const float *bias, float *y, int64_t ldy, bool accumulate, int64_t n0,
+static void tiled_slice(const struct jb_cpu *cpu,
+                        int64_t M,
+                        int64_t K,
+                        const float *x,
+                        int64_t ldx,
+                        const struct jb_tensor *w,
+                        bool w_trans,
+                        int64_t ldw,
+                        const float *bias,
+                        float *y,
+                        int64_t ldy,
+                        bool accumulate,
+                        int64_t n0,
                         int64_t n1)
 {
-    float         *tile = jb_cpu_arena(cpu);
-    const uint8_t *wb   = w->data;
-    size_t         es   = jb_dtype_size(w->type);
-    int64_t        nb   = (int64_t)(JB_CPU_ARENA_FLOATS / TILE_K);
-    float          beta = fill_init(M, n0, n1, bias, y, ldy, accumulate) ? 1.0f : 0.0f;
+    float *tile       = jb_cpu_arena(cpu);
+    const uint8_t *wb = w->data;
+    size_t es         = jb_dtype_size(w->type);
+    int64_t nb        = (int64_t)(JB_CPU_ARENA_FLOATS / TILE_K);
+    float beta        = fill_init(M, n0, n1, bias, y, ldy, accumulate) ? 1.0f : 0.0f;
     for (int64_t k0 = 0; k0 < K; k0 += TILE_K) {
         int64_t kb = K - k0 < TILE_K ? K - k0 : TILE_K;
         for (int64_t c0 = n0; c0 < n1; c0 += nb) {
             int64_t cb = n1 - c0 < nb ? n1 - c0 : nb;
             if (!w_trans) {
                 for (int64_t k = 0; k < kb; k++)
-                    convert_f32(cpu, w->type, wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
-                                tile + k * cb, cb);
+                    convert_f32(cpu,
+                                w->type,
+                                wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
+                                tile + k * cb,
+                                cb);
                 blas_f32(M, cb, kb, x + k0, ldx, tile, cb, false, beta, y + c0, ldy);
             } else {
                 for (int64_t n = 0; n < cb; n++)
-                    convert_f32(cpu, w->type, wb + ((size_t)(c0 + n) * (size_t)ldw + (size_t)k0) * es,
-                                tile + n * kb, kb);
+                    convert_f32(cpu,
+                                w->type,
+                                wb + ((size_t)(c0 + n) * (size_t)ldw + (size_t)k0) * es,
+                                tile + n * kb,
+                                kb);
                 blas_f32(M, cb, kb, x + k0, ldx, tile, kb, true, beta, y + c0, ldy);
             }
         }
@@ -219,9 +322,18 @@ static void tiled_slice(const struct jb_cpu *cpu, int64_t M, int64_t K, const fl
     }
 }
 
-void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const float *x,
-                   int64_t ldx, const struct jb_tensor *w, bool w_trans, const float *bias,
-                   float *y, int64_t ldy, bool accumulate)
+void jb_cpu_matmul(struct jb_cpu *cpu,
+                   int64_t M,
+                   int64_t N,
+                   int64_t K,
+                   const float *x,
+                   int64_t ldx,
+                   const struct jb_tensor *w,
+                   bool w_trans,
+                   const float *bias,
+                   float *y,
+                   int64_t ldy,
+                   bool accumulate)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -232,9 +344,9 @@ void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const fl
     }
     JB_ASSERT(w->type == JB_DTYPE_F32 || w->type == JB_DTYPE_F16 || w->type == JB_DTYPE_BF16);
     JB_ASSERT(jb_tensor_nelements(w) == N * K && ldx >= K && ldy >= N);
-    int64_t ldw  = w_trans ? K : N;
-    bool    simd = cpu->isa >= JB_CPU_ISA_AVX2;
-    int     nt   = jb_cpu_team(cpu->n_threads, (double)M * (double)N * (double)K);
+    int64_t ldw = w_trans ? K : N;
+    bool simd   = cpu->isa >= JB_CPU_ISA_AVX2;
+    int nt      = jb_cpu_team(cpu->n_threads, (double)M * (double)N * (double)K);
     /* threads over N (at least 64 columns each), and over M as well when N is too narrow for all
      * of them and there are rows enough (not in the GEMV case, which must see all of its rows) */
     int pn = N / 64 < nt ? (N / 64 > 1 ? (int)(N / 64) : 1) : nt;
@@ -249,17 +361,19 @@ void jb_cpu_matmul(struct jb_cpu *cpu, int64_t M, int64_t N, int64_t K, const fl
         int64_t n0, n1, m0 = M * (i / pn) / pm, m1 = M * (i / pn + 1) / pm;
         split_range(N, pn, i % pn, 16, &n0, &n1);
         const float *xm = x + m0 * ldx;
-        float       *ym = y + m0 * ldy;
-        int64_t      mm = m1 - m0;
+        float *ym       = y + m0 * ldy;
+        int64_t mm      = m1 - m0;
         if (n1 > n0 && mm > 0) {
             if (simd && (w_trans || mm <= JB_CPU_GEMV_MAX_M))
                 gemv_slice(cpu, mm, K, xm, ldx, w, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
             else if (simd)
                 packed_slice(cpu, mm, K, xm, ldx, w, ldw, bias, ym, ldy, accumulate, n0, n1);
             else if (w->type == JB_DTYPE_F32)
-                sgemm_slice(mm, K, xm, ldx, w->data, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
+                sgemm_slice(
+                  mm, K, xm, ldx, w->data, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
             else
-                tiled_slice(cpu, mm, K, xm, ldx, w, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
+                tiled_slice(
+                  cpu, mm, K, xm, ldx, w, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
         }
     }
 }

@@ -21,7 +21,9 @@
 /* ============================================================================================ */
 
 /* 16 weights at element index i of p, as fp32. */
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 __m512 ld16_512(enum jb_dtype type, const void *p, int64_t i)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 __m512 ld16_512(enum jb_dtype type,
+                                                         const void *p,
+                                                         int64_t i)
 {
     if (type == JB_DTYPE_F16)
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
@@ -33,8 +35,10 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 __m512 ld16_512(enum jb_dtype type, con
 }
 
 /* The same for the lanes in k (others zero); never touches memory of masked-off lanes. */
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 __m512 ld16m_512(enum jb_dtype type, const void *p,
-                                                          int64_t i, __mmask16 k)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 __m512 ld16m_512(enum jb_dtype type,
+                                                          const void *p,
+                                                          int64_t i,
+                                                          __mmask16 k)
 {
     if (type == JB_DTYPE_F16)
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)p + i));
@@ -50,7 +54,9 @@ static inline __mmask16 lanes_below(int64_t n) /* lanes [0, n) of 16, n clamped 
     return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
 }
 
-JB_TARGET_AVX512 void jb_cpu_convert_avx512(enum jb_dtype type, const void *src, float *dst,
+JB_TARGET_AVX512 void jb_cpu_convert_avx512(enum jb_dtype type,
+                                            const void *src,
+                                            float *dst,
                                             int64_t n)
 {
     if (type == JB_DTYPE_F32) {
@@ -59,13 +65,15 @@ JB_TARGET_AVX512 void jb_cpu_convert_avx512(enum jb_dtype type, const void *src,
     }
     int64_t i = 0;
     if (type == JB_DTYPE_F16) {
-        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16_512(JB_DTYPE_F16, src, i));
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(dst + i, ld16_512(JB_DTYPE_F16, src, i));
         if (i < n) {
             __mmask16 k = lanes_below(n - i);
             _mm512_mask_storeu_ps(dst + i, k, ld16m_512(JB_DTYPE_F16, src, i, k));
         }
     } else {
-        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16_512(JB_DTYPE_BF16, src, i));
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(dst + i, ld16_512(JB_DTYPE_BF16, src, i));
         if (i < n) {
             __mmask16 k = lanes_below(n - i);
             _mm512_mask_storeu_ps(dst + i, k, ld16m_512(JB_DTYPE_BF16, src, i, k));
@@ -73,182 +81,262 @@ JB_TARGET_AVX512 void jb_cpu_convert_avx512(enum jb_dtype type, const void *src,
     }
 }
 
-/* --- GEMV, W [K, N]: acc[m, j] += Σ_{kk<KB} x[m, k+kk] · W[k+kk, n0+j], j < nc ----------------- */
+/* --- GEMV, W [K, N]: acc[m, j] += Σ_{kk<KB} x[m, k+kk] · W[k+kk, n0+j], j < nc ---------------- */
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type, const int M,
-                                                             const int KB, int64_t k,
-                                                             const float *x, int64_t ldx,
-                                                             const void *w, int64_t ldw,
-                                                             int64_t n0, int64_t nc, float *acc,
-                                                             int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type,
+                                                              const int M,
+                                                              const int KB,
+                                                              int64_t k,
+                                                              const float *x,
+                                                              int64_t ldx,
+                                                              const void *w,
+                                                              int64_t ldw,
+                                                              int64_t n0,
+                                                              int64_t nc,
+                                                              float *acc,
+                                                              int64_t lda)
 {
     __m512 bx[4][8];
 #pragma GCC unroll 4
     for (int m = 0; m < M; m++)
 #pragma GCC unroll 8
-        for (int kk = 0; kk < KB; kk++) bx[m][kk] = _mm512_set1_ps(x[m * ldx + k + kk]);
+        for (int kk = 0; kk < KB; kk++)
+            bx[m][kk] = _mm512_set1_ps(x[m * ldx + k + kk]);
 
     /* the next KB rows, one prefetch per cache line: row blocks are short streams (one slice
      * wide) that the hardware prefetchers only pick up after they have started. With 8 rows in
      * flight (M <= 2) there is enough memory parallelism without (prefetching costs ~8% there);
      * with 4 it doubles the bandwidth from DRAM. */
     const int64_t es = type == JB_DTYPE_F32 ? 4 : 2, pf = 64 / es;
-    const char   *wn = (const char *)w + ((k + KB) * ldw + n0) * es;
-    int64_t       j  = 0;
+    const char *wn = (const char *)w + ((k + KB) * ldw + n0) * es;
+    int64_t j      = 0;
     for (; j + 16 <= nc; j += 16) {
         if (KB < 8 && j % pf == 0)
 #pragma GCC unroll 8
-            for (int kk = 0; kk < KB; kk++) _mm_prefetch(wn + (kk * ldw + j) * es, _MM_HINT_T0);
+            for (int kk = 0; kk < KB; kk++)
+                _mm_prefetch(wn + (kk * ldw + j) * es, _MM_HINT_T0);
         __m512 wv[8];
 #pragma GCC unroll 8
-        for (int kk = 0; kk < KB; kk++) wv[kk] = ld16_512(type, w, (k + kk) * ldw + n0 + j);
+        for (int kk = 0; kk < KB; kk++)
+            wv[kk] = ld16_512(type, w, (k + kk) * ldw + n0 + j);
 #pragma GCC unroll 4
         for (int m = 0; m < M; m++) {
             __m512 a = _mm512_loadu_ps(acc + m * lda + j);
 #pragma GCC unroll 8
-            for (int kk = 0; kk < KB; kk++) a = _mm512_fmadd_ps(bx[m][kk], wv[kk], a);
+            for (int kk = 0; kk < KB; kk++)
+                a = _mm512_fmadd_ps(bx[m][kk], wv[kk], a);
             _mm512_storeu_ps(acc + m * lda + j, a);
         }
     }
     if (j < nc) { /* acc rows are padded to 16, only the weights need the mask */
         __mmask16 km = lanes_below(nc - j);
-        __m512    wv[8];
+        __m512 wv[8];
 #pragma GCC unroll 8
-        for (int kk = 0; kk < KB; kk++) wv[kk] = ld16m_512(type, w, (k + kk) * ldw + n0 + j, km);
+        for (int kk = 0; kk < KB; kk++)
+            wv[kk] = ld16m_512(type, w, (k + kk) * ldw + n0 + j, km);
 #pragma GCC unroll 4
         for (int m = 0; m < M; m++) {
             __m512 a = _mm512_loadu_ps(acc + m * lda + j);
 #pragma GCC unroll 8
-            for (int kk = 0; kk < KB; kk++) a = _mm512_fmadd_ps(bx[m][kk], wv[kk], a);
+            for (int kk = 0; kk < KB; kk++)
+                a = _mm512_fmadd_ps(bx[m][kk], wv[kk], a);
             _mm512_storeu_ps(acc + m * lda + j, a);
         }
     }
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_512(enum jb_dtype type, const int M,
-                                                        const int KB, int64_t K, const float *x,
-                                                        int64_t ldx, const void *w, int64_t ldw,
-                                                        int64_t n0, int64_t nc, float *acc,
-                                                        int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_512(enum jb_dtype type,
+                                                         const int M,
+                                                         const int KB,
+                                                         int64_t K,
+                                                         const float *x,
+                                                         int64_t ldx,
+                                                         const void *w,
+                                                         int64_t ldw,
+                                                         int64_t n0,
+                                                         int64_t nc,
+                                                         float *acc,
+                                                         int64_t lda)
 {
     int64_t k = 0;
-    for (; k + KB <= K; k += KB) gemv_n_step_512(type, M, KB, k, x, ldx, w, ldw, n0, nc, acc, lda);
-    for (; k < K; k++) gemv_n_step_512(type, M, 1, k, x, ldx, w, ldw, n0, nc, acc, lda);
+    for (; k + KB <= K; k += KB)
+        gemv_n_step_512(type, M, KB, k, x, ldx, w, ldw, n0, nc, acc, lda);
+    for (; k < K; k++)
+        gemv_n_step_512(type, M, 1, k, x, ldx, w, ldw, n0, nc, acc, lda);
 }
 
 /* --- GEMV, W [N, K]: acc[m, col + r] = x[m, :] · W[n + r, :] for r < R ------------------------ */
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_t_rows_512(enum jb_dtype type, const int M,
-                                                             const int R, int64_t K,
-                                                             const float *x, int64_t ldx,
-                                                             const void *w, int64_t ldw, int64_t n,
-                                                             float *acc, int64_t lda, int64_t col)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_t_rows_512(enum jb_dtype type,
+                                                              const int M,
+                                                              const int R,
+                                                              int64_t K,
+                                                              const float *x,
+                                                              int64_t ldx,
+                                                              const void *w,
+                                                              int64_t ldw,
+                                                              int64_t n,
+                                                              float *acc,
+                                                              int64_t lda,
+                                                              int64_t col)
 {
     __m512 a[4][4];
 #pragma GCC unroll 4
     for (int m = 0; m < M; m++)
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) a[m][r] = _mm512_setzero_ps();
+        for (int r = 0; r < R; r++)
+            a[m][r] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
         __m512 wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = ld16_512(type, w, (n + r) * ldw + k);
+        for (int r = 0; r < R; r++)
+            wv[r] = ld16_512(type, w, (n + r) * ldw + k);
 #pragma GCC unroll 4
         for (int m = 0; m < M; m++) {
             __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) a[m][r] = _mm512_fmadd_ps(xv, wv[r], a[m][r]);
+            for (int r = 0; r < R; r++)
+                a[m][r] = _mm512_fmadd_ps(xv, wv[r], a[m][r]);
         }
     }
     if (k < K) {
         __mmask16 km = lanes_below(K - k);
-        __m512    wv[4];
+        __m512 wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = ld16m_512(type, w, (n + r) * ldw + k, km);
+        for (int r = 0; r < R; r++)
+            wv[r] = ld16m_512(type, w, (n + r) * ldw + k, km);
 #pragma GCC unroll 4
         for (int m = 0; m < M; m++) {
             __m512 xv = _mm512_maskz_loadu_ps(km, x + m * ldx + k);
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) a[m][r] = _mm512_fmadd_ps(xv, wv[r], a[m][r]);
+            for (int r = 0; r < R; r++)
+                a[m][r] = _mm512_fmadd_ps(xv, wv[r], a[m][r]);
         }
     }
 #pragma GCC unroll 4
     for (int m = 0; m < M; m++)
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) acc[m * lda + col + r] = _mm512_reduce_add_ps(a[m][r]);
+        for (int r = 0; r < R; r++)
+            acc[m * lda + col + r] = _mm512_reduce_add_ps(a[m][r]);
 }
 
 /* rows [n0, n1) in groups of 4 (their 4 weight rows stay in L1), every group against all rows
  * of x, 4 at a time */
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_t_512(enum jb_dtype type, int64_t M, int64_t K,
-                                                        const float *x, int64_t ldx, const void *w,
-                                                        int64_t ldw, int64_t n0, int64_t n1,
-                                                        float *acc, int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_t_512(enum jb_dtype type,
+                                                         int64_t M,
+                                                         int64_t K,
+                                                         const float *x,
+                                                         int64_t ldx,
+                                                         const void *w,
+                                                         int64_t ldw,
+                                                         int64_t n0,
+                                                         int64_t n1,
+                                                         float *acc,
+                                                         int64_t lda)
 {
     for (int64_t n = n0; n < n1; n += 4) {
         bool full = n + 4 <= n1;
         for (int64_t m = 0; m < M; m += 4) {
             const float *xm = x + m * ldx;
-            float       *am = acc + m * lda;
-            int64_t      c  = n - n0;
-#define GEMV_T_CASE(MG)                                                                           \
-    case MG:                                                                                      \
-        if (full)                                                                                 \
-            gemv_t_rows_512(type, MG, 4, K, xm, ldx, w, ldw, n, am, lda, c);                      \
-        else                                                                                      \
-            for (int64_t r = n; r < n1; r++)                                                      \
-                gemv_t_rows_512(type, MG, 1, K, xm, ldx, w, ldw, r, am, lda, r - n0);             \
+            float *am       = acc + m * lda;
+            int64_t c       = n - n0;
+#define GEMV_T_CASE(MG)                                                                            \
+    case MG:                                                                                       \
+        if (full)                                                                                  \
+            gemv_t_rows_512(type, MG, 4, K, xm, ldx, w, ldw, n, am, lda, c);                       \
+        else                                                                                       \
+            for (int64_t r = n; r < n1; r++)                                                       \
+                gemv_t_rows_512(type, MG, 1, K, xm, ldx, w, ldw, r, am, lda, r - n0);              \
         break;
             switch (M - m < 4 ? M - m : 4) {
                 GEMV_T_CASE(1)
                 GEMV_T_CASE(2)
                 GEMV_T_CASE(3)
                 GEMV_T_CASE(4)
-            default: break;
+            default:
+                break;
             }
 #undef GEMV_T_CASE
         }
     }
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type, bool w_trans, int64_t M,
-                                                      int64_t K, const float *x, int64_t ldx,
-                                                      const void *w, int64_t ldw, int64_t n0,
-                                                      int64_t n1, float *acc, int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type,
+                                                       bool w_trans,
+                                                       int64_t M,
+                                                       int64_t K,
+                                                       const float *x,
+                                                       int64_t ldx,
+                                                       const void *w,
+                                                       int64_t ldw,
+                                                       int64_t n0,
+                                                       int64_t n1,
+                                                       float *acc,
+                                                       int64_t lda)
 {
     if (w_trans) {
         gemv_t_512(type, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
         return;
     }
-    for (int64_t m = 0; m < M; m++) memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
+    for (int64_t m = 0; m < M; m++)
+        memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
     int64_t nc = n1 - n0;
     switch (M) { /* 16 broadcast registers: 8 rows of W per step for M <= 2, else 4 */
-    case 1: gemv_n_512(type, 1, 8, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
-    case 2: gemv_n_512(type, 2, 8, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
-    case 3: gemv_n_512(type, 3, 4, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
-    default: gemv_n_512(type, 4, 4, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
+    case 1:
+        gemv_n_512(type, 1, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
+    case 2:
+        gemv_n_512(type, 2, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
+    case 3:
+        gemv_n_512(type, 3, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
+    default:
+        gemv_n_512(type, 4, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
     }
 }
 
-JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64_t M, int64_t K,
-                                         const float *x, int64_t ldx, const void *w, int64_t ldw,
-                                         int64_t n0, int64_t n1, float *acc, int64_t lda)
+JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type,
+                                         bool w_trans,
+                                         int64_t M,
+                                         int64_t K,
+                                         const float *x,
+                                         int64_t ldx,
+                                         const void *w,
+                                         int64_t ldw,
+                                         int64_t n0,
+                                         int64_t n1,
+                                         float *acc,
+                                         int64_t lda)
 {
     JB_ASSERT(M >= 1 && (w_trans || M <= JB_CPU_GEMV_MAX_M));
     switch (type) {
-    case JB_DTYPE_F16: gemv_512(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-    case JB_DTYPE_BF16: gemv_512(JB_DTYPE_BF16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-    default: gemv_512(JB_DTYPE_F32, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
+    case JB_DTYPE_F16:
+        gemv_512(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        break;
+    case JB_DTYPE_BF16:
+        gemv_512(JB_DTYPE_BF16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        break;
+    default:
+        gemv_512(JB_DTYPE_F32, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        break;
     }
 }
 
-/* --- GEMM on a packed fp32 tile ---------------------------------------------------------------- */
+/* --- GEMM on a packed fp32 tile --------------------------------------------------------------- */
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR, const int NV, int64_t kb,
-                                                          const float *x, int64_t ldx,
-                                                          const float *b, int64_t ldb, float *acc,
-                                                          int64_t lda, bool first)
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
+                                                           const int NV,
+                                                           int64_t kb,
+                                                           const float *x,
+                                                           int64_t ldx,
+                                                           const float *b,
+                                                           int64_t ldb,
+                                                           float *acc,
+                                                           int64_t lda,
+                                                           bool first)
 {
     __m512 c[4][6];
 #pragma GCC unroll 4
@@ -259,57 +347,95 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR, const i
     for (int64_t k = 0; k < kb; k++) {
         __m512 bv[6];
 #pragma GCC unroll 6
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
+        for (int v = 0; v < NV; v++)
+            bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
 #pragma GCC unroll 4
         for (int m = 0; m < MR; m++) {
             __m512 a = _mm512_set1_ps(x[m * ldx + k]);
 #pragma GCC unroll 6
-            for (int v = 0; v < NV; v++) c[m][v] = _mm512_fmadd_ps(a, bv[v], c[m][v]);
+            for (int v = 0; v < NV; v++)
+                c[m][v] = _mm512_fmadd_ps(a, bv[v], c[m][v]);
         }
     }
 #pragma GCC unroll 4
     for (int m = 0; m < MR; m++)
 #pragma GCC unroll 6
-        for (int v = 0; v < NV; v++) _mm512_storeu_ps(acc + m * lda + 16 * v, c[m][v]);
+        for (int v = 0; v < NV; v++)
+            _mm512_storeu_ps(acc + m * lda + 16 * v, c[m][v]);
 }
 
-/* Columns in chunks of 96, then one narrower kernel for the rest; it reads and writes up to the next
- * multiple of 16 columns, inside the padded tile and acc rows. */
-static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_rows_512(const int MR, int64_t kb,
-                                                           const float *x, int64_t ldx,
-                                                           const float *b, int64_t ldb, int64_t nc,
-                                                           float *acc, int64_t lda, bool first)
+/* Columns in chunks of 96, then one narrower kernel for the rest; it reads and writes up to the
+ * next multiple of 16 columns, inside the padded tile and acc rows. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_rows_512(const int MR,
+                                                            int64_t kb,
+                                                            const float *x,
+                                                            int64_t ldx,
+                                                            const float *b,
+                                                            int64_t ldb,
+                                                            int64_t nc,
+                                                            float *acc,
+                                                            int64_t lda,
+                                                            bool first)
 {
     int64_t j = 0;
-    for (; j + 96 <= nc; j += 96) gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+    for (; j + 96 <= nc; j += 96)
+        gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first);
     switch ((nc - j + 15) / 16) {
-    case 1: gemm_ukr_512(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    case 2: gemm_ukr_512(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    case 3: gemm_ukr_512(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    case 4: gemm_ukr_512(MR, 4, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    case 5: gemm_ukr_512(MR, 5, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    case 6: gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    default: break; /* 0: no tail */
+    case 1:
+        gemm_ukr_512(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    case 2:
+        gemm_ukr_512(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    case 3:
+        gemm_ukr_512(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    case 4:
+        gemm_ukr_512(MR, 4, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    case 5:
+        gemm_ukr_512(MR, 5, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    case 6:
+        gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    default:
+        break; /* 0: no tail */
     }
 }
 
-JB_TARGET_AVX512 void jb_cpu_gemm_tile_avx512(int64_t M, int64_t kb, const float *x, int64_t ldx,
-                                              const float *b, int64_t ldb, int64_t nc, float *acc,
-                                              int64_t lda, bool first)
+JB_TARGET_AVX512 void jb_cpu_gemm_tile_avx512(int64_t M,
+                                              int64_t kb,
+                                              const float *x,
+                                              int64_t ldx,
+                                              const float *b,
+                                              int64_t ldb,
+                                              int64_t nc,
+                                              float *acc,
+                                              int64_t lda,
+                                              bool first)
 {
     for (int64_t m = 0; m < M; m += 4) {
         const float *xm = x + m * ldx;
-        float       *am = acc + m * lda;
+        float *am       = acc + m * lda;
         switch (M - m < 4 ? M - m : 4) {
-        case 1: gemm_rows_512(1, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
-        case 2: gemm_rows_512(2, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
-        case 3: gemm_rows_512(3, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
-        default: gemm_rows_512(4, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        case 1:
+            gemm_rows_512(1, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
+        case 2:
+            gemm_rows_512(2, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
+        case 3:
+            gemm_rows_512(3, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
+        default:
+            gemm_rows_512(4, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
         }
     }
 }
 
-/* --- direct convolution ------------------------------------------------------------------------ */
+/* --- direct convolution ----------------------------------------------------------------------- */
 
 /* Address of element off of row base p, computed in integers: off may lie before the row when
  * the tile overlaps the zero padding (those lanes are masked off and never read). */
@@ -326,10 +452,10 @@ static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t
     int64_t dist = jb->n_oblk >= 8 ? 1 : 8 / jb->n_oblk; /* tiles ahead */
     for (int s = 0; s < jb->n_seg; s++) {
         const struct jb_conv_seg *sg = &jb->seg[s];
-        int64_t                   a  = m0 + sg->q0; /* source column of packed column 0 */
+        int64_t a                    = m0 + sg->q0; /* source column of packed column 0 */
         for (int64_t c = 0; c < jb->cin; c++) {
             const float *src = addr_at(sg->x, c * jb->ldx + a);
-            float       *dst = pack + c * jb->ld_pack + sg->off;
+            float *dst       = pack + c * jb->ld_pack + sg->off;
             for (int64_t v = 0; v < sg->width; v += 16) {
                 __mmask16 k = (__mmask16)(lanes_below(sg->len - a - v) & ~lanes_below(-a - v));
                 _mm512_storeu_ps(dst + v, _mm512_maskz_loadu_ps(k, addr_at(src, v)));
@@ -347,9 +473,12 @@ static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv_job *jb,
-                                                           const float *pack, int64_t o0,
-                                                           int64_t m0, const int P, const int NR,
-                                                           const bool TAIL)
+                                                            const float *pack,
+                                                            int64_t o0,
+                                                            int64_t m0,
+                                                            const int P,
+                                                            const int NR,
+                                                            const bool TAIL)
 {
     enum { NV = JB_CONV_TILE / 16 };
     __m512 acc[2][8][NV];
@@ -358,7 +487,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[p][r][v] = _mm512_setzero_ps();
+            for (int v = 0; v < NV; v++)
+                acc[p][r][v] = _mm512_setzero_ps();
 
     const float *wo = jb->w + o0 * jb->w_os;
     for (int64_t c = 0; c < jb->cin; c++) {
@@ -368,15 +498,17 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
         for (int p = 0; p < P; p++) {
             for (int i = 0; i < jb->n_tap[p]; i++) {
                 const float *xr = pc + jb->tap_off[p][i];
-                __m512       xv[NV];
+                __m512 xv[NV];
 #pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) xv[v] = _mm512_loadu_ps(xr + 16 * v);
+                for (int v = 0; v < NV; v++)
+                    xv[v] = _mm512_loadu_ps(xr + 16 * v);
                 const float *wt = wc + jb->tap[p][i].widx;
 #pragma GCC unroll 8
                 for (int r = 0; r < NR; r++) {
                     __m512 wb = _mm512_set1_ps(wt[r * jb->w_os]);
 #pragma GCC unroll 4
-                    for (int v = 0; v < NV; v++) acc[p][r][v] = _mm512_fmadd_ps(wb, xv[v], acc[p][r][v]);
+                    for (int v = 0; v < NV; v++)
+                        acc[p][r][v] = _mm512_fmadd_ps(wb, xv[v], acc[p][r][v]);
                 }
             }
         }
@@ -384,7 +516,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
 
     const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi_idx =
-        _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+      _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++) {
         float *yr = jb->y + (o0 + r) * jb->ldy;
@@ -392,22 +524,22 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             if (P == 1) {
-                int64_t t   = m0 + 16 * v;
-                __m512  val = _mm512_add_ps(acc[0][r][v], b);
+                int64_t t  = m0 + 16 * v;
+                __m512 val = _mm512_add_ps(acc[0][r][v], b);
                 if (TAIL)
                     _mm512_mask_storeu_ps((float *)addr_at(yr, t), lanes_below(jb->tout - t), val);
                 else
                     _mm512_storeu_ps(yr + t, val);
             } else { /* interleave the phases: y[2m] from phase 0, y[2m + 1] from phase 1 */
-                int64_t t  = 2 * (m0 + 16 * v);
-                __m512  a0 = _mm512_add_ps(acc[0][r][v], b);
-                __m512  a1 = _mm512_add_ps(acc[1][r][v], b);
-                __m512  lo = _mm512_permutex2var_ps(a0, lo_idx, a1);
-                __m512  hi = _mm512_permutex2var_ps(a0, hi_idx, a1);
+                int64_t t = 2 * (m0 + 16 * v);
+                __m512 a0 = _mm512_add_ps(acc[0][r][v], b);
+                __m512 a1 = _mm512_add_ps(acc[1][r][v], b);
+                __m512 lo = _mm512_permutex2var_ps(a0, lo_idx, a1);
+                __m512 hi = _mm512_permutex2var_ps(a0, hi_idx, a1);
                 if (TAIL) {
                     _mm512_mask_storeu_ps((float *)addr_at(yr, t), lanes_below(jb->tout - t), lo);
-                    _mm512_mask_storeu_ps((float *)addr_at(yr, t + 16),
-                                          lanes_below(jb->tout - t - 16), hi);
+                    _mm512_mask_storeu_ps(
+                      (float *)addr_at(yr, t + 16), lanes_below(jb->tout - t - 16), hi);
                 } else {
                     _mm512_storeu_ps(yr + t, lo);
                     _mm512_storeu_ps(yr + t + 16, hi);
@@ -417,16 +549,18 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
     }
 }
 
-#define CONV_CASE_ROWS(P, NR)                                                                     \
-    case NR:                                                                                      \
-        if (tail)                                                                                 \
-            conv_tile_512(jb, pack, o0, m0, P, NR, true);                                         \
-        else                                                                                      \
-            conv_tile_512(jb, pack, o0, m0, P, NR, false);                                        \
+#define CONV_CASE_ROWS(P, NR)                                                                      \
+    case NR:                                                                                       \
+        if (tail)                                                                                  \
+            conv_tile_512(jb, pack, o0, m0, P, NR, true);                                          \
+        else                                                                                       \
+            conv_tile_512(jb, pack, o0, m0, P, NR, false);                                         \
         break;
 
-JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb, int64_t item0,
-                                               int64_t item1, float *pack)
+JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb,
+                                               int64_t item0,
+                                               int64_t item1,
+                                               float *pack)
 {
     JB_ASSERT(jb->nr == (jb->n_phase == 1 ? 8 : 4));
     int64_t packed = -1; /* tile now in pack */
@@ -438,7 +572,7 @@ JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb, int
             packed = tile;
         }
         int64_t rows = jb->cout - o0 < jb->nr ? jb->cout - o0 : jb->nr;
-        bool    tail = jb->n_phase * (m0 + JB_CONV_TILE) > jb->tout;
+        bool tail    = jb->n_phase * (m0 + JB_CONV_TILE) > jb->tout;
         if (jb->n_phase == 1) {
             switch (rows) {
                 CONV_CASE_ROWS(1, 1)
@@ -449,7 +583,8 @@ JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb, int
                 CONV_CASE_ROWS(1, 6)
                 CONV_CASE_ROWS(1, 7)
                 CONV_CASE_ROWS(1, 8)
-            default: break;
+            default:
+                break;
             }
         } else {
             switch (rows) {
@@ -457,26 +592,31 @@ JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb, int
                 CONV_CASE_ROWS(2, 2)
                 CONV_CASE_ROWS(2, 3)
                 CONV_CASE_ROWS(2, 4)
-            default: break;
+            default:
+                break;
             }
         }
     }
 }
 
-/* --- VQ argmin --------------------------------------------------------------------------------- */
+/* --- VQ argmin -------------------------------------------------------------------------------- */
 
 /* Vectorised over time: lanes are time steps, codes are scanned in ascending order with a strict
  * compare, so each lane keeps the first index of its minimum. */
-JB_TARGET_AVX512 void jb_cpu_vq_block_avx512(const float *xn, const float *dot, int64_t ldd,
-                                             const float *kn, int64_t bins, int64_t n,
+JB_TARGET_AVX512 void jb_cpu_vq_block_avx512(const float *xn,
+                                             const float *dot,
+                                             int64_t ldd,
+                                             const float *kn,
+                                             int64_t bins,
+                                             int64_t n,
                                              int32_t *codes)
 {
     enum { NV = 3 };
     const __m512 two = _mm512_set1_ps(2.0f);
     for (int64_t t = 0; t < n; t += 16 * NV) {
         __mmask16 km[NV];
-        __m512    vxn[NV], best[NV];
-        __m512i   bidx[NV];
+        __m512 vxn[NV], best[NV];
+        __m512i bidx[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             km[v]   = lanes_below(n - t - 16 * v);
@@ -485,21 +625,22 @@ JB_TARGET_AVX512 void jb_cpu_vq_block_avx512(const float *xn, const float *dot, 
             bidx[v] = _mm512_setzero_si512();
         }
         for (int64_t j = 0; j < bins; j++) {
-            const float  *dr = dot + j * ldd + t;
-            const __m512  kj = _mm512_set1_ps(kn[j]);
+            const float *dr  = dot + j * ldd + t;
+            const __m512 kj  = _mm512_set1_ps(kn[j]);
             const __m512i jj = _mm512_set1_epi32((int32_t)j);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) {
                 /* (‖x‖² − 2 x·k) + ‖k‖², as the reference */
-                __m512 dv = _mm512_maskz_loadu_ps(km[v], dr + 16 * v);
-                __m512 d  = _mm512_add_ps(_mm512_sub_ps(vxn[v], _mm512_mul_ps(two, dv)), kj);
+                __m512 dv    = _mm512_maskz_loadu_ps(km[v], dr + 16 * v);
+                __m512 d     = _mm512_add_ps(_mm512_sub_ps(vxn[v], _mm512_mul_ps(two, dv)), kj);
                 __mmask16 lt = _mm512_cmp_ps_mask(d, best[v], _CMP_LT_OQ);
                 best[v]      = _mm512_mask_mov_ps(best[v], lt, d);
                 bidx[v]      = _mm512_mask_mov_epi32(bidx[v], lt, jj);
             }
         }
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) _mm512_mask_storeu_epi32(codes + t + 16 * v, km[v], bidx[v]);
+        for (int v = 0; v < NV; v++)
+            _mm512_mask_storeu_epi32(codes + t + 16 * v, km[v], bidx[v]);
     }
 }
 
@@ -519,10 +660,12 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 __m256 ld8_256(enum jb_dtype type, const 
 }
 
 /* n < 8 elements at index i, zero-padded (AVX2 has no masked 16-bit loads). */
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 __m256 ld8n_256(enum jb_dtype type, const void *p, int64_t i,
-                                                      int64_t n)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 __m256 ld8n_256(enum jb_dtype type,
+                                                       const void *p,
+                                                       int64_t i,
+                                                       int64_t n)
 {
-    float buf[8] = {0};
+    float buf[8] = { 0 };
     for (int64_t l = 0; l < n; l++) {
         if (type == JB_DTYPE_F16)
             buf[l] = jb_f16_to_f32(((const uint16_t *)p)[i + l]);
@@ -542,55 +685,79 @@ JB_TARGET_AVX2 void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, flo
     }
     int64_t i = 0;
     if (type == JB_DTYPE_F16)
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8_256(JB_DTYPE_F16, src, i));
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, ld8_256(JB_DTYPE_F16, src, i));
     else
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8_256(JB_DTYPE_BF16, src, i));
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, ld8_256(JB_DTYPE_BF16, src, i));
     jb_convert_to_f32(type, (const uint16_t *)src + i, dst + i, (size_t)(n - i));
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_n_step_256(enum jb_dtype type, const int M,
-                                                           const int KB, int64_t k,
-                                                           const float *x, int64_t ldx,
-                                                           const void *w, int64_t ldw, int64_t n0,
-                                                           int64_t nc, float *acc, int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_n_step_256(enum jb_dtype type,
+                                                            const int M,
+                                                            const int KB,
+                                                            int64_t k,
+                                                            const float *x,
+                                                            int64_t ldx,
+                                                            const void *w,
+                                                            int64_t ldw,
+                                                            int64_t n0,
+                                                            int64_t nc,
+                                                            float *acc,
+                                                            int64_t lda)
 {
     __m256 bx[4][8];
 #pragma GCC unroll 4
     for (int m = 0; m < M; m++)
 #pragma GCC unroll 8
-        for (int kk = 0; kk < KB; kk++) bx[m][kk] = _mm256_set1_ps(x[m * ldx + k + kk]);
+        for (int kk = 0; kk < KB; kk++)
+            bx[m][kk] = _mm256_set1_ps(x[m * ldx + k + kk]);
     const int64_t es = type == JB_DTYPE_F32 ? 4 : 2, pf = 64 / es; /* as gemv_n_step_512 */
-    const char   *wn = (const char *)w + ((k + KB) * ldw + n0) * es;
+    const char *wn = (const char *)w + ((k + KB) * ldw + n0) * es;
     for (int64_t j = 0; j < nc; j += 8) {
         if (j % pf == 0)
 #pragma GCC unroll 8
-            for (int kk = 0; kk < KB; kk++) _mm_prefetch(wn + (kk * ldw + j) * es, _MM_HINT_T0);
+            for (int kk = 0; kk < KB; kk++)
+                _mm_prefetch(wn + (kk * ldw + j) * es, _MM_HINT_T0);
         __m256 wv[8];
         if (j + 8 <= nc) {
 #pragma GCC unroll 8
-            for (int kk = 0; kk < KB; kk++) wv[kk] = ld8_256(type, w, (k + kk) * ldw + n0 + j);
+            for (int kk = 0; kk < KB; kk++)
+                wv[kk] = ld8_256(type, w, (k + kk) * ldw + n0 + j);
         } else {
 #pragma GCC unroll 8
-            for (int kk = 0; kk < KB; kk++) wv[kk] = ld8n_256(type, w, (k + kk) * ldw + n0 + j, nc - j);
+            for (int kk = 0; kk < KB; kk++)
+                wv[kk] = ld8n_256(type, w, (k + kk) * ldw + n0 + j, nc - j);
         }
 #pragma GCC unroll 4
         for (int m = 0; m < M; m++) {
             __m256 a = _mm256_loadu_ps(acc + m * lda + j);
 #pragma GCC unroll 8
-            for (int kk = 0; kk < KB; kk++) a = _mm256_fmadd_ps(bx[m][kk], wv[kk], a);
+            for (int kk = 0; kk < KB; kk++)
+                a = _mm256_fmadd_ps(bx[m][kk], wv[kk], a);
             _mm256_storeu_ps(acc + m * lda + j, a);
         }
     }
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_n_256(enum jb_dtype type, const int M, const int KB,
-                                                      int64_t K, const float *x, int64_t ldx,
-                                                      const void *w, int64_t ldw, int64_t n0,
-                                                      int64_t nc, float *acc, int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_n_256(enum jb_dtype type,
+                                                       const int M,
+                                                       const int KB,
+                                                       int64_t K,
+                                                       const float *x,
+                                                       int64_t ldx,
+                                                       const void *w,
+                                                       int64_t ldw,
+                                                       int64_t n0,
+                                                       int64_t nc,
+                                                       float *acc,
+                                                       int64_t lda)
 {
     int64_t k = 0;
-    for (; k + KB <= K; k += KB) gemv_n_step_256(type, M, KB, k, x, ldx, w, ldw, n0, nc, acc, lda);
-    for (; k < K; k++) gemv_n_step_256(type, M, 1, k, x, ldx, w, ldw, n0, nc, acc, lda);
+    for (; k + KB <= K; k += KB)
+        gemv_n_step_256(type, M, KB, k, x, ldx, w, ldw, n0, nc, acc, lda);
+    for (; k < K; k++)
+        gemv_n_step_256(type, M, 1, k, x, ldx, w, ldw, n0, nc, acc, lda);
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 float hsum_256(__m256 v)
@@ -601,20 +768,28 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 float hsum_256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_rows_256(enum jb_dtype type, const int M,
-                                                           const int R, int64_t K,
-                                                           const float *x, int64_t ldx,
-                                                           const void *w, int64_t ldw, int64_t n,
-                                                           float *acc, int64_t lda, int64_t col)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_rows_256(enum jb_dtype type,
+                                                            const int M,
+                                                            const int R,
+                                                            int64_t K,
+                                                            const float *x,
+                                                            int64_t ldx,
+                                                            const void *w,
+                                                            int64_t ldw,
+                                                            int64_t n,
+                                                            float *acc,
+                                                            int64_t lda,
+                                                            int64_t col)
 {
     __m256 a[4][4];
 #pragma GCC unroll 4
     for (int m = 0; m < M; m++)
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) a[m][r] = _mm256_setzero_ps();
+        for (int r = 0; r < R; r++)
+            a[m][r] = _mm256_setzero_ps();
     for (int64_t k = 0; k < K; k += 8) {
         __m256 wv[4], xv;
-        bool   full = k + 8 <= K;
+        bool full = k + 8 <= K;
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             wv[r] = full ? ld8_256(type, w, (n + r) * ldw + k)
@@ -624,25 +799,35 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_rows_256(enum jb_dtype type, 
             xv = full ? _mm256_loadu_ps(x + m * ldx + k)
                       : ld8n_256(JB_DTYPE_F32, x, m * ldx + k, K - k);
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) a[m][r] = _mm256_fmadd_ps(xv, wv[r], a[m][r]);
+            for (int r = 0; r < R; r++)
+                a[m][r] = _mm256_fmadd_ps(xv, wv[r], a[m][r]);
         }
     }
 #pragma GCC unroll 4
     for (int m = 0; m < M; m++)
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) acc[m * lda + col + r] = hsum_256(a[m][r]);
+        for (int r = 0; r < R; r++)
+            acc[m * lda + col + r] = hsum_256(a[m][r]);
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_256(enum jb_dtype type, const int R, int64_t M,
-                                                      int64_t K, const float *x, int64_t ldx,
-                                                      const void *w, int64_t ldw, int64_t n0,
-                                                      int64_t n1, float *acc, int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_256(enum jb_dtype type,
+                                                       const int R,
+                                                       int64_t M,
+                                                       int64_t K,
+                                                       const float *x,
+                                                       int64_t ldx,
+                                                       const void *w,
+                                                       int64_t ldw,
+                                                       int64_t n0,
+                                                       int64_t n1,
+                                                       float *acc,
+                                                       int64_t lda)
 {
     for (int64_t n = n0; n < n1; n += R) {
         bool full = n + R <= n1;
         for (int64_t m = 0; m < M; m += 2) {
             const float *xm = x + m * ldx;
-            float       *am = acc + m * lda;
+            float *am       = acc + m * lda;
             if (M - m >= 2) {
                 if (full)
                     gemv_t_rows_256(type, 2, R, K, xm, ldx, w, ldw, n, am, lda, n - n0);
@@ -660,10 +845,18 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_t_256(enum jb_dtype type, const
     }
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_256(enum jb_dtype type, bool w_trans, int64_t M,
-                                                    int64_t K, const float *x, int64_t ldx,
-                                                    const void *w, int64_t ldw, int64_t n0,
-                                                    int64_t n1, float *acc, int64_t lda)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_256(enum jb_dtype type,
+                                                     bool w_trans,
+                                                     int64_t M,
+                                                     int64_t K,
+                                                     const float *x,
+                                                     int64_t ldx,
+                                                     const void *w,
+                                                     int64_t ldw,
+                                                     int64_t n0,
+                                                     int64_t n1,
+                                                     float *acc,
+                                                     int64_t lda)
 {
     /* 16 ymm registers: 2 x rows · 4 weight rows accumulators plus 4 weights (transposed),
      * M·KB broadcasts plus KB weights (not transposed) */
@@ -671,25 +864,49 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_256(enum jb_dtype type, bool w_
         gemv_t_256(type, 4, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
         return;
     }
-    for (int64_t m = 0; m < M; m++) memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
+    for (int64_t m = 0; m < M; m++)
+        memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
     int64_t nc = n1 - n0;
     switch (M) {
-    case 1: gemv_n_256(type, 1, 8, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
-    case 2: gemv_n_256(type, 2, 4, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
-    case 3: gemv_n_256(type, 3, 2, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
-    default: gemv_n_256(type, 4, 2, K, x, ldx, w, ldw, n0, nc, acc, lda); break;
+    case 1:
+        gemv_n_256(type, 1, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
+    case 2:
+        gemv_n_256(type, 2, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
+    case 3:
+        gemv_n_256(type, 3, 2, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
+    default:
+        gemv_n_256(type, 4, 2, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        break;
     }
 }
 
-JB_TARGET_AVX2 void jb_cpu_gemv_avx2(enum jb_dtype type, bool w_trans, int64_t M, int64_t K,
-                                     const float *x, int64_t ldx, const void *w, int64_t ldw,
-                                     int64_t n0, int64_t n1, float *acc, int64_t lda)
+JB_TARGET_AVX2 void jb_cpu_gemv_avx2(enum jb_dtype type,
+                                     bool w_trans,
+                                     int64_t M,
+                                     int64_t K,
+                                     const float *x,
+                                     int64_t ldx,
+                                     const void *w,
+                                     int64_t ldw,
+                                     int64_t n0,
+                                     int64_t n1,
+                                     float *acc,
+                                     int64_t lda)
 {
     JB_ASSERT(M >= 1 && (w_trans || M <= JB_CPU_GEMV_MAX_M));
     switch (type) {
-    case JB_DTYPE_F16: gemv_256(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-    case JB_DTYPE_BF16: gemv_256(JB_DTYPE_BF16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
-    default: gemv_256(JB_DTYPE_F32, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda); break;
+    case JB_DTYPE_F16:
+        gemv_256(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        break;
+    case JB_DTYPE_BF16:
+        gemv_256(JB_DTYPE_BF16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        break;
+    default:
+        gemv_256(JB_DTYPE_F32, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        break;
     }
 }
 
@@ -699,8 +916,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 __m256i lanes8_in(int64_t lo, int64_t hi)
 {
     /* lanes l with lo <= l < hi, as a maskload/maskstore mask */
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    int32_t       l   = (int32_t)(lo < -1 ? -1 : lo > 8 ? 8 : lo);
-    int32_t       h   = (int32_t)(hi < 0 ? 0 : hi > 8 ? 8 : hi);
+    int32_t l         = (int32_t)(lo < -1 ? -1 : lo > 8 ? 8 : lo);
+    int32_t h         = (int32_t)(hi < 0 ? 0 : hi > 8 ? 8 : hi);
     return _mm256_and_si256(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(l - 1)),
                             _mm256_cmpgt_epi32(_mm256_set1_epi32(h), idx));
 }
@@ -710,10 +927,10 @@ static JB_TARGET_AVX2 void conv_pack_256(const struct jb_conv_job *jb, int64_t m
     int64_t dist = jb->n_oblk >= 8 ? 1 : 8 / jb->n_oblk;
     for (int s = 0; s < jb->n_seg; s++) {
         const struct jb_conv_seg *sg = &jb->seg[s];
-        int64_t                   a  = m0 + sg->q0;
+        int64_t a                    = m0 + sg->q0;
         for (int64_t c = 0; c < jb->cin; c++) {
             const float *src = addr_at(sg->x, c * jb->ldx + a);
-            float       *dst = pack + c * jb->ld_pack + sg->off;
+            float *dst       = pack + c * jb->ld_pack + sg->off;
             for (int64_t v = 0; v < sg->width; v += 8) {
                 __m256i k = lanes8_in(-a - v, sg->len - a - v);
                 _mm256_storeu_ps(dst + v, _mm256_maskload_ps(addr_at(src, v), k));
@@ -731,9 +948,13 @@ static JB_TARGET_AVX2 void conv_pack_256(const struct jb_conv_job *jb, int64_t m
 
 /* NR rows x 24 columns (per phase) at packed column h of the tile at m0. */
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_job *jb,
-                                                         const float *pack, int64_t o0, int64_t m0,
-                                                         int64_t h, const int P, const int NR,
-                                                         const bool TAIL)
+                                                          const float *pack,
+                                                          int64_t o0,
+                                                          int64_t m0,
+                                                          int64_t h,
+                                                          const int P,
+                                                          const int NR,
+                                                          const bool TAIL)
 {
     enum { NV = 3 };
     __m256 acc[2][4][NV];
@@ -742,7 +963,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++)
 #pragma GCC unroll 3
-            for (int v = 0; v < NV; v++) acc[p][r][v] = _mm256_setzero_ps();
+            for (int v = 0; v < NV; v++)
+                acc[p][r][v] = _mm256_setzero_ps();
 
     const float *wo = jb->w + o0 * jb->w_os;
     for (int64_t c = 0; c < jb->cin; c++) {
@@ -752,15 +974,17 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
         for (int p = 0; p < P; p++) {
             for (int i = 0; i < jb->n_tap[p]; i++) {
                 const float *xr = pc + jb->tap_off[p][i];
-                __m256       xv[NV];
+                __m256 xv[NV];
 #pragma GCC unroll 3
-                for (int v = 0; v < NV; v++) xv[v] = _mm256_loadu_ps(xr + 8 * v);
+                for (int v = 0; v < NV; v++)
+                    xv[v] = _mm256_loadu_ps(xr + 8 * v);
                 const float *wt = wc + jb->tap[p][i].widx;
 #pragma GCC unroll 4
                 for (int r = 0; r < NR; r++) {
                     __m256 wb = _mm256_broadcast_ss(wt + r * jb->w_os);
 #pragma GCC unroll 3
-                    for (int v = 0; v < NV; v++) acc[p][r][v] = _mm256_fmadd_ps(wb, xv[v], acc[p][r][v]);
+                    for (int v = 0; v < NV; v++)
+                        acc[p][r][v] = _mm256_fmadd_ps(wb, xv[v], acc[p][r][v]);
                 }
             }
         }
@@ -773,24 +997,24 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++) {
             if (P == 1) {
-                int64_t t   = m0 + h + 8 * v;
-                __m256  val = _mm256_add_ps(acc[0][r][v], b);
+                int64_t t  = m0 + h + 8 * v;
+                __m256 val = _mm256_add_ps(acc[0][r][v], b);
                 if (TAIL)
                     _mm256_maskstore_ps((float *)addr_at(yr, t), lanes8_in(0, jb->tout - t), val);
                 else
                     _mm256_storeu_ps(yr + t, val);
             } else {
-                int64_t t  = 2 * (m0 + h + 8 * v);
-                __m256  a0 = _mm256_add_ps(acc[0][r][v], b);
-                __m256  a1 = _mm256_add_ps(acc[1][r][v], b);
-                __m256  lo = _mm256_unpacklo_ps(a0, a1); /* a0 b0 a1 b1 | a4 b4 a5 b5 */
-                __m256  hi = _mm256_unpackhi_ps(a0, a1); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
-                __m256  o1 = _mm256_permute2f128_ps(lo, hi, 0x20);
-                __m256  o2 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                int64_t t = 2 * (m0 + h + 8 * v);
+                __m256 a0 = _mm256_add_ps(acc[0][r][v], b);
+                __m256 a1 = _mm256_add_ps(acc[1][r][v], b);
+                __m256 lo = _mm256_unpacklo_ps(a0, a1); /* a0 b0 a1 b1 | a4 b4 a5 b5 */
+                __m256 hi = _mm256_unpackhi_ps(a0, a1); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
+                __m256 o1 = _mm256_permute2f128_ps(lo, hi, 0x20);
+                __m256 o2 = _mm256_permute2f128_ps(lo, hi, 0x31);
                 if (TAIL) {
                     _mm256_maskstore_ps((float *)addr_at(yr, t), lanes8_in(0, jb->tout - t), o1);
-                    _mm256_maskstore_ps((float *)addr_at(yr, t + 8),
-                                        lanes8_in(0, jb->tout - t - 8), o2);
+                    _mm256_maskstore_ps(
+                      (float *)addr_at(yr, t + 8), lanes8_in(0, jb->tout - t - 8), o2);
                 } else {
                     _mm256_storeu_ps(yr + t, o1);
                     _mm256_storeu_ps(yr + t + 8, o2);
@@ -801,8 +1025,12 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_rows_256(const struct jb_conv_job *jb,
-                                                         const float *pack, int64_t o0, int64_t m0,
-                                                         const int P, const int NR, bool tail)
+                                                          const float *pack,
+                                                          int64_t o0,
+                                                          int64_t m0,
+                                                          const int P,
+                                                          const int NR,
+                                                          bool tail)
 {
     for (int64_t h = 0; h < JB_CONV_TILE; h += 24) {
         if (tail)
@@ -812,12 +1040,14 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_rows_256(const struct jb_conv_j
     }
 }
 
-JB_TARGET_AVX2 void jb_cpu_conv_items_avx2(const struct jb_conv_job *jb, int64_t item0,
-                                           int64_t item1, float *pack)
+JB_TARGET_AVX2 void jb_cpu_conv_items_avx2(const struct jb_conv_job *jb,
+                                           int64_t item0,
+                                           int64_t item1,
+                                           float *pack)
 {
     JB_ASSERT(jb->nr == (jb->n_phase == 1 ? 8 : 4));
-    const int64_t rg     = jb->n_phase == 1 ? 4 : 2; /* rows per register tile */
-    int64_t       packed = -1;
+    const int64_t rg = jb->n_phase == 1 ? 4 : 2; /* rows per register tile */
+    int64_t packed   = -1;
     for (int64_t item = item0; item < item1; item++) {
         int64_t tile = item / jb->n_oblk, ob = item % jb->n_oblk;
         int64_t m0 = tile * JB_CONV_TILE, o1 = ob * jb->nr + jb->nr;
@@ -831,10 +1061,18 @@ JB_TARGET_AVX2 void jb_cpu_conv_items_avx2(const struct jb_conv_job *jb, int64_t
             int64_t rows = o1 - o0 < rg ? o1 - o0 : rg;
             if (jb->n_phase == 1) {
                 switch (rows) {
-                case 1: conv_rows_256(jb, pack, o0, m0, 1, 1, tail); break;
-                case 2: conv_rows_256(jb, pack, o0, m0, 1, 2, tail); break;
-                case 3: conv_rows_256(jb, pack, o0, m0, 1, 3, tail); break;
-                default: conv_rows_256(jb, pack, o0, m0, 1, 4, tail); break;
+                case 1:
+                    conv_rows_256(jb, pack, o0, m0, 1, 1, tail);
+                    break;
+                case 2:
+                    conv_rows_256(jb, pack, o0, m0, 1, 2, tail);
+                    break;
+                case 3:
+                    conv_rows_256(jb, pack, o0, m0, 1, 3, tail);
+                    break;
+                default:
+                    conv_rows_256(jb, pack, o0, m0, 1, 4, tail);
+                    break;
                 }
             } else {
                 if (rows == 1)
@@ -846,14 +1084,19 @@ JB_TARGET_AVX2 void jb_cpu_conv_items_avx2(const struct jb_conv_job *jb, int64_t
     }
 }
 
-JB_TARGET_AVX2 void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int64_t ldd,
-                                         const float *kn, int64_t bins, int64_t n, int32_t *codes)
+JB_TARGET_AVX2 void jb_cpu_vq_block_avx2(const float *xn,
+                                         const float *dot,
+                                         int64_t ldd,
+                                         const float *kn,
+                                         int64_t bins,
+                                         int64_t n,
+                                         int32_t *codes)
 {
     enum { NV = 4 };
     const __m256 two = _mm256_set1_ps(2.0f);
     for (int64_t t = 0; t < n; t += 8 * NV) {
         __m256i km[NV], bidx[NV];
-        __m256  vxn[NV], best[NV];
+        __m256 vxn[NV], best[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             km[v]   = lanes8_in(0, n - t - 8 * v);
@@ -862,8 +1105,8 @@ JB_TARGET_AVX2 void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int6
             bidx[v] = _mm256_setzero_si256();
         }
         for (int64_t j = 0; j < bins; j++) {
-            const float  *dr = dot + j * ldd + t;
-            const __m256  kj = _mm256_set1_ps(kn[j]);
+            const float *dr  = dot + j * ldd + t;
+            const __m256 kj  = _mm256_set1_ps(kn[j]);
             const __m256i jj = _mm256_set1_epi32((int32_t)j);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) {
@@ -871,19 +1114,26 @@ JB_TARGET_AVX2 void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int6
                 __m256 d  = _mm256_add_ps(_mm256_sub_ps(vxn[v], _mm256_mul_ps(two, dv)), kj);
                 __m256 lt = _mm256_cmp_ps(d, best[v], _CMP_LT_OQ);
                 best[v]   = _mm256_blendv_ps(best[v], d, lt);
-                bidx[v]   = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bidx[v]),
-                                                                 _mm256_castsi256_ps(jj), lt));
+                bidx[v]   = _mm256_castps_si256(
+                  _mm256_blendv_ps(_mm256_castsi256_ps(bidx[v]), _mm256_castsi256_ps(jj), lt));
             }
         }
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) _mm256_maskstore_epi32(codes + t + 8 * v, km[v], bidx[v]);
+        for (int v = 0; v < NV; v++)
+            _mm256_maskstore_epi32(codes + t + 8 * v, km[v], bidx[v]);
     }
 }
 
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR, const int NV, int64_t kb,
-                                                        const float *x, int64_t ldx, const float *b,
-                                                        int64_t ldb, float *acc, int64_t lda,
-                                                        bool first)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR,
+                                                         const int NV,
+                                                         int64_t kb,
+                                                         const float *x,
+                                                         int64_t ldx,
+                                                         const float *b,
+                                                         int64_t ldb,
+                                                         float *acc,
+                                                         int64_t lda,
+                                                         bool first)
 {
     __m256 c[4][3];
 #pragma GCC unroll 4
@@ -894,49 +1144,81 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR, const int
     for (int64_t k = 0; k < kb; k++) {
         __m256 bv[3];
 #pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
+        for (int v = 0; v < NV; v++)
+            bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
 #pragma GCC unroll 4
         for (int m = 0; m < MR; m++) {
             __m256 a = _mm256_set1_ps(x[m * ldx + k]);
 #pragma GCC unroll 3
-            for (int v = 0; v < NV; v++) c[m][v] = _mm256_fmadd_ps(a, bv[v], c[m][v]);
+            for (int v = 0; v < NV; v++)
+                c[m][v] = _mm256_fmadd_ps(a, bv[v], c[m][v]);
         }
     }
 #pragma GCC unroll 4
     for (int m = 0; m < MR; m++)
 #pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) _mm256_storeu_ps(acc + m * lda + 8 * v, c[m][v]);
+        for (int v = 0; v < NV; v++)
+            _mm256_storeu_ps(acc + m * lda + 8 * v, c[m][v]);
 }
 
 /* Chunks of 24 columns, then up to 3 vectors of 8: j + 24 never passes the next multiple of 16
  * above nc (j is a multiple of 24), so the padded tile and acc rows hold them. */
-static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_rows_256(const int MR, int64_t kb, const float *x,
-                                                         int64_t ldx, const float *b, int64_t ldb,
-                                                         int64_t nc, float *acc, int64_t lda,
-                                                         bool first)
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_rows_256(const int MR,
+                                                          int64_t kb,
+                                                          const float *x,
+                                                          int64_t ldx,
+                                                          const float *b,
+                                                          int64_t ldb,
+                                                          int64_t nc,
+                                                          float *acc,
+                                                          int64_t lda,
+                                                          bool first)
 {
     int64_t j = 0;
-    for (; j + 24 <= nc; j += 24) gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+    for (; j + 24 <= nc; j += 24)
+        gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
     switch ((nc - j + 7) / 8) {
-    case 1: gemm_ukr_256(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    case 2: gemm_ukr_256(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    case 3: gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first); break;
-    default: break; /* 0: no tail */
+    case 1:
+        gemm_ukr_256(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    case 2:
+        gemm_ukr_256(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    case 3:
+        gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        break;
+    default:
+        break; /* 0: no tail */
     }
 }
 
-JB_TARGET_AVX2 void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx,
-                                          const float *b, int64_t ldb, int64_t nc, float *acc,
-                                          int64_t lda, bool first)
+JB_TARGET_AVX2 void jb_cpu_gemm_tile_avx2(int64_t M,
+                                          int64_t kb,
+                                          const float *x,
+                                          int64_t ldx,
+                                          const float *b,
+                                          int64_t ldb,
+                                          int64_t nc,
+                                          float *acc,
+                                          int64_t lda,
+                                          bool first)
 {
     for (int64_t m = 0; m < M; m += 4) {
         const float *xm = x + m * ldx;
-        float       *am = acc + m * lda;
+        float *am       = acc + m * lda;
         switch (M - m < 4 ? M - m : 4) {
-        case 1: gemm_rows_256(1, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
-        case 2: gemm_rows_256(2, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
-        case 3: gemm_rows_256(3, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
-        default: gemm_rows_256(4, kb, xm, ldx, b, ldb, nc, am, lda, first); break;
+        case 1:
+            gemm_rows_256(1, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
+        case 2:
+            gemm_rows_256(2, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
+        case 3:
+            gemm_rows_256(3, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
+        default:
+            gemm_rows_256(4, kb, xm, ldx, b, ldb, nc, am, lda, first);
+            break;
         }
     }
 }
@@ -951,44 +1233,92 @@ void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_
 {
     jb_convert_to_f32(type, src, dst, (size_t)n);
 }
-void jb_cpu_gemv_avx512(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
-                        int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1,
-                        float *acc, int64_t lda)
+void jb_cpu_gemv_avx512(enum jb_dtype type,
+                        bool w_trans,
+                        int64_t M,
+                        int64_t K,
+                        const float *x,
+                        int64_t ldx,
+                        const void *w,
+                        int64_t ldw,
+                        int64_t n0,
+                        int64_t n1,
+                        float *acc,
+                        int64_t lda)
 {
     JB_ASSERT(!"unreachable");
 }
-void jb_cpu_gemv_avx2(enum jb_dtype type, bool w_trans, int64_t M, int64_t K, const float *x,
-                      int64_t ldx, const void *w, int64_t ldw, int64_t n0, int64_t n1, float *acc,
+void jb_cpu_gemv_avx2(enum jb_dtype type,
+                      bool w_trans,
+                      int64_t M,
+                      int64_t K,
+                      const float *x,
+                      int64_t ldx,
+                      const void *w,
+                      int64_t ldw,
+                      int64_t n0,
+                      int64_t n1,
+                      float *acc,
                       int64_t lda)
 {
     JB_ASSERT(!"unreachable");
 }
-void jb_cpu_gemm_tile_avx512(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
-                             int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first)
+void jb_cpu_gemm_tile_avx512(int64_t M,
+                             int64_t kb,
+                             const float *x,
+                             int64_t ldx,
+                             const float *b,
+                             int64_t ldb,
+                             int64_t nc,
+                             float *acc,
+                             int64_t lda,
+                             bool first)
 {
     JB_ASSERT(!"unreachable");
 }
-void jb_cpu_gemm_tile_avx2(int64_t M, int64_t kb, const float *x, int64_t ldx, const float *b,
-                           int64_t ldb, int64_t nc, float *acc, int64_t lda, bool first)
+void jb_cpu_gemm_tile_avx2(int64_t M,
+                           int64_t kb,
+                           const float *x,
+                           int64_t ldx,
+                           const float *b,
+                           int64_t ldb,
+                           int64_t nc,
+                           float *acc,
+                           int64_t lda,
+                           bool first)
 {
     JB_ASSERT(!"unreachable");
 }
-void jb_cpu_conv_items_avx512(const struct jb_conv_job *job, int64_t item0, int64_t item1,
+void jb_cpu_conv_items_avx512(const struct jb_conv_job *job,
+                              int64_t item0,
+                              int64_t item1,
                               float *pack)
 {
     JB_ASSERT(!"unreachable");
 }
-void jb_cpu_vq_block_avx512(const float *xn, const float *dot, int64_t ldd, const float *kn,
-                            int64_t bins, int64_t n, int32_t *codes)
+void jb_cpu_vq_block_avx512(const float *xn,
+                            const float *dot,
+                            int64_t ldd,
+                            const float *kn,
+                            int64_t bins,
+                            int64_t n,
+                            int32_t *codes)
 {
     JB_ASSERT(!"unreachable");
 }
-void jb_cpu_vq_block_avx2(const float *xn, const float *dot, int64_t ldd, const float *kn,
-                          int64_t bins, int64_t n, int32_t *codes)
+void jb_cpu_vq_block_avx2(const float *xn,
+                          const float *dot,
+                          int64_t ldd,
+                          const float *kn,
+                          int64_t bins,
+                          int64_t n,
+                          int32_t *codes)
 {
     JB_ASSERT(!"unreachable");
 }
-void jb_cpu_conv_items_avx2(const struct jb_conv_job *job, int64_t item0, int64_t item1,
+void jb_cpu_conv_items_avx2(const struct jb_conv_job *job,
+                            int64_t item0,
+                            int64_t item1,
                             float *pack)
 {
     JB_ASSERT(!"unreachable");
