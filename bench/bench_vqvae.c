@@ -17,6 +17,7 @@
  *   --chunk    codes per chunk for chunked decoding (default: the larger of 4 x the level's
  *              margin and 131072 samples' worth of codes)
  */
+#include "model/presets.h"
 #include "vqvae/vqvae.h"
 
 #include <math.h>
@@ -173,21 +174,6 @@ static const struct jb_tensor *mem_get(void *ctx, int64_t i)
     return &((struct mem_source *)ctx)->v[i].t;
 }
 
-static const struct jb_vqvae_hparams released = {
-    .levels                   = 3,
-    .downs_t                  = { 3, 2, 2 },
-    .strides_t                = { 2, 2, 2 },
-    .multipliers              = { 2, 1, 1 },
-    .width                    = 32,
-    .depth                    = 4,
-    .emb_width                = 64,
-    .l_bins                   = 2048,
-    .dilation_growth_rate     = 3,
-    .dilation_cycle           = 0,
-    .reverse_decoder_dilation = true,
-    .m_conv                   = 1.0f,
-};
-
 /* ---------------------------------------------------------------------------------------- */
 /* one measurement, in a child process                                                       */
 
@@ -215,6 +201,8 @@ static int64_t g_chunk = -1;
 
 static void run_job(const struct job *jb, struct result *r)
 {
+    struct jb_vqvae_hparams released;
+    jb_preset_vqvae(&released);
     struct jb_backend *be = jb_backend_cpu_init(g_threads);
     struct mem_source src = { .rng = 20240601 };
     mem_add_vqvae(&src, &released);

@@ -13,6 +13,7 @@
  *
  * Prints one line per check and "N passed, M failed"; exits non-zero on failure.
  */
+#include "model/presets.h"
 #include "vqvae/vqvae.h"
 
 #include <math.h>
@@ -229,20 +230,13 @@ static void model_free(struct model *m)
 
 static struct jb_vqvae_hparams released_topology(int width, int depth, int emb, int bins)
 {
-    return (struct jb_vqvae_hparams){
-        .levels                   = 3,
-        .downs_t                  = { 3, 2, 2 },
-        .strides_t                = { 2, 2, 2 },
-        .multipliers              = { 2, 1, 1 },
-        .width                    = width,
-        .depth                    = depth,
-        .emb_width                = emb,
-        .l_bins                   = bins,
-        .dilation_growth_rate     = 3,
-        .dilation_cycle           = 0,
-        .reverse_decoder_dilation = true,
-        .m_conv                   = 1.0f,
-    };
+    struct jb_vqvae_hparams hp;
+    jb_preset_vqvae(&hp); /* released topology; sizes overridden below */
+    hp.width     = width;
+    hp.depth     = depth;
+    hp.emb_width = emb;
+    hp.l_bins    = bins;
+    return hp;
 }
 
 /* ---------------------------------------------------------------------------------------- */
