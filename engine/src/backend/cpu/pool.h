@@ -1,0 +1,30 @@
+/*
+ * backend/cpu/pool.h - the CPU backend's own thread pool (one per backend context).
+ *
+ * Every parallel loop of the CPU kernels goes through jb_pool_for, never through process-wide
+ * OpenMP or OpenBLAS thread settings, so two backends in one process do not interfere and an
+ * idle process uses no CPU (workers spin briefly, then sleep on a condition variable).
+ *
+ * jb_pool_for(pool, n, grain, fn, arg) splits [0, n) into contiguous ranges of at least `grain`
+ * items and calls fn(arg, begin, end, slot) for each, on the caller and the workers; it returns
+ * when all are done. `slot` (0 .. jb_pool_threads()-1) is unique among concurrent calls, so
+ * kernels index per-thread scratch (the backend arena) with it. Loops with fewer than 2 * grain
+ * items run inline on the caller without waking anyone. A call from inside a pool task runs
+ * inline (serially) with the caller's slot.
+ */
+#ifndef JB_BACKEND_CPU_POOL_H
+#define JB_BACKEND_CPU_POOL_H
+
+#include <stdint.h>
+
+struct jb_pool;
+
+typedef void (*jb_pool_fn)(void *arg, int64_t begin, int64_t end, int slot);
+
+/* n_threads >= 1 (the caller counts as one). NULL + jb_fail on failure. */
+struct jb_pool *jb_pool_new(int n_threads);
+void jb_pool_free(struct jb_pool *pool); /* NULL is a no-op */
+int jb_pool_threads(const struct jb_pool *pool);
+void jb_pool_for(struct jb_pool *pool, int64_t n, int64_t grain, jb_pool_fn fn, void *arg);
+
+#endif
