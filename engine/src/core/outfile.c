@@ -78,17 +78,15 @@ enum jb_status jb_outfile_commit(struct jb_outfile *f)
         if (!bad) e = 0;
         f->fd = -1;
         if (bad) {
-            enum jb_status st = jb_fail(JB_STATUS_ERR_IO,
-                                        "cannot write %s: %s",
-                                        f->path,
-                                        strerror(e ? e : errno));
+            enum jb_status st =
+              jb_fail(JB_STATUS_ERR_IO, "cannot write %s: %s", f->path, strerror(e ? e : errno));
             jb_outfile_abort(f);
             return st;
         }
     }
     if (rename(f->tmp_path, f->path) != 0) {
         enum jb_status st =
-            jb_fail(JB_STATUS_ERR_IO, "cannot rename into %s: %s", f->path, strerror(errno));
+          jb_fail(JB_STATUS_ERR_IO, "cannot rename into %s: %s", f->path, strerror(errno));
         jb_outfile_abort(f);
         return st;
     }

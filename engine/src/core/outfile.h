@@ -13,9 +13,9 @@
 #include "core/common.h"
 
 struct jb_outfile {
-    int fd;           /* -1 once closed or handed over (see jb_outfile_release_fd) */
-    char *path;       /* final path */
-    char *tmp_path;   /* the unique temporary beside it */
+    int fd;         /* -1 once closed or handed over (see jb_outfile_release_fd) */
+    char *path;     /* final path */
+    char *tmp_path; /* the unique temporary beside it */
 };
 
 /* Creates the temporary for `path` with mode 0666 & ~umask. */
