@@ -319,6 +319,16 @@ struct jb_job_params {
     float hop_fraction[JB_JOB_MAX_LEVELS]; /* hop / n_ctx, levels 0,1,2: 0.5, 0.5, 0.125 */
     int chunk_size[JB_JOB_MAX_LEVELS];     /* priming chunk (32; top level 16 for 5b models) */
     int max_batch[JB_JOB_MAX_LEVELS];      /* candidates per batch (16; top level 3 for 5b) */
+
+    /* (optional) resume an interrupted job: `resume` is the partial take of a checkpoint
+     * (jb_job_callbacks.on_checkpoint) of a job with exactly these params. Levels above
+     * resume_level are taken from it, and level resume_level restarts at window resume_window
+     * (the checkpoint's windows_done). Every window draws from its own random stream, so the
+     * result equals the uninterrupted job's. PRIMED still needs `riff` for the levels below.
+     * Audio of the resumed level is emitted again from its start; levels above emit none. */
+    const struct jb_take *resume;
+    int resume_level;
+    int resume_window;
 };
 
 /* Defaults: PRIMED, total_seconds 0, temps 0.99, no top-k/p, seed 0, 1 candidate, finest level
@@ -373,6 +383,15 @@ struct jb_job_audio {
     const float *samples; /* valid during the call only */
 };
 
+/* A sampling window finished: `partial` holds every level above `level` complete and level
+ * `level` up to the end of window windows_done - 1 (the other codes are 0). Save it (e.g.
+ * jb_take_save) with level and windows_done to resume the job later (jb_job_params.resume). */
+struct jb_job_checkpoint {
+    int level;
+    int windows_done, n_windows;
+    const struct jb_take *partial; /* valid during the call only */
+};
+
 struct jb_job_callbacks {
     /* (optional) per-level progress, at most ~20 times per second plus each level's start/end */
     void (*on_progress)(const struct jb_job_progress *p, void *user);
@@ -381,6 +400,8 @@ struct jb_job_callbacks {
     /* (optional) polled before every token and between chunks: true -> ERR_CANCELLED */
     bool (*should_stop)(void *user);
     void *user;
+    /* (optional) after every finished sampling window */
+    void (*on_checkpoint)(const struct jb_job_checkpoint *c, void *user);
 };
 
 /* Runs a job to completion. On success *out receives a new take (free with jb_take_free); on
