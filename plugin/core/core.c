@@ -20,10 +20,8 @@ struct core_take_set {
     int n_cand;
     int64_t n_frames;
     int64_t start;
-    float *preview[CORE_MAX_CANDIDATES];
-    float *refined[CORE_MAX_CANDIDATES];
-    _Atomic int64_t preview_len[CORE_MAX_CANDIDATES];
-    _Atomic int64_t refined_len[CORE_MAX_CANDIDATES];
+    float *audio[CORE_LEVELS][CORE_MAX_CANDIDATES]; /* level 0 = final quality */
+    _Atomic int64_t len[CORE_LEVELS][CORE_MAX_CANDIDATES];
     _Atomic bool complete;
 };
 
@@ -271,6 +269,11 @@ static void handle_controls(struct core *c, const struct core_controls *ctl)
             : m.params.add_seconds;
         send(c, &m);
     }
+    if (ctl->upsample && !p->upsample) {
+        struct core_msg m = { .type = CORE_MSG_UPSAMPLE, .params = ctl->params };
+        m.candidate       = ctl->candidate;
+        send(c, &m);
+    }
     if (ctl->cancel && !p->cancel) {
         struct core_msg m = { .type = CORE_MSG_CANCEL };
         send(c, &m);
@@ -294,21 +297,20 @@ static void take_new_sets(struct core *c)
     }
 }
 
+/* The finest level that has arrived at idx; in export, waits (bounded) for the final level. */
 static float take_sample(struct core *c,
                          struct core_take_set *t,
                          int cand,
                          int64_t idx,
                          bool freewheel)
 {
-    int64_t rl = atomic_load_explicit(&t->refined_len[cand], memory_order_acquire);
-    if (idx < rl) return t->refined[cand][idx];
-    if (freewheel && !atomic_load_explicit(&t->complete, memory_order_acquire) &&
+    if (freewheel && idx >= atomic_load_explicit(&t->len[0][cand], memory_order_acquire) &&
+        !atomic_load_explicit(&t->complete, memory_order_acquire) &&
         c->export_waited_s < c->cfg.export_wait_s) {
-        /* export: wait (bounded) for audio still being generated rather than render silence */
         struct timespec ts = { 0, 1000000 };
         while (c->export_waited_s < c->cfg.export_wait_s &&
                !atomic_load_explicit(&t->complete, memory_order_acquire) &&
-               idx >= atomic_load_explicit(&t->refined_len[cand], memory_order_acquire)) {
+               idx >= atomic_load_explicit(&t->len[0][cand], memory_order_acquire)) {
             nanosleep(&ts, NULL);
             c->export_waited_s += 0.001;
         }
@@ -316,11 +318,10 @@ static float take_sample(struct core *c,
           &c->export_waited_ms, (uint32_t)(c->export_waited_s * 1000.0), memory_order_relaxed);
         if (c->export_waited_s >= c->cfg.export_wait_s)
             atomic_store_explicit(&c->export_timed_out, true, memory_order_relaxed);
-        rl = atomic_load_explicit(&t->refined_len[cand], memory_order_acquire);
-        if (idx < rl) return t->refined[cand][idx];
     }
-    if (idx < atomic_load_explicit(&t->preview_len[cand], memory_order_acquire))
-        return t->preview[cand][idx];
+    for (int lv = 0; lv < CORE_LEVELS; lv++)
+        if (idx < atomic_load_explicit(&t->len[lv][cand], memory_order_acquire))
+            return t->audio[lv][cand][idx];
     return 0.0f;
 }
 
@@ -466,16 +467,15 @@ struct core_take_set *core_takes_new(int n_cand, int64_t n_frames, int64_t start
     t->n_cand   = n_cand;
     t->n_frames = n_frames;
     t->start    = start;
-    for (int k = 0; k < n_cand; k++) {
-        t->preview[k] = alloc_touched((size_t)n_frames);
-        t->refined[k] = alloc_touched((size_t)n_frames);
-        if (!t->preview[k] || !t->refined[k]) {
-            core_takes_free(t);
-            return NULL;
+    for (int lv = 0; lv < CORE_LEVELS; lv++)
+        for (int k = 0; k < n_cand; k++) {
+            t->audio[lv][k] = alloc_touched((size_t)n_frames);
+            if (!t->audio[lv][k]) {
+                core_takes_free(t);
+                return NULL;
+            }
+            atomic_init(&t->len[lv][k], 0);
         }
-        atomic_init(&t->preview_len[k], 0);
-        atomic_init(&t->refined_len[k], 0);
-    }
     atomic_init(&t->complete, false);
     return t;
 }
@@ -483,24 +483,24 @@ struct core_take_set *core_takes_new(int n_cand, int64_t n_frames, int64_t start
 void core_takes_free(struct core_take_set *t)
 {
     if (!t) return;
-    for (int k = 0; k < CORE_MAX_CANDIDATES; k++) {
-        free(t->preview[k]);
-        free(t->refined[k]);
-    }
+    for (int lv = 0; lv < CORE_LEVELS; lv++)
+        for (int k = 0; k < CORE_MAX_CANDIDATES; k++)
+            free(t->audio[lv][k]);
     free(t);
 }
 
 bool core_takes_write(struct core_take_set *t,
                       int cand,
-                      bool refined,
+                      int level,
                       int64_t offset,
                       const float *data,
                       int64_t n)
 {
-    if (!t || cand < 0 || cand >= t->n_cand || offset < 0 || n < 0 || (n > 0 && !data))
+    if (!t || cand < 0 || cand >= t->n_cand || level < 0 || level >= CORE_LEVELS || offset < 0 ||
+        n < 0 || (n > 0 && !data))
         return false;
-    _Atomic int64_t *len = refined ? &t->refined_len[cand] : &t->preview_len[cand];
-    float *buf           = refined ? t->refined[cand] : t->preview[cand];
+    _Atomic int64_t *len = &t->len[level][cand];
+    float *buf           = t->audio[level][cand];
     int64_t have         = atomic_load_explicit(len, memory_order_relaxed);
     if (offset > t->n_frames) return false;
     if (offset + n > t->n_frames)
@@ -519,6 +519,11 @@ void core_takes_set_complete(struct core_take_set *t)
     if (t) atomic_store_explicit(&t->complete, true, memory_order_release);
 }
 
+bool core_takes_complete(const struct core_take_set *t)
+{
+    return t && atomic_load_explicit(&((struct core_take_set *)t)->complete, memory_order_acquire);
+}
+
 int core_takes_count(const struct core_take_set *t)
 {
     return t ? t->n_cand : 0;
@@ -534,18 +539,24 @@ int64_t core_takes_start(const struct core_take_set *t)
     return t ? t->start : 0;
 }
 
-int64_t core_takes_available(const struct core_take_set *t, int cand, bool refined)
+int64_t core_takes_available(const struct core_take_set *t, int cand, int level)
 {
-    if (!t || cand < 0 || cand >= t->n_cand) return 0;
-    return atomic_load_explicit(refined ? &((struct core_take_set *)t)->refined_len[cand]
-                                        : &((struct core_take_set *)t)->preview_len[cand],
+    if (!t || cand < 0 || cand >= t->n_cand || level < 0 || level >= CORE_LEVELS) return 0;
+    return atomic_load_explicit(&((struct core_take_set *)t)->len[level][cand],
                                 memory_order_acquire);
 }
 
 void core_takes_render(const struct core_take_set *t, int cand, float *out)
 {
-    int64_t rl = core_takes_available(t, cand, true);
-    int64_t pl = core_takes_available(t, cand, false);
-    for (int64_t i = 0; i < t->n_frames; i++)
-        out[i] = i < rl ? t->refined[cand][i] : i < pl ? t->preview[cand][i] : 0.0f;
+    int64_t have[CORE_LEVELS];
+    for (int lv = 0; lv < CORE_LEVELS; lv++)
+        have[lv] = core_takes_available(t, cand, lv);
+    for (int64_t i = 0; i < t->n_frames; i++) {
+        out[i] = 0.0f;
+        for (int lv = 0; lv < CORE_LEVELS; lv++)
+            if (i < have[lv]) {
+                out[i] = t->audio[lv][cand][i];
+                break;
+            }
+    }
 }

@@ -33,6 +33,7 @@
 
 #define CORE_MAX_CANDIDATES 4
 #define CORE_MAX_BLOCK 8192
+#define CORE_LEVELS 3 /* Jukebox levels: 0 final quality, 1 and 2 previews */
 
 struct core_config {
     double rate;          /* Hz, 8000..768000 */
@@ -60,6 +61,7 @@ struct core_controls {
     int capture_bars;  /* 1..64 */
     bool request;      /* trigger: continue the riff */
     bool extend;       /* trigger: continue riff + chosen candidate */
+    bool upsample;     /* trigger: render the chosen candidate's finer levels again */
     bool cancel;       /* trigger: stop the job */
     int candidate;     /* 1..n, the candidate heard */
     float mix;         /* 0 dry only, 0.5 both at unity, 1 continuation only */
@@ -72,6 +74,7 @@ enum core_msg_type {
     CORE_MSG_RIFF = 1, /* a riff is ready: core_riff_view, then core_riff_release */
     CORE_MSG_REQUEST,  /* continue pressed: params */
     CORE_MSG_EXTEND,   /* extend pressed: params, candidate */
+    CORE_MSG_UPSAMPLE, /* upsample pressed: params, candidate */
     CORE_MSG_CANCEL,   /* cancel pressed */
     CORE_MSG_RETIRED,  /* a take set the realtime side no longer uses: core_takes_free(takes) */
 };
@@ -151,22 +154,24 @@ bool core_restore(struct core *c,
 struct core_take_set *core_takes_new(int n_cand, int64_t n_frames, int64_t start);
 void core_takes_free(struct core_take_set *t);
 
-/* Appends audio of one candidate at `offset` (>= what is there; gaps are zero-filled).
- * refined = final quality (replaces the preview where it has arrived). false: out of range. */
+/* Appends audio of one candidate at one level (0 = final quality, replaces levels 1 and 2
+ * where it has arrived; 1 replaces 2) at `offset` (>= what is there; gaps are zero-filled;
+ * audio past n_frames is dropped). false: bad candidate, level or offset. */
 bool core_takes_write(struct core_take_set *t,
                       int cand,
-                      bool refined,
+                      int level,
                       int64_t offset,
                       const float *data,
                       int64_t n);
 void core_takes_set_complete(struct core_take_set *t); /* nothing more will arrive */
+bool core_takes_complete(const struct core_take_set *t);
 
 int core_takes_count(const struct core_take_set *t);
 int64_t core_takes_frames(const struct core_take_set *t);
 int64_t core_takes_start(const struct core_take_set *t);
-/* The best audio of a candidate so far: refined where present, else preview, else silence.
- * Writes n_frames values to out. */
+/* The best audio of a candidate so far (finest level present per sample, else silence);
+ * writes core_takes_frames(t) values to out. */
 void core_takes_render(const struct core_take_set *t, int cand, float *out);
-int64_t core_takes_available(const struct core_take_set *t, int cand, bool refined);
+int64_t core_takes_available(const struct core_take_set *t, int cand, int level);
 
 #endif

@@ -72,6 +72,7 @@ const char *const curated_genres[] = {
     "Gospel",      "Swing", "Bluegrass",  "Electronic", "Dance",
     "Ambient",     "Latin", "Rockabilly", "Vocal",      "Singer Songwriter",
     "Alternative", "Indie", "New Wave",   "Hard Rock",  "Grunge",
+    "Classic Pop",
 };
 const int curated_n_genres = (int)(sizeof curated_genres / sizeof curated_genres[0]);
 

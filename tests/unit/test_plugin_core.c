@@ -182,7 +182,7 @@ static void test_capture_and_placement(double rate)
     float *audio            = malloc(sizeof(float) * (size_t)bar);
     for (int64_t i = 0; i < bar; i++)
         audio[i] = 0.25f;
-    CHECK(core_takes_write(t, 1, false, 0, audio, bar));
+    CHECK(core_takes_write(t, 1, 2, 0, audio, bar));
     CHECK(core_publish_takes(c, t));
     memset(h.in, 0, sizeof(float) * (size_t)h.len);
     h.pos = 0, h.frame = 0;
@@ -195,7 +195,7 @@ static void test_capture_and_placement(double rate)
     /* refined audio replaces the preview where it has arrived */
     for (int64_t i = 0; i < bar / 2; i++)
         audio[i] = 0.5f;
-    CHECK(core_takes_write(t, 1, true, 0, audio, bar / 2));
+    CHECK(core_takes_write(t, 1, 0, 0, audio, bar / 2));
     h.pos = 0, h.frame = 0;
     host_run(&h, &ctl, 5 * bar);
     CHECK(h.out_l[3 * bar] == 0.5f && h.out_l[3 * bar + bar / 2 - 1] == 0.5f);
@@ -280,7 +280,7 @@ static void test_restore(void)
     float a[300];
     for (int i = 0; i < 300; i++)
         a[i] = 1.0f + (float)i;
-    core_takes_write(t, 0, true, 0, a, 300);
+    core_takes_write(t, 0, 0, 0, a, 300);
     core_takes_set_complete(t);
     CHECK(core_restore(c, riff, 1000, 4000, t));
     CHECK(!core_restore(c, riff, 1000000, 0, NULL) || false);
@@ -296,8 +296,8 @@ static void test_restore(void)
     core_takes_render(t, 0, r);
     CHECK(r[0] == 1.0f && r[299] == 300.0f);
     /* a write over audio already there is ignored; gaps are zero-filled */
-    CHECK(core_takes_write(t, 0, false, 10, a, 5) && core_takes_available(t, 0, false) == 15);
-    CHECK(!core_takes_write(t, 1, false, 0, a, 5) && !core_takes_write(t, 0, false, 400, a, 1));
+    CHECK(core_takes_write(t, 0, 2, 10, a, 5) && core_takes_available(t, 0, 2) == 15);
+    CHECK(!core_takes_write(t, 1, 2, 0, a, 5) && !core_takes_write(t, 0, 2, 400, a, 1));
     core_free(c);
 }
 
