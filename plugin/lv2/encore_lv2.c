@@ -86,6 +86,7 @@ struct encore {
     LV2_Log_Logger logger;
     struct encore_uris uris;
     LV2_Atom_Forge forge;
+    LV2_Atom_Forge_Frame notify_frame; /* the forge points at it during run() */
 
     double rate;
     uint32_t max_block;
@@ -337,8 +338,7 @@ static void run(LV2_Handle h, uint32_t n)
     if (e->notify) {
         uint32_t cap = e->notify->atom.size;
         lv2_atom_forge_set_buffer(&e->forge, (uint8_t *)e->notify, cap);
-        LV2_Atom_Forge_Frame fr;
-        lv2_atom_forge_sequence_head(&e->forge, &fr, 0);
+        lv2_atom_forge_sequence_head(&e->forge, &e->notify_frame, 0);
     }
 
     const float *in_l = e->ports_in[P_IN_L], *in_r = e->ports_in[P_IN_R];
