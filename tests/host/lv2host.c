@@ -577,9 +577,10 @@ int main(int argc, char **argv)
     }
 #if RT_GUARD
     { /* the guard itself works: a malloc "inside run()" is caught (then forgotten) */
-        in_run           = 1;
-        void *volatile p = malloc(16);
-        in_run           = 0;
+        in_run                          = 1;
+        void *(*volatile alloc)(size_t) = malloc; /* not elided by the compiler */
+        void *volatile p                = alloc(16);
+        in_run                          = 0;
         free(p);
         if (atomic_load(&rt_violations) != 1) {
             fprintf(stderr, "FAIL: the malloc interposer is not active\n");
