@@ -18,6 +18,10 @@ static const struct cli_command commands[] = {
     { "continue", cmd_continue, "continue a riff (or extend a take) with the priors" },
     { "sample", cmd_sample, "generate audio from nothing (ancestral sampling)" },
     { "upsample", cmd_upsample, "render a take's lower levels (upsampling)" },
+    { "status", cmd_status, "the daemon (encored): model sets, device, queue, takes" },
+    { "jobs", cmd_jobs, "the daemon's jobs" },
+    { "cancel", cmd_cancel, "cancel a daemon job" },
+    { "attach", cmd_attach, "follow a daemon job and write its audio" },
 };
 
 static void usage(FILE *out)
