@@ -42,6 +42,7 @@
 #include <lv2/worker/worker.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -545,7 +546,8 @@ int main(int argc, char **argv)
     const char *lv2 = NULL, *sock = NULL, *scenario = "continue", *daemon_cmd = NULL,
                *state_dir = NULL;
     double rate = 48000, seconds = 1.0, timeout = 600;
-    bool fake = false;
+    bool fake  = false;
+    int n_cand = 2, kill_pid = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--fake"))
@@ -564,6 +566,10 @@ int main(int argc, char **argv)
             daemon_cmd = v, i++;
         else if (v && !strcmp(a, "--state-dir"))
             state_dir = v, i++;
+        else if (v && !strcmp(a, "--candidates"))
+            n_cand = atoi(v), i++;
+        else if (v && !strcmp(a, "--kill-pid"))
+            kill_pid = atoi(v), i++;
         else if (v && !strcmp(a, "--timeout"))
             timeout = atof(v), i++;
         else {
@@ -635,8 +641,8 @@ int main(int argc, char **argv)
     for (int64_t i = 0; i < total; i++)
         input[i] = 0.5f * sinf(2.0f * (float)M_PI * 220.0f * (float)i / (float)rate);
     set_ctl(h, "seconds", (float)seconds);
-    set_ctl(h, "candidates", 2);
-    set_ctl(h, "candidate", 2);
+    set_ctl(h, "candidates", (float)n_cand);
+    set_ctl(h, "candidate", (float)n_cand);
     set_ctl(h, "artist", 3); /* Ella Fitzgerald */
     set_ctl(h, "genre", 3);  /* Jazz */
     int fails = 0;
@@ -670,6 +676,11 @@ int main(int argc, char **argv)
                                 (int64_t)(3 * bar - 0.1 * rate),
                                 riff_end + (int64_t)(0.3 * rate) };
         play(h, riff_end + (int64_t)(0.5 * rate), input, NULL, false, record_script, &s);
+        if (kill_pid > 0) { /* a real daemon: stop it hard once the job runs */
+            int busy = wait_state(h, 3, 4, timeout);
+            printf("job running (state %d): killing the daemon (pid %d)\n", busy, kill_pid);
+            kill(kill_pid, SIGKILL);
+        }
         int st = wait_state(h, 6, 5, timeout);
         printf("daemon died mid-stream: state %d, message: %s\n", st, h->last_message);
         if (st != 6 || !strstr(h->last_message, "lost"))
@@ -725,7 +736,7 @@ int main(int argc, char **argv)
         if (fake) {
             int64_t bad = 0;
             for (int64_t i = 0; i < new_frames; i++)
-                bad += out[riff_end + i] != fake_final(1, i);
+                bad += out[riff_end + i] != fake_final(n_cand - 1, i);
             printf("final audio of candidate 2: %lld of %lld samples differ\n",
                    (long long)bad,
                    (long long)new_frames);
