@@ -15,6 +15,7 @@
 
 #define MSG_RING_BYTES 8192
 #define COPY_PER_RUN 65536 /* riff frames copied from the history per process call */
+#define MAX_GAP 16384      /* a forward jump up to this is missed cycles, not a locate */
 
 struct core_take_set {
     int n_cand;
@@ -221,16 +222,33 @@ void core_set_time(struct core *c, const struct tl_pos *pos)
         return;
     }
     bool rolling = pos->speed > 0.0;
-    if (!c->host_time || pos->frame != c->now || rolling != c->rolling) {
-        struct tl_grid g = tl_grid_from_pos(pos, c->cfg.rate);
-        if (g.valid) c->grid = g;
-        timeline_break(c, pos->frame, rolling);
+    int64_t gap  = pos->frame - c->now;
+    if (c->host_time && rolling && c->rolling && gap > 0 && gap <= MAX_GAP && !c->hist_frozen) {
+        /* the host skipped cycles (an xrun) but the transport rolled on: the timeline is
+         * continuous, the missed input is silence */
+        for (int64_t f = c->now; f < pos->frame; f++)
+            c->hist[hist_index(c, f)] = 0.0f;
+        if (c->hist_end == c->now) c->hist_end = pos->frame;
+        c->now = pos->frame;
+    } else if (c->host_time && rolling && c->rolling && gap < 0 && -gap <= c->cfg.max_block &&
+               !c->hist_frozen) {
+        /* JACK under xruns may report the same frame for two cycles: not a locate */
+        if (c->hist_end == c->now) c->hist_end = pos->frame;
+        c->now = pos->frame;
     }
-    c->host_time     = true;
-    c->rolling       = rolling;
-    c->now           = pos->frame;
     struct tl_grid g = tl_grid_from_pos(pos, c->cfg.rate);
-    if (g.valid) c->grid = g;
+    bool broke       = !c->host_time || pos->frame != c->now || rolling != c->rolling;
+    /* Keep one grid while the transport rolls on: hosts round the beat position (JACK to
+     * whole ticks), and a JACK timebase master that misses a cycle leaves a stale BBT beside
+     * a fresh frame, so re-deriving it every cycle would move bar lines. A locate, a start,
+     * or a tempo or metre change takes the new one. */
+    if (g.valid && (broke || !c->grid.valid ||
+                    fabs(g.frames_per_bar - c->grid.frames_per_bar) > 1e-9 * g.frames_per_bar))
+        c->grid = g;
+    if (broke) timeline_break(c, pos->frame, rolling);
+    c->host_time = true;
+    c->rolling   = rolling;
+    c->now       = pos->frame;
 }
 
 static void handle_controls(struct core *c, const struct core_controls *ctl)

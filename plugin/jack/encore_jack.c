@@ -107,12 +107,16 @@ static int process(jack_nframes_t n, void *arg)
         struct tl_pos p           = { .has_frame = true,
                                       .frame     = pos.frame,
                                       .speed     = ts == JackTransportRolling ? 1.0 : 0.0 };
-        if ((pos.valid & JackPositionBBT) && pos.ticks_per_beat > 0) {
+        if ((pos.valid & JackPositionBBT) && pos.beats_per_minute > 0 && pos.beats_per_bar > 0) {
+            /* Tempo and metre from the timebase master; bar lines from the frame, bar 1 at
+             * frame 0: JACK has no tempo map, and a master's BBT is rounded to ticks and goes
+             * stale when it misses a cycle, which would move the bar lines. */
+            double beats    = (double)pos.frame * pos.beats_per_minute / (60.0 * pos.frame_rate);
             p.has_bbt       = true;
             p.bpm           = pos.beats_per_minute;
             p.beats_per_bar = pos.beats_per_bar;
-            p.bar           = pos.bar - 1; /* JACK counts bars and beats from 1 */
-            p.bar_beat      = (pos.beat - 1) + pos.tick / pos.ticks_per_beat;
+            p.bar           = (int64_t)floor(beats / pos.beats_per_bar);
+            p.bar_beat      = beats - (double)p.bar * pos.beats_per_bar;
         }
         core_set_time(g.core, &p);
     }

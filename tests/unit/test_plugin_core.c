@@ -238,6 +238,50 @@ static void test_capture_and_placement(double rate)
     core_free(c);
 }
 
+/* The host skips cycles (xruns) while the transport rolls on: capture continues over the gap
+ * (silence there); a big jump is a locate and ends the capture where the history ends. */
+static void test_xrun_gap(void)
+{
+    struct core_config cfg = { .rate = 48000, .max_block = 512, .riff_max_s = 10 };
+    struct core *c         = core_init(&cfg);
+    int64_t bar            = 96000;
+    float in[512], out[512];
+    for (int i = 0; i < 512; i++)
+        in[i] = 1.0f;
+    struct core_controls ctl = { .candidate = 1, .mix = 0.5f };
+    int64_t frame            = 0;
+    for (int k = 0; frame < 4 * bar; k++) {
+        ctl.record = frame >= bar && frame < 3 * bar;
+        if (k == 300) frame += 1024; /* two missed cycles */
+        double beat     = (double)frame / 24000.0;
+        struct tl_pos p = { .has_frame     = true,
+                            .has_bbt       = true,
+                            .frame         = frame,
+                            .speed         = 1,
+                            .bpm           = 120,
+                            .beats_per_bar = 4,
+                            .bar_beat      = fmod(beat, 4.0) };
+        core_set_time(c, &p);
+        core_process(c, &ctl, in, in, out, out, 512);
+        frame += 512;
+    }
+    struct core_msg m;
+    bool got = false;
+    while (core_poll(c, &m))
+        got |= m.type == CORE_MSG_RIFF;
+    CHECK(got);
+    const float *riff;
+    int64_t n, start;
+    core_riff_view(c, &riff, &n, &start);
+    CHECK(start == bar && n == 2 * bar);
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < n; i++)
+        zeros += riff[i] == 0.0f;
+    CHECK(zeros == 1024);
+    core_riff_release(c);
+    core_free(c);
+}
+
 /* Without host time the core runs its own clock; a request carries the resolved seconds. */
 static void test_free_running(void)
 {
@@ -346,6 +390,7 @@ int main(void)
     test_capture_and_placement(48000);
     test_capture_and_placement(96000);
     test_free_running();
+    test_xrun_gap();
     test_restore();
     test_ring_threads();
     if (failures) {
