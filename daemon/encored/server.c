@@ -12,6 +12,7 @@
 #include "encored.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <soxr.h>
@@ -20,7 +21,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,7 +70,16 @@ struct client {
     struct client *next;
 };
 
-static int epfd = -1, evfd = -1, sigfd = -1, lfd = -1;
+static int epfd = -1, evfd = -1, sigfd = -1, sig_wfd = -1, lfd = -1;
+
+static void on_signal(int sig)
+{
+    unsigned char b = (unsigned char)sig;
+    int saved       = errno;
+    if (write(sig_wfd, &b, 1) < 0) { /* pipe full: a stop is already pending */
+    }
+    errno = saved;
+}
 static struct client *clients;
 static int n_clients, next_client_id = 1;
 static double t_start;
@@ -988,12 +997,24 @@ int server_run(int listen_fd)
     lfd     = listen_fd;
     epfd    = epoll_create1(EPOLL_CLOEXEC);
     evfd    = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    /* a self-pipe, not a signalfd: threads started by libraries before main (OpenBLAS) do not
+     * block the signals, and the kernel may deliver SIGTERM to any of them */
+    int sp[2];
+    if (pipe2(sp, O_NONBLOCK | O_CLOEXEC) == 0) {
+        sigfd               = sp[0];
+        sig_wfd             = sp[1];
+        struct sigaction sa = { .sa_handler = on_signal };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+    }
     if (epfd < 0 || evfd < 0 || sigfd < 0) {
         daemon_log(JB_LOG_ERROR, "epoll/eventfd/signalfd: %s", strerror(errno));
         return 1;
@@ -1022,9 +1043,9 @@ int server_run(int listen_fd)
                 }
                 pump_all = true;
             } else if (p == &tag_sig) {
-                struct signalfd_siginfo si;
-                while (read(sigfd, &si, sizeof si) == sizeof si)
-                    if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) stopping = true;
+                unsigned char sig;
+                while (read(sigfd, &sig, 1) == 1)
+                    if (sig == SIGTERM || sig == SIGINT) stopping = true;
             } else {
                 struct client *c = p;
                 bool alive       = false;
@@ -1056,5 +1077,6 @@ int server_run(int listen_fd)
     close(epfd);
     close(evfd);
     close(sigfd);
+    close(sig_wfd);
     return 0;
 }
