@@ -267,7 +267,10 @@ bool ep_msg_get_bool(const struct ep_msg *msg, const char *key, bool *out)
 {
     if (!msg) return false;
     const cbor_item_t *v = find(msg->map, key);
-    if (!v || !cbor_is_bool(v)) return false;
+    /* cbor_is_bool asserts on floats: check the width first */
+    if (!v || !cbor_isa_float_ctrl(v) || cbor_float_get_width(v) != CBOR_FLOAT_0 ||
+        !cbor_is_bool(v))
+        return false;
     *out = cbor_get_bool(v);
     return true;
 }
