@@ -18,6 +18,7 @@
 #include "encore_proto.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -729,6 +730,55 @@ static void test_other_uid(void)
     }
 }
 
+/* socket activation as systemd does it (LISTEN_FDS), through systemd-socket-activate */
+static void test_socket_activation(void)
+{
+    const char *tool = "/usr/bin/systemd-socket-activate";
+    if (access(tool, X_OK) != 0) {
+        printf("SKIP socket activation: %s is not installed (package systemd)\n", tool);
+        return;
+    }
+    char sock2[300], state2[300], models[1100];
+    snprintf(sock2, sizeof sock2, "%s.activated", sock_path);
+    snprintf(state2, sizeof state2, "%s.activated", state_dir);
+    snprintf(models, sizeof models, "default=%s", model_dir);
+    pid_t p = fork();
+    if (p == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, 2);
+        execl(tool,
+              tool,
+              "-l",
+              sock2,
+              encored_bin,
+              "--state",
+              state2,
+              "--models",
+              models,
+              (char *)NULL);
+        _exit(127);
+    }
+    int fd        = -1;
+    char why[300] = "";
+    for (int i = 0; i < 100 && fd < 0; i++) {
+        fd = ep_client_open(sock2, "test", why, sizeof why);
+        if (fd < 0) usleep(100000);
+    }
+    struct ep_msg *s = fd >= 0 ? ask(fd, ep_msg_new("status"), "status") : NULL;
+    char got[300]    = "";
+    ep_msg_get_strbuf(s, "daemon", got, sizeof got);
+    check(s && !strncmp(got, "encored", 7),
+          "socket activation: encored serves the socket passed "
+          "by systemd-socket-activate (%s)",
+          fd < 0 ? why : got);
+    ep_msg_free(s);
+    if (fd >= 0) close(fd);
+    kill(p, SIGTERM);
+    int st = 0;
+    waitpid(p, &st, 0);
+    check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "socket-activated encored exits 0 on SIGTERM");
+}
+
 static double cpu_seconds(pid_t pid)
 {
     char p[64], buf[2048];
@@ -792,6 +842,7 @@ int main(int argc, char **argv)
         RUN(test_hostile);
         RUN(test_idle_cpu);
         RUN(test_other_uid);
+        RUN(test_socket_activation);
         int status = stop_daemon(SIGTERM);
         check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: encored exits 0");
     }
