@@ -234,8 +234,12 @@ static bool all_streams_done(const struct attach *a)
 {
     const struct job *j = a->job;
     if (!a->stream || !j->audio) return true;
-    for (int i = 0; i < j->n_cand * j->n_levels; i++)
-        if (j->audio[i].used && !a->cur[i].done) return false;
+    for (int i = 0; i < j->n_cand * j->n_levels; i++) {
+        if (!j->audio[i].used || a->cur[i].done) continue;
+        /* a failed or cancelled job's levels never finish: what was rendered has been sent */
+        if (j->state != JOB_DONE && a->cur[i].pos >= j->audio[i].len) continue;
+        return false;
+    }
     return true;
 }
 

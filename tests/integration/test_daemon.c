@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -730,6 +731,120 @@ static void test_other_uid(void)
     }
 }
 
+/* A second daemon with its own socket and state, a file size limit (a disk that fills up) and
+ * a takes quota of one byte (each new take evicts the older ones). */
+static pid_t spawn_limited(const char *sock, const char *state, long fsize, const char *quota)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        char models[1100];
+        snprintf(models, sizeof models, "default=%s", model_dir);
+        if (fsize > 0) {
+            struct rlimit rl = { (rlim_t)fsize, (rlim_t)fsize };
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
+        execl(encored_bin,
+              encored_bin,
+              "--socket",
+              sock,
+              "--state",
+              state,
+              "--models",
+              models,
+              "--threads",
+              "1",
+              "--takes-quota",
+              quota,
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        char why[300];
+        int fd = ep_client_open(sock, "test", why, sizeof why);
+        if (fd >= 0) {
+            close(fd);
+            return p;
+        }
+        usleep(50000);
+    }
+    return p;
+}
+
+static int run_small(const char *sock, double seconds, int finest, int cands, struct result *r)
+{
+    char why[300];
+    int fd = ep_client_open(sock, "test", why, sizeof why);
+    if (fd < 0) return -1;
+    struct ep_msg *m = small_job(5);
+    ep_msg_set_double(m, "seconds", seconds);
+    ep_msg_set_int(m, "finest_level", finest);
+    ep_msg_set_int(m, "candidates", cands);
+    ep_send_blocking(fd, m, 0);
+    ep_msg_free(m);
+    follow(fd, r, 120, 0, -1);
+    close(fd);
+    return 0;
+}
+
+static bool take_exists(const char *sock, int64_t take)
+{
+    char why[300];
+    int fd = ep_client_open(sock, "test", why, sizeof why);
+    if (fd < 0) return false;
+    struct ep_msg *q = ep_msg_new("fetch");
+    ep_msg_set_int(q, "take", take);
+    ep_msg_set_str(q, "what", "codes");
+    ep_msg_set_int(q, "level", 2); /* the small jobs render the top level only */
+    struct ep_msg *m = ask(fd, q, "codes");
+    bool ok          = m && !strcmp(ep_msg_type(m), "codes");
+    ep_msg_free(m);
+    close(fd);
+    return ok;
+}
+
+static void test_disk_and_quota(void)
+{
+    char sock[320], state[320];
+    /* quota: one byte keeps only the newest take */
+    snprintf(sock, sizeof sock, "%s.quota", sock_path);
+    snprintf(state, sizeof state, "%s.quota", state_dir);
+    pid_t p         = spawn_limited(sock, state, 0, "1");
+    struct result a = { 0 }, b = { 0 };
+    run_small(sock, 0.75, 2, 1, &a);
+    run_small(sock, 0.75, 2, 1, &b);
+    const bool gone = !take_exists(sock, a.take), kept = take_exists(sock, b.take);
+    check(a.done && b.done && gone && kept,
+          "takes quota: the least recently used take is evicted (%s), the newest kept (%s)",
+          gone ? "yes" : "no",
+          kept ? "yes" : "no");
+    kill(p, SIGTERM);
+    waitpid(p, NULL, 0);
+    result_free(&a);
+    result_free(&b);
+
+    /* a full disk: files may not grow past 200 KB; the checkpoint of a 3 s take of 4 candidates
+     * (350 KB) does */
+    snprintf(sock, sizeof sock, "%s.full", sock_path);
+    snprintf(state, sizeof state, "%s.full", state_dir);
+    p = spawn_limited(sock, state, 200 * 1024, "0");
+    run_small(sock, 3.0, 0, 4, &a);
+    check(
+      !a.done && !strcmp(a.err_code, "io"), "a full disk fails the job with 'io': %s", a.err_msg);
+    char why[300];
+    int fd           = ep_client_open(sock, "test", why, sizeof why);
+    struct ep_msg *s = fd >= 0 ? ask(fd, ep_msg_new("status"), "status") : NULL;
+    check(s && !strcmp(ep_msg_type(s), "status"), "the daemon goes on after the full disk");
+    ep_msg_free(s);
+    if (fd >= 0) close(fd);
+    /* nothing half-written is left among the takes */
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s/takes')\"", state);
+    check(system(cmd) == 0, "no partial take file is left behind");
+    kill(p, SIGTERM);
+    waitpid(p, NULL, 0);
+    result_free(&a);
+}
+
 /* socket activation as systemd does it (LISTEN_FDS), through systemd-socket-activate */
 static void test_socket_activation(void)
 {
@@ -843,6 +958,7 @@ int main(int argc, char **argv)
         RUN(test_idle_cpu);
         RUN(test_other_uid);
         RUN(test_socket_activation);
+        RUN(test_disk_and_quota);
         int status = stop_daemon(SIGTERM);
         check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: encored exits 0");
     }
