@@ -12,7 +12,8 @@
  *   - hostile input answered by an error frame or a close while another client is served;
  *   - another uid is refused; an idle daemon uses < 0.1 s CPU in 10 s; SIGTERM exits 0.
  *
- * usage: test_daemon ENCORED MODEL_DIR [ONLY]  (ONLY: run the tests whose name holds it)
+ * usage: test_daemon ENCORED MODEL_DIR ENCORE_CLI
+ *   TEST_DAEMON_ONLY=word runs only the tests whose name holds it.
  */
 #include "encore/engine.h"
 #include "encore_proto.h"
@@ -35,7 +36,8 @@
 static int passed, failed;
 static char sock_path[256], state_dir[256], encored_bin[1024], model_dir[1024];
 static pid_t daemon_pid;
-static const char *only; /* run only the tests whose name holds this (argv[3]) */
+static const char *only; /* run only the tests whose name holds this */
+static char encore_cli[1024];
 #define RUN(f)                                                                                     \
     if (!only || strstr(#f, only)) f()
 
@@ -845,6 +847,74 @@ static void test_disk_and_quota(void)
     result_free(&a);
 }
 
+/* runs the encore CLI with the test daemon's socket; returns its exit status */
+static int cli(const char *args)
+{
+    char cmd[4096];
+    snprintf(cmd,
+             sizeof cmd,
+             "ENCORE_SOCKET='%s' ENCORE_PROGRESS=0 '%s' %s 2>>'%s.cli.log'",
+             sock_path,
+             encore_cli,
+             args,
+             state_dir);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+/* the CLI as a client: same files as in process; status, jobs, cancel, attach */
+static void test_cli_client(void)
+{
+    char args[3000], a[400], b[400], ta[400], tb[400], c[400];
+    snprintf(a, sizeof a, "%s.inproc.wav", state_dir);
+    snprintf(b, sizeof b, "%s.daemon.wav", state_dir);
+    snprintf(ta, sizeof ta, "%s.inproc.take", state_dir);
+    snprintf(tb, sizeof tb, "%s.daemon.take", state_dir);
+    snprintf(c, sizeof c, "%s.attach.wav", state_dir);
+    const char *common = "--seconds 1 --levels 1 --seed 21 --threads 1";
+    snprintf(args,
+             sizeof args,
+             "continue '%s/riff.wav' %s -o '%s' --save-take '%s'",
+             model_dir,
+             common,
+             a,
+             ta);
+    const int rc_in = cli(args);
+    snprintf(args,
+             sizeof args,
+             "continue --daemon '%s/riff.wav' %s -o '%s' --save-take '%s'",
+             model_dir,
+             common,
+             b,
+             tb);
+    const int rc_d = cli(args);
+    check(rc_in == 0 && rc_d == 0 && same_file(a, b) && same_file(ta, tb),
+          "encore continue --daemon writes the same audio and take files as in process");
+    check(cli("status > /dev/null") == 0 && cli("jobs > /dev/null") == 0,
+          "encore status and encore jobs talk to the daemon");
+    check(cli("cancel 999999") == 1, "encore cancel of an unknown job fails with a message");
+    /* the newest job is the continuation above: attach replays its final audio */
+    int fd            = try_open();
+    struct ep_msg *j  = fd >= 0 ? ask(fd, ep_msg_new("jobs"), "jobs") : NULL;
+    struct ep_msg *it = j ? ep_msg_list_item(j, "jobs", 0) : NULL;
+    int64_t id        = 0;
+    ep_msg_get_int(it, "job", &id);
+    ep_msg_free(it);
+    ep_msg_free(j);
+    if (fd >= 0) close(fd);
+    snprintf(args, sizeof args, "attach %lld -o '%s'", (long long)id, c);
+    check(id > 0 && cli(args) == 0 && same_file(a, c),
+          "encore attach %lld -o OUT writes the same audio",
+          (long long)id);
+}
+
 /* socket activation as systemd does it (LISTEN_FDS), through systemd-socket-activate */
 static void test_socket_activation(void)
 {
@@ -925,7 +995,8 @@ int main(int argc, char **argv)
     if (argc < 3) return 2;
     snprintf(encored_bin, sizeof encored_bin, "%s", argv[1]);
     snprintf(model_dir, sizeof model_dir, "%s", argv[2]);
-    only = argc > 3 ? argv[3] : NULL;
+    only = getenv("TEST_DAEMON_ONLY");
+    snprintf(encore_cli, sizeof encore_cli, "%s", argc > 3 ? argv[3] : "encore");
     char path[1200];
     snprintf(path, sizeof path, "%s/riff.wav", model_dir);
     if (access(path, R_OK) != 0) {
@@ -958,6 +1029,7 @@ int main(int argc, char **argv)
         RUN(test_idle_cpu);
         RUN(test_other_uid);
         RUN(test_socket_activation);
+        RUN(test_cli_client);
         RUN(test_disk_and_quota);
         int status = stop_daemon(SIGTERM);
         check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: encored exits 0");
