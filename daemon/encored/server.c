@@ -107,13 +107,24 @@ static void send_msg(struct client *c, struct ep_msg *m)
         ep_msg_free(m);
         return;
     }
-    if (!ep_writer_push_msg(&c->w, m, g_cfg.lim.frame_bytes)) {
+    uint8_t *f = NULL;
+    size_t n   = 0;
+    if (!ep_msg_encode(m, g_cfg.lim.frame_bytes, &f, &n)) {
+        /* a reply larger than a frame (e.g. the codes of a very long take) */
+        ep_msg_free(m);
+        m = ep_msg_new("error");
+        ep_msg_set_str(m, "code", "limit");
+        ep_msg_set_str(m, "message", "the reply would be larger than the frame limit");
+        if (!ep_msg_encode(m, g_cfg.lim.frame_bytes, &f, &n)) f = NULL;
+    }
+    if (f && !ep_writer_push(&c->w, f, n)) {
         daemon_log(JB_LOG_WARN,
                    "client %d: output over %zu bytes queued: dropping it",
                    c->id,
                    g_cfg.lim.client_buffer);
         c->closing = true;
     }
+    free(f);
     ep_msg_free(m);
 }
 
