@@ -65,6 +65,7 @@ struct client {
     struct ep_reader r;
     struct ep_writer w;
     bool hello, closing, want_out;
+    double last_drain; /* when its output queue was last empty or written to */
     struct upload up;
     struct attach *att;
     struct client *next;
@@ -936,9 +937,10 @@ static void on_accept(void)
             close(fd);
             continue;
         }
-        c->fd  = fd;
-        c->id  = next_client_id++;
-        c->uid = cred.uid;
+        c->fd         = fd;
+        c->id         = next_client_id++;
+        c->uid        = cred.uid;
+        c->last_drain = mono_now();
         ep_reader_init(&c->r, g_cfg.lim.frame_bytes);
         ep_writer_init(&c->w, g_cfg.lim.client_buffer);
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
@@ -989,7 +991,9 @@ static void on_readable(struct client *c)
 /* Flushes, updates interest in EPOLLOUT, closes finished connections. */
 static void settle(struct client *c)
 {
-    int r = ep_writer_flush(&c->w, c->fd);
+    const size_t before = ep_writer_pending(&c->w);
+    int r               = ep_writer_flush(&c->w, c->fd);
+    if (before == 0 || ep_writer_pending(&c->w) < before) c->last_drain = mono_now();
     if (r < 0 || (c->closing && r == 1)) {
         client_close(c);
         return;
@@ -1044,8 +1048,12 @@ int server_run(int listen_fd)
 
     bool stopping = false;
     while (!stopping) {
+        /* idle: sleeps here without a timeout; a timer only while some client is behind */
+        bool behind = false;
+        for (struct client *c = clients; c; c = c->next)
+            behind |= ep_writer_pending(&c->w) > 0;
         struct epoll_event evs[64];
-        int n = epoll_wait(epfd, evs, 64, -1); /* idle: sleeps here, no timers */
+        int n = epoll_wait(epfd, evs, 64, behind ? 1000 : -1);
         if (n < 0 && errno != EINTR) break;
         bool pump_all = false;
         for (int i = 0; i < n; i++) {
@@ -1071,6 +1079,17 @@ int server_run(int listen_fd)
                 if (evs[i].events & EPOLLOUT) pump_all = true;
                 if (!c->closing || ep_writer_pending(&c->w)) pump_client(c);
                 settle(c);
+            }
+        }
+        for (struct client *c = clients, *next; c; c = next) { /* stalled readers */
+            next = c->next;
+            if (ep_writer_pending(&c->w) > 0 &&
+                mono_now() - c->last_drain > g_cfg.lim.stall_seconds) {
+                daemon_log(JB_LOG_WARN,
+                           "client %d read nothing for %.0f s: dropped (its jobs go on)",
+                           c->id,
+                           g_cfg.lim.stall_seconds);
+                client_close(c);
             }
         }
         if (pump_all) {

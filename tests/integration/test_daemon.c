@@ -90,6 +90,8 @@ static bool start_daemon(void)
               "10",
               "--job-seconds",
               "30",
+              "--stall-seconds",
+              "3",
               (char *)NULL);
         _exit(127);
     }
@@ -577,6 +579,17 @@ static void test_slow_client(void)
     struct ep_msg *s = st_fd >= 0 ? ask(st_fd, ep_msg_new("status"), "status") : NULL;
     check(s != NULL, "the daemon keeps answering with a non-reading client connected");
     ep_msg_free(s);
+    /* it read nothing for longer than --stall-seconds 3: the daemon dropped it */
+    sleep(5);
+    bool eof = false;
+    char junk[65536];
+    for (double t1 = now_s(); slow >= 0 && !eof && now_s() - t1 < 20;) {
+        ssize_t n = recv(slow, junk, sizeof junk, MSG_DONTWAIT);
+        if (n == 0) eof = true;
+        if (n < 0 && errno != EAGAIN) eof = true;
+        if (n < 0 && errno == EAGAIN) usleep(10000);
+    }
+    check(eof, "a client that reads nothing for --stall-seconds is dropped");
     close(fd);
     if (st_fd >= 0) close(st_fd);
     if (slow >= 0) close(slow);
