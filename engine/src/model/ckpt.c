@@ -872,6 +872,11 @@ const struct jb_ckpt_entry *jb_ckpt_find(const struct jb_ckpt *c, const char *na
     return i >= 0 ? &c->entries[i] : NULL;
 }
 
+int64_t jb_ckpt_storage_numel(const struct jb_ckpt *c, int64_t storage)
+{
+    return c && storage >= 0 && storage < c->n_storages ? c->storages[storage].numel : 0;
+}
+
 const struct jb_pyval *jb_ckpt_hps(const struct jb_ckpt *c)
 {
     return c ? c->hps : NULL;

@@ -68,6 +68,9 @@ int64_t jb_ckpt_n_entries(const struct jb_ckpt *c);
 const struct jb_ckpt_entry *jb_ckpt_entry(const struct jb_ckpt *c, int64_t i);
 const struct jb_ckpt_entry *jb_ckpt_find(const struct jb_ckpt *c, const char *name);
 
+/* Elements its storage holds (what a view of it may use at most); 0 for a bad index. */
+int64_t jb_ckpt_storage_numel(const struct jb_ckpt *c, int64_t storage);
+
 /* Copies a tensor's elements (honouring storage offset and strides) converted to fp32 into dst
  * (numel floats). Fails cleanly if any element lies outside its storage. */
 enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_entry *e, float *dst);
