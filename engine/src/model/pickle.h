@@ -62,7 +62,7 @@ const char *jb_pyval_type_name(enum jb_pyval_type type); /* "dict", "tensor", ..
 
 struct jb_pickle; /* owns every value it produced */
 
-#define JB_PICKLE_MAX_ITEMS (1u << 24)          /* container item slots, all containers */
+#define JB_PICKLE_MAX_ITEMS (1u << 22) /* container items, all containers (real files: ~1e5) */
 #define JB_PICKLE_MAX_BYTES ((size_t)256 << 20) /* values + strings + item arrays */
 
 /* Runs the pickle in data[0..size) up to STOP. On success *consumed is the number of bytes
