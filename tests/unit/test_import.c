@@ -620,6 +620,24 @@ static int n_temporaries(const char *path)
     return n;
 }
 
+/* With ENCORE_CKPT_SEED_DIR set, keeps a small generated checkpoint as a fuzz seed
+ * (tests/fuzz/corpus/ckpt). */
+static void seed_copy(const char *src, const char *name)
+{
+    const char *dir = getenv("ENCORE_CKPT_SEED_DIR");
+    if (!dir) return;
+    FILE *f = fopen(src, "rb");
+    static uint8_t buf[64 * 1024];
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    bool all = f && fgetc(f) == EOF;
+    if (f) fclose(f);
+    if (!all || !n) return;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *o = fopen(path, "wb");
+    if (o) fwrite(buf, 1, n, o), fclose(o);
+}
+
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -755,7 +773,7 @@ static void hyper_parameters(const char *data)
     char prior[4200], vq[4200];
     snprintf(prior, sizeof prior, "%s/tiny_prior.pth.tar", tmpdir);
     struct gen g = { 0 };
-    gen_prior(&g, 32, 2, 128, 16);
+    gen_prior(&g, 32, 1, 128, 16);
     check(gen_write(&g, prior), "generated a tiny prior_5b checkpoint");
     char dst[4200];
     snprintf(dst, sizeof dst, "%s/tiny_prior.gguf", tmpdir);
@@ -796,6 +814,7 @@ static void hyper_parameters(const char *data)
     g.hps_key = "heads";
     g.hps_val = 0;
     check(gen_write(&g, prior), "generated a prior whose hps says heads = 0");
+    seed_copy(prior, "bad_hps_heads_0");
     ip.use_ckpt_hps = true;
     st              = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "heads"),
@@ -803,6 +822,7 @@ static void hyper_parameters(const char *data)
           jb_last_error());
     g.hps_key = "blocks";
     check(gen_write(&g, prior), "generated a prior whose hps says blocks = 0");
+    seed_copy(prior, "bad_hps_blocks_0");
     st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "blocks"),
           "--ckpt-hps with blocks = 0 is refused: %s",
@@ -815,6 +835,7 @@ static void hyper_parameters(const char *data)
     xe->stride[0]   = 0;
     ip.use_ckpt_hps = false;
     check(gen_write(&g, prior), "generated a prior with a zero-width x_emb");
+    seed_copy(prior, "bad_zero_width_embedding");
     st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "prior.x_emb.weight"),
           "a zero-width embedding is refused: %s",
@@ -838,6 +859,7 @@ static void broadcasts(void)
         t->storage_numel = 1;
     }
     check(gen_write(&g, src), "generated 8 stride-0 views of 2^26 elements");
+    seed_copy(src, "bad_stride0_8x2p26");
     double t0         = jb_time_now();
     enum jb_status st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "stride-0") && !exists(dst) &&
@@ -853,6 +875,7 @@ static void broadcasts(void)
     t->stride[0]     = 0;
     t->storage_numel = 1;
     check(gen_write(&g, src), "generated a (2^34,) stride-0 tensor");
+    seed_copy(src, "bad_stride0_2p34");
     st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "2^31") && !exists(dst),
           "a (2^34,) tensor is refused before allocating: %s",
@@ -867,6 +890,7 @@ static void broadcasts(void)
     t->stride[1]     = 0;
     t->storage_numel = 1;
     check(gen_write(&g, src), "generated a prior with a broadcast c_fc.w");
+    seed_copy(src, "bad_broadcast_weight");
     st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "c_fc.w") && !exists(dst),
           "a broadcast model weight is refused: %s",
@@ -883,6 +907,7 @@ static void broadcasts(void)
           (int)(gen_find(&g, "prior.transformer._attn_mods.0.mlp.c_fc.w") - g.t);
     }
     check(gen_write(&g, src), "generated a prior whose layers share one storage");
+    seed_copy(src, "bad_shared_storages");
     st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "not all stored") && !exists(dst),
           "overlapping storages are refused: %s",
@@ -1118,6 +1143,7 @@ static void hostile_cli(const char *encore, const char *data)
             snprintf(src, sizeof src, "%s/train_vqvae_legacy.pth.tar", data);
         else
             gen_write(&g, src);
+        if (cases[i].kind == 0) seed_copy(src, "bad_build_growth_in_metrics");
         free(g.t);
         char *tail[8] = { 0 };
         int n         = 0;
