@@ -650,8 +650,15 @@ static enum jb_status write_vocabs(struct jb_gguf_writer *w,
         if (dir) {
             snprintf(art, sizeof art, "%s/%s_artist_ids.txt", dir, v);
             snprintf(gen, sizeof gen, "%s/%s_genre_ids.txt", dir, v);
-            if (!artist) artist = art;
-            if (!genre) genre = gen;
+            if (!artist) artist = access(art, R_OK) == 0 ? art : NULL;
+            if (!genre) genre = access(gen, R_OK) == 0 ? gen : NULL;
+            if (!artist || !genre)
+                jb_log(JB_LOG_WARN,
+                       "import: %s lacks the %s %s table; the model will take numeric ids for "
+                       "it",
+                       dir,
+                       v,
+                       !artist ? "artist" : "genre");
         } else {
             jb_log(JB_LOG_WARN,
                    "import: no installed %s artist/genre id tables found (set ENCORE_DATA_DIR or "
