@@ -16,6 +16,7 @@
  *
  * usage: test_import FIXTURE_DIR [ENCORE_BIN DATA_DIR]
  *        test_import --memory ENCORE_BIN
+ *        test_import --measure RESULT FSIZE_LIMIT PROGRAM ARGS...   (used by the above)
  * (the fixture part is skipped if the folder is absent)
  */
 #include "model/ckpt.h"
@@ -26,7 +27,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -1048,6 +1051,8 @@ static void id_tables(const char *fixtures)
     }
 }
 
+extern char **environ;
+
 /* ---------------------------------------------------------------------------------------- */
 /* hostile files through the CLI: refused quickly, with bounded memory and disk, no signal    */
 
@@ -1058,38 +1063,67 @@ struct run_result {
     char err[1024];
 };
 
+/* `test_import --measure RESULT FSIZE_LIMIT PROGRAM ARGS...`: runs PROGRAM (with a file-size
+ * limit when FSIZE_LIMIT > 0: writing more raises SIGXFSZ) and writes "status maxrss_kb" to
+ * RESULT. The test runs itself this way, freshly exec'd and small, because a child's ru_maxrss
+ * counts the memory of whatever process it was forked from. */
+static int measure_main(int argc, char **argv)
+{
+    if (argc < 5) return 2;
+    long fsize_limit = strtol(argv[3], NULL, 10);
+    pid_t pid        = fork();
+    if (pid < 0) return 2;
+    if (pid == 0) {
+        struct rlimit fs = { (rlim_t)fsize_limit, (rlim_t)fsize_limit };
+        if (fsize_limit > 0) setrlimit(RLIMIT_FSIZE, &fs);
+        execv(argv[4], argv + 4);
+        _exit(127);
+    }
+    struct rusage ru;
+    int status = 0;
+    if (wait4(pid, &status, 0, &ru) != pid) return 2;
+    FILE *f = fopen(argv[2], "w");
+    if (!f) return 2;
+    fprintf(f, "%d %ld\n", status, ru.ru_maxrss);
+    return fclose(f) == 0 ? 0 : 2;
+}
+
 static bool run_encore(const char *encore,
                        char *const argv_tail[],
                        long fsize_limit,
                        struct run_result *r)
 {
-    char errpath[4200];
+    char errpath[4200], respath[4200], self[4096], limit[32];
     snprintf(errpath, sizeof errpath, "%s/stderr.txt", tmpdir);
-    char *argv[16] = { (char *)encore, "import" };
-    int n          = 2;
-    for (int i = 0; argv_tail[i] && n < 15; i++)
+    snprintf(respath, sizeof respath, "%s/measure.txt", tmpdir);
+    snprintf(limit, sizeof limit, "%ld", fsize_limit);
+    ssize_t sn = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sn <= 0) return false;
+    self[sn]       = '\0';
+    char *argv[24] = { self, "--measure", respath, limit, (char *)encore, "import" };
+    int n          = 6;
+    for (int i = 0; argv_tail[i] && n < 23; i++)
         argv[n++] = argv_tail[i];
-    argv[n]   = NULL;
+    argv[n] = NULL;
+    unlink(respath);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     double t0 = jb_time_now();
-    pid_t pid = fork();
-    if (pid < 0) return false;
-    if (pid == 0) {
-        /* e.g. 200 MB of disk at most: writing more raises SIGXFSZ, which the test reports */
-        struct rlimit fs = { (rlim_t)fsize_limit, (rlim_t)fsize_limit };
-        if (fsize_limit > 0) setrlimit(RLIMIT_FSIZE, &fs);
-        FILE *e = freopen(errpath, "w", stderr);
-        (void)e;
-        execv(encore, argv);
-        _exit(127);
-    }
-    struct rusage ru;
+    pid_t pid = 0;
+    int rc    = posix_spawn(&pid, self, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) return false;
     int status = 0;
-    if (wait4(pid, &status, 0, &ru) != pid) return false;
-    r->seconds   = jb_time_now() - t0;
-    r->status    = status;
-    r->maxrss_kb = ru.ru_maxrss;
-    r->err[0]    = '\0';
-    FILE *f      = fopen(errpath, "r");
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return false;
+    r->seconds = jb_time_now() - t0;
+    FILE *f    = fopen(respath, "r");
+    bool ok    = f && fscanf(f, "%d %ld", &r->status, &r->maxrss_kb) == 2;
+    if (f) fclose(f);
+    if (!ok) return false;
+    r->err[0] = '\0';
+    f         = fopen(errpath, "r");
     if (f) { /* the last lines: the error comes after any warnings */
         if (fseek(f, -(long)(sizeof r->err - 1), SEEK_END) != 0) rewind(f);
         size_t k  = fread(r->err, 1, sizeof r->err - 1, f);
@@ -1213,6 +1247,7 @@ static int memory_test(const char *encore)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--measure") == 0) return measure_main(argc, argv);
     if (!mkdtemp(tmpdir)) return 2;
     if (argc > 2 && strcmp(argv[1], "--memory") == 0) {
         memory_test(argv[2]);
