@@ -1242,6 +1242,27 @@ static int memory_test(const char *encore)
     struct jb_gguf *gg = jb_gguf_open(dst);
     check(gg && jb_gguf_n_tensors(gg) == 7 + 32 * 12 + 1, "the imported model has every tensor");
     jb_gguf_close(gg);
+
+    /* Ctrl-C in the middle of the stream: a clean exit, nothing under the final name, no
+     * temporary left beside it */
+    char dst2[4200];
+    snprintf(dst2, sizeof dst2, "%s/interrupted.gguf", tmpdir);
+    char *argv[] = { (char *)encore, "import", "--dtype", "f16", src, dst2, NULL };
+    pid_t pid    = 0;
+    int status   = 0;
+    t0           = jb_time_now();
+    if (posix_spawn(&pid, encore, NULL, NULL, argv, environ) == 0) {
+        /* once the temporary exists the stream has begun (and the handler is installed) */
+        for (int k = 0; k < 4000 && n_temporaries(dst2) == 0; k++)
+            usleep(5000);
+        kill(pid, SIGINT);
+        waitpid(pid, &status, 0);
+    }
+    check(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0 && !exists(dst2) &&
+            n_temporaries(dst2) == 0,
+          "an import interrupted after %.1f s exits %d and leaves no file or temporary",
+          jb_time_now() - t0,
+          WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     return 0;
 }
 
