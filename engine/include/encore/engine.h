@@ -142,10 +142,15 @@ struct jb_import_params {
     enum jb_dtype storage;       /* dtype of the stored weights (F32, F16 or BF16)              */
     const char *hps_json_path;   /* (optional) JSON object of Jukebox hps overriding the preset */
     bool use_ckpt_hps;           /* take hyper-parameters from the checkpoint's 'hps' dict       */
-    const char *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt */
-    const char *genre_ids_path;  /* (priors) id table for genres                              */
+    const char *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt;
+                                    NULL: the installed table of the kind's label version (v2
+                                    for 5b, 5b_lyrics and the upsamplers, v3 for 1b_lyrics)   */
+    const char *genre_ids_path;  /* (priors) id table for genres (NULL: installed, as above)  */
     const char *name;            /* (optional) general.name stored in the file                 */
     bool untrained;              /* mark the file as random weights (the default model)        */
+    const char *ids_dir;         /* (optional) folder of v2_/v3_{artist,genre}_ids.txt used when
+                                    the paths above are NULL; default: the installed tables
+                                    ($ENCORE_DATA_DIR/jukebox-ids, PREFIX/share/encore/...) */
 };
 
 enum jb_status jb_import(const struct jb_import_params *params, const struct jb_callbacks *cb);
