@@ -331,6 +331,17 @@ bool dl_fetch(const char *url,
         if (rc == CURLE_HTTP_RETURNED_ERROR && http == 416 && expected >= 0 && now_have == expected)
             break; /* nothing left to send: the part was already whole */
         if (rc == CURLE_OK && (expected < 0 || now_have == expected)) break;
+        if (rc == CURLE_HTTP_RETURNED_ERROR && http == 416) {
+            set_err(err,
+                    len,
+                    "%s: the server has no bytes past %lld, but announced %lld: refused (the "
+                    "partial download was removed)",
+                    url,
+                    (long long)now_have,
+                    (long long)expected);
+            unlink(part);
+            return false;
+        }
         if (rc == CURLE_OK) /* the body ended early although the transfer "succeeded" */
             set_err(err,
                     len,
