@@ -348,10 +348,18 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     struct jb_audio_out **outs = NULL;
     int n_outs                 = 0;
 
+    /* the lyrics file is checked before the (slow) model load */
+    if (lyrics_path && !(lyrics = read_text(name, lyrics_path, 256 * 1024))) return 1;
     char models_dir[4096];
-    if (!cli_models_dir(name, models, models_dir, sizeof models_dir)) return 1;
+    if (!cli_models_dir(name, models, models_dir, sizeof models_dir)) {
+        free(lyrics);
+        return 1;
+    }
     be = jb_backend_init(NULL, (int)threads);
-    if (!be) return cli_error(name);
+    if (!be) {
+        free(lyrics);
+        return cli_error(name);
+    }
     s = jb_session_load(models_dir, be);
     if (!s) {
         rc = cli_error(name);
@@ -380,7 +388,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     p.n_candidates  = (int)candidates;
     for (int L = 0; L < JB_JOB_MAX_LEVELS; L++)
         p.temp[L] = (float)temp;
-    if (lyrics_path && !(p.lyrics = lyrics = read_text(name, lyrics_path, 256 * 1024))) goto done;
+    p.lyrics = lyrics;
     if (take_path) {
         if (jb_take_load(take_path, &src)) {
             rc = cli_error(name);
