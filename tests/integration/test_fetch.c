@@ -231,6 +231,8 @@ int main(int argc, char **argv)
     snprintf(
       args, sizeof args, "models fetch --ckpt-hps --base-url http://127.0.0.1:%d 5b", s.port);
     check(run(env, args, &out) == 0, "fetch 5b succeeds");
+    check(strstr(out, "%]") == NULL && strstr(out, "/s") == NULL,
+          "no progress bar when stderr is not a terminal");
     free(out);
     char *log = slurp(s.log);
     check(strstr(log, "GET /jukebox/models/5b/vqvae.pth.tar range=bytes=300000-") != NULL,
@@ -268,7 +270,11 @@ int main(int argc, char **argv)
              sizeof args,
              "models fetch --ckpt-hps --base-url http://127.0.0.1:%d 5b_lyrics",
              s.port);
-    check(run(env, args, &out) == 0, "fetch 5b_lyrics succeeds");
+    char env_bar[9100];
+    snprintf(env_bar, sizeof env_bar, "%s ENCORE_PROGRESS=1", env);
+    check(run(env_bar, args, &out) == 0, "fetch 5b_lyrics succeeds");
+    check(strstr(out, "100.0%") && strstr(out, "MB / 2.86 MB") && strstr(out, "/s"),
+          "the progress bar shows bytes, total, rate (forced with ENCORE_PROGRESS=1)");
     free(out);
     log = slurp(s.log);
     check(strstr(log, "5b/vqvae") == NULL && strstr(log, "5b/prior_level_0") == NULL &&

@@ -666,7 +666,10 @@ static int cmd_list(int argc, char **argv)
         n++;
     }
     if (d) closedir(d);
-    if (n == 0) printf("(none: `encore models fetch 5b_lyrics` installs one)\n");
+    if (n == 0)
+        printf("(none: `encore models fetch 5b_lyrics` installs one)\n");
+    else
+        printf("(files shared between sets are stored once but counted in each)\n");
     return 0;
 }
 

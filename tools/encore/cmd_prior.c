@@ -207,8 +207,10 @@ static void list_labels(const struct jb_session *s, bool genre)
 {
     int64_t n = jb_session_label_count(s, genre);
     printf("%s names of this model (%lld):\n", genre ? "genre" : "artist", (long long)n);
-    for (int64_t i = 0; i < n; i++)
-        printf("  %s\n", jb_session_label_name(s, genre, i));
+    for (int64_t i = 0; i < n; i++) {
+        char shown[1024]; /* names come from the model file */
+        printf("  %s\n", cli_sanitize(jb_session_label_name(s, genre, i), shown, sizeof shown));
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -133,9 +133,9 @@ bool dl_probe(const char *url, const struct dl_options *o, int64_t *size, char *
         curl_off_t cl = -1;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
         curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-        if (rc == CURLE_OK) {
-            curl_easy_cleanup(h);
-            *size = cl >= 0 ? (int64_t)cl : -1;
+        if (rc == CURLE_OK || (rc == CURLE_HTTP_RETURNED_ERROR && (http == 405 || http == 501))) {
+            curl_easy_cleanup(h); /* (a server without HEAD: the size is learnt from the GET) */
+            *size = rc == CURLE_OK && cl >= 0 ? (int64_t)cl : -1;
             return true;
         }
         describe(err, len, url, rc, http, ce);
