@@ -506,6 +506,12 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             goto done;
         }
     }
+    for (int i = 0; i < ti.n_candidates; i++)
+        if (jb_audio_out_finish(outs[i])) {
+            free(whole);
+            rc = cli_error(name);
+            goto done;
+        }
     for (int i = 0; i < ti.n_candidates; i++) {
         char path[4096], shown[4096];
         output_name(output, i, ti.n_candidates, path, sizeof path);

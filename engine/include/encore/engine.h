@@ -229,11 +229,13 @@ enum jb_status jb_audio_write(const char *path,
                               int64_t n_samples,
                               int sample_rate);
 /* The same in steps, for several outputs that must appear together (all candidates of a take
- * or none): begin each, write each, then commit each only if every write succeeded, or abort
- * them all. Commit and abort free the handle. */
+ * or none): begin and write each, finish each (header + fsync: everything that can fail on a
+ * full disk), then commit each (only the rename into place) if every finish succeeded, or
+ * abort them all. Commit and abort free the handle; commit finishes first if needed. */
 struct jb_audio_out;
 enum jb_status jb_audio_out_begin(const char *path, int sample_rate, struct jb_audio_out **out);
 enum jb_status jb_audio_out_write(struct jb_audio_out *o, const float *samples, int64_t n_samples);
+enum jb_status jb_audio_out_finish(struct jb_audio_out *o);
 enum jb_status jb_audio_out_commit(struct jb_audio_out *o);
 void jb_audio_out_abort(struct jb_audio_out *o);
 void jb_audio_free(struct jb_audio *audio);

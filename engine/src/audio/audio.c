@@ -15,6 +15,7 @@
 #include <sndfile.h>
 #include <soxr.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_CHANNELS 64
 #define MAX_RATE 768000
@@ -113,6 +114,10 @@ enum jb_status jb_audio_read(const char *path,
                (double)n / info.samplerate,
                (double)info.frames / info.samplerate);
     out->sample_rate = info.samplerate;
+    if (cap > n) { /* give back the slack of the geometric growth */
+        float *fit = realloc(out->samples, (size_t)n * sizeof(float));
+        if (fit) out->samples = fit;
+    }
     for (int64_t i = 0; i < n; i++) {
         if (!isfinite(out->samples[i])) {
             st = jb_fail(JB_STATUS_ERR_FORMAT, "audio: '%s' contains non-finite samples", path);
@@ -171,6 +176,7 @@ enum jb_status jb_audio_resample(struct jb_audio *a, int target_rate)
 struct jb_audio_out {
     struct jb_outfile file;
     SNDFILE *sf;
+    bool failed; /* finishing failed: commit refuses */
 };
 
 enum jb_status jb_audio_out_begin(const char *path, int sample_rate, struct jb_audio_out **out)
@@ -224,14 +230,26 @@ enum jb_status jb_audio_out_write(struct jb_audio_out *o, const float *samples, 
     return JB_STATUS_OK;
 }
 
+enum jb_status jb_audio_out_finish(struct jb_audio_out *o)
+{
+    if (!o) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: no output to finish");
+    if (!o->sf) return JB_STATUS_OK;
+    /* sf_close writes the final header: its failure means a bad file */
+    int bad = sf_close(o->sf) != 0;
+    o->sf   = NULL;
+    if (bad || fsync(o->file.fd) != 0) {
+        o->failed = true;
+        return jb_fail(JB_STATUS_ERR_IO, "audio: cannot finish '%s' (disk full?)", o->file.path);
+    }
+    return JB_STATUS_OK;
+}
+
 enum jb_status jb_audio_out_commit(struct jb_audio_out *o)
 {
     if (!o) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "audio: no output to finish");
-    enum jb_status st = JB_STATUS_OK;
-    /* sf_close writes the final header: its failure means a bad file */
-    if (sf_close(o->sf) != 0)
-        st = jb_fail(JB_STATUS_ERR_IO, "audio: cannot finish '%s' (disk full?)", o->file.path);
-    o->sf = NULL;
+    enum jb_status st = o->failed
+                          ? jb_fail(JB_STATUS_ERR_IO, "audio: '%s' was not finished", o->file.path)
+                          : jb_audio_out_finish(o);
     if (st)
         jb_outfile_abort(&o->file);
     else
