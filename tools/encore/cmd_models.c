@@ -542,6 +542,14 @@ static int cmd_fetch(int argc, char **argv)
             struct jb_callbacks cb = cli_callbacks();
             enum jb_status st      = jb_import(&ip, &cb);
             cli_progress_done();
+            if (st == JB_STATUS_ERR_CANCELLED) {
+                fprintf(stderr,
+                        "encore models fetch: interrupted; the download is kept as %s for the "
+                        "next run\n",
+                        it->ckpt);
+                rc = 130;
+                goto done;
+            }
             if (st) {
                 fprintf(stderr,
                         "encore models fetch: %s (sha256 %s) is not a usable %s checkpoint: %s\n",
@@ -673,6 +681,8 @@ static int cmd_list(int argc, char **argv)
     return 0;
 }
 
+static int remove_set(const char *dir, const char *shown, const char *root);
+
 static int cmd_remove(int argc, char **argv)
 {
     if (argc != 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -691,6 +701,22 @@ static int cmd_remove(int argc, char **argv)
     char root[4096], dir[4200];
     if (jb_models_root(root, sizeof root)) return cli_error("models remove");
     snprintf(dir, sizeof dir, "%s/%s", root, set);
+    char lock_path[4200];
+    snprintf(lock_path, sizeof lock_path, "%s/.lock", root);
+    int lock_fd = open(lock_path, O_RDWR | O_CLOEXEC);
+    if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(
+          stderr, "encore models remove: a fetch is running in %s; try again after it\n", root);
+        close(lock_fd);
+        return 1;
+    }
+    int rc = remove_set(dir, shown, root);
+    if (lock_fd >= 0) close(lock_fd);
+    return rc;
+}
+
+static int remove_set(const char *dir, const char *shown, const char *root)
+{
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "encore models remove: no set '%s' in %s\n", shown, root);
