@@ -179,7 +179,7 @@ static void fetch_usage(FILE *out)
             "  --ids DIR        folder with v2_/v3_artist_ids.txt and _genre_ids.txt (default:\n"
             "                   $ENCORE_IDS_DIR, else what import picks for the kind)\n"
             "  --ckpt-hps       import with the hyper-parameters stored in each checkpoint\n"
-            "  --hps FILE.json  import with these hyper-parameters overriding the presets\n"
+            "  --hps FILE.json  hyper-parameters overriding the presets, for every file imported\n"
             "  -h, --help       this text\n"
             "\n"
             "Models folder: $ENCORE_MODELS, else $XDG_DATA_HOME/encore/models, else\n"
