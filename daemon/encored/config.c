@@ -24,6 +24,7 @@ void config_defaults(struct config *c)
     c->lim.queued_jobs   = 256;
     c->lim.frame_bytes   = EP_MAX_FRAME_DEFAULT;
     c->lim.client_buffer = 64u << 20;
+    c->lim.stall_seconds = 60;
     c->lim.takes_quota   = 0;
 }
 
@@ -150,6 +151,8 @@ static bool apply(struct config *c, const char *name, const char *value)
     } else if (!strcmp(name, "client_buffer")) {
         if (!parse_size(value, &sz) || sz < 65536) return false;
         l->client_buffer = (size_t)sz;
+    } else if (!strcmp(name, "stall_seconds")) {
+        if (!parse_num(value, 0.1, 86400, &l->stall_seconds)) return false;
     } else if (!strcmp(name, "takes_quota")) {
         if (!parse_size(value, &sz)) return false;
         l->takes_quota = sz;
@@ -217,6 +220,7 @@ int config_parse(struct config *c, int argc, char **argv)
                                           { "frame-bytes", required_argument, 0, 1 },
                                           { "client-buffer", required_argument, 0, 1 },
                                           { "takes-quota", required_argument, 0, 1 },
+                                          { "stall-seconds", required_argument, 0, 1 },
                                           { "verbose", no_argument, 0, 'v' },
                                           { "help", no_argument, 0, 'h' },
                                           { 0, 0, 0, 0 } };

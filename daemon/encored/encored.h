@@ -28,6 +28,8 @@ struct limits {
     int queued_jobs;      /* most jobs waiting */
     size_t frame_bytes;   /* largest frame accepted */
     size_t client_buffer; /* queued output per client before it is dropped */
+    double stall_seconds; /* a client that reads nothing of its queued output this long is
+                             dropped (its jobs go on) */
     int64_t takes_quota;  /* bytes of take files kept (LRU eviction past it); 0: unlimited */
 };
 

@@ -145,6 +145,7 @@ int main(int argc, char **argv)
     if (rc) return rc == 2 ? 0 : 2;
     jb_log_set(engine_log, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a file size limit makes writes fail (EFBIG), not kill us */
     /* the loop takes SIGTERM/SIGINT through a signalfd: block them in every thread */
     sigset_t mask;
     sigemptyset(&mask);

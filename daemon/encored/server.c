@@ -12,6 +12,7 @@
 #include "encored.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <soxr.h>
@@ -20,7 +21,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,12 +65,22 @@ struct client {
     struct ep_reader r;
     struct ep_writer w;
     bool hello, closing, want_out;
+    double last_drain; /* when its output queue was last empty or written to */
     struct upload up;
     struct attach *att;
     struct client *next;
 };
 
-static int epfd = -1, evfd = -1, sigfd = -1, lfd = -1;
+static int epfd = -1, evfd = -1, sigfd = -1, sig_wfd = -1, lfd = -1;
+
+static void on_signal(int sig)
+{
+    unsigned char b = (unsigned char)sig;
+    int saved       = errno;
+    if (write(sig_wfd, &b, 1) < 0) { /* pipe full: a stop is already pending */
+    }
+    errno = saved;
+}
 static struct client *clients;
 static int n_clients, next_client_id = 1;
 static double t_start;
@@ -98,13 +108,24 @@ static void send_msg(struct client *c, struct ep_msg *m)
         ep_msg_free(m);
         return;
     }
-    if (!ep_writer_push_msg(&c->w, m, g_cfg.lim.frame_bytes)) {
+    uint8_t *f = NULL;
+    size_t n   = 0;
+    if (!ep_msg_encode(m, g_cfg.lim.frame_bytes, &f, &n)) {
+        /* a reply larger than a frame (e.g. the codes of a very long take) */
+        ep_msg_free(m);
+        m = ep_msg_new("error");
+        ep_msg_set_str(m, "code", "limit");
+        ep_msg_set_str(m, "message", "the reply would be larger than the frame limit");
+        if (!ep_msg_encode(m, g_cfg.lim.frame_bytes, &f, &n)) f = NULL;
+    }
+    if (f && !ep_writer_push(&c->w, f, n)) {
         daemon_log(JB_LOG_WARN,
                    "client %d: output over %zu bytes queued: dropping it",
                    c->id,
                    g_cfg.lim.client_buffer);
         c->closing = true;
     }
+    free(f);
     ep_msg_free(m);
 }
 
@@ -225,8 +246,12 @@ static bool all_streams_done(const struct attach *a)
 {
     const struct job *j = a->job;
     if (!a->stream || !j->audio) return true;
-    for (int i = 0; i < j->n_cand * j->n_levels; i++)
-        if (j->audio[i].used && !a->cur[i].done) return false;
+    for (int i = 0; i < j->n_cand * j->n_levels; i++) {
+        if (!j->audio[i].used || a->cur[i].done) continue;
+        /* a failed or cancelled job's levels never finish: what was rendered has been sent */
+        if (j->state != JOB_DONE && a->cur[i].pos >= j->audio[i].len) continue;
+        return false;
+    }
     return true;
 }
 
@@ -912,9 +937,10 @@ static void on_accept(void)
             close(fd);
             continue;
         }
-        c->fd  = fd;
-        c->id  = next_client_id++;
-        c->uid = cred.uid;
+        c->fd         = fd;
+        c->id         = next_client_id++;
+        c->uid        = cred.uid;
+        c->last_drain = mono_now();
         ep_reader_init(&c->r, g_cfg.lim.frame_bytes);
         ep_writer_init(&c->w, g_cfg.lim.client_buffer);
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
@@ -965,7 +991,9 @@ static void on_readable(struct client *c)
 /* Flushes, updates interest in EPOLLOUT, closes finished connections. */
 static void settle(struct client *c)
 {
-    int r = ep_writer_flush(&c->w, c->fd);
+    const size_t before = ep_writer_pending(&c->w);
+    int r               = ep_writer_flush(&c->w, c->fd);
+    if (before == 0 || ep_writer_pending(&c->w) < before) c->last_drain = mono_now();
     if (r < 0 || (c->closing && r == 1)) {
         client_close(c);
         return;
@@ -988,12 +1016,24 @@ int server_run(int listen_fd)
     lfd     = listen_fd;
     epfd    = epoll_create1(EPOLL_CLOEXEC);
     evfd    = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    /* a self-pipe, not a signalfd: threads started by libraries before main (OpenBLAS) do not
+     * block the signals, and the kernel may deliver SIGTERM to any of them */
+    int sp[2];
+    if (pipe2(sp, O_NONBLOCK | O_CLOEXEC) == 0) {
+        sigfd               = sp[0];
+        sig_wfd             = sp[1];
+        struct sigaction sa = { .sa_handler = on_signal };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+    }
     if (epfd < 0 || evfd < 0 || sigfd < 0) {
         daemon_log(JB_LOG_ERROR, "epoll/eventfd/signalfd: %s", strerror(errno));
         return 1;
@@ -1008,8 +1048,12 @@ int server_run(int listen_fd)
 
     bool stopping = false;
     while (!stopping) {
+        /* idle: sleeps here without a timeout; a timer only while some client is behind */
+        bool behind = false;
+        for (struct client *c = clients; c; c = c->next)
+            behind |= ep_writer_pending(&c->w) > 0;
         struct epoll_event evs[64];
-        int n = epoll_wait(epfd, evs, 64, -1); /* idle: sleeps here, no timers */
+        int n = epoll_wait(epfd, evs, 64, behind ? 1000 : -1);
         if (n < 0 && errno != EINTR) break;
         bool pump_all = false;
         for (int i = 0; i < n; i++) {
@@ -1022,9 +1066,9 @@ int server_run(int listen_fd)
                 }
                 pump_all = true;
             } else if (p == &tag_sig) {
-                struct signalfd_siginfo si;
-                while (read(sigfd, &si, sizeof si) == sizeof si)
-                    if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) stopping = true;
+                unsigned char sig;
+                while (read(sigfd, &sig, 1) == 1)
+                    if (sig == SIGTERM || sig == SIGINT) stopping = true;
             } else {
                 struct client *c = p;
                 bool alive       = false;
@@ -1035,6 +1079,17 @@ int server_run(int listen_fd)
                 if (evs[i].events & EPOLLOUT) pump_all = true;
                 if (!c->closing || ep_writer_pending(&c->w)) pump_client(c);
                 settle(c);
+            }
+        }
+        for (struct client *c = clients, *next; c; c = next) { /* stalled readers */
+            next = c->next;
+            if (ep_writer_pending(&c->w) > 0 &&
+                mono_now() - c->last_drain > g_cfg.lim.stall_seconds) {
+                daemon_log(JB_LOG_WARN,
+                           "client %d read nothing for %.0f s: dropped (its jobs go on)",
+                           c->id,
+                           g_cfg.lim.stall_seconds);
+                client_close(c);
             }
         }
         if (pump_all) {
@@ -1056,5 +1111,6 @@ int server_run(int listen_fd)
     close(epfd);
     close(evfd);
     close(sigfd);
+    close(sig_wfd);
     return 0;
 }

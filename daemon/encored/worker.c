@@ -80,6 +80,7 @@ int queue_position(const struct job *j)
 struct run {
     struct job *j;
     struct jb_job_plan plan;
+    double last_checkpoint;
 };
 
 struct audio_log *job_audio(struct job *j, int candidate, int level)
@@ -154,9 +155,25 @@ static bool should_stop(void *user)
            atomic_load(&r->j->io_fail);
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Every finished window of a real model takes seconds to minutes: each is saved. The tiny
+ * default model finishes windows every few milliseconds, where a save per window (fsync'd take
+ * file) would cost more than the sampling; so saves are at least CHECKPOINT_INTERVAL apart, and
+ * a level's last window is always saved. */
+#define CHECKPOINT_INTERVAL 0.25
+
 static void on_checkpoint(const struct jb_job_checkpoint *c, void *user)
 {
-    struct run *r = user;
+    struct run *r    = user;
+    const double now = mono_now();
+    if (c->windows_done < c->n_windows && now - r->last_checkpoint < CHECKPOINT_INTERVAL) return;
+    r->last_checkpoint = now;
     if (!store_job_checkpoint(r->j->id, c->partial, c->level, c->windows_done)) {
         daemon_log(JB_LOG_ERROR,
                    "job %lld: cannot write a checkpoint (%s)",

@@ -53,7 +53,7 @@ struct ep_msg *ep_msg_new(const char *type); /* NULL on allocation failure */
 void ep_msg_free(struct ep_msg *msg);        /* NULL is a no-op */
 const char *ep_msg_type(const struct ep_msg *msg);
 
-/* Setters append a field (keys are unique per message by convention: set each once). false
+/* Setters set a field, replacing an earlier value of the same key. false
  * only on allocation failure or a string that is not valid UTF-8. */
 bool ep_msg_set_int(struct ep_msg *msg, const char *key, int64_t value);
 bool ep_msg_set_double(struct ep_msg *msg, const char *key, double value);

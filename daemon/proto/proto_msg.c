@@ -75,12 +75,26 @@ void ep_msg_free(struct ep_msg *msg)
     free(msg);
 }
 
-/* Adds key -> value (value is taken: its reference passes to the map). */
+static cbor_item_t *find(const cbor_item_t *map, const char *key);
+
+/* Sets key -> value, replacing an earlier value of the key (value is taken: its reference
+ * passes to the map). */
 static bool set_item(struct ep_msg *msg, const char *key, cbor_item_t *value)
 {
     if (!msg || !key || !value) {
         if (value) cbor_decref(&value);
         return false;
+    }
+    const size_t n = cbor_map_size(msg->map), kl = strlen(key);
+    struct cbor_pair *pairs = cbor_map_handle(msg->map);
+    for (size_t i = 0; i < n; i++) {
+        const cbor_item_t *k = pairs[i].key;
+        if (cbor_isa_string(k) && cbor_string_length(k) == kl &&
+            memcmp(cbor_string_handle(k), key, kl) == 0) {
+            cbor_decref(&pairs[i].value);
+            pairs[i].value = value; /* our reference moves into the map */
+            return true;
+        }
     }
     cbor_item_t *k = cbor_build_string(key);
     bool ok        = k && cbor_map_add(msg->map, (struct cbor_pair){ .key = k, .value = value });
@@ -253,7 +267,10 @@ bool ep_msg_get_bool(const struct ep_msg *msg, const char *key, bool *out)
 {
     if (!msg) return false;
     const cbor_item_t *v = find(msg->map, key);
-    if (!v || !cbor_is_bool(v)) return false;
+    /* cbor_is_bool asserts on floats: check the width first */
+    if (!v || !cbor_isa_float_ctrl(v) || cbor_float_get_width(v) != CBOR_FLOAT_0 ||
+        !cbor_is_bool(v))
+        return false;
     *out = cbor_get_bool(v);
     return true;
 }

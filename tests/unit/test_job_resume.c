@@ -84,8 +84,8 @@ int main(int argc, char **argv)
     struct jb_job_params p;
     jb_job_params_init(&p);
     p.riff         = riff.samples;
-    p.riff_samples = 4 * JB_SAMPLE_RATE;
-    p.seconds      = 2.0;
+    p.riff_samples = 2 * JB_SAMPLE_RATE;
+    p.seconds      = 1.0;
     p.seed         = 42;
     p.n_candidates = 2;
 

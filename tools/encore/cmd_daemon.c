@@ -147,8 +147,11 @@ int cmd_status(int argc, char **argv)
     ep_msg_get_int(m, "memory_budget", &mem);
     ep_msg_get_double(m, "uptime", &up);
     printf("%s, pid %lld, up %.0f s, socket %s\n", daemon, (long long)pid, up, sock);
-    printf("device: %s backend; memory budget: %s\n", backend, mem > 0 ? "set" : "none");
-    if (mem > 0) printf("  %.1f MB for model sets\n", (double)mem / 1e6);
+    printf("device: %s backend; memory budget for model sets: ", backend);
+    if (mem > 0)
+        printf("%.1f MB\n", (double)mem / 1e6);
+    else
+        printf("none\n");
     printf("model sets:\n");
     print_sets(m);
     printf("queue: %lld waiting, running: %s", (long long)queued, running ? "job " : "nothing");
