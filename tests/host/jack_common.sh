@@ -17,6 +17,10 @@ cleanup() {
     # clients first, then jackd with SIGTERM and a wait: a jackd killed with SIGKILL leaves
     # its entry in JACK's shared-memory registry (a few slots), and later servers hang
     for p in $pids; do kill "$p" 2>/dev/null; done
+    for p in $pids; do # let clients leave JACK cleanly (a SIGKILLed one can leave locks)
+        i=0
+        while kill -0 "$p" 2>/dev/null && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+    done
     if [ -n "${jackd_pid:-}" ]; then
         kill "$jackd_pid" 2>/dev/null
         i=0
@@ -32,6 +36,9 @@ export JACK_NO_AUDIO_RESERVATION=1
 start_jackd() { # RATE PERIOD
     jackd -r -n "$JACK_DEFAULT_SERVER" -d dummy -r "$1" -p "$2" >"$tmp/jackd.log" 2>&1 &
     jackd_pid=$!
+    # if this times out with no jackd error: a stale lock in /dev/shm/jack_db-0 (JACK's
+    # metadata database, left by a killed client) makes every new jackd hang at start; with
+    # no JACK process running, remove /dev/shm/jack_db-0 and /dev/shm/jack-shm-registry
     wait_for 30 sh -c "jack_lsp >/dev/null 2>&1"
 }
 start_encored() {

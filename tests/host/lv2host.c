@@ -147,6 +147,13 @@ int nanosleep(const struct timespec *a, struct timespec *b)
 }
 #endif
 
+#if !RT_GUARD
+static void rt_hit(const char *what)
+{
+    (void)what;
+}
+#endif
+
 /* --- urid map (non-realtime only) ---------------------------------------------------------- */
 
 static char **uris;
@@ -216,6 +223,7 @@ struct host {
     union {
         LV2_Atom_Sequence seq;
         uint8_t bytes[8192];
+        uint64_t align; /* LV2 atom buffers are 64-bit aligned */
     } control, notify;
     LV2_Atom_Forge forge;
 
