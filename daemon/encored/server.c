@@ -271,6 +271,7 @@ static bool pump_attach(struct client *cl, struct attach *a)
         ep_msg_set_int(m, "done", j->prog.done);
         ep_msg_set_int(m, "total", j->prog.total);
         ep_msg_set_double(m, "tokens_per_s", j->prog.tokens_per_s);
+        ep_msg_set_double(m, "elapsed", j->prog.elapsed);
         ep_msg_set_double(m, "eta", j->prog.done >= j->prog.total ? 0 : j->prog.eta);
         send_msg(cl, m);
     }
