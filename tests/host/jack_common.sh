@@ -14,18 +14,25 @@ fi
 tmp=$(mktemp -d)
 pids=""
 cleanup() {
+    # clients first, then jackd with SIGTERM and a wait: a jackd killed with SIGKILL leaves
+    # its entry in JACK's shared-memory registry (a few slots), and later servers hang
     for p in $pids; do kill "$p" 2>/dev/null; done
-    sleep 0.2
+    if [ -n "${jackd_pid:-}" ]; then
+        kill "$jackd_pid" 2>/dev/null
+        i=0
+        while kill -0 "$jackd_pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+        kill -9 "$jackd_pid" 2>/dev/null
+    fi
     for p in $pids; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
+    [ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
-export JACK_DEFAULT_SERVER="encore-test-$$-$(date +%s%N)"
+export JACK_DEFAULT_SERVER="encore$$x$(date +%N)"
 export JACK_NO_AUDIO_RESERVATION=1
 start_jackd() { # RATE PERIOD
     jackd -r -n "$JACK_DEFAULT_SERVER" -d dummy -r "$1" -p "$2" >"$tmp/jackd.log" 2>&1 &
-    pids="$pids $!"
-    wait_for 10 sh -c 'jack_lsp >/dev/null 2>&1'
+    jackd_pid=$!
+    wait_for 30 sh -c "jack_lsp >/dev/null 2>&1"
 }
 start_encored() {
     OMP_WAIT_POLICY=passive "$BIN/encored" --socket "$tmp/encored.sock" --state "$tmp/state" \

@@ -19,9 +19,14 @@ int cmd_decode(int argc, char **argv);
 int cmd_continue(int argc, char **argv); /* cmd_prior.c */
 int cmd_sample(int argc, char **argv);
 int cmd_upsample(int argc, char **argv);
+int cmd_models(int argc, char **argv); /* cmd_models.c */
 
 void cli_init_logging(void);
 const char *cli_default_model_dir(void);
+/* The model folder for --models CHOICE (an installed set's name or a folder; NULL: the default
+ * folder, said on stderr) via jb_models_resolve, into buf. Prints the error and returns NULL
+ * when it cannot be resolved. */
+const char *cli_models_dir(const char *cmd, const char *choice, char *buf, size_t len);
 /* "<dir>/<file>" into buf */
 const char *cli_model_path(const char *dir, const char *file, char *buf, size_t len);
 

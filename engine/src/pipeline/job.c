@@ -191,11 +191,13 @@ static enum jb_status resolve(const struct jb_session *s,
                        (double)p->top_p);
     for (int L = 0; L < s->n_levels; L++) {
         const struct jb_prior_hparams *hp = &s->prior[L]->prior_hp;
-        if (!(p->temp[L] > 0.0f && p->temp[L] <= 100.0f))
+        if (!(p->temp[L] >= JB_JOB_MIN_TEMP && p->temp[L] <= JB_JOB_MAX_TEMP))
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "job: temperature %g at level %d, expected (0, 100]",
+                           "job: temperature %g at level %d, expected [%g, %g]",
                            (double)p->temp[L],
-                           L);
+                           L,
+                           (double)JB_JOB_MIN_TEMP,
+                           (double)JB_JOB_MAX_TEMP);
         if (!(p->hop_fraction[L] > 0.0f && p->hop_fraction[L] <= 1.0f))
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: hop fraction %g at level %d, expected (0, 1]",
