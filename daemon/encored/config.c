@@ -4,6 +4,7 @@
  */
 #include "encored.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -43,10 +44,49 @@ static int64_t dir_model_bytes(const char *dir)
     return sum;
 }
 
+static bool has_set_files(const char *dir)
+{
+    static const char *files[] = {
+        "vqvae.gguf", "upsampler_level_0.gguf", "upsampler_level_1.gguf", "prior_level_2.gguf"
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        if (access(p, R_OK) != 0) return false;
+    }
+    return true;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct model_set *)a)->name, ((const struct model_set *)b)->name);
+}
+
+/* ENCORE_MODEL_DIR if set; else every complete set installed under the models root
+ * (`encore models fetch`), by name; else the bundled default model. */
 int models_default(struct model_set *sets, int cap)
 {
     if (cap < 1) return 0;
     const char *env = getenv("ENCORE_MODEL_DIR");
+    int n           = 0;
+    char root[1024];
+    if (!(env && *env) && jb_models_root(root, sizeof root) == JB_STATUS_OK) {
+        DIR *d = opendir(root);
+        struct dirent *e;
+        while (d && n < cap && (e = readdir(d))) {
+            char dir[1200];
+            if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof sets[0].name) continue;
+            snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+            if (strlen(dir) >= sizeof sets[0].dir || !has_set_files(dir)) continue;
+            snprintf(sets[n].name, sizeof sets[n].name, "%s", e->d_name);
+            snprintf(sets[n].dir, sizeof sets[n].dir, "%s", dir);
+            sets[n].bytes = dir_model_bytes(dir);
+            n++;
+        }
+        if (d) closedir(d);
+        qsort(sets, (size_t)n, sizeof *sets, by_name);
+    }
+    if (n > 0) return n;
     snprintf(sets[0].name, sizeof sets[0].name, "default");
     snprintf(sets[0].dir, sizeof sets[0].dir, "%s", env && *env ? env : ENCORE_DEFAULT_MODEL_DIR);
     sets[0].bytes = dir_model_bytes(sets[0].dir);
@@ -65,9 +105,16 @@ static bool add_set(struct config *c, const char *name, const char *dir)
             fprintf(stderr, "encored: model set '%s' given twice\n", name);
             return false;
         }
+    /* DIR may be a folder or the name of an installed set, as the CLI's --models */
+    char resolved[1024];
+    enum jb_models_source src;
+    if (jb_models_resolve(dir, NULL, resolved, sizeof resolved, &src) != JB_STATUS_OK) {
+        fprintf(stderr, "encored: model set '%s': %s\n", name, jb_last_error());
+        return false;
+    }
     struct model_set *s = &c->sets[c->n_sets++];
     snprintf(s->name, sizeof s->name, "%s", name);
-    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    snprintf(s->dir, sizeof s->dir, "%s", resolved);
     s->bytes = dir_model_bytes(dir);
     return true;
 }
@@ -188,7 +235,10 @@ static void usage(FILE *out)
       "                         $XDG_RUNTIME_DIR/encore/encored.sock)\n"
       "  --state DIR            jobs, takes, settings (default: $XDG_STATE_HOME/encore,\n"
       "                         else ~/.local/state/encore)\n"
-      "  --models NAME=DIR      a model set (repeatable; default: 'default' = %s)\n"
+      "  --models NAME=DIR      a model set: a folder or an installed set's name\n"
+      "                         (repeatable; default: $ENCORE_MODEL_DIR, else the sets\n"
+      "                         installed by `encore models fetch`, else 'default' =\n"
+      "                         %s)\n"
       "  --memory SIZE          budget for loaded model sets, e.g. 12G (default: none)\n"
       "  --threads N            CPU threads per backend (default: all cores)\n"
       "  --riff-seconds S       longest riff (default 60)\n"

@@ -83,6 +83,8 @@ struct job {
     /* progress and results (g_mu) */
     struct jb_job_progress prog;
     bool has_prog;
+    struct jb_job_progress level_end[JB_JOB_MAX_LEVELS]; /* each level's final report */
+    bool has_level_end[JB_JOB_MAX_LEVELS];
     int n_cand, n_levels;
     struct audio_log *audio; /* [n_cand * n_levels] once known */
     int64_t take_id;

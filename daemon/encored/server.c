@@ -46,6 +46,7 @@ struct attach {
     int n_cur;
     int plevel;
     int64_t pdone;
+    bool sent_end[JB_JOB_MAX_LEVELS];
     bool final_sent;
     struct attach *next;
 };
@@ -256,23 +257,37 @@ static bool all_streams_done(const struct attach *a)
 }
 
 /* One attachment: returns false once it is finished (and should be removed). g_mu held. */
+static void send_progress(struct client *cl, const struct job *j, const struct jb_job_progress *p)
+{
+    struct ep_msg *m = ep_msg_new("progress");
+    ep_msg_set_int(m, "job", j->id);
+    ep_msg_set_int(m, "level", p->level);
+    ep_msg_set_int(m, "window", p->window);
+    ep_msg_set_int(m, "n_windows", p->n_windows);
+    ep_msg_set_int(m, "done", p->done);
+    ep_msg_set_int(m, "total", p->total);
+    ep_msg_set_double(m, "tokens_per_s", p->tokens_per_s);
+    ep_msg_set_double(m, "elapsed", p->elapsed);
+    ep_msg_set_double(m, "eta", p->done >= p->total ? 0 : p->eta);
+    send_msg(cl, m);
+}
+
 static bool pump_attach(struct client *cl, struct attach *a)
 {
     struct job *j = a->job;
+    /* each finished level once (coarse first), then the latest report if it is news */
+    for (int L = JB_JOB_MAX_LEVELS - 1; L >= 0; L--)
+        if (j->has_level_end[L] && !a->sent_end[L]) {
+            a->sent_end[L] = true;
+            send_progress(cl, j, &j->level_end[L]);
+            if (j->prog.level == L && j->prog.done == j->level_end[L].done)
+                a->plevel = L, a->pdone = j->prog.done;
+        }
     if (j->has_prog && (j->prog.level != a->plevel || j->prog.done != a->pdone) &&
         ep_writer_pending(&cl->w) <= HIGH_WATER) {
-        a->plevel        = j->prog.level;
-        a->pdone         = j->prog.done;
-        struct ep_msg *m = ep_msg_new("progress");
-        ep_msg_set_int(m, "job", j->id);
-        ep_msg_set_int(m, "level", j->prog.level);
-        ep_msg_set_int(m, "window", j->prog.window);
-        ep_msg_set_int(m, "n_windows", j->prog.n_windows);
-        ep_msg_set_int(m, "done", j->prog.done);
-        ep_msg_set_int(m, "total", j->prog.total);
-        ep_msg_set_double(m, "tokens_per_s", j->prog.tokens_per_s);
-        ep_msg_set_double(m, "eta", j->prog.done >= j->prog.total ? 0 : j->prog.eta);
-        send_msg(cl, m);
+        a->plevel = j->prog.level;
+        a->pdone  = j->prog.done;
+        send_progress(cl, j, &j->prog);
     }
     if (a->stream && j->audio) {
         if (!a->cur) {

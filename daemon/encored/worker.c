@@ -105,6 +105,10 @@ static void on_progress(const struct jb_job_progress *p, void *user)
     }
     j->prog     = *p;
     j->has_prog = true;
+    if (p->level >= 0 && p->level < JB_JOB_MAX_LEVELS && p->done >= p->total) {
+        j->level_end[p->level]     = *p; /* sent even if the next level's reports follow fast */
+        j->has_level_end[p->level] = true;
+    }
     j->seq++;
     pthread_mutex_unlock(&g_mu);
     daemon_notify();

@@ -352,7 +352,9 @@ static int follow_job(int fd, const char *cmd, struct follow *f, bool want_final
             ep_msg_get_int(m, "total", &total);
             ep_msg_get_double(m, "tokens_per_s", &tps);
             ep_msg_get_double(m, "eta", &eta);
-            cli_progress_show(&f->bar, (int)level, done, total, tps, eta, now_s() - f->t0);
+            double elapsed = now_s() - f->t0; /* the level's own time when the daemon says */
+            ep_msg_get_double(m, "elapsed", &elapsed);
+            cli_progress_show(&f->bar, (int)level, done, total, tps, eta, elapsed);
         } else if (!strcmp(t, "audio") && want_final) {
             char role[16] = "";
             int64_t cand = 0, first = 0;

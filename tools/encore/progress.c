@@ -20,6 +20,8 @@ static void format_seconds(double s, char *buf, size_t len)
 {
     if (s < 0) {
         snprintf(buf, len, "?");
+    } else if (s < 10) {
+        snprintf(buf, len, "%.1fs", s);
     } else if (s < 90) {
         snprintf(buf, len, "%.0fs", s);
     } else if (s < 5400) {
