@@ -35,6 +35,40 @@ const char *cli_model_path(const char *dir, const char *file, char *buf, size_t 
 struct jb_callbacks cli_callbacks(void);
 void cli_progress_done(void);
 
+/* progress.c: the per-level bar of long jobs (in process and through the daemon). */
+struct cli_progress {
+    bool enabled; /* stderr is a terminal, or ENCORE_PROGRESS=1 */
+    bool shown;   /* a line is open */
+};
+bool cli_progress_wanted(void);
+void cli_progress_show(struct cli_progress *bar,
+                       int level,
+                       int64_t done,
+                       int64_t total,
+                       double tokens_per_s,
+                       double eta,
+                       double elapsed);
+void cli_progress_end(struct cli_progress *bar);
+
+/* cmd_daemon.c: the CLI as a client of encored (docs/protocol.md). */
+int cmd_status(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_attach(int argc, char **argv);
+
+/* continue / sample / upsample with --daemon: the parsed options of cmd_prior.c */
+struct cli_job_opts {
+    const char *cmd;  /* "continue", "sample", "upsample" */
+    int mode;         /* enum jb_job_mode */
+    const char *riff; /* PRIMED: the riff file */
+    const char *take; /* CONTINUE / UPSAMPLE: the daemon's take id */
+    double seconds, total_seconds, temp;
+    const char *artist, *genre, *lyrics_path;
+    long long candidate, candidates, levels, seed;
+    const char *save_path, *output, *socket, *model_set;
+};
+int cli_daemon_job(const struct cli_job_opts *o);
+
 /* Prints "encore <cmd>: <last error>" and returns 1. */
 int cli_error(const char *cmd);
 

@@ -74,6 +74,9 @@ static void prior_usage(enum prior_cmd c, FILE *out)
             "                         continue --take` or `encore upsample`\n"
             "      --models SET|DIR   installed model set (encore models list) or model folder\n"
             "                         (default: %s)\n"
+            "      --daemon           run the job in encored (takes are the daemon's take ids)\n"
+            "      --socket PATH      encored's socket (default: $ENCORE_SOCKET, else\n"
+            "                         $XDG_RUNTIME_DIR/encore/encored.sock)\n"
             "  -t, --threads N        worker threads (default: all cores, at most 256)\n"
             "  -o, --output OUT       audio file (.wav 16-bit, or .flac); OUT-1.wav .. OUT-N.wav\n"
             "                         for several candidates\n"
@@ -111,27 +114,10 @@ static bool progress_wanted(void)
 
 static void on_progress(const struct jb_job_progress *p, void *user)
 {
-    struct cli_job *cj = user;
-    if (!cj->show || p->total <= 0) return;
-    double frac  = (double)p->done / (double)p->total;
-    int bar      = (int)(frac * 30);
-    char eta[32] = "";
-    if (p->eta >= 0 && p->done < p->total) snprintf(eta, sizeof eta, " eta %.0fs", p->eta);
-    fprintf(stderr,
-            "\rlevel %d [%.*s%*s] %5.1f%% %lld/%lld tokens %.0f tok/s%s   ",
-            p->level,
-            bar,
-            "##############################",
-            30 - bar,
-            "",
-            100 * frac,
-            (long long)p->done,
-            (long long)p->total,
-            p->tokens_per_s,
-            eta);
-    if (p->done == p->total) fputc('\n', stderr);
-    cj->shown = p->done != p->total;
-    fflush(stderr);
+    struct cli_job *cj      = user;
+    struct cli_progress bar = { .enabled = cj->show, .shown = cj->shown };
+    cli_progress_show(&bar, p->level, p->done, p->total, p->tokens_per_s, p->eta, p->elapsed);
+    cj->shown = bar.shown;
 }
 
 static void on_audio(const struct jb_job_audio *a, void *user)
@@ -234,8 +220,12 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
                                           { "threads", required_argument, 0, 't' },
                                           { "output", required_argument, 0, 'o' },
                                           { "help", no_argument, 0, 'h' },
+                                          { "daemon", no_argument, 0, 'D' },
+                                          { "socket", required_argument, 0, 'P' },
                                           { 0, 0, 0, 0 } };
     const char *name                  = cmd_name(cmd);
+    bool use_daemon                   = false;
+    const char *socket_path           = NULL;
     const char *artist = NULL, *genre = NULL, *lyrics_path = NULL, *take_path = NULL;
     const char *save_path = NULL, *models = NULL, *output = NULL;
     double seconds = 0, total_seconds = 0, temp = 0.99;
@@ -248,7 +238,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         /* flags the help of this command does not offer are refused, not ignored */
         const char *not_here = NULL;
         if (cmd == CMD_SAMPLE && (c == 'c' || c == 'k')) not_here = c == 'c' ? "candidate" : "take";
-        if (cmd == CMD_UPSAMPLE && strchr("sagLSk", c))
+        if (cmd == CMD_UPSAMPLE && c > 0 && strchr("sagLSk", c))
             not_here = c == 's'   ? "seconds"
                        : c == 'a' ? "artist"
                        : c == 'g' ? "genre"
@@ -312,6 +302,12 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         case 'o':
             output = optarg;
             break;
+        case 'D':
+            use_daemon = true;
+            break;
+        case 'P':
+            socket_path = optarg;
+            break;
         case 'h':
             prior_usage(cmd, stdout);
             return 0;
@@ -338,6 +334,30 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         fprintf(
           stderr, "encore %s: --candidate picks a candidate of --take; there is none\n", name);
         return 2;
+    }
+
+    if (use_daemon && !listing) { /* the same job, run by encored (cmd_daemon.c) */
+        struct cli_job_opts o = { .cmd     = name,
+                                  .mode    = take_path ? (cmd == CMD_UPSAMPLE ? JB_JOB_UPSAMPLE
+                                                                              : JB_JOB_CONTINUE)
+                                             : cmd == CMD_CONTINUE ? JB_JOB_PRIMED
+                                                                   : JB_JOB_ANCESTRAL,
+                                  .riff    = take_path ? NULL : argv[optind],
+                                  .take    = take_path,
+                                  .seconds = seconds,
+                                  .total_seconds = total_seconds,
+                                  .temp          = temp,
+                                  .artist        = artist,
+                                  .genre         = genre,
+                                  .lyrics_path   = lyrics_path,
+                                  .candidate     = candidate,
+                                  .candidates    = take_path && candidate == 0 ? 1 : candidates,
+                                  .levels        = levels,
+                                  .seed          = seed,
+                                  .save_path     = save_path,
+                                  .output        = output,
+                                  .socket        = socket_path };
+        return cli_daemon_job(&o);
     }
 
     int rc                = 1;

@@ -21,6 +21,10 @@ static const struct cli_command commands[] = {
     { "models",
       cmd_models,
       "fetch, list and remove installed model sets (encore models fetch 5b_lyrics)" },
+    { "status", cmd_status, "the daemon (encored): model sets, device, queue, takes" },
+    { "jobs", cmd_jobs, "the daemon's jobs" },
+    { "cancel", cmd_cancel, "cancel a daemon job" },
+    { "attach", cmd_attach, "follow a daemon job and write its audio" },
 };
 
 static void usage(FILE *out)

@@ -149,10 +149,15 @@ struct jb_import_params {
     enum jb_dtype storage;       /* dtype of the stored weights (F32, F16 or BF16)              */
     const char *hps_json_path;   /* (optional) JSON object of Jukebox hps overriding the preset */
     bool use_ckpt_hps;           /* take hyper-parameters from the checkpoint's 'hps' dict       */
-    const char *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt */
-    const char *genre_ids_path;  /* (priors) id table for genres                              */
+    const char *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt;
+                                    NULL: the installed table of the kind's label version (v2
+                                    for 5b, 5b_lyrics and the upsamplers, v3 for 1b_lyrics)   */
+    const char *genre_ids_path;  /* (priors) id table for genres (NULL: installed, as above)  */
     const char *name;            /* (optional) general.name stored in the file                 */
     bool untrained;              /* mark the file as random weights (the default model)        */
+    const char *ids_dir;         /* (optional) folder of v2_/v3_{artist,genre}_ids.txt used when
+                                    the paths above are NULL; default: the installed tables
+                                    ($ENCORE_DATA_DIR/jukebox-ids, PREFIX/share/encore/...) */
 };
 
 enum jb_status jb_import(const struct jb_import_params *params, const struct jb_callbacks *cb);
@@ -381,6 +386,16 @@ struct jb_job_params {
     float hop_fraction[JB_JOB_MAX_LEVELS]; /* hop / n_ctx, levels 0,1,2: 0.5, 0.5, 0.125 */
     int chunk_size[JB_JOB_MAX_LEVELS];     /* priming chunk (32; top level 16 for 5b models) */
     int max_batch[JB_JOB_MAX_LEVELS];      /* candidates per batch (16; top level 3 for 5b) */
+
+    /* (optional) resume an interrupted job: `resume` is the partial take of a checkpoint
+     * (jb_job_callbacks.on_checkpoint) of a job with exactly these params. Levels above
+     * resume_level are taken from it, and level resume_level restarts at window resume_window
+     * (the checkpoint's windows_done). Every window draws from its own random stream, so the
+     * result equals the uninterrupted job's. PRIMED still needs `riff` for the levels below.
+     * Audio of the resumed level is emitted again from its start; levels above emit none. */
+    const struct jb_take *resume;
+    int resume_level;
+    int resume_window;
 };
 
 /* Defaults: PRIMED, total_seconds 0, temps 0.99, no top-k/p, seed 0, 1 candidate, finest level
@@ -435,6 +450,15 @@ struct jb_job_audio {
     const float *samples; /* valid during the call only */
 };
 
+/* A sampling window finished: `partial` holds every level above `level` complete and level
+ * `level` up to the end of window windows_done - 1 (the other codes are 0). Save it (e.g.
+ * jb_take_save) with level and windows_done to resume the job later (jb_job_params.resume). */
+struct jb_job_checkpoint {
+    int level;
+    int windows_done, n_windows;
+    const struct jb_take *partial; /* valid during the call only */
+};
+
 struct jb_job_callbacks {
     /* (optional) per-level progress, at most ~20 times per second plus each level's start/end */
     void (*on_progress)(const struct jb_job_progress *p, void *user);
@@ -443,6 +467,8 @@ struct jb_job_callbacks {
     /* (optional) polled before every token and between chunks: true -> ERR_CANCELLED */
     bool (*should_stop)(void *user);
     void *user;
+    /* (optional) after every finished sampling window */
+    void (*on_checkpoint)(const struct jb_job_checkpoint *c, void *user);
 };
 
 /* Runs a job to completion. On success *out receives a new take (free with jb_take_free); on
