@@ -238,7 +238,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         /* flags the help of this command does not offer are refused, not ignored */
         const char *not_here = NULL;
         if (cmd == CMD_SAMPLE && (c == 'c' || c == 'k')) not_here = c == 'c' ? "candidate" : "take";
-        if (cmd == CMD_UPSAMPLE && strchr("sagLSk", c))
+        if (cmd == CMD_UPSAMPLE && c > 0 && strchr("sagLSk", c))
             not_here = c == 's'   ? "seconds"
                        : c == 'a' ? "artist"
                        : c == 'g' ? "genre"
