@@ -101,7 +101,7 @@ __global__ void kv_store_kernel(attn_args a,
         const int64_t slot = kv_slot(a, S + r);
         if (slot < 0) continue;
         const int64_t h = e / a.hd, c = e % a.hd;
-        const float *row = qkv + (n * C + r) * 3 * ns;
+        const float *row  = qkv + (n * C + r) * 3 * ns;
         const int64_t dst = ((n * a.H + h) * a.cap + slot) * a.hd + c;
         a.k[dst]          = __float2half_rn(row[ns + e]);
         a.v[dst]          = __float2half_rn(row[2 * ns + e]);
@@ -122,10 +122,10 @@ __global__ void attend_kernel(attn_args a,
     extern __shared__ float sm[];
     float *red = sm, *qs = sm + 32, *s = qs + a.hd;
     if (pos) S = *pos;
-    const int nr = r1 - r0;
-    const int h  = blockIdx.x % a.H;
-    const int r  = r0 + (blockIdx.x / a.H) % nr;
-    const int n  = blockIdx.x / (a.H * nr);
+    const int nr     = r1 - r0;
+    const int h      = blockIdx.x % a.H;
+    const int r      = r0 + (blockIdx.x / a.H) % nr;
+    const int n      = blockIdx.x / (a.H * nr);
     const int64_t ns = (int64_t)a.H * a.hd;
     float *o         = att + ((int64_t)n * C + r) * ns + (int64_t)h * a.hd;
     int64_t first, nk;
@@ -215,7 +215,8 @@ static enum jb_status attend_launch(struct jb_cuda *cu,
     const size_t smem = (size_t)(32 + g.hd + max_keys(g)) * sizeof(float);
     if (smem > 48 * 1024) {
         int dev_max = 0;
-        CUDA_CHECK(cudaDeviceGetAttribute(&dev_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu->device));
+        CUDA_CHECK(
+          cudaDeviceGetAttribute(&dev_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu->device));
         if (smem > (size_t)dev_max)
             return jb_fail(JB_STATUS_ERR_UNSUPPORTED,
                            "cuda attention: %lld keys of head dim %d need %zu bytes of shared "
@@ -224,7 +225,8 @@ static enum jb_status attend_launch(struct jb_cuda *cu,
                            g.hd,
                            smem,
                            dev_max);
-        CUDA_CHECK(cudaFuncSetAttribute(attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        CUDA_CHECK(cudaFuncSetAttribute(
+          attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     }
     const unsigned blocks = (unsigned)((int64_t)g.N * (r1 - r0) * g.H);
     attend_kernel<<<blocks, ATTN_THREADS, smem, cu->stream>>>(g, S, pos, C, r0, r1, q, ldq, att);
@@ -266,9 +268,9 @@ extern "C" enum jb_status jb_cuda_attention_chunk(struct jb_cuda *cu,
 {
     enum jb_status st = check_func(a);
     if (st != JB_STATUS_OK || C <= 0) return st;
-    const attn_args g  = args_of(a);
-    const int64_t ns   = (int64_t)a->H * a->hd;
-    const int64_t ldq  = a->func == 6 ? ns : 3 * ns;
+    const attn_args g = args_of(a);
+    const int64_t ns  = (int64_t)a->H * a->hd;
+    const int64_t ldq = a->func == 6 ? ns : 3 * ns;
     if (a->func == 6) return attend_launch(cu, g, S, NULL, C, 0, C, qkv, ldq, att);
     if (a->func == 1 || a->func == 3) {
         for (int r0 = 0; r0 < C;) {

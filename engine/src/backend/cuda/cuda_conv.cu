@@ -53,7 +53,7 @@ __global__ void col2im_kernel(const float *__restrict__ col,
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t to = i % Tout, o = i / Tout;
-        float acc        = 0.0f;
+        float acc = 0.0f;
         for (int j = 0; j < k; j++) {
             const int64_t u = to + p - j;
             if (u < 0 || u % s) continue;

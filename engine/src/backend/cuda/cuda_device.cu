@@ -18,7 +18,7 @@ enum jb_status jb_cuda_fail_call(const char *file, int line, const char *call, c
 
 extern "C" int jb_cuda_device_count(const char **why)
 {
-    int n             = 0;
+    int n               = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* clear the sticky "no device" state */
@@ -31,11 +31,10 @@ extern "C" int jb_cuda_device_count(const char **why)
 
 extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
 {
-    *out           = NULL;
+    *out            = NULL;
     const char *why = NULL;
     const int n     = jb_cuda_device_count(&why);
-    if (n == 0)
-        return jb_fail(JB_STATUS_ERR_DEVICE, "cuda:%d: no CUDA device (%s)", device, why);
+    if (n == 0) return jb_fail(JB_STATUS_ERR_DEVICE, "cuda:%d: no CUDA device (%s)", device, why);
     if (device < 0 || device >= n)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                        "cuda:%d: no such device (%d visible, cuda:0..cuda:%d)",
@@ -44,7 +43,7 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
                        n - 1);
     struct jb_cuda *cu = (struct jb_cuda *)calloc(1, sizeof *cu);
     if (!cu) return jb_fail(JB_STATUS_ERR_NOMEM, "cuda: out of host memory");
-    cu->device = device;
+    cu->device        = device;
     enum jb_status st = JB_STATUS_OK;
     do {
         cudaDeviceProp prop;
@@ -170,8 +169,8 @@ extern "C" enum jb_status jb_cuda_reserve(struct jb_cuda *cu, size_t nbytes)
         return jb_fail(JB_STATUS_ERR_DEVICE, "cuda: work arena grown during graph capture");
     CUDA_CHECK(cudaStreamSynchronize(cu->stream));
     if (cu->arena) cudaFree(cu->arena);
-    cu->arena       = NULL;
-    cu->arena_bytes = 0;
+    cu->arena         = NULL;
+    cu->arena_bytes   = 0;
     enum jb_status st = jb_cuda_malloc(cu, nbytes, &cu->arena);
     if (st != JB_STATUS_OK) return st;
     cu->arena_bytes = nbytes;
@@ -206,13 +205,13 @@ extern "C" enum jb_status jb_cuda_check_fit(struct jb_cuda *cu,
     if (st != JB_STATUS_OK) return st;
     /* cuBLAS workspaces, the graph and fragmentation: keep 256 MiB or 2% back */
     const double margin = (double)tot * 0.02 > 268435456.0 ? (double)tot * 0.02 : 268435456.0;
-    const double need =
-      (double)model_bytes + (double)per_candidate_bytes * (double)(n_candidates > 0 ? n_candidates : 0);
+    const double need   = (double)model_bytes +
+                        (double)per_candidate_bytes * (double)(n_candidates > 0 ? n_candidates : 0);
     if (need + margin > (double)fr) {
         const double gib = 1024.0 * 1024.0 * 1024.0;
-        const double fit =
-          per_candidate_bytes ? ((double)fr - margin - (double)model_bytes) / (double)per_candidate_bytes
-                              : 0.0;
+        const double fit = per_candidate_bytes ? ((double)fr - margin - (double)model_bytes) /
+                                                   (double)per_candidate_bytes
+                                               : 0.0;
         return jb_fail(JB_STATUS_ERR_NOMEM,
                        "%s does not fit on cuda:%d: needs %.2f GiB (model %.2f GiB + %d "
                        "candidates x %.3f GiB) but %.2f GiB of %.2f GiB are free; at most %d "

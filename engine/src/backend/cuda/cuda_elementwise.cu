@@ -36,8 +36,12 @@ __global__ void quick_gelu_kernel(int64_t n, float *x)
         x[i]          = v * (1.0f / (1.0f + expf(-1.702f * v)));
     }
 }
-template <typename T>
-__global__ void embedding_kernel(const T *table, int64_t W, const int32_t *ids, int64_t n, float *out)
+template<typename T>
+__global__ void embedding_kernel(const T *table,
+                                 int64_t W,
+                                 const int32_t *ids,
+                                 int64_t n,
+                                 float *out)
 {
     GRID_STRIDE(i, n * W) out[i] = jb_ld(table, (int64_t)ids[i / W] * W + i % W);
 }
@@ -63,7 +67,8 @@ __global__ void to_bf16_kernel(int64_t n, const float *s, __nv_bfloat16 *d)
 {
     GRID_STRIDE(i, n) d[i] = __float2bfloat16_rn(s[i]);
 }
-template <typename T> __global__ void to_f32_kernel(int64_t n, const T *s, float *d)
+template<typename T>
+__global__ void to_f32_kernel(int64_t n, const T *s, float *d)
 {
     GRID_STRIDE(i, n) d[i] = jb_ld(s, i);
 }
@@ -80,12 +85,19 @@ extern "C" enum jb_status jb_cuda_relu(struct jb_cuda *cu, int64_t n, const floa
 {
     LAUNCH_EW(relu_kernel, n, n, x, y);
 }
-extern "C" enum jb_status jb_cuda_axpy(struct jb_cuda *cu, int64_t n, float alpha, const float *x, float *y)
+extern "C" enum jb_status jb_cuda_axpy(struct jb_cuda *cu,
+                                       int64_t n,
+                                       float alpha,
+                                       const float *x,
+                                       float *y)
 {
     LAUNCH_EW(axpy_kernel, n, n, alpha, x, y);
 }
-extern "C" enum jb_status
-jb_cuda_add(struct jb_cuda *cu, int64_t n, const float *a, const float *b, float *y)
+extern "C" enum jb_status jb_cuda_add(struct jb_cuda *cu,
+                                      int64_t n,
+                                      const float *a,
+                                      const float *b,
+                                      float *y)
 {
     LAUNCH_EW(add_kernel, n, n, a, b, y);
 }
@@ -108,14 +120,18 @@ extern "C" enum jb_status jb_cuda_embedding(struct jb_cuda *cu,
     case JB_DTYPE_F16:
         LAUNCH_EW(embedding_kernel<__half>, n * W, (const __half *)table, W, ids, n, out);
     case JB_DTYPE_BF16:
-        LAUNCH_EW(embedding_kernel<__nv_bfloat16>, n * W, (const __nv_bfloat16 *)table, W, ids, n, out);
+        LAUNCH_EW(
+          embedding_kernel<__nv_bfloat16>, n * W, (const __nv_bfloat16 *)table, W, ids, n, out);
     default:
         return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda embedding: table dtype %d", (int)type);
     }
 }
 
-extern "C" enum jb_status
-jb_cuda_transpose(struct jb_cuda *cu, int64_t rows, int64_t cols, const float *in, float *out)
+extern "C" enum jb_status jb_cuda_transpose(struct jb_cuda *cu,
+                                            int64_t rows,
+                                            int64_t cols,
+                                            const float *in,
+                                            float *out)
 {
     if (rows <= 0 || cols <= 0) return JB_STATUS_OK;
     const dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32)), block(32, 8);
@@ -133,7 +149,8 @@ extern "C" enum jb_status jb_cuda_convert_from_f32(struct jb_cuda *cu,
     switch (type) {
     case JB_DTYPE_F32:
         if (n > 0)
-            CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToDevice, cu->stream));
+            CUDA_CHECK(
+              cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToDevice, cu->stream));
         return JB_STATUS_OK;
     case JB_DTYPE_F16:
         LAUNCH_EW(to_f16_kernel, n, n, src, (__half *)dst);
@@ -153,7 +170,8 @@ extern "C" enum jb_status jb_cuda_convert_to_f32(struct jb_cuda *cu,
     switch (type) {
     case JB_DTYPE_F32:
         if (n > 0)
-            CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToDevice, cu->stream));
+            CUDA_CHECK(
+              cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToDevice, cu->stream));
         return JB_STATUS_OK;
     case JB_DTYPE_F16:
         LAUNCH_EW(to_f32_kernel<__half>, n, n, (const __half *)src, dst);

@@ -11,8 +11,10 @@
 #define GEMV_SMEM_FLOATS 8192
 
 /* Half weights as 4 consecutive values. */
-template <typename T> struct vec4_of;
-template <> struct vec4_of<__half> {
+template<typename T>
+struct vec4_of;
+template<>
+struct vec4_of<__half> {
     static __device__ __forceinline__ void load(const __half *p, float *o)
     {
         const uint2 u  = *reinterpret_cast<const uint2 *>(p);
@@ -21,7 +23,8 @@ template <> struct vec4_of<__half> {
         o[0] = a.x, o[1] = a.y, o[2] = b.x, o[3] = b.y;
     }
 };
-template <> struct vec4_of<__nv_bfloat16> {
+template<>
+struct vec4_of<__nv_bfloat16> {
     static __device__ __forceinline__ void load(const __nv_bfloat16 *p, float *o)
     {
         const uint2 u  = *reinterpret_cast<const uint2 *>(p);
@@ -31,9 +34,10 @@ template <> struct vec4_of<__nv_bfloat16> {
     }
 };
 
-/* !w_trans: W [K, N]. Block (column tile, k split): part[split][m][n] = Σ_{k in split} x[m,k]·W[k,n]
- * for the block's GEMV_THREADS·GEMV_VEC columns. vec: N % 4 == 0 (aligned 8-byte loads). */
-template <typename T>
+/* !w_trans: W [K, N]. Block (column tile, k split): part[split][m][n] = Σ_{k in split}
+ * x[m,k]·W[k,n] for the block's GEMV_THREADS·GEMV_VEC columns. vec: N % 4 == 0 (aligned 8-byte
+ * loads). */
+template<typename T>
 __global__ void gemv_kn_kernel(int M,
                                int64_t N,
                                int64_t K,
@@ -123,7 +127,7 @@ __global__ void gemv_reduce_kernel(int M,
 }
 
 /* w_trans: W [N, K]; one warp per output column n, lanes along k. */
-template <typename T>
+template<typename T>
 __global__ void gemv_nk_kernel(int M,
                                int64_t N,
                                int64_t K,
@@ -162,16 +166,20 @@ __global__ void gemv_nk_kernel(int M,
     }
 }
 
-template <typename T> __global__ void to_half_kernel(int64_t M, int64_t K, const float *x, int64_t ldx, T *o);
-template <>
+template<typename T>
+__global__ void to_half_kernel(int64_t M, int64_t K, const float *x, int64_t ldx, T *o);
+template<>
 __global__ void to_half_kernel<__half>(int64_t M, int64_t K, const float *x, int64_t ldx, __half *o)
 {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < M * K) o[i] = __float2half_rn(x[(i / K) * ldx + i % K]);
 }
-template <>
-__global__ void
-to_half_kernel<__nv_bfloat16>(int64_t M, int64_t K, const float *x, int64_t ldx, __nv_bfloat16 *o)
+template<>
+__global__ void to_half_kernel<__nv_bfloat16>(int64_t M,
+                                              int64_t K,
+                                              const float *x,
+                                              int64_t ldx,
+                                              __nv_bfloat16 *o)
 {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < M * K) o[i] = __float2bfloat16_rn(x[(i / K) * ldx + i % K]);
@@ -204,7 +212,7 @@ extern "C" size_t jb_cuda_matmul_arena(int64_t M, int64_t N, int64_t K, enum jb_
     return (size_t)(M * K) * 2;
 }
 
-template <typename T>
+template<typename T>
 static enum jb_status gemv_launch(struct jb_cuda *cu,
                                   int64_t M,
                                   int64_t N,
@@ -290,8 +298,8 @@ extern "C" enum jb_status jb_cuda_matmul(struct jb_cuda *cu,
         if (st != JB_STATUS_OK) return st;
         const cudaDataType_t ht = wtype == JB_DTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
         if (wtype == JB_DTYPE_F16)
-            to_half_kernel<__half><<<jb_cuda_blocks(M * K, 256), 256, 0, cu->stream>>>(
-              M, K, x, ldx, (__half *)xh);
+            to_half_kernel<__half>
+              <<<jb_cuda_blocks(M * K, 256), 256, 0, cu->stream>>>(M, K, x, ldx, (__half *)xh);
         else
             to_half_kernel<__nv_bfloat16><<<jb_cuda_blocks(M * K, 256), 256, 0, cu->stream>>>(
               M, K, x, ldx, (__nv_bfloat16 *)xh);
@@ -317,7 +325,8 @@ extern "C" enum jb_status jb_cuda_matmul(struct jb_cuda *cu,
                                   CUBLAS_GEMM_DEFAULT));
     }
     if (bias) {
-        add_bias_rows_kernel<<<jb_cuda_blocks(M * N, 256), 256, 0, cu->stream>>>(M, N, bias, y, ldy);
+        add_bias_rows_kernel<<<jb_cuda_blocks(M * N, 256), 256, 0, cu->stream>>>(
+          M, N, bias, y, ldy);
         CUDA_CHECK_LAUNCH();
     }
     return JB_STATUS_OK;

@@ -13,8 +13,8 @@ extern "C" {
 /* y[M, N] (+)= x[M, K] · W (+ bias[N]), row-major, the semantics of jb_matmul (backend/ops.h):
  * W is [K, N] when !w_trans, [N, K] when w_trans, of dtype wtype (F32, F16 or BF16).
  *   F32 weights: cublasSgemm in fp32 (no TF32), as the reference keeps them.
- *   F16/BF16, M <= JB_CUDA_GEMV_MAX_M (decode: one row per candidate, up to 8): our GEMV kernels, fp32
- *     activations times half weights with fp32 accumulation; every candidate's row is computed
+ *   F16/BF16, M <= JB_CUDA_GEMV_MAX_M (decode: one row per candidate, up to 8): our GEMV kernels,
+ * fp32 activations times half weights with fp32 accumulation; every candidate's row is computed
  *     from one read of the weights (split over K into the arena, then reduced in a fixed order).
  *   F16/BF16, larger M (priming, conditioner): x rounded to wtype in the arena, cublasGemmEx
  *     with fp32 accumulation and fp32 output (tensor cores), as the reference's fp16 path.

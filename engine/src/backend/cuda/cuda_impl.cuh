@@ -38,7 +38,7 @@ enum jb_status jb_cuda_fail_call(const char *file, int line, const char *call, c
     do {                                                                                           \
         cublasStatus_t jb_s_ = (call);                                                             \
         if (jb_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
-            return jb_cuda_fail_call(__FILE__, __LINE__, #call, cublasGetStatusString(jb_s_));    \
+            return jb_cuda_fail_call(__FILE__, __LINE__, #call, cublasGetStatusString(jb_s_));     \
     } while (0)
 
 /* After a kernel launch: configuration errors show up here, faults at the next sync. */

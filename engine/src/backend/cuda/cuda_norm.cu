@@ -70,7 +70,10 @@ extern "C" enum jb_status jb_cuda_layernorm(struct jb_cuda *cu,
     return JB_STATUS_OK;
 }
 
-extern "C" enum jb_status jb_cuda_softmax_rows(struct jb_cuda *cu, int64_t rows, int64_t n, float *x)
+extern "C" enum jb_status jb_cuda_softmax_rows(struct jb_cuda *cu,
+                                               int64_t rows,
+                                               int64_t n,
+                                               float *x)
 {
     if (rows <= 0) return JB_STATUS_OK;
     softmax_rows_kernel<<<(unsigned)rows, NORM_THREADS, 0, cu->stream>>>(n, x);

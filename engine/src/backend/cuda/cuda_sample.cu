@@ -26,9 +26,9 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
                               int64_t ld_seq)
 {
     extern __shared__ double smd[];
-    double *part = smd;                          /* [SAMPLE_THREADS] chunk sums */
+    double *part = smd;                             /* [SAMPLE_THREADS] chunk sums */
     float *key   = (float *)(smd + SAMPLE_THREADS); /* [P] */
-    int *idx     = (int *)(key + P);               /* [P] */
+    int *idx     = (int *)(key + P);                /* [P] */
     __shared__ float red[32];
     __shared__ int chosen;
     __shared__ double target_sh;
@@ -111,10 +111,10 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
     float m = -INFINITY;
     for (int j = tid; j < V; j += blockDim.x)
         m = fmaxf(m, l[j]);
-    m              = jb_block_max(m, red);
-    const int cs   = (V + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
-    const int j0   = tid * cs, j1 = j0 + cs < V ? j0 + cs : V;
-    double s       = 0.0;
+    m            = jb_block_max(m, red);
+    const int cs = (V + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
+    const int j0 = tid * cs, j1 = j0 + cs < V ? j0 + cs : V;
+    double s = 0.0;
     for (int j = j0; j < j1; j++)
         s += l[j] == -INFINITY ? 0.0 : (double)expf(l[j] - m);
     part[tid] = s;
@@ -126,7 +126,7 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
             part[i]        = acc;
             acc += v;
         }
-        chosen = -1;
+        chosen         = -1;
         const double u = jb_rng_uniform53(
           sp.seed, sp.level, sp.window, sp.first_candidate + (uint32_t)n, (uint32_t)t);
         target_sh = u * acc;
@@ -185,7 +185,8 @@ extern "C" enum jb_status jb_cuda_sample(struct jb_cuda *cu,
         P <<= 1;
     const size_t smem = SAMPLE_THREADS * sizeof(double) + (size_t)P * (sizeof(float) + sizeof(int));
     if (smem > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        CUDA_CHECK(cudaFuncSetAttribute(
+          sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     sample_kernel<<<(unsigned)N, SAMPLE_THREADS, smem, cu->stream>>>(
       *sp, V, P, logits, pos, t_host, tokens, seq, ld_seq);
     CUDA_CHECK_LAUNCH();

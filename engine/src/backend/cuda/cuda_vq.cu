@@ -44,7 +44,7 @@ __global__ void vq_kernel(const float *__restrict__ x,
     __syncthreads();
     for (int s = VQ_THREADS / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s) {
-            const float d2 = bd[threadIdx.x + s];
+            const float d2   = bd[threadIdx.x + s];
             const int32_t j2 = bj[threadIdx.x + s];
             if (d2 < bd[threadIdx.x] || (d2 == bd[threadIdx.x] && j2 < bj[threadIdx.x])) {
                 bd[threadIdx.x] = d2;
