@@ -71,6 +71,8 @@ static void prior_usage(enum prior_cmd c, FILE *out)
             "                         continue --take` or `encore upsample`\n"
             "      --models DIR       model folder (default: %s)\n"
             "  -t, --threads N        worker threads (default: all cores)\n"
+            "      --device D         cpu, cuda or cuda:N (default: the first GPU if there is\n"
+            "                         one and this build has the CUDA backend, else cpu)\n"
             "  -o, --output OUT       audio file (.wav 16-bit, or .flac); OUT-1.wav .. OUT-N.wav\n"
             "                         for several candidates\n"
             "  -h, --help             this text\n",
@@ -223,12 +225,13 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
                                           { "save-take", required_argument, 0, 'K' },
                                           { "models", required_argument, 0, 'M' },
                                           { "threads", required_argument, 0, 't' },
+                                          { "device", required_argument, 0, 'D' },
                                           { "output", required_argument, 0, 'o' },
                                           { "help", no_argument, 0, 'h' },
                                           { 0, 0, 0, 0 } };
     const char *name                  = cmd_name(cmd);
     const char *artist = NULL, *genre = NULL, *lyrics_path = NULL, *take_path = NULL;
-    const char *save_path = NULL, *models = NULL, *output = NULL;
+    const char *save_path = NULL, *models = NULL, *output = NULL, *device = NULL;
     double seconds = 0, total_seconds = 0, temp = 0.99;
     long long candidate = 0, candidates = 1, levels = 0, seed = 0, threads = 0;
     bool have_seconds = false;
@@ -278,6 +281,9 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             break;
         case 't':
             ok = parse_long(optarg, &threads);
+            break;
+        case 'D':
+            device = optarg;
             break;
         case 'o':
             output = optarg;
@@ -331,7 +337,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     char *lyrics         = NULL;
     struct cli_job cj    = { .base = cli_callbacks(), .t_first_audio = -1 };
 
-    be = jb_backend_init(NULL, (int)threads);
+    be = jb_backend_init(device, (int)threads);
     if (!be) return cli_error(name);
     s = jb_session_load(models ? models : cli_default_model_dir(), be);
     if (!s) {

@@ -8,19 +8,56 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
 #include "backend/ops.h"
+#ifdef ENCORE_HAVE_CUDA
+#include "backend/cuda/cuda.h"
+#endif
 
+#include <stdlib.h>
 #include <string.h>
 
 /* --- public API (engine.h) ------------------------------------------------------------------ */
 
 const char *jb_backends_available(void)
 {
+#ifdef ENCORE_HAVE_CUDA
+    return "cpu,cuda";
+#else
     return "cpu";
+#endif
+}
+
+/* "cuda" is "cuda:0"; *device receives N of "cuda:N". */
+static bool parse_cuda_name(const char *name, int *device)
+{
+    if (strncmp(name, "cuda", 4) != 0) return false;
+    if (name[4] == '\0') {
+        *device = 0;
+        return true;
+    }
+    if (name[4] != ':' || name[5] < '0' || name[5] > '9') return false;
+    char *end = NULL;
+    long n    = strtol(name + 5, &end, 10);
+    if (*end != '\0' || n > 1024) return false;
+    *device = (int)n;
+    return true;
 }
 
 struct jb_backend *jb_backend_init(const char *name, int n_threads)
 {
     if (name == NULL || strcmp(name, "cpu") == 0) return jb_backend_cpu_init(n_threads);
+    int device = 0;
+    if (parse_cuda_name(name, &device)) {
+#ifdef ENCORE_HAVE_CUDA
+        return jb_backend_cuda_init(device, n_threads);
+#else
+        jb_fail(JB_STATUS_ERR_UNSUPPORTED,
+                "backend '%s': this build has no CUDA backend (available: %s; configure with a "
+                "CUDA toolkit and -DENCORE_CUDA=ON)",
+                name,
+                jb_backends_available());
+        return NULL;
+#endif
+    }
     jb_fail(JB_STATUS_ERR_UNSUPPORTED,
             "backend '%s' is not available in this build (available: %s)",
             name,

@@ -31,6 +31,10 @@ extern "C" {
 
 struct jb_cuda;
 struct jb_cuda_graph;
+struct jb_backend;
+
+/* The CUDA backend for device N ("cuda:N" in jb_backend_init); NULL after jb_fail. */
+struct jb_backend *jb_backend_cuda_init(int device, int n_threads);
 
 /* Devices visible to this process; 0 when there is no driver, no device or no CUDA build
  * (never fails, never prints). why (optional) receives a sentence saying why there are none. */

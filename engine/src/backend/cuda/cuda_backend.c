@@ -7,7 +7,9 @@
 
 #include <stdlib.h>
 
-struct jb_backend *jb_backend_cuda_init(int device, int n_threads);
+/* Set once the op wrappers dispatch to this backend (the op table); until then selecting it
+ * is refused rather than running model code on host pointers it cannot read. */
+#define JB_CUDA_OPS_DISPATCHED 0
 
 static void cuda_free_ctx(void *ctx)
 {
@@ -60,6 +62,13 @@ static const struct jb_backend_i cuda_iface = {
 
 struct jb_backend *jb_backend_cuda_init(int device, int n_threads)
 {
+    if (!JB_CUDA_OPS_DISPATCHED) {
+        jb_fail(JB_STATUS_ERR_UNSUPPORTED,
+                "cuda:%d: the CUDA kernels are built but the models do not dispatch to them yet "
+                "(use --device cpu)",
+                device);
+        return NULL;
+    }
     struct jb_cuda *cu = NULL;
     if (jb_cuda_open(device, &cu) != JB_STATUS_OK) return NULL;
     struct jb_backend *be = calloc(1, sizeof *be);
