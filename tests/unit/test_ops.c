@@ -18,6 +18,11 @@
 #include <string.h>
 
 #define TOL 1e-5
+
+/* a bias vector as the matmul op takes it (NULL stays NULL) */
+#define BIAS(p, n)                                                                                 \
+    ((p) ? &(struct jb_tensor){ .type = JB_DTYPE_F32, .n_dims = 1, .shape = { (n) }, .data = (p) } \
+         : NULL)
 #define CHUNK_TOL 2e-6 /* portable level only */
 
 static int g_pass, g_fail;
@@ -357,7 +362,7 @@ static void test_matmul(struct jb_backend *be,
         }
     int64_t shape[2]    = { w_trans ? N : K, w_trans ? K : N };
     struct jb_tensor wt = tensor(type, 2, shape, wq);
-    jb_matmul(be, M, N, K, x, ldx, &wt, w_trans, bias ? b : NULL, y, ldy, accumulate);
+    jb_matmul(be, M, N, K, x, ldx, &wt, w_trans, BIAS((bias ? b : NULL), N), y, ldy, accumulate);
 
     float *got = malloc((size_t)(M * N) * 4);
     bool pads  = true; /* the ldy padding must be untouched */
@@ -395,8 +400,8 @@ static void test_matmul_threads(struct jb_backend *be1,
     jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
     int64_t shape[2]    = { w_trans ? N : K, w_trans ? K : N };
     struct jb_tensor wt = tensor(type, 2, shape, wq);
-    jb_matmul(be1, M, N, K, x, K, &wt, w_trans, b, y1, N, false);
-    jb_matmul(be3, M, N, K, x, K, &wt, w_trans, b, y3, N, false);
+    jb_matmul(be1, M, N, K, x, K, &wt, w_trans, BIAS(b, N), y1, N, false);
+    jb_matmul(be3, M, N, K, x, K, &wt, w_trans, BIAS(b, N), y3, N, false);
     double maxd = 0;
     for (int64_t i = 0; i < M * N; i++)
         maxd = fabs((double)y1[i] - y3[i]) > maxd ? fabs((double)y1[i] - y3[i]) : maxd;
@@ -424,10 +429,10 @@ static void test_matmul_rows(struct jb_backend *be,
     void *wq = malloc((size_t)(N * K) * jb_dtype_size(type));
     jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
     struct jb_tensor wt = tensor(type, 2, (int64_t[]){ K, N }, wq);
-    jb_matmul(be, M, N, K, x, K, &wt, false, b, y, N, false);
+    jb_matmul(be, M, N, K, x, K, &wt, false, BIAS(b, N), y, N, false);
     bool same = true;
     for (int64_t m = 0; m < M; m += 5) {
-        jb_matmul(be, 1, N, K, x + m * K, K, &wt, false, b, y1, N, false);
+        jb_matmul(be, 1, N, K, x + m * K, K, &wt, false, BIAS(b, N), y1, N, false);
         same = same && memcmp(y1, y + m * N, (size_t)N * 4) == 0;
     }
     report(same,
@@ -510,8 +515,8 @@ static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5)
         if (t) jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
         struct jb_tensor wt = tensor(type, 2, (int64_t[]){ K, N }, t ? wq : (void *)wf);
         for (int i = 0; i < 3; i++) {
-            jb_matmul(b2, Ms[i], N, K, x, K, &wt, false, b, y2, N, false);
-            jb_matmul(b5, Ms[i], N, K, x, K, &wt, false, b, y5, N, false);
+            jb_matmul(b2, Ms[i], N, K, x, K, &wt, false, BIAS(b, N), y2, N, false);
+            jb_matmul(b5, Ms[i], N, K, x, K, &wt, false, BIAS(b, N), y5, N, false);
             ok = ok && memcmp(y2, y5, (size_t)(Ms[i] * N) * 4) == 0;
         }
     }
@@ -554,7 +559,7 @@ static void test_layernorm(struct jb_backend *be, int64_t rows, int64_t W, doubl
     free(x), free(g), free(bt), free(y), free(ref);
 }
 
-static void test_softmax(int64_t rows, int64_t n)
+static void test_softmax(struct jb_backend *be, int64_t rows, int64_t n)
 {
     float *x = rnd_buf(rows * n, 8.0);
     for (int64_t r = 0; r < rows; r++) /* causal-style mask: -1e9 past the diagonal */
@@ -570,7 +575,7 @@ static void test_softmax(int64_t rows, int64_t n)
         for (int64_t i = 0; i < n; i++)
             ref[r * n + i] = exp(x[r * n + i] - mx) / sum;
     }
-    jb_softmax_rows(rows, n, x);
+    jb_softmax_rows(be, rows, n, x);
     double e = rel_err(rows * n, x, ref);
     report(e <= TOL,
            "softmax rows=%lld n=%lld (with -1e9 entries)  relerr=%.2e",
@@ -580,7 +585,7 @@ static void test_softmax(int64_t rows, int64_t n)
     free(x), free(ref);
 }
 
-static void test_elementwise(int64_t n)
+static void test_elementwise(struct jb_backend *be, int64_t n)
 {
     float *a = rnd_buf(n, 6.0), *b = rnd_buf(n, 1.0), *y = malloc((size_t)n * 4);
     double *ref = dbuf(n);
@@ -589,32 +594,32 @@ static void test_elementwise(int64_t n)
     for (int64_t i = 0; i < n; i++)
         ref[i] = a[i] / (1.0 + exp(-1.702 * a[i]));
     memcpy(y, a, (size_t)n * 4);
-    jb_quick_gelu(n, y);
+    jb_quick_gelu(be, n, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "quick_gelu n=%lld  relerr=%.2e", (long long)n, e);
 
     for (int64_t i = 0; i < n; i++)
         ref[i] = a[i] > 0 ? a[i] : 0.0;
-    jb_relu(n, a, y);
+    jb_relu(be, n, a, y);
     e = rel_err(n, y, ref);
     report(e == 0.0, "relu n=%lld  relerr=%.2e", (long long)n, e);
 
     for (int64_t i = 0; i < n; i++)
         ref[i] = (double)a[i] + b[i];
-    jb_add(n, a, b, y);
+    jb_add(be, n, a, b, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "add n=%lld  relerr=%.2e", (long long)n, e);
 
     for (int64_t i = 0; i < n; i++)
         ref[i] = (double)b[i] + 0.25 * a[i];
     memcpy(y, b, (size_t)n * 4);
-    jb_axpy(n, 0.25f, a, y);
+    jb_axpy(be, n, 0.25f, a, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "axpy n=%lld  relerr=%.2e", (long long)n, e);
     free(a), free(b), free(y), free(ref);
 }
 
-static void test_embedding(enum jb_dtype type)
+static void test_embedding(struct jb_backend *be, enum jb_dtype type)
 {
     const int64_t V = 37, W = 1925, n = 9;
     float *tf = rnd_buf(V * W, 1.0);
@@ -624,7 +629,7 @@ static void test_embedding(enum jb_dtype type)
     int32_t ids[9]     = { 0, 36, 5, 5, 17, 1, 35, 0, 20 };
     float *out         = malloc((size_t)(n * W) * 4);
     struct jb_tensor t = tensor(type, 2, (int64_t[]){ V, W }, tq);
-    jb_embedding(&t, ids, n, out);
+    jb_embedding(be, &t, ids, n, out);
     bool ok = true;
     for (int64_t i = 0; i < n; i++)
         ok = ok && memcmp(out + i * W, tf + ids[i] * W, (size_t)W * 4) == 0;
@@ -819,13 +824,13 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_layernorm(be, 3, 1920, 0.0);
     test_layernorm(be, 64, 64, 0.0);
     test_layernorm(be, 200, 333, 100.0);
-    test_softmax(64, 64);
-    test_softmax(3, 8192);
-    test_softmax(40, 1);
-    test_elementwise(1000);
-    test_elementwise(300000);
+    test_softmax(be, 64, 64);
+    test_softmax(be, 3, 8192);
+    test_softmax(be, 40, 1);
+    test_elementwise(be, 1000);
+    test_elementwise(be, 300000);
     for (int ti = 0; ti < 3; ti++)
-        test_embedding(types[ti]);
+        test_embedding(be, types[ti]);
 
     test_vq(be, 300, 512, 64, false);
     test_vq(be, 37, 2048, 64, false);

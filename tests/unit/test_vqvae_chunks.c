@@ -395,13 +395,17 @@ static void test_decode_chunks(struct model *m,
         int64_t a = 0;
         int k     = 0;
         st        = JB_STATUS_OK;
-        while (a < n && st == JB_STATUS_OK) {
+        /* odd pieces with their own work memory, long ones with work reserved once */
+        struct jb_vqvae_work *wk = jb_vqvae_decode_work_init(vq, L, n, 2 * M + 50);
+        while (a < n && st == JB_STATUS_OK && wk) {
             int64_t len = 1 + (int64_t)(rng_next(&rng) % (uint64_t)(k % 3 == 0 ? 5 : 2 * M + 50));
             int64_t b   = a + len < n ? a + len : n;
-            st          = jb_vqvae_decode_range(vq, L, z, n, a, b, y + a * hop);
+            st          = jb_vqvae_decode_range(vq, L, z, n, a, b, y + a * hop, k % 2 ? wk : NULL);
             a           = b;
             k++;
         }
+        if (!wk) st = JB_STATUS_ERR_NOMEM;
+        jb_vqvae_work_free(wk);
         int64_t nd;
         double e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
         check(st == JB_STATUS_OK && e <= 1e-6,
@@ -540,14 +544,14 @@ static void test_errors(struct model *m)
     check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "out of range"),
           "chunked decode of code -1 rejected: %s",
           jb_last_error());
-    st = jb_vqvae_decode_range(vq, 2, z, 100, 0, 4, y);
+    st = jb_vqvae_decode_range(vq, 2, z, 100, 0, 4, y, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG,
           "decode_range reading code -1 rejected: %s",
           jb_last_error());
     z[5] = 0;
-    st   = jb_vqvae_decode_range(vq, 2, z, 100, 10, 10, y);
+    st   = jb_vqvae_decode_range(vq, 2, z, 100, 10, 10, y, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG, "empty decode_range rejected: %s", jb_last_error());
-    st = jb_vqvae_decode_range(vq, 2, z, 100, 90, 101, y);
+    st = jb_vqvae_decode_range(vq, 2, z, 100, 90, 101, y, NULL);
     check(
       st == JB_STATUS_ERR_INVALID_ARG, "decode_range past the end rejected: %s", jb_last_error());
     st = jb_vqvae_decode_level(vq, 0, z, 0, y, 0, NULL);

@@ -3,6 +3,8 @@
  * per-thread arena the kernels use instead of allocating.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/pool.h"
 
 #include <cblas.h>
 #if JB_CPU_X86
@@ -70,18 +72,17 @@ static enum jb_cpu_isa detect_isa(void)
 
 /* --- vtable ---------------------------------------------------------------------------------- */
 
-static void cpu_free(void *ctx)
+void jb_cpu_delete(struct jb_cpu *cpu)
 {
-    struct jb_cpu *cpu = ctx;
     if (!cpu) return;
+    jb_pool_free(cpu->pool);
     free(cpu->arena);
     free(cpu);
 }
 
-static bool cpu_supports_op(void *ctx, enum jb_op op)
+static void cpu_free(void *ctx)
 {
-    (void)ctx;
-    return op != JB_OP_ATTENTION; /* attention is composed from the other ops on the CPU */
+    jb_cpu_delete(ctx);
 }
 
 static void *cpu_buffer_alloc(void *ctx, size_t nbytes)
@@ -102,22 +103,37 @@ static void cpu_copy(void *ctx, void *dst, const void *src, size_t n)
     if (n) memcpy(dst, src, n);
 }
 
+/* one slot per op of the table, each running the CPU kernel */
+#define JB_OP(ID, name, params, args)                                                              \
+    static void cpu_slot_##name(void *ctx, JB_UNPAREN params)                                      \
+    {                                                                                              \
+        jb_cpu_op_##name(ctx, JB_UNPAREN args);                                                    \
+    }
+#include "backend/ops.def"
+#undef JB_OP
+
 static const struct jb_backend_i cpu_iface = {
     .name         = "cpu",
     .host_memory  = true,
     .free         = cpu_free,
-    .supports_op  = cpu_supports_op,
+    .supports_op  = NULL, /* every op */
     .buffer_alloc = cpu_buffer_alloc,
     .buffer_free  = cpu_buffer_free,
     .set_tensor   = cpu_copy,
     .get_tensor   = cpu_copy,
     .synchronize  = NULL,
+    .ops =
+      {
+#define JB_OP(ID, name, params, args) .name = cpu_slot_##name,
+#include "backend/ops.def"
+#undef JB_OP
+      },
 };
 
 struct jb_cpu *jb_cpu_of(struct jb_backend *be)
 {
-    JB_ASSERT(be && be->iface == &cpu_iface); /* device fallbacks will be wired here */
-    return be->ctx;
+    JB_ASSERT(be && be->cpu);
+    return be->cpu;
 }
 
 enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa)
@@ -127,16 +143,15 @@ enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa)
     return cpu->isa;
 }
 
-struct jb_backend *jb_backend_cpu_init(int n_threads)
+struct jb_cpu *jb_cpu_new(int n_threads)
 {
     if (n_threads <= 0) {
         long n    = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
     }
-    struct jb_backend *be = jb_calloc(1, sizeof *be);
-    struct jb_cpu *cpu    = jb_calloc(1, sizeof *cpu);
+    struct jb_cpu *cpu = jb_calloc(1, sizeof *cpu);
     size_t arena_bytes;
-    if (!be || !cpu) goto fail;
+    if (!cpu) return NULL;
     if (!jb_mul_size((size_t)n_threads, JB_CPU_ARENA_FLOATS * sizeof(float), &arena_bytes)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "%s: arena for %d threads overflows", __func__, n_threads);
         goto fail;
@@ -144,6 +159,8 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
     cpu->arena = jb_aligned_alloc(arena_bytes);
     if (!cpu->arena) goto fail;
     memset(cpu->arena, 0, arena_bytes); /* fault the pages in now, not in the first kernel */
+    cpu->pool = jb_pool_new(n_threads);
+    if (!cpu->pool) goto fail;
 
     cpu->n_threads  = n_threads;
     cpu->isa_max    = detect_isa();
@@ -161,9 +178,25 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
     openblas_set_num_threads(1);
     omp_set_num_threads(n_threads);
     atomic_store(&g_default_threads, n_threads);
+    return cpu;
 
+fail:
+    jb_cpu_delete(cpu);
+    return NULL;
+}
+
+struct jb_backend *jb_backend_cpu_init(int n_threads)
+{
+    struct jb_backend *be = jb_calloc(1, sizeof *be);
+    struct jb_cpu *cpu    = be ? jb_cpu_new(n_threads) : NULL;
+    if (!cpu) {
+        free(be);
+        return NULL;
+    }
+    n_threads     = cpu->n_threads;
     be->iface     = &cpu_iface;
     be->ctx       = cpu;
+    be->cpu       = cpu;
     be->n_threads = n_threads;
     jb_log(JB_LOG_INFO,
            "cpu backend: %d threads, %s kernels, OpenBLAS %s",
@@ -179,10 +212,4 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
                "cpu backend: on a machine shared with other work (a DAW), start the "
                "process with GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive)");
     return be;
-
-fail:
-    if (cpu) free(cpu->arena);
-    free(cpu);
-    free(be);
-    return NULL;
 }

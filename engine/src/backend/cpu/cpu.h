@@ -30,6 +30,21 @@
 #define JB_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #else
 #define JB_CPU_X86 0
+/* --- shared by the attention and sampling kernels (cpu_attention.c) -------------------------- */
+
+/* A float's bits, for building 2^k in the vectorised exp (type punning through a union is
+ * defined in C; an array of these keeps the pun out of the loop, where it would stop GCC from
+ * vectorising). */
+union jb_f32_bits {
+    int32_t i;
+    float f;
+};
+
+/* s[j] ← e^(s[j] − m) for j < n (every s[j] ≤ m; −∞ gives 0) and returns Σ s[j]: Cephes expf
+ * (Cody-Waite reduction, degree-5 polynomial, ≤ 1e-7 relative error — about one ulp, like the
+ * reference's vectorised exp), vectorised; u: n words of scratch. */
+float jb_cpu_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u);
+
 #endif
 
 #define JB_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -51,10 +66,11 @@ struct jb_cpu {
     enum jb_cpu_isa isa;
     enum jb_cpu_isa isa_max; /* what the machine supports */
     float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned */
+    struct jb_pool *pool;    /* this context's workers (backend/cpu/pool.h) */
 };
 
-/* The CPU context behind a backend (the backend itself for now; a device backend's host fallback
- * later). */
+/* The CPU context behind a backend (be->cpu: the CPU backend's own, or the host fallback of a
+ * backend whose memory the host can read). */
 struct jb_cpu *jb_cpu_of(struct jb_backend *be);
 
 /* Testing and benchmarking: cap the ISA level used by the kernels (clamped to what the machine
@@ -262,5 +278,20 @@ void jb_cpu_vq_block_avx2(const float *xn,
                           int64_t bins,
                           int64_t n,
                           int32_t *codes);
+
+/* --- shared by the attention and sampling kernels (cpu_attention.c) -------------------------- */
+
+/* A float's bits, for building 2^k in the vectorised exp (type punning through a union is
+ * defined in C; an array of these keeps the pun out of the loop, where it would stop GCC from
+ * vectorising). */
+union jb_f32_bits {
+    int32_t i;
+    float f;
+};
+
+/* s[j] ← e^(s[j] − m) for j < n (every s[j] ≤ m; −∞ gives 0) and returns Σ s[j]: Cephes expf
+ * (Cody-Waite reduction, degree-5 polynomial, ≤ 1e-7 relative error — about one ulp, like the
+ * reference's vectorised exp), vectorised; u: n words of scratch. */
+float jb_cpu_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u);
 
 #endif

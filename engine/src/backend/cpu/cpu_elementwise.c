@@ -9,7 +9,7 @@
  * for waking them; the per-token calls of the sampler stay on the calling thread.
  */
 #include "backend/cpu/cpu.h"
-#include "backend/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "core/fp16.h"
 
 #include <math.h>
@@ -101,8 +101,9 @@ void jb_cpu_layernorm(struct jb_cpu *cpu,
     }
 }
 
-void jb_softmax_rows(int64_t rows, int64_t n, float *x)
+void jb_cpu_op_softmax_rows(struct jb_cpu *cpu, int64_t rows, int64_t n, float *x)
 {
+    (void)cpu;
     if (rows <= 0 || n <= 0) return;
     int nt = jb_cpu_team(jb_cpu_default_threads(), 8.0 * (double)rows * (double)n);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -118,8 +119,9 @@ void jb_softmax_rows(int64_t rows, int64_t n, float *x)
     }
 }
 
-void jb_quick_gelu(int64_t n, float *x)
+void jb_cpu_op_quick_gelu(struct jb_cpu *cpu, int64_t n, float *x)
 {
+    (void)cpu;
     int nt = jb_cpu_team(jb_cpu_default_threads(), 8.0 * (double)n);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++) {
@@ -128,8 +130,9 @@ void jb_quick_gelu(int64_t n, float *x)
     }
 }
 
-void jb_relu(int64_t n, const float *x, float *y)
+void jb_cpu_op_relu(struct jb_cpu *cpu, int64_t n, const float *x, float *y)
 {
+    (void)cpu;
     int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -141,8 +144,9 @@ void jb_relu(int64_t n, const float *x, float *y)
     }
 }
 
-void jb_axpy(int64_t n, float alpha, const float *x, float *y)
+void jb_cpu_op_axpy(struct jb_cpu *cpu, int64_t n, float alpha, const float *x, float *y)
 {
+    (void)cpu;
     int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -154,8 +158,9 @@ void jb_axpy(int64_t n, float alpha, const float *x, float *y)
     }
 }
 
-void jb_add(int64_t n, const float *a, const float *b, float *y)
+void jb_cpu_op_add(struct jb_cpu *cpu, int64_t n, const float *a, const float *b, float *y)
 {
+    (void)cpu;
     int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -167,8 +172,13 @@ void jb_add(int64_t n, const float *a, const float *b, float *y)
     }
 }
 
-void jb_embedding(const struct jb_tensor *table, const int32_t *ids, int64_t n, float *out)
+void jb_cpu_op_embedding(struct jb_cpu *cpu,
+                         const struct jb_tensor *table,
+                         const int32_t *ids,
+                         int64_t n,
+                         float *out)
 {
+    (void)cpu;
     JB_ASSERT(table->n_dims == 2);
     const int64_t W  = table->shape[1];
     const size_t es  = jb_dtype_size(table->type);
