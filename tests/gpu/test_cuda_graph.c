@@ -59,20 +59,21 @@ static void state_init(struct jb_cuda *cu, struct state *s)
 
 static enum jb_status step(struct jb_cuda *cu, const struct model *m, struct state *s)
 {
-    const struct jb_cuda_sample_params sp = { .temp = 0.9f, .seed = 77, .level = 1, .window = 2 };
+    const struct jb_cuda_sample_params sp = { .temp = 0.9f, .seed = 77, .first_candidate = 2 };
     enum jb_status st;
     if ((st = jb_cuda_embedding(cu, m->emb, JB_DTYPE_F16, W, s->tok, NC, s->x))) return st;
     if ((st = jb_cuda_matmul(
            cu, NC, 3 * W, W, s->x, W, m->wqkv, JB_DTYPE_F16, false, NULL, s->qkv, 3 * W, false)))
         return st;
-    if ((st = jb_cuda_attention_decode(cu, &s->a, s->pos, s->qkv, s->att))) return st;
+    if ((st = jb_cuda_attention_chunk(cu, &s->a, 0, s->pos, 1, s->qkv, s->att))) return st;
     if ((st = jb_cuda_matmul(
            cu, NC, W, W, s->att, W, m->wproj, JB_DTYPE_F16, false, NULL, s->x, W, true)))
         return st;
     if ((st = jb_cuda_matmul(
            cu, NC, V, W, s->x, W, m->emb, JB_DTYPE_F16, true, NULL, s->logits, V, false)))
         return st;
-    if ((st = jb_cuda_sample(cu, &sp, NC, V, s->logits, s->pos, 0, s->tok, s->seq, T))) return st;
+    if ((st = jb_cuda_sample(cu, &sp, NC, V, s->logits, V, s->pos, 0, s->tok, s->seq, T)))
+        return st;
     return jb_cuda_position_add(cu, s->pos, 1);
 }
 

@@ -327,7 +327,7 @@ static bool in_key_set(int func, int64_t B, int64_t P, int64_t i, int64_t j)
     }
 }
 
-static void test_attention(struct jb_cuda *cu)
+static void test_attention(struct jb_cuda *cu, enum jb_dtype type)
 {
     const int funcs[6] = { 0, 1, 2, 3, 6, 7 };
     const int N = 2, H = 2, hd = 40, ns = H * hd;
@@ -335,7 +335,9 @@ static void test_attention(struct jb_cuda *cu)
     const int chunks[4] = { 5, 11, 3, 16 }; /* priming to S = 35, then decode to T */
     for (int fi = 0; fi < 6; fi++) {
         const int f           = funcs[fi];
-        struct jb_cuda_attn a = { .func = f, .B = B, .rows = T / B, .N = N, .H = H, .hd = hd };
+        struct jb_cuda_attn a = {
+            .func = f, .B = B, .rows = T / B, .N = N, .H = H, .hd = hd, .type = type
+        };
         a.cap   = f == 0 ? T : f == 1 ? B : f == 2 ? T : f == 3 ? 2 * B : f == 6 ? ENC : P;
         a.scale = 1.0f / sqrtf((float)hd);
         a.k     = dev_copy(cu, NULL, jb_cuda_attn_cache_bytes(&a));
@@ -350,14 +352,19 @@ static void test_attention(struct jb_cuda *cu)
                 for (int e = 0; e < ns; e++) {
                     const float kk =
                       f == 6 ? enc[(n * ENC + j) * 2 * ns + e] : all[(n * T + j) * 3 * ns + ns + e];
-                    const float vv           = f == 6 ? enc[(n * ENC + j) * 2 * ns + ns + e]
-                                                      : all[(n * T + j) * 3 * ns + 2 * ns + e];
-                    kr[(n * L + j) * ns + e] = jb_f16_to_f32(jb_f32_to_f16(kk));
-                    vr[(n * L + j) * ns + e] = jb_f16_to_f32(jb_f32_to_f16(vv));
+                    const float vv = f == 6 ? enc[(n * ENC + j) * 2 * ns + ns + e]
+                                            : all[(n * T + j) * 3 * ns + 2 * ns + e];
+                    const bool h16 =
+                      type == JB_DTYPE_F16; /* the reference sees the cache's values */
+                    kr[(n * L + j) * ns + e] = h16 ? jb_f16_to_f32(jb_f32_to_f16(kk)) : kk;
+                    vr[(n * L + j) * ns + e] = h16 ? jb_f16_to_f32(jb_f32_to_f16(vv)) : vv;
                 }
         if (f == 6) {
             float *denc = dev_copy(cu, enc, (size_t)(N * ENC * 2 * ns) * 4);
-            CHECK(jb_cuda_attention_set_encoder(cu, &a, denc) == JB_STATUS_OK, "set_encoder");
+            CHECK(
+              jb_cuda_kv_append(cu, &a, (int)ENC, 0, NULL, 0, (int)ENC, denc, denc + ns, 2 * ns) ==
+                JB_STATUS_OK,
+              "kv_append of the encoder");
             jb_cuda_synchronize(cu);
             jb_cuda_free(cu, denc);
         }
@@ -376,11 +383,11 @@ static void test_attention(struct jb_cuda *cu)
             jb_cuda_upload(cu, dq, chunk, (size_t)(N * C * ldq) * 4);
             enum jb_status st;
             if (C > 1) {
-                st = jb_cuda_attention_chunk(cu, &a, S, C, dq, dat);
+                st = jb_cuda_attention_chunk(cu, &a, S, NULL, C, dq, dat);
             } else {
                 const int32_t pos = (int32_t)S;
                 jb_cuda_upload(cu, dpos, &pos, 4);
-                st = jb_cuda_attention_decode(cu, &a, dpos, dq, dat);
+                st = jb_cuda_attention_chunk(cu, &a, 0, dpos, 1, dq, dat);
             }
             CHECK(st == JB_STATUS_OK,
                   "attention func %d at %lld: %s",
@@ -417,12 +424,17 @@ static void test_attention(struct jb_cuda *cu)
             free(got);
             S += C;
         }
-        CHECK(worst <= TOL_F32, "attention func %d: max error %.3g (values in [-1, 1])", f, worst);
+        CHECK(worst <= TOL_F32,
+              "attention func %d, %s cache: max error %.3g (values in [-1, 1])",
+              f,
+              jb_dtype_name(type),
+              worst);
         jb_cuda_free(cu, a.k), jb_cuda_free(cu, a.v), jb_cuda_free(cu, dq), jb_cuda_free(cu, dat),
           jb_cuda_free(cu, dpos);
         free(all), free(kr), free(vr), free(enc), free(chunk);
     }
-    printf("attention funcs 0 1 2 3 6 7: prefill chunks 5/11/3/16, then decode to T\n");
+    printf("attention funcs 0 1 2 3 6 7, %s cache: prefill chunks 5/11/3/16, then decode to T\n",
+           jb_dtype_name(type));
 }
 
 /* The draw of jukebox-spec §5.4 in double on the host with the same uniform. */
@@ -503,16 +515,14 @@ static void test_sample(struct jb_cuda *cu)
                                                 .top_k           = cases[c].top_k,
                                                 .top_p           = cases[c].top_p,
                                                 .seed            = 1234 + (uint64_t)c,
-                                                .level           = 2,
-                                                .window          = 3,
                                                 .first_candidate = 5 };
             jb_cuda_upload(cu, dl, logits, (size_t)(N * V) * 4);
-            CHECK(jb_cuda_sample(cu, &sp, N, V, dl, NULL, t, dtok, NULL, 0) == JB_STATUS_OK,
+            CHECK(jb_cuda_sample(cu, &sp, N, V, dl, V, NULL, t, dtok, NULL, 0) == JB_STATUS_OK,
                   "sample: %s",
                   jb_last_error());
             int32_t *tok = host_copy(cu, dtok, (size_t)N * 4);
             for (int n = 0; n < N; n++) {
-                const double u     = jb_rng_uniform53(sp.seed, 2, 3, 5 + (uint32_t)n, (uint32_t)t);
+                const double u     = jb_rng_uniform53(sp.seed, 5 + (uint64_t)n, (uint64_t)t);
                 const int32_t want = host_draw(logits + n * V, V, sp.temp, sp.top_k, sp.top_p, u);
                 draws++;
                 mismatches += tok[n] != want;
@@ -527,7 +537,7 @@ static void test_sample(struct jb_cuda *cu)
           draws);
     /* a wrong vocabulary size is refused, not run */
     struct jb_cuda_sample_params sp = { .temp = 1.0f };
-    CHECK(jb_cuda_sample(cu, &sp, 1, JB_CUDA_SAMPLE_MAX_VOCAB + 1, dl, NULL, 0, dtok, NULL, 0) ==
+    CHECK(jb_cuda_sample(cu, &sp, 1, JB_CUDA_SAMPLE_MAX_VOCAB + 1, dl, 1, NULL, 0, dtok, NULL, 0) ==
             JB_STATUS_ERR_INVALID_ARG,
           "oversized vocabulary accepted");
     free(logits);
@@ -544,7 +554,8 @@ int main(void)
     test_norm_elementwise(cu);
     test_conv(cu);
     test_vq(cu);
-    test_attention(cu);
+    test_attention(cu, JB_DTYPE_F16);
+    test_attention(cu, JB_DTYPE_F32);
     test_sample(cu);
     CHECK(jb_cuda_synchronize(cu) == JB_STATUS_OK, "device error: %s", jb_last_error());
     jb_cuda_close(cu);

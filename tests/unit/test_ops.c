@@ -720,14 +720,33 @@ static void test_vq(struct jb_backend *be, int64_t T, int64_t bins, int64_t emb,
 
 static void test_backend_api(void)
 {
-    struct jb_backend *be = jb_backend_init("cuda", 0);
-    report(be == NULL && strstr(jb_last_error(),
-                                "backend 'cuda' is not available in this build (available: cpu)"),
+    struct jb_backend *be = jb_backend_init("tpu", 0);
+    report(be == NULL && strstr(jb_last_error(), "backend 'tpu' is not available in this build"),
+           "jb_backend_init(\"tpu\") -> NULL, \"%s\"",
+           jb_last_error());
+#ifdef ENCORE_HAVE_CUDA
+    report(strcmp(jb_backends_available(), "cpu,cuda") == 0,
+           "jb_backends_available() -> %s",
+           jb_backends_available());
+    be = jb_backend_init("cuda:999", 0); /* no machine has that many GPUs */
+    report(be == NULL && (strstr(jb_last_error(), "no such device") ||
+                          strstr(jb_last_error(), "no CUDA device")),
+           "jb_backend_init(\"cuda:999\") -> NULL, \"%s\"",
+           jb_last_error());
+#else
+    report(strcmp(jb_backends_available(), "cpu") == 0,
+           "jb_backends_available() -> %s",
+           jb_backends_available());
+    be = jb_backend_init("cuda", 0);
+    report(be == NULL && strstr(jb_last_error(), "this build has no CUDA backend"),
            "jb_backend_init(\"cuda\") -> NULL, \"%s\"",
            jb_last_error());
+#endif
+    report(jb_backend_init("cuda:x", 0) == NULL && jb_backend_init("cudax", 0) == NULL,
+           "malformed cuda names refused");
     be = jb_backend_init(NULL, 0);
     report(be && strcmp(jb_backend_name(be), "cpu") == 0 && be->n_threads >= 1 &&
-             strcmp(jb_backends_available(), "cpu") == 0 && jb_backend_supports(be, JB_OP_CONV1D),
+             jb_backend_supports(be, JB_OP_CONV1D),
            "jb_backend_init(NULL, 0) -> %s with %d threads",
            jb_backend_name(be),
            be ? be->n_threads : 0);

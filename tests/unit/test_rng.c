@@ -1,9 +1,10 @@
 /*
  * tests/unit/test_rng.c - core/rng.h: Philox4x32-10 against the known-answer vectors of
  * Random123 (kat_vectors), and the properties the samplers rely on: a uniform is a pure
- * function of (seed, level, window, candidate, token), in [0, 1), and neighbouring coordinates
- * give unrelated numbers.
+ * function of (seed, stream, t), in [0, 1), every word of each coordinate matters, and the
+ * engine's jb_rng_u01 (the CPU sampling op) is this function.
  */
+#include "backend/ops.h"
 #include "core/rng.h"
 
 #include <stdio.h>
@@ -45,11 +46,12 @@ int main(void)
     double sum = 0.0;
     int n      = 0;
     for (uint32_t t = 0; t < 2000; t++) {
-        const double u = jb_rng_uniform53(42, 1, 7, 3, t);
+        const double u = jb_rng_uniform53(42, 3, t);
         CHECK(u >= 0.0 && u < 1.0, "uniform %g out of [0, 1)", u);
-        CHECK(u == jb_rng_uniform53(42, 1, 7, 3, t), "not a pure function");
-        CHECK(u != jb_rng_uniform53(43, 1, 7, 3, t) && u != jb_rng_uniform53(42, 2, 7, 3, t) &&
-                u != jb_rng_uniform53(42, 1, 8, 3, t) && u != jb_rng_uniform53(42, 1, 7, 4, t),
+        CHECK(u == jb_rng_uniform53(42, 3, t) && u == jb_rng_u01(42, 3, t), "not a pure function");
+        CHECK(u != jb_rng_uniform53(43, 3, t) && u != jb_rng_uniform53(42, 4, t) &&
+                u != jb_rng_uniform53(42, 3, t + (1ULL << 32)) &&
+                u != jb_rng_uniform53(42, 3 + (1ULL << 32), t),
               "a coordinate did not change the draw at t=%u",
               t);
         sum += u;
@@ -57,7 +59,7 @@ int main(void)
     }
     CHECK(sum / n > 0.47 && sum / n < 0.53, "mean of 2000 uniforms %g", sum / n);
     /* the high seed word matters too */
-    CHECK(jb_rng_uniform53(1, 0, 0, 0, 0) != jb_rng_uniform53(1 | (1ULL << 40), 0, 0, 0, 0),
+    CHECK(jb_rng_uniform53(1, 0, 0) != jb_rng_uniform53(1 | (1ULL << 40), 0, 0),
           "seed bits above 32 ignored");
     printf("%s\n", failures ? "FAILED" : "rng: Philox4x32-10 known answers and draw properties ok");
     return failures ? 1 : 0;

@@ -337,7 +337,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     char *lyrics         = NULL;
     struct cli_job cj    = { .base = cli_callbacks(), .t_first_audio = -1 };
 
-    be = jb_backend_init(device, (int)threads);
+    be = jb_backend_init(device ? device : jb_backend_default_name(), (int)threads);
     if (!be) return cli_error(name);
     s = jb_session_load(models ? models : cli_default_model_dir(), be);
     if (!s) {

@@ -107,8 +107,12 @@ struct jb_backend;
 struct jb_backend *jb_backend_init(const char *name, int n_threads);
 void jb_backend_free(struct jb_backend *backend);
 const char *jb_backend_name(const struct jb_backend *backend);
-/* Comma-separated list of the backends compiled into this build, e.g. "cpu". */
+/* Comma-separated list of the backends compiled into this build: "cpu" or "cpu,cuda". */
 const char *jb_backends_available(void);
+/* The backend a front end should use when the user names none: "cuda:0" where this build has
+ * the CUDA backend and a device is visible, else "cpu". (jb_backend_init(NULL) stays "cpu", the
+ * reference.) */
+const char *jb_backend_default_name(void);
 
 /* ---------------------------------------------------------------------------------------- */
 /* model files                                                                               */

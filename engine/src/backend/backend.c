@@ -27,6 +27,14 @@ const char *jb_backends_available(void)
 #endif
 }
 
+const char *jb_backend_default_name(void)
+{
+#ifdef ENCORE_HAVE_CUDA
+    if (jb_cuda_device_count(NULL) > 0) return "cuda:0";
+#endif
+    return "cpu";
+}
+
 /* "cuda" is "cuda:0"; *device receives N of "cuda:N". */
 static bool parse_cuda_name(const char *name, int *device)
 {
@@ -113,6 +121,11 @@ void jb_backend_get(struct jb_backend *be, void *dst, const void *src, size_t n)
 void jb_backend_synchronize(struct jb_backend *be)
 {
     if (be->iface->synchronize) be->iface->synchronize(be->ctx);
+}
+
+enum jb_status jb_backend_status(const struct jb_backend *be)
+{
+    return be && be->iface->status ? be->iface->status(be->ctx) : JB_STATUS_OK;
 }
 
 void *jb_backend_alloc(struct jb_backend *be, size_t nbytes)

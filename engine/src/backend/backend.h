@@ -56,6 +56,9 @@ struct jb_backend_i {
     void (*set_tensor)(void *ctx, void *dst, const void *src, size_t n); /* host -> backend */
     void (*get_tensor)(void *ctx, void *dst, const void *src, size_t n); /* backend -> host */
     void (*synchronize)(void *ctx);                                      /* (optional) */
+    /* (optional) the first failure of an op since the backend was made (ops return nothing;
+     * a device backend records errors and skips later ops); NULL: ops cannot fail. */
+    enum jb_status (*status)(void *ctx);
 
     struct jb_backend_ops ops;
 };
@@ -76,6 +79,9 @@ void jb_backend_free_buffer(struct jb_backend *be, void *buf);
 void jb_backend_set(struct jb_backend *be, void *dst, const void *src, size_t n);
 void jb_backend_get(struct jb_backend *be, void *dst, const void *src, size_t n);
 void jb_backend_synchronize(struct jb_backend *be);
+/* JB_STATUS_OK, or the error of a failed op (e.g. JB_STATUS_ERR_DEVICE, message in
+ * jb_last_error() of the failing call): jobs check it between steps and fail with it. */
+enum jb_status jb_backend_status(const struct jb_backend *be);
 
 /* backend/cpu/cpu.c */
 struct jb_backend *jb_backend_cpu_init(int n_threads);

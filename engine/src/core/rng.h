@@ -6,8 +6,12 @@
  * batch size, slicing or order of evaluation gives the same number:
  *
  *   key     = (seed & 0xffffffff, seed >> 32)
- *   counter = (token, candidate, window, level)      token = sequence position sampled
+ *   counter = (t & 0xffffffff, t >> 32, stream & 0xffffffff, stream >> 32)
  *   u       = ((r0 << 32 | r1) >> 11) · 2^−53, in [0, 1)
+ *
+ * stream = the candidate's index in the job (first_candidate + n), t = the window position
+ * sampled: the sampling op of every backend (jb_rng_u01 in backend/ops.h, the CUDA kernel in
+ * backend/cuda/cuda_sample.cu) draws through jb_rng_uniform53.
  *
  * This header is plain C11 and also compiles as CUDA C++ (the functions become
  * __host__ __device__ under nvcc), so the CPU sampler and the CUDA sampling kernel share one
@@ -64,18 +68,16 @@ JB_RNG_FN struct jb_philox_out jb_philox4x32(uint32_t c0,
     return o;
 }
 
-/* The uniform in [0, 1) (53 bits) of one sampled token: seed of the job, level (0-2), window
- * index within the level, candidate index (counting from the job's first candidate), token
- * position within the window. */
-JB_RNG_FN double jb_rng_uniform53(uint64_t seed,
-                                  uint32_t level,
-                                  uint32_t window,
-                                  uint32_t candidate,
-                                  uint32_t token)
+/* The uniform in [0, 1) (53 bits) of position t of stream `stream` under `seed`. */
+JB_RNG_FN double jb_rng_uniform53(uint64_t seed, uint64_t stream, uint64_t t)
 {
-    const struct jb_philox_out o =
-      jb_philox4x32(token, candidate, window, level, (uint32_t)seed, (uint32_t)(seed >> 32));
-    const uint64_t bits = ((uint64_t)o.v[0] << 32 | (uint64_t)o.v[1]) >> 11;
+    const struct jb_philox_out o = jb_philox4x32((uint32_t)t,
+                                                 (uint32_t)(t >> 32),
+                                                 (uint32_t)stream,
+                                                 (uint32_t)(stream >> 32),
+                                                 (uint32_t)seed,
+                                                 (uint32_t)(seed >> 32));
+    const uint64_t bits          = ((uint64_t)o.v[0] << 32 | (uint64_t)o.v[1]) >> 11;
     return (double)bits * (1.0 / 9007199254740992.0); /* 2^-53 */
 }
 

@@ -842,7 +842,7 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
                        logits,
                        st->logits,
                        (size_t)st->n_batch * (size_t)C * (size_t)st->p->vocab * sizeof *logits);
-    return JB_STATUS_OK;
+    return jb_backend_status(st->p->be); /* a device op may have failed */
 }
 
 enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
@@ -857,7 +857,7 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
     step_run(st, 1, seq, ld_seq, true);
     jb_sample(st->p->be, sd, st->n_batch, st->p->vocab, st->logits, st->p->vocab, t, st->drawn);
     jb_backend_get(st->p->be, tokens, st->drawn, (size_t)st->n_batch * sizeof *tokens);
-    return JB_STATUS_OK;
+    return jb_backend_status(st->p->be); /* a device op may have failed */
 }
 
 enum jb_status jb_prior_forward(struct jb_prior *p,

@@ -428,6 +428,7 @@ static enum jb_status decode_chunks(struct jb_vqvae *vq,
                            audio + (a - begin) * hop,
                            wk->out + (a - lo) * hop,
                            (size_t)((b - a) * hop) * sizeof(float));
+        if (st == JB_STATUS_OK) st = jb_backend_status(vq->be); /* a device op may have failed */
     }
     return st;
 }
@@ -624,6 +625,7 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq,
                                prequant + c * n + a,
                                x + c * (hi - lo) + (a - lo),
                                (size_t)(b - a) * sizeof(float));
+        if ((st = jb_backend_status(vq->be)) != JB_STATUS_OK) break; /* a device op failed */
     }
     work_free(vq, &wk);
     return st;

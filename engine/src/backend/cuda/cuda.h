@@ -61,6 +61,15 @@ enum jb_status jb_cuda_synchronize(struct jb_cuda *cu);
  * GEMV split-K partials and fp16 staging of the GEMMs; the kernels never allocate. */
 enum jb_status jb_cuda_reserve(struct jb_cuda *cu, size_t nbytes);
 size_t jb_cuda_reserved(const struct jb_cuda *cu);
+/* Holds the next nbytes of the arena (an op that keeps buffers across the ops it is built of);
+ * the ops it then runs take their work memory after it. Release with pop, in reverse order. */
+enum jb_status jb_cuda_arena_push(struct jb_cuda *cu, size_t nbytes, void **out);
+void jb_cuda_arena_pop(struct jb_cuda *cu, size_t nbytes);
+
+/* Ops of the backend vtable return nothing: their first failure is kept here (sticky) and the
+ * job reads it through jb_backend_status() between steps. */
+enum jb_status jb_cuda_status(struct jb_cuda *cu);
+void jb_cuda_record(struct jb_cuda *cu, enum jb_status st);
 
 /* Memory planning: refuses (ERR_NOMEM, clear message) a job whose model bytes plus
  * n_candidates x per_candidate bytes do not fit in what the device has free now, keeping

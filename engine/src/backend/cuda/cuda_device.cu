@@ -165,6 +165,8 @@ extern "C" enum jb_status jb_cuda_synchronize(struct jb_cuda *cu)
 extern "C" enum jb_status jb_cuda_reserve(struct jb_cuda *cu, size_t nbytes)
 {
     if (nbytes <= cu->arena_bytes) return JB_STATUS_OK;
+    if (cu->arena_base)
+        return jb_fail(JB_STATUS_ERR_DEVICE, "cuda: work arena grown while part of it is held");
     if (cu->capturing)
         return jb_fail(JB_STATUS_ERR_DEVICE, "cuda: work arena grown during graph capture");
     CUDA_CHECK(cudaStreamSynchronize(cu->stream));
@@ -184,14 +186,38 @@ extern "C" size_t jb_cuda_reserved(const struct jb_cuda *cu)
 
 enum jb_status jb_cuda_arena(struct jb_cuda *cu, size_t nbytes, void **out)
 {
-    if (nbytes > cu->arena_bytes)
+    if (cu->arena_base + nbytes > cu->arena_bytes)
         return jb_fail(JB_STATUS_ERR_NOMEM,
                        "cuda: an op needs %zu bytes of work memory, the job reserved %zu "
                        "(jb_cuda_reserve before the loop)",
-                       nbytes,
+                       cu->arena_base + nbytes,
                        cu->arena_bytes);
-    *out = cu->arena;
+    *out = (char *)cu->arena + cu->arena_base;
     return JB_STATUS_OK;
+}
+
+extern "C" enum jb_status jb_cuda_arena_push(struct jb_cuda *cu, size_t nbytes, void **out)
+{
+    nbytes            = (nbytes + 255) & ~(size_t)255;
+    enum jb_status st = jb_cuda_arena(cu, nbytes, out);
+    if (st == JB_STATUS_OK) cu->arena_base += nbytes;
+    return st;
+}
+
+extern "C" void jb_cuda_arena_pop(struct jb_cuda *cu, size_t nbytes)
+{
+    nbytes         = (nbytes + 255) & ~(size_t)255;
+    cu->arena_base = nbytes < cu->arena_base ? cu->arena_base - nbytes : 0;
+}
+
+extern "C" enum jb_status jb_cuda_status(struct jb_cuda *cu)
+{
+    return cu->err;
+}
+
+extern "C" void jb_cuda_record(struct jb_cuda *cu, enum jb_status st)
+{
+    if (cu->err == JB_STATUS_OK) cu->err = st;
 }
 
 extern "C" enum jb_status jb_cuda_check_fit(struct jb_cuda *cu,

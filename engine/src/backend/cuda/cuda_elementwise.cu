@@ -28,6 +28,14 @@ __global__ void add_kernel(int64_t n, const float *a, const float *b, float *y)
 {
     GRID_STRIDE(i, n) y[i] = a[i] + b[i];
 }
+__global__ void scale_kernel(int64_t n, float alpha, const float *x, float *y)
+{
+    GRID_STRIDE(i, n) y[i] = alpha * x[i];
+}
+__global__ void fill_kernel(int64_t n, float value, float *y)
+{
+    GRID_STRIDE(i, n) y[i] = value;
+}
 __global__ void quick_gelu_kernel(int64_t n, float *x)
 {
     GRID_STRIDE(i, n)
@@ -100,6 +108,37 @@ extern "C" enum jb_status jb_cuda_add(struct jb_cuda *cu,
                                       float *y)
 {
     LAUNCH_EW(add_kernel, n, n, a, b, y);
+}
+extern "C" enum jb_status jb_cuda_scale(struct jb_cuda *cu,
+                                        int64_t n,
+                                        float alpha,
+                                        const float *x,
+                                        float *y)
+{
+    LAUNCH_EW(scale_kernel, n, n, alpha, x, y);
+}
+extern "C" enum jb_status jb_cuda_fill(struct jb_cuda *cu, int64_t n, float value, float *y)
+{
+    LAUNCH_EW(fill_kernel, n, n, value, y);
+}
+extern "C" enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
+                                         int64_t rows,
+                                         int64_t cols,
+                                         const float *src,
+                                         int64_t lds,
+                                         float *dst,
+                                         int64_t ldd)
+{
+    if (rows <= 0 || cols <= 0) return JB_STATUS_OK;
+    CUDA_CHECK(cudaMemcpy2DAsync(dst,
+                                 (size_t)ldd * 4,
+                                 src,
+                                 (size_t)lds * 4,
+                                 (size_t)cols * 4,
+                                 (size_t)rows,
+                                 cudaMemcpyDeviceToDevice,
+                                 cu->stream));
+    return JB_STATUS_OK;
 }
 extern "C" enum jb_status jb_cuda_quick_gelu(struct jb_cuda *cu, int64_t n, float *x)
 {

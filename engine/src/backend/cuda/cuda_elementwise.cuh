@@ -16,6 +16,18 @@ enum jb_status jb_cuda_relu(struct jb_cuda *cu, int64_t n, const float *x, float
 enum jb_status jb_cuda_axpy(struct jb_cuda *cu, int64_t n, float alpha, const float *x, float *y);
 /* y = a + b (y may alias a or b) */
 enum jb_status jb_cuda_add(struct jb_cuda *cu, int64_t n, const float *a, const float *b, float *y);
+/* y = alpha · x (y may equal x) */
+enum jb_status jb_cuda_scale(struct jb_cuda *cu, int64_t n, float alpha, const float *x, float *y);
+/* y[0, n) = value */
+enum jb_status jb_cuda_fill(struct jb_cuda *cu, int64_t n, float value, float *y);
+/* dst[r·ldd + c] = src[r·lds + c] for r < rows, c < cols */
+enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
+                              int64_t rows,
+                              int64_t cols,
+                              const float *src,
+                              int64_t lds,
+                              float *dst,
+                              int64_t ldd);
 /* x = x · sigmoid(1.702 x), in place */
 enum jb_status jb_cuda_quick_gelu(struct jb_cuda *cu, int64_t n, float *x);
 /* out[i, :] = table[ids[i], :] for i < n; table [V, W] of dtype type; ids on the device. */

@@ -20,7 +20,9 @@ struct jb_cuda {
     cublasHandle_t blas;
     void *arena; /* jb_cuda_reserve */
     size_t arena_bytes;
+    size_t arena_base; /* bytes of the arena held by an enclosing op (resblock) */
     bool capturing;
+    enum jb_status err; /* first failure of an op (ops return void): jb_cuda_status */
     char desc[320];
 };
 

@@ -19,6 +19,7 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
                               int V,
                               int P, /* power of two >= V */
                               float *logits,
+                              int64_t ldl,
                               const int32_t *pos,
                               int64_t t_host,
                               int32_t *tokens,
@@ -34,7 +35,7 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
     __shared__ double target_sh;
     const int n     = blockIdx.x;
     const int tid   = threadIdx.x;
-    float *l        = logits + (int64_t)n * V;
+    float *l        = logits + (int64_t)n * ldl;
     const int64_t t = pos ? (int64_t)*pos : t_host;
 
     if (sp.top_k == 1) { /* greedy: first index of the max, no randomness */
@@ -127,9 +128,8 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
             acc += v;
         }
         chosen         = -1;
-        const double u = jb_rng_uniform53(
-          sp.seed, sp.level, sp.window, sp.first_candidate + (uint32_t)n, (uint32_t)t);
-        target_sh = u * acc;
+        const double u = jb_rng_uniform53(sp.seed, sp.first_candidate + (uint64_t)n, (uint64_t)t);
+        target_sh      = u * acc;
     }
     __syncthreads();
     const double target = target_sh;
@@ -164,6 +164,7 @@ extern "C" enum jb_status jb_cuda_sample(struct jb_cuda *cu,
                                          int N,
                                          int V,
                                          float *logits,
+                                         int64_t ldl,
                                          const int32_t *pos,
                                          int64_t t_host,
                                          int32_t *tokens,
@@ -188,7 +189,7 @@ extern "C" enum jb_status jb_cuda_sample(struct jb_cuda *cu,
         CUDA_CHECK(cudaFuncSetAttribute(
           sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     sample_kernel<<<(unsigned)N, SAMPLE_THREADS, smem, cu->stream>>>(
-      *sp, V, P, logits, pos, t_host, tokens, seq, ld_seq);
+      *sp, V, P, logits, ldl, pos, t_host, tokens, seq, ld_seq);
     CUDA_CHECK_LAUNCH();
     return JB_STATUS_OK;
 }
