@@ -67,7 +67,8 @@ enum jb_status jb_cuda_arena_push(struct jb_cuda *cu, size_t nbytes, void **out)
 void jb_cuda_arena_pop(struct jb_cuda *cu, size_t nbytes);
 
 /* Ops of the backend vtable return nothing: their first failure is kept here (sticky) and the
- * job reads it through jb_backend_status() between steps. */
+ * job reads it through jb_backend_status() between steps. While there is none, status also
+ * makes the context's device current for the calling thread (every op calls it first). */
 enum jb_status jb_cuda_status(struct jb_cuda *cu);
 void jb_cuda_record(struct jb_cuda *cu, enum jb_status st);
 

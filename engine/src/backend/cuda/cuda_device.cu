@@ -212,6 +212,14 @@ extern "C" void jb_cuda_arena_pop(struct jb_cuda *cu, size_t nbytes)
 
 extern "C" enum jb_status jb_cuda_status(struct jb_cuda *cu)
 {
+    if (cu->err == JB_STATUS_OK) {
+        /* the calling thread may have another device current (a daemon with several GPUs) */
+        int cur             = -1;
+        const cudaError_t e = cudaGetDevice(&cur);
+        if (e != cudaSuccess || (cur != cu->device && cudaSetDevice(cu->device) != cudaSuccess))
+            cu->err = jb_cuda_fail_call(
+              __FILE__, __LINE__, "cudaSetDevice", cudaGetErrorString(cudaGetLastError()));
+    }
     return cu->err;
 }
 
