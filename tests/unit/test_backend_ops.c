@@ -467,6 +467,11 @@ static double rel_l2(const float *a, const float *ref, size_t n)
 
 static void compare_backend(const char *name, struct jb_backend *cpu)
 {
+    if (strcmp(name, "cuda") == 0 && strcmp(jb_backend_default_name(), "cpu") == 0) {
+        /* compiled in, but this machine has no device: the gpu-labelled tests say so too */
+        printf("skip   cuda: no CUDA device visible, its ops were not run\n");
+        return;
+    }
     struct jb_backend *be = jb_backend_init(name, 2);
     tc_check(be != NULL, "backend %s initialises %s", name, be ? "" : jb_last_error());
     if (!be) return;
