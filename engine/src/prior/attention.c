@@ -28,21 +28,11 @@
  */
 #include "prior/prior_impl.h"
 
+#include "backend/cpu/pool.h"
+
 #include <math.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-static inline int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 int32_t jb_kv_cache_capacity(const struct jb_transformer *tr, int func)
 {
@@ -331,6 +321,31 @@ static inline void attend_item(const struct jb_transformer *tr,
                scratch);
 }
 
+struct attend_task {
+    const struct jb_transformer *tr;
+    const struct jb_kv_cache *c;
+    struct jb_transformer_state *ts;
+    int C;
+    int64_t S;
+    int r0, nr;
+    const float *q;
+    int64_t ldq;
+    float *att;
+};
+
+static void attend_items(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    const struct attend_task *t = arg;
+    const int H                 = t->tr->heads;
+    float *scratch              = t->ts->scratch + (int64_t)slot * t->ts->scratch_len;
+    for (int64_t it = i0; it < i1; it++) {
+        const int h = (int)(it % H);
+        const int r = t->r0 + (int)((it / H) % t->nr);
+        const int n = (int)(it / ((int64_t)H * t->nr));
+        attend_item(t->tr, t->c, t->C, t->S, n, r, h, t->q, t->ldq, t->att, scratch);
+    }
+}
+
 /* Answers the queries of chunk rows [r0, r1) for every candidate and head. */
 static void attend_rows(const struct jb_transformer *tr,
                         const struct jb_kv_cache *c,
@@ -347,9 +362,8 @@ static void attend_rows(const struct jb_transformer *tr,
     const int nr          = r1 - r0;
     const int64_t n_items = (int64_t)N * nr * H;
 
-    /* Threads only pay off for real work (long contexts or big chunks). For one token of a
-     * small model even entering an inactive OpenMP region costs more than the attention, so
-     * the serial case does not go through one at all. */
+    /* Threads only pay off for real work (long contexts or big chunks); for one token of a small
+     * model the pool is not even asked (it would run the loop inline anyway). */
     int64_t first, nk_max;
     key_range(tr, c, S + r1 - 1, &first, &nk_max);
     const int nt = ts->n_threads;
@@ -360,14 +374,8 @@ static void attend_rows(const struct jb_transformer *tr,
                     attend_item(tr, c, C, S, n, r, h, q, ldq, att, ts->scratch);
         return;
     }
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-    for (int64_t it = 0; it < n_items; it++) {
-        const int h = (int)(it % H);
-        const int r = r0 + (int)((it / H) % nr);
-        const int n = (int)(it / ((int64_t)H * nr));
-        attend_item(
-          tr, c, C, S, n, r, h, q, ldq, att, ts->scratch + (int64_t)thread_id() * ts->scratch_len);
-    }
+    struct attend_task t = { tr, c, ts, C, S, r0, nr, q, ldq, att };
+    jb_pool_for(ts->pool, n_items, 1, attend_items, &t);
 }
 
 void jb_attention_set_encoder(const struct jb_transformer *tr,

@@ -9,6 +9,8 @@
  * dtype they are stored (jb_matmul upcasts fp16/bf16).
  */
 #include "prior/prior_impl.h"
+
+#include "backend/cpu/cpu.h"
 #include "prior/sampler.h"
 
 #include <math.h>
@@ -22,9 +24,6 @@
 #endif
 #endif
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define JB_LN_EPS 1e-5f
 
@@ -420,7 +419,7 @@ static bool reserve(struct jb_transformer_state *ts, float **dst, int64_t a, int
 
 static bool transformer_state_init(struct jb_transformer_state *ts,
                                    const struct jb_transformer *tr,
-                                   int n_threads,
+                                   struct jb_backend *be,
                                    int n_batch,
                                    int max_chunk)
 {
@@ -428,7 +427,8 @@ static bool transformer_state_init(struct jb_transformer_state *ts,
     ts->tr          = tr;
     ts->n_batch     = n_batch;
     ts->max_chunk   = max_chunk;
-    ts->n_threads   = n_threads > 0 ? n_threads : 1;
+    ts->n_threads   = be && be->n_threads > 0 ? be->n_threads : 1;
+    ts->pool        = jb_cpu_of(be)->pool;
     const int64_t M = (int64_t)n_batch * max_chunk, W = tr->width, ns = tr->n_state;
     bool ok = reserve(ts, &ts->h, M, W) && reserve(ts, &ts->cur, M, W) &&
               reserve(ts, &ts->qkv, M, 3 * ns) && reserve(ts, &ts->att, M, ns) &&
@@ -449,15 +449,6 @@ static bool transformer_state_init(struct jb_transformer_state *ts,
     return ok;
 }
 
-static int default_threads(const struct jb_backend *be)
-{
-    if (be && be->n_threads > 0) return be->n_threads;
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 /* ---- the transformer ---------------------------------------------------------------------- */
 
@@ -539,7 +530,7 @@ enum jb_status jb_prior_encoder_kv(struct jb_prior *p,
                            p->hp.n_vocab);
 
     struct jb_transformer_state ts;
-    if (!transformer_state_init(&ts, tr, default_threads(p->be), N, (int)T))
+    if (!transformer_state_init(&ts, tr, p->be, N, (int)T))
         return JB_STATUS_ERR_NOMEM;
 
     { // input: e[0] = start_token, e[t] = LyrEmb[lyr[t−1]]; h0 = e + Pos (no X)
@@ -586,7 +577,7 @@ struct jb_prior_state *jb_prior_state_init(struct jb_prior *p, int n_batch, int 
     st->p         = p;
     st->n_batch   = n_batch;
     st->max_chunk = max_chunk;
-    if (!transformer_state_init(&st->ts, &p->tr, default_threads(p->be), n_batch, max_chunk) ||
+    if (!transformer_state_init(&st->ts, &p->tr, p->be, n_batch, max_chunk) ||
         !reserve(&st->ts, &st->logits, n_batch, p->vocab) ||
         !(st->sampler = jb_sampler_init(n_batch, p->vocab))) {
         jb_prior_state_free(st);

@@ -66,7 +66,8 @@ struct jb_transformer_state {
     float *enc;                 /* encoder K|V projection [n_batch·enc_len, 2ns] (func 6) */
     struct jb_kv_cache *caches; /* [depth] */
     int32_t n_threads;
-    int64_t scratch_len; /* floats per thread: 2 x the longest key set */
+    struct jb_pool *pool; /* the backend's threads (attention shares its items out over them) */
+    int64_t scratch_len;  /* floats per thread: 2 x the longest key set */
     float *scratch;      /* [n_threads, scratch_len] */
     size_t bytes;        /* reserved memory, for reporting */
 };

@@ -7,7 +7,9 @@
  */
 #include "vqvae/resnet.h"
 
-#include <omp.h>
+#include "backend/cpu/cpu.h"
+#include "backend/cpu/pool.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -490,10 +492,26 @@ static void resblock_tile(struct jb_backend *be,
     }
 }
 
-/* One block over all tiles; x and y (c_in, T) must not overlap. With several threads, the tiles
- * are shared out in our own parallel region and the kernels, called from inside it, run on the
- * calling thread. With one, no region is opened at all: a kernel called inside an inactive
- * region could open a nested team of its own. */
+struct tiles_task {
+    struct jb_backend *be;
+    const struct jb_layer *l;
+    const struct jb_resblock *blk;
+    const float *x;
+    float *y;
+    int64_t T;
+    float *tiles;
+    size_t per;
+};
+
+static void resblock_tiles(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    const struct tiles_task *t = arg;
+    for (int64_t it = i0; it < i1; it++)
+        resblock_tile(t->be, t->l, t->blk, t->x, t->y, t->T, it, t->tiles + (size_t)slot * t->per);
+}
+
+/* One block over all tiles; x and y (c_in, T) must not overlap. The tiles are shared out over the
+ * backend's pool; the kernels, called from inside its tasks, run on the calling thread. */
 static void resblock_tiled(struct jb_backend *be,
                            const struct jb_layer *l,
                            const struct jb_resblock *blk,
@@ -503,21 +521,11 @@ static void resblock_tiled(struct jb_backend *be,
                            float *tiles)
 {
     const int64_t tile = resnet_tile_cols(l), n_tiles = (T + tile - 1) / tile;
-    const size_t per = (size_t)resnet_tile_floats(l);
-    int nt           = n_threads_of(be);
+    struct tiles_task t = { be, l, blk, x, y, T, tiles, (size_t)resnet_tile_floats(l) };
+    int nt              = n_threads_of(be);
     if (nt > n_tiles) nt = (int)n_tiles;
-    if (nt <= 1) {
-        for (int64_t it = 0; it < n_tiles; it++)
-            resblock_tile(be, l, blk, x, y, T, it, tiles);
-        return;
-    }
-#pragma omp parallel num_threads(nt)
-    {
-        float *mem = tiles + (size_t)omp_get_thread_num() * per;
-#pragma omp for schedule(static)
-        for (int64_t it = 0; it < n_tiles; it++)
-            resblock_tile(be, l, blk, x, y, T, it, mem);
-    }
+    /* one tile per chunk at most 4 chunks per thread: tiles are big enough to share */
+    jb_pool_for(jb_cpu_of(be)->pool, n_tiles, nt > 1 ? 1 : n_tiles, resblock_tiles, &t);
 }
 
 enum jb_status jb_convstack_forward(struct jb_backend *be,
