@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int jb_cpu_team(int n_threads, double work)
@@ -95,10 +96,23 @@ static bool cpu_supports_op(void *ctx, enum jb_op op)
     return op != JB_OP_ATTENTION; /* attention is composed from the other ops on the CPU */
 }
 
+/* Work buffers of tens to hundreds of MB are written once per call: with 4 KiB pages the page
+ * faults alone took ~15% of an encode (measured in a VM). Large buffers are therefore 2 MiB
+ * aligned and marked for transparent huge pages (Debian's default THP mode is "madvise"). */
+#define HUGE_MIN ((size_t)4 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+
 static void *cpu_buffer_alloc(void *ctx, size_t nbytes)
 {
     (void)ctx;
-    return jb_aligned_alloc(nbytes);
+    if (nbytes < HUGE_MIN) return jb_aligned_alloc(nbytes);
+    size_t rounded;
+    if (!jb_add_size(nbytes, HUGE_PAGE - 1, &rounded)) return jb_aligned_alloc(nbytes);
+    rounded &= ~(HUGE_PAGE - 1);
+    void *p = aligned_alloc(HUGE_PAGE, rounded);
+    if (!p) return jb_aligned_alloc(nbytes); /* reports the failure */
+    (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine if THP is off */
+    return p;
 }
 
 static void cpu_buffer_free(void *ctx, void *buf)
