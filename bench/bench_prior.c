@@ -28,7 +28,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
 /* ---------------------------------------------------------------------------------------- */
 /* random weights in memory                                                                  */
 
@@ -275,9 +274,9 @@ static void sum_words(void *arg, int64_t b, int64_t e, int slot)
  * backend's, one contiguous half per thread). */
 static void bandwidth(int threads, double *copy_gbs, double *read_gbs)
 {
-    const size_t n = (size_t)1 << 27; /* 512 MiB per buffer */
-    float *a       = jb_aligned_alloc(n * sizeof(float));
-    float *b       = jb_aligned_alloc(n * sizeof(float));
+    const size_t n       = (size_t)1 << 27; /* 512 MiB per buffer */
+    float *a             = jb_aligned_alloc(n * sizeof(float));
+    float *b             = jb_aligned_alloc(n * sizeof(float));
     struct jb_pool *pool = jb_pool_new(threads);
     *copy_gbs = *read_gbs = 0;
     if (!a || !b || !pool) goto done;
@@ -512,34 +511,35 @@ static void print_row(const struct shape *sh,
         snprintf(s_ref, sizeof s_ref, "%s", sh->ref);
     }
     if (fp16_ratio > 0) snprintf(s_f16, sizeof s_f16, "%.2fx", fp16_ratio);
-    printf("| %-8s | %s | %4d | %3d | %13.1f | %12.2f | %10.2f | %7s | %9.1f MB | %7.2f | %6.0f%% | "
-           "%9s | %6s | %7s | %8.0f |\n",
-           sh->name,
-           wt,
-           N,
-           thr,
-           r->prefill_tps,
-           r->decode_pps,
-           r->decode_tps,
-           s_vs1,
-           bytes / 1e6,
-           gbs,
-           100.0 * gbs / read_gbs,
-           s_ref,
-           s_xref,
-           s_f16,
-           r->state_mb);
+    printf(
+      "| %-8s | %s | %4d | %3d | %13.1f | %12.2f | %10.2f | %7s | %9.1f MB | %7.2f | %6.0f%% | "
+      "%9s | %6s | %7s | %8.0f |\n",
+      sh->name,
+      wt,
+      N,
+      thr,
+      r->prefill_tps,
+      r->decode_pps,
+      r->decode_tps,
+      s_vs1,
+      bytes / 1e6,
+      gbs,
+      100.0 * gbs / read_gbs,
+      s_ref,
+      s_xref,
+      s_f16,
+      r->state_mb);
     fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
-    const char *dir   = NULL;
-    const char *only  = NULL;
-    int threads       = 0;
-    bool quick        = false;
-    char *refs[8]     = { 0 };
-    int n_refs        = 0;
+    const char *dir  = NULL;
+    const char *only = NULL;
+    int threads      = 0;
+    bool quick       = false;
+    char *refs[8]    = { 0 };
+    int n_refs       = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -596,8 +596,8 @@ int main(int argc, char **argv)
         if (only && strcmp(only, sh->name) != 0) continue;
         struct jb_prior_hparams hp;
         upsampler_hparams(sh, &hp);
-        double other = -1;
-        const double ref = ref_tps(refs, n_refs, sh->name, &other);
+        double other       = -1;
+        const double ref   = ref_tps(refs, n_refs, sh->name, &other);
         const double bytes = step_weight_bytes(&hp);
         double fp32_tps[2] = { 0, 0 };
         /* fp32 weights at 1 and `threads` threads; then fp16 weights at `threads` for the

@@ -222,7 +222,8 @@ static void run_job(const struct job *jb, struct result *r)
     int64_t chunk   = jb->chunk;
     if (chunk < 0 && jb->op != OP_DECODE) {
         chunk = jb_vqvae_encode_chunk_default(vq, 0, T); /* per level below; level 0 shown */
-    } else if (chunk < 0) { /* default: 4 margins (1.5x the work of whole decoding), at least ~3 s */
+    } else if (chunk <
+               0) { /* default: 4 margins (1.5x the work of whole decoding), at least ~3 s */
         int64_t min = 131072 / jb_vqvae_hp_hop(&released, jb->level);
         chunk       = 4 * jb_vqvae_decode_margin_level(vq, jb->level);
         chunk       = chunk > min ? chunk : min;
@@ -245,7 +246,14 @@ static void run_job(const struct job *jb, struct result *r)
         case OP_ENCODE_ALL:
             for (int L = 0; L < released.levels && st == JB_STATUS_OK; L++)
                 st = jb_vqvae_encode_level_chunked(
-                  vq, L, x, T, z, NULL, jb->chunk ? jb_vqvae_encode_chunk_default(vq, L, T) : 0, NULL);
+                  vq,
+                  L,
+                  x,
+                  T,
+                  z,
+                  NULL,
+                  jb->chunk ? jb_vqvae_encode_chunk_default(vq, L, T) : 0,
+                  NULL);
             break;
         case OP_ENCODE_0:
             st = jb_vqvae_encode_level_chunked(

@@ -481,7 +481,8 @@ static void nested_task(void *arg, int64_t i0, int64_t i1, int slot)
     if (c->slot_busy[slot]++) c->clash = 1; /* two tasks on one slot at once */
     for (int64_t i = i0; i < i1; i++)
         for (int rep = 0; rep < 5; rep++) {
-            jb_matmul(c->be, c->M, c->N, c->K, c->x, c->K, c->wt, false, NULL, c->yp[i], c->N, false);
+            jb_matmul(
+              c->be, c->M, c->N, c->K, c->x, c->K, c->wt, false, NULL, c->yp[i], c->N, false);
             jb_conv1d(c->be, c->xc, c->T, c->ct, NULL, 1, 3, 3, c->cp[i], NULL);
         }
     c->slot_busy[slot]--;

@@ -70,9 +70,9 @@ static bool run_cover(struct jb_pool *p, int64_t n, int64_t grain, struct cover 
 
 static void test_cover(void)
 {
-    struct cover *c = calloc(1, sizeof *c);
-    struct jb_pool *p[3] = { jb_pool_new(1), jb_pool_new(2), jb_pool_new(5) };
-    bool ok = c && p[0] && p[1] && p[2];
+    struct cover *c           = calloc(1, sizeof *c);
+    struct jb_pool *p[3]      = { jb_pool_new(1), jb_pool_new(2), jb_pool_new(5) };
+    bool ok                   = c && p[0] && p[1] && p[2];
     static const int64_t ns[] = { 1, 2, 3, 7, 64, 1000, 99991 }, gs[] = { 1, 3, 100 };
     for (int k = 0; ok && k < 3; k++)
         for (size_t i = 0; ok && i < sizeof ns / sizeof ns[0]; i++)
@@ -181,7 +181,7 @@ static void test_two_pools(void)
     struct sum_ctx c[2] = { { jb_pool_new(2), 5000, 0, false },
                             { jb_pool_new(3), 7777, 0, false } };
     pthread_t th[2];
-    bool ok = c[0].pool && c[1].pool;
+    bool ok         = c[0].pool && c[1].pool;
     bool started[2] = { false, false };
     for (int i = 0; ok && i < 2; i++)
         ok = started[i] = pthread_create(&th[i], NULL, sum_main, &c[i]) == 0;
@@ -201,9 +201,9 @@ static double cpu_seconds(void)
 
 static void test_idle(void)
 {
-    struct jb_pool *p  = jb_pool_new(4);
-    struct sum_ctx c   = { p, 100000, 0, false };
-    bool ok            = p != NULL;
+    struct jb_pool *p = jb_pool_new(4);
+    struct sum_ctx c  = { p, 100000, 0, false };
+    bool ok           = p != NULL;
     if (ok) jb_pool_for(p, c.total, 16, sum_fn, &c); /* wake every worker once */
     struct timespec ms = { 0, 20 * 1000000 };
     nanosleep(&ms, NULL); /* past the spin time */

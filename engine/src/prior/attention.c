@@ -33,7 +33,6 @@
 #include <math.h>
 #include <string.h>
 
-
 int32_t jb_kv_cache_capacity(const struct jb_transformer *tr, int func)
 {
     const int32_t B = tr->block_ctx, T = tr->seq_len;

@@ -24,7 +24,6 @@
 #endif
 #endif
 
-
 #define JB_LN_EPS 1e-5f
 
 /* ---- loading ------------------------------------------------------------------------------ */
@@ -449,7 +448,6 @@ static bool transformer_state_init(struct jb_transformer_state *ts,
     return ok;
 }
 
-
 /* ---- the transformer ---------------------------------------------------------------------- */
 
 /* Runs the C positions S..S+C−1 of every candidate through the stack: ts->h holds the input
@@ -530,8 +528,7 @@ enum jb_status jb_prior_encoder_kv(struct jb_prior *p,
                            p->hp.n_vocab);
 
     struct jb_transformer_state ts;
-    if (!transformer_state_init(&ts, tr, p->be, N, (int)T))
-        return JB_STATUS_ERR_NOMEM;
+    if (!transformer_state_init(&ts, tr, p->be, N, (int)T)) return JB_STATUS_ERR_NOMEM;
 
     { // input: e[0] = start_token, e[t] = LyrEmb[lyr[t−1]]; h0 = e + Pos (no X)
         for (int n = 0; n < N; n++) {

@@ -68,8 +68,8 @@ struct jb_transformer_state {
     int32_t n_threads;
     struct jb_pool *pool; /* the backend's threads (attention shares its items out over them) */
     int64_t scratch_len;  /* floats per thread: 2 x the longest key set */
-    float *scratch;      /* [n_threads, scratch_len] */
-    size_t bytes;        /* reserved memory, for reporting */
+    float *scratch;       /* [n_threads, scratch_len] */
+    size_t bytes;         /* reserved memory, for reporting */
 };
 
 struct jb_prior {

@@ -110,7 +110,7 @@ static void *cpu_buffer_alloc(void *ctx, size_t nbytes)
     if (!jb_add_size(nbytes, HUGE_PAGE - 1, &rounded)) return jb_aligned_alloc(nbytes);
     rounded &= ~(HUGE_PAGE - 1);
     void *p = aligned_alloc(HUGE_PAGE, rounded);
-    if (!p) return jb_aligned_alloc(nbytes); /* reports the failure */
+    if (!p) return jb_aligned_alloc(nbytes);  /* reports the failure */
     (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine if THP is off */
     return p;
 }

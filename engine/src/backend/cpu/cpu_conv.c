@@ -327,7 +327,7 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
         } else {
             /* phase r holds x[c, s·u + r]; tap j reads phase (d·j − p) mod s at u = t + q */
             JB_ASSERT(scratch);
-            const int64_t ld = ceil_div(T, stride);
+            const int64_t ld     = ceil_div(T, stride);
             struct phase_task pt = { x, T, stride, ld, Cin, scratch };
             jb_cpu_for(cpu, Cin, (double)T, split_phases, &pt);
             job.ldx = ld;
@@ -348,9 +348,8 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
     if (tb < 16) tb = 16;
     if (tb > 512) tb = 512;
     int64_t n_blk                   = (Tout + tb - 1) / tb;
-    struct conv1d_portable_task job = {
-        cpu, x, T, Cin, Cout, k, wd, bias, stride, pad, dil, y, Tout, tb
-    };
+    struct conv1d_portable_task job = { cpu,  x,      T,   Cin, Cout, k,    wd,
+                                        bias, stride, pad, dil, y,    Tout, tb };
     jb_cpu_for(cpu, n_blk, flops / (double)n_blk, conv1d_blocks, &job);
 }
 
@@ -435,10 +434,23 @@ struct convt_portable_task {
 static void convt_blocks(void *arg, int64_t b0, int64_t b1, int slot)
 {
     const struct convt_portable_task *t = arg;
-    int64_t n_blk = t->Tout / 64 > 1 ? t->Tout / 64 : 1;
+    int64_t n_blk                       = t->Tout / 64 > 1 ? t->Tout / 64 : 1;
     int64_t t0 = b0 * 64, t1 = b1 == n_blk ? t->Tout : b1 * 64;
-    convt_range_portable(
-      t->cpu, slot, t->x, t->T, t->Cin, t->Cout, t->k, t->w, t->bias, t->s, t->p, t->y, t->Tout, t0, t1);
+    convt_range_portable(t->cpu,
+                         slot,
+                         t->x,
+                         t->T,
+                         t->Cin,
+                         t->Cout,
+                         t->k,
+                         t->w,
+                         t->bias,
+                         t->s,
+                         t->p,
+                         t->y,
+                         t->Tout,
+                         t0,
+                         t1);
 }
 
 void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,

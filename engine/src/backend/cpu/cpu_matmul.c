@@ -346,7 +346,7 @@ static void matmul_parts(void *arg, int64_t p0, int64_t p1, int slot)
         split_range(j->N, j->pn, (int)(p % j->pn), 16, &n0, &n1);
         const float *xm = j->x + m0 * j->ldx;
         float *ym       = j->y + m0 * j->ldy;
-        int64_t mm      = m1 - m0, K = j->K, ldx = j->ldx, ldw = j->ldw, ldy = j->ldy;
+        int64_t mm = m1 - m0, K = j->K, ldx = j->ldx, ldw = j->ldw, ldy = j->ldy;
         if (n1 <= n0 || mm <= 0) continue;
         if (j->simd && (j->w_trans || mm <= JB_CPU_GEMV_MAX_M))
             gemv_slice(j->cpu,

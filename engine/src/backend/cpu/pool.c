@@ -43,7 +43,7 @@ struct worker {
 
 struct jb_pool {
     int n_threads;
-    struct worker *workers; /* n_threads − 1 */
+    struct worker *workers;   /* n_threads − 1 */
     pthread_mutex_t dispatch; /* one job at a time, should two threads share a backend */
 
     /* the job: written by the caller before it publishes the claim word */
@@ -126,8 +126,7 @@ static void run_chunks(struct jb_pool *pool, int slot)
         pool->fn(pool->arg, b, e, slot);
         tls_pool = outer_pool;
         tls_slot = outer_slot;
-        if (atomic_fetch_add(&pool->done, 1) + 1 == (int)nch &&
-            atomic_load(&pool->caller_sleeping))
+        if (atomic_fetch_add(&pool->done, 1) + 1 == (int)nch && atomic_load(&pool->caller_sleeping))
             futex_wake(&pool->done, 1);
     }
 }
