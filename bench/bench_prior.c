@@ -17,6 +17,7 @@
  */
 #include "backend/cpu/pool.h"
 #include "pipeline/pipeline.h"
+#include "prior/conditioner.h"
 #include "prior/prior.h"
 #include "prior/sampler.h"
 
@@ -160,7 +161,7 @@ static void upsampler_hparams(const struct shape *sh, struct jb_prior_hparams *h
     hp->alignment_layer = hp->alignment_head = -1;
 }
 
-static struct mem_model *upsampler_weights(const struct jb_prior_hparams *hp)
+static struct mem_model *upsampler_weights(const struct jb_prior_hparams *hp, bool cond_only)
 {
     struct mem_model *m = calloc(1, sizeof *m);
     if (!m) return NULL;
@@ -174,48 +175,24 @@ static struct mem_model *upsampler_weights(const struct jb_prior_hparams *hp)
     ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, "conditioner_blocks.0.cond.model.0.bias");
     for (int i = 0; i < hp->cond_downs; i++) {
         const int64_t out = i == hp->cond_downs - 1 ? W : CW;
-        ok &= mm_add(m,
-                     0,
-                     0.1f,
-                     3,
-                     CW,
-                     CW,
-                     3,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.1.weight",
-                     i + 1);
-        ok &= mm_add(m,
-                     0,
-                     0.01f,
-                     1,
-                     CW,
-                     0,
-                     0,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.1.bias",
-                     i + 1);
-        ok &= mm_add(m,
-                     0,
-                     0.1f,
-                     3,
-                     CW,
-                     CW,
-                     1,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.3.weight",
-                     i + 1);
-        ok &= mm_add(m,
-                     0,
-                     0.01f,
-                     1,
-                     CW,
-                     0,
-                     0,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.3.bias",
-                     i + 1);
-        ok &=
-          mm_add(m, 0, 0.1f, 3, CW, out, 4, "conditioner_blocks.0.cond.model.%d.1.weight", i + 1);
+        const float sc    = 0.5f / sqrtf(3.0f * (float)CW);
+        for (int r = 0; r < hp->cond_depth; r++) {
+#define RB(s) "conditioner_blocks.0.cond.model.%d.0.blocks.%d.model." s, i + 1, r
+            ok &= mm_add(m, 0, sc, 3, CW, CW, 3, RB("1.weight"));
+            ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, RB("1.bias"));
+            ok &= mm_add(m, 0, sc, 3, CW, CW, 1, RB("3.weight"));
+            ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, RB("3.bias"));
+#undef RB
+        }
+        ok &= mm_add(m, 0, sc, 3, CW, out, 4, "conditioner_blocks.0.cond.model.%d.1.weight", i + 1);
         ok &= mm_add(m, 0, 0.01f, 1, out, 0, 0, "conditioner_blocks.0.cond.model.%d.1.bias", i + 1);
     }
     ok &= mm_add(m, 1, 0.01f, 1, W, 0, 0, "conditioner_blocks.0.ln.weight");
     ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, "conditioner_blocks.0.ln.bias");
+    if (cond_only) {
+        if (!ok) mm_free(m);
+        return ok ? m : NULL;
+    }
     ok &= mm_add(m, 0, 0.02f, 2, hp->bins, W, 0, "prior.x_emb.weight");
     ok &= mm_add(m, 0, 0.01f, 2, hp->n_ctx, W, 0, "prior.pos_emb.pos_emb");
     ok &= mm_add(m, 0, 0.02f, 2, hp->bins, W, 0, "prior.x_out.weight");
@@ -449,9 +426,70 @@ done:
     jb_backend_free(be);
 }
 
+/* The real upsampler conditioner (cond_width 1024, cond_depth 16, 2 stages of stride 2, prior
+ * width 1920) on one 8192-token window, with 1 and `threads` threads: seconds per window, best of
+ * 2, against the reference's get_cond time for the same shape (refbench conditioning_seconds). */
+static void bench_conditioner(const struct shape *sh, int threads, double ref_s)
+{
+    struct jb_prior_hparams hp;
+    upsampler_hparams(sh, &hp);
+    hp.cond_width                = 1024;
+    hp.cond_depth                = 16;
+    hp.cond_downs                = 2;
+    hp.cond_stride               = 2;
+    struct mem_model *m          = upsampler_weights(&hp, true);
+    struct jb_weights_source src = { mm_find, mm_count, mm_get, m };
+    struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
+    float *x_cond    = jb_aligned_alloc((size_t)hp.n_ctx * (size_t)hp.tr.width * sizeof(float));
+    double best[2]   = { INFINITY, INFINITY };
+    const int thr[2] = { 1, threads };
+    for (int t = 0; t < 2 && w && x_cond; t++) {
+        struct jb_backend *be        = jb_backend_init("cpu", thr[t]);
+        struct jb_upsampler_cond *uc = be ? jb_upsampler_cond_init(&hp, w, be) : NULL;
+        if (!uc) {
+            printf("conditioner: cannot build: %s\n", jb_last_error());
+            jb_backend_free(be);
+            break;
+        }
+        int64_t nu = jb_upsampler_cond_n_upper(uc);
+        int32_t *z = malloc((size_t)nu * sizeof *z);
+        for (int64_t i = 0; z && i < nu; i++)
+            z[i] = (int32_t)((i * 2654435761u) % (uint32_t)hp.bins);
+        for (int rep = 0; z && rep < 2; rep++) {
+            double t0 = jb_time_now();
+            if (jb_upsampler_cond_forward(uc, z, x_cond)) break;
+            double dt = jb_time_now() - t0;
+            if (dt < best[t]) best[t] = dt;
+        }
+        free(z);
+        jb_upsampler_cond_free(uc);
+        jb_backend_free(be);
+    }
+    printf("\nupsampler conditioner (cond_width 1024, depth 16, 2 x stride 2, width 1920), one "
+           "8192-token window:\n");
+    printf("| threads | seconds/window | vs 1 thr | ref s/window | x ref |\n");
+    printf("|---------|----------------|----------|--------------|-------|\n");
+    for (int t = 0; t < 2; t++) {
+        char r1[32] = "-", rr[32] = "-", rx[32] = "-";
+        if (t) snprintf(r1, sizeof r1, "%.2fx", best[0] / best[1]);
+        if (ref_s > 0) {
+            snprintf(rr, sizeof rr, "%.2f", ref_s);
+            snprintf(rx, sizeof rx, "%.1fx", ref_s / best[t]);
+        }
+        printf("| %7d | %14.3f | %8s | %12s | %5s |\n", thr[t], best[t], r1, rr, rx);
+    }
+    free(x_cond);
+    jb_weights_free(w);
+    if (m) mm_free(m);
+}
+
 /* Reference ancestral tokens/s for `name` from refbench JSON files (bench_baseline.py prior NAME
  * --json FILE), 0 if none was given for it. */
-static double ref_tps(char **files, int n_files, const char *name, double *other_cores)
+static double ref_tps(char **files,
+                      int n_files,
+                      const char *name,
+                      double *other_cores,
+                      double *cond_s)
 {
     for (int i = 0; i < n_files; i++) {
         size_t len = 0;
@@ -478,12 +516,23 @@ static double ref_tps(char **files, int n_files, const char *name, double *other
         if (cJSON_IsString(c) && strcmp(c->valuestring, name) == 0 && cJSON_IsNumber(t)) {
             v = t->valuedouble;
             if (other_cores) *other_cores = cJSON_IsNumber(o) ? o->valuedouble : -1;
+            const cJSON *cs = cJSON_GetObjectItem(j, "conditioning_seconds");
+            if (cond_s) *cond_s = cJSON_IsNumber(cs) ? cs->valuedouble : 0;
         }
         cJSON_Delete(j);
         free(txt);
         if (v > 0) return v;
     }
     return 0;
+}
+
+static struct result best_of(struct result a, struct result b)
+{
+    if (!a.ok) return b;
+    if (!b.ok) return a;
+    if (b.decode_tps > a.decode_tps) a.decode_pps = b.decode_pps, a.decode_tps = b.decode_tps;
+    if (b.prefill_tps > a.prefill_tps) a.prefill_tps = b.prefill_tps;
+    return a;
 }
 
 static void print_row(const struct shape *sh,
@@ -538,6 +587,7 @@ int main(int argc, char **argv)
     const char *only = NULL;
     int threads      = 0;
     bool quick       = false;
+    bool no_cond     = false;
     char *refs[8]    = { 0 };
     int n_refs       = 0;
     for (int i = 1; i < argc; i++) {
@@ -545,6 +595,10 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             quick = true;
+        else if (strcmp(argv[i], "--no-cond") == 0)
+            no_cond = true;
+        else if (strcmp(argv[i], "--no-cond") == 0)
+            no_cond = true;
         else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
             only = argv[++i];
         else if (strcmp(argv[i], "--ref") == 0 && i + 1 < argc && n_refs < 8)
@@ -554,7 +608,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--shape NAME] "
-                    "[--ref REFBENCH.json]...\n");
+                    "[--ref REFBENCH.json]... [--no-cond]\n");
             return 2;
         }
     }
@@ -596,14 +650,14 @@ int main(int argc, char **argv)
         if (only && strcmp(only, sh->name) != 0) continue;
         struct jb_prior_hparams hp;
         upsampler_hparams(sh, &hp);
-        double other       = -1;
-        const double ref   = ref_tps(refs, n_refs, sh->name, &other);
+        double other = -1, ref_cond = 0;
+        const double ref   = ref_tps(refs, n_refs, sh->name, &other, &ref_cond);
         const double bytes = step_weight_bytes(&hp);
         double fp32_tps[2] = { 0, 0 };
         /* fp32 weights at 1 and `threads` threads; then fp16 weights at `threads` for the
          * real upsampler shape */
         for (int pass = 0; pass < (k == 2 ? 2 : 1); pass++) {
-            struct mem_model *m = upsampler_weights(&hp);
+            struct mem_model *m = upsampler_weights(&hp, false);
             if (m && pass == 1 && !mm_to_f16(m)) mm_free(m), m = NULL;
             struct jb_weights_source src = { mm_find, mm_count, mm_get, m };
             struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
@@ -617,8 +671,14 @@ int main(int argc, char **argv)
                     int n_sample = sh->n_sample[b];
                     if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
                     if (pass == 0) {
+                        /* A B A B: each the better of two runs, interleaved, so that a change
+                         * of machine load hits both thread counts alike */
                         struct result r1 = run_shape(p1, &hp, N, sh->n_prime, n_sample);
                         struct result rT = run_shape(pT, &hp, N, sh->n_prime, n_sample);
+                        struct result s1 = run_shape(p1, &hp, N, sh->n_prime, n_sample);
+                        struct result sT = run_shape(pT, &hp, N, sh->n_prime, n_sample);
+                        r1               = best_of(r1, s1);
+                        rT               = best_of(rT, sT);
                         print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
                         print_row(sh,
                                   "fp32",
@@ -651,6 +711,7 @@ int main(int argc, char **argv)
             jb_weights_free(w);
             if (m) mm_free(m);
         }
+        if (k == 2 && !no_cond) bench_conditioner(sh, threads, ref_cond);
         if (ref > 0)
             printf("| %-8s | reference measured in this run: %.2f tok/s (other processes: %.2f "
                    "cores) |\n",
@@ -663,7 +724,8 @@ int main(int argc, char **argv)
     getloadavg(load, 3);
     printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s = "
            "pos/s x candidates.\nvs 1 thr: tokens/s against the same row with one thread (same "
-           "run). weights/step: matmul weights one step streams (transformer + output head), "
+           "run; best of 2 interleaved runs each). weights/step: matmul weights one step streams "
+           "(transformer + output head), "
            "shared by the candidates of a batch. %% sum BW: eff. GB/s against the parallel "
            "sum.\nx ref: tokens/s against the reference's ancestral tokens/s (batch 1). fp16/32: "
            "tokens/s with fp16 transformer weights against fp32, same threads.\nload average "

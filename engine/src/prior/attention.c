@@ -374,7 +374,8 @@ static void attend_rows(const struct jb_transformer *tr,
         return;
     }
     struct attend_task t = { tr, c, ts, C, S, r0, nr, q, ldq, att };
-    jb_pool_for(ts->pool, n_items, 1, attend_items, &t);
+    jb_pool_for_work(
+      ts->pool, n_items, 1, 2.0 * (double)n_items * (double)(nk_max + 1) * hd, attend_items, &t);
 }
 
 void jb_attention_set_encoder(const struct jb_transformer *tr,

@@ -18,8 +18,8 @@
 
 int jb_cpu_team(int n_threads, double work)
 {
-    if (n_threads <= 1 || work < 32768.0) return 1;
-    double max_useful = work / 16384.0; /* at least ~16k units per thread */
+    if (n_threads <= 1 || work < 1048576.0) return 1;
+    double max_useful = work / 524288.0; /* at least ~512k units per thread */
     return max_useful < (double)n_threads ? (int)max_useful : n_threads;
 }
 
@@ -40,7 +40,7 @@ void jb_cpu_for(struct jb_cpu *cpu,
     if (grain < min_g) grain = min_g;
     if (grain < 1) grain = 1;
     if (grain > n / nt) grain = n / nt; /* at least nt chunks */
-    jb_pool_for(cpu->pool, n, grain, fn, arg);
+    jb_pool_for_work(cpu->pool, n, grain, (double)n * work_per_item, fn, arg);
 }
 
 float *jb_cpu_arena(const struct jb_cpu *cpu, int slot)

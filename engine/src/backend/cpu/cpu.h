@@ -74,8 +74,9 @@ struct jb_cpu *jb_cpu_of(struct jb_backend *be);
 enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa);
 const char *jb_cpu_isa_name(enum jb_cpu_isa isa);
 
-/* Threads worth using for `work` units (about one FMA or element each): 1 below ~32k units,
- * where waking a thread costs more than it saves; at least ~16k units per thread. */
+/* Threads worth using for `work` units (about one FMA or element each): 1 below ~128k units
+ * (a few microseconds), where handing work to another thread costs about what it saves; at
+ * least ~64k units per thread. */
 int jb_cpu_team(int n_threads, double work);
 /* Runs fn over [0, n) items of about work_per_item units each on the backend's pool: inline on
  * the caller when the whole loop is too small to share (jb_cpu_team), otherwise in chunks of

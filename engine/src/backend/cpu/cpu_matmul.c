@@ -433,5 +433,6 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
                               .y          = y,
                               .pn         = pn,
                               .pm         = pm };
-    jb_pool_for(cpu->pool, (int64_t)pn * pm, 1, matmul_parts, &job);
+    jb_pool_for_work(
+      cpu->pool, (int64_t)pn * pm, 1, (double)M * (double)N * (double)K, matmul_parts, &job);
 }

@@ -16,6 +16,13 @@
  * FUTEX_WAIT; the caller issues FUTEX_WAKE only when someone sleeps (a Dekker-style handshake on
  * seq_cst atomics: the sleeper announces itself, then re-reads the word). An idle pool therefore
  * costs nothing after JB_POOL_SPIN_NS. Linux futexes; other systems would need a condvar here.
+ *
+ * Oversubscription: on a machine busier than its cores (a DAW, other jobs), a worker preempted
+ * while it holds a chunk makes the caller wait a scheduler period or more, and a fork-join loop
+ * with threads can then run slower than without. The caller measures each job: when it waited
+ * for late workers longer than its own share took (and over LATE_NS), the pool runs the next
+ * jobs inline for a period that doubles while lateness persists (1 ms .. 256 ms) and halves with
+ * each punctual job. On an idle machine workers are never late and this never triggers.
  */
 #include "backend/cpu/pool.h"
 #include "core/common.h"
@@ -30,9 +37,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JB_POOL_SPIN_NS 100000 /* how long an idle thread spins before sleeping */
+#define JB_POOL_SPIN_NS 20000 /* how long an idle thread spins before sleeping */
 #define CHUNKS_PER_THREAD 4
 #define MAX_CHUNKS 0xffff /* chunk counts live in 16 bits of the claim word */
+#define LATE_NS 50000     /* a wait for workers shorter than this is never "late" */
+#define BACKOFF_MIN_NS 1000000
+#define WAKE_MIN_WORK 4e6 /* units (~0.1-0.2 ms on one core) worth waking a sleeping worker for */
+#define BACKOFF_MAX_NS 256000000
 
 struct worker {
     struct jb_pool *pool;
@@ -58,6 +69,10 @@ struct jb_pool {
     atomic_int sleepers;
     atomic_bool stop;
     uint32_t gen;
+
+    /* caller-side lateness tracking (under `dispatch`), see jb_pool_for */
+    int64_t serial_until_ns; /* run jobs inline until then */
+    int64_t backoff_ns;      /* length of the next inline period */
 };
 
 /* The pool and slot of the task this thread is running, for nested calls. */
@@ -207,7 +222,34 @@ int jb_pool_threads(const struct jb_pool *pool)
     return pool ? pool->n_threads : 1;
 }
 
+static void pool_for(struct jb_pool *pool,
+                     int64_t n,
+                     int64_t grain,
+                     double work,
+                     jb_pool_fn fn,
+                     void *arg);
+
 void jb_pool_for(struct jb_pool *pool, int64_t n, int64_t grain, jb_pool_fn fn, void *arg)
+{
+    pool_for(pool, n, grain, -1.0, fn, arg);
+}
+
+void jb_pool_for_work(struct jb_pool *pool,
+                      int64_t n,
+                      int64_t grain,
+                      double work,
+                      jb_pool_fn fn,
+                      void *arg)
+{
+    pool_for(pool, n, grain, work, fn, arg);
+}
+
+static void pool_for(struct jb_pool *pool,
+                     int64_t n,
+                     int64_t grain,
+                     double work,
+                     jb_pool_fn fn,
+                     void *arg)
 {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
@@ -225,6 +267,14 @@ void jb_pool_for(struct jb_pool *pool, int64_t n, int64_t grain, jb_pool_fn fn, 
     }
 
     pthread_mutex_lock(&pool->dispatch);
+    int64_t t0 = now_ns();
+    /* workers have been late: no fork-join for a while; or a small loop while all sleep */
+    if (t0 < pool->serial_until_ns || (work >= 0 && work < WAKE_MIN_WORK &&
+                                       atomic_load(&pool->sleepers) == pool->n_threads - 1)) {
+        pthread_mutex_unlock(&pool->dispatch);
+        fn(arg, 0, n, 0);
+        return;
+    }
     pool->fn  = fn;
     pool->arg = arg;
     pool->n   = n;
@@ -236,6 +286,7 @@ void jb_pool_for(struct jb_pool *pool, int64_t n, int64_t grain, jb_pool_fn fn, 
     if (sleeping > 0) futex_wake(&pool->wake, (int)(nch - 1 < sleeping ? nch - 1 : sleeping));
 
     run_chunks(pool, 0);
+    int64_t t1 = now_ns();
 
     for (;;) { /* spin while chunks keep finishing; sleep once nothing moves for a while */
         int done = atomic_load(&pool->done);
@@ -246,6 +297,14 @@ void jb_pool_for(struct jb_pool *pool, int64_t n, int64_t grain, jb_pool_fn fn, 
             futex_wait(&pool->done, done);
         atomic_store(&pool->caller_sleeping, 0);
         break;
+    }
+    int64_t t2 = now_ns(), waited = t2 - t1;
+    if (waited > LATE_NS && waited > t1 - t0) {
+        pool->backoff_ns = pool->backoff_ns ? pool->backoff_ns * 2 : BACKOFF_MIN_NS;
+        if (pool->backoff_ns > BACKOFF_MAX_NS) pool->backoff_ns = BACKOFF_MAX_NS;
+        pool->serial_until_ns = t2 + pool->backoff_ns;
+    } else {
+        pool->backoff_ns /= 2; /* lateness fades out, one punctual job at a time */
     }
     pthread_mutex_unlock(&pool->dispatch);
 }
