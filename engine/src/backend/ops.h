@@ -6,8 +6,8 @@
  * be F32 (every kernel) or F16/BF16 (jb_matmul only, converted on the fly).
  *
  * Kernels never allocate: callers pass scratch memory sized with the *_scratch() functions,
- * reserved once before any loop. Kernels are multithreaded internally (OpenMP / OpenBLAS) and
- * are deterministic for a given thread count and shape; per-output accumulation order does not
+ * reserved once before any loop. Kernels are multithreaded internally (the backend's own thread
+ * pool) and are deterministic for a given thread count and shape; per-output accumulation order does not
  * depend on the sequence length T, so chunked and whole-sequence convolutions agree bitwise on
  * outputs that see the same inputs.
  */

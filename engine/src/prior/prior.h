@@ -19,7 +19,7 @@
  * one thread at a time; several states of the same prior may run on different threads. The
  * conditioning arrays given to jb_prior_state_set_cond are borrowed, not copied: keep them alive
  * and unchanged until the state is reset with other conditioning or freed. Kernels are
- * multithreaded internally (OpenMP/OpenBLAS).
+ * multithreaded internally (the backend's thread pool).
  *
  * Memory: jb_prior_state_init reserves every KV cache (per layer: func 1 B, func 3 2B, funcs 0
  * and 2 T, func 6 enc_len, func 7 P' positions of n_state floats for K and for V, per candidate)

@@ -14,8 +14,8 @@
  * Ownership: a jb_convstack owns its layer array; the weight tensors it points to belong to the
  * jb_weights object it was built from, which must outlive it. A built stack is read-only, so
  * several threads may run forward passes on one stack at once, each with its own work memory.
- * A forward pass may open its own OpenMP parallel region (be->n_threads threads) and call the
- * kernels from inside it; call it from outside any parallel region.
+ * A forward pass shares time tiles out over the backend's thread pool and calls the kernels
+ * from inside its tasks (they then run serially on the task's thread).
  */
 #ifndef JB_VQVAE_RESNET_H
 #define JB_VQVAE_RESNET_H

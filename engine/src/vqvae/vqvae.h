@@ -20,8 +20,8 @@
  * and into the backend; it requests every VQ-VAE tensor, so the caller can run
  * jb_weights_check_all_used() afterwards. A jb_vqvae is read-only after init and each call has
  * its own work memory, but the backend's kernels take one caller at a time: make one call at a
- * time per backend, from outside any OpenMP parallel region (the calls parallelise internally
- * over be->n_threads). Callbacks run on the calling thread, between level blocks and chunks.
+ * time per backend (the calls parallelise internally over the backend's be->n_threads
+ * threads). Callbacks run on the calling thread, between level blocks and chunks.
  *
  * Long sequences: whole-sequence decoding at level 0 reserves about 2 · emb_width · n_samples
  * floats (≈ 430 MiB for 20 s); pass chunk_codes (e.g. 4 · margin) to bound it, and use
