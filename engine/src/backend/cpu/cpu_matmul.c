@@ -411,7 +411,12 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
     }
     JB_ASSERT(w->type == JB_DTYPE_F32 || w->type == JB_DTYPE_F16 || w->type == JB_DTYPE_BF16);
     JB_ASSERT(jb_tensor_nelements(w) == N * K && ldx >= K && ldy >= N);
-    int nt = jb_cpu_team(cpu->n_threads, (double)M * (double)N * (double)K);
+    /* a product with few rows streams its weights from memory: its time is that of the bytes
+     * (~16 FMA-equivalents per weight from DRAM), not of its FMAs */
+    double work = (double)M * (double)N * (double)K;
+    double wb   = (double)N * (double)K * (double)jb_dtype_size(w->type);
+    if (wb > 1048576.0 && 16.0 * (double)N * (double)K > work) work = 16.0 * (double)N * (double)K;
+    int nt = jb_cpu_team(cpu->n_threads, work);
     /* threads over N (at least 64 columns each), and over M as well when N is too narrow for all
      * of them and there are rows enough (not in the GEMV case, which must see all of its rows) */
     int pn = N / 64 < nt ? (N / 64 > 1 ? (int)(N / 64) : 1) : nt;
@@ -433,6 +438,5 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
                               .y          = y,
                               .pn         = pn,
                               .pm         = pm };
-    jb_pool_for_work(
-      cpu->pool, (int64_t)pn * pm, 1, (double)M * (double)N * (double)K, matmul_parts, &job);
+    jb_pool_for_work(cpu->pool, (int64_t)pn * pm, 1, work, matmul_parts, &job);
 }
