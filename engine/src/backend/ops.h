@@ -7,9 +7,9 @@
  *
  * Kernels never allocate: callers pass scratch memory sized with the *_scratch() functions,
  * reserved once before any loop. Kernels are multithreaded internally (the backend's own thread
- * pool) and are deterministic for a given thread count and shape; per-output accumulation order does not
- * depend on the sequence length T, so chunked and whole-sequence convolutions agree bitwise on
- * outputs that see the same inputs.
+ * pool) and are deterministic for a given thread count and shape; per-output accumulation order
+ * does not depend on the sequence length T, so chunked and whole-sequence convolutions agree
+ * bitwise on outputs that see the same inputs.
  */
 #ifndef JB_BACKEND_OPS_H
 #define JB_BACKEND_OPS_H
