@@ -9,11 +9,12 @@
  * so there they must agree to CHUNK_TOL (max |diff| / max |y|). Exit status 1 if any case fails.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/pool.h"
 #include "backend/ops.h"
 #include "core/fp16.h"
 
 #include <math.h>
-#include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -468,38 +469,115 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
-/* Kernels called from inside the caller's own parallel region run serially, each thread on its
- * own arena slot: two threads doing different products at once must get the serial results. */
+struct nested_ctx {
+    struct jb_backend *be;
+    int64_t M, N, K, C, T;
+    const float *x, *xc;
+    const struct jb_tensor *wt, *ct;
+    float *yp[4], *cp[4];
+    _Atomic int slot_busy[4];
+    _Atomic int clash;
+};
+
+/* One task per item: the products run nested, serially on the task's slot (and arena). */
+static void nested_task(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    struct nested_ctx *c = arg;
+    if (c->slot_busy[slot]++) c->clash = 1; /* two tasks on one slot at once */
+    for (int64_t i = i0; i < i1; i++)
+        for (int rep = 0; rep < 5; rep++) {
+            jb_matmul(
+              c->be, c->M, c->N, c->K, c->x, c->K, c->wt, false, NULL, c->yp[i], c->N, false);
+            jb_conv1d(c->be, c->xc, c->T, c->ct, NULL, 1, 3, 3, c->cp[i], NULL);
+        }
+    c->slot_busy[slot]--;
+}
+
+/* Kernels called from inside the backend's own pool tasks run serially on the task's slot: four
+ * tasks doing products at once must get the serial results. */
 static void test_nested(struct jb_backend *be)
 {
     const int64_t M = 9, N = 300, K = 200, C = 16, T = 500;
     float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05), *xc = rnd_buf(C * T, 1.0);
     float *wc = rnd_buf(C * C * 3, 0.1);
     float *ys = malloc((size_t)(M * N) * 4), *cs = malloc((size_t)(C * T) * 4);
-    float *yp[2] = { malloc((size_t)(M * N) * 4), malloc((size_t)(M * N) * 4) };
-    float *cp[2] = { malloc((size_t)(C * T) * 4), malloc((size_t)(C * T) * 4) };
     uint16_t *wq = malloc((size_t)(N * K) * 2);
     jb_convert_from_f32(JB_DTYPE_F16, wf, wq, (size_t)(N * K));
     struct jb_tensor wt = tensor(JB_DTYPE_F16, 2, (int64_t[]){ K, N }, wq);
     struct jb_tensor ct = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, 3 }, wc);
     jb_matmul(be, M, N, K, x, K, &wt, false, NULL, ys, N, false);
     jb_conv1d(be, xc, T, &ct, NULL, 1, 3, 3, cs, NULL);
-#pragma omp parallel num_threads(2)
-    {
-        int i = omp_get_thread_num();
-        for (int rep = 0; rep < 20; rep++) {
-            jb_matmul(be, M, N, K, x, K, &wt, false, NULL, yp[i], N, false);
-            jb_conv1d(be, xc, T, &ct, NULL, 1, 3, 3, cp[i], NULL);
-        }
+    struct nested_ctx c = { .be = be, .M = M, .N = N, .K = K, .C = C, .T = T, .x = x, .xc = xc };
+    c.wt                = &wt;
+    c.ct                = &ct;
+    for (int i = 0; i < 4; i++) {
+        c.yp[i] = malloc((size_t)(M * N) * 4);
+        c.cp[i] = malloc((size_t)(C * T) * 4);
     }
-    bool ok = true;
-    for (int i = 0; i < 2; i++)
-        ok = ok && memcmp(yp[i], ys, (size_t)(M * N) * 4) == 0 &&
-             memcmp(cp[i], cs, (size_t)(C * T) * 4) == 0;
-    report(ok, "matmul and conv1d called from 2 threads of the caller's parallel region (bitwise)");
+    jb_pool_for(jb_cpu_of(be)->pool, 4, 1, nested_task, &c);
+    bool ok = !c.clash;
+    for (int i = 0; i < 4; i++)
+        ok = ok && memcmp(c.yp[i], ys, (size_t)(M * N) * 4) == 0 &&
+             memcmp(c.cp[i], cs, (size_t)(C * T) * 4) == 0;
+    report(ok, "matmul and conv1d called from inside the backend's pool tasks (bitwise)");
     free(x), free(wf), free(xc), free(wc), free(ys), free(cs), free(wq);
-    for (int i = 0; i < 2; i++)
-        free(yp[i]), free(cp[i]);
+    for (int i = 0; i < 4; i++)
+        free(c.yp[i]), free(c.cp[i]);
+}
+
+struct two_ctx {
+    struct jb_backend *be;
+    const float *x;
+    const struct jb_tensor *w;
+    const float *expect;
+    int64_t M, N, K;
+    bool ok;
+};
+
+static void *two_main(void *p)
+{
+    struct two_ctx *c = p;
+    float *y          = malloc((size_t)(c->M * c->N) * 4);
+    c->ok             = y != NULL;
+    for (int rep = 0; c->ok && rep < 30; rep++) {
+        jb_matmul(c->be, c->M, c->N, c->K, c->x, c->K, c->w, false, NULL, y, c->N, false);
+        c->ok = memcmp(y, c->expect, (size_t)(c->M * c->N) * 4) == 0;
+    }
+    free(y);
+    return NULL;
+}
+
+/* Two backends (2 threads each) used at the same time from two threads of the program, as a
+ * daemon serving two model sets does: each keeps its own pool and gets the serial results. */
+static void test_two_backends(void)
+{
+    const int64_t M = 64, N = 512, K = 384;
+    struct jb_backend *b[2] = { jb_backend_init("cpu", 2), jb_backend_init("cpu", 2) };
+    float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05);
+    float *ys           = malloc((size_t)(M * N) * 4);
+    struct jb_tensor wt = tensor(JB_DTYPE_F32, 2, (int64_t[]){ K, N }, wf);
+    bool ok             = b[0] && b[1] && x && wf && ys;
+    if (ok) {
+        jb_cpu_set_isa(b[0], g_isa);
+        jb_cpu_set_isa(b[1], g_isa);
+        jb_matmul(b[0], M, N, K, x, K, &wt, false, NULL, ys, N, false);
+        struct two_ctx c[2];
+        pthread_t th[2];
+        bool started[2] = { false, false };
+        for (int i = 0; i < 2; i++) {
+            c[i]       = (struct two_ctx){ b[i], x, &wt, ys, M, N, K, false };
+            started[i] = pthread_create(&th[i], NULL, two_main, &c[i]) == 0;
+            ok         = ok && started[i];
+        }
+        for (int i = 0; i < 2; i++)
+            if (started[i]) pthread_join(th[i], NULL);
+        ok = ok && c[0].ok && c[1].ok && jb_pool_threads(jb_cpu_of(b[0])->pool) == 2 &&
+             jb_cpu_of(b[0])->pool != jb_cpu_of(b[1])->pool;
+    }
+    report(ok, "two 2-thread backends used at once from two threads: own pools, same results");
+    jb_backend_free(b[0]);
+    jb_backend_free(b[1]);
+    free(x), free(wf), free(ys);
 }
 
 /* The W [K, N] products (GEMV for M <= 4, packed tiles above) on AVX2 and AVX-512, bitwise. */
@@ -839,6 +917,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     }
 
     test_nested(be);
+    test_two_backends();
 
     test_layernorm(be, 3, 1920, 0.0);
     test_layernorm(be, 64, 64, 0.0);

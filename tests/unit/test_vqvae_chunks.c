@@ -512,6 +512,55 @@ static void test_encode(struct model *m, int64_t n_samples)
     free(x);
 }
 
+/* The chunking `encore encode` uses for long audio (a work budget) gives the codes of one pass,
+ * and its work stays within the budget. */
+static void test_encode_budget(struct model *m, int64_t n_samples)
+{
+    struct jb_vqvae *vq               = m->vq;
+    const struct jb_vqvae_hparams *hp = jb_vqvae_get_hparams(vq);
+    float *x                          = malloc((size_t)n_samples * sizeof(float));
+    uint64_t rng                      = 5;
+    for (int64_t i = 0; i < n_samples; i++)
+        x[i] = 0.4f * sinf(0.003f * (float)i) + 0.2f * rng_uniform(&rng);
+    for (int L = 0; L < hp->levels; L++) {
+        int64_t n    = n_samples / jb_vqvae_hp_hop(hp, L);
+        size_t whole = jb_vqvae_encode_work_bytes(vq, L, n_samples, 0);
+        size_t limit = whole / 3;
+        int64_t c    = jb_vqvae_encode_chunk_for_budget(vq, L, n_samples, limit);
+        int32_t *z = malloc((size_t)n * sizeof *z), *z2 = malloc((size_t)n * sizeof *z);
+        float *p           = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        float *p2          = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        enum jb_status st  = jb_vqvae_encode_level(vq, L, x, n_samples, z, p, NULL);
+        enum jb_status st2 = c > 0
+                               ? jb_vqvae_encode_level_chunked(vq, L, x, n_samples, z2, p2, c, NULL)
+                               : JB_STATUS_ERR_INVALID_ARG;
+        int64_t nd = -1, nz = 0;
+        double e = st == JB_STATUS_OK && st2 == JB_STATUS_OK
+                     ? rel_err(p2, p, n * hp->emb_width, &nd)
+                     : INFINITY;
+        for (int64_t i = 0; st2 == JB_STATUS_OK && i < n; i++)
+            nz += z[i] != z2[i];
+        bool codes_ok = nd == 0 ? nz == 0 : nz <= 1 + n / 1000;
+        size_t used   = c > 0 ? jb_vqvae_encode_work_bytes(vq, L, n_samples, c) : 0;
+        check(c > 0 && c < n && used <= limit && e <= 1e-6 && codes_ok,
+              "level %d: budget %zu of %zu bytes -> chunk %lld (work %zu): codes == one pass "
+              "(%lld differ, %lld values not bit-identical)",
+              L,
+              limit,
+              whole,
+              (long long)c,
+              used,
+              (long long)nz,
+              (long long)nd);
+        check(jb_vqvae_encode_chunk_default(vq, L, n_samples) == 0 &&
+                jb_vqvae_encode_chunk_for_budget(vq, L, n_samples, whole) == 0,
+              "level %d: short audio, or a budget the whole pass fits, is encoded in one pass",
+              L);
+        free(z), free(z2), free(p), free(p2);
+    }
+    free(x);
+}
+
 static void test_errors(struct model *m)
 {
     struct jb_vqvae *vq               = m->vq;
@@ -684,6 +733,7 @@ int main(int argc, char **argv)
         test_decode_chunks(&m, 1, 200, ones, 3, false);
         test_decode_chunks(&m, 2, 200, ones, 3, false);
         test_encode(&m, 32768);
+        test_encode_budget(&m, 65536);
         test_errors(&m);
         test_cancel_progress(&m);
         test_threads(&m, n_threads > 1 ? 1 : 2, n_threads);

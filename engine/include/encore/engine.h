@@ -167,6 +167,8 @@ int jb_vqvae_emb_width(const struct jb_model *vqvae);
 
 /* Encodes mono 44.1 kHz audio to level-`level` codes. n_samples must be a positive multiple of
  * the top-level hop (jb_vqvae_hop(vq, levels-1)). codes receives n_samples / hop(level) values.
+ * Audio over ~24 s is encoded in chunks with receptive-field margins: the codes are those of one
+ * pass, and the work memory stays bounded (128 MiB) whatever the length.
  * prequant (optional) receives the encoder output before quantisation, (emb_width, n_codes)
  * row-major. */
 enum jb_status jb_vqvae_encode(struct jb_model *vqvae,

@@ -8,9 +8,10 @@
  * converted on the fly).
  *
  * Ops never allocate: callers pass scratch memory sized with the *_scratch() functions,
- * reserved once before any loop. The CPU kernels are deterministic for a given thread count and
- * shape; per-output accumulation order does not depend on the sequence length T, so chunked and
- * whole-sequence convolutions agree bitwise on outputs that see the same inputs.
+ * reserved once before any loop. The CPU kernels are multithreaded internally (the backend's own
+ * thread pool) and are deterministic for a given thread count and shape; per-output accumulation
+ * order does not depend on the sequence length T, so chunked and whole-sequence convolutions agree
+ * bitwise on outputs that see the same inputs.
  *
  * Op semantics (details beside each entry of ops.def):
  *   matmul            y[M, N] (+)= x[M, K]·W (+ bias[N]); W stored [K, N] when !w_trans

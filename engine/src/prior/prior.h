@@ -22,7 +22,8 @@
  * interface is host memory; the prior keeps its weights, caches and activations in the backend's
  * memory and moves the rows it needs with jb_backend_set / jb_backend_get. The conditioning
  * functions (start_emb, y_pos, x_timing, x_upsampler) use scratch of the prior object: call them
- * from one thread at a time per prior.
+ * from one thread at a time per prior. Ops are multithreaded internally (the CPU backend's own
+ * thread pool).
  *
  * Memory: jb_prior_state_init reserves every KV cache (per layer: func 1 B, func 3 2B, funcs 0
  * and 2 T, func 6 enc_len, func 7 P' positions of n_state floats for K and for V, per candidate)

@@ -631,6 +631,26 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq,
     return st;
 }
 
+int64_t jb_vqvae_encode_chunk_for_budget(const struct jb_vqvae *vq,
+                                         int level,
+                                         int64_t n_samples,
+                                         size_t work_bytes)
+{
+    if (!vq || level < 0 || level >= vq->hp.levels || n_samples < vq->hop[level]) return -1;
+    int64_t chunk = n_samples / vq->hop[level];
+    if (jb_vqvae_encode_work_bytes(vq, level, n_samples, 0) <= work_bytes) return 0;
+    while (chunk > 1 && jb_vqvae_encode_work_bytes(vq, level, n_samples, chunk) > work_bytes)
+        chunk = chunk * 7 / 8;
+    return chunk;
+}
+
+int64_t jb_vqvae_encode_chunk_default(const struct jb_vqvae *vq, int level, int64_t n_samples)
+{
+    if (!vq || level < 0 || level >= vq->hp.levels) return -1;
+    if (n_samples <= ((int64_t)1 << 20)) return 0;
+    return jb_vqvae_encode_chunk_for_budget(vq, level, n_samples, (size_t)128 << 20);
+}
+
 size_t jb_vqvae_decode_work_bytes(const struct jb_vqvae *vq,
                                   int level,
                                   int64_t n_codes,

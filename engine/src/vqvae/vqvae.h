@@ -70,6 +70,19 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq,
                                              int64_t chunk_codes,
                                              const struct jb_callbacks *cb);
 
+/* Codes per chunk that jb_vqvae_encode() (the engine API) uses for n_samples of audio: 0 (one
+ * pass) up to 2^20 samples (about 24 s: at most ≈ 400 MB of work at level 0 of the released
+ * model), beyond that the largest chunk whose work memory stays within 128 MiB, so that long
+ * audio costs no more memory than ~24 s (level 0 then redoes ~35% of its work in the margins).
+ * -1 on a bad level. */
+int64_t jb_vqvae_encode_chunk_default(const struct jb_vqvae *vq, int level, int64_t n_samples);
+/* The largest chunk (codes) whose encode work memory fits work_bytes, 0 when one pass fits;
+ * -1 on bad arguments. */
+int64_t jb_vqvae_encode_chunk_for_budget(const struct jb_vqvae *vq,
+                                         int level,
+                                         int64_t n_samples,
+                                         size_t work_bytes);
+
 /* Decodes n_codes level-`level` codes (each in [0, l_bins)) to n_codes * hop(level) samples
  * (unclamped). chunk_codes > 0 decodes chunk_codes codes at a time, each with the decode margin
  * of context on both sides; 0 (or >= n_codes) decodes the whole sequence at once. Progress is

@@ -378,8 +378,9 @@ void jb_cpu_op_attention(struct jb_cpu *cpu,
               (int64_t)JB_CPU_ARENA_FLOATS);
     struct attn_job job = { cpu, a, c, C, r0, nr, S, q, ldq, out, ldo };
     /* Threads only pay off for real work (long contexts or big chunks): one item per task, and
-     * small problems run on the caller without waking the pool. */
+     * small problems run on the caller without asking the pool; the work hint lets the pool keep
+     * mid-sized ones on the caller too while its workers sleep. */
     const int64_t work  = n_items * (nk_max + 1) * hd;
     const int64_t grain = work < (1 << 17) ? n_items : 1;
-    jb_pool_for(cpu->pool, n_items, grain, attend_items, &job);
+    jb_pool_for_work(cpu->pool, n_items, grain, 2.0 * (double)work, attend_items, &job);
 }

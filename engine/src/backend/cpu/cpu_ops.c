@@ -5,7 +5,6 @@
  */
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
-#include "backend/cpu/pool.h"
 
 #include <string.h>
 
@@ -87,9 +86,6 @@ void jb_cpu_op_vq_argmin(struct jb_cpu *cpu,
 
 /* ---- data movement ----------------------------------------------------------------------- */
 
-/* Elements per pool task for streaming loops: below 2x this the loop runs on the caller. */
-#define STREAM_GRAIN 65536
-
 struct scale_args {
     float alpha;
     const float *x;
@@ -107,7 +103,8 @@ static void scale_range(void *arg, int64_t a, int64_t b, int slot)
 void jb_cpu_op_scale(struct jb_cpu *cpu, int64_t n, float alpha, const float *x, float *y)
 {
     struct scale_args s = { alpha, x, y };
-    jb_pool_for(cpu->pool, n, STREAM_GRAIN, scale_range, &s);
+    /* memory-bound: on the caller unless the loop is big enough to pay for the pool (cpu.h) */
+    jb_cpu_for(cpu, n, 0.25, scale_range, &s);
 }
 
 void jb_cpu_op_fill(struct jb_cpu *cpu, int64_t n, float value, float *y)
