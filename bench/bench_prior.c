@@ -290,6 +290,7 @@ struct result {
     double decode_pps;  /* sampled positions per second (per candidate) */
     double decode_tps;  /* tokens per second, all candidates */
     double state_mb;
+    double kv_mb; /* of which KV caches */
     bool ok;
 };
 
@@ -297,11 +298,12 @@ static struct result run_shape(struct jb_prior *p,
                                const struct jb_prior_hparams *hp,
                                int N,
                                int n_prime,
-                               int n_sample)
+                               int n_sample,
+                               enum jb_dtype kv_type)
 {
     struct result r = { 0 };
     const int64_t T = hp->tr.seq_len, W = hp->tr.width;
-    struct jb_prior_state *st = jb_prior_state_init(p, N, 32);
+    struct jb_prior_state *st = jb_prior_state_init_ex(p, N, 32, kv_type);
     float *x                  = jb_aligned_alloc((size_t)N * (size_t)T * (size_t)W * sizeof(float));
     float *semb               = jb_aligned_alloc((size_t)N * (size_t)W * sizeof(float));
     int32_t *ctx              = malloc((size_t)N * (size_t)n_prime * sizeof(int32_t));
@@ -311,6 +313,7 @@ static struct result run_shape(struct jb_prior *p,
         goto done;
     }
     r.state_mb = (double)jb_prior_state_bytes(st) / 1048576.0;
+    r.kv_mb    = (double)jb_prior_state_kv_bytes(st) / 1048576.0;
     /* conditioning: any finite values do (the speed does not depend on them) */
     for (size_t i = 0; i < (size_t)N * (size_t)T * (size_t)W; i++)
         x[i] = 0.01f * (float)((i * 7919) % 13) - 0.06f;
@@ -453,6 +456,7 @@ int main(int argc, char **argv)
         { "w1024d24", 1024, 24, 4, "30.5-31.1", 64, { 128, 64 } },
         { "w1920d72", 1920, 72, 1, "3.44", 32, { 24, 12 } },
     };
+    struct result kv32[3] = { 0 }, kv16[3] = { 0 };
     printf("| config   | cand | prefill pos/s | decode pos/s | tokens/s (all) | weights/step | "
            "eff. GB/s | %% of sum BW | ref tok/s (b1) | state MB |\n");
     printf("|----------|------|---------------|--------------|----------------|--------------|"
@@ -476,7 +480,11 @@ int main(int argc, char **argv)
                 const int N  = b ? 4 : 1;
                 int n_sample = sh->n_sample[b];
                 if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
-                struct result r = run_shape(p, &hp, N, sh->n_prime, n_sample);
+                struct result r = run_shape(p, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                if (N == 1) {
+                    kv32[k] = r;
+                    kv16[k] = run_shape(p, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F16);
+                }
                 if (!r.ok) {
                     printf("| %-8s | %4d | failed: %s |\n", sh->name, N, jb_last_error());
                     continue;
@@ -507,6 +515,21 @@ int main(int argc, char **argv)
            "= pos/s x candidates.\nweights/step: fp32 matmul weights one step streams "
            "(transformer + output head), shared by the candidates of a batch.\n",
            "priming in chunks of 32");
+    printf("\nKV cache precision (1 candidate; jb_session_set_kv_f16 / encore --kv-f16):\n"
+           "| config   | KV fp32 MB | KV fp16 MB | state fp32 MB | state fp16 MB | decode pos/s "
+           "fp32 | decode pos/s fp16 |\n"
+           "|----------|------------|------------|---------------|---------------|-------------"
+           "-----|-------------------|\n");
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        if (kv32[k].ok && kv16[k].ok)
+            printf("| %-8s | %10.0f | %10.0f | %13.0f | %13.0f | %17.2f | %17.2f |\n",
+                   shapes[k].name,
+                   kv32[k].kv_mb,
+                   kv16[k].kv_mb,
+                   kv32[k].state_mb,
+                   kv16[k].state_mb,
+                   kv32[k].decode_pps,
+                   kv16[k].decode_pps);
     if (dir) bench_preview(dir, threads);
     return 0;
 }

@@ -71,6 +71,7 @@ static void prior_usage(enum prior_cmd c, FILE *out)
             "                         continue --take` or `encore upsample`\n"
             "      --models DIR       model folder (default: %s)\n"
             "  -t, --threads N        worker threads (default: all cores)\n"
+            "      --kv-f16           fp16 KV caches: half the sampling memory per candidate\n"
             "  -o, --output OUT       audio file (.wav 16-bit, or .flac); OUT-1.wav .. OUT-N.wav\n"
             "                         for several candidates\n"
             "  -h, --help             this text\n",
@@ -223,6 +224,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
                                           { "save-take", required_argument, 0, 'K' },
                                           { "models", required_argument, 0, 'M' },
                                           { "threads", required_argument, 0, 't' },
+                                          { "kv-f16", no_argument, 0, 'H' },
                                           { "output", required_argument, 0, 'o' },
                                           { "help", no_argument, 0, 'h' },
                                           { 0, 0, 0, 0 } };
@@ -231,7 +233,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     const char *save_path = NULL, *models = NULL, *output = NULL;
     double seconds = 0, total_seconds = 0, temp = 0.99;
     long long candidate = 0, candidates = 1, levels = 0, seed = 0, threads = 0;
-    bool have_seconds = false;
+    bool have_seconds = false, kv_f16 = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:a:g:c:n:l:T:t:o:h", opts, NULL)) != -1) {
@@ -278,6 +280,9 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             break;
         case 't':
             ok = parse_long(optarg, &threads);
+            break;
+        case 'H':
+            kv_f16 = true;
             break;
         case 'o':
             output = optarg;
@@ -338,6 +343,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         rc = cli_error(name);
         goto done;
     }
+    jb_session_set_kv_f16(s, kv_f16);
     struct jb_session_info si;
     jb_session_get_info(s, &si);
     if (listing) {

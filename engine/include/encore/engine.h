@@ -267,6 +267,12 @@ struct jb_session_info {
 };
 void jb_session_get_info(const struct jb_session *session, struct jb_session_info *info);
 
+/* Keeps the priors' KV caches of this session's jobs in fp16 (true) or fp32 (false, the
+ * default): half the per-candidate memory of sampling (e.g. 738 -> 369 MB per candidate at the
+ * upsampler shape), as the reference's fp16 path (jukebox-spec 5.5) keeps them; all arithmetic
+ * stays fp32. Tolerances and measured errors: docs/numerics.md. Takes effect for the next job. */
+void jb_session_set_kv_f16(struct jb_session *session, bool f16);
+
 /* Checks an artist and a genre against every prior's own table, exactly as a job would: an
  * unknown name is JB_STATUS_ERR_LABEL whose message lists close matches. Either may be NULL. */
 enum jb_status jb_session_check_labels(const struct jb_session *session,

@@ -654,8 +654,8 @@ static enum jb_status sample_level(struct job *j, int L)
     const int64_t n_win = r->n_windows[L];
     const int chunk     = r->set.chunk_size[L];
     b.windows           = jb_calloc((size_t)n_win, sizeof *b.windows);
-    b.st_full           = jb_prior_state_init(p, Nb, chunk);
-    if (n_rem) b.st_rem = jb_prior_state_init(p, n_rem, chunk);
+    b.st_full           = jb_prior_state_init_ex(p, Nb, chunk, s->kv_type);
+    if (n_rem) b.st_rem = jb_prior_state_init_ex(p, n_rem, chunk, s->kv_type);
     b.x         = reserve((size_t)Nb * (size_t)T, (size_t)W, sizeof(float));
     b.start_emb = reserve((size_t)Nb, (size_t)W, sizeof(float));
     b.ctx       = reserve((size_t)Nb, (size_t)T, sizeof(int32_t));
