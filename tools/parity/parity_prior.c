@@ -19,7 +19,7 @@
 #define TOL 1e-4
 /* Logits of the KV-cached paths with fp16 caches (--kv-f16): keys and values rounded to 11
  * significant bits; the bound and the measured errors are in docs/numerics.md. */
-#define TOL_KV_F16 5e-3
+#define TOL_KV_F16 1e-3
 
 struct layer_capture {
     const struct jb_npy *index; /* layer numbers stored in layer_outputs.npy */
