@@ -301,6 +301,7 @@ struct result {
     double decode_pps;  /* sampled positions per second (per candidate) */
     double decode_tps;  /* tokens per second, all candidates */
     double state_mb;
+    double kv_mb; /* of which KV caches */
     bool ok;
 };
 
@@ -308,11 +309,12 @@ static struct result run_shape(struct jb_prior *p,
                                const struct jb_prior_hparams *hp,
                                int N,
                                int n_prime,
-                               int n_sample)
+                               int n_sample,
+                               enum jb_dtype kv_type)
 {
     struct result r = { 0 };
     const int64_t T = hp->tr.seq_len, W = hp->tr.width;
-    struct jb_prior_state *st = jb_prior_state_init(p, N, 32);
+    struct jb_prior_state *st = jb_prior_state_init_ex(p, N, 32, kv_type);
     float *x                  = jb_aligned_alloc((size_t)N * (size_t)T * (size_t)W * sizeof(float));
     float *semb               = jb_aligned_alloc((size_t)N * (size_t)W * sizeof(float));
     int32_t *ctx              = malloc((size_t)N * (size_t)n_prime * sizeof(int32_t));
@@ -322,6 +324,7 @@ static struct result run_shape(struct jb_prior *p,
         goto done;
     }
     r.state_mb = (double)jb_prior_state_bytes(st) / 1048576.0;
+    r.kv_mb    = (double)jb_prior_state_kv_bytes(st) / 1048576.0;
     /* conditioning: any finite values do (the speed does not depend on them) */
     for (size_t i = 0; i < (size_t)N * (size_t)T * (size_t)W; i++)
         x[i] = 0.01f * (float)((i * 7919) % 13) - 0.06f;
@@ -638,6 +641,7 @@ int main(int argc, char **argv)
         { "w1024d24", 1024, 24, 4, "30.5-31.1", 64, { 128, 64 } },
         { "w1920d72", 1920, 72, 1, "3.44", 32, { 24, 12 } },
     };
+    struct result kv32[3] = { 0 }, kv16[3] = { 0 };
     printf("| config   | wt   | cand | thr | prefill pos/s | decode pos/s |  tokens/s | vs 1 thr "
            "| weights/step | eff GB/s | %% sum BW | ref tok/s | x ref  | fp16/32 | state MB |\n");
     printf("|----------|------|------|-----|---------------|--------------|-----------|---------"
@@ -676,12 +680,16 @@ int main(int argc, char **argv)
                     if (pass == 0) {
                         /* A B A B: each the better of two runs, interleaved, so that a change
                          * of machine load hits both thread counts alike */
-                        struct result r1 = run_shape(p1, &hp, N, sh->n_prime, n_sample);
-                        struct result rT = run_shape(pT, &hp, N, sh->n_prime, n_sample);
-                        struct result s1 = run_shape(p1, &hp, N, sh->n_prime, n_sample);
-                        struct result sT = run_shape(pT, &hp, N, sh->n_prime, n_sample);
-                        r1               = best_of(r1, s1);
-                        rT               = best_of(rT, sT);
+                        struct result r1 =
+                          run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        struct result rT =
+                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        struct result s1 =
+                          run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        struct result sT =
+                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        r1 = best_of(r1, s1);
+                        rT = best_of(rT, sT);
                         print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
                         print_row(sh,
                                   "fp32",
@@ -694,8 +702,13 @@ int main(int argc, char **argv)
                                   ref,
                                   0);
                         fp32_tps[b] = rT.ok ? rT.decode_tps : 0;
+                        if (N == 1) { /* KV cache precision, at `threads` */
+                            kv32[k] = rT;
+                            kv16[k] = run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F16);
+                        }
                     } else {
-                        struct result r = run_shape(pT, &hp, N, sh->n_prime, n_sample);
+                        struct result r =
+                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
                         print_row(sh,
                                   "fp16",
                                   N,
@@ -735,6 +748,21 @@ int main(int argc, char **argv)
            "at the end: %.2f (the machine is shared: figures are noisy)\n",
            "priming in chunks of 32",
            load[0]);
+    printf("\nKV cache precision (1 candidate; jb_session_set_kv_f16 / encore --kv-f16):\n"
+           "| config   | KV fp32 MB | KV fp16 MB | state fp32 MB | state fp16 MB | decode pos/s "
+           "fp32 | decode pos/s fp16 |\n"
+           "|----------|------------|------------|---------------|---------------|-------------"
+           "-----|-------------------|\n");
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        if (kv32[k].ok && kv16[k].ok)
+            printf("| %-8s | %10.0f | %10.0f | %13.0f | %13.0f | %17.2f | %17.2f |\n",
+                   shapes[k].name,
+                   kv32[k].kv_mb,
+                   kv16[k].kv_mb,
+                   kv32[k].state_mb,
+                   kv16[k].state_mb,
+                   kv32[k].decode_pps,
+                   kv16[k].decode_pps);
     if (dir) bench_preview(dir, threads);
     return 0;
 }

@@ -2,13 +2,13 @@
  * backend/check/check.c - the `check` backend (tests only): the CPU kernels, run on buffers that
  * no one may touch outside an op.
  *
- * Every buffer of the backend lives in one reserved address range that is PROT_NONE except
- * while one of its own ops (or set_tensor / get_tensor) runs, so model code that reads or writes
- * backend memory directly - a host loop over activations, a memcpy out of a work buffer, a weight
- * read through tensor->data - faults at once instead of silently working on the CPU backend and
- * failing on a device. It also declares host_memory = false, so weights are copied in through
- * set_tensor at load like on a device, and it has no host fallback (be->cpu == NULL): an op it
- * lacked would stop the program. Not thread-safe across calls (one caller at a time, as every
+ * Every buffer of the backend lives in one reserved address range that is PROT_NONE; an op (or
+ * set_tensor / get_tensor) opens just the buffers it was given while it runs, so model code that
+ * reads or writes backend memory directly - a host loop over activations, a memcpy out of a work
+ * buffer, a weight read through tensor->data - faults at once instead of silently working on the
+ * CPU backend and failing on a device. It also declares host_memory = false, so weights are copied
+ * in through set_tensor at load like on a device, and it has no host fallback (be->cpu == NULL): an
+ * op it lacked would stop the program. Not thread-safe across calls (one caller at a time, as every
  * backend); the kernels themselves use the CPU context's threads.
  */
 #include "backend/backend.h"
@@ -22,6 +22,7 @@
 
 #define CHECK_RESERVE ((size_t)64 << 30) /* address space, not memory (MAP_NORESERVE) */
 #define CHECK_ALIGN ((size_t)4096)
+#define CHECK_HUGE ((size_t)2 << 20)
 
 struct block {
     size_t off, size;
@@ -30,31 +31,13 @@ struct block {
 
 struct check {
     struct jb_cpu *cpu;
-    uint8_t *base;
-    size_t top; /* high-water mark: [base, base + top) holds every block */
+    uint8_t *map;  /* the reservation, CHECK_RESERVE + CHECK_HUGE bytes */
+    uint8_t *base; /* its first 2 MiB boundary: buffers start here */
+    size_t top;    /* high-water mark: [base, base + top) holds every block */
     struct block *blocks;
     int n_blocks, cap_blocks;
-    int open; /* nesting depth of open() */
     pthread_mutex_t lock;
 };
-
-/* ---- the guarded range ---------------------------------------------------------------------- */
-
-static void set_access(struct check *c, int prot)
-{
-    if (c->top && mprotect(c->base, c->top, prot) != 0)
-        JB_ASSERT(!"check backend: mprotect failed");
-}
-
-static void guard_open(struct check *c)
-{
-    if (c->open++ == 0) set_access(c, PROT_READ | PROT_WRITE);
-}
-
-static void guard_close(struct check *c)
-{
-    if (--c->open == 0) set_access(c, PROT_NONE);
-}
 
 /* ---- first-fit allocator over the range ------------------------------------------------------ */
 
@@ -103,7 +86,6 @@ static void *check_buffer_alloc(void *ctx, size_t nbytes)
         if (insert_block(c, c->n_blocks, b)) {
             p = c->base + c->top;
             c->top += size;
-            if (c->open) set_access(c, PROT_READ | PROT_WRITE);
         }
     }
     pthread_mutex_unlock(&c->lock);
@@ -120,7 +102,8 @@ static void check_buffer_free(void *ctx, void *buf)
         i++;
     JB_ASSERT(i < c->n_blocks && c->blocks[i].used && "check backend: bad buffer_free");
     c->blocks[i].used = false;
-    madvise(c->base + off, c->blocks[i].size, MADV_DONTNEED); /* give the memory back */
+    /* give big blocks' memory back (small ones share huge pages with their neighbours) */
+    if (c->blocks[i].size >= CHECK_HUGE) madvise(c->base + off, c->blocks[i].size, MADV_DONTNEED);
     if (i + 1 < c->n_blocks && !c->blocks[i + 1].used) {
         c->blocks[i].size += c->blocks[i + 1].size;
         remove_block(c, i + 1);
@@ -132,44 +115,173 @@ static void check_buffer_free(void *ctx, void *buf)
     pthread_mutex_unlock(&c->lock);
 }
 
-static void check_set(void *ctx, void *dst, const void *src, size_t n)
-{
-    struct check *c = ctx;
-    guard_open(c);
-    memcpy(dst, src, n);
-    guard_close(c);
-}
-
-static void check_get(void *ctx, void *dst, const void *src, size_t n)
-{
-    struct check *c = ctx;
-    guard_open(c);
-    memcpy(dst, src, n);
-    guard_close(c);
-}
-
 static void check_free(void *ctx)
 {
     struct check *c = ctx;
     if (!c) return;
-    if (c->base) munmap(c->base, CHECK_RESERVE);
+    if (c->map) munmap(c->map, CHECK_RESERVE + CHECK_HUGE);
     jb_cpu_delete(c->cpu);
     free(c->blocks);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
 
-/* every op: open the range, run the CPU kernel, close it again */
+/* ---- per-op access: only the blocks an op's arguments point into ---------------------------- */
+
+/* Every op opens exactly the blocks its pointer arguments (activations, ids, scratch, the data
+ * of weight tensors, the K/V of caches) point into, and closes them afterwards: changing the
+ * protection of the whole range costs a page-table walk over all of it on every op. A pointer
+ * argument outside the backend's memory is a model bug (a host array handed to an op: a device
+ * could not read it) and stops the program. */
+#define CHECK_MAX_OPEN 24
+struct opened {
+    int idx[CHECK_MAX_OPEN];
+    int n;
+};
+
+static int find_block(const struct check *c, const void *p)
+{
+    const uint8_t *u = p;
+    if (u < c->base || u >= c->base + c->top) return -1;
+    const size_t off = (size_t)(u - c->base);
+    int lo = 0, hi = c->n_blocks - 1;
+    while (lo <= hi) {
+        int mid               = (lo + hi) / 2;
+        const struct block *b = &c->blocks[mid];
+        if (off < b->off)
+            hi = mid - 1;
+        else if (off >= b->off + b->size)
+            lo = mid + 1;
+        else
+            return b->used ? mid : -1;
+    }
+    return -1;
+}
+
+static void touch_ptr(struct check *c, struct opened *o, const void *p)
+{
+    if (!p) return;
+    const int i = find_block(c, p);
+    JB_ASSERT(i >= 0 && "check backend: an op got a pointer outside the backend's buffers");
+    for (int k = 0; k < o->n; k++)
+        if (o->idx[k] == i) return;
+    JB_ASSERT(o->n < CHECK_MAX_OPEN);
+    o->idx[o->n++] = i;
+}
+
+static void touch_f(struct check *c, struct opened *o, const float *p)
+{
+    touch_ptr(c, o, p);
+}
+static void touch_i(struct check *c, struct opened *o, const int32_t *p)
+{
+    touch_ptr(c, o, p);
+}
+static void touch_t(struct check *c, struct opened *o, const struct jb_tensor *t)
+{
+    if (t) touch_ptr(c, o, t->data);
+}
+static void touch_kv(struct check *c, struct opened *o, const struct jb_kv_cache *kv)
+{
+    touch_ptr(c, o, kv->k);
+    touch_ptr(c, o, kv->v);
+}
+static void touch_none(struct check *c, struct opened *o, ...)
+{
+    (void)c, (void)o;
+}
+
+#define CHECK_TOUCH(x)                                                                             \
+    _Generic((x),                                                                                  \
+      float *: touch_f,                                                                            \
+      const float *: touch_f,                                                                      \
+      int32_t *: touch_i,                                                                          \
+      const int32_t *: touch_i,                                                                    \
+      const struct jb_tensor *: touch_t,                                                           \
+      struct jb_kv_cache *: touch_kv,                                                              \
+      const struct jb_kv_cache *: touch_kv,                                                        \
+      default: touch_none)(chk_, &open_, x);
+
+/* CHECK_EACH(m, a, b, c) -> m(a) m(b) m(c), up to 12 arguments */
+#define CHECK_E1(m, x) m(x)
+#define CHECK_E2(m, x, ...) m(x) CHECK_E1(m, __VA_ARGS__)
+#define CHECK_E3(m, x, ...) m(x) CHECK_E2(m, __VA_ARGS__)
+#define CHECK_E4(m, x, ...) m(x) CHECK_E3(m, __VA_ARGS__)
+#define CHECK_E5(m, x, ...) m(x) CHECK_E4(m, __VA_ARGS__)
+#define CHECK_E6(m, x, ...) m(x) CHECK_E5(m, __VA_ARGS__)
+#define CHECK_E7(m, x, ...) m(x) CHECK_E6(m, __VA_ARGS__)
+#define CHECK_E8(m, x, ...) m(x) CHECK_E7(m, __VA_ARGS__)
+#define CHECK_E9(m, x, ...) m(x) CHECK_E8(m, __VA_ARGS__)
+#define CHECK_E10(m, x, ...) m(x) CHECK_E9(m, __VA_ARGS__)
+#define CHECK_E11(m, x, ...) m(x) CHECK_E10(m, __VA_ARGS__)
+#define CHECK_E12(m, x, ...) m(x) CHECK_E11(m, __VA_ARGS__)
+#define CHECK_PICK(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, NAME, ...) NAME
+#define CHECK_EACH(m, ...)                                                                         \
+    CHECK_PICK(__VA_ARGS__,                                                                        \
+               CHECK_E12,                                                                          \
+               CHECK_E11,                                                                          \
+               CHECK_E10,                                                                          \
+               CHECK_E9,                                                                           \
+               CHECK_E8,                                                                           \
+               CHECK_E7,                                                                           \
+               CHECK_E6,                                                                           \
+               CHECK_E5,                                                                           \
+               CHECK_E4,                                                                           \
+               CHECK_E3,                                                                           \
+               CHECK_E2,                                                                           \
+               CHECK_E1)                                                                           \
+    (m, __VA_ARGS__)
+
+static void set_blocks(struct check *c, const struct opened *o, int prot)
+{
+    for (int k = 0; k < o->n; k++) {
+        const struct block *b = &c->blocks[o->idx[k]];
+        if (mprotect(c->base + b->off, b->size, prot) != 0)
+            JB_ASSERT(!"check backend: mprotect failed");
+    }
+}
+
+/* every op: open its blocks, run the CPU kernel, close them again */
 #define JB_OP(ID, name, params, args)                                                              \
     static void check_slot_##name(void *ctx, JB_UNPAREN params)                                    \
     {                                                                                              \
-        struct check *chk_ = ctx;                                                                  \
-        guard_open(chk_);                                                                          \
+        struct check *chk_  = ctx;                                                                 \
+        struct opened open_ = { .n = 0 };                                                          \
+        pthread_mutex_lock(&chk_->lock);                                                           \
+        CHECK_EACH(CHECK_TOUCH, JB_UNPAREN args)                                                   \
+        set_blocks(chk_, &open_, PROT_READ | PROT_WRITE);                                          \
+        pthread_mutex_unlock(&chk_->lock);                                                         \
         jb_cpu_op_##name(chk_->cpu, JB_UNPAREN args);                                              \
-        guard_close(chk_);                                                                         \
+        set_blocks(chk_, &open_, PROT_NONE);                                                       \
     }
 #include "backend/ops.def"
 #undef JB_OP
+
+/* host <-> one block (the copy must stay inside the block it starts in) */
+static void copy_block(struct check *c, void *dst, const void *src, size_t n, const void *dev)
+{
+    pthread_mutex_lock(&c->lock);
+    const int i = find_block(c, dev);
+    JB_ASSERT(i >= 0 && "check backend: set/get_tensor outside the backend's buffers");
+    const struct block b = c->blocks[i];
+    pthread_mutex_unlock(&c->lock);
+    JB_ASSERT((const uint8_t *)dev + n <= c->base + b.off + b.size);
+    if (mprotect(c->base + b.off, b.size, PROT_READ | PROT_WRITE) != 0)
+        JB_ASSERT(!"check backend: mprotect failed");
+    memcpy(dst, src, n);
+    if (mprotect(c->base + b.off, b.size, PROT_NONE) != 0)
+        JB_ASSERT(!"check backend: mprotect failed");
+}
+
+static void check_set(void *ctx, void *dst, const void *src, size_t n)
+{
+    copy_block(ctx, dst, src, n, dst);
+}
+
+static void check_get(void *ctx, void *dst, const void *src, size_t n)
+{
+    copy_block(ctx, dst, src, n, src);
+}
 
 static const struct jb_backend_i check_iface = {
     .name         = "check",
