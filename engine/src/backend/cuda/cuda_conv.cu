@@ -105,20 +105,20 @@ extern "C" enum jb_status jb_cuda_conv1d(struct jb_cuda *cu,
     CUDA_CHECK_LAUNCH();
     /* column-major: y^T (Tout x Cout) = col^T (Tout x Kc) · W^T (Kc x Cout), β = 1 over the bias */
     const float one = 1.0f;
-    CUBLAS_CHECK(cublasSgemm(cu->blas,
-                             CUBLAS_OP_N,
-                             CUBLAS_OP_N,
-                             (int)Tout,
-                             (int)Cout,
-                             (int)Kc,
-                             &one,
-                             col,
-                             (int)Tout,
-                             w,
-                             (int)Kc,
-                             &one,
-                             y,
-                             (int)Tout));
+    CUBLAS_CHECK(jb_cublas.sgemm(cu->blas,
+                                 CUBLAS_OP_N,
+                                 CUBLAS_OP_N,
+                                 (int)Tout,
+                                 (int)Cout,
+                                 (int)Kc,
+                                 &one,
+                                 col,
+                                 (int)Tout,
+                                 w,
+                                 (int)Kc,
+                                 &one,
+                                 y,
+                                 (int)Tout));
     return JB_STATUS_OK;
 }
 
@@ -143,20 +143,20 @@ extern "C" enum jb_status jb_cuda_conv_transpose1d(struct jb_cuda *cu,
     /* col [R, T] row-major = W^T (R x Cin) · x (Cin x T); column-major: col^T (T x R) =
      * x^T (T x Cin) · W (Cin x R) with W row-major [Cin][R] = column-major R x Cin, op T. */
     const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasSgemm(cu->blas,
-                             CUBLAS_OP_N,
-                             CUBLAS_OP_T,
-                             (int)T,
-                             (int)R,
-                             (int)Cin,
-                             &one,
-                             x,
-                             (int)T,
-                             w,
-                             (int)R,
-                             &zero,
-                             (float *)buf,
-                             (int)T));
+    CUBLAS_CHECK(jb_cublas.sgemm(cu->blas,
+                                 CUBLAS_OP_N,
+                                 CUBLAS_OP_T,
+                                 (int)T,
+                                 (int)R,
+                                 (int)Cin,
+                                 &one,
+                                 x,
+                                 (int)T,
+                                 w,
+                                 (int)R,
+                                 &zero,
+                                 (float *)buf,
+                                 (int)T));
     col2im_kernel<<<jb_cuda_blocks(Cout * Tout, 256), 256, 0, cu->stream>>>(
       (const float *)buf, Cout, T, k, stride, pad, Tout, b, y);
     CUDA_CHECK_LAUNCH();

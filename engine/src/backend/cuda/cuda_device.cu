@@ -5,8 +5,48 @@
  */
 #include "backend/cuda/cuda_impl.cuh"
 
+#include <dlfcn.h>
+#include <mutex>
 #include <stdio.h>
 #include <stdlib.h>
+
+struct jb_cublas_api jb_cublas;
+
+template<typename F>
+static bool sym(void *lib, const char *name, F *out)
+{
+    *out = reinterpret_cast<F>(dlsym(lib, name));
+    return *out != nullptr;
+}
+
+enum jb_status jb_cublas_load(void)
+{
+    static std::once_flag once;
+    static char why[512];
+    static bool ok;
+    std::call_once(once, [] {
+        const char *names[] = { "libcublas.so." JB_CUBLAS_SOVERSION,
+                                JB_CUBLAS_DIR "/libcublas.so." JB_CUBLAS_SOVERSION,
+                                "libcublas.so",
+                                JB_CUBLAS_DIR "/libcublas.so" };
+        void *lib           = nullptr;
+        for (const char *n : names)
+            if ((lib = dlopen(n, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+        if (!lib) {
+            snprintf(why, sizeof why, "cannot load cuBLAS (%s)", dlerror());
+            return;
+        }
+        ok = sym(lib, "cublasCreate_v2", &jb_cublas.create) &&
+             sym(lib, "cublasDestroy_v2", &jb_cublas.destroy) &&
+             sym(lib, "cublasSetStream_v2", &jb_cublas.set_stream) &&
+             sym(lib, "cublasSetMathMode", &jb_cublas.set_math_mode) &&
+             sym(lib, "cublasSgemm_v2", &jb_cublas.sgemm) &&
+             sym(lib, "cublasGemmEx", &jb_cublas.gemm_ex) &&
+             sym(lib, "cublasGetStatusString", &jb_cublas.status_string);
+        if (!ok) snprintf(why, sizeof why, "cuBLAS lacks a symbol (%s)", dlerror());
+    });
+    return ok ? JB_STATUS_OK : jb_fail(JB_STATUS_ERR_DEVICE, "cuda: %s", why);
+}
 
 enum jb_status jb_cuda_fail_call(const char *file, int line, const char *call, const char *err)
 {
@@ -41,6 +81,7 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
                        device,
                        n,
                        n - 1);
+    if (jb_cublas_load() != JB_STATUS_OK) return JB_STATUS_ERR_DEVICE;
     struct jb_cuda *cu = (struct jb_cuda *)calloc(1, sizeof *cu);
     if (!cu) return jb_fail(JB_STATUS_ERR_NOMEM, "cuda: out of host memory");
     cu->device        = device;
@@ -61,14 +102,14 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
                  prop.major,
                  prop.minor,
                  (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
-        const cublasStatus_t b = cublasCreate(&cu->blas);
+        const cublasStatus_t b = jb_cublas.create(&cu->blas);
         if (b != CUBLAS_STATUS_SUCCESS) {
-            st = jb_cuda_fail_call(__FILE__, __LINE__, "cublasCreate", cublasGetStatusString(b));
+            st = jb_cuda_fail_call(__FILE__, __LINE__, "cublasCreate", jb_cublas.status_string(b));
             break;
         }
         /* fp32 GEMMs stay fp32 (no TF32): the reference keeps those in fp32. */
-        if (cublasSetStream(cu->blas, cu->stream) != CUBLAS_STATUS_SUCCESS ||
-            cublasSetMathMode(cu->blas, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {
+        if (jb_cublas.set_stream(cu->blas, cu->stream) != CUBLAS_STATUS_SUCCESS ||
+            jb_cublas.set_math_mode(cu->blas, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {
             st = jb_cuda_fail_call(__FILE__, __LINE__, "cublasSetStream", "failed");
             break;
         }
@@ -87,7 +128,7 @@ extern "C" void jb_cuda_close(struct jb_cuda *cu)
     cudaSetDevice(cu->device);
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     if (cu->arena) cudaFree(cu->arena);
-    if (cu->blas) cublasDestroy(cu->blas);
+    if (cu->blas) jb_cublas.destroy(cu->blas);
     if (cu->stream) cudaStreamDestroy(cu->stream);
     free(cu);
 }

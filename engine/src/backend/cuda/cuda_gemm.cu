@@ -278,20 +278,20 @@ extern "C" enum jb_status jb_cuda_matmul(struct jb_cuda *cu,
     const cublasOperation_t opw = w_trans ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int lda               = (int)(w_trans ? K : N);
     if (wtype == JB_DTYPE_F32) {
-        CUBLAS_CHECK(cublasSgemm(cu->blas,
-                                 opw,
-                                 CUBLAS_OP_N,
-                                 (int)N,
-                                 (int)M,
-                                 (int)K,
-                                 &one,
-                                 (const float *)w,
-                                 lda,
-                                 x,
-                                 (int)ldx,
-                                 &beta,
-                                 y,
-                                 (int)ldy));
+        CUBLAS_CHECK(jb_cublas.sgemm(cu->blas,
+                                     opw,
+                                     CUBLAS_OP_N,
+                                     (int)N,
+                                     (int)M,
+                                     (int)K,
+                                     &one,
+                                     (const float *)w,
+                                     lda,
+                                     x,
+                                     (int)ldx,
+                                     &beta,
+                                     y,
+                                     (int)ldy));
     } else {
         void *xh;
         enum jb_status st = jb_cuda_arena(cu, (size_t)(M * K) * 2, &xh);
@@ -304,25 +304,25 @@ extern "C" enum jb_status jb_cuda_matmul(struct jb_cuda *cu,
             to_half_kernel<__nv_bfloat16><<<jb_cuda_blocks(M * K, 256), 256, 0, cu->stream>>>(
               M, K, x, ldx, (__nv_bfloat16 *)xh);
         CUDA_CHECK_LAUNCH();
-        CUBLAS_CHECK(cublasGemmEx(cu->blas,
-                                  opw,
-                                  CUBLAS_OP_N,
-                                  (int)N,
-                                  (int)M,
-                                  (int)K,
-                                  &one,
-                                  w,
-                                  ht,
-                                  lda,
-                                  xh,
-                                  ht,
-                                  (int)K,
-                                  &beta,
-                                  y,
-                                  CUDA_R_32F,
-                                  (int)ldy,
-                                  CUBLAS_COMPUTE_32F,
-                                  CUBLAS_GEMM_DEFAULT));
+        CUBLAS_CHECK(jb_cublas.gemm_ex(cu->blas,
+                                       opw,
+                                       CUBLAS_OP_N,
+                                       (int)N,
+                                       (int)M,
+                                       (int)K,
+                                       &one,
+                                       w,
+                                       ht,
+                                       lda,
+                                       xh,
+                                       ht,
+                                       (int)K,
+                                       &beta,
+                                       y,
+                                       CUDA_R_32F,
+                                       (int)ldy,
+                                       CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT));
     }
     if (bias) {
         add_bias_rows_kernel<<<jb_cuda_blocks(M * N, 256), 256, 0, cu->stream>>>(

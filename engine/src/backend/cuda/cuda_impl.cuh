@@ -14,6 +14,39 @@
 
 extern "C" enum jb_status jb_fail(enum jb_status status, const char *fmt, ...);
 
+/* cuBLAS is loaded with dlopen when the first device opens (cuda_device.cu): linking it would
+ * map and relocate ~700 MB of libraries into every process using the engine, GPU or not. */
+struct jb_cublas_api {
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasDestroy_v2) destroy;
+    decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSgemm_v2) sgemm;
+    cublasStatus_t (*gemm_ex)(cublasHandle_t,
+                              cublasOperation_t,
+                              cublasOperation_t,
+                              int,
+                              int,
+                              int,
+                              const void *,
+                              const void *,
+                              cudaDataType,
+                              int,
+                              const void *,
+                              cudaDataType,
+                              int,
+                              const void *,
+                              void *,
+                              cudaDataType,
+                              int,
+                              cublasComputeType_t,
+                              cublasGemmAlgo_t); /* the C symbol */
+    decltype(&cublasGetStatusString) status_string;
+};
+extern struct jb_cublas_api jb_cublas;
+/* Loads it once (thread-safe); JB_STATUS_ERR_DEVICE with the reason when it cannot. */
+enum jb_status jb_cublas_load(void);
+
 struct jb_cuda {
     int device;
     cudaStream_t stream;
@@ -40,7 +73,7 @@ enum jb_status jb_cuda_fail_call(const char *file, int line, const char *call, c
     do {                                                                                           \
         cublasStatus_t jb_s_ = (call);                                                             \
         if (jb_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
-            return jb_cuda_fail_call(__FILE__, __LINE__, #call, cublasGetStatusString(jb_s_));     \
+            return jb_cuda_fail_call(__FILE__, __LINE__, #call, jb_cublas.status_string(jb_s_));   \
     } while (0)
 
 /* After a kernel launch: configuration errors show up here, faults at the next sync. */
