@@ -354,10 +354,9 @@ static void expect_pickle_reject(const char *name, const void *data, size_t n, c
     jb_pickle_free(p);
 }
 
-/* Wraps a raw object pickle in a legacy container and in a zip. */
-static void expect_reject_object(const char *name, const struct buf *obj, const char *want)
+/* Wraps a raw object pickle in a legacy container and in a zip (not checked on its own). */
+static void expect_reject_wrapped(const char *name, const struct buf *obj, const char *want)
 {
-    expect_pickle_reject(name, obj->p, obj->n, want);
     struct buf b = { 0 };
     build_legacy_head(&b);
     b_put(&b, obj->p, obj->n); /* last, so no later pickle can complete it */
@@ -371,6 +370,13 @@ static void expect_reject_object(const char *name, const struct buf *obj, const 
         expect_reject(label, b.p, b.n, want);
     }
     b_free(&b);
+}
+
+/* The pickle alone, then wrapped in a legacy container and in a zip. */
+static void expect_reject_object(const char *name, const struct buf *obj, const char *want)
+{
+    expect_pickle_reject(name, obj->p, obj->n, want);
+    expect_reject_wrapped(name, obj, want);
 }
 
 /* ---- the small self-made checkpoint ------------------------------------------------------ */
@@ -650,12 +656,15 @@ static void test_hostile_pickles(void)
     expect_reject_object("NEWOBJ of a function", &b, "NEWOBJ");
     b_free(&b);
 
-    /* protocol-2 bytes go through _codecs.encode, which is not on the list */
+    /* protocol-2 bytes go through _codecs.encode, which is not on the list: the strict VM
+     * refuses it; a checkpoint's object pickle keeps an inert placeholder (never called), so
+     * the object is refused for lacking 'model' */
     B_OPS(&b, "\x80\x02}");
     b_str(&b, "b");
     b_global(&b, "_codecs", "encode");
     B_OPS(&b, "X\x02\x00\x00\x00\x00\x01X\x06\x00\x00\x00latin1\x86Rs.");
-    expect_reject_object("_codecs.encode", &b, "not allowed");
+    expect_pickle_reject("_codecs.encode", b.p, b.n, "not allowed");
+    expect_reject_wrapped("_codecs.encode in a checkpoint", &b, "model");
     b_free(&b);
 
     struct {
@@ -820,7 +829,7 @@ static void test_hostile_containers(void)
     b_free(&b);
     blobs2[1].key = "9";
     build_legacy(&b, &base, 1, blobs2, 2);
-    expect_reject("storage key listed but unused", b.p, b.n, "not a key used");
+    expect_reject("storage key listed but unused", b.p, b.n, "not the key of any persistent id");
     b_free(&b);
     build_legacy(&b, &base, 1, &blob, 0);
     expect_reject("storage without data", b.p, b.n, "has no data");
@@ -1350,6 +1359,153 @@ static void test_fixture_truncations(const char *root)
     free(d);
 }
 
+/* ---- issue 10 item 1: containers that grow each other --------------------------------------- */
+
+/* Two Hyperparams dicts A and B; then `rounds` times: A takes B's items (BUILD), B takes A's.
+ * Their sizes grow like Fibonacci numbers: without a bound on container items and on the bytes
+ * of the value graph, 200 rounds in 1.4 KB need more memory than any machine has. */
+static void build_growth(struct buf *b, int rounds)
+{
+    B_OPS(b, "\x80\x02");
+    b_global(b, "jukebox.hparams", "Hyperparams");
+    B_OPS(b, "q\x00)\x81q\x01(");
+    b_str(b, "a");
+    B_OPS(b, "K\x01uh\x00)\x81q\x02(");
+    b_str(b, "b");
+    B_OPS(b, "K\x02u");
+    for (int i = 0; i < rounds; i++)
+        B_OPS(b,
+              "h\x01h\x02"
+              "b0h\x02h\x01"
+              "b0");
+    B_OPS(b, "h\x01.");
+}
+
+static void test_bounded_growth(void)
+{
+    struct buf b = { 0 };
+    build_growth(&b, 200);
+    seed_write("bad_hparams_build_growth", b.p, b.n);
+    double t0 = jb_time_now();
+    expect_pickle_reject("BUILD growing two Hyperparams into each other", b.p, b.n, "items");
+    /* and as the object of a checkpoint (lenient VM): refused, not run out of memory */
+    expect_reject_wrapped("BUILD growth", &b, "items");
+    double dt = jb_time_now() - t0;
+    check(dt < 10, "BUILD growth refused in %.2f s (%zu bytes of pickle)", dt, b.n);
+    b_free(&b);
+
+    /* a few rounds are fine: the result is a dict with both keys */
+    build_growth(&b, 3);
+    struct jb_pickle *p      = jb_pickle_load(b.p, b.n, NULL);
+    const struct jb_pyval *r = jb_pickle_result(p);
+    check(p && jb_pyval_dict_get(r, "a") && jb_pyval_dict_get(r, "b") &&
+            jb_pickle_bytes(p) < ((size_t)1 << 20),
+          "3 rounds of BUILD growth load (%zu items, %zu bytes)",
+          jb_pyval_len(r),
+          jb_pickle_bytes(p));
+    jb_pickle_free(p);
+    b_free(&b);
+
+    /* a byte budget also bounds plain strings held by the memo */
+    B_OPS(&b, "\x80\x02]");
+    for (int i = 0; i < 64; i++) {
+        b_u8(&b, 'B');
+        b_le(&b, 1u << 20, 4);
+        for (int k = 0; k < (1 << 20); k++)
+            b_u8(&b, 'x');
+        b_u8(&b, 'a');
+    }
+    B_OPS(&b, ".");
+    struct jb_pickle_opts o = { .max_bytes = 16u << 20 };
+    p                       = jb_pickle_load_opts(b.p, b.n, NULL, &o);
+    check(!p && strstr(jb_last_error(), "MiB"),
+          "a 16 MiB value budget refuses 64 MiB of strings: %s",
+          jb_last_error());
+    jb_pickle_free(p);
+    b_free(&b);
+}
+
+/* ---- issue 11 item 4: unknown globals outside 'model' are inert placeholders -------------- */
+
+static void test_placeholders(void)
+{
+    struct buf b = { 0 };
+    /* numpy.float64(0.125) as pickled by numpy, and a NEWOBJ_EX, SETITEMS, APPENDS and BUILD
+     * on placeholders; none of them is ever called */
+    B_OPS(&b, "\x80\x02}(");
+    b_str(&b, "loss");
+    b_global(&b, "numpy.core.multiarray", "scalar");
+    b_global(&b, "numpy", "dtype");
+    b_str(&b, "f8");
+    B_OPS(&b, "\x89\x88\x87R(K\x03");
+    b_str(&b, "<");
+    B_OPS(&b,
+          "NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbC\x08\x00\x00\x00\x00\x00\x00\xc0?\x86R");
+    b_str(&b, "odd");
+    b_global(&b, "some.module", "Thing");
+    B_OPS(&b, ")}\x92(");
+    b_str(&b, "k");
+    B_OPS(&b,
+          "K\x01u(K\x02"
+          "eNb");
+    b_str(&b, "model");
+    B_OPS(&b, "}u.");
+    struct jb_pickle_opts o     = { .opaque_globals = true };
+    struct jb_pickle *p         = jb_pickle_load_opts(b.p, b.n, NULL, &o);
+    const struct jb_pyval *r    = jb_pickle_result(p);
+    const struct jb_pyval *loss = jb_pyval_dict_get(r, "loss");
+    const struct jb_pyval *odd  = jb_pyval_dict_get(r, "odd");
+    check(p && jb_pyval_type(loss) == JB_PY_OPAQUE &&
+            strcmp(jb_pyval_str(loss), "numpy.core.multiarray.scalar") == 0 &&
+            jb_pyval_type(odd) == JB_PY_OPAQUE &&
+            strcmp(jb_pyval_str(odd), "some.module.Thing") == 0,
+          "lenient VM: numpy scalar and NEWOBJ_EX/SETITEMS/APPENDS/BUILD on placeholders: %s",
+          p ? "ok" : jb_last_error());
+    jb_pickle_free(p);
+    /* the strict VM still refuses them, naming the global */
+    expect_pickle_reject("strict VM: numpy scalar", b.p, b.n, "numpy.core.multiarray.scalar");
+    /* as a checkpoint: metrics outside 'model' pass, the (empty) model opens */
+    struct buf f = { 0 };
+    build_legacy_head(&f);
+    b_put(&f, b.p, b.n);
+    B_OPS(&f, "\x80\x02].");
+    seed_write("ok_numpy_metrics", f.p, f.n);
+    struct jb_ckpt *c = jb_ckpt_open_memory(f.p, f.n);
+    check(c && jb_ckpt_n_entries(c) == 0,
+          "checkpoint with numpy metrics opens: %s",
+          c ? "ok" : jb_last_error());
+    jb_ckpt_close(c);
+    b_free(&f);
+    b_free(&b);
+
+    /* NEWOBJ_EX of an allowed class stays unsupported */
+    B_OPS(&b, "\x80\x04");
+    b_global(&b, "collections", "OrderedDict");
+    B_OPS(&b, ")}\x92.");
+    expect_reject_wrapped("NEWOBJ_EX of OrderedDict", &b, "NEWOBJ_EX");
+    b_free(&b);
+
+    /* inside 'model' a placeholder is refused, naming the global */
+    B_OPS(&b, "\x80\x02}(");
+    b_str(&b, "model");
+    B_OPS(&b, "}(");
+    b_str(&b, "w");
+    b_global(&b, "posix", "system");
+    b_str(&b, "echo pwned");
+    B_OPS(&b, "\x85Ruu.");
+    expect_reject_wrapped(
+      "state dict entry made by posix.system", &b, "global 'posix.system' is not allowed");
+    b_free(&b);
+    B_OPS(&b, "\x80\x02}(");
+    b_str(&b, "model");
+    b_global(&b, "builtins", "eval");
+    b_str(&b, "1");
+    B_OPS(&b, "\x85Ru.");
+    expect_reject_wrapped(
+      "'model' made by builtins.eval", &b, "global 'builtins.eval' is not allowed");
+    b_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     const char *root = argc > 1 ? argv[1] : NULL;
@@ -1375,6 +1531,8 @@ int main(int argc, char **argv)
     test_tiny();
     test_hostile_pickles();
     test_hostile_containers();
+    test_bounded_growth();
+    test_placeholders();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

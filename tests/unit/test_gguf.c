@@ -61,6 +61,8 @@ static void tmp_path(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/%s", tmp_dir, name);
 }
 
+static int n_temporaries(const char *path);
+
 static bool file_exists(const char *path)
 {
     struct stat st;
@@ -840,9 +842,7 @@ static bool test_round_trip_mmap(void)
     char path[128];
     tmp_path(path, sizeof path, "full.gguf");
     CHECK(write_full_file(path));
-    char tmp[160];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    CHECK(!file_exists(tmp));
+    CHECK(n_temporaries(path) == 0);
     struct jb_gguf *g = jb_gguf_open(path);
     CHECK(g);
     bool ok = check_full_file(g);
@@ -918,11 +918,27 @@ static bool test_alignment_64(void)
 
 /* --- writer misuse: each must fail with a message and leave neither file behind --- */
 
+/* Temporaries the writer left beside path (".NAME.XXXXXX", core/outfile.h). */
+static int n_temporaries(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[160], prefix[160];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    snprintf(prefix, sizeof prefix, ".%s.", slash + 1);
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
 static bool no_files(const char *path)
 {
     char tmp[160];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    return !file_exists(path) && !file_exists(tmp);
+    return !file_exists(path) && !file_exists(tmp) && n_temporaries(path) == 0;
 }
 
 static bool test_writer_wrong_nbytes(void)
@@ -985,12 +1001,36 @@ static bool test_writer_free_midway(void)
     CHECK(w);
     CHECK(jb_gguf_writer_add_tensor(w, "x", JB_DTYPE_F32, 1, (const int64_t[]){ 4 }) == 0);
     CHECK(jb_gguf_writer_begin(w, path) == JB_STATUS_OK);
-    char tmp[160];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    CHECK(file_exists(tmp));
+    CHECK(n_temporaries(path) == 1 && !file_exists(path));
     jb_gguf_writer_free(w);
     CHECK(no_files(path));
     return true;
+}
+
+/* Names planted where older versions wrote their temporaries (OUT.tmp, OUT.import) as symlinks
+ * to a victim file: the writer must neither follow them nor touch the victim. */
+static bool test_writer_ignores_planted_symlinks(void)
+{
+    char path[128], victim[128], link1[160], link2[160];
+    tmp_path(path, sizeof path, "planted.gguf");
+    tmp_path(victim, sizeof victim, "victim.txt");
+    snprintf(link1, sizeof link1, "%s.tmp", path);
+    snprintf(link2, sizeof link2, "%s.import", path);
+    FILE *f = fopen(victim, "w");
+    CHECK(f);
+    fputs("precious", f);
+    fclose(f);
+    CHECK(symlink(victim, link1) == 0 && symlink(victim, link2) == 0);
+    CHECK(write_full_file(path));
+    size_t n;
+    uint8_t *v = read_all(victim, &n);
+    bool ok    = v && n == 8 && memcmp(v, "precious", 8) == 0 && n_temporaries(path) == 0;
+    free(v);
+    unlink(link1);
+    unlink(link2);
+    unlink(victim);
+    unlink(path);
+    return ok;
 }
 
 static bool test_writer_dup_tensor(void)
@@ -1287,6 +1327,8 @@ int main(int argc, char **argv)
     run_case("writer: finish before every tensor is written", test_writer_missing_tensor);
     run_case("writer: more write_tensor calls than tensors", test_writer_too_many_writes);
     run_case("writer: free before finish removes the temporary file", test_writer_free_midway);
+    run_case("writer: symlinks planted at OUT.tmp/OUT.import are not followed",
+             test_writer_ignores_planted_symlinks);
     run_case("writer: duplicate tensor name", test_writer_dup_tensor);
     run_case("writer: bad tensor declarations", test_writer_bad_tensor_args);
     run_case("writer: general.alignment set as i32 is written as u32", test_writer_alignment_i32);

@@ -43,6 +43,26 @@ const char *cli_default_model_dir(void)
     return env && *env ? env : ENCORE_DEFAULT_MODEL_DIR;
 }
 
+const char *cli_models_dir(const char *cmd, const char *choice, char *buf, size_t len)
+{
+    enum jb_models_source src;
+    if (jb_models_resolve(choice, cli_default_model_dir(), buf, len, &src)) {
+        cli_error(cmd);
+        return NULL;
+    }
+    if (src == JB_MODELS_FROM_DEFAULT) {
+        const char *env = getenv("ENCORE_MODEL_DIR");
+        if (env && *env)
+            fprintf(stderr, "encore %s: using models from ENCORE_MODEL_DIR (%s)\n", cmd, buf);
+        else
+            fprintf(stderr,
+                    "encore %s: no --models given: using the bundled default model (untrained); "
+                    "`encore models fetch 5b_lyrics` installs the real ones\n",
+                    cmd);
+    }
+    return buf;
+}
+
 const char *cli_model_path(const char *dir, const char *file, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/%s", dir ? dir : cli_default_model_dir(), file);
@@ -101,6 +121,7 @@ void cli_progress_done(void)
 int cli_error(const char *cmd)
 {
     cli_progress_done();
+    /* jb_last_error() is escaped by the engine (jb_fail) */
     fprintf(stderr, "encore %s: %s\n", cmd, jb_last_error()[0] ? jb_last_error() : "failed");
     return 1;
 }

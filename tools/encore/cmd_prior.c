@@ -6,6 +6,7 @@
  * Output names: with one candidate the audio goes to OUT; with N candidates to OUT-1.ext ..
  * OUT-N.ext (the number before the extension, counting from 1).
  */
+#include "args.h"
 #include "cli.h"
 
 #include <getopt.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,11 +68,16 @@ static void prior_usage(enum prior_cmd c, FILE *out)
             "  -l, --levels L         finest level to render: 2 = top-level preview only, 1, or\n"
             "                         0 = full quality (default 0)\n"
             "      --seed N           random seed (default 0; same seed -> same take)\n"
-            "  -T, --temp T           sampling temperature of every level (default 0.99)\n"
+            "  -T, --temp T           sampling temperature of every level, 0.001..100 (default\n"
+            "                         0.99; 0.001 is in effect greedy)\n"
             "      --save-take FILE   save the codes, labels and settings (GGUF) for `encore\n"
             "                         continue --take` or `encore upsample`\n"
-            "      --models DIR       model folder (default: %s)\n"
-            "  -t, --threads N        worker threads (default: all cores)\n"
+            "      --models SET|DIR   installed model set (encore models list) or model folder\n"
+            "                         (default: %s)\n"
+            "      --daemon           run the job in encored (takes are the daemon's take ids)\n"
+            "      --socket PATH      encored's socket (default: $ENCORE_SOCKET, else\n"
+            "                         $XDG_RUNTIME_DIR/encore/encored.sock)\n"
+            "  -t, --threads N        worker threads (default: all cores, at most 256)\n"
             "  -o, --output OUT       audio file (.wav 16-bit, or .flac); OUT-1.wav .. OUT-N.wav\n"
             "                         for several candidates\n"
             "  -h, --help             this text\n",
@@ -107,27 +114,10 @@ static bool progress_wanted(void)
 
 static void on_progress(const struct jb_job_progress *p, void *user)
 {
-    struct cli_job *cj = user;
-    if (!cj->show || p->total <= 0) return;
-    double frac  = (double)p->done / (double)p->total;
-    int bar      = (int)(frac * 30);
-    char eta[32] = "";
-    if (p->eta >= 0 && p->done < p->total) snprintf(eta, sizeof eta, " eta %.0fs", p->eta);
-    fprintf(stderr,
-            "\rlevel %d [%.*s%*s] %5.1f%% %lld/%lld tokens %.0f tok/s%s   ",
-            p->level,
-            bar,
-            "##############################",
-            30 - bar,
-            "",
-            100 * frac,
-            (long long)p->done,
-            (long long)p->total,
-            p->tokens_per_s,
-            eta);
-    if (p->done == p->total) fputc('\n', stderr);
-    cj->shown = p->done != p->total;
-    fflush(stderr);
+    struct cli_job *cj      = user;
+    struct cli_progress bar = { .enabled = cj->show, .shown = cj->shown };
+    cli_progress_show(&bar, p->level, p->done, p->total, p->tokens_per_s, p->eta, p->elapsed);
+    cj->shown = bar.shown;
 }
 
 static void on_audio(const struct jb_job_audio *a, void *user)
@@ -162,19 +152,36 @@ static void output_name(const char *out, int i, int n, char *buf, size_t len)
     snprintf(buf, len, "%.*s-%d%s", (int)(dot - out), out, i + 1, dot);
 }
 
-static char *read_text(const char *path, size_t max)
+/* Lyrics must be a regular text file: a folder, a device or a file holding NUL bytes (a binary
+ * file given by mistake) is refused rather than read as empty or cut lyrics. */
+static char *read_text(const char *cmd, const char *path, size_t max)
 {
+    char shown[512];
+    cli_sanitize(path, shown, sizeof shown);
     FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "encore: cannot read lyrics file '%s'\n", path);
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr,
+                "encore %s: --lyrics: '%s' is not a readable file%s\n",
+                cmd,
+                shown,
+                f ? " (a folder or a device?)" : "");
+        if (f) fclose(f);
         return NULL;
     }
     char *buf = malloc(max + 1);
     size_t n  = buf ? fread(buf, 1, max + 1, f) : 0;
+    bool err  = ferror(f);
     fclose(f);
     if (!buf) return NULL;
-    if (n > max) {
-        fprintf(stderr, "encore: lyrics file '%s' is longer than %zu bytes\n", path, max);
+    if (err || n > max || memchr(buf, '\0', n)) {
+        fprintf(stderr,
+                "encore %s: --lyrics: '%s' %s\n",
+                cmd,
+                shown,
+                err       ? "could not be read"
+                : n > max ? "is longer than 256 KiB"
+                          : "holds NUL bytes: not a text file");
         free(buf);
         return NULL;
     }
@@ -186,22 +193,10 @@ static void list_labels(const struct jb_session *s, bool genre)
 {
     int64_t n = jb_session_label_count(s, genre);
     printf("%s names of this model (%lld):\n", genre ? "genre" : "artist", (long long)n);
-    for (int64_t i = 0; i < n; i++)
-        printf("  %s\n", jb_session_label_name(s, genre, i));
-}
-
-static bool parse_double(const char *s, double *out)
-{
-    char *end;
-    *out = strtod(s, &end);
-    return *s && !*end && isfinite(*out);
-}
-
-static bool parse_long(const char *s, long long *out)
-{
-    char *end;
-    *out = strtoll(s, &end, 10);
-    return *s && !*end;
+    for (int64_t i = 0; i < n; i++) {
+        char shown[1024]; /* names come from the model file */
+        printf("  %s\n", cli_sanitize(jb_session_label_name(s, genre, i), shown, sizeof shown));
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -225,8 +220,12 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
                                           { "threads", required_argument, 0, 't' },
                                           { "output", required_argument, 0, 'o' },
                                           { "help", no_argument, 0, 'h' },
+                                          { "daemon", no_argument, 0, 'D' },
+                                          { "socket", required_argument, 0, 'P' },
                                           { 0, 0, 0, 0 } };
     const char *name                  = cmd_name(cmd);
+    bool use_daemon                   = false;
+    const char *socket_path           = NULL;
     const char *artist = NULL, *genre = NULL, *lyrics_path = NULL, *take_path = NULL;
     const char *save_path = NULL, *models = NULL, *output = NULL;
     double seconds = 0, total_seconds = 0, temp = 0.99;
@@ -236,9 +235,28 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:a:g:c:n:l:T:t:o:h", opts, NULL)) != -1) {
         bool ok = true;
+        /* flags the help of this command does not offer are refused, not ignored */
+        const char *not_here = NULL;
+        if (cmd == CMD_SAMPLE && (c == 'c' || c == 'k')) not_here = c == 'c' ? "candidate" : "take";
+        if (cmd == CMD_UPSAMPLE && strchr("sagLSk", c))
+            not_here = c == 's'   ? "seconds"
+                       : c == 'a' ? "artist"
+                       : c == 'g' ? "genre"
+                       : c == 'L' ? "lyrics"
+                       : c == 'S' ? "total-seconds"
+                                  : "take";
+        if (not_here) {
+            fprintf(stderr,
+                    "encore %s: --%s does not apply to this command (see encore %s --help)\n",
+                    name,
+                    not_here,
+                    name);
+            return 2;
+        }
         switch (c) {
         case 's':
-            ok = parse_double(optarg, &seconds), have_seconds = true;
+            ok = cli_parse_real(name, "seconds", optarg, 0, true, CLI_MAX_SECONDS, &seconds);
+            have_seconds = true;
             break;
         case 'a':
             artist = optarg;
@@ -250,25 +268,27 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             lyrics_path = optarg;
             break;
         case 'S':
-            ok = parse_double(optarg, &total_seconds) && total_seconds > 0;
+            ok = cli_parse_real(
+              name, "total-seconds", optarg, 0, true, CLI_MAX_SECONDS, &total_seconds);
             break;
         case 'k':
             take_path = optarg;
             break;
         case 'c':
-            ok = parse_long(optarg, &candidate) && candidate >= 1;
+            ok = cli_parse_int(name, "candidate", optarg, 1, JB_JOB_MAX_CANDIDATES, &candidate);
             break;
         case 'n':
-            ok = parse_long(optarg, &candidates);
+            ok = cli_parse_int(name, "candidates", optarg, 1, JB_JOB_MAX_CANDIDATES, &candidates);
             break;
         case 'l':
-            ok = parse_long(optarg, &levels) && levels >= 0 && levels < JB_JOB_MAX_LEVELS;
+            ok = cli_parse_int(name, "levels", optarg, 0, JB_JOB_MAX_LEVELS - 1, &levels);
             break;
         case 'r':
-            ok = parse_long(optarg, &seed);
+            ok = cli_parse_int(name, "seed", optarg, 0, INT64_MAX, &seed);
             break;
         case 'T':
-            ok = parse_double(optarg, &temp) && temp > 0;
+            ok =
+              cli_parse_real(name, "temp", optarg, JB_JOB_MIN_TEMP, false, JB_JOB_MAX_TEMP, &temp);
             break;
         case 'K':
             save_path = optarg;
@@ -277,10 +297,16 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             models = optarg;
             break;
         case 't':
-            ok = parse_long(optarg, &threads);
+            ok = cli_parse_int(name, "threads", optarg, 0, CLI_MAX_THREADS, &threads);
             break;
         case 'o':
             output = optarg;
+            break;
+        case 'D':
+            use_daemon = true;
+            break;
+        case 'P':
+            socket_path = optarg;
             break;
         case 'h':
             prior_usage(cmd, stdout);
@@ -289,21 +315,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             prior_usage(cmd, stderr);
             return 2;
         }
-        if (!ok) {
-            fprintf(stderr,
-                    "encore %s: bad value '%s' for --%s\n\n",
-                    name,
-                    optarg,
-                    c == 's'   ? "seconds"
-                    : c == 'S' ? "total-seconds"
-                    : c == 'c' ? "candidate"
-                    : c == 'n' ? "candidates"
-                    : c == 'l' ? "levels"
-                    : c == 'T' ? "temp"
-                    : c == 'r' ? "seed"
-                               : "threads");
-            return 2;
-        }
+        if (!ok) return 2;
     }
     const bool listing =
       (artist && strcmp(artist, "list") == 0) || (genre && strcmp(genre, "list") == 0);
@@ -318,22 +330,59 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         prior_usage(cmd, stderr);
         return 2;
     }
-    if (have_seconds && !(seconds > 0)) {
-        fprintf(stderr, "encore %s: --seconds must be > 0 (got %g)\n", name, seconds);
+    if (cmd == CMD_CONTINUE && candidate && !take_path) {
+        fprintf(
+          stderr, "encore %s: --candidate picks a candidate of --take; there is none\n", name);
         return 2;
+    }
+
+    if (use_daemon && !listing) { /* the same job, run by encored (cmd_daemon.c) */
+        struct cli_job_opts o = { .cmd     = name,
+                                  .mode    = take_path ? (cmd == CMD_UPSAMPLE ? JB_JOB_UPSAMPLE
+                                                                              : JB_JOB_CONTINUE)
+                                             : cmd == CMD_CONTINUE ? JB_JOB_PRIMED
+                                                                   : JB_JOB_ANCESTRAL,
+                                  .riff    = take_path ? NULL : argv[optind],
+                                  .take    = take_path,
+                                  .seconds = seconds,
+                                  .total_seconds = total_seconds,
+                                  .temp          = temp,
+                                  .artist        = artist,
+                                  .genre         = genre,
+                                  .lyrics_path   = lyrics_path,
+                                  .candidate     = candidate,
+                                  .candidates    = take_path && candidate == 0 ? 1 : candidates,
+                                  .levels        = levels,
+                                  .seed          = seed,
+                                  .save_path     = save_path,
+                                  .output        = output,
+                                  .socket        = socket_path };
+        return cli_daemon_job(&o);
     }
 
     int rc                = 1;
     struct jb_backend *be = NULL;
     struct jb_session *s  = NULL;
     struct jb_take *src = NULL, *take = NULL;
-    struct jb_audio riff = { 0 };
-    char *lyrics         = NULL;
-    struct cli_job cj    = { .base = cli_callbacks(), .t_first_audio = -1 };
+    struct jb_audio riff       = { 0 };
+    char *lyrics               = NULL;
+    struct cli_job cj          = { .base = cli_callbacks(), .t_first_audio = -1 };
+    struct jb_audio_out **outs = NULL;
+    int n_outs                 = 0;
 
+    /* the lyrics file is checked before the (slow) model load */
+    if (lyrics_path && !(lyrics = read_text(name, lyrics_path, 256 * 1024))) return 1;
+    char models_dir[4096];
+    if (!cli_models_dir(name, models, models_dir, sizeof models_dir)) {
+        free(lyrics);
+        return 1;
+    }
     be = jb_backend_init(NULL, (int)threads);
-    if (!be) return cli_error(name);
-    s = jb_session_load(models ? models : cli_default_model_dir(), be);
+    if (!be) {
+        free(lyrics);
+        return cli_error(name);
+    }
+    s = jb_session_load(models_dir, be);
     if (!s) {
         rc = cli_error(name);
         goto done;
@@ -361,7 +410,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     p.n_candidates  = (int)candidates;
     for (int L = 0; L < JB_JOB_MAX_LEVELS; L++)
         p.temp[L] = (float)temp;
-    if (lyrics_path && !(p.lyrics = lyrics = read_text(lyrics_path, 256 * 1024))) goto done;
+    p.lyrics = lyrics;
     if (take_path) {
         if (jb_take_load(take_path, &src)) {
             rc = cli_error(name);
@@ -457,18 +506,38 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         fprintf(stderr, "encore %s: out of memory for the output audio\n", name);
         goto done;
     }
+    /* every candidate goes to a temporary first; they replace existing files together, only
+     * once all were written (a full disk leaves every old output as it was) */
+    outs = calloc((size_t)ti.n_candidates, sizeof *outs);
+    if (!outs) {
+        free(whole);
+        goto done;
+    }
+    n_outs = ti.n_candidates;
     for (int i = 0; i < ti.n_candidates; i++) {
         char path[4096];
         output_name(output, i, ti.n_candidates, path, sizeof path);
-        if (!streamed && jb_take_decode(s, take, i, plan.finest_level, whole, NULL)) {
+        if ((!streamed && jb_take_decode(s, take, i, plan.finest_level, whole, NULL)) ||
+            jb_audio_out_begin(path, JB_SAMPLE_RATE, &outs[i]) ||
+            jb_audio_out_write(
+              outs[i], streamed ? cj.audio[i] : whole, streamed ? cj.n_samples : n_out)) {
             free(whole);
             rc = cli_error(name);
             goto done;
         }
-        if (jb_audio_write(path,
-                           streamed ? cj.audio[i] : whole,
-                           streamed ? cj.n_samples : n_out,
-                           JB_SAMPLE_RATE)) {
+    }
+    for (int i = 0; i < ti.n_candidates; i++)
+        if (jb_audio_out_finish(outs[i])) {
+            free(whole);
+            rc = cli_error(name);
+            goto done;
+        }
+    for (int i = 0; i < ti.n_candidates; i++) {
+        char path[4096], shown[4096];
+        output_name(output, i, ti.n_candidates, path, sizeof path);
+        enum jb_status st_commit = jb_audio_out_commit(outs[i]);
+        outs[i]                  = NULL;
+        if (st_commit) {
             free(whole);
             rc = cli_error(name);
             goto done;
@@ -476,7 +545,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         fprintf(stderr,
                 "encore %s: wrote %s (%.2f s)\n",
                 name,
-                path,
+                cli_sanitize(path, shown, sizeof shown),
                 (double)(streamed ? cj.n_samples : n_out) / JB_SAMPLE_RATE);
     }
     free(whole);
@@ -488,6 +557,9 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     rc = 0;
 
 done:
+    for (int i = 0; i < n_outs; i++)
+        jb_audio_out_abort(outs[i]);
+    free(outs);
     if (cj.audio)
         for (int i = 0; i < cj.n_candidates; i++)
             free(cj.audio[i]);

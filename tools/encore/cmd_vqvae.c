@@ -1,4 +1,5 @@
 /* tools/encore/cmd_vqvae.c - `encore encode` and `encore decode`. */
+#include "args.h"
 #include "cli.h"
 
 #include <getopt.h>
@@ -29,26 +30,29 @@ static void encode_usage(FILE *out)
             "top-level hop (128 samples). Codes are int32 .npy files of shape (n,).\n"
             "\n"
             "  -m, --model FILE   VQ-VAE model (default: <models>/vqvae.gguf)\n"
-            "      --models DIR   model folder (default: %s)\n"
+            "      --models SET|DIR  installed model set or model folder (default: %s)\n"
             "  -l, --level L      0, 1, 2 or 'all' (default: all)\n"
             "  -o, --output OUT   OUT.npy for one level; for all levels OUT is a prefix and\n"
             "                     OUT.level0.npy, OUT.level1.npy, ... are written\n"
-            "  -t, --threads N    worker threads (default: all cores)\n"
+            "      --max-seconds S  refuse audio longer than S seconds (default %.0f)\n"
+            "  -t, --threads N    worker threads (default: all cores, at most %d)\n"
             "  -h, --help         this text\n",
-            cli_default_model_dir());
+            cli_default_model_dir(),
+            JB_AUDIO_DEFAULT_MAX_SECONDS,
+            CLI_MAX_THREADS);
 }
 
 int cmd_encode(int argc, char **argv)
 {
-    static const struct option opts[] = { { "model", required_argument, 0, 'm' },
-                                          { "models", required_argument, 0, 'M' },
-                                          { "level", required_argument, 0, 'l' },
-                                          { "output", required_argument, 0, 'o' },
-                                          { "threads", required_argument, 0, 't' },
-                                          { "help", no_argument, 0, 'h' },
-                                          { 0, 0, 0, 0 } };
+    static const struct option opts[] = {
+        { "model", required_argument, 0, 'm' },   { "models", required_argument, 0, 'M' },
+        { "level", required_argument, 0, 'l' },   { "output", required_argument, 0, 'o' },
+        { "threads", required_argument, 0, 't' }, { "max-seconds", required_argument, 0, 'x' },
+        { "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 }
+    };
     const char *model = NULL, *models = NULL, *output = NULL, *level_s = "all";
-    int threads = 0, c;
+    int threads        = 0, c;
+    double max_seconds = JB_AUDIO_DEFAULT_MAX_SECONDS;
     while ((c = getopt_long(argc, argv, "m:l:o:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
@@ -64,7 +68,13 @@ int cmd_encode(int argc, char **argv)
             output = optarg;
             break;
         case 't':
-            threads = atoi(optarg);
+            if (!cli_parse_intv("encode", "threads", optarg, 0, CLI_MAX_THREADS, &threads))
+                return 2;
+            break;
+        case 'x':
+            if (!cli_parse_real(
+                  "encode", "max-seconds", optarg, 0, true, JB_AUDIO_LIMIT_SECONDS, &max_seconds))
+                return 2;
             break;
         case 'h':
             encode_usage(stdout);
@@ -78,28 +88,36 @@ int cmd_encode(int argc, char **argv)
         encode_usage(stderr);
         return 2;
     }
-    char path[4096];
-    if (!model) model = cli_model_path(models, "vqvae.gguf", path, sizeof path);
+    int level_arg = -1;
+    if (strcmp(level_s, "all") != 0 &&
+        !cli_parse_intv("encode", "level", level_s, 0, JB_JOB_MAX_LEVELS - 1, &level_arg))
+        return 2;
+    char path[4096], dir[4096];
+    if (!model) {
+        if (!cli_models_dir("encode", models, dir, sizeof dir)) return 1;
+        model = cli_model_path(dir, "vqvae.gguf", path, sizeof path);
+    }
 
     int rc                = 1;
     struct jb_backend *be = NULL;
     struct jb_audio audio = { 0 };
     int32_t *codes        = NULL;
     struct jb_model *vq   = load_vqvae(model, &be, threads);
-    if (!vq) return cli_error("encode");
+    if (!vq) {
+        rc = cli_error("encode");
+        goto done;
+    }
 
     int levels = jb_vqvae_levels(vq), lo = 0, hi = levels - 1;
-    if (strcmp(level_s, "all") != 0) {
-        char *end;
-        long l = strtol(level_s, &end, 10);
-        if (*end || l < 0 || l >= levels) {
+    if (level_arg >= 0) {
+        if (level_arg >= levels) {
             fprintf(stderr, "encore encode: --level must be 0..%d or all\n", levels - 1);
             rc = 2;
             goto done;
         }
-        lo = hi = (int)l;
+        lo = hi = level_arg;
     }
-    if (jb_audio_read(argv[optind], JB_SAMPLE_RATE, 0, &audio)) {
+    if (jb_audio_read(argv[optind], JB_SAMPLE_RATE, max_seconds, &audio)) {
         rc = cli_error("encode");
         goto done;
     }
@@ -153,14 +171,15 @@ static void decode_usage(FILE *out)
             "Decodes one level's VQ-VAE codes to 44.1 kHz audio (16-bit WAV, or FLAC for .flac).\n"
             "\n"
             "  -m, --model FILE   VQ-VAE model (default: <models>/vqvae.gguf)\n"
-            "      --models DIR   model folder (default: %s)\n"
+            "      --models SET|DIR  installed model set or model folder (default: %s)\n"
             "  -l, --level L      level of the codes (default: 0)\n"
             "  -o, --output FILE  audio file to write\n"
             "  -c, --chunk N      decode N codes at a time with receptive-field margins, bounding\n"
             "                     memory (default: 0 = whole sequence at once)\n"
-            "  -t, --threads N    worker threads (default: all cores)\n"
+            "  -t, --threads N    worker threads (default: all cores, at most %d)\n"
             "  -h, --help         this text\n",
-            cli_default_model_dir());
+            cli_default_model_dir(),
+            CLI_MAX_THREADS);
 }
 
 int cmd_decode(int argc, char **argv)
@@ -183,16 +202,18 @@ int cmd_decode(int argc, char **argv)
             models = optarg;
             break;
         case 'l':
-            level = atoi(optarg);
+            if (!cli_parse_intv("decode", "level", optarg, 0, JB_JOB_MAX_LEVELS - 1, &level))
+                return 2;
             break;
         case 'o':
             output = optarg;
             break;
         case 'c':
-            chunk = atoll(optarg);
+            if (!cli_parse_int("decode", "chunk", optarg, 0, INT32_MAX, &chunk)) return 2;
             break;
         case 't':
-            threads = atoi(optarg);
+            if (!cli_parse_intv("decode", "threads", optarg, 0, CLI_MAX_THREADS, &threads))
+                return 2;
             break;
         case 'h':
             decode_usage(stdout);
@@ -206,8 +227,11 @@ int cmd_decode(int argc, char **argv)
         decode_usage(stderr);
         return 2;
     }
-    char path[4096];
-    if (!model) model = cli_model_path(models, "vqvae.gguf", path, sizeof path);
+    char path[4096], dir[4096];
+    if (!model) {
+        if (!cli_models_dir("decode", models, dir, sizeof dir)) return 1;
+        model = cli_model_path(dir, "vqvae.gguf", path, sizeof path);
+    }
 
     int rc                = 1;
     struct jb_backend *be = NULL;
@@ -215,7 +239,10 @@ int cmd_decode(int argc, char **argv)
     float *audio          = NULL;
     int64_t n_codes;
     struct jb_model *vq = load_vqvae(model, &be, threads);
-    if (!vq) return cli_error("decode");
+    if (!vq) {
+        rc = cli_error("decode");
+        goto done;
+    }
     if (level < 0 || level >= jb_vqvae_levels(vq)) {
         fprintf(stderr, "encore decode: --level must be 0..%d\n", jb_vqvae_levels(vq) - 1);
         rc = 2;

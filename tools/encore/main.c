@@ -18,6 +18,13 @@ static const struct cli_command commands[] = {
     { "continue", cmd_continue, "continue a riff (or extend a take) with the priors" },
     { "sample", cmd_sample, "generate audio from nothing (ancestral sampling)" },
     { "upsample", cmd_upsample, "render a take's lower levels (upsampling)" },
+    { "status", cmd_status, "the daemon (encored): model sets, device, queue, takes" },
+    { "jobs", cmd_jobs, "the daemon's jobs" },
+    { "cancel", cmd_cancel, "cancel a daemon job" },
+    { "attach", cmd_attach, "follow a daemon job and write its audio" },
+    { "models",
+      cmd_models,
+      "fetch, list and remove installed model sets (encore models fetch 5b_lyrics)" },
 };
 
 static void usage(FILE *out)
@@ -32,7 +39,7 @@ static void usage(FILE *out)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(out,
             "\n'encore <command> --help' describes each command.\n"
-            "Default model folder: %s (override with ENCORE_MODEL_DIR or --models)\n",
+            "Default model folder: %s (override with ENCORE_MODEL_DIR or --models SET|DIR)\n",
             cli_default_model_dir());
 }
 

@@ -234,22 +234,32 @@ static enum jb_status make_vqvae(const char *path)
 /* ---------------------------------------------------------------------------------------- */
 /* priors: released layout, small sizes                                                      */
 
-/* v2 tables store names in their normalised form (lowercase, '_' between words) */
-static const char *const artist_names[] = { "unknown",      "ella_fitzgerald", "frank_sinatra",
-                                            "alan_jackson", "the_beatles",     "joe_bonamassa",
-                                            "celine_dion",  "nat_king_cole" };
-static const char *const genre_names[]  = { "unknown", "jazz",  "country", "rock",
-                                            "pop",     "blues", "soul",    "vocal" };
+/* v2 tables store names in their normalised form (lowercase, '_' between words). The list
+ * covers every artist and genre word of the plugin's presets (presets/, checked by
+ * test_presets), so presets work on the default model out of the box. */
+static const char *const artist_names[] = {
+    "unknown",         "ella_fitzgerald", "frank_sinatra",  "alan_jackson",  "the_beatles",
+    "joe_bonamassa",   "celine_dion",     "nat_king_cole",  "elvis_presley", "johnny_cash",
+    "dolly_parton",    "louis_armstrong", "billie_holiday", "b_b_king",      "muddy_waters",
+    "aretha_franklin", "bob_marley",      "bob_dylan",      "ac_dc",         "michael_jackson",
+    "james_brown",     "metallica",       "duke_ellington",
+};
+static const char *const genre_names[] = {
+    "unknown", "jazz",       "country", "rock", "pop",  "blues", "soul",  "vocal",
+    "classic", "rockabilly", "reggae",  "folk", "hard", "funk",  "metal", "swing",
+};
+#define N_ARTIST_NAMES ((int)(sizeof artist_names / sizeof artist_names[0]))
+#define N_GENRE_NAMES ((int)(sizeof genre_names / sizeof genre_names[0]))
 
 static void vocab(struct jb_gguf_writer *w)
 {
-    int32_t ids[8];
-    for (int i = 0; i < 8; i++)
+    int32_t ids[64];
+    for (int i = 0; i < 64; i++)
         ids[i] = i;
-    jb_gguf_writer_set_arr_str(w, "jukebox.labels.artist_names", artist_names, 8);
-    jb_gguf_writer_set_arr_i32(w, "jukebox.labels.artist_ids", ids, 8);
-    jb_gguf_writer_set_arr_str(w, "jukebox.labels.genre_names", genre_names, 8);
-    jb_gguf_writer_set_arr_i32(w, "jukebox.labels.genre_ids", ids, 8);
+    jb_gguf_writer_set_arr_str(w, "jukebox.labels.artist_names", artist_names, N_ARTIST_NAMES);
+    jb_gguf_writer_set_arr_i32(w, "jukebox.labels.artist_ids", ids, N_ARTIST_NAMES);
+    jb_gguf_writer_set_arr_str(w, "jukebox.labels.genre_names", genre_names, N_GENRE_NAMES);
+    jb_gguf_writer_set_arr_i32(w, "jukebox.labels.genre_ids", ids, N_GENRE_NAMES);
 }
 
 static void transformer(struct builder *b,
@@ -290,8 +300,8 @@ static void small_prior(enum jb_model_preset p, struct jb_prior_hparams *hp)
     hp->tr.heads    = 2;
     hp->tr.blocks   = 16;
     hp->tr.seq_len  = hp->n_ctx;
-    hp->n_artists   = 8;
-    hp->n_genres    = 8;
+    hp->n_artists   = N_ARTIST_NAMES;
+    hp->n_genres    = N_GENRE_NAMES;
     hp->fp16_params = false;
     if (hp->variant == JB_PRIOR_UPSAMPLER) {
         hp->cond_width = 32;

@@ -61,8 +61,15 @@ enum jb_log_level {
 
 typedef void (*jb_log_fn)(enum jb_log_level level, const char *msg, void *user);
 
-/* Install a log hook (NULL: silent, the default). Not thread-safe: call once at start-up. */
+/* Install a log hook (NULL: silent, the default). Not thread-safe: call once at start-up.
+ * Error and log messages are already escaped (see jb_text_escape). */
 void jb_log_set(jb_log_fn fn, void *user);
+
+/* Copies untrusted text (names from model or take files, paths) into out[len] with control
+ * characters, C1 controls and invalid UTF-8 written as \xNN, so it can be shown on a terminal
+ * or in a log without moving the cursor or forging lines. Truncates at a character boundary;
+ * returns the length written. */
+size_t jb_text_escape(const char *s, char *out, size_t len);
 
 /* Element types of stored tensors. */
 enum jb_dtype {
@@ -142,10 +149,15 @@ struct jb_import_params {
     enum jb_dtype storage;       /* dtype of the stored weights (F32, F16 or BF16)              */
     const char *hps_json_path;   /* (optional) JSON object of Jukebox hps overriding the preset */
     bool use_ckpt_hps;           /* take hyper-parameters from the checkpoint's 'hps' dict       */
-    const char *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt */
-    const char *genre_ids_path;  /* (priors) id table for genres                              */
+    const char *artist_ids_path; /* (priors) id table "name;id" per line, e.g. v2_artist_ids.txt;
+                                    NULL: the installed table of the kind's label version (v2
+                                    for 5b, 5b_lyrics and the upsamplers, v3 for 1b_lyrics)   */
+    const char *genre_ids_path;  /* (priors) id table for genres (NULL: installed, as above)  */
     const char *name;            /* (optional) general.name stored in the file                 */
     bool untrained;              /* mark the file as random weights (the default model)        */
+    const char *ids_dir;         /* (optional) folder of v2_/v3_{artist,genre}_ids.txt used when
+                                    the paths above are NULL; default: the installed tables
+                                    ($ENCORE_DATA_DIR/jukebox-ids, PREFIX/share/encore/...) */
 };
 
 enum jb_status jb_import(const struct jb_import_params *params, const struct jb_callbacks *cb);
@@ -199,20 +211,40 @@ struct jb_audio {
     int sample_rate;
 };
 
+/* Length limits of jb_audio_read: max_seconds <= 0 means the default (30 minutes); no call
+ * accepts more than JB_AUDIO_LIMIT_SECONDS (a day). */
+#define JB_AUDIO_DEFAULT_MAX_SECONDS 1800.0
+#define JB_AUDIO_LIMIT_SECONDS 86400.0
+
 /* Reads any libsndfile-readable file, downmixes to mono and resamples to target_rate with
- * libsoxr (very high quality) if the file's rate differs. max_seconds > 0 refuses longer files
- * before allocating. */
+ * libsoxr (very high quality) if the file's rate differs. Memory grows with the frames really
+ * decoded (a header's frame count is not trusted); a file longer than max_seconds (at its own
+ * rate) is refused. A file that ends before the length its header announces is read as far as
+ * it goes, with a warning through the log hook saying how much was read. */
 enum jb_status jb_audio_read(const char *path,
                              int target_rate,
                              double max_seconds,
                              struct jb_audio *out);
 /* Resamples mono audio in place of *audio (no-op if the rate already matches). */
 enum jb_status jb_audio_resample(struct jb_audio *audio, int target_rate);
-/* Writes mono float audio as 16-bit PCM WAV (clamped to [-1, 1]) or, for .flac, FLAC. */
+/* Writes mono float audio as 16-bit PCM WAV (clamped to [-1, 1]) or, for .flac, FLAC. The file
+ * appears whole or not at all: written to a unique temporary beside `path`, fsynced and renamed;
+ * on failure (a full disk) the temporary is removed and an existing file at `path` is kept
+ * unchanged. */
 enum jb_status jb_audio_write(const char *path,
                               const float *samples,
                               int64_t n_samples,
                               int sample_rate);
+/* The same in steps, for several outputs that must appear together (all candidates of a take
+ * or none): begin and write each, finish each (header + fsync: everything that can fail on a
+ * full disk), then commit each (only the rename into place) if every finish succeeded, or
+ * abort them all. Commit and abort free the handle; commit finishes first if needed. */
+struct jb_audio_out;
+enum jb_status jb_audio_out_begin(const char *path, int sample_rate, struct jb_audio_out **out);
+enum jb_status jb_audio_out_write(struct jb_audio_out *o, const float *samples, int64_t n_samples);
+enum jb_status jb_audio_out_finish(struct jb_audio_out *o);
+enum jb_status jb_audio_out_commit(struct jb_audio_out *o);
+void jb_audio_out_abort(struct jb_audio_out *o);
 void jb_audio_free(struct jb_audio *audio);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -243,11 +275,45 @@ enum jb_status jb_codes_write(const char *path, const int32_t *codes, int64_t n_
  *   - The job borrows params (riff, strings, take) for the duration of jb_job_run only.
  */
 
-#define JB_JOB_MAX_LEVELS 3      /* levels of the VQ-VAE and of a take */
+#define JB_JOB_MAX_LEVELS 3 /* levels of the VQ-VAE and of a take */
+/* Sampling temperatures accepted: [JB_JOB_MIN_TEMP, JB_JOB_MAX_TEMP]. Below 1e-3 the scaled
+ * logits (logit / temp) can overflow float and every draw would degenerate to code 0; for
+ * (near-)greedy decoding use 1e-3, which is already argmax for any realistic logit gap. */
+#define JB_JOB_MIN_TEMP 0.001f
+#define JB_JOB_MAX_TEMP 100.0f
 #define JB_JOB_MAX_CANDIDATES 64 /* candidates of one job */
 
 struct jb_session;
 struct jb_take;
+
+/* ---- installed model sets ---- */
+/*
+ * `encore models fetch SET` installs each set (5b, 5b_lyrics, 1b_lyrics) as one folder holding
+ * the four files jb_session_load reads, plus manifest.json, under the models root:
+ * $ENCORE_MODELS if set, else $XDG_DATA_HOME/encore/models, else ~/.local/share/encore/models.
+ * Every program that takes a model choice from a user (the CLI's --models, encored) resolves it
+ * with jb_models_resolve, so they all mean the same thing by a name.
+ */
+enum jb_status jb_models_root(char *out, size_t len);
+
+enum jb_models_source {
+    JB_MODELS_FROM_FOLDER  = 0, /* the choice named a folder */
+    JB_MODELS_FROM_SET     = 1, /* the choice named an installed set */
+    JB_MODELS_FROM_DEFAULT = 2, /* no choice: fallback_dir (callers tell the user) */
+};
+
+/* The folder for a user's model choice:
+ *   NULL or ""                    -> fallback_dir (the bundled default model), FROM_DEFAULT;
+ *   a name without '/' that is installed (root/NAME holds the four files) -> that, FROM_SET;
+ *   an existing folder            -> that folder, FROM_FOLDER;
+ *   an installed but incomplete set, or anything else -> JB_STATUS_ERR_INVALID_ARG with a
+ *   message naming the installed sets and `encore models fetch NAME`.
+ * out receives the folder (ERR_INVALID_ARG if it does not fit in len). */
+enum jb_status jb_models_resolve(const char *choice,
+                                 const char *fallback_dir,
+                                 char *out,
+                                 size_t len,
+                                 enum jb_models_source *source);
 
 /* Loads dir/vqvae.gguf, dir/upsampler_level_0.gguf, dir/upsampler_level_1.gguf and
  * dir/prior_level_2.gguf on `backend` (borrowed: free it after the session) and checks that they
@@ -310,7 +376,8 @@ struct jb_job_params {
      * would silently ignore them). */
     const char *artist, *genre, *lyrics;
 
-    float temp[JB_JOB_MAX_LEVELS]; /* per level, > 0 (default 0.99, as the reference) */
+    float temp[JB_JOB_MAX_LEVELS]; /* per level, in [JB_JOB_MIN_TEMP, JB_JOB_MAX_TEMP] (default
+                                      0.99, as the reference) */
     int top_k;                     /* 0: off (default) */
     float top_p;                   /* 0: off (default); exclusive with top_k */
     uint64_t seed;                 /* same seed + same params + same session -> same take */
@@ -321,6 +388,16 @@ struct jb_job_params {
     float hop_fraction[JB_JOB_MAX_LEVELS]; /* hop / n_ctx, levels 0,1,2: 0.5, 0.5, 0.125 */
     int chunk_size[JB_JOB_MAX_LEVELS];     /* priming chunk (32; top level 16 for 5b models) */
     int max_batch[JB_JOB_MAX_LEVELS];      /* candidates per batch (16; top level 3 for 5b) */
+
+    /* (optional) resume an interrupted job: `resume` is the partial take of a checkpoint
+     * (jb_job_callbacks.on_checkpoint) of a job with exactly these params. Levels above
+     * resume_level are taken from it, and level resume_level restarts at window resume_window
+     * (the checkpoint's windows_done). Every window draws from its own random stream, so the
+     * result equals the uninterrupted job's. PRIMED still needs `riff` for the levels below.
+     * Audio of the resumed level is emitted again from its start; levels above emit none. */
+    const struct jb_take *resume;
+    int resume_level;
+    int resume_window;
 };
 
 /* Defaults: PRIMED, total_seconds 0, temps 0.99, no top-k/p, seed 0, 1 candidate, finest level
@@ -375,6 +452,15 @@ struct jb_job_audio {
     const float *samples; /* valid during the call only */
 };
 
+/* A sampling window finished: `partial` holds every level above `level` complete and level
+ * `level` up to the end of window windows_done - 1 (the other codes are 0). Save it (e.g.
+ * jb_take_save) with level and windows_done to resume the job later (jb_job_params.resume). */
+struct jb_job_checkpoint {
+    int level;
+    int windows_done, n_windows;
+    const struct jb_take *partial; /* valid during the call only */
+};
+
 struct jb_job_callbacks {
     /* (optional) per-level progress, at most ~20 times per second plus each level's start/end */
     void (*on_progress)(const struct jb_job_progress *p, void *user);
@@ -383,6 +469,8 @@ struct jb_job_callbacks {
     /* (optional) polled before every token and between chunks: true -> ERR_CANCELLED */
     bool (*should_stop)(void *user);
     void *user;
+    /* (optional) after every finished sampling window */
+    void (*on_checkpoint)(const struct jb_job_checkpoint *c, void *user);
 };
 
 /* Runs a job to completion. On success *out receives a new take (free with jb_take_free); on

@@ -15,11 +15,53 @@ void jb_log_set(jb_log_fn fn, void *user)
     g_log_user = user;
 }
 
+/* Length of the printable UTF-8 character at p (1..4), or 0 for a control character, a C1
+ * control (U+0080..U+009F, escapes on some terminals) or invalid UTF-8. */
+static int printable_len(const unsigned char *p)
+{
+    if (p[0] < 0x20 || p[0] == 0x7f) return 0;
+    if (p[0] < 0x80) return 1;
+    int n = p[0] >= 0xf5 ? 0 : p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    if ((n == 3 && p[0] == 0xe0 && p[1] < 0xa0) || (n == 3 && p[0] == 0xed && p[1] >= 0xa0) ||
+        (n == 4 && p[0] == 0xf0 && p[1] < 0x90) || (n == 4 && p[0] == 0xf4 && p[1] >= 0x90) ||
+        (n == 2 && p[0] == 0xc2 && p[1] < 0xa0))
+        return 0; /* overlong, surrogate, beyond U+10FFFF, C1 */
+    return n;
+}
+
+size_t jb_text_escape(const char *s, char *out, size_t len)
+{
+    if (len == 0) return 0;
+    size_t o               = 0;
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        int n = printable_len(p);
+        if (n > 0) {
+            if (o + (size_t)n >= len) break;
+            memcpy(out + o, p, (size_t)n);
+            o += (size_t)n;
+            p += n;
+        } else {
+            if (o + 4 >= len) break;
+            snprintf(out + o, len - o, "\\x%02x", *p);
+            o += 4;
+            p++;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* Messages carry names from files (artists, tensor names, paths): escaped before anyone sees
+ * them, so a hostile file cannot drive the terminal or forge log lines. */
 static void log_emit(enum jb_log_level level, const char *fmt, va_list ap)
 {
     if (!g_log_fn) return;
-    char buf[1024];
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    char raw[1024], buf[1024];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    jb_text_escape(raw, buf, sizeof buf);
     g_log_fn(level, buf, g_log_user);
 }
 
@@ -34,10 +76,12 @@ void jb_log(enum jb_log_level level, const char *fmt, ...)
 
 enum jb_status jb_fail(enum jb_status status, const char *fmt, ...)
 {
+    char raw[sizeof tls_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(tls_error, sizeof tls_error, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    jb_text_escape(raw, tls_error, sizeof tls_error);
     jb_log(JB_LOG_ERROR, "%s", tls_error);
     return status;
 }

@@ -27,9 +27,10 @@
 #error "ckpt.c reads little-endian storages in place: big-endian hosts are not supported"
 #endif
 
-#define CKPT_MAX_KEY_LEN 4096          /* storage key bytes (zip entry name part) */
-#define CKPT_MAX_PKL_SIZE (1ull << 30) /* data.pkl of the zip format */
-#define CKPT_HPS_BUDGET (1u << 20)     /* values visited when checking that hps is plain */
+#define CKPT_MAX_KEY_LEN 4096           /* storage key bytes (zip entry name part) */
+#define CKPT_MAX_PKL_SIZE (64ull << 20) /* data.pkl of the zip format (real ones: < 1 MiB) */
+#define CKPT_DROP_BYTES (32u << 20)     /* mapped bytes read before the pages are dropped */
+#define CKPT_HPS_BUDGET (1u << 20)      /* values visited when checking that hps is plain */
 #define CKPT_HPS_DEPTH 32
 
 /* The legacy magic number 0x1950a86a20f9469cfc6c as LONG1 bytes (little-endian). */
@@ -45,6 +46,7 @@ struct ckpt_storage {
     zip_uint64_t zsize;  /* zip: entry size in bytes */
     bool zstored;        /* zip: stored uncompressed, so libzip can seek in it */
     bool located;
+    bool unused; /* named only outside 'model' (legacy: its blob is stepped over) */
 };
 
 /* Open-addressing string -> index table (slot = index + 1, 0 = empty). */
@@ -70,6 +72,8 @@ struct jb_ckpt {
     struct ckpt_storage *storages;
     int64_t n_storages;
     struct ckpt_index by_name, by_key;
+    size_t cap_storages;
+    size_t read_since_drop; /* zip: bytes read through the mapping since the last drop */
 };
 
 static size_t ckpt_dtype_size(enum jb_ckpt_dtype t)
@@ -245,7 +249,13 @@ static bool ckpt_parse_storage(struct jb_ckpt *c,
     if (!tag || strcmp(tag, "storage") != 0)
         return ckpt_fail(c, "tensor '%s': persistent id is not a ('storage', ...) tuple", name);
     if (jb_pyval_type(jb_pyval_item(t, 1)) != JB_PY_GLOBAL || !ckpt_storage_dtype(cls, &type))
-        return ckpt_fail(c, "tensor '%s': storage class is not a torch storage type", name);
+        return ckpt_fail(c,
+                         "tensor '%s': storage class %s%s%s is not allowed (not a torch storage "
+                         "type)",
+                         name,
+                         cls ? "'" : "",
+                         cls ? cls : "(not a global)",
+                         cls ? "'" : "");
     if (!key || jb_pyval_len(jb_pyval_item(t, 2)) > CKPT_MAX_KEY_LEN)
         return ckpt_fail(c,
                          "tensor '%s': storage key is not a string of at most %d bytes",
@@ -258,7 +268,9 @@ static bool ckpt_parse_storage(struct jb_ckpt *c,
 
     size_t slot = 0;
     int64_t s   = ckpt_index_find(&c->by_key, key, ckpt_storage_key, c, &slot);
-    if (s < 0) { /* the table and array are sized for one storage per tensor */
+    if (s < 0) { /* sized for one storage per tensor and per persistent id */
+        if ((size_t)c->n_storages >= c->cap_storages)
+            return ckpt_fail(c, "tensor '%s': more storages than persistent ids", name);
         s                       = c->n_storages++;
         struct ckpt_storage *st = &c->storages[s];
         st->key                 = key;
@@ -300,6 +312,12 @@ static bool ckpt_add_tensor(struct jb_ckpt *c, const struct jb_pyval *kv, const 
 {
     const char *name = ckpt_cstr(kv);
     if (!name) return ckpt_fail(c, "state dict key %lld is not a string", (long long)c->n_entries);
+    if (jb_pyval_type(v) == JB_PY_OPAQUE)
+        return ckpt_fail(c,
+                         "state dict entry '%s': global '%s' is not allowed here (never "
+                         "called; only tensor rebuilds are)",
+                         name,
+                         jb_pyval_str(v));
     if (jb_pyval_type(v) != JB_PY_TENSOR)
         return ckpt_fail(c,
                          "state dict entry '%s' has type %s, not a tensor",
@@ -366,6 +384,7 @@ static bool ckpt_is_plain(const struct jb_pyval *v, int depth, size_t *budget)
     case JB_PY_FLOAT:
     case JB_PY_STR:
     case JB_PY_BYTES:
+    case JB_PY_OPAQUE: /* an inert placeholder (a numpy scalar, say) */
         return true;
     case JB_PY_DICT:
     case JB_PY_LIST:
@@ -381,27 +400,75 @@ static bool ckpt_is_plain(const struct jb_pyval *v, int depth, size_t *budget)
     }
 }
 
-/* Reads 'model', 'hps' and 'step' from the checkpoint object. */
+/* Registers the storage a persistent id outside 'model' names (an optimizer state's, say), so
+ * that the legacy reader can step over its blob. Malformed ids are left alone: nothing reads
+ * them, and a blob they should describe is then reported as unknown. */
+static void ckpt_note_other_storage(struct jb_ckpt *c, const struct jb_pyval *persid)
+{
+    const struct jb_pyval *t = jb_pyval_item(persid, 0);
+    size_t n                 = jb_pyval_len(t);
+    if (jb_pyval_type(t) != JB_PY_TUPLE || (n != 5 && n != 6)) return;
+    const char *tag = ckpt_cstr(jb_pyval_item(t, 0));
+    const char *cls = jb_pyval_str(jb_pyval_item(t, 1));
+    const char *key = ckpt_cstr(jb_pyval_item(t, 2));
+    enum jb_ckpt_dtype type;
+    int64_t numel;
+    if (!tag || strcmp(tag, "storage") != 0 || !key || strlen(key) > CKPT_MAX_KEY_LEN ||
+        jb_pyval_type(jb_pyval_item(t, 1)) != JB_PY_GLOBAL || !ckpt_storage_dtype(cls, &type) ||
+        !ckpt_int(jb_pyval_item(t, 4), 0, INT64_MAX / 8, &numel))
+        return;
+    size_t slot = 0;
+    if (ckpt_index_find(&c->by_key, key, ckpt_storage_key, c, &slot) >= 0) return;
+    if ((size_t)c->n_storages >= c->cap_storages) return;
+    int64_t s               = c->n_storages++;
+    struct ckpt_storage *st = &c->storages[s];
+    st->key                 = key;
+    st->type                = type;
+    st->numel               = numel;
+    st->unused              = true;
+    c->by_key.slot[slot]    = s + 1;
+}
+
+/* Reads 'model', 'hps' and 'step' from the checkpoint object; everything else in it (metrics,
+ * optimizer state, placeholders for unknown objects) is passed over. */
 static bool ckpt_parse_object(struct jb_ckpt *c)
 {
     const struct jb_pyval *obj = jb_pickle_result(c->obj);
+    if (jb_pyval_type(obj) == JB_PY_OPAQUE)
+        return ckpt_fail(c,
+                         "the saved object: global '%s' is not allowed here (never called; "
+                         "expected a dict with a 'model' entry)",
+                         jb_pyval_str(obj));
     if (jb_pyval_type(obj) != JB_PY_DICT)
         return ckpt_fail(c,
                          "the saved object is a %s, not a dict with a 'model' entry",
                          jb_pyval_type_name(jb_pyval_type(obj)));
     const struct jb_pyval *model = jb_pyval_dict_get(obj, "model");
+    if (jb_pyval_type(model) == JB_PY_OPAQUE)
+        return ckpt_fail(c,
+                         "'model': global '%s' is not allowed here (never called; expected a "
+                         "state dict of tensors)",
+                         jb_pyval_str(model));
     if (jb_pyval_type(model) != JB_PY_DICT)
         return ckpt_fail(c, "the saved object has no 'model' state dict");
 
-    size_t n    = jb_pyval_len(model);
-    c->entries  = jb_calloc(n ? n : 1, sizeof *c->entries);
-    c->storages = jb_calloc(n ? n : 1, sizeof *c->storages);
+    size_t n        = jb_pyval_len(model);
+    size_t n_ids    = jb_pickle_n_persids(c->obj);
+    size_t n_st     = n + n_ids;
+    c->cap_storages = n_st;
+    c->entries      = jb_calloc(n ? n : 1, sizeof *c->entries);
+    c->storages     = jb_calloc(n_st ? n_st : 1, sizeof *c->storages);
     if (!c->entries || !c->storages || !ckpt_index_init(&c->by_name, n) ||
-        !ckpt_index_init(&c->by_key, n))
+        !ckpt_index_init(&c->by_key, n_st))
         return false;
     for (size_t i = 0; i < n; i++)
         if (!ckpt_add_tensor(c, jb_pyval_dict_key(model, i), jb_pyval_item(model, i))) return false;
+    if (!c->is_zip) /* the legacy blobs of the other storages must be stepped over */
+        for (size_t i = 0; i < n_ids; i++)
+            ckpt_note_other_storage(c, jb_pickle_persid(c->obj, i));
 
+    /* hps (a Hyperparams object, read as a dict) may hold placeholders for objects such as
+     * numpy scalars: they are inert leaves; a cyclic or too deep hps is ignored. */
     const struct jb_pyval *hps = jb_pyval_dict_get(obj, "hps");
     size_t budget              = CKPT_HPS_BUDGET;
     if (jb_pyval_type(hps) == JB_PY_DICT && ckpt_is_plain(hps, 0, &budget))
@@ -415,13 +482,18 @@ static bool ckpt_parse_object(struct jb_ckpt *c)
 
 /* ---- legacy format ----------------------------------------------------------------------- */
 
-/* Runs the next pickle at *pos; the caller frees the result. */
-static struct jb_pickle *ckpt_next_pickle(struct jb_ckpt *c, size_t *pos, const char *what)
+/* Runs the next pickle at *pos; the caller frees the result. Only the object pickle may hold
+ * unknown globals (as inert placeholders). */
+static struct jb_pickle *ckpt_next_pickle(struct jb_ckpt *c,
+                                          size_t *pos,
+                                          const char *what,
+                                          bool lenient)
 {
     char ctx[1024];
     snprintf(ctx, sizeof ctx, "ckpt %s: legacy %s", c->label, what);
     size_t used;
-    struct jb_pickle *p = jb_pickle_load_ctx(c->data + *pos, c->size - *pos, &used, ctx, *pos);
+    struct jb_pickle_opts o = { .context = ctx, .base_offset = *pos, .opaque_globals = lenient };
+    struct jb_pickle *p     = jb_pickle_load_opts(c->data + *pos, c->size - *pos, &used, &o);
     if (p) *pos += used;
     return p;
 }
@@ -429,7 +501,7 @@ static struct jb_pickle *ckpt_next_pickle(struct jb_ckpt *c, size_t *pos, const 
 static bool ckpt_open_legacy(struct jb_ckpt *c)
 {
     size_t pos               = 0;
-    struct jb_pickle *p      = ckpt_next_pickle(c, &pos, "magic number");
+    struct jb_pickle *p      = ckpt_next_pickle(c, &pos, "magic number", false);
     const struct jb_pyval *v = jb_pickle_result(p);
     if (!p) return false;
     bool ok = jb_pyval_type(v) == JB_PY_LONG && jb_pyval_len(v) == sizeof ckpt_legacy_magic &&
@@ -437,14 +509,14 @@ static bool ckpt_open_legacy(struct jb_ckpt *c)
     jb_pickle_free(p);
     if (!ok) return ckpt_fail(c, "legacy: bad magic number (not a torch.save file)");
 
-    p = ckpt_next_pickle(c, &pos, "protocol version");
+    p = ckpt_next_pickle(c, &pos, "protocol version", false);
     if (!p) return false;
     v  = jb_pickle_result(p);
     ok = jb_pyval_type(v) == JB_PY_INT && jb_pyval_int(v) == 1001;
     jb_pickle_free(p);
     if (!ok) return ckpt_fail(c, "legacy: protocol version is not 1001");
 
-    p = ckpt_next_pickle(c, &pos, "sys info");
+    p = ckpt_next_pickle(c, &pos, "sys info", false);
     if (!p) return false;
     v                         = jb_pickle_result(p);
     const struct jb_pyval *le = jb_pyval_dict_get(v, "little_endian");
@@ -453,10 +525,10 @@ static bool ckpt_open_legacy(struct jb_ckpt *c)
     jb_pickle_free(p);
     if (!ok) return ckpt_fail(c, "legacy: sys info is not a dict or says big-endian");
 
-    c->obj = ckpt_next_pickle(c, &pos, "object");
+    c->obj = ckpt_next_pickle(c, &pos, "object", true);
     if (!c->obj || !ckpt_parse_object(c)) return false;
 
-    p = ckpt_next_pickle(c, &pos, "storage key list");
+    p = ckpt_next_pickle(c, &pos, "storage key list", false);
     if (!p) return false;
     v = jb_pickle_result(p);
     if (jb_pyval_type(v) != JB_PY_LIST) {
@@ -469,7 +541,8 @@ static bool ckpt_open_legacy(struct jb_ckpt *c)
         const char *key = ckpt_cstr(jb_pyval_item(v, i));
         int64_t s       = key ? ckpt_index_find(&c->by_key, key, ckpt_storage_key, c, NULL) : -1;
         if (s < 0) {
-            ok = ckpt_fail(c, "legacy: storage list item %zu is not a key used by a tensor", i);
+            ok =
+              ckpt_fail(c, "legacy: storage list item %zu is not the key of any persistent id", i);
             break;
         }
         struct ckpt_storage *st = &c->storages[s];
@@ -509,7 +582,7 @@ static bool ckpt_open_legacy(struct jb_ckpt *c)
     jb_pickle_free(p);
     if (!ok) return false;
     for (int64_t s = 0; s < c->n_storages; s++)
-        if (!c->storages[s].located)
+        if (!c->storages[s].located && !c->storages[s].unused)
             return ckpt_fail(c, "legacy: storage '%s' has no data", c->storages[s].key);
     return true;
 }
@@ -654,11 +727,12 @@ static bool ckpt_open_zip(struct jb_ckpt *c)
         return false;
     }
     snprintf(ctx, sizeof ctx, "ckpt %s: zip data.pkl", c->label);
-    c->obj = jb_pickle_load_ctx(buf, (size_t)pkl_size, NULL, ctx, 0);
+    struct jb_pickle_opts o = { .context = ctx, .opaque_globals = true };
+    c->obj                  = jb_pickle_load_opts(buf, (size_t)pkl_size, NULL, &o);
     free(buf); /* the VM copied every string it kept */
     if (!c->obj || !ckpt_parse_object(c)) return false;
 
-    for (int64_t s = 0; s < c->n_storages; s++) {
+    for (int64_t s = 0; s < c->n_storages; s++) { /* only the storages of 'model' */
         struct ckpt_storage *st = &c->storages[s];
         snprintf(name, sizeof name, "%s/data/%s", dir, st->key);
         zip_int64_t idx = zip_name_locate(c->za, name, ZIP_FL_ENC_RAW);
@@ -798,6 +872,11 @@ const struct jb_ckpt_entry *jb_ckpt_find(const struct jb_ckpt *c, const char *na
     return i >= 0 ? &c->entries[i] : NULL;
 }
 
+int64_t jb_ckpt_storage_numel(const struct jb_ckpt *c, int64_t storage)
+{
+    return c && storage >= 0 && storage < c->n_storages ? c->storages[storage].numel : 0;
+}
+
 const struct jb_pyval *jb_ckpt_hps(const struct jb_ckpt *c)
 {
     return c ? c->hps : NULL;
@@ -809,6 +888,18 @@ int64_t jb_ckpt_step(const struct jb_ckpt *c)
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */
+
+/* Gives back the pages of [off, off + len) of a mapped file once read: they are clean copies of
+ * the file, so dropping them loses nothing, and an import of a 10 GB checkpoint then holds a
+ * few tensors' worth of it in memory instead of all it has read (RSS counts mapped pages). */
+static void ckpt_drop_pages(const struct jb_ckpt *c, size_t off, size_t len)
+{
+    if (!c->mapped || !len || off >= c->size) return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t lo   = off / page * page;
+    size_t hi   = len > c->size - off ? c->size : off + len;
+    (void)madvise((void *)(c->data + lo), hi - lo, MADV_DONTNEED);
+}
 
 /* Converts n elements spaced `stride` elements apart, starting at src. */
 static void ckpt_convert_run(enum jb_ckpt_dtype t,
@@ -948,6 +1039,7 @@ enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_en
         /* offset + numel * es was checked against the file size at open */
         const uint8_t *base = c->data + st->offset + (size_t)e->storage_offset * es;
         ckpt_convert_view(st->type, base, e->n_dims, e->shape, e->stride, numel, dst);
+        ckpt_drop_pages(c, st->offset + (size_t)e->storage_offset * es, (size_t)extent * es);
         return JB_STATUS_OK;
     }
 
@@ -968,6 +1060,13 @@ enum jb_status jb_ckpt_read_f32(const struct jb_ckpt *c, const struct jb_ckpt_en
     snprintf(ctx, sizeof ctx, "%s: tensor '%.200s'", __func__, e->name ? e->name : "?");
     bool ok =
       ckpt_zip_read(c->za, st->zindex, st->zstored, lo, buf, len, lo + len == st->zsize, ctx);
+    /* libzip read through the mapping (a buffer source): drop what it touched now and then */
+    size_t *since = (size_t *)&c->read_since_drop;
+    *since += (size_t)len;
+    if (*since >= CKPT_DROP_BYTES) {
+        ckpt_drop_pages(c, 0, c->size);
+        *since = 0;
+    }
     pthread_mutex_unlock(lock);
     if (ok && !direct) ckpt_convert_view(st->type, buf, e->n_dims, e->shape, e->stride, numel, dst);
     if (!direct) free(buf);

@@ -7,12 +7,20 @@
  *   zip (newer torch): archive/data.pkl plus one archive/data/<key> entry per storage.
  * See ../shared/docs/jukebox-spec.md §2.2.
  *
- * The pickle reader is a safe subset (model/pickle.h): it executes nothing, and the only
- * globals it accepts are the ones needed to rebuild tensors and (ordered) dicts. Anything else
- * (a pickle that calls os.system, say) is rejected with a clear error.
+ * The pickle reader is a safe subset (model/pickle.h): it executes nothing. Released files are
+ * training checkpoints: besides 'model' they hold 'hps', 'step', metrics (numpy scalars) and
+ * optimizer state. Unknown globals become inert placeholders that are never called; inside
+ * 'model' only tensor rebuilds are accepted, so a pickle that calls os.system (say) for a
+ * state-dict entry or for the object itself is rejected with a clear error naming the global.
+ * Storages that only objects outside 'model' use are never read (legacy blobs are stepped
+ * over, zip entries never opened).
  *
  * The checkpoint object must be a dict with a 'model' state dict (name -> tensor). Keys with a
- * 'module.' prefix are stripped. An optional 'hps' dict of plain values and 'step' are exposed.
+ * 'module.' prefix are stripped. An optional 'hps' dict of plain values (placeholders allowed)
+ * and 'step' are exposed.
+ *
+ * Memory: a file is memory-mapped and the pages of each tensor are given back once read, so
+ * reading every tensor once holds about one tensor of the file in memory, not all of it.
  *
  * Threads: immutable after open.
  */
@@ -59,6 +67,9 @@ bool jb_ckpt_is_zip(const struct jb_ckpt *c);
 int64_t jb_ckpt_n_entries(const struct jb_ckpt *c);
 const struct jb_ckpt_entry *jb_ckpt_entry(const struct jb_ckpt *c, int64_t i);
 const struct jb_ckpt_entry *jb_ckpt_find(const struct jb_ckpt *c, const char *name);
+
+/* Elements its storage holds (what a view of it may use at most); 0 for a bad index. */
+int64_t jb_ckpt_storage_numel(const struct jb_ckpt *c, int64_t storage);
 
 /* Copies a tensor's elements (honouring storage offset and strides) converted to fp32 into dst
  * (numel floats). Fails cleanly if any element lies outside its storage. */

@@ -7,11 +7,13 @@
  * identifiers, bool bytes 0/1). Strings are copied out NUL-terminated; tensor data stays in
  * the mapping (or the caller's buffer).
  *
- * The writer collects metadata and tensor declarations in memory, then streams the file to
- * "<path>.tmp" and renames it into place only once every tensor has been written, so a
- * crash or an error never leaves a half-written model under the final name.
+ * The writer collects metadata and tensor declarations in memory, then streams the file to a
+ * unique temporary beside it (core/outfile.h: mkostemp, so a planted file or symlink is never
+ * followed) and renames it into place only once every tensor has been written, so a crash or
+ * an error never leaves a half-written model under the final name.
  */
 #include "model/gguf.h"
+#include "core/outfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1151,9 +1153,9 @@ struct jb_gguf_writer {
     char err_msg[256];
 
     FILE *f;
-    char *path, *tmp_path;
-    uint64_t pos; /* bytes written to f */
-    size_t next;  /* next tensor to write */
+    struct jb_outfile out; /* the temporary and the final path */
+    uint64_t pos;          /* bytes written to f */
+    size_t next;           /* next tensor to write */
     size_t alignment;
 };
 
@@ -1168,8 +1170,9 @@ static enum jb_status w_poison(struct jb_gguf_writer *w, enum jb_status st)
     if (w->f) {
         fclose(w->f);
         w->f = NULL;
-        remove(w->tmp_path);
+        jb_outfile_release_fd(&w->out);
     }
+    jb_outfile_abort(&w->out);
     w->state = W_FAILED;
     return st;
 }
@@ -1196,6 +1199,7 @@ struct jb_gguf_writer *jb_gguf_writer_init(void)
 {
     struct jb_gguf_writer *w = jb_calloc(1, sizeof *w);
     if (!w) return NULL;
+    w->out.fd    = -1; /* no temporary yet */
     w->alignment = GGUF_DEFAULT_ALIGNMENT;
     /* written explicitly so readers never depend on the default */
     jb_gguf_writer_set_u32(w, GGUF_ALIGNMENT_KEY, GGUF_DEFAULT_ALIGNMENT);
@@ -1211,8 +1215,9 @@ void jb_gguf_writer_free(struct jb_gguf_writer *w)
     if (!w) return;
     if (w->f) {
         fclose(w->f);
-        remove(w->tmp_path);
+        jb_outfile_release_fd(&w->out);
     }
+    jb_outfile_abort(&w->out);
     for (size_t i = 0; i < w->n_kv; i++) {
         wkv_clear(&w->kv[i]);
         free(w->kv[i].key);
@@ -1221,8 +1226,6 @@ void jb_gguf_writer_free(struct jb_gguf_writer *w)
         free(w->t[i].name);
     free(w->kv);
     free(w->t);
-    free(w->path);
-    free(w->tmp_path);
     free(w);
 }
 
@@ -1599,7 +1602,7 @@ static bool w_put(struct jb_gguf_writer *w, const void *p, size_t n)
 {
     if (n && fwrite(p, 1, n, w->f) != n) {
         jb_fail(
-          JB_STATUS_ERR_IO, "gguf writer: cannot write '%s': %s", w->tmp_path, strerror(errno));
+          JB_STATUS_ERR_IO, "gguf writer: cannot write '%s': %s", w->out.path, strerror(errno));
         return false;
     }
     w->pos += n;
@@ -1654,17 +1657,6 @@ static bool w_kv(struct jb_gguf_writer *w, const struct wkv *kv)
     }
 }
 
-static char *concat(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), n;
-    if (!jb_add_size(la, lb, &n) || !jb_add_size(n, 1, &n)) return NULL;
-    char *s = jb_malloc(n);
-    if (!s) return NULL;
-    memcpy(s, a, la);
-    memcpy(s + la, b, lb + 1);
-    return s;
-}
-
 enum jb_status jb_gguf_writer_begin(struct jb_gguf_writer *w, const char *path)
 {
     if (!w) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "gguf writer: NULL writer");
@@ -1710,13 +1702,11 @@ enum jb_status jb_gguf_writer_begin(struct jb_gguf_writer *w, const char *path)
             return w_poison(w, JB_STATUS_ERR_INVALID_ARG);
         }
     }
-    w->path     = dup_n(path, strlen(path));
-    w->tmp_path = concat(path, ".tmp");
-    if (!w->path || !w->tmp_path) return w_poison(w, JB_STATUS_ERR_NOMEM);
-    w->f = fopen(w->tmp_path, "wb");
+    enum jb_status ost = jb_outfile_open(&w->out, path);
+    if (ost) return w_poison(w, ost);
+    w->f = fdopen(w->out.fd, "wb");
     if (!w->f) {
-        jb_fail(
-          JB_STATUS_ERR_IO, "gguf writer: cannot create '%s': %s", w->tmp_path, strerror(errno));
+        jb_fail(JB_STATUS_ERR_IO, "gguf writer: cannot write '%s': %s", path, strerror(errno));
         return w_poison(w, JB_STATUS_ERR_IO);
     }
     w->pos = 0;
@@ -1773,20 +1763,6 @@ enum jb_status jb_gguf_writer_write_tensor(struct jb_gguf_writer *w,
     return JB_STATUS_OK;
 }
 
-/* Makes the rename durable; best effort, since not every file system supports it. */
-static void fsync_parent_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? dup_n(path, slash == path ? 1 : (size_t)(slash - path)) : dup_n(".", 1);
-    if (!dir) return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 enum jb_status jb_gguf_writer_finish(struct jb_gguf_writer *w)
 {
     if (!w) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "gguf writer: NULL writer");
@@ -1806,27 +1782,19 @@ enum jb_status jb_gguf_writer_finish(struct jb_gguf_writer *w)
     }
     if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) {
         jb_fail(
-          JB_STATUS_ERR_IO, "gguf writer: cannot flush '%s': %s", w->tmp_path, strerror(errno));
+          JB_STATUS_ERR_IO, "gguf writer: cannot flush '%s': %s", w->out.path, strerror(errno));
         return w_poison(w, JB_STATUS_ERR_IO);
     }
     FILE *f = w->f;
     w->f    = NULL;
+    jb_outfile_release_fd(&w->out);
     if (fclose(f) != 0) {
         jb_fail(
-          JB_STATUS_ERR_IO, "gguf writer: cannot close '%s': %s", w->tmp_path, strerror(errno));
-        remove(w->tmp_path);
+          JB_STATUS_ERR_IO, "gguf writer: cannot close '%s': %s", w->out.path, strerror(errno));
         return w_poison(w, JB_STATUS_ERR_IO);
     }
-    if (rename(w->tmp_path, w->path) != 0) {
-        jb_fail(JB_STATUS_ERR_IO,
-                "gguf writer: cannot rename '%s' to '%s': %s",
-                w->tmp_path,
-                w->path,
-                strerror(errno));
-        remove(w->tmp_path);
-        return w_poison(w, JB_STATUS_ERR_IO);
-    }
-    fsync_parent_dir(w->path);
+    enum jb_status st = jb_outfile_commit(&w->out); /* rename + folder fsync */
+    if (st) return w_poison(w, st);
     w->state = W_DONE;
     return JB_STATUS_OK;
 }

@@ -217,11 +217,77 @@ enum jb_status jb_meta_read_prior(const struct jb_gguf *g, struct jb_prior_hpara
     return st ? st : jb_prior_hparams_validate(hp);
 }
 
+/* Every integer field within its table range, named in the message; hyper-parameters come from
+ * JSON files and checkpoints, so this runs before any of them is multiplied or divided by. */
+static enum jb_status check_int_fields(const char *what,
+                                       const struct field *fields,
+                                       size_t n,
+                                       const void *hp)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *p = (const char *)hp + fields[i].offset;
+        int count     = fields[i].type == F_I32 ? 1 : fields[i].type == F_I32x3 ? 3 : 0;
+        for (int k = 0; k < count; k++) {
+            int32_t v;
+            memcpy(&v, p + (size_t)k * sizeof v, sizeof v);
+            if (v < fields[i].min || v > fields[i].max) {
+                char idx[8] = "";
+                if (count > 1) snprintf(idx, sizeof idx, "[%d]", k);
+                return jb_fail(JB_STATUS_ERR_MODEL,
+                               "%s: %s%s = %d is out of range [%lld, %lld]",
+                               what,
+                               fields[i].key,
+                               idx,
+                               v,
+                               (long long)fields[i].min,
+                               (long long)fields[i].max);
+            }
+        }
+    }
+    return JB_STATUS_OK;
+}
+
+/* A real-valued field in [lo, hi] (lo excluded when open_lo); NaN fails. */
+static enum jb_status check_real(const char *what,
+                                 const char *key,
+                                 double v,
+                                 double lo,
+                                 bool open_lo,
+                                 double hi)
+{
+    if (v >= lo && v <= hi && !(open_lo && v == lo)) return JB_STATUS_OK;
+    return jb_fail(JB_STATUS_ERR_MODEL,
+                   "%s: %s = %g is out of range %c%g, %g]",
+                   what,
+                   key,
+                   v,
+                   open_lo ? '(' : '[',
+                   lo,
+                   hi);
+}
+
+/* Largest tensor the model code is asked to handle, in elements (the released 5b's largest
+ * has 2.3e7): products of hyper-parameters beyond it are refused before anything is sized. */
+#define MAX_TENSOR_ELEMS ((int64_t)1 << 31)
+
+static enum jb_status check_elems(const char *what, const char *desc, int64_t a, int64_t b)
+{
+    if (a <= 0 || b <= 0 || a <= MAX_TENSOR_ELEMS / b) return JB_STATUS_OK;
+    return jb_fail(JB_STATUS_ERR_MODEL,
+                   "%s: %s = %lld x %lld elements is more than 2^31",
+                   what,
+                   desc,
+                   (long long)a,
+                   (long long)b);
+}
+
 enum jb_status jb_vqvae_hparams_validate(const struct jb_vqvae_hparams *hp)
 {
-    if (hp->levels < 1 || hp->levels > JB_MAX_LEVELS)
-        return jb_fail(
-          JB_STATUS_ERR_MODEL, "vqvae: levels = %d, expected 1..%d", hp->levels, JB_MAX_LEVELS);
+    enum jb_status st = check_int_fields("vqvae", vqvae_fields, N_FIELDS(vqvae_fields), hp);
+    if (st) return st;
+    if ((st = check_real("vqvae", "m_conv", hp->m_conv, 0, true, 16)) ||
+        (st = check_elems("vqvae", "codebook l_bins x emb_width", hp->l_bins, hp->emb_width)))
+        return st;
     int64_t hop = 1;
     for (int l = 0; l < hp->levels; l++) {
         for (int i = 0; i < hp->downs_t[l]; i++)
@@ -242,17 +308,54 @@ enum jb_status jb_vqvae_hparams_validate(const struct jb_vqvae_hparams *hp)
             d *= hp->dilation_growth_rate;
         if (d > 1e7) return jb_fail(JB_STATUS_ERR_MODEL, "vqvae: dilations grow too large");
     }
-    if (!(hp->m_conv > 0 && hp->m_conv <= 16))
-        return jb_fail(JB_STATUS_ERR_MODEL, "vqvae: m_conv = %g is out of range", hp->m_conv);
+    return JB_STATUS_OK;
+}
+
+/* Sizes of one transformer stack's matrices within bounds (ranges already checked). */
+static enum jb_status check_transformer(const char *what, const struct jb_transformer_hparams *t)
+{
+    int64_t ns  = (int64_t)(t->m_attn * (float)t->width),
+            mlp = (int64_t)(t->m_mlp * (float)t->width);
+    enum jb_status st;
+    if ((st = check_elems(what, "c_attn width x 3*n_state", t->width, 3 * ns)) ||
+        (st = check_elems(what, "c_fc width x m_mlp*width", t->width, mlp)) ||
+        (st = check_elems(what, "pos_emb seq_len x width", t->seq_len, t->width)))
+        return st;
+    /* all layers together: the 5b prior has 5e9 parameters; 2^34 is far beyond any release */
+    double total = (double)t->depth * (double)t->width * (double)(4 * ns + 2 * mlp);
+    if (total > 17179869184.0)
+        return jb_fail(JB_STATUS_ERR_MODEL,
+                       "%s: depth %d x width %d makes %.3g parameters (more than 2^34)",
+                       what,
+                       t->depth,
+                       t->width,
+                       total);
     return JB_STATUS_OK;
 }
 
 enum jb_status jb_prior_hparams_validate(const struct jb_prior_hparams *hp)
 {
+    enum jb_status st = check_int_fields("prior", prior_fields, N_FIELDS(prior_fields), hp);
+    if (st) return st;
     const struct jb_transformer_hparams *tr = &hp->tr;
-    int ns                                  = (int)(tr->m_attn * (float)tr->width);
-    if (!(tr->m_attn > 0 && tr->m_attn <= 4) || !(tr->m_mlp > 0 && tr->m_mlp <= 16))
-        return jb_fail(JB_STATUS_ERR_MODEL, "prior: m_attn/m_mlp out of range");
+    if ((st = check_real("prior", "m_attn", tr->m_attn, 0, true, 4)) ||
+        (st = check_real("prior", "m_mlp", tr->m_mlp, 0, true, 16)) ||
+        (st = check_real("prior", "min_duration", hp->min_duration, 0, false, 1e6)) ||
+        (st = check_real("prior", "max_duration", hp->max_duration, 0, false, 1e6)) ||
+        (hp->variant == JB_PRIOR_UPSAMPLER &&
+         (st = check_real("prior", "cond_m_conv", hp->cond_m_conv, 0, true, 16))) ||
+        (st = check_transformer("prior", tr)))
+        return st;
+    int64_t vocab =
+      (int64_t)hp->bins + (hp->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? hp->n_vocab : 0);
+    if ((st = check_elems("prior", "x_emb vocabulary x width", vocab, tr->width)) ||
+        (st = check_elems("prior", "artist table n_artists x width", hp->n_artists, tr->width)) ||
+        (st = check_elems("prior", "genre table n_genres x width", hp->n_genres, tr->width)) ||
+        (st = check_elems("prior", "timing table t_bins x width", hp->t_bins, tr->width)) ||
+        (st = check_elems(
+           "prior", "conditioner cond_width^2 x 4", hp->cond_width, 4 * (int64_t)hp->cond_width)))
+        return st;
+    int ns = (int)(tr->m_attn * (float)tr->width);
     if (ns <= 0 || ns % tr->heads)
         return jb_fail(
           JB_STATUS_ERR_MODEL, "prior: n_state %d is not a multiple of heads %d", ns, tr->heads);
@@ -281,9 +384,9 @@ enum jb_status jb_prior_hparams_validate(const struct jb_prior_hparams *hp)
         if (hp->cond_width <= 0 || hp->cond_downs <= 0 || hp->cond_stride <= 0)
             return jb_fail(JB_STATUS_ERR_MODEL, "prior: upsampler without a conditioner");
         int64_t f = 1;
-        for (int i = 0; i < hp->cond_downs; i++)
-            f *= hp->cond_stride;
-        if (hp->n_ctx % f)
+        for (int i = 0; i < hp->cond_downs && f <= hp->n_ctx; i++)
+            f *= hp->cond_stride; /* <= 16 * 2^20: no overflow */
+        if (f > hp->n_ctx || hp->n_ctx % f)
             return jb_fail(JB_STATUS_ERR_MODEL,
                            "prior: n_ctx %d not divisible by %lld",
                            hp->n_ctx,
@@ -291,9 +394,17 @@ enum jb_status jb_prior_hparams_validate(const struct jb_prior_hparams *hp)
     }
     if (hp->variant == JB_PRIOR_TOP_LYRICS_ENC) {
         const struct jb_transformer_hparams *p = &hp->prime;
-        int pns                                = (int)(p->m_attn * (float)p->width);
-        if (p->width <= 0 || p->depth <= 0 || p->heads <= 0 || pns <= 0 || pns % p->heads ||
-            p->blocks <= 0 || p->seq_len != hp->n_tokens || p->seq_len % p->blocks)
+        if (p->width <= 0 || p->depth <= 0 || p->heads <= 0 || p->blocks <= 0)
+            return jb_fail(JB_STATUS_ERR_MODEL,
+                           "prior: lyric encoder prime.width/depth/heads/blocks must be positive");
+        if ((st = check_real("prior", "prime.m_attn", p->m_attn, 0, true, 4)) ||
+            (st = check_real("prior", "prime.m_mlp", p->m_mlp, 0, true, 16)) ||
+            (st = check_transformer("prior lyric encoder", p)) ||
+            (st = check_elems("prior", "prime x_emb n_vocab x prime.width", hp->n_vocab, p->width)))
+            return st;
+        int pns = (int)(p->m_attn * (float)p->width);
+        if (pns <= 0 || pns % p->heads || p->blocks <= 0 || p->seq_len != hp->n_tokens ||
+            p->seq_len % p->blocks)
             return jb_fail(JB_STATUS_ERR_MODEL,
                            "prior: inconsistent lyric encoder hyper-parameters");
         for (int d = 0; d < p->depth; d++) {

@@ -151,15 +151,23 @@ enum jb_model_kind jb_model_get_kind(const struct jb_model *m)
 /* ---------------------------------------------------------------------------------------- */
 /* encore info                                                                               */
 
+/* Strings in a model file are untrusted: control characters are shown as \xNN. */
+static const char *escaped(const char *s, char *buf, size_t len)
+{
+    jb_text_escape(s ? s : "", buf, len);
+    return buf;
+}
+
 static void describe_value(const struct jb_gguf *g, int64_t i, FILE *out)
 {
     const char *key = jb_gguf_key(g, i);
+    char buf[1024];
     int64_t iv;
     double fv;
     bool bv;
     switch (jb_gguf_kv_type(g, i)) {
     case JB_GGUF_TYPE_STRING:
-        fprintf(out, "'%s'", jb_gguf_get_str(g, key));
+        fprintf(out, "'%s'", escaped(jb_gguf_get_str(g, key), buf, sizeof buf));
         break;
     case JB_GGUF_TYPE_BOOL:
         jb_gguf_get_bool(g, key, &bv);
@@ -175,7 +183,10 @@ static void describe_value(const struct jb_gguf *g, int64_t i, FILE *out)
         if (jb_gguf_arr_type(g, i) == JB_GGUF_TYPE_STRING) {
             fprintf(out, "[%llu strings", (unsigned long long)n);
             for (uint64_t k = 0; k < n && k < 3; k++)
-                fprintf(out, "%s'%s'", k ? ", " : ": ", jb_gguf_get_arr_str(g, key, k));
+                fprintf(out,
+                        "%s'%s'",
+                        k ? ", " : ": ",
+                        escaped(jb_gguf_get_arr_str(g, key, k), buf, sizeof buf));
             fprintf(out, "%s]", n > 3 ? ", ..." : "");
         } else {
             fprintf(out, "[");
@@ -201,9 +212,10 @@ enum jb_status jb_model_file_describe(const char *path, FILE *out, bool verbose)
 {
     struct jb_gguf *g = jb_gguf_open(path);
     if (!g) return JB_STATUS_ERR_FORMAT;
+    char pbuf[4096];
     fprintf(out,
             "%s: GGUF v%u, %lld tensors, %lld metadata keys\n",
-            path,
+            escaped(path, pbuf, sizeof pbuf),
             jb_gguf_version(g),
             (long long)jb_gguf_n_tensors(g),
             (long long)jb_gguf_n_kv(g));
@@ -211,7 +223,8 @@ enum jb_status jb_model_file_describe(const char *path, FILE *out, bool verbose)
     if (jb_gguf_get_bool(g, "encore.untrained", &untrained) && untrained)
         fprintf(out, "  NOTE: untrained model (random weights) - for testing the pipeline only\n");
     for (int64_t i = 0; i < jb_gguf_n_kv(g); i++) {
-        fprintf(out, "  %-40s ", jb_gguf_key(g, i));
+        char key[1024];
+        fprintf(out, "  %-40s ", escaped(jb_gguf_key(g, i), key, sizeof key));
         describe_value(g, i, out);
         fputc('\n', out);
     }
@@ -222,10 +235,10 @@ enum jb_status jb_model_file_describe(const char *path, FILE *out, bool verbose)
         count[t->type]++;
         params += (uint64_t)jb_tensor_nelements(t);
         if (verbose) {
-            char shape[96];
+            char shape[96], name[1024];
             fprintf(out,
                     "  tensor %-70s %-5s %s\n",
-                    t->name,
+                    escaped(t->name, name, sizeof name),
                     jb_dtype_name(t->type),
                     jb_shape_str(t->n_dims, t->shape, shape, sizeof shape));
         }

@@ -8,6 +8,7 @@
  * size must match the shape exactly.
  */
 #include "model/npy.h"
+#include "core/outfile.h"
 #include "core/fp16.h"
 
 #include <errno.h>
@@ -547,30 +548,28 @@ enum jb_status jb_npy_write(const char *path,
     uint16_t hl = (uint16_t)hlen;
     memcpy(prefix + 8, &hl, sizeof hl);
 
-    /* Write to a temporary name and rename, so readers never see a partial file. */
-    size_t plen = strlen(path);
-    char *tmp   = jb_malloc(plen + 5);
-    if (!tmp) return JB_STATUS_ERR_NOMEM;
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
+    /* A unique temporary beside the file (never a planted name or symlink), renamed into
+     * place once complete, so readers never see a partial file. */
+    struct jb_outfile out;
+    enum jb_status st = jb_outfile_open(&out, path);
+    if (st) return st;
+    FILE *f = fdopen(out.fd, "wb");
     if (!f) {
-        enum jb_status st =
-          jb_fail(JB_STATUS_ERR_IO, "npy: cannot create '%s': %s", tmp, strerror(errno));
-        free(tmp);
+        st = jb_fail(JB_STATUS_ERR_IO, "npy: cannot write '%s': %s", path, strerror(errno));
+        jb_outfile_abort(&out);
         return st;
     }
+    jb_outfile_release_fd(&out);
     bool ok = fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
               fwrite(hdr, 1, hlen, f) == hlen &&
-              (nbytes == 0 || fwrite(data, 1, nbytes, f) == nbytes);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        enum jb_status st =
-          jb_fail(JB_STATUS_ERR_IO, "npy: cannot write '%s': %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
+              (nbytes == 0 || fwrite(data, 1, nbytes, f) == nbytes) && fflush(f) == 0 &&
+              fsync(fileno(f)) == 0;
+    int err = errno;
+    ok      = (fclose(f) == 0) && ok;
+    if (!ok) {
+        st = jb_fail(JB_STATUS_ERR_IO, "npy: cannot write '%s': %s", path, strerror(err));
+        jb_outfile_abort(&out);
         return st;
     }
-    free(tmp);
-    return JB_STATUS_OK;
+    return jb_outfile_commit(&out);
 }

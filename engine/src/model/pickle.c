@@ -33,6 +33,7 @@ enum pk_global {
     PK_G_REBUILD_PARAMETER,
     PK_G_STORAGE,
     PK_G_DTYPE,
+    PK_G_OPAQUE, /* not on the list: an inert placeholder (lenient loads) */
 };
 
 struct jb_pyval {
@@ -56,7 +57,12 @@ struct pk_block {
 struct jb_pickle {
     struct pk_block *blocks;
     size_t n_values;
+    size_t n_items;   /* container item slots ever added */
+    size_t bytes;     /* value blocks + strings + item arrays + persid list */
+    size_t max_bytes; /* budget for bytes */
     const struct jb_pyval *result;
+    const struct jb_pyval **persids;
+    size_t n_persids, cap_persids;
 };
 
 /* Transient interpreter state for one jb_pickle_load call. */
@@ -74,6 +80,7 @@ struct pk_vm {
     size_t n_marks, cap_marks;
     struct jb_pyval **memo;
     size_t cap_memo, n_memo; /* n_memo = distinct slots set (MEMOIZE uses it) */
+    bool opaque_globals;     /* unknown globals become placeholders */
 };
 
 /* ---- allow-list ------------------------------------------------------------------------- */
@@ -205,11 +212,34 @@ const char *jb_pyval_type_name(enum jb_pyval_type type)
         return "tensor";
     case JB_PY_LONG:
         return "long int";
+    case JB_PY_OPAQUE:
+        return "object";
     }
     return "?";
 }
 
 /* ---- values ------------------------------------------------------------------------------ */
+
+/* Charges n bytes of the value graph to the budget: memory is bounded by what the graph holds,
+ * not only by how many values were made (containers can grow each other, see pk_op_build). */
+static bool pk_charge(struct pk_vm *vm, size_t n)
+{
+    struct jb_pickle *p = vm->p;
+    if (n > p->max_bytes - p->bytes)
+        return pk_err(vm, "the pickled objects need more than %zu MiB", p->max_bytes >> 20);
+    p->bytes += n;
+    return true;
+}
+
+/* Counts n more container items against JB_PICKLE_MAX_ITEMS. */
+static bool pk_count_items(struct pk_vm *vm, size_t n)
+{
+    struct jb_pickle *p = vm->p;
+    if (n > JB_PICKLE_MAX_ITEMS - p->n_items)
+        return pk_err(vm, "containers hold more than %u items in all", JB_PICKLE_MAX_ITEMS);
+    p->n_items += n;
+    return true;
+}
 
 static struct jb_pyval *pk_new(struct pk_vm *vm, enum jb_pyval_type type)
 {
@@ -219,6 +249,7 @@ static struct jb_pyval *pk_new(struct pk_vm *vm, enum jb_pyval_type type)
         return NULL;
     }
     if (!p->blocks || p->blocks->used == PK_BLOCK_VALUES) {
+        if (!pk_charge(vm, sizeof(struct pk_block))) return NULL;
         struct pk_block *b = jb_malloc(sizeof *b);
         if (!b) return NULL;
         b->next   = p->blocks;
@@ -251,6 +282,7 @@ static struct jb_pyval *pk_new_bytes(struct pk_vm *vm,
         pk_err(vm, "string too long");
         return NULL;
     }
+    if (!pk_charge(vm, alloc)) return NULL;
     v->s = jb_malloc(alloc);
     if (!v->s) return NULL;
     if (n) memcpy(v->s, s, n);
@@ -262,10 +294,12 @@ static struct jb_pyval *pk_new_bytes(struct pk_vm *vm,
 /* Appends one item slot to a container; the caller owns the bound on how many. */
 static bool pk_items_push(struct pk_vm *vm, struct jb_pyval *c, struct jb_pyval *item)
 {
+    if (!pk_count_items(vm, 1)) return false;
     if (c->len == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 4;
         size_t bytes;
         if (!jb_mul_size(cap, sizeof *c->items, &bytes)) return pk_err(vm, "container too large");
+        if (!pk_charge(vm, (cap - c->cap) * sizeof *c->items)) return false;
         struct jb_pyval **items = realloc(c->items, bytes);
         if (!items) {
             jb_fail(JB_STATUS_ERR_NOMEM, "pickle: out of memory growing a container");
@@ -287,6 +321,7 @@ static struct jb_pyval *pk_new_seq(struct pk_vm *vm,
     struct jb_pyval *v = pk_new(vm, type);
     if (!v) return NULL;
     if (n) {
+        if (!pk_count_items(vm, n) || !pk_charge(vm, n * sizeof *v->items)) return NULL;
         v->items = jb_calloc(n, sizeof *v->items);
         if (!v->items) return NULL;
         memcpy(v->items, items, n * sizeof *items);
@@ -449,6 +484,18 @@ static bool pk_op_global(struct pk_vm *vm,
                          size_t name_len)
 {
     enum pk_global kind;
+    if (!pk_lookup_global(mod, mod_len, name, name_len, &kind) && vm->opaque_globals) {
+        char m[96], n[96], buf[200];
+        int k              = snprintf(buf,
+                         sizeof buf,
+                         "%s.%s",
+                         pk_printable(mod, mod_len, m, sizeof m),
+                         pk_printable(name, name_len, n, sizeof n));
+        struct jb_pyval *v = pk_new_bytes(vm, JB_PY_OPAQUE, buf, (size_t)k);
+        if (!v) return false;
+        v->global = PK_G_OPAQUE;
+        return pk_push(vm, v);
+    }
     if (!pk_lookup_global(mod, mod_len, name, name_len, &kind)) {
         char m[96], n[96];
         jb_fail(JB_STATUS_ERR_FORMAT,
@@ -554,6 +601,10 @@ static bool pk_op_setitems(struct pk_vm *vm, bool from_mark)
     if (n % 2) return pk_err(vm, "SETITEMS with an odd number of items");
     if (start <= pk_base(vm)) return pk_err(vm, "stack underflow");
     struct jb_pyval *d = vm->stack[start - 1];
+    if (d->type == JB_PY_OPAQUE) { /* a dict subclass we do not know: its items are dropped */
+        vm->n_stack = start;
+        return true;
+    }
     if (d->type != JB_PY_DICT)
         return pk_err(vm, "SETITEM on a %s value", jb_pyval_type_name(d->type));
     for (size_t k = start; k < vm->n_stack; k += 2)
@@ -573,6 +624,10 @@ static bool pk_op_appends(struct pk_vm *vm, bool from_mark)
     }
     if (start <= pk_base(vm)) return pk_err(vm, "stack underflow");
     struct jb_pyval *l = vm->stack[start - 1];
+    if (l->type == JB_PY_OPAQUE) {
+        vm->n_stack = start;
+        return true;
+    }
     if (l->type != JB_PY_LIST)
         return pk_err(vm, "APPEND on a %s value", jb_pyval_type_name(l->type));
     for (size_t k = start; k < vm->n_stack; k++)
@@ -594,12 +649,21 @@ static bool pk_is_int_tuple(const struct jb_pyval *v)
     return true;
 }
 
+/* A new placeholder standing for whatever calling (or instantiating) `of` would make. */
+static struct jb_pyval *pk_new_opaque(struct pk_vm *vm, const struct jb_pyval *of)
+{
+    struct jb_pyval *v = pk_new_bytes(vm, JB_PY_OPAQUE, of->s, of->len);
+    if (v) v->global = PK_G_OPAQUE;
+    return v;
+}
+
 /* callable(*args) for the allowed callables; anything else is an error. */
 static struct jb_pyval *pk_call(struct pk_vm *vm,
                                 struct jb_pyval *fn,
                                 struct jb_pyval *args,
                                 const char *op)
 {
+    if (fn->type == JB_PY_OPAQUE) return pk_new_opaque(vm, fn); /* never called */
     if (fn->type != JB_PY_GLOBAL) {
         pk_err(vm, "%s on a %s value", op, jb_pyval_type_name(fn->type));
         return NULL;
@@ -644,6 +708,7 @@ static struct jb_pyval *pk_call(struct pk_vm *vm,
         return args->items[0];
     case PK_G_STORAGE:
     case PK_G_DTYPE:
+    case PK_G_OPAQUE:
         break;
     }
     pk_err(vm, "%s on '%s' is not supported", op, fn->s);
@@ -666,6 +731,7 @@ static bool pk_op_build(struct pk_vm *vm)
         return true;
     }
     if (inst->type == JB_PY_TENSOR) return true; /* tensor attributes are not needed */
+    if (inst->type == JB_PY_OPAQUE) return true; /* __setstate__ is never run */
     return pk_err(vm, "BUILD on a %s value is not supported", jb_pyval_type_name(inst->type));
 }
 
@@ -714,6 +780,25 @@ static const char *pk_opcode_name(uint8_t op)
         return "READONLY_BUFFER";
     }
     return NULL;
+}
+
+/* Remembers a persistent id so that ckpt.c can size storages no tensor of 'model' uses. */
+static bool pk_note_persid(struct pk_vm *vm, const struct jb_pyval *v)
+{
+    struct jb_pickle *p = vm->p;
+    if (p->n_persids == p->cap_persids) {
+        size_t cap = p->cap_persids ? p->cap_persids * 2 : 64;
+        if (!pk_charge(vm, (cap - p->cap_persids) * sizeof *p->persids)) return false;
+        const struct jb_pyval **a = realloc(p->persids, cap * sizeof *a);
+        if (!a) {
+            jb_fail(JB_STATUS_ERR_NOMEM, "pickle: out of memory for persistent ids");
+            return false;
+        }
+        p->persids     = a;
+        p->cap_persids = cap;
+    }
+    p->persids[p->n_persids++] = v;
+    return true;
 }
 
 /* ---- the interpreter --------------------------------------------------------------------- */
@@ -890,12 +975,23 @@ static bool pk_run(struct pk_vm *vm)
             struct jb_pyval *args = pk_pop(vm);
             struct jb_pyval *cls  = args ? pk_pop(vm) : NULL;
             ok                    = cls != NULL;
-            if (ok && (cls->type != JB_PY_GLOBAL ||
-                       (cls->global != PK_G_ORDERED_DICT && cls->global != PK_G_HPARAMS)))
+            if (ok && cls->type != JB_PY_OPAQUE &&
+                (cls->type != JB_PY_GLOBAL ||
+                 (cls->global != PK_G_ORDERED_DICT && cls->global != PK_G_HPARAMS)))
                 ok = pk_err(vm,
                             "NEWOBJ of a %s is not supported",
                             cls->type == JB_PY_GLOBAL ? cls->s : jb_pyval_type_name(cls->type));
             if (ok) ok = pk_push(vm, pk_call(vm, cls, args, "NEWOBJ"));
+            break;
+        }
+        case 0x92: { /* NEWOBJ_EX: only of a placeholder class (kwargs are dropped) */
+            struct jb_pyval *kw   = pk_pop(vm);
+            struct jb_pyval *args = kw ? pk_pop(vm) : NULL;
+            struct jb_pyval *cls  = args ? pk_pop(vm) : NULL;
+            ok                    = cls != NULL;
+            if (ok && cls->type != JB_PY_OPAQUE)
+                ok = pk_err(vm, "opcode NEWOBJ_EX (0x92) is not supported");
+            if (ok) ok = pk_push(vm, pk_new_opaque(vm, cls));
             break;
         }
         case 'b':
@@ -904,7 +1000,7 @@ static bool pk_run(struct pk_vm *vm)
         case 'Q': { /* BINPERSID */
             struct jb_pyval *pid = pk_pop(vm);
             struct jb_pyval *v   = pid ? pk_new_seq(vm, JB_PY_PERSID, &pid, 1) : NULL;
-            ok                   = pk_push(vm, v);
+            ok                   = v && pk_note_persid(vm, v) && pk_push(vm, v);
             break;
         }
         case 'q':
@@ -946,6 +1042,19 @@ struct jb_pickle *jb_pickle_load_ctx(const uint8_t *data,
                                      const char *context,
                                      size_t base_offset)
 {
+    struct jb_pickle_opts o = { .context = context, .base_offset = base_offset };
+    return jb_pickle_load_opts(data, size, consumed, &o);
+}
+
+struct jb_pickle *jb_pickle_load_opts(const uint8_t *data,
+                                      size_t size,
+                                      size_t *consumed,
+                                      const struct jb_pickle_opts *opts)
+{
+    static const struct jb_pickle_opts defaults = { 0 };
+    if (!opts) opts = &defaults;
+    const char *context = opts->context;
+    size_t base_offset  = opts->base_offset;
     if (consumed) *consumed = 0;
     if (!data && size) {
         jb_fail(JB_STATUS_ERR_INVALID_ARG, "pickle: NULL data");
@@ -953,10 +1062,15 @@ struct jb_pickle *jb_pickle_load_ctx(const uint8_t *data,
     }
     struct jb_pickle *p = jb_calloc(1, sizeof *p);
     if (!p) return NULL;
-    struct pk_vm vm = {
-        .p = p, .data = data, .size = size, .context = context, .base_offset = base_offset
-    };
-    bool ok = pk_run(&vm);
+    p->max_bytes    = opts->max_bytes && opts->max_bytes < JB_PICKLE_MAX_BYTES ? opts->max_bytes
+                                                                               : JB_PICKLE_MAX_BYTES;
+    struct pk_vm vm = { .p              = p,
+                        .data           = data,
+                        .size           = size,
+                        .context        = context,
+                        .base_offset    = base_offset,
+                        .opaque_globals = opts->opaque_globals };
+    bool ok         = pk_run(&vm);
     free(vm.stack);
     free(vm.marks);
     free(vm.memo);
@@ -973,6 +1087,21 @@ const struct jb_pyval *jb_pickle_result(const struct jb_pickle *p)
     return p ? p->result : NULL;
 }
 
+size_t jb_pickle_n_persids(const struct jb_pickle *p)
+{
+    return p ? p->n_persids : 0;
+}
+
+const struct jb_pyval *jb_pickle_persid(const struct jb_pickle *p, size_t i)
+{
+    return p && i < p->n_persids ? p->persids[i] : NULL;
+}
+
+size_t jb_pickle_bytes(const struct jb_pickle *p)
+{
+    return p ? p->bytes : 0;
+}
+
 void jb_pickle_free(struct jb_pickle *p)
 {
     if (!p) return;
@@ -986,6 +1115,7 @@ void jb_pickle_free(struct jb_pickle *p)
         free(b);
         b = next;
     }
+    free(p->persids);
     free(p);
 }
 
@@ -1011,7 +1141,8 @@ double jb_pyval_float(const struct jb_pyval *v)
 
 const char *jb_pyval_str(const struct jb_pyval *v)
 {
-    if (v && (v->type == JB_PY_STR || v->type == JB_PY_BYTES || v->type == JB_PY_GLOBAL))
+    if (v && (v->type == JB_PY_STR || v->type == JB_PY_BYTES || v->type == JB_PY_GLOBAL ||
+              v->type == JB_PY_OPAQUE))
         return v->s;
     return NULL;
 }

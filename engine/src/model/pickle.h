@@ -9,8 +9,14 @@
  *   torch.{Float,Half,BFloat16,Double,Long,Int,Short,Char,Byte,Bool}Storage
  *   (and torch.cuda.* of the same), torch.UntypedStorage, torch.{float32,float16,...} dtypes,
  *   and jukebox.hparams.Hyperparams, which is built as a plain dict.
- * Any other global is an error naming it ("pickle: global 'posix.system' is not allowed").
- * Memo indices, stack depth, container sizes and total allocation are bounded.
+ * Any other global is an error naming it ("pickle: global 'posix.system' is not allowed"), or,
+ * in a lenient load (training checkpoints hold numpy scalars, optimizer state, ...), an inert
+ * JB_PY_OPAQUE placeholder: REDUCE/NEWOBJ/BUILD/SETITEMS/APPENDS on it make or leave another
+ * placeholder, nothing is executed and the arguments are dropped. Consumers decide where a
+ * placeholder is acceptable (ckpt.c: anywhere but inside 'model').
+ * Memo indices, stack depth, the number of values, the number of container items (counted as
+ * they are added, so BUILD merging two dicts into each other is bounded too) and the total
+ * bytes of the value graph (values, strings, item arrays) are bounded: JB_PICKLE_MAX_*.
  *
  * The memo can share values, so the value graph may be a DAG or cyclic: walk it with a budget.
  * Dicts keep duplicate keys in insertion order (a real pickle has none); dict_get returns the
@@ -35,6 +41,8 @@ enum jb_pyval_type {
     JB_PY_PERSID, /* persistent id: its payload is item 0 */
     JB_PY_TENSOR, /* a rebuilt tensor: items = storage (persid), offset, size, stride */
     JB_PY_LONG,   /* an integer beyond int64: jb_pyval_bytes = little-endian two's complement */
+    JB_PY_OPAQUE, /* (lenient loads only) an unknown global, or an object made from one:
+                     jb_pyval_str = "module.name"; never called, its arguments are dropped */
 };
 
 struct jb_pyval;
@@ -54,6 +62,9 @@ const char *jb_pyval_type_name(enum jb_pyval_type type); /* "dict", "tensor", ..
 
 struct jb_pickle; /* owns every value it produced */
 
+#define JB_PICKLE_MAX_ITEMS (1u << 22) /* container items, all containers (real files: ~1e5) */
+#define JB_PICKLE_MAX_BYTES ((size_t)256 << 20) /* values + strings + item arrays */
+
 /* Runs the pickle in data[0..size) up to STOP. On success *consumed is the number of bytes
  * read and the result is jb_pickle_result(). NULL on error (jb_fail). */
 struct jb_pickle *jb_pickle_load(const uint8_t *data, size_t size, size_t *consumed);
@@ -64,7 +75,24 @@ struct jb_pickle *jb_pickle_load_ctx(const uint8_t *data,
                                      size_t *consumed,
                                      const char *context,
                                      size_t base_offset);
+/* Options of jb_pickle_load_opts (zero = the strict defaults of jb_pickle_load_ctx). */
+struct jb_pickle_opts {
+    const char *context; /* message prefix, as jb_pickle_load_ctx */
+    size_t base_offset;
+    bool opaque_globals; /* unknown globals become JB_PY_OPAQUE placeholders, not errors */
+    size_t max_bytes;    /* 0: JB_PICKLE_MAX_BYTES; else a lower budget for the value graph */
+};
+struct jb_pickle *jb_pickle_load_opts(const uint8_t *data,
+                                      size_t size,
+                                      size_t *consumed,
+                                      const struct jb_pickle_opts *opts);
 const struct jb_pyval *jb_pickle_result(const struct jb_pickle *p);
+/* Every persistent id the pickle made, in order (a checkpoint's storages, including those of
+ * tensors outside 'model', e.g. an optimizer state's). */
+size_t jb_pickle_n_persids(const struct jb_pickle *p);
+const struct jb_pyval *jb_pickle_persid(const struct jb_pickle *p, size_t i);
+/* Bytes the value graph of a finished load holds (for tests and limits). */
+size_t jb_pickle_bytes(const struct jb_pickle *p);
 void jb_pickle_free(struct jb_pickle *p);
 
 #endif

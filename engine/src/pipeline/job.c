@@ -191,11 +191,13 @@ static enum jb_status resolve(const struct jb_session *s,
                        (double)p->top_p);
     for (int L = 0; L < s->n_levels; L++) {
         const struct jb_prior_hparams *hp = &s->prior[L]->prior_hp;
-        if (!(p->temp[L] > 0.0f && p->temp[L] <= 100.0f))
+        if (!(p->temp[L] >= JB_JOB_MIN_TEMP && p->temp[L] <= JB_JOB_MAX_TEMP))
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "job: temperature %g at level %d, expected (0, 100]",
+                           "job: temperature %g at level %d, expected [%g, %g]",
                            (double)p->temp[L],
-                           L);
+                           L,
+                           (double)JB_JOB_MIN_TEMP,
+                           (double)JB_JOB_MAX_TEMP);
         if (!(p->hop_fraction[L] > 0.0f && p->hop_fraction[L] <= 1.0f))
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "job: hop fraction %g at level %d, expected (0, 1]",
@@ -636,7 +638,8 @@ static enum jb_status window_labels(struct job *j,
     return st;
 }
 
-static enum jb_status sample_level(struct job *j, int L)
+/* Samples level L from window first_window on (0, or where a resumed job left off). */
+static enum jb_status sample_level(struct job *j, int L, int64_t first_window)
 {
     struct jb_session *s              = j->s;
     const struct resolved *r          = j->r;
@@ -694,7 +697,10 @@ static enum jb_status sample_level(struct job *j, int L)
     j->n_windows = (int)n_win;
     j->done      = 0;
     j->total     = (total_L - known_L) * N;
-    j->t_level   = jb_time_now();
+    if (first_window > n_win) first_window = n_win;
+    for (int64_t wi = 0; wi < first_window; wi++) /* tokens a resumed job already has */
+        j->done += (b.windows[wi].n_tokens - b.windows[wi].n_known) * N;
+    j->t_level = jb_time_now();
     for (int c = 0; c < N; c++)
         j->emitted[c] = known_L;
     report_progress(j, true);
@@ -702,7 +708,7 @@ static enum jb_status sample_level(struct job *j, int L)
     int64_t ratio = 1; /* upper codes per lower code */
     if (L < s->top) ratio = s->hop[L + 1] / s->hop[L];
 
-    for (int64_t wi = 0; wi < n_win; wi++) {
+    for (int64_t wi = first_window; wi < n_win; wi++) {
         const struct jb_window *w = &b.windows[wi];
         j->window                 = (int)wi;
         if (job_should_stop(j)) {
@@ -748,6 +754,12 @@ static enum jb_status sample_level(struct job *j, int L)
               ps, b.ctx, prefix + P, prefix + n_tok, &sp, b.out, &j->inner, on_token, j);
         }
         if (st) break;
+        if (j->cb && j->cb->on_checkpoint) {
+            struct jb_job_checkpoint ck = {
+                .level = L, .windows_done = (int)wi + 1, .n_windows = (int)n_win, .partial = j->take
+            };
+            j->cb->on_checkpoint(&ck, j->cb->user);
+        }
     }
     if (st == JB_STATUS_ERR_CANCELLED && j->deferred)
         st = jb_fail(j->deferred, "%s", j->deferred_msg);
@@ -794,6 +806,34 @@ static enum jb_status fill_known(struct job *j, const struct jb_job_params *p, i
     return JB_STATUS_OK;
 }
 
+/* A checkpoint take must have the shape of this job's take and point at a sampled level. */
+static enum jb_status check_resume(struct job *j, const struct jb_job_params *p)
+{
+    const struct jb_take *t = p->resume, *o = j->take;
+    if (t->n_levels != o->n_levels || t->n_candidates != o->n_candidates)
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "job: resume take has %d levels x %d candidates, expected %d x %d",
+                       t->n_levels,
+                       t->n_candidates,
+                       o->n_levels,
+                       o->n_candidates);
+    for (int L = 0; L < o->n_levels; L++)
+        if (t->n_tokens[L] != o->n_tokens[L])
+            return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                           "job: resume take has %lld level-%d codes, expected %lld",
+                           (long long)t->n_tokens[L],
+                           L,
+                           (long long)o->n_tokens[L]);
+    const int L = p->resume_level;
+    if (L < 0 || L >= o->n_levels || !j->r->sample[L] || p->resume_window < 0 ||
+        p->resume_window > j->r->n_windows[L])
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "job: cannot resume at level %d window %d",
+                       L,
+                       p->resume_window);
+    return JB_STATUS_OK;
+}
+
 enum jb_status jb_job_run(struct jb_session *s,
                           const struct jb_job_params *p,
                           const struct jb_job_callbacks *cb,
@@ -820,6 +860,11 @@ enum jb_status jb_job_run(struct jb_session *s,
     j.take->total_length = r.total_length;
     j.take->settings     = r.set;
 
+    if (p->resume) {
+        st = check_resume(&j, p);
+        if (st) goto done;
+    }
+
     /* top level first; each level's prompt codes are encoded just before it is sampled, so the
      * first preview does not wait for the (slow) level-0 encoder */
     for (int L = s->top; L >= 0 && !st; L--) {
@@ -827,8 +872,16 @@ enum jb_status jb_job_run(struct jb_session *s,
             st = jb_fail(JB_STATUS_ERR_CANCELLED, "job: cancelled");
             break;
         }
+        if (p->resume && L >= p->resume_level) { /* codes from the checkpoint */
+            for (int c = 0; c < r.n_cand; c++)
+                memcpy(level_codes(&j, L, c),
+                       jb_take_codes(p->resume, L, c),
+                       (size_t)j.take->n_tokens[L] * sizeof(int32_t));
+            if (L == p->resume_level) st = sample_level(&j, L, p->resume_window);
+            continue;
+        }
         st = fill_known(&j, p, L);
-        if (!st && r.sample[L]) st = sample_level(&j, L);
+        if (!st && r.sample[L]) st = sample_level(&j, L, 0);
     }
 
 done:
