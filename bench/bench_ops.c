@@ -140,9 +140,9 @@ struct mm_case {
 
 static void run_mm(void *ctx, int i)
 {
-    struct mm_case *c = ctx;
-    jb_matmul(
-      c->be, c->M, c->N, c->K, c->x, c->K, &c->w[i % c->n_w], false, c->bias, c->y, c->N, false);
+    struct mm_case *c  = ctx;
+    struct jb_tensor b = { .type = JB_DTYPE_F32, .n_dims = 1, .shape = { c->N }, .data = c->bias };
+    jb_matmul(c->be, c->M, c->N, c->K, c->x, c->K, &c->w[i % c->n_w], false, &b, c->y, c->N, false);
 }
 
 /* n_w distinct weight matrices used in turn: 1 = cache-resident, 16 = streamed from DRAM */

@@ -15,19 +15,19 @@
  * and reports positions/s, tokens/s over all candidates, the weight bytes a step reads and the
  * effective weight bandwidth next to the machine's, measured here with a large copy and sum.
  */
+#include "backend/cpu/pool.h"
 #include "pipeline/pipeline.h"
+#include "prior/conditioner.h"
 #include "prior/prior.h"
 #include "prior/sampler.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* ---------------------------------------------------------------------------------------- */
 /* random weights in memory                                                                  */
@@ -109,6 +109,25 @@ static void mm_free(struct mem_model *m)
     free(m);
 }
 
+/* The transformer's matmul weights (the Conv1D .w tensors) as fp16, as the 5b checkpoints store
+ * them; embeddings, biases, LayerNorm and the output head stay fp32. False on OOM. */
+static bool mm_to_f16(struct mem_model *m)
+{
+    for (int i = 0; i < m->n; i++) {
+        struct jb_tensor *t = &m->t[i];
+        size_t len          = strlen(m->names[i]);
+        if (t->n_dims != 2 || len < 2 || strcmp(m->names[i] + len - 2, ".w") != 0) continue;
+        const int64_t n = jb_tensor_nelements(t);
+        uint16_t *h     = jb_aligned_alloc((size_t)n * sizeof(uint16_t));
+        if (!h) return false;
+        jb_convert_from_f32(JB_DTYPE_F16, t->data, h, (size_t)n);
+        free(t->data);
+        t->data = h;
+        t->type = JB_DTYPE_F16;
+    }
+    return true;
+}
+
 struct shape {
     const char *name;
     int width, depth, heads;
@@ -142,7 +161,7 @@ static void upsampler_hparams(const struct shape *sh, struct jb_prior_hparams *h
     hp->alignment_layer = hp->alignment_head = -1;
 }
 
-static struct mem_model *upsampler_weights(const struct jb_prior_hparams *hp)
+static struct mem_model *upsampler_weights(const struct jb_prior_hparams *hp, bool cond_only)
 {
     struct mem_model *m = calloc(1, sizeof *m);
     if (!m) return NULL;
@@ -156,48 +175,24 @@ static struct mem_model *upsampler_weights(const struct jb_prior_hparams *hp)
     ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, "conditioner_blocks.0.cond.model.0.bias");
     for (int i = 0; i < hp->cond_downs; i++) {
         const int64_t out = i == hp->cond_downs - 1 ? W : CW;
-        ok &= mm_add(m,
-                     0,
-                     0.1f,
-                     3,
-                     CW,
-                     CW,
-                     3,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.1.weight",
-                     i + 1);
-        ok &= mm_add(m,
-                     0,
-                     0.01f,
-                     1,
-                     CW,
-                     0,
-                     0,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.1.bias",
-                     i + 1);
-        ok &= mm_add(m,
-                     0,
-                     0.1f,
-                     3,
-                     CW,
-                     CW,
-                     1,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.3.weight",
-                     i + 1);
-        ok &= mm_add(m,
-                     0,
-                     0.01f,
-                     1,
-                     CW,
-                     0,
-                     0,
-                     "conditioner_blocks.0.cond.model.%d.0.blocks.0.model.3.bias",
-                     i + 1);
-        ok &=
-          mm_add(m, 0, 0.1f, 3, CW, out, 4, "conditioner_blocks.0.cond.model.%d.1.weight", i + 1);
+        const float sc    = 0.5f / sqrtf(3.0f * (float)CW);
+        for (int r = 0; r < hp->cond_depth; r++) {
+#define RB(s) "conditioner_blocks.0.cond.model.%d.0.blocks.%d.model." s, i + 1, r
+            ok &= mm_add(m, 0, sc, 3, CW, CW, 3, RB("1.weight"));
+            ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, RB("1.bias"));
+            ok &= mm_add(m, 0, sc, 3, CW, CW, 1, RB("3.weight"));
+            ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, RB("3.bias"));
+#undef RB
+        }
+        ok &= mm_add(m, 0, sc, 3, CW, out, 4, "conditioner_blocks.0.cond.model.%d.1.weight", i + 1);
         ok &= mm_add(m, 0, 0.01f, 1, out, 0, 0, "conditioner_blocks.0.cond.model.%d.1.bias", i + 1);
     }
     ok &= mm_add(m, 1, 0.01f, 1, W, 0, 0, "conditioner_blocks.0.ln.weight");
     ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, "conditioner_blocks.0.ln.bias");
+    if (cond_only) {
+        if (!ok) mm_free(m);
+        return ok ? m : NULL;
+    }
     ok &= mm_add(m, 0, 0.02f, 2, hp->bins, W, 0, "prior.x_emb.weight");
     ok &= mm_add(m, 0, 0.01f, 2, hp->n_ctx, W, 0, "prior.pos_emb.pos_emb");
     ok &= mm_add(m, 0, 0.02f, 2, hp->bins, W, 0, "prior.x_out.weight");
@@ -235,13 +230,33 @@ static double step_weight_bytes(const struct jb_prior_hparams *hp)
 /* ---------------------------------------------------------------------------------------- */
 /* memory bandwidth                                                                          */
 
-static void bandwidth(double *copy_gbs, double *read_gbs)
+struct sum_task {
+    const uint64_t *u;
+    _Atomic uint64_t sum;
+};
+
+/* integer sum over 64-bit words in 4 independent lanes: vectorises, never latency-bound (a float
+ * sum would be, without -ffast-math) */
+static void sum_words(void *arg, int64_t b, int64_t e, int slot)
 {
-    const size_t n = (size_t)1 << 27; /* 512 MiB per buffer */
-    float *a       = jb_aligned_alloc(n * sizeof(float));
-    float *b       = jb_aligned_alloc(n * sizeof(float));
+    struct sum_task *t = arg;
+    uint64_t sum       = 0;
+    (void)slot;
+    for (int64_t i = b * 4; i < e * 4; i += 4)
+        sum += (t->u[i] + t->u[i + 1]) + (t->u[i + 2] + t->u[i + 3]);
+    atomic_fetch_add(&t->sum, sum);
+}
+
+/* Copy bandwidth on one thread; read bandwidth of a sum over `threads` threads (a pool like the
+ * backend's, one contiguous half per thread). */
+static void bandwidth(int threads, double *copy_gbs, double *read_gbs)
+{
+    const size_t n       = (size_t)1 << 27; /* 512 MiB per buffer */
+    float *a             = jb_aligned_alloc(n * sizeof(float));
+    float *b             = jb_aligned_alloc(n * sizeof(float));
+    struct jb_pool *pool = jb_pool_new(threads);
     *copy_gbs = *read_gbs = 0;
-    if (!a || !b) goto done;
+    if (!a || !b || !pool) goto done;
     memset(a, 1, n * sizeof(float));
     memset(b, 0, n * sizeof(float));
     for (int rep = 0; rep < 3; rep++) {
@@ -250,20 +265,16 @@ static void bandwidth(double *copy_gbs, double *read_gbs)
         double dt = jb_time_now() - t0;
         double g  = 2.0 * (double)n * sizeof(float) / dt / 1e9; /* read + write */
         if (g > *copy_gbs) *copy_gbs = g;
-        /* integer sum over 64-bit words in 4 independent lanes: vectorises, never
-         * latency-bound (a float sum would be, without -ffast-math) */
-        const uint64_t *u = (const uint64_t *)b;
-        const size_t nu   = n / 2;
-        uint64_t sum      = 0;
-        t0                = jb_time_now();
-#pragma omp parallel for reduction(+ : sum)
-        for (size_t i = 0; i < nu; i += 4)
-            sum += (u[i] + u[i + 1]) + (u[i + 2] + u[i + 3]);
+        struct sum_task st = { (const uint64_t *)b, 0 };
+        const int64_t nq   = (int64_t)(n / 8); /* groups of 4 words */
+        t0                 = jb_time_now();
+        jb_pool_for(pool, nq, (nq + threads - 1) / threads, sum_words, &st);
         dt = jb_time_now() - t0;
         g  = (double)n * sizeof(float) / dt / 1e9;
-        if (g > *read_gbs && sum != 1) *read_gbs = g;
+        if (g > *read_gbs && st.sum != 1) *read_gbs = g;
     }
 done:
+    jb_pool_free(pool);
     free(a);
     free(b);
 }
@@ -290,6 +301,7 @@ struct result {
     double decode_pps;  /* sampled positions per second (per candidate) */
     double decode_tps;  /* tokens per second, all candidates */
     double state_mb;
+    double kv_mb; /* of which KV caches */
     bool ok;
 };
 
@@ -297,11 +309,12 @@ static struct result run_shape(struct jb_prior *p,
                                const struct jb_prior_hparams *hp,
                                int N,
                                int n_prime,
-                               int n_sample)
+                               int n_sample,
+                               enum jb_dtype kv_type)
 {
     struct result r = { 0 };
     const int64_t T = hp->tr.seq_len, W = hp->tr.width;
-    struct jb_prior_state *st = jb_prior_state_init(p, N, 32);
+    struct jb_prior_state *st = jb_prior_state_init_ex(p, N, 32, kv_type);
     float *x                  = jb_aligned_alloc((size_t)N * (size_t)T * (size_t)W * sizeof(float));
     float *semb               = jb_aligned_alloc((size_t)N * (size_t)W * sizeof(float));
     int32_t *ctx              = malloc((size_t)N * (size_t)n_prime * sizeof(int32_t));
@@ -311,6 +324,7 @@ static struct result run_shape(struct jb_prior *p,
         goto done;
     }
     r.state_mb = (double)jb_prior_state_bytes(st) / 1048576.0;
+    r.kv_mb    = (double)jb_prior_state_kv_bytes(st) / 1048576.0;
     /* conditioning: any finite values do (the speed does not depend on them) */
     for (size_t i = 0; i < (size_t)N * (size_t)T * (size_t)W; i++)
         x[i] = 0.01f * (float)((i * 7919) % 13) - 0.06f;
@@ -415,98 +429,340 @@ done:
     jb_backend_free(be);
 }
 
+/* The real upsampler conditioner (cond_width 1024, cond_depth 16, 2 stages of stride 2, prior
+ * width 1920) on one 8192-token window, with 1 and `threads` threads: seconds per window, best of
+ * 2, against the reference's get_cond time for the same shape (refbench conditioning_seconds). */
+static void bench_conditioner(const struct shape *sh, int threads, double ref_s)
+{
+    struct jb_prior_hparams hp;
+    upsampler_hparams(sh, &hp);
+    hp.cond_width                = 1024;
+    hp.cond_depth                = 16;
+    hp.cond_downs                = 2;
+    hp.cond_stride               = 2;
+    struct mem_model *m          = upsampler_weights(&hp, true);
+    struct jb_weights_source src = { mm_find, mm_count, mm_get, m };
+    struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
+    float *x_cond    = jb_aligned_alloc((size_t)hp.n_ctx * (size_t)hp.tr.width * sizeof(float));
+    double best[2]   = { INFINITY, INFINITY };
+    const int thr[2] = { 1, threads };
+    struct jb_backend *be[2]        = { NULL, NULL };
+    struct jb_upsampler_cond *uc[2] = { NULL, NULL };
+    int32_t *z                      = NULL;
+    for (int t = 0; t < 2 && w && x_cond; t++) {
+        be[t] = jb_backend_init("cpu", thr[t]);
+        uc[t] = be[t] ? jb_upsampler_cond_init(&hp, w, be[t]) : NULL;
+        if (!uc[t]) printf("conditioner: cannot build: %s\n", jb_last_error());
+    }
+    const int64_t nu = uc[0] ? jb_upsampler_cond_n_upper(uc[0]) : 0;
+    z                = nu > 0 ? malloc((size_t)nu * sizeof *z) : NULL;
+    for (int64_t i = 0; z && i < nu; i++)
+        z[i] = (int32_t)((i * 2654435761u) % (uint32_t)hp.bins);
+    /* A B A B: 1 and N threads interleaved, best of 2 each */
+    for (int rep = 0; z && uc[0] && uc[1] && rep < 4; rep++) {
+        const int t = rep % 2;
+        double t0   = jb_time_now();
+        if (jb_upsampler_cond_forward(uc[t], z, x_cond)) break;
+        double dt = jb_time_now() - t0;
+        if (dt < best[t]) best[t] = dt;
+    }
+    free(z);
+    for (int t = 0; t < 2; t++) {
+        jb_upsampler_cond_free(uc[t]);
+        jb_backend_free(be[t]);
+    }
+    printf("\nupsampler conditioner (cond_width 1024, depth 16, 2 x stride 2, width 1920), one "
+           "8192-token window:\n");
+    printf("| threads | seconds/window | vs 1 thr | ref s/window | x ref |\n");
+    printf("|---------|----------------|----------|--------------|-------|\n");
+    for (int t = 0; t < 2; t++) {
+        char r1[32] = "-", rr[32] = "-", rx[32] = "-";
+        if (t) snprintf(r1, sizeof r1, "%.2fx", best[0] / best[1]);
+        if (ref_s > 0) {
+            snprintf(rr, sizeof rr, "%.2f", ref_s);
+            snprintf(rx, sizeof rx, "%.1fx", ref_s / best[t]);
+        }
+        printf("| %7d | %14.3f | %8s | %12s | %5s |\n", thr[t], best[t], r1, rr, rx);
+    }
+    free(x_cond);
+    jb_weights_free(w);
+    if (m) mm_free(m);
+}
+
+/* Reference ancestral tokens/s for `name` from refbench JSON files (bench_baseline.py prior NAME
+ * --json FILE), 0 if none was given for it. */
+static double ref_tps(char **files,
+                      int n_files,
+                      const char *name,
+                      double *other_cores,
+                      double *cond_s)
+{
+    for (int i = 0; i < n_files; i++) {
+        size_t len = 0;
+        char *txt  = NULL;
+        FILE *f    = fopen(files[i], "rb");
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            long sz = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            txt = sz > 0 ? malloc((size_t)sz + 1) : NULL;
+            if (txt) len = fread(txt, 1, (size_t)sz, f);
+            fclose(f);
+        }
+        if (!txt) {
+            fprintf(stderr, "bench_prior: cannot read %s\n", files[i]);
+            continue;
+        }
+        txt[len]       = 0;
+        cJSON *j       = cJSON_Parse(txt);
+        const cJSON *c = cJSON_GetObjectItem(j, "config");
+        const cJSON *t = cJSON_GetObjectItem(j, "ancestral_decode_tokens_per_s");
+        const cJSON *o = cJSON_GetObjectItem(j, "other_processes_cpu_cores_avg");
+        double v       = 0;
+        if (cJSON_IsString(c) && strcmp(c->valuestring, name) == 0 && cJSON_IsNumber(t)) {
+            v = t->valuedouble;
+            if (other_cores) *other_cores = cJSON_IsNumber(o) ? o->valuedouble : -1;
+            const cJSON *cs = cJSON_GetObjectItem(j, "conditioning_seconds");
+            if (cond_s) *cond_s = cJSON_IsNumber(cs) ? cs->valuedouble : 0;
+        }
+        cJSON_Delete(j);
+        free(txt);
+        if (v > 0) return v;
+    }
+    return 0;
+}
+
+static struct result best_of(struct result a, struct result b)
+{
+    if (!a.ok) return b;
+    if (!b.ok) return a;
+    if (b.decode_tps > a.decode_tps) a.decode_pps = b.decode_pps, a.decode_tps = b.decode_tps;
+    if (b.prefill_tps > a.prefill_tps) a.prefill_tps = b.prefill_tps;
+    return a;
+}
+
+static void print_row(const struct shape *sh,
+                      const char *wt,
+                      int N,
+                      int thr,
+                      const struct result *r,
+                      double vs1,
+                      double bytes,
+                      double read_gbs,
+                      double ref,
+                      double fp16_ratio)
+{
+    if (!r->ok) {
+        printf("| %-8s | %s | %4d | %3d | failed: %s |\n", sh->name, wt, N, thr, jb_last_error());
+        return;
+    }
+    const double gbs = bytes * r->decode_pps / 1e9;
+    char s_vs1[32] = "-", s_ref[32] = "-", s_xref[32] = "-", s_f16[32] = "-";
+    if (vs1 > 0) snprintf(s_vs1, sizeof s_vs1, "%.2fx", vs1);
+    if (N == 1 && ref > 0) {
+        snprintf(s_ref, sizeof s_ref, "%.2f", ref);
+        snprintf(s_xref, sizeof s_xref, "%.1fx", r->decode_tps / ref);
+    } else if (N == 1) {
+        snprintf(s_ref, sizeof s_ref, "%s", sh->ref);
+    }
+    if (fp16_ratio > 0) snprintf(s_f16, sizeof s_f16, "%.2fx", fp16_ratio);
+    printf(
+      "| %-8s | %s | %4d | %3d | %13.1f | %12.2f | %10.2f | %7s | %9.1f MB | %7.2f | %6.0f%% | "
+      "%9s | %6s | %7s | %8.0f |\n",
+      sh->name,
+      wt,
+      N,
+      thr,
+      r->prefill_tps,
+      r->decode_pps,
+      r->decode_tps,
+      s_vs1,
+      bytes / 1e6,
+      gbs,
+      100.0 * gbs / read_gbs,
+      s_ref,
+      s_xref,
+      s_f16,
+      r->state_mb);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
-    const char *dir = NULL;
-    int threads     = 0;
-    bool quick      = false;
+    const char *dir  = NULL;
+    const char *only = NULL;
+    int threads      = 0;
+    bool quick       = false;
+    bool no_cond     = false;
+    char *refs[8]    = { 0 };
+    int n_refs       = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             quick = true;
+        else if (strcmp(argv[i], "--no-cond") == 0)
+            no_cond = true;
+        else if (strcmp(argv[i], "--no-cond") == 0)
+            no_cond = true;
+        else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else if (strcmp(argv[i], "--ref") == 0 && i + 1 < argc && n_refs < 8)
+            refs[n_refs++] = argv[++i];
         else if (argv[i][0] != '-')
             dir = argv[i];
         else {
-            fprintf(stderr, "usage: bench_prior [MODEL_DIR] [--threads N] [--quick]\n");
+            fprintf(stderr,
+                    "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--shape NAME] "
+                    "[--ref REFBENCH.json]... [--no-cond]\n");
             return 2;
         }
     }
-#ifdef _OPENMP
-    int n_thr = threads > 0 ? threads : omp_get_max_threads();
-    if (threads > 0) omp_set_num_threads(threads);
-#else
-    int n_thr = 1;
-#endif
+    if (threads <= 0) {
+        long n  = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)(n < 64 ? n : 64) : 1;
+    }
     double copy_gbs, read_gbs;
-    bandwidth(&copy_gbs, &read_gbs);
-    printf("bench_prior: %d thread(s); memory bandwidth: copy %.1f GB/s (read+write), "
-           "parallel sum %.1f GB/s (read)\n",
-           n_thr,
+    bandwidth(threads, &copy_gbs, &read_gbs);
+    double load[3] = { 0 };
+    getloadavg(load, 3);
+    printf("bench_prior: 1 and %d thread(s); memory bandwidth: copy %.1f GB/s (read+write, 1 "
+           "thread), parallel sum %.1f GB/s (read, %d threads); load average %.2f\n",
+           threads,
            copy_gbs,
-           read_gbs);
-    printf("reference (openai/jukebox CPU, fp32, batch 1, t2b1, 2 vCPU Zen 5, ~43 GB/s): "
-           "docs reference-baseline.md\n\n");
+           read_gbs,
+           threads,
+           load[0]);
+    printf("reference: refbench JSON given with --ref (same run), else reference-baseline.md "
+           "(openai/jukebox CPU, fp32, batch 1, t2b1)\n\n");
 
     static const struct shape shapes[] = {
         { "w256d8", 256, 8, 2, "632-684", 64, { 512, 256 } },
         { "w1024d24", 1024, 24, 4, "30.5-31.1", 64, { 128, 64 } },
         { "w1920d72", 1920, 72, 1, "3.44", 32, { 24, 12 } },
     };
-    printf("| config   | cand | prefill pos/s | decode pos/s | tokens/s (all) | weights/step | "
-           "eff. GB/s | %% of sum BW | ref tok/s (b1) | state MB |\n");
-    printf("|----------|------|---------------|--------------|----------------|--------------|"
-           "-----------|-------------|----------------|----------|\n");
+    struct result kv32[3] = { 0 }, kv16[3] = { 0 };
+    printf("| config   | wt   | cand | thr | prefill pos/s | decode pos/s |  tokens/s | vs 1 thr "
+           "| weights/step | eff GB/s | %% sum BW | ref tok/s | x ref  | fp16/32 | state MB |\n");
+    printf("|----------|------|------|-----|---------------|--------------|-----------|---------"
+           "|--------------|----------|----------|-----------|--------|---------|----------|\n");
+    struct jb_backend *be1 = jb_backend_init("cpu", 1);
+    struct jb_backend *beT = jb_backend_init("cpu", threads);
+    if (!be1 || !beT) {
+        fprintf(stderr, "bench_prior: backend: %s\n", jb_last_error());
+        return 1;
+    }
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         const struct shape *sh = &shapes[k];
+        if (only && strcmp(only, sh->name) != 0) continue;
         struct jb_prior_hparams hp;
         upsampler_hparams(sh, &hp);
-        double t_build               = jb_time_now();
-        struct mem_model *m          = upsampler_weights(&hp);
-        struct jb_weights_source src = { mm_find, mm_count, mm_get, m };
-        struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
-        struct jb_backend *be        = w ? jb_backend_init("cpu", threads) : NULL;
-        struct jb_prior *p           = be ? jb_prior_init(&hp, w, be) : NULL;
-        t_build                      = jb_time_now() - t_build;
-        if (!p) {
-            printf("| %-8s | could not build the prior: %s |\n", sh->name, jb_last_error());
-        } else {
-            const double bytes = step_weight_bytes(&hp);
-            for (int b = 0; b < 2; b++) {
-                const int N  = b ? 4 : 1;
-                int n_sample = sh->n_sample[b];
-                if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
-                struct result r = run_shape(p, &hp, N, sh->n_prime, n_sample);
-                if (!r.ok) {
-                    printf("| %-8s | %4d | failed: %s |\n", sh->name, N, jb_last_error());
-                    continue;
+        double other = -1, ref_cond = 0;
+        const double ref   = ref_tps(refs, n_refs, sh->name, &other, &ref_cond);
+        const double bytes = step_weight_bytes(&hp);
+        double fp32_tps[2] = { 0, 0 };
+        /* fp32 weights at 1 and `threads` threads; then fp16 weights at `threads` for the
+         * real upsampler shape */
+        for (int pass = 0; pass < (k == 2 ? 2 : 1); pass++) {
+            struct mem_model *m = upsampler_weights(&hp, false);
+            if (m && pass == 1 && !mm_to_f16(m)) mm_free(m), m = NULL;
+            struct jb_weights_source src = { mm_find, mm_count, mm_get, m };
+            struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
+            struct jb_prior *p1          = w && pass == 0 ? jb_prior_init(&hp, w, be1) : NULL;
+            struct jb_prior *pT          = w ? jb_prior_init(&hp, w, beT) : NULL;
+            if (!pT || (pass == 0 && !p1)) {
+                printf("| %-8s | could not build the prior: %s |\n", sh->name, jb_last_error());
+            } else {
+                for (int b = 0; b < 2; b++) {
+                    const int N  = b ? 4 : 1;
+                    int n_sample = sh->n_sample[b];
+                    if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
+                    if (pass == 0) {
+                        /* A B A B: each the better of two runs, interleaved, so that a change
+                         * of machine load hits both thread counts alike */
+                        struct result r1 =
+                          run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        struct result rT =
+                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        struct result s1 =
+                          run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        struct result sT =
+                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        r1 = best_of(r1, s1);
+                        rT = best_of(rT, sT);
+                        print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
+                        print_row(sh,
+                                  "fp32",
+                                  N,
+                                  threads,
+                                  &rT,
+                                  r1.ok && rT.ok ? rT.decode_tps / r1.decode_tps : 0,
+                                  bytes,
+                                  read_gbs,
+                                  ref,
+                                  0);
+                        fp32_tps[b] = rT.ok ? rT.decode_tps : 0;
+                        if (N == 1) { /* KV cache precision, at `threads` */
+                            kv32[k] = rT;
+                            kv16[k] = run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F16);
+                        }
+                    } else {
+                        struct result r =
+                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        print_row(sh,
+                                  "fp16",
+                                  N,
+                                  threads,
+                                  &r,
+                                  0,
+                                  bytes / 2 + 2.0 * hp.bins * hp.tr.width, /* head stays fp32 */
+                                  read_gbs,
+                                  0,
+                                  r.ok && fp32_tps[b] > 0 ? r.decode_tps / fp32_tps[b] : 0);
+                    }
                 }
-                const double gbs = bytes * r.decode_pps / 1e9;
-                printf("| %-8s | %4d | %13.1f | %12.2f | %14.2f | %9.1f MB | %9.2f | %10.0f%% | "
-                       "%14s | %8.0f |\n",
-                       sh->name,
-                       N,
-                       r.prefill_tps,
-                       r.decode_pps,
-                       r.decode_tps,
-                       bytes / 1e6,
-                       gbs,
-                       100.0 * gbs / read_gbs,
-                       N == 1 ? sh->ref : "-",
-                       r.state_mb);
-                fflush(stdout);
             }
+            jb_prior_free(p1);
+            jb_prior_free(pT);
+            jb_weights_free(w);
+            if (m) mm_free(m);
         }
-        jb_prior_free(p);
-        jb_backend_free(be);
-        jb_weights_free(w);
-        if (m) mm_free(m);
-        (void)t_build;
+        if (k == 2 && !no_cond) bench_conditioner(sh, threads, ref_cond);
+        if (ref > 0)
+            printf("| %-8s | reference measured in this run: %.2f tok/s (other processes: %.2f "
+                   "cores) |\n",
+                   sh->name,
+                   ref,
+                   other);
     }
-    printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s (all) "
-           "= pos/s x candidates.\nweights/step: fp32 matmul weights one step streams "
-           "(transformer + output head), shared by the candidates of a batch.\n",
-           "priming in chunks of 32");
+    jb_backend_free(be1);
+    jb_backend_free(beT);
+    getloadavg(load, 3);
+    printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s = "
+           "pos/s x candidates.\nvs 1 thr: tokens/s against the same row with one thread (same "
+           "run; best of 2 interleaved runs each). weights/step: matmul weights one step streams "
+           "(transformer + output head), "
+           "shared by the candidates of a batch. %% sum BW: eff. GB/s against the parallel "
+           "sum.\nx ref: tokens/s against the reference's ancestral tokens/s (batch 1). fp16/32: "
+           "tokens/s with fp16 transformer weights against fp32, same threads.\nload average "
+           "at the end: %.2f (the machine is shared: figures are noisy)\n",
+           "priming in chunks of 32",
+           load[0]);
+    printf("\nKV cache precision (1 candidate; jb_session_set_kv_f16 / encore --kv-f16):\n"
+           "| config   | KV fp32 MB | KV fp16 MB | state fp32 MB | state fp16 MB | decode pos/s "
+           "fp32 | decode pos/s fp16 |\n"
+           "|----------|------------|------------|---------------|---------------|-------------"
+           "-----|-------------------|\n");
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        if (kv32[k].ok && kv16[k].ok)
+            printf("| %-8s | %10.0f | %10.0f | %13.0f | %13.0f | %17.2f | %17.2f |\n",
+                   shapes[k].name,
+                   kv32[k].kv_mb,
+                   kv16[k].kv_mb,
+                   kv32[k].state_mb,
+                   kv16[k].state_mb,
+                   kv32[k].decode_pps,
+                   kv16[k].decode_pps);
     if (dir) bench_preview(dir, threads);
     return 0;
 }

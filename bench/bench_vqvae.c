@@ -10,12 +10,16 @@
  * operation), so that ru_maxrss is the peak of that operation alone; the parent process never
  * starts a thread pool before forking.
  *
- * usage: bench_vqvae [--threads N] [--reps N] [--seconds S[,S...]] [--chunk CODES]
+ * Then a 10-minute clip is encoded (all levels, in chunks as `encore encode` does) to show that
+ * the peak memory stays flat with the length (under 300 MB, the audio itself included).
+ *
+ * usage: bench_vqvae [--threads N] [--reps N] [--seconds S[,S...]] [--chunk CODES] [--long S]
  *   --threads  kernel threads (default: all cores)
  *   --reps     timed repetitions per operation, best reported (default 2)
  *   --seconds  clip lengths (default 5,20)
  *   --chunk    codes per chunk for chunked decoding (default: the larger of 4 x the level's
  *              margin and 131072 samples' worth of codes)
+ *   --long     length of the flat-memory encode in seconds (default 600; 0 skips it)
  */
 #include "model/presets.h"
 #include "vqvae/vqvae.h"
@@ -182,7 +186,7 @@ enum op { OP_ENCODE_ALL, OP_ENCODE_0, OP_DECODE };
 struct job {
     enum op op;
     int level;       /* OP_DECODE */
-    int64_t chunk;   /* OP_DECODE: codes per chunk, 0 = whole, -1 = the default */
+    int64_t chunk;   /* codes per chunk, 0 = whole, -1 = the default (encode: per level) */
     int64_t samples; /* clip length */
 };
 
@@ -198,6 +202,7 @@ struct result {
 
 static int g_threads, g_reps = 2;
 static int64_t g_chunk = -1;
+static double g_long   = 600; /* --long: seconds of the flat-memory encode (0: skip) */
 
 static void run_job(const struct job *jb, struct result *r)
 {
@@ -215,7 +220,10 @@ static void run_job(const struct job *jb, struct result *r)
     }
     const int64_t T = jb->samples;
     int64_t chunk   = jb->chunk;
-    if (chunk < 0) { /* default: 4 margins (1.5x the work of whole decoding), at least ~3 s */
+    if (chunk < 0 && jb->op != OP_DECODE) {
+        chunk = jb_vqvae_encode_chunk_default(vq, 0, T); /* per level below; level 0 shown */
+    } else if (chunk <
+               0) { /* default: 4 margins (1.5x the work of whole decoding), at least ~3 s */
         int64_t min = 131072 / jb_vqvae_hp_hop(&released, jb->level);
         chunk       = 4 * jb_vqvae_decode_margin_level(vq, jb->level);
         chunk       = chunk > min ? chunk : min;
@@ -237,10 +245,19 @@ static void run_job(const struct job *jb, struct result *r)
         switch (jb->op) {
         case OP_ENCODE_ALL:
             for (int L = 0; L < released.levels && st == JB_STATUS_OK; L++)
-                st = jb_vqvae_encode_level(vq, L, x, T, z, NULL, NULL);
+                st = jb_vqvae_encode_level_chunked(
+                  vq,
+                  L,
+                  x,
+                  T,
+                  z,
+                  NULL,
+                  jb->chunk ? jb_vqvae_encode_chunk_default(vq, L, T) : 0,
+                  NULL);
             break;
         case OP_ENCODE_0:
-            st = jb_vqvae_encode_level(vq, 0, x, T, z, NULL, NULL);
+            st = jb_vqvae_encode_level_chunked(
+              vq, 0, x, T, z, NULL, jb->chunk ? jb_vqvae_encode_chunk_default(vq, 0, T) : 0, NULL);
             break;
         case OP_DECODE: {
             int64_t n = T / jb_vqvae_hp_hop(&released, jb->level);
@@ -261,7 +278,8 @@ static void run_job(const struct job *jb, struct result *r)
         work      = jb_vqvae_decode_work_bytes(vq, jb->level, n, chunk);
     } else {
         for (int L = 0; L < (jb->op == OP_ENCODE_ALL ? released.levels : 1); L++) {
-            size_t b = jb_vqvae_encode_work_bytes(vq, L, T, 0);
+            size_t b = jb_vqvae_encode_work_bytes(
+              vq, L, T, jb->chunk ? jb_vqvae_encode_chunk_default(vq, L, T) : 0);
             if (b > work) work = b;
         }
     }
@@ -348,6 +366,8 @@ int main(int argc, char **argv)
             g_reps = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
         else if (!strcmp(argv[i], "--chunk") && i + 1 < argc)
             g_chunk = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--long") && i + 1 < argc)
+            g_long = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
             n_seconds = 0;
             for (char *s = argv[++i]; *s && n_seconds < 8;) {
@@ -359,7 +379,8 @@ int main(int argc, char **argv)
             }
         } else {
             fprintf(stderr,
-                    "usage: %s [--threads N] [--reps N] [--seconds S[,S...]] [--chunk CODES]\n",
+                    "usage: %s [--threads N] [--reps N] [--seconds S[,S...]] [--chunk CODES] "
+                    "[--long S]\n",
                     argv[0]);
             return 2;
         }
@@ -410,6 +431,36 @@ int main(int argc, char **argv)
             print_row(what, "chunked", clip, &r);
         }
         printf("\n");
+    }
+    if (g_long > 0) { /* flat memory: a long clip, encoded as `encore encode` does (chunked) */
+        int64_t T = (int64_t)(g_long * 44100.0) / 128 * 128;
+        struct result r;
+        int reps = g_reps;
+        g_reps   = 1;
+        run_forked(&(struct job){ OP_ENCODE_ALL, 0, -1, T }, &r);
+        g_reps = reps;
+        printf("clip %.0f s (%lld samples), encoded in chunks as encore encode does\n",
+               g_long,
+               (long long)T);
+        printf("| %-22s | %-7s | %8s | %8s | %8s | %8s | %9s | %9s |\n",
+               "operation",
+               "mode",
+               "chunk",
+               "seconds",
+               "realtime",
+               "cpu s",
+               "work MB",
+               "RSS MB");
+        printf("|------------------------|---------|----------|----------|----------|----------|"
+               "-----------|-----------|\n");
+        print_row("encode (all 3 levels)", "chunked", (double)T / 44100.0, &r);
+        if (r.ok)
+            printf("peak memory of encoding %.0f minutes: %.0f MB (RSS, audio buffer of %.0f MB "
+                   "included; limit 300 MB): %s\n",
+                   g_long / 60.0,
+                   r.rss_mb,
+                   (double)T * 4.0 / 1048576.0,
+                   r.rss_mb < 300.0 ? "ok" : "OVER");
     }
     return 0;
 }

@@ -42,7 +42,7 @@ start_jackd() { # RATE PERIOD
     wait_for 30 sh -c "jack_lsp >/dev/null 2>&1"
 }
 start_encored() {
-    OMP_WAIT_POLICY=passive "$BIN/encored" --socket "$tmp/encored.sock" --state "$tmp/state" \
+    "$BIN/encored" --socket "$tmp/encored.sock" --state "$tmp/state" \
         --models "default=$MODELS" --threads 2 -v >"$tmp/encored.log" 2>&1 &
     encored_pid=$!
     pids="$pids $encored_pid"

@@ -16,7 +16,7 @@ pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 start_daemon() {
     rm -f "$tmp/s.sock"
-    OMP_WAIT_POLICY=passive "$encored" --socket "$tmp/s.sock" --state "$tmp/state" \
+    "$encored" --socket "$tmp/s.sock" --state "$tmp/state" \
         --models "default=$models" --threads 2 -v >>"$tmp/encored.log" 2>&1 &
     pid=$!
     i=0

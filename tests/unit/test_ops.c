@@ -9,15 +9,21 @@
  * so there they must agree to CHUNK_TOL (max |diff| / max |y|). Exit status 1 if any case fails.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/pool.h"
 #include "backend/ops.h"
 #include "core/fp16.h"
 
 #include <math.h>
-#include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #define TOL 1e-5
+
+/* a bias vector as the matmul op takes it (NULL stays NULL) */
+#define BIAS(p, n)                                                                                 \
+    ((p) ? &(struct jb_tensor){ .type = JB_DTYPE_F32, .n_dims = 1, .shape = { (n) }, .data = (p) } \
+         : NULL)
 #define CHUNK_TOL 2e-6 /* portable level only */
 
 static int g_pass, g_fail;
@@ -357,7 +363,7 @@ static void test_matmul(struct jb_backend *be,
         }
     int64_t shape[2]    = { w_trans ? N : K, w_trans ? K : N };
     struct jb_tensor wt = tensor(type, 2, shape, wq);
-    jb_matmul(be, M, N, K, x, ldx, &wt, w_trans, bias ? b : NULL, y, ldy, accumulate);
+    jb_matmul(be, M, N, K, x, ldx, &wt, w_trans, BIAS((bias ? b : NULL), N), y, ldy, accumulate);
 
     float *got = malloc((size_t)(M * N) * 4);
     bool pads  = true; /* the ldy padding must be untouched */
@@ -395,8 +401,8 @@ static void test_matmul_threads(struct jb_backend *be1,
     jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
     int64_t shape[2]    = { w_trans ? N : K, w_trans ? K : N };
     struct jb_tensor wt = tensor(type, 2, shape, wq);
-    jb_matmul(be1, M, N, K, x, K, &wt, w_trans, b, y1, N, false);
-    jb_matmul(be3, M, N, K, x, K, &wt, w_trans, b, y3, N, false);
+    jb_matmul(be1, M, N, K, x, K, &wt, w_trans, BIAS(b, N), y1, N, false);
+    jb_matmul(be3, M, N, K, x, K, &wt, w_trans, BIAS(b, N), y3, N, false);
     double maxd = 0;
     for (int64_t i = 0; i < M * N; i++)
         maxd = fabs((double)y1[i] - y3[i]) > maxd ? fabs((double)y1[i] - y3[i]) : maxd;
@@ -424,10 +430,10 @@ static void test_matmul_rows(struct jb_backend *be,
     void *wq = malloc((size_t)(N * K) * jb_dtype_size(type));
     jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
     struct jb_tensor wt = tensor(type, 2, (int64_t[]){ K, N }, wq);
-    jb_matmul(be, M, N, K, x, K, &wt, false, b, y, N, false);
+    jb_matmul(be, M, N, K, x, K, &wt, false, BIAS(b, N), y, N, false);
     bool same = true;
     for (int64_t m = 0; m < M; m += 5) {
-        jb_matmul(be, 1, N, K, x + m * K, K, &wt, false, b, y1, N, false);
+        jb_matmul(be, 1, N, K, x + m * K, K, &wt, false, BIAS(b, N), y1, N, false);
         same = same && memcmp(y1, y + m * N, (size_t)N * 4) == 0;
     }
     report(same,
@@ -463,38 +469,115 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
-/* Kernels called from inside the caller's own parallel region run serially, each thread on its
- * own arena slot: two threads doing different products at once must get the serial results. */
+struct nested_ctx {
+    struct jb_backend *be;
+    int64_t M, N, K, C, T;
+    const float *x, *xc;
+    const struct jb_tensor *wt, *ct;
+    float *yp[4], *cp[4];
+    _Atomic int slot_busy[4];
+    _Atomic int clash;
+};
+
+/* One task per item: the products run nested, serially on the task's slot (and arena). */
+static void nested_task(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    struct nested_ctx *c = arg;
+    if (c->slot_busy[slot]++) c->clash = 1; /* two tasks on one slot at once */
+    for (int64_t i = i0; i < i1; i++)
+        for (int rep = 0; rep < 5; rep++) {
+            jb_matmul(
+              c->be, c->M, c->N, c->K, c->x, c->K, c->wt, false, NULL, c->yp[i], c->N, false);
+            jb_conv1d(c->be, c->xc, c->T, c->ct, NULL, 1, 3, 3, c->cp[i], NULL);
+        }
+    c->slot_busy[slot]--;
+}
+
+/* Kernels called from inside the backend's own pool tasks run serially on the task's slot: four
+ * tasks doing products at once must get the serial results. */
 static void test_nested(struct jb_backend *be)
 {
     const int64_t M = 9, N = 300, K = 200, C = 16, T = 500;
     float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05), *xc = rnd_buf(C * T, 1.0);
     float *wc = rnd_buf(C * C * 3, 0.1);
     float *ys = malloc((size_t)(M * N) * 4), *cs = malloc((size_t)(C * T) * 4);
-    float *yp[2] = { malloc((size_t)(M * N) * 4), malloc((size_t)(M * N) * 4) };
-    float *cp[2] = { malloc((size_t)(C * T) * 4), malloc((size_t)(C * T) * 4) };
     uint16_t *wq = malloc((size_t)(N * K) * 2);
     jb_convert_from_f32(JB_DTYPE_F16, wf, wq, (size_t)(N * K));
     struct jb_tensor wt = tensor(JB_DTYPE_F16, 2, (int64_t[]){ K, N }, wq);
     struct jb_tensor ct = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, 3 }, wc);
     jb_matmul(be, M, N, K, x, K, &wt, false, NULL, ys, N, false);
     jb_conv1d(be, xc, T, &ct, NULL, 1, 3, 3, cs, NULL);
-#pragma omp parallel num_threads(2)
-    {
-        int i = omp_get_thread_num();
-        for (int rep = 0; rep < 20; rep++) {
-            jb_matmul(be, M, N, K, x, K, &wt, false, NULL, yp[i], N, false);
-            jb_conv1d(be, xc, T, &ct, NULL, 1, 3, 3, cp[i], NULL);
-        }
+    struct nested_ctx c = { .be = be, .M = M, .N = N, .K = K, .C = C, .T = T, .x = x, .xc = xc };
+    c.wt                = &wt;
+    c.ct                = &ct;
+    for (int i = 0; i < 4; i++) {
+        c.yp[i] = malloc((size_t)(M * N) * 4);
+        c.cp[i] = malloc((size_t)(C * T) * 4);
     }
-    bool ok = true;
-    for (int i = 0; i < 2; i++)
-        ok = ok && memcmp(yp[i], ys, (size_t)(M * N) * 4) == 0 &&
-             memcmp(cp[i], cs, (size_t)(C * T) * 4) == 0;
-    report(ok, "matmul and conv1d called from 2 threads of the caller's parallel region (bitwise)");
+    jb_pool_for(jb_cpu_of(be)->pool, 4, 1, nested_task, &c);
+    bool ok = !c.clash;
+    for (int i = 0; i < 4; i++)
+        ok = ok && memcmp(c.yp[i], ys, (size_t)(M * N) * 4) == 0 &&
+             memcmp(c.cp[i], cs, (size_t)(C * T) * 4) == 0;
+    report(ok, "matmul and conv1d called from inside the backend's pool tasks (bitwise)");
     free(x), free(wf), free(xc), free(wc), free(ys), free(cs), free(wq);
-    for (int i = 0; i < 2; i++)
-        free(yp[i]), free(cp[i]);
+    for (int i = 0; i < 4; i++)
+        free(c.yp[i]), free(c.cp[i]);
+}
+
+struct two_ctx {
+    struct jb_backend *be;
+    const float *x;
+    const struct jb_tensor *w;
+    const float *expect;
+    int64_t M, N, K;
+    bool ok;
+};
+
+static void *two_main(void *p)
+{
+    struct two_ctx *c = p;
+    float *y          = malloc((size_t)(c->M * c->N) * 4);
+    c->ok             = y != NULL;
+    for (int rep = 0; c->ok && rep < 30; rep++) {
+        jb_matmul(c->be, c->M, c->N, c->K, c->x, c->K, c->w, false, NULL, y, c->N, false);
+        c->ok = memcmp(y, c->expect, (size_t)(c->M * c->N) * 4) == 0;
+    }
+    free(y);
+    return NULL;
+}
+
+/* Two backends (2 threads each) used at the same time from two threads of the program, as a
+ * daemon serving two model sets does: each keeps its own pool and gets the serial results. */
+static void test_two_backends(void)
+{
+    const int64_t M = 64, N = 512, K = 384;
+    struct jb_backend *b[2] = { jb_backend_init("cpu", 2), jb_backend_init("cpu", 2) };
+    float *x = rnd_buf(M * K, 1.0), *wf = rnd_buf(N * K, 0.05);
+    float *ys           = malloc((size_t)(M * N) * 4);
+    struct jb_tensor wt = tensor(JB_DTYPE_F32, 2, (int64_t[]){ K, N }, wf);
+    bool ok             = b[0] && b[1] && x && wf && ys;
+    if (ok) {
+        jb_cpu_set_isa(b[0], g_isa);
+        jb_cpu_set_isa(b[1], g_isa);
+        jb_matmul(b[0], M, N, K, x, K, &wt, false, NULL, ys, N, false);
+        struct two_ctx c[2];
+        pthread_t th[2];
+        bool started[2] = { false, false };
+        for (int i = 0; i < 2; i++) {
+            c[i]       = (struct two_ctx){ b[i], x, &wt, ys, M, N, K, false };
+            started[i] = pthread_create(&th[i], NULL, two_main, &c[i]) == 0;
+            ok         = ok && started[i];
+        }
+        for (int i = 0; i < 2; i++)
+            if (started[i]) pthread_join(th[i], NULL);
+        ok = ok && c[0].ok && c[1].ok && jb_pool_threads(jb_cpu_of(b[0])->pool) == 2 &&
+             jb_cpu_of(b[0])->pool != jb_cpu_of(b[1])->pool;
+    }
+    report(ok, "two 2-thread backends used at once from two threads: own pools, same results");
+    jb_backend_free(b[0]);
+    jb_backend_free(b[1]);
+    free(x), free(wf), free(ys);
 }
 
 /* The W [K, N] products (GEMV for M <= 4, packed tiles above) on AVX2 and AVX-512, bitwise. */
@@ -510,8 +593,8 @@ static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5)
         if (t) jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
         struct jb_tensor wt = tensor(type, 2, (int64_t[]){ K, N }, t ? wq : (void *)wf);
         for (int i = 0; i < 3; i++) {
-            jb_matmul(b2, Ms[i], N, K, x, K, &wt, false, b, y2, N, false);
-            jb_matmul(b5, Ms[i], N, K, x, K, &wt, false, b, y5, N, false);
+            jb_matmul(b2, Ms[i], N, K, x, K, &wt, false, BIAS(b, N), y2, N, false);
+            jb_matmul(b5, Ms[i], N, K, x, K, &wt, false, BIAS(b, N), y5, N, false);
             ok = ok && memcmp(y2, y5, (size_t)(Ms[i] * N) * 4) == 0;
         }
     }
@@ -554,7 +637,7 @@ static void test_layernorm(struct jb_backend *be, int64_t rows, int64_t W, doubl
     free(x), free(g), free(bt), free(y), free(ref);
 }
 
-static void test_softmax(int64_t rows, int64_t n)
+static void test_softmax(struct jb_backend *be, int64_t rows, int64_t n)
 {
     float *x = rnd_buf(rows * n, 8.0);
     for (int64_t r = 0; r < rows; r++) /* causal-style mask: -1e9 past the diagonal */
@@ -570,7 +653,7 @@ static void test_softmax(int64_t rows, int64_t n)
         for (int64_t i = 0; i < n; i++)
             ref[r * n + i] = exp(x[r * n + i] - mx) / sum;
     }
-    jb_softmax_rows(rows, n, x);
+    jb_softmax_rows(be, rows, n, x);
     double e = rel_err(rows * n, x, ref);
     report(e <= TOL,
            "softmax rows=%lld n=%lld (with -1e9 entries)  relerr=%.2e",
@@ -580,7 +663,7 @@ static void test_softmax(int64_t rows, int64_t n)
     free(x), free(ref);
 }
 
-static void test_elementwise(int64_t n)
+static void test_elementwise(struct jb_backend *be, int64_t n)
 {
     float *a = rnd_buf(n, 6.0), *b = rnd_buf(n, 1.0), *y = malloc((size_t)n * 4);
     double *ref = dbuf(n);
@@ -589,32 +672,32 @@ static void test_elementwise(int64_t n)
     for (int64_t i = 0; i < n; i++)
         ref[i] = a[i] / (1.0 + exp(-1.702 * a[i]));
     memcpy(y, a, (size_t)n * 4);
-    jb_quick_gelu(n, y);
+    jb_quick_gelu(be, n, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "quick_gelu n=%lld  relerr=%.2e", (long long)n, e);
 
     for (int64_t i = 0; i < n; i++)
         ref[i] = a[i] > 0 ? a[i] : 0.0;
-    jb_relu(n, a, y);
+    jb_relu(be, n, a, y);
     e = rel_err(n, y, ref);
     report(e == 0.0, "relu n=%lld  relerr=%.2e", (long long)n, e);
 
     for (int64_t i = 0; i < n; i++)
         ref[i] = (double)a[i] + b[i];
-    jb_add(n, a, b, y);
+    jb_add(be, n, a, b, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "add n=%lld  relerr=%.2e", (long long)n, e);
 
     for (int64_t i = 0; i < n; i++)
         ref[i] = (double)b[i] + 0.25 * a[i];
     memcpy(y, b, (size_t)n * 4);
-    jb_axpy(n, 0.25f, a, y);
+    jb_axpy(be, n, 0.25f, a, y);
     e = rel_err(n, y, ref);
     report(e <= TOL, "axpy n=%lld  relerr=%.2e", (long long)n, e);
     free(a), free(b), free(y), free(ref);
 }
 
-static void test_embedding(enum jb_dtype type)
+static void test_embedding(struct jb_backend *be, enum jb_dtype type)
 {
     const int64_t V = 37, W = 1925, n = 9;
     float *tf = rnd_buf(V * W, 1.0);
@@ -624,7 +707,7 @@ static void test_embedding(enum jb_dtype type)
     int32_t ids[9]     = { 0, 36, 5, 5, 17, 1, 35, 0, 20 };
     float *out         = malloc((size_t)(n * W) * 4);
     struct jb_tensor t = tensor(type, 2, (int64_t[]){ V, W }, tq);
-    jb_embedding(&t, ids, n, out);
+    jb_embedding(be, &t, ids, n, out);
     bool ok = true;
     for (int64_t i = 0; i < n; i++)
         ok = ok && memcmp(out + i * W, tf + ids[i] * W, (size_t)W * 4) == 0;
@@ -715,14 +798,33 @@ static void test_vq(struct jb_backend *be, int64_t T, int64_t bins, int64_t emb,
 
 static void test_backend_api(void)
 {
-    struct jb_backend *be = jb_backend_init("cuda", 0);
-    report(be == NULL && strstr(jb_last_error(),
-                                "backend 'cuda' is not available in this build (available: cpu)"),
+    struct jb_backend *be = jb_backend_init("tpu", 0);
+    report(be == NULL && strstr(jb_last_error(), "backend 'tpu' is not available in this build"),
+           "jb_backend_init(\"tpu\") -> NULL, \"%s\"",
+           jb_last_error());
+#ifdef ENCORE_HAVE_CUDA
+    report(strcmp(jb_backends_available(), "cpu,cuda") == 0,
+           "jb_backends_available() -> %s",
+           jb_backends_available());
+    be = jb_backend_init("cuda:999", 0); /* no machine has that many GPUs */
+    report(be == NULL && (strstr(jb_last_error(), "no such device") ||
+                          strstr(jb_last_error(), "no CUDA device")),
+           "jb_backend_init(\"cuda:999\") -> NULL, \"%s\"",
+           jb_last_error());
+#else
+    report(strcmp(jb_backends_available(), "cpu") == 0,
+           "jb_backends_available() -> %s",
+           jb_backends_available());
+    be = jb_backend_init("cuda", 0);
+    report(be == NULL && strstr(jb_last_error(), "this build has no CUDA backend"),
            "jb_backend_init(\"cuda\") -> NULL, \"%s\"",
            jb_last_error());
+#endif
+    report(jb_backend_init("cuda:x", 0) == NULL && jb_backend_init("cudax", 0) == NULL,
+           "malformed cuda names refused");
     be = jb_backend_init(NULL, 0);
     report(be && strcmp(jb_backend_name(be), "cpu") == 0 && be->n_threads >= 1 &&
-             strcmp(jb_backends_available(), "cpu") == 0 && jb_backend_supports(be, JB_OP_CONV1D),
+             jb_backend_supports(be, JB_OP_CONV1D),
            "jb_backend_init(NULL, 0) -> %s with %d threads",
            jb_backend_name(be),
            be ? be->n_threads : 0);
@@ -815,17 +917,18 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     }
 
     test_nested(be);
+    test_two_backends();
 
     test_layernorm(be, 3, 1920, 0.0);
     test_layernorm(be, 64, 64, 0.0);
     test_layernorm(be, 200, 333, 100.0);
-    test_softmax(64, 64);
-    test_softmax(3, 8192);
-    test_softmax(40, 1);
-    test_elementwise(1000);
-    test_elementwise(300000);
+    test_softmax(be, 64, 64);
+    test_softmax(be, 3, 8192);
+    test_softmax(be, 40, 1);
+    test_elementwise(be, 1000);
+    test_elementwise(be, 300000);
     for (int ti = 0; ti < 3; ti++)
-        test_embedding(types[ti]);
+        test_embedding(be, types[ti]);
 
     test_vq(be, 300, 512, 64, false);
     test_vq(be, 37, 2048, 64, false);

@@ -14,6 +14,7 @@
 #include "model/gguf.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/schedule.h"
+#include "test_common.h"
 #include "vqvae/vqvae.h"
 
 #include <math.h>
@@ -762,7 +763,7 @@ static void test_take_files(const char *tmp, const char *models)
 /* A top prior with lyrics: primed sampling keeps the riff, and the lyrics change the codes. */
 static void test_lyrics_model(const char *dir, const float *riff, int64_t n_riff)
 {
-    struct jb_backend *be = jb_backend_init("cpu", 1);
+    struct jb_backend *be = tc_backend_init(1);
     struct jb_session *s  = be ? jb_session_load(dir, be) : NULL;
     check(s != NULL, "lyrics model loads from %s %s", dir, s ? "" : jb_last_error());
     if (!s) {
@@ -831,7 +832,7 @@ int main(int argc, char **argv)
 
     struct jb_audio riff = { 0 };
     /* one thread: ctest runs suites in parallel, and the pipeline itself is single-threaded */
-    struct jb_backend *be = jb_backend_init("cpu", 1);
+    struct jb_backend *be = tc_backend_init(1);
     struct jb_session *s  = be ? jb_session_load(models, be) : NULL;
     check(s != NULL, "session loads from %s %s", models, s ? "" : jb_last_error());
     if (!s) goto out;
@@ -864,6 +865,7 @@ out:
     jb_audio_free(&riff);
     jb_session_free(s);
     jb_backend_free(be);
+    printf("backend %s: ", tc_backend_name());
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -16,6 +16,7 @@
 #include "core/fp16.h"
 #include "prior/prior.h"
 #include "prior/prior_impl.h"
+#include "backend/ops.h"
 #include "prior/sampler.h"
 
 #include <math.h>
@@ -857,12 +858,24 @@ static void check_sampling(void)
     free(m);
 }
 
-/* jb_sampler_draw on fixed logits: filters and frequencies. */
+/* The sampling op on fixed logits: filters and frequencies (draw i at position t = i). */
+static int32_t draw_one(struct jb_backend *be,
+                        const struct jb_sample_params *sp,
+                        float *l,
+                        int V,
+                        int64_t t)
+{
+    const struct jb_sample_desc sd = { sp->temp, sp->top_k, sp->top_p, sp->seed, 0 };
+    int32_t tok                    = -1;
+    jb_sample(be, &sd, 1, V, l, V, t, &tok);
+    return tok;
+}
+
 static void check_draw(void)
 {
     enum { V = 8, DRAWS = 40000 };
-    const float base[V]    = { 1.0f, 3.0f, 2.5f, 3.0f, -1.0f, 0.0f, 2.5f, 0.5f };
-    struct jb_sampler *smp = jb_sampler_init(1, V);
+    const float base[V]   = { 1.0f, 3.0f, 2.5f, 3.0f, -1.0f, 0.0f, 2.5f, 0.5f };
+    struct jb_backend *be = jb_backend_init("cpu", 1);
     float l[V];
     int cnt[V];
 
@@ -884,11 +897,10 @@ static void check_draw(void)
         sp.top_k                   = cases[c].top_k;
         sp.top_p                   = cases[c].top_p;
         sp.temp                    = cases[c].temp;
-        jb_sampler_reset(smp, &sp);
         memset(cnt, 0, sizeof cnt);
         for (int i = 0; i < DRAWS; i++) {
             memcpy(l, base, sizeof l);
-            cnt[jb_sampler_draw(smp, 0, l)]++;
+            cnt[draw_one(be, &sp, l, V, i)]++;
         }
         /* expected distribution, computed here independently */
         double e[V], z = 0;
@@ -932,27 +944,36 @@ static void check_draw(void)
     {
         struct jb_sample_params sp = jb_sample_params_default();
         sp.top_k                   = 1;
-        jb_sampler_reset(smp, &sp);
         memcpy(l, base, sizeof l);
-        report(jb_sampler_draw(smp, 0, l) == 1, "draw: top_k 1 = first index of the max");
+        report(draw_one(be, &sp, l, V, 0) == 1, "draw: top_k 1 = first index of the max");
     }
     {
-        struct jb_rng r1, r2;
-        jb_rng_seed(&r1, 42, 0);
-        jb_rng_seed(&r2, 42, 1);
-        bool differ = false, range = true;
-        double mean = 0;
+        bool differ = false, range = true, same = true;
+        double mean = 0, lag = 0;
+        double prev = jb_rng_u01(42, 0, 0);
         for (int i = 0; i < 10000; i++) {
-            double u = jb_rng_uniform(&r1);
+            double u = jb_rng_u01(42, 0, (uint64_t)i);
             range    = range && u >= 0.0 && u < 1.0;
             mean += u;
-            differ = differ || jb_rng_next(&r2) != jb_rng_next(&r1);
+            lag += (u - 0.5) * (prev - 0.5);
+            prev   = u;
+            differ = differ || jb_rng_u01(42, 1, (uint64_t)i) != u;
+            same   = same && jb_rng_u01(42, 0, (uint64_t)i) == u; /* stateless */
         }
-        report(range && differ && fabs(mean / 10000 - 0.5) < 0.01,
-               "rng: uniforms in [0,1), mean %.4f, streams differ",
-               mean / 10000);
+        report(range && differ && same && fabs(mean / 10000 - 0.5) < 0.01 &&
+                 fabs(lag / 10000) < 0.005,
+               "rng: counter-based uniforms in [0,1), mean %.4f, lag-1 cov %.4f, streams differ",
+               mean / 10000,
+               lag / 10000);
     }
-    jb_sampler_free(smp);
+    {
+        /* Philox4x32-10 known answer (Random123 kat_vectors: ctr 0, key 0 ->
+         * 6627e8d5 e169c58d bc57ac4c 9b00dbd8): our u uses the first two words */
+        const double u      = jb_rng_u01(0, 0, 0);
+        const uint64_t bits = ((uint64_t)0x6627e8d5u << 32 | 0xe169c58du) >> 11;
+        report(u == (double)bits * 0x1.0p-53, "rng: Philox4x32-10 known answer (%.17g)", u);
+    }
+    jb_backend_free(be);
 }
 
 int main(void)

@@ -14,194 +14,21 @@
  * Prints one line per check and "N passed, M failed"; exits non-zero on failure.
  */
 #include "model/presets.h"
+#include "test_common.h"
 #include "vqvae/vqvae.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-static int n_pass, n_fail;
-
-static void check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        n_pass++;
-    else
-        n_fail++;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* random tensors in memory, as a jb_weights_source                                          */
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull); /* splitmix64 */
-    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static float rng_uniform(uint64_t *s) /* [-1, 1) */
-{
-    return (float)((double)(rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
-
-struct mem_tensor {
-    struct jb_tensor t;
-    char name[160];
-};
-
-struct mem_source {
-    int n, cap;
-    struct mem_tensor *v;
-    uint64_t rng;
-    bool oom;
-};
-
-static void mem_add(struct mem_source *s,
-                    float scale,
-                    int n_dims,
-                    const int64_t *shape,
-                    const char *fmt,
-                    ...) JB_PRINTF(5, 6);
-static void mem_add(struct mem_source *s,
-                    float scale,
-                    int n_dims,
-                    const int64_t *shape,
-                    const char *fmt,
-                    ...)
-{
-    if (s->n == s->cap) {
-        int cap              = s->cap ? 2 * s->cap : 256;
-        struct mem_tensor *v = realloc(s->v, (size_t)cap * sizeof *v);
-        if (!v) {
-            s->oom = true;
-            return;
-        }
-        s->v   = v;
-        s->cap = cap;
-    }
-    struct mem_tensor *m = &s->v[s->n];
-    memset(m, 0, sizeof *m);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(m->name, sizeof m->name, fmt, ap);
-    va_end(ap);
-    m->t.type   = JB_DTYPE_F32;
-    m->t.n_dims = n_dims;
-    int64_t n   = 1;
-    for (int i = 0; i < n_dims; i++)
-        n *= m->t.shape[i] = shape[i];
-    float *data = malloc((size_t)n * sizeof(float));
-    if (!data) {
-        s->oom = true;
-        return;
-    }
-    for (int64_t i = 0; i < n; i++)
-        data[i] = scale * rng_uniform(&s->rng);
-    m->t.data = data;
-    s->n++;
-}
-
-/* conv weight [a, b, k] scaled by 1/sqrt(fan-in) so deep stacks stay O(1), small bias */
-static void mem_add_conv(struct mem_source *s,
-                         int64_t a,
-                         int64_t b,
-                         int64_t k,
-                         int64_t n_bias,
-                         int64_t fan_in,
-                         const char *prefix)
-{
-    mem_add(s, 1.0f / sqrtf((float)fan_in), 3, (const int64_t[]){ a, b, k }, "%s.weight", prefix);
-    mem_add(s, 0.01f, 1, (const int64_t[]){ n_bias }, "%s.bias", prefix);
-}
-
-static void mem_add_resnet(struct mem_source *s, int W, int D, float m_conv, const char *prefix)
-{
-    int ns = (int)(m_conv * (float)W);
-    char p[200];
-    for (int r = 0; r < D; r++) {
-        snprintf(p, sizeof p, "%s.model.%d.model.1", prefix, r);
-        mem_add_conv(s, ns, W, 3, ns, 3 * W, p);
-        snprintf(p, sizeof p, "%s.model.%d.model.3", prefix, r);
-        mem_add_conv(s, W, ns, 1, W, ns, p);
-    }
-}
-
-/* Every tensor of a VQ-VAE state dict (jukebox-spec §2.5), written from the spec independently
- * of vqvae.c, so that the strict "all tensors used" check also tests the naming. */
-static void mem_add_vqvae(struct mem_source *s, const struct jb_vqvae_hparams *hp)
-{
-    char p[200];
-    int E = hp->emb_width;
-    for (int L = 0; L < hp->levels; L++) {
-        int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
-        for (int j = 0; j <= L; j++) {
-            int k = 2 * hp->strides_t[j];
-            for (int i = 0; i < hp->downs_t[j]; i++) {
-                int c_in = i ? W : j ? E : 1;
-                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.0", L, j, i);
-                mem_add_conv(s, W, c_in, k, W, c_in * k, p);
-                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
-                mem_add_resnet(s, W, D, hp->m_conv, p);
-            }
-            snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d", L, j, hp->downs_t[j]);
-            mem_add_conv(s, E, W, 3, E, 3 * W, p);
-        }
-        for (int j = 0; j <= L; j++) {
-            int k = 2 * hp->strides_t[j], n = hp->downs_t[j];
-            snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.0", L, j);
-            mem_add_conv(s, W, E, 3, W, 3 * E, p);
-            for (int i = 0; i < n; i++) {
-                int c_out = i == n - 1 ? E : W;
-                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1);
-                mem_add_resnet(s, W, D, hp->m_conv, p);
-                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1);
-                mem_add_conv(s, W, c_out, k, c_out, W * k / hp->strides_t[j], p);
-            }
-        }
-        snprintf(p, sizeof p, "decoders.%d.out", L);
-        mem_add_conv(s, 1, E, 3, 1, 3 * E, p);
-        mem_add(s, 1.0f, 2, (const int64_t[]){ hp->l_bins, E }, "bottleneck.level_blocks.%d.k", L);
-    }
-}
-
-static const struct jb_tensor *mem_find(void *ctx, const char *name)
-{
-    struct mem_source *s = ctx;
-    for (int i = 0; i < s->n; i++)
-        if (strcmp(s->v[i].name, name) == 0) return &s->v[i].t;
-    return NULL;
-}
-
-static int64_t mem_count(void *ctx)
-{
-    return ((struct mem_source *)ctx)->n;
-}
-
-static const struct jb_tensor *mem_get(void *ctx, int64_t i)
-{
-    return &((struct mem_source *)ctx)->v[i].t;
-}
-
-static void mem_free(struct mem_source *s)
-{
-    for (int i = 0; i < s->n; i++)
-        free(s->v[i].t.data);
-    free(s->v);
-    memset(s, 0, sizeof *s);
-}
+/* shared helpers (tests/common) under this file's names */
+#define check tc_check
+#define rng_next tc_rng_next
+#define rng_uniform tc_rng_uniform
 
 /* A VQ-VAE over random weights; the source and weights objects must outlive it. */
 struct model {
-    struct mem_source src;
+    struct tc_weights *src;
     struct jb_weights *w;
     struct jb_vqvae *vq;
 };
@@ -212,10 +39,9 @@ static bool model_init(struct model *m,
                        uint64_t seed)
 {
     memset(m, 0, sizeof *m);
-    m->src.rng = seed;
-    mem_add_vqvae(&m->src, hp);
-    if (m->src.oom) return false;
-    struct jb_weights_source src = { mem_find, mem_count, mem_get, &m->src };
+    m->src = tc_weights_new(seed);
+    if (!m->src || !tc_weights_add_vqvae(m->src, hp)) return false;
+    struct jb_weights_source src = tc_weights_source(m->src);
     m->w                         = jb_weights_init(&src);
     m->vq                        = m->w ? jb_vqvae_init(hp, m->w, be) : NULL;
     return m->vq != NULL;
@@ -225,7 +51,8 @@ static void model_free(struct model *m)
 {
     jb_vqvae_free(m->vq);
     jb_weights_free(m->w);
-    mem_free(&m->src);
+    tc_weights_free(m->src);
+    m->src = NULL;
 }
 
 static struct jb_vqvae_hparams released_topology(int width, int depth, int emb, int bins)
@@ -290,7 +117,7 @@ static void test_released_margins(struct jb_backend *be)
     bool ok = model_init(&m, &hp, be, 7);
     check(ok,
           "released-shape VQ-VAE builds from %d spec-named tensors (%s)",
-          m.src.n,
+          (int)(m.src ? tc_weights_count(m.src) : 0),
           ok ? "" : jb_last_error());
     if (!ok) {
         model_free(&m);
@@ -395,13 +222,17 @@ static void test_decode_chunks(struct model *m,
         int64_t a = 0;
         int k     = 0;
         st        = JB_STATUS_OK;
-        while (a < n && st == JB_STATUS_OK) {
+        /* odd pieces with their own work memory, long ones with work reserved once */
+        struct jb_vqvae_work *wk = jb_vqvae_decode_work_init(vq, L, n, 2 * M + 50);
+        while (a < n && st == JB_STATUS_OK && wk) {
             int64_t len = 1 + (int64_t)(rng_next(&rng) % (uint64_t)(k % 3 == 0 ? 5 : 2 * M + 50));
             int64_t b   = a + len < n ? a + len : n;
-            st          = jb_vqvae_decode_range(vq, L, z, n, a, b, y + a * hop);
+            st          = jb_vqvae_decode_range(vq, L, z, n, a, b, y + a * hop, k % 2 ? wk : NULL);
             a           = b;
             k++;
         }
+        if (!wk) st = JB_STATUS_ERR_NOMEM;
+        jb_vqvae_work_free(wk);
         int64_t nd;
         double e = st == JB_STATUS_OK ? rel_err(y, ref, n * hop, &nd) : INFINITY;
         check(st == JB_STATUS_OK && e <= 1e-6,
@@ -508,6 +339,55 @@ static void test_encode(struct model *m, int64_t n_samples)
     free(x);
 }
 
+/* The chunking `encore encode` uses for long audio (a work budget) gives the codes of one pass,
+ * and its work stays within the budget. */
+static void test_encode_budget(struct model *m, int64_t n_samples)
+{
+    struct jb_vqvae *vq               = m->vq;
+    const struct jb_vqvae_hparams *hp = jb_vqvae_get_hparams(vq);
+    float *x                          = malloc((size_t)n_samples * sizeof(float));
+    uint64_t rng                      = 5;
+    for (int64_t i = 0; i < n_samples; i++)
+        x[i] = 0.4f * sinf(0.003f * (float)i) + 0.2f * rng_uniform(&rng);
+    for (int L = 0; L < hp->levels; L++) {
+        int64_t n    = n_samples / jb_vqvae_hp_hop(hp, L);
+        size_t whole = jb_vqvae_encode_work_bytes(vq, L, n_samples, 0);
+        size_t limit = whole / 3;
+        int64_t c    = jb_vqvae_encode_chunk_for_budget(vq, L, n_samples, limit);
+        int32_t *z = malloc((size_t)n * sizeof *z), *z2 = malloc((size_t)n * sizeof *z);
+        float *p           = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        float *p2          = malloc((size_t)(n * hp->emb_width) * sizeof(float));
+        enum jb_status st  = jb_vqvae_encode_level(vq, L, x, n_samples, z, p, NULL);
+        enum jb_status st2 = c > 0
+                               ? jb_vqvae_encode_level_chunked(vq, L, x, n_samples, z2, p2, c, NULL)
+                               : JB_STATUS_ERR_INVALID_ARG;
+        int64_t nd = -1, nz = 0;
+        double e = st == JB_STATUS_OK && st2 == JB_STATUS_OK
+                     ? rel_err(p2, p, n * hp->emb_width, &nd)
+                     : INFINITY;
+        for (int64_t i = 0; st2 == JB_STATUS_OK && i < n; i++)
+            nz += z[i] != z2[i];
+        bool codes_ok = nd == 0 ? nz == 0 : nz <= 1 + n / 1000;
+        size_t used   = c > 0 ? jb_vqvae_encode_work_bytes(vq, L, n_samples, c) : 0;
+        check(c > 0 && c < n && used <= limit && e <= 1e-6 && codes_ok,
+              "level %d: budget %zu of %zu bytes -> chunk %lld (work %zu): codes == one pass "
+              "(%lld differ, %lld values not bit-identical)",
+              L,
+              limit,
+              whole,
+              (long long)c,
+              used,
+              (long long)nz,
+              (long long)nd);
+        check(jb_vqvae_encode_chunk_default(vq, L, n_samples) == 0 &&
+                jb_vqvae_encode_chunk_for_budget(vq, L, n_samples, whole) == 0,
+              "level %d: short audio, or a budget the whole pass fits, is encoded in one pass",
+              L);
+        free(z), free(z2), free(p), free(p2);
+    }
+    free(x);
+}
+
 static void test_errors(struct model *m)
 {
     struct jb_vqvae *vq               = m->vq;
@@ -540,14 +420,14 @@ static void test_errors(struct model *m)
     check(st == JB_STATUS_ERR_INVALID_ARG && contains(jb_last_error(), "out of range"),
           "chunked decode of code -1 rejected: %s",
           jb_last_error());
-    st = jb_vqvae_decode_range(vq, 2, z, 100, 0, 4, y);
+    st = jb_vqvae_decode_range(vq, 2, z, 100, 0, 4, y, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG,
           "decode_range reading code -1 rejected: %s",
           jb_last_error());
     z[5] = 0;
-    st   = jb_vqvae_decode_range(vq, 2, z, 100, 10, 10, y);
+    st   = jb_vqvae_decode_range(vq, 2, z, 100, 10, 10, y, NULL);
     check(st == JB_STATUS_ERR_INVALID_ARG, "empty decode_range rejected: %s", jb_last_error());
-    st = jb_vqvae_decode_range(vq, 2, z, 100, 90, 101, y);
+    st = jb_vqvae_decode_range(vq, 2, z, 100, 90, 101, y, NULL);
     check(
       st == JB_STATUS_ERR_INVALID_ARG, "decode_range past the end rejected: %s", jb_last_error());
     st = jb_vqvae_decode_level(vq, 0, z, 0, y, 0, NULL);
@@ -593,11 +473,10 @@ static void test_bad_models(struct jb_backend *be)
     struct jb_vqvae_hparams hp = released_topology(8, 1, 16, 64);
     struct model m;
     memset(&m, 0, sizeof m);
-    mem_add_vqvae(&m.src, &hp);
-    /* drop one tensor */
-    free(m.src.v[m.src.n - 1].t.data);
-    m.src.n--;
-    struct jb_weights_source src = { mem_find, mem_count, mem_get, &m.src };
+    m.src = tc_weights_new(0);
+    tc_weights_add_vqvae(m.src, &hp);
+    tc_weights_drop_last(m.src); /* drop one tensor */
+    struct jb_weights_source src = tc_weights_source(m.src);
     m.w                          = jb_weights_init(&src);
     m.vq                         = jb_vqvae_init(&hp, m.w, be);
     check(!m.vq && contains(jb_last_error(), "bottleneck.level_blocks.2.k"),
@@ -680,6 +559,7 @@ int main(int argc, char **argv)
         test_decode_chunks(&m, 1, 200, ones, 3, false);
         test_decode_chunks(&m, 2, 200, ones, 3, false);
         test_encode(&m, 32768);
+        test_encode_budget(&m, 65536);
         test_errors(&m);
         test_cancel_progress(&m);
         test_threads(&m, n_threads > 1 ? 1 : 2, n_threads);
@@ -699,6 +579,5 @@ int main(int argc, char **argv)
     test_bad_models(be);
 
     jb_backend_free(be);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return tc_summary();
 }

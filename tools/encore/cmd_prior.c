@@ -78,6 +78,9 @@ static void prior_usage(enum prior_cmd c, FILE *out)
             "      --socket PATH      encored's socket (default: $ENCORE_SOCKET, else\n"
             "                         $XDG_RUNTIME_DIR/encore/encored.sock)\n"
             "  -t, --threads N        worker threads (default: all cores, at most 256)\n"
+            "      --device D         cpu, cuda or cuda:N (default: the first GPU if there is\n"
+            "                         one and this build has the CUDA backend, else cpu)\n"
+            "      --kv-f16           fp16 KV caches: half the sampling memory per candidate\n"
             "  -o, --output OUT       audio file (.wav 16-bit, or .flac); OUT-1.wav .. OUT-N.wav\n"
             "                         for several candidates\n"
             "  -h, --help             this text\n",
@@ -218,6 +221,8 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
                                           { "save-take", required_argument, 0, 'K' },
                                           { "models", required_argument, 0, 'M' },
                                           { "threads", required_argument, 0, 't' },
+                                          { "device", required_argument, 0, 'V' },
+                                          { "kv-f16", no_argument, 0, 'H' },
                                           { "output", required_argument, 0, 'o' },
                                           { "help", no_argument, 0, 'h' },
                                           { "daemon", no_argument, 0, 'D' },
@@ -227,10 +232,10 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     bool use_daemon                   = false;
     const char *socket_path           = NULL;
     const char *artist = NULL, *genre = NULL, *lyrics_path = NULL, *take_path = NULL;
-    const char *save_path = NULL, *models = NULL, *output = NULL;
+    const char *save_path = NULL, *models = NULL, *output = NULL, *device = NULL;
     double seconds = 0, total_seconds = 0, temp = 0.99;
     long long candidate = 0, candidates = 1, levels = 0, seed = 0, threads = 0;
-    bool have_seconds = false;
+    bool have_seconds = false, kv_f16 = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:a:g:c:n:l:T:t:o:h", opts, NULL)) != -1) {
@@ -298,6 +303,12 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             break;
         case 't':
             ok = cli_parse_int(name, "threads", optarg, 0, CLI_MAX_THREADS, &threads);
+            break;
+        case 'V':
+            device = optarg;
+            break;
+        case 'H':
+            kv_f16 = true;
             break;
         case 'o':
             output = optarg;
@@ -377,7 +388,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         free(lyrics);
         return 1;
     }
-    be = jb_backend_init(NULL, (int)threads);
+    be = jb_backend_init(device ? device : jb_backend_default_name(), (int)threads);
     if (!be) {
         free(lyrics);
         return cli_error(name);
@@ -387,6 +398,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         rc = cli_error(name);
         goto done;
     }
+    jb_session_set_kv_f16(s, kv_f16);
     struct jb_session_info si;
     jb_session_get_info(s, &si);
     if (listing) {

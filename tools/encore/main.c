@@ -43,22 +43,8 @@ static void usage(FILE *out)
             cli_default_model_dir());
 }
 
-/* The OpenMP runtime reads OMP_WAIT_POLICY once, when it is loaded, before main(). Its default
- * (spinning idle threads) makes a 2-core machine that is doing anything else crawl: the
- * per-token sampling loop runs many short parallel regions, and spinning threads steal the
- * cores the working ones need (measured: 110-220 s instead of 8 s for the README job on a busy
- * 2-core machine). So unless the user chose a policy, restart once with the passive one. */
-static void prefer_passive_openmp(char **argv)
-{
-    if (getenv("OMP_WAIT_POLICY")) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the runtime's default policy */
-}
-
 int main(int argc, char **argv)
 {
-    prefer_passive_openmp(argv);
     cli_init_logging();
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);

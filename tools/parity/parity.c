@@ -229,6 +229,9 @@ static void usage(FILE *out)
       "  --only NAME         run only the manifest entry NAME (repeatable)\n"
       "  --skip-if-missing   exit 0 with a SKIP line if FIXTURE_DIR does not exist\n"
       "  --keep              keep the imported model files (printed path)\n"
+      "  --kv-f16            run the KV-cached paths on fp16 caches (tolerance: docs/numerics.md)\n"
+      "  --backend NAME      backend to run on: cpu (default), check (CPU kernels on buffers\n"
+      "                      that fault when touched outside an op), or another compiled one\n"
       "  -h, --help          this text\n");
 }
 
@@ -238,11 +241,15 @@ int main(int argc, char **argv)
     const char *only[16];
     int n_only   = 0;
     bool skip_ok = false, keep = false;
-    const char *ids = NULL;
+    const char *ids = NULL, *backend = "cpu";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--kv-f16") == 0) {
+            ctx.kv_f16 = true;
+        } else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+            backend = argv[++i];
         } else if (strcmp(argv[i], "--ids") == 0 && i + 1 < argc) {
             ids = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && n_only < 16) {
@@ -292,12 +299,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "encore-parity: cannot create a temporary folder\n");
         return 2;
     }
-    ctx.backend = jb_backend_init(NULL, 0);
+    ctx.backend = jb_backend_init(backend, 0);
     if (!ctx.backend) {
         fprintf(stderr, "encore-parity: %s\n", jb_last_error());
         return 2;
     }
-    printf("encore-parity: %s (backend %s)\n", ctx.fixture_dir, jb_backend_name(ctx.backend));
+    printf("encore-parity: %s (backend %s%s)\n",
+           ctx.fixture_dir,
+           jb_backend_name(ctx.backend),
+           ctx.kv_f16 ? ", fp16 KV caches" : "");
 
     const cJSON *model;
     cJSON_ArrayForEach(model, cJSON_GetObjectItemCaseSensitive(ctx.manifest, "models"))

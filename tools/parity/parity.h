@@ -21,6 +21,7 @@ struct parity_ctx {
     char work_dir[512];      /* temporary folder for imported GGUF files */
     cJSON *manifest;
     struct jb_backend *backend;
+    bool kv_f16; /* --kv-f16: the KV-cached paths run on fp16 caches (wider tolerance) */
     int passed, failed;
     bool verbose;
 };

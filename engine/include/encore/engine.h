@@ -114,8 +114,12 @@ struct jb_backend;
 struct jb_backend *jb_backend_init(const char *name, int n_threads);
 void jb_backend_free(struct jb_backend *backend);
 const char *jb_backend_name(const struct jb_backend *backend);
-/* Comma-separated list of the backends compiled into this build, e.g. "cpu". */
+/* Comma-separated list of the backends compiled into this build: "cpu" or "cpu,cuda". */
 const char *jb_backends_available(void);
+/* The backend a front end should use when the user names none: "cuda:0" where this build has
+ * the CUDA backend and a device is visible, else "cpu". (jb_backend_init(NULL) stays "cpu", the
+ * reference.) */
+const char *jb_backend_default_name(void);
 
 /* ---------------------------------------------------------------------------------------- */
 /* model files                                                                               */
@@ -175,6 +179,8 @@ int jb_vqvae_emb_width(const struct jb_model *vqvae);
 
 /* Encodes mono 44.1 kHz audio to level-`level` codes. n_samples must be a positive multiple of
  * the top-level hop (jb_vqvae_hop(vq, levels-1)). codes receives n_samples / hop(level) values.
+ * Audio over ~24 s is encoded in chunks with receptive-field margins: the codes are those of one
+ * pass, and the work memory stays bounded (128 MiB) whatever the length.
  * prequant (optional) receives the encoder output before quantisation, (emb_width, n_codes)
  * row-major. */
 enum jb_status jb_vqvae_encode(struct jb_model *vqvae,
@@ -332,6 +338,12 @@ struct jb_session_info {
     bool untrained;     /* any model file is marked untrained (random weights) */
 };
 void jb_session_get_info(const struct jb_session *session, struct jb_session_info *info);
+
+/* Keeps the priors' KV caches of this session's jobs in fp16 (true) or fp32 (false, the
+ * default): half the per-candidate memory of sampling (e.g. 738 -> 369 MB per candidate at the
+ * upsampler shape), as the reference's fp16 path (jukebox-spec 5.5) keeps them; all arithmetic
+ * stays fp32. Tolerances and measured errors: docs/numerics.md. Takes effect for the next job. */
+void jb_session_set_kv_f16(struct jb_session *session, bool f16);
 
 /* Checks an artist and a genre against every prior's own table, exactly as a job would: an
  * unknown name is JB_STATUS_ERR_LABEL whose message lists close matches. Either may be NULL. */

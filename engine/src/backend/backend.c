@@ -1,26 +1,74 @@
 /*
  * backend/backend.c - backend selection, buffers, and the op wrappers of backend/ops.h.
  *
- * The wrappers below are the single dispatch point: today every op runs the CPU kernels
- * (backend/cpu/); a device backend will be tried first here, through jb_backend_supports(), with
- * the CPU kernels as the fallback.
+ * The wrappers below (generated from backend/ops.def) are the single dispatch point: the
+ * backend's own op when it has one and supports_op agrees, else the CPU kernel (backend/cpu/) on
+ * the backend's host-readable memory.
  */
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/cpu_ops.h"
 #include "backend/ops.h"
+#ifdef ENCORE_HAVE_CUDA
+#include "backend/cuda/cuda.h"
+#endif
 
+#include <stdlib.h>
 #include <string.h>
 
 /* --- public API (engine.h) ------------------------------------------------------------------ */
 
 const char *jb_backends_available(void)
 {
+#ifdef ENCORE_HAVE_CUDA
+    return "cpu,cuda";
+#else
     return "cpu";
+#endif
+}
+
+const char *jb_backend_default_name(void)
+{
+#ifdef ENCORE_HAVE_CUDA
+    if (jb_cuda_device_count(NULL) > 0) return "cuda:0";
+#endif
+    return "cpu";
+}
+
+/* "cuda" is "cuda:0"; *device receives N of "cuda:N". */
+static bool parse_cuda_name(const char *name, int *device)
+{
+    if (strncmp(name, "cuda", 4) != 0) return false;
+    if (name[4] == '\0') {
+        *device = 0;
+        return true;
+    }
+    if (name[4] != ':' || name[5] < '0' || name[5] > '9') return false;
+    char *end = NULL;
+    long n    = strtol(name + 5, &end, 10);
+    if (*end != '\0' || n > 1024) return false;
+    *device = (int)n;
+    return true;
 }
 
 struct jb_backend *jb_backend_init(const char *name, int n_threads)
 {
     if (name == NULL || strcmp(name, "cpu") == 0) return jb_backend_cpu_init(n_threads);
+    /* test-only: CPU kernels on buffers that fault when model code touches them */
+    if (strcmp(name, "check") == 0) return jb_backend_check_init(n_threads);
+    int device = 0;
+    if (parse_cuda_name(name, &device)) {
+#ifdef ENCORE_HAVE_CUDA
+        return jb_backend_cuda_init(device, n_threads);
+#else
+        jb_fail(JB_STATUS_ERR_UNSUPPORTED,
+                "backend '%s': this build has no CUDA backend (available: %s; configure with a "
+                "CUDA toolkit and -DENCORE_CUDA=ON)",
+                name,
+                jb_backends_available());
+        return NULL;
+#endif
+    }
     jb_fail(JB_STATUS_ERR_UNSUPPORTED,
             "backend '%s' is not available in this build (available: %s)",
             name,
@@ -44,7 +92,40 @@ const char *jb_backend_name(const struct jb_backend *backend)
 
 bool jb_backend_supports(const struct jb_backend *be, enum jb_op op)
 {
-    return be && be->iface->supports_op && be->iface->supports_op(be->ctx, op);
+    if (!be || op < 0 || op >= JB_OP_COUNT) return false;
+    const struct jb_backend_i *i = be->iface;
+    bool has                     = false;
+    switch (op) {
+#define JB_OP(ID, name, params, args)                                                              \
+    case JB_OP_##ID:                                                                               \
+        has = i->ops.name != NULL;                                                                 \
+        break;
+#include "backend/ops.def"
+#undef JB_OP
+    case JB_OP_COUNT:
+        break;
+    }
+    return has && (!i->supports_op || i->supports_op(be->ctx, op));
+}
+
+void jb_backend_set(struct jb_backend *be, void *dst, const void *src, size_t n)
+{
+    if (n) be->iface->set_tensor(be->ctx, dst, src, n);
+}
+
+void jb_backend_get(struct jb_backend *be, void *dst, const void *src, size_t n)
+{
+    if (n) be->iface->get_tensor(be->ctx, dst, src, n);
+}
+
+void jb_backend_synchronize(struct jb_backend *be)
+{
+    if (be->iface->synchronize) be->iface->synchronize(be->ctx);
+}
+
+enum jb_status jb_backend_status(const struct jb_backend *be)
+{
+    return be && be->iface->status ? be->iface->status(be->ctx) : JB_STATUS_OK;
 }
 
 void *jb_backend_alloc(struct jb_backend *be, size_t nbytes)
@@ -64,69 +145,35 @@ void jb_backend_free_buffer(struct jb_backend *be, void *buf)
     if (buf) be->iface->buffer_free(be->ctx, buf);
 }
 
-/* --- op wrappers (ops.h) ---------------------------------------------------------------------- */
+/* --- op wrappers (ops.h), generated from the op table ------------------------------------- */
 
-void jb_matmul(struct jb_backend *be,
-               int64_t M,
-               int64_t N,
-               int64_t K,
-               const float *x,
-               int64_t ldx,
-               const struct jb_tensor *w,
-               bool w_trans,
-               const float *bias,
-               float *y,
-               int64_t ldy,
-               bool accumulate)
+const char *jb_op_name(enum jb_op op)
 {
-    jb_cpu_matmul(jb_cpu_of(be), M, N, K, x, ldx, w, w_trans, bias, y, ldy, accumulate);
+    static const char *const names[] = {
+#define JB_OP(ID, name, params, args) #name,
+#include "backend/ops.def"
+#undef JB_OP
+    };
+    return op >= 0 && op < JB_OP_COUNT ? names[op] : "?";
 }
 
-void jb_conv1d(struct jb_backend *be,
-               const float *x,
-               int64_t T,
-               const struct jb_tensor *w,
-               const struct jb_tensor *b,
-               int stride,
-               int pad,
-               int dil,
-               float *y,
-               float *scratch)
+/* The CPU context to run an op the backend does not take; the backend's memory must be
+ * host-readable for that (a device backend implements every op its models use). */
+static struct jb_cpu *fallback_cpu(struct jb_backend *be, enum jb_op op)
 {
-    jb_cpu_conv1d(jb_cpu_of(be), x, T, w, b, stride, pad, dil, y, scratch);
+    JB_ASSERT(be->cpu != NULL && "op not supported by the backend and no host fallback");
+    (void)op;
+    return be->cpu;
 }
 
-void jb_conv_transpose1d(struct jb_backend *be,
-                         const float *x,
-                         int64_t T,
-                         const struct jb_tensor *w,
-                         const struct jb_tensor *b,
-                         int stride,
-                         int pad,
-                         float *y,
-                         float *scratch)
-{
-    jb_cpu_conv_transpose1d(jb_cpu_of(be), x, T, w, b, stride, pad, y, scratch);
-}
-
-void jb_layernorm(struct jb_backend *be,
-                  int64_t rows,
-                  int64_t W,
-                  const float *x,
-                  const struct jb_tensor *gamma,
-                  const struct jb_tensor *beta,
-                  float eps,
-                  float *y)
-{
-    jb_cpu_layernorm(jb_cpu_of(be), rows, W, x, gamma, beta, eps, y);
-}
-
-void jb_vq_argmin(struct jb_backend *be,
-                  const float *x,
-                  int64_t T,
-                  const struct jb_tensor *codebook,
-                  int32_t *codes,
-                  float *scratch)
-{
-    jb_cpu_vq_argmin(jb_cpu_of(be), x, T, codebook, codes, scratch);
-}
+#define JB_OP(ID, name, params, args)                                                              \
+    void jb_##name(struct jb_backend *be, JB_UNPAREN params)                                       \
+    {                                                                                              \
+        const struct jb_backend_i *i = be->iface;                                                  \
+        if (i->ops.name && (!i->supports_op || i->supports_op(be->ctx, JB_OP_##ID)))               \
+            i->ops.name(be->ctx, JB_UNPAREN args);                                                 \
+        else                                                                                       \
+            jb_cpu_op_##name(fallback_cpu(be, JB_OP_##ID), JB_UNPAREN args);                       \
+    }
+#include "backend/ops.def"
+#undef JB_OP

@@ -1,57 +1,91 @@
 /*
  * backend/backend.h - the backend interface: a vtable plus a context, as in ggml-backend.
  *
- * The CPU backend (backend/cpu/) implements every op and is the reference. Another backend
- * (CUDA, backend/cuda/) fills in the ops it has and leaves the rest NULL; jb_backend_supports()
- * reports which, and the op wrappers in backend/ops.h fall back to the CPU kernels for the
- * others. Members marked (optional) may be NULL.
+ * The op table (backend/ops.def) generates one slot per op in struct jb_backend_ops. A backend
+ * fills the slots it implements; jb_backend_supports() (its supports_op, or "every filled slot"
+ * when supports_op is NULL) says which it takes, and the op wrappers of backend/ops.h run the
+ * CPU kernels for the rest. That fallback reads the backend's buffers directly, so it is only
+ * available to backends whose memory the host can read (host_memory; be->cpu set).
  *
- * Data placement: buffers come from buffer_alloc. For the CPU backend they are host memory;
- * for a device backend they are device memory and ops receive device pointers. Model weights
- * are uploaded once at load (set_tensor) and never moved during inference.
+ * Data placement: buffers come from buffer_alloc (host memory for the CPU backend, device memory
+ * for a device backend; ops receive pointers into them). Host data moves only through
+ * jb_backend_set / jb_backend_get. Model weights reach a backend once, at load: the weights
+ * object (model/weights.h, jb_weights_set_backend) copies each tensor into a backend buffer with
+ * set_tensor, or hands out the memory-mapped host tensor itself (zero copy) when the backend
+ * reads host memory (host_memory). A tensor's `backend` field says where its data lives.
  */
 #ifndef JB_BACKEND_BACKEND_H
 #define JB_BACKEND_BACKEND_H
 
 #include "core/tensor.h"
 
+struct jb_attn_desc;
+struct jb_kv_cache;
+struct jb_sample_desc;
+struct jb_cpu;
+
+#define JB_UNPAREN(...) __VA_ARGS__
+
 enum jb_op {
-    JB_OP_MATMUL,
-    JB_OP_CONV1D,
-    JB_OP_CONV_TRANSPOSE1D,
-    JB_OP_LAYERNORM,
-    JB_OP_SOFTMAX,
-    JB_OP_QUICK_GELU,
-    JB_OP_VQ_ARGMIN,
-    JB_OP_ATTENTION,
+#define JB_OP(ID, name, params, args) JB_OP_##ID,
+#include "backend/ops.def"
+#undef JB_OP
     JB_OP_COUNT
+};
+
+/* Name of an op ("matmul"), for tests and logs. */
+const char *jb_op_name(enum jb_op op);
+
+/* One slot per op; ctx is the backend's context. NULL: not implemented (CPU fallback). */
+struct jb_backend_ops {
+#define JB_OP(ID, name, params, args) void (*name)(void *ctx, JB_UNPAREN params);
+#include "backend/ops.def"
+#undef JB_OP
 };
 
 struct jb_backend_i {
     const char *name;
-    bool host_memory; /* buffers are plain host pointers (CPU backend) */
+    bool host_memory; /* buffers are plain host pointers: CPU kernels may read them, weights are
+                         used in place (zero copy) */
 
     void (*free)(void *ctx);
-    bool (*supports_op)(void *ctx, enum jb_op op); /* (optional) NULL: none of the ops below */
+    bool (*supports_op)(void *ctx, enum jb_op op); /* (optional) NULL: every filled slot */
 
     void *(*buffer_alloc)(void *ctx, size_t nbytes); /* 64-byte aligned */
     void (*buffer_free)(void *ctx, void *buf);
-    void (*set_tensor)(void *ctx, void *dst, const void *src, size_t n); /* (optional) host */
-    void (*get_tensor)(void *ctx, void *dst, const void *src, size_t n); /* (optional) host */
-    void (*synchronize)(void *ctx);                                      /* (optional)      */
+    void (*set_tensor)(void *ctx, void *dst, const void *src, size_t n); /* host -> backend */
+    void (*get_tensor)(void *ctx, void *dst, const void *src, size_t n); /* backend -> host */
+    void (*synchronize)(void *ctx);                                      /* (optional) */
+    /* (optional) the first failure of an op since the backend was made (ops return nothing;
+     * a device backend records errors and skips later ops); NULL: ops cannot fail. */
+    enum jb_status (*status)(void *ctx);
+
+    struct jb_backend_ops ops;
 };
 
 struct jb_backend {
     const struct jb_backend_i *iface;
     void *ctx;
     int n_threads;
+    /* The CPU kernels' context for the fallback (owned by the backend's ctx; for the CPU
+     * backend it is ctx). NULL when the backend's memory is not host-readable. */
+    struct jb_cpu *cpu;
 };
 
 bool jb_backend_supports(const struct jb_backend *be, enum jb_op op);
 void *jb_backend_alloc(struct jb_backend *be, size_t nbytes); /* jb_fail(NOMEM) on failure */
 void jb_backend_free_buffer(struct jb_backend *be, void *buf);
+/* n bytes host -> backend buffer, backend buffer -> host (complete on return). */
+void jb_backend_set(struct jb_backend *be, void *dst, const void *src, size_t n);
+void jb_backend_get(struct jb_backend *be, void *dst, const void *src, size_t n);
+void jb_backend_synchronize(struct jb_backend *be);
+/* JB_STATUS_OK, or the error of a failed op (e.g. JB_STATUS_ERR_DEVICE, message in
+ * jb_last_error() of the failing call): jobs check it between steps and fail with it. */
+enum jb_status jb_backend_status(const struct jb_backend *be);
 
 /* backend/cpu/cpu.c */
 struct jb_backend *jb_backend_cpu_init(int n_threads);
+/* backend/check/check.c: CPU kernels on buffers that fault when touched outside an op. */
+struct jb_backend *jb_backend_check_init(int n_threads);
 
 #endif

@@ -4,7 +4,7 @@
  * Shapes are written outermost first, as PyTorch prints them: a Conv1d weight is
  * shape = {Cout, Cin, k}; elements are row-major and contiguous (last index fastest).
  * A jb_tensor never owns its data: weights point into the memory-mapped model file (or a
- * backend buffer), activations into a work arena reserved before the hot loop.
+ * backend buffer, see `backend`), activations into a work arena reserved before the hot loop.
  */
 #ifndef JB_CORE_TENSOR_H
 #define JB_CORE_TENSOR_H
@@ -13,12 +13,17 @@
 
 #define JB_MAX_DIMS 4
 
+struct jb_backend;
+
 struct jb_tensor {
     enum jb_dtype type;
     int n_dims;
     int64_t shape[JB_MAX_DIMS];
     void *data;
     const char *name; /* points into the model file's string table, or NULL */
+    /* Where data lives: NULL for host memory (the mapped file, a heap copy), else the backend
+     * whose buffer holds it (backend/backend.h). */
+    struct jb_backend *backend;
 };
 
 int64_t jb_tensor_nelements(const struct jb_tensor *t);

@@ -305,7 +305,16 @@ enum jb_status jb_vqvae_encode(struct jb_model *m,
 {
     enum jb_status st   = JB_STATUS_OK;
     struct jb_vqvae *vq = as_vqvae(m, level, &st);
-    return vq ? jb_vqvae_encode_level(vq, level, audio, n_samples, codes, prequant, cb) : st;
+    /* in chunks with margins: the same codes as one pass, memory bounded whatever the length */
+    return vq ? jb_vqvae_encode_level_chunked(vq,
+                                              level,
+                                              audio,
+                                              n_samples,
+                                              codes,
+                                              prequant,
+                                              jb_vqvae_encode_chunk_default(vq, level, n_samples),
+                                              cb)
+              : st;
 }
 
 enum jb_status jb_vqvae_decode(struct jb_model *m,

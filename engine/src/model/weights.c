@@ -1,11 +1,13 @@
 /* model/weights.c - checked name -> tensor lookup with strict "every tensor used" accounting. */
 #include "model/weights.h"
+#include "backend/backend.h"
 
 #include <stdio.h>
 #include <string.h>
 
 struct converted {
     struct jb_tensor t;
+    const struct jb_tensor *src; /* placed copies: the host tensor it was made from */
     struct converted *next;
 };
 
@@ -15,6 +17,7 @@ struct jb_weights {
     uint8_t *used; /* per source tensor: requested or skipped */
     bool ok;
     struct converted *copies;
+    struct jb_backend *be; /* where tensors are placed (NULL: host) */
 };
 
 struct jb_weights *jb_weights_init(const struct jb_weights_source *src)
@@ -37,7 +40,10 @@ void jb_weights_free(struct jb_weights *w)
     if (!w) return;
     for (struct converted *c = w->copies; c;) {
         struct converted *next = c->next;
-        free(c->t.data);
+        if (c->t.backend)
+            jb_backend_free_buffer(c->t.backend, c->t.data);
+        else
+            free(c->t.data);
         free(c);
         c = next;
     }
@@ -53,6 +59,37 @@ static void mark_used(struct jb_weights *w, const struct jb_tensor *t)
             return;
         }
     }
+}
+
+void jb_weights_set_backend(struct jb_weights *w, struct jb_backend *be)
+{
+    w->be = be;
+}
+
+/* The tensor as the backend uses it: itself where the backend reads host memory (zero copy),
+ * else one copy in a backend buffer, uploaded once with set_tensor and shared by every request of
+ * the same tensor. */
+static const struct jb_tensor *place(struct jb_weights *w, const struct jb_tensor *t)
+{
+    if (!w->be || w->be->iface->host_memory || t->backend == w->be) return t;
+    for (struct converted *c = w->copies; c; c = c->next)
+        if (c->src == t && c->t.backend == w->be) return &c->t;
+    const size_t n      = jb_tensor_nbytes(t);
+    struct converted *c = jb_calloc(1, sizeof *c);
+    void *data          = c ? jb_backend_alloc(w->be, n) : NULL;
+    if (!data) {
+        free(c);
+        w->ok = false;
+        return NULL;
+    }
+    jb_backend_set(w->be, data, t->data, n);
+    c->t         = *t;
+    c->t.data    = data;
+    c->t.backend = w->be;
+    c->src       = t;
+    c->next      = w->copies;
+    w->copies    = c;
+    return &c->t;
 }
 
 const struct jb_tensor *jb_weights_get(struct jb_weights *w,
@@ -97,7 +134,7 @@ const struct jb_tensor *jb_weights_get(struct jb_weights *w,
         return NULL;
     }
     mark_used(w, t);
-    if (want == JB_WANT_ANY || t->type == JB_DTYPE_F32) return t;
+    if (want == JB_WANT_ANY || t->type == JB_DTYPE_F32) return place(w, t);
 
     /* The kernel needs fp32: convert once and keep the copy for the model's lifetime. */
     struct converted *c = jb_calloc(1, sizeof *c);
@@ -114,7 +151,7 @@ const struct jb_tensor *jb_weights_get(struct jb_weights *w,
     c->t.data = data;
     c->next   = w->copies;
     w->copies = c;
-    return &c->t;
+    return place(w, &c->t);
 }
 
 bool jb_weights_has(struct jb_weights *w, const char *fmt, ...)

@@ -34,6 +34,12 @@ struct jb_weights;
 struct jb_weights *jb_weights_init(const struct jb_weights_source *src);
 void jb_weights_free(struct jb_weights *w); /* frees converted copies */
 
+/* Places every tensor returned from now on with backend `be` (backend/backend.h): where the
+ * backend reads host memory the mapped tensor itself (zero copy), else a copy in a backend buffer
+ * made once with set_tensor and freed with the weights object (which must then be freed before
+ * the backend). NULL: host tensors (the default). */
+void jb_weights_set_backend(struct jb_weights *w, struct jb_backend *be);
+
 /* Returns the tensor or NULL after jb_fail(JB_STATUS_ERR_MODEL, ...). Once a lookup has failed,
  * later lookups return NULL too, so constructors can ask for everything and check once at the
  * end with jb_weights_ok(). */

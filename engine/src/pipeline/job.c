@@ -6,10 +6,8 @@
  * progressive decoding of every level as its codes become final.
  *
  * Memory: everything a level needs (prior states, conditioning, context and output rows,
- * window list, audio chunk) is reserved once before its window loop; the loop itself allocates
- * nothing of its own. (Two callees still allocate per call, outside the token loop: the
- * VQ-VAE's decode_range work memory per decoded chunk, and the 5b_lyrics lyric encoder per
- * window.)
+ * window list, audio chunk, decode work memory, the lyric encoder's state inside the prior
+ * state) is reserved once before its window loop; the loops allocate nothing (a ctest counts).
  *
  * Randomness: candidate c of window `start` at level L draws from the sampler's stream c of
  * the seed mix(seed, L, start), so a candidate's tokens do not depend on the batch slicing and
@@ -440,7 +438,8 @@ struct job {
     /* progressive audio of the level being sampled */
     int64_t emitted[JB_JOB_MAX_CANDIDATES]; /* next code to emit, per candidate */
     int64_t margin, chunk_min, chunk_max;
-    float *audio; /* [chunk_max * hop] */
+    float *audio;                   /* [chunk_max * hop] */
+    struct jb_vqvae_work *dec_work; /* decode_range work memory of the level */
 
     /* the window being sampled: where on_token writes */
     int64_t win_start, win_prefix, win_vocab_shift;
@@ -493,10 +492,10 @@ static enum jb_status emit_audio(struct job *j, int L, int c, int64_t limit, boo
     const int64_t hop = j->s->hop[L], n = j->take->n_tokens[L];
     while (limit - j->emitted[c] >= (all ? 1 : j->chunk_min)) {
         if (job_should_stop(j)) return jb_fail(JB_STATUS_ERR_CANCELLED, "job: cancelled");
-        const int64_t a = j->emitted[c];
-        const int64_t b = limit - a > j->chunk_max ? a + j->chunk_max : limit;
-        enum jb_status st =
-          jb_vqvae_decode_range(j->s->vqvae->vqvae, L, level_codes(j, L, c), n, a, b, j->audio);
+        const int64_t a   = j->emitted[c];
+        const int64_t b   = limit - a > j->chunk_max ? a + j->chunk_max : limit;
+        enum jb_status st = jb_vqvae_decode_range(
+          j->s->vqvae->vqvae, L, level_codes(j, L, c), n, a, b, j->audio, j->dec_work);
         if (st != JB_STATUS_OK) return st;
         struct jb_job_audio au = { .candidate = c,
                                    .level     = L,
@@ -630,7 +629,7 @@ static enum jb_status window_labels(struct job *j,
                                     NULL);
         if (!st && hp->variant == JB_PRIOR_TOP_LYRICS_ENC) {
             const size_t E = (size_t)jb_prior_enc_len(p) * (size_t)W;
-            st             = jb_prior_encoder_kv(p, 1, b->lyr, b->enc_kv, NULL);
+            st             = jb_prior_state_encoder_kv(b->st_full, b->lyr, b->enc_kv);
             for (int n = 1; !st && n < Nb; n++)
                 memcpy(b->enc_kv + (size_t)n * E, b->enc_kv, E * sizeof(float));
         }
@@ -658,8 +657,8 @@ static enum jb_status sample_level(struct job *j, int L, int64_t first_window)
     const int64_t n_win = r->n_windows[L];
     const int chunk     = r->set.chunk_size[L];
     b.windows           = jb_calloc((size_t)n_win, sizeof *b.windows);
-    b.st_full           = jb_prior_state_init(p, Nb, chunk);
-    if (n_rem) b.st_rem = jb_prior_state_init(p, n_rem, chunk);
+    b.st_full           = jb_prior_state_init_ex(p, Nb, chunk, s->kv_type);
+    if (n_rem) b.st_rem = jb_prior_state_init_ex(p, n_rem, chunk, s->kv_type);
     b.x         = reserve((size_t)Nb * (size_t)T, (size_t)W, sizeof(float));
     b.start_emb = reserve((size_t)Nb, (size_t)W, sizeof(float));
     b.ctx       = reserve((size_t)Nb, (size_t)T, sizeof(int32_t));
@@ -676,9 +675,11 @@ static enum jb_status sample_level(struct job *j, int L, int64_t first_window)
     if (j->chunk_min < 1) j->chunk_min = 1;
     j->chunk_max = 2 * j->chunk_min;
     j->audio     = reserve((size_t)j->chunk_max, (size_t)s->hop[L], sizeof(float));
-    if (!b.windows || !b.st_full || (n_rem && !b.st_rem) || !b.x || !b.start_emb || !b.ctx ||
-        !b.out || !b.k_abs || !b.k_rel || !b.lyr ||
-        (hp->variant == JB_PRIOR_TOP_LYRICS_ENC && !b.enc_kv) || !j->audio) {
+    if (j->cb && j->cb->on_audio)
+        j->dec_work = jb_vqvae_decode_work_init(s->vqvae->vqvae, L, total_L, j->chunk_max);
+    if ((j->cb && j->cb->on_audio && !j->dec_work) || !b.windows || !b.st_full ||
+        (n_rem && !b.st_rem) || !b.x || !b.start_emb || !b.ctx || !b.out || !b.k_abs || !b.k_rel ||
+        !b.lyr || (hp->variant == JB_PRIOR_TOP_LYRICS_ENC && !b.enc_kv) || !j->audio) {
         st = JB_STATUS_ERR_NOMEM;
         goto done;
     }
@@ -779,6 +780,8 @@ done:
     level_bufs_free(&b);
     free(j->audio);
     j->audio = NULL;
+    jb_vqvae_work_free(j->dec_work);
+    j->dec_work = NULL;
     return st;
 }
 

@@ -233,3 +233,8 @@ const char *jb_session_label_name(const struct jb_session *s, bool genre, int64_
     jb_label_vocab_entry(genre ? m->genres : m->artists, (size_t)i, &name, &id);
     return name;
 }
+
+void jb_session_set_kv_f16(struct jb_session *session, bool f16)
+{
+    if (session) session->kv_type = f16 ? JB_DTYPE_F16 : JB_DTYPE_F32;
+}

@@ -17,8 +17,9 @@ struct jb_upsampler_cond {
     struct jb_convstack cond;
     const struct jb_tensor *ln_w, *ln_b; /* [width] */
 
-    void *mem; /* work memory for one window */
+    void *mem; /* work memory for one window (backend) */
     struct jb_convstack_work work;
+    int32_t *ids; /* the window's upper codes (backend) */
 };
 
 struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *hp,
@@ -50,12 +51,6 @@ struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *
     }
     if (!be || !w) {
         jb_fail(JB_STATUS_ERR_INVALID_ARG, "upsampler conditioner: no backend or weights");
-        return NULL;
-    }
-    if (be->iface && !be->iface->host_memory) {
-        jb_fail(JB_STATUS_ERR_UNSUPPORTED,
-                "upsampler conditioner: backend '%s' has no host-memory buffers",
-                be->iface->name);
         return NULL;
     }
 
@@ -116,6 +111,7 @@ struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *
     size_t act = (m.act + 15) & ~(size_t)15, inner = (m.inner + 15) & ~(size_t)15;
     size_t total;
     if (!jb_add_size(2 * act, inner, &total) || !jb_add_size(total, m.scratch, &total) ||
+        !jb_add_size(total, (size_t)n_upper, &total) ||
         !jb_mul_size(total, sizeof(float), &total)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "upsampler conditioner: work size overflows");
         goto fail;
@@ -127,6 +123,7 @@ struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *
     c->work.act[1]  = p + act;
     c->work.inner   = p + 2 * act;
     c->work.scratch = p + 2 * act + inner;
+    c->ids          = (int32_t *)(p + 2 * act + inner + m.scratch); /* int32 in float slots */
     return c;
 
 fail:
@@ -163,8 +160,9 @@ enum jb_status jb_upsampler_cond_forward(struct jb_upsampler_cond *c,
                            c->bins);
     }
     /* u = x_emb[z], (T_u, W) -> (W, T_u) */
-    jb_embedding(c->x_emb, z_upper, c->n_upper, c->work.act[1]);
-    jb_transpose_f32(c->work.act[1], c->n_upper, c->width, c->work.act[0]);
+    jb_backend_set(c->be, c->ids, z_upper, (size_t)c->n_upper * sizeof *z_upper);
+    jb_embedding(c->be, c->x_emb, c->ids, c->n_upper, c->work.act[1]);
+    jb_transpose(c->be, c->work.act[1], c->n_upper, c->width, c->work.act[0]);
 
     float *u = NULL; /* (W, n_ctx) */
     enum jb_status st =
@@ -172,7 +170,9 @@ enum jb_status jb_upsampler_cond_forward(struct jb_upsampler_cond *c,
     if (st != JB_STATUS_OK) return st;
 
     /* (W, n_ctx) -> (n_ctx, W), then LayerNorm over the width */
-    jb_transpose_f32(u, c->width, c->n_ctx, x_cond);
-    jb_layernorm(c->be, c->n_ctx, c->width, x_cond, c->ln_w, c->ln_b, 1e-5f, x_cond);
+    float *xc = u == c->work.act[0] ? c->work.act[1] : c->work.act[0];
+    jb_transpose(c->be, u, c->width, c->n_ctx, xc);
+    jb_layernorm(c->be, c->n_ctx, c->width, xc, c->ln_w, c->ln_b, 1e-5f, xc);
+    jb_backend_get(c->be, x_cond, xc, (size_t)(c->n_ctx * c->width) * sizeof *x_cond);
     return JB_STATUS_OK;
 }

@@ -17,7 +17,7 @@
  * Ownership and threads: init keeps pointers into `w` (must outlive the conditioner) and
  * reserves all work memory for one window, so forward never allocates. One call at a time per
  * object and per backend (the work memory is shared between calls, and the backend's kernels
- * take one caller at a time), from outside any OpenMP parallel region.
+ * take one caller at a time).
  */
 #ifndef JB_PRIOR_CONDITIONER_H
 #define JB_PRIOR_CONDITIONER_H

@@ -15,25 +15,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#if defined(__has_include)
-#if __has_include("prior/conditioner.h")
-#include "prior/conditioner.h"
-#define JB_HAVE_UPSAMPLER_COND 1
-#endif
-#endif
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #define JB_LN_EPS 1e-5f
+/* Rows of the conditioning computations (start_emb, y_pos) per round of ops. */
+#define COND_ROWS 256
 
 /* ---- loading ------------------------------------------------------------------------------ */
-
-static const float *bias_data(const struct jb_tensor *t)
-{
-    return t ? (const float *)t->data : NULL;
-}
 
 /* Loads the ResAttnBlocks "<prefix>.transformer._attn_mods.d.*" of one stack. */
 static bool transformer_load(struct jb_transformer *tr,
@@ -75,6 +61,12 @@ static bool transformer_load(struct jb_transformer *tr,
     /* the reference multiplies q·k by (1/sqrt(sqrt(hd)))², a Python double, in fp32 */
     const double s = 1.0 / sqrt(sqrt((double)tr->head_dim));
     tr->scale      = (float)(s * s);
+    tr->attn       = (struct jb_attn_desc){ .heads     = tr->heads,
+                                            .head_dim  = tr->head_dim,
+                                            .n_state   = tr->n_state,
+                                            .seq_len   = tr->seq_len,
+                                            .block_ctx = tr->block_ctx,
+                                            .scale     = tr->scale };
 
     tr->blocks = jb_calloc((size_t)tr->depth, sizeof *tr->blocks);
     if (!tr->blocks) return false;
@@ -112,19 +104,19 @@ static bool transformer_load(struct jb_transformer *tr,
         b->ln_0_w   = BLK(JB_WANT_F32, JB_SHAPE1(W), "ln_0.weight");
         b->ln_0_b   = BLK(JB_WANT_F32, JB_SHAPE1(W), "ln_0.bias");
         b->c_attn_w = BLK(JB_WANT_ANY, JB_SHAPE2(W, cross ? ns : 3 * ns), "attn.c_attn.w");
-        b->c_attn_b = bias_data(BLK(JB_WANT_F32, JB_SHAPE1(cross ? ns : 3 * ns), "attn.c_attn.b"));
+        b->c_attn_b = (BLK(JB_WANT_F32, JB_SHAPE1(cross ? ns : 3 * ns), "attn.c_attn.b"));
         if (cross) {
             b->c_enc_kv_w = BLK(JB_WANT_ANY, JB_SHAPE2(W, 2 * ns), "attn.c_enc_kv.w");
-            b->c_enc_kv_b = bias_data(BLK(JB_WANT_F32, JB_SHAPE1(2 * ns), "attn.c_enc_kv.b"));
+            b->c_enc_kv_b = (BLK(JB_WANT_F32, JB_SHAPE1(2 * ns), "attn.c_enc_kv.b"));
         }
         b->c_proj_w   = BLK(JB_WANT_ANY, JB_SHAPE2(ns, W), "attn.c_proj.w");
-        b->c_proj_b   = bias_data(BLK(JB_WANT_F32, JB_SHAPE1(W), "attn.c_proj.b"));
+        b->c_proj_b   = (BLK(JB_WANT_F32, JB_SHAPE1(W), "attn.c_proj.b"));
         b->ln_1_w     = BLK(JB_WANT_F32, JB_SHAPE1(W), "ln_1.weight");
         b->ln_1_b     = BLK(JB_WANT_F32, JB_SHAPE1(W), "ln_1.bias");
         b->c_fc_w     = BLK(JB_WANT_ANY, JB_SHAPE2(W, mlp), "mlp.c_fc.w");
-        b->c_fc_b     = bias_data(BLK(JB_WANT_F32, JB_SHAPE1(mlp), "mlp.c_fc.b"));
+        b->c_fc_b     = (BLK(JB_WANT_F32, JB_SHAPE1(mlp), "mlp.c_fc.b"));
         b->mlp_proj_w = BLK(JB_WANT_ANY, JB_SHAPE2(mlp, W), "mlp.c_proj.w");
-        b->mlp_proj_b = bias_data(BLK(JB_WANT_F32, JB_SHAPE1(W), "mlp.c_proj.b"));
+        b->mlp_proj_b = (BLK(JB_WANT_F32, JB_SHAPE1(W), "mlp.c_proj.b"));
 #undef BLK
         if (!jb_weights_ok(w)) return false;
     }
@@ -170,6 +162,7 @@ struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp,
 
     struct jb_prior *p = jb_calloc(1, sizeof *p);
     if (!p) return NULL;
+    jb_weights_set_backend(w, be); /* every weight below lives where the ops run */
     p->hp           = *hp;
     p->be           = be;
     p->width        = hp->tr.width;
@@ -225,20 +218,22 @@ struct jb_prior *jb_prior_init(const struct jb_prior_hparams *hp,
         p->prime_pos_emb = jb_weights_get(
           w, JB_WANT_F32, JB_SHAPE2(hp->n_tokens, Wp), "prime_prior.pos_emb.pos_emb");
         p->prime_proj_w = jb_weights_get(w, JB_WANT_ANY, JB_SHAPE2(Wp, W), "prime_state_proj.w");
-        p->prime_proj_b =
-          bias_data(jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_proj.b"));
-        p->prime_ln_w = jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_ln.weight");
-        p->prime_ln_b = jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_ln.bias");
+        p->prime_proj_b = jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_proj.b");
+        p->prime_ln_w   = jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_ln.weight");
+        p->prime_ln_b   = jb_weights_get(w, JB_WANT_F32, JB_SHAPE1(W), "prime_state_ln.bias");
         jb_weights_skip(w, "prime_x_out.weight"); /* lyric LM head: training only */
         if (!jb_weights_ok(w)) goto fail;
     }
 
-#ifdef JB_HAVE_UPSAMPLER_COND
     if (var == JB_PRIOR_UPSAMPLER) {
         p->cond = jb_upsampler_cond_init(hp, w, be);
         if (!p->cond) goto fail;
     }
-#endif
+    p->cond_a        = jb_backend_alloc(be, (size_t)COND_ROWS * (size_t)W * sizeof(float));
+    p->cond_b        = jb_backend_alloc(be, (size_t)COND_ROWS * (size_t)W * sizeof(float));
+    p->cond_ids      = jb_backend_alloc(be, 3 * COND_ROWS * sizeof(int32_t));
+    p->cond_ids_host = jb_calloc(3 * COND_ROWS, sizeof(int32_t));
+    if (!p->cond_a || !p->cond_b || !p->cond_ids || !p->cond_ids_host) goto fail;
     return p;
 
 fail:
@@ -249,9 +244,11 @@ fail:
 void jb_prior_free(struct jb_prior *p)
 {
     if (!p) return;
-#ifdef JB_HAVE_UPSAMPLER_COND
     if (p->cond) jb_upsampler_cond_free(p->cond);
-#endif
+    jb_backend_free_buffer(p->be, p->cond_a);
+    jb_backend_free_buffer(p->be, p->cond_b);
+    jb_backend_free_buffer(p->be, p->cond_ids);
+    free(p->cond_ids_host);
     free(p->tr.blocks);
     free(p->prime.blocks);
     free(p);
@@ -280,20 +277,13 @@ int32_t jb_prior_enc_len(const struct jb_prior *p)
 
 /* ---- conditioning ------------------------------------------------------------------------- */
 
-/* Row `row` of an embedding table in any float dtype, as fp32. */
-static void table_row(const struct jb_tensor *t, int64_t row, float *dst)
+/* Uploads n ids from the prior's host staging to its backend id buffer (at offset `at`). */
+static void upload_ids(struct jb_prior *p, int64_t at, int64_t n)
 {
-    const int64_t W = t->shape[1];
-    jb_convert_to_f32(
-      t->type, (const char *)t->data + (size_t)(row * W) * jb_dtype_size(t->type), dst, (size_t)W);
+    jb_backend_set(p->be, p->cond_ids + at, p->cond_ids_host + at, (size_t)n * sizeof(int32_t));
 }
 
-static const float *f32_row(const struct jb_tensor *t, int64_t row)
-{
-    return (const float *)t->data + row * t->shape[1];
-}
-
-enum jb_status jb_prior_start_emb(const struct jb_prior *p,
+enum jb_status jb_prior_start_emb(struct jb_prior *p,
                                   int32_t artist,
                                   const int32_t *genres,
                                   float *start_emb)
@@ -305,31 +295,33 @@ enum jb_status jb_prior_start_emb(const struct jb_prior *p,
                        "prior: artist id %d out of range [0, %d)",
                        artist,
                        p->hp.n_artists);
+    if (G + 1 > 3 * COND_ROWS)
+        return jb_fail(JB_STATUS_ERR_MODEL, "prior: %d genre slots is too many", G);
     for (int g = 0; g < G; g++)
         if (genres[g] >= p->hp.n_genres)
             return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                            "prior: genre id %d out of range [0, %d)",
                            genres[g],
                            p->hp.n_genres);
-    float *row = jb_malloc((size_t)W * sizeof *row);
-    if (!row) return JB_STATUS_ERR_NOMEM;
-    /* bag of genres: masked rows summed in slot order, then the artist row */
-    for (int64_t c = 0; c < W; c++)
-        start_emb[c] = 0.0f;
+    /* bag of genres: the unmasked rows (genre ≥ 0) summed in slot order, then the artist row
+     * (a masked slot adds row·0 = 0 in the reference, which changes nothing) */
+    for (int g = 0; g < G; g++)
+        p->cond_ids_host[g] = genres[g] > 0 ? genres[g] : 0;
+    p->cond_ids_host[G] = artist;
+    upload_ids(p, 0, G + 1);
+    jb_fill(p->be, W, 0.0f, p->cond_a);
     for (int g = 0; g < G; g++) {
-        const float mask = genres[g] >= 0 ? 1.0f : 0.0f;
-        table_row(p->genre_emb, genres[g] > 0 ? genres[g] : 0, row);
-        for (int64_t c = 0; c < W; c++)
-            start_emb[c] += row[c] * mask;
+        if (genres[g] < 0) continue;
+        jb_embedding(p->be, p->genre_emb, p->cond_ids + g, 1, p->cond_b);
+        jb_add(p->be, W, p->cond_a, p->cond_b, p->cond_a);
     }
-    table_row(p->artist_emb, artist, row);
-    for (int64_t c = 0; c < W; c++)
-        start_emb[c] += row[c];
-    free(row);
+    jb_embedding(p->be, p->artist_emb, p->cond_ids + G, 1, p->cond_b);
+    jb_add(p->be, W, p->cond_a, p->cond_b, p->cond_a);
+    jb_backend_get(p->be, start_emb, p->cond_a, (size_t)W * sizeof *start_emb);
     return JB_STATUS_OK;
 }
 
-enum jb_status jb_prior_y_pos(const struct jb_prior *p,
+enum jb_status jb_prior_y_pos(struct jb_prior *p,
                               int32_t k_tot,
                               const int32_t *k_abs,
                               const int32_t *k_rel,
@@ -348,25 +340,34 @@ enum jb_status jb_prior_y_pos(const struct jb_prior *p,
                            k_abs[i],
                            k_rel[i],
                            (long long)i);
-    const float *tot = f32_row(p->total_emb, k_tot);
-    for (int64_t i = 0; i < n; i++) {
-        const float *ab = f32_row(p->abs_emb, k_abs[i]);
-        const float *re = f32_row(p->rel_emb, k_rel[i]);
-        float *y        = y_pos + i * W;
-        for (int64_t c = 0; c < W; c++)
-            y[c] = (tot[c] + ab[c]) + re[c];
+    /* y[i] = (Tot[k_tot] + Abs[k_abs[i]]) + Rel[k_rel[i]], COND_ROWS positions at a time */
+    int32_t *ids = p->cond_ids_host;
+    for (int64_t i0 = 0; i0 < n; i0 += COND_ROWS) {
+        const int64_t m = n - i0 < COND_ROWS ? n - i0 : COND_ROWS;
+        for (int64_t i = 0; i < m; i++) {
+            ids[i]                 = k_tot;
+            ids[COND_ROWS + i]     = k_abs[i0 + i];
+            ids[2 * COND_ROWS + i] = k_rel[i0 + i];
+        }
+        jb_backend_set(p->be, p->cond_ids, ids, 3 * COND_ROWS * sizeof *ids);
+        jb_embedding(p->be, p->total_emb, p->cond_ids, m, p->cond_a);
+        jb_embedding(p->be, p->abs_emb, p->cond_ids + COND_ROWS, m, p->cond_b);
+        jb_add(p->be, m * W, p->cond_a, p->cond_b, p->cond_a);
+        jb_embedding(p->be, p->rel_emb, p->cond_ids + 2 * COND_ROWS, m, p->cond_b);
+        jb_add(p->be, m * W, p->cond_a, p->cond_b, p->cond_a);
+        jb_backend_get(p->be, y_pos + i0 * W, p->cond_a, (size_t)(m * W) * sizeof *y_pos);
     }
     return JB_STATUS_OK;
 }
 
-enum jb_status jb_prior_x_timing(const struct jb_prior *p,
+enum jb_status jb_prior_x_timing(struct jb_prior *p,
                                  int32_t k_tot,
                                  const int32_t *k_abs,
                                  const int32_t *k_rel,
                                  float *x)
 {
     const size_t pre = (size_t)p->prefix_len * (size_t)p->width;
-    memset(x, 0, pre * sizeof *x); /* the lyric prefix of D has no conditioning */
+    memset(x, 0, pre * sizeof *x); /* the lyric prefix of D has no conditioning (host array) */
     return jb_prior_y_pos(p, k_tot, k_abs, k_rel, x + pre);
 }
 
@@ -374,108 +375,113 @@ enum jb_status jb_prior_x_upsampler(struct jb_prior *p, const int32_t *z_upper, 
 {
     if (p->hp.variant != JB_PRIOR_UPSAMPLER)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: not an upsampler");
-#ifdef JB_HAVE_UPSAMPLER_COND
     return jb_upsampler_cond_forward(p->cond, z_upper, x);
-#else
-    (void)z_upper;
-    (void)x;
-    return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "prior: built without the upsampler conditioner");
-#endif
 }
 
 /* ---- transformer state -------------------------------------------------------------------- */
 
 static void transformer_state_free(struct jb_transformer_state *ts)
 {
+    struct jb_backend *be = ts->be;
     if (ts->caches) {
         for (int d = 0; d < ts->tr->depth; d++) {
-            free(ts->caches[d].k);
-            free(ts->caches[d].v);
+            jb_backend_free_buffer(be, ts->caches[d].k);
+            jb_backend_free_buffer(be, ts->caches[d].v);
         }
     }
     free(ts->caches);
-    free(ts->h);
-    free(ts->cur);
-    free(ts->qkv);
-    free(ts->att);
-    free(ts->mlp);
-    free(ts->enc);
-    free(ts->scratch);
+    if (be) {
+        jb_backend_free_buffer(be, ts->h);
+        jb_backend_free_buffer(be, ts->cur);
+        jb_backend_free_buffer(be, ts->qkv);
+        jb_backend_free_buffer(be, ts->att);
+        jb_backend_free_buffer(be, ts->mlp);
+        jb_backend_free_buffer(be, ts->enc_in);
+        jb_backend_free_buffer(be, ts->enc);
+    }
     memset(ts, 0, sizeof *ts);
 }
 
-/* n floats, 64-byte aligned, counted in ts->bytes; false on overflow or OOM. */
-static bool reserve(struct jb_transformer_state *ts, float **dst, int64_t a, int64_t b)
+/* a·b elements of `elem` bytes in a backend buffer, counted in *bytes; false on overflow/OOM. */
+static bool reserve_be(struct jb_backend *be,
+                       void *dst,
+                       int64_t a,
+                       int64_t b,
+                       size_t elem,
+                       size_t *bytes)
 {
-    size_t n, bytes;
-    if (a < 0 || b < 0 || !jb_mul_size((size_t)a, (size_t)b, &n) ||
-        !jb_mul_size(n, sizeof(float), &bytes)) {
+    size_t n, nb;
+    if (a < 0 || b < 0 || !jb_mul_size((size_t)a, (size_t)b, &n) || !jb_mul_size(n, elem, &nb)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "prior: buffer size overflow");
         return false;
     }
-    *dst = jb_aligned_alloc(bytes);
-    ts->bytes += bytes;
-    return *dst != NULL;
+    void *p = jb_backend_alloc(be, nb ? nb : 1);
+    memcpy(dst, &p, sizeof p);
+    if (bytes) *bytes += nb;
+    return p != NULL;
+}
+
+static bool reserve(struct jb_transformer_state *ts, float **dst, int64_t a, int64_t b)
+{
+    return reserve_be(ts->be, dst, a, b, sizeof(float), &ts->bytes);
 }
 
 static bool transformer_state_init(struct jb_transformer_state *ts,
+                                   struct jb_backend *be,
                                    const struct jb_transformer *tr,
-                                   int n_threads,
+                                   enum jb_dtype kv_type,
                                    int n_batch,
                                    int max_chunk)
 {
     memset(ts, 0, sizeof *ts);
     ts->tr          = tr;
+    ts->be          = be;
     ts->n_batch     = n_batch;
     ts->max_chunk   = max_chunk;
-    ts->n_threads   = n_threads > 0 ? n_threads : 1;
+    ts->kv_type     = kv_type;
     const int64_t M = (int64_t)n_batch * max_chunk, W = tr->width, ns = tr->n_state;
     bool ok = reserve(ts, &ts->h, M, W) && reserve(ts, &ts->cur, M, W) &&
               reserve(ts, &ts->qkv, M, 3 * ns) && reserve(ts, &ts->att, M, ns) &&
               reserve(ts, &ts->mlp, M, tr->mlp_width);
-    if (ok && tr->enc_len > 0) ok = reserve(ts, &ts->enc, (int64_t)n_batch * tr->enc_len, 2 * ns);
-    ts->scratch_len = (2 * jb_attention_max_keys(tr) + 15) & ~(int64_t)15;
-    if (ok) ok = reserve(ts, &ts->scratch, ts->n_threads, ts->scratch_len);
+    if (ok && tr->enc_len > 0)
+        ok = reserve(ts, &ts->enc_in, (int64_t)n_batch * tr->enc_len, W) &&
+             reserve(ts, &ts->enc, (int64_t)n_batch * tr->enc_len, 2 * ns);
     if (ok) ok = (ts->caches = jb_calloc((size_t)tr->depth, sizeof *ts->caches)) != NULL;
+    const size_t es = jb_dtype_size(kv_type);
     for (int d = 0; ok && d < tr->depth; d++) {
         struct jb_kv_cache *c = &ts->caches[d];
         c->func               = tr->blocks[d].attn_func;
         c->cap                = jb_kv_cache_capacity(tr, c->func);
         c->rows               = (tr->seq_len + tr->block_ctx - 1) / tr->block_ctx;
+        c->type               = kv_type;
         const int64_t len     = (int64_t)n_batch * c->cap;
-        ok                    = reserve(ts, &c->k, len, ns) && reserve(ts, &c->v, len, ns);
+        ok                    = reserve_be(be, &c->k, len, ns, es, &ts->bytes) &&
+             reserve_be(be, &c->v, len, ns, es, &ts->bytes);
     }
     if (!ok) transformer_state_free(ts);
     return ok;
 }
 
-static int default_threads(const struct jb_backend *be)
-{
-    if (be && be->n_threads > 0) return be->n_threads;
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 /* ---- the transformer ---------------------------------------------------------------------- */
 
 /* Runs the C positions S..S+C−1 of every candidate through the stack: ts->h holds the input
- * rows [N·C, w] and receives the output. encoder_kv [N, enc_len, w] feeds the func-6 layers
- * (their K/V are projected once, at S == 0). */
-static void transformer_chunk(struct jb_backend *be,
-                              const struct jb_transformer *tr,
+ * rows [N·C, w] and receives the output. encoder_kv [N, enc_len, w] (host) feeds the func-6
+ * layers: uploaded and projected once, at S == 0. hook_h: host copy of h for the hook. */
+static void transformer_chunk(const struct jb_transformer *tr,
                               struct jb_transformer_state *ts,
                               int64_t S,
                               int C,
                               const float *encoder_kv,
                               jb_prior_hook_fn hook,
-                              void *hook_user)
+                              void *hook_user,
+                              float *hook_h)
 {
+    struct jb_backend *be = ts->be;
     const int64_t M = (int64_t)ts->n_batch * C, W = tr->width, ns = tr->n_state;
-    const int64_t mlp = tr->mlp_width;
+    const int64_t mlp = tr->mlp_width, Me = (int64_t)ts->n_batch * tr->enc_len;
     float *const h = ts->h, *const cur = ts->cur;
+    if (tr->enc_len > 0 && S == 0)
+        jb_backend_set(be, ts->enc_in, encoder_kv, (size_t)(Me * W) * sizeof(float));
 
     for (int d = 0; d < tr->depth; d++) {
         const struct jb_block *blk = &tr->blocks[d];
@@ -485,12 +491,11 @@ static void transformer_chunk(struct jb_backend *be,
         { // attention: h = h + c_proj(attn(ln_0(h)))
             jb_layernorm(be, M, W, h, blk->ln_0_w, blk->ln_0_b, JB_LN_EPS, cur);
             if (cross && S == 0) {
-                const int64_t Me = (int64_t)ts->n_batch * tr->enc_len;
                 jb_matmul(be,
                           Me,
                           2 * ns,
                           W,
-                          encoder_kv,
+                          ts->enc_in,
                           W,
                           blk->c_enc_kv_w,
                           false,
@@ -498,27 +503,78 @@ static void transformer_chunk(struct jb_backend *be,
                           ts->enc,
                           2 * ns,
                           false);
-                jb_attention_set_encoder(tr, cache, ts->n_batch, ts->enc);
+                jb_attention_set_encoder(be, tr, cache, ts->n_batch, ts->enc);
             }
             const int64_t nq = cross ? ns : 3 * ns;
             jb_matmul(
               be, M, nq, W, cur, W, blk->c_attn_w, false, blk->c_attn_b, ts->qkv, nq, false);
-            jb_attention_chunk(tr, cache, ts, S, C, ts->qkv, ts->att);
+            jb_attention_chunk(be, tr, cache, ts->n_batch, S, C, ts->qkv, ts->att);
             /* accumulate: h ← (x·c_proj + (h + b)), one pass instead of a separate add */
             jb_matmul(be, M, W, ns, ts->att, ns, blk->c_proj_w, false, blk->c_proj_b, h, W, true);
         }
         { // mlp: h = h + c_proj(quick_gelu(c_fc(ln_1(h))))
             jb_layernorm(be, M, W, h, blk->ln_1_w, blk->ln_1_b, JB_LN_EPS, cur);
             jb_matmul(be, M, mlp, W, cur, W, blk->c_fc_w, false, blk->c_fc_b, ts->mlp, mlp, false);
-            jb_quick_gelu(M * mlp, ts->mlp);
+            jb_quick_gelu(be, M * mlp, ts->mlp);
             jb_matmul(
               be, M, W, mlp, ts->mlp, mlp, blk->mlp_proj_w, false, blk->mlp_proj_b, h, W, true);
         }
-        if (hook) hook(hook_user, d, ts->n_batch, C, (int)W, h);
+        if (hook) {
+            jb_backend_get(be, hook_h, h, (size_t)(M * W) * sizeof *hook_h);
+            hook(hook_user, d, ts->n_batch, C, (int)W, hook_h);
+        }
     }
 }
 
 /* ---- lyric encoder (variant C) ------------------------------------------------------------ */
+
+static enum jb_status check_lyrics(const struct jb_prior *p, int N, const int32_t *lyric_ids)
+{
+    if (p->hp.variant != JB_PRIOR_TOP_LYRICS_ENC)
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: no lyric encoder in this prior");
+    if (N <= 0) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: batch %d", N);
+    for (int64_t i = 0; i < (int64_t)N * p->prime.seq_len; i++)
+        if (lyric_ids[i] < 0 || lyric_ids[i] >= p->hp.n_vocab)
+            return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                           "prior: lyric id %d out of range [0, %d)",
+                           lyric_ids[i],
+                           p->hp.n_vocab);
+    return JB_STATUS_OK;
+}
+
+/* The lyric encoder on ts (N candidates, chunk T): ids [N·T] backend ids uploaded by the caller
+ * (entry n·T + t is lyr[t − 1], entry n·T the start token's placeholder); out [N·T, w] backend. */
+static void encoder_run(struct jb_prior *p,
+                        struct jb_transformer_state *ts,
+                        int N,
+                        const int32_t *ids,
+                        float *out)
+{
+    const struct jb_transformer *tr = &p->prime;
+    struct jb_backend *be           = p->be;
+    const int64_t T = tr->seq_len, Wp = tr->width, W = p->width, M = (int64_t)N * T;
+    /* input: e[0] = start_token, e[t] = LyrEmb[lyr[t−1]]; h0 = e + Pos (no X) */
+    jb_embedding(be, p->prime_x_emb, ids, M, ts->h);
+    for (int n = 0; n < N; n++) {
+        float *h = ts->h + (int64_t)n * T * Wp;
+        jb_copy(be, 1, Wp, p->prime_start->data, Wp, h, Wp);
+        jb_add(be, T * Wp, h, p->prime_pos_emb->data, h);
+    }
+    transformer_chunk(tr, ts, 0, (int)T, NULL, NULL, NULL, NULL);
+    /* encoder_kv = prime_state_ln(acts · prime_state_proj + b) */
+    jb_matmul(be, M, W, Wp, ts->h, Wp, p->prime_proj_w, false, p->prime_proj_b, out, W, false);
+    jb_layernorm(be, M, W, out, p->prime_ln_w, p->prime_ln_b, JB_LN_EPS, out);
+}
+
+/* ids with the start placeholder: dst[n·T + t] = lyr[n·T + t − 1] (t ≥ 1), 0 at t = 0 */
+static void shift_ids(const int32_t *lyr, int N, int64_t T, int32_t *dst)
+{
+    for (int n = 0; n < N; n++) {
+        dst[(int64_t)n * T] = 0;
+        for (int64_t t = 1; t < T; t++)
+            dst[(int64_t)n * T + t] = lyr[(int64_t)n * T + t - 1];
+    }
+}
 
 enum jb_status jb_prior_encoder_kv(struct jb_prior *p,
                                    int N,
@@ -526,81 +582,113 @@ enum jb_status jb_prior_encoder_kv(struct jb_prior *p,
                                    float *encoder_kv,
                                    float *prime_acts)
 {
-    if (p->hp.variant != JB_PRIOR_TOP_LYRICS_ENC)
-        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: no lyric encoder in this prior");
+    enum jb_status st = check_lyrics(p, N, lyric_ids);
+    if (st != JB_STATUS_OK) return st;
     const struct jb_transformer *tr = &p->prime;
-    const int64_t T = tr->seq_len, Wp = tr->width, W = p->width;
-    if (N <= 0) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: batch %d", N);
-    for (int64_t i = 0; i < (int64_t)N * T; i++)
-        if (lyric_ids[i] < 0 || lyric_ids[i] >= p->hp.n_vocab)
-            return jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                           "prior: lyric id %d out of range [0, %d)",
-                           lyric_ids[i],
-                           p->hp.n_vocab);
-
+    const int64_t T = tr->seq_len, Wp = tr->width, W = p->width, M = (int64_t)N * T;
     struct jb_transformer_state ts;
-    if (!transformer_state_init(&ts, tr, default_threads(p->be), N, (int)T))
+    if (!transformer_state_init(&ts, p->be, tr, JB_DTYPE_F32, N, (int)T))
         return JB_STATUS_ERR_NOMEM;
-
-    { // input: e[0] = start_token, e[t] = LyrEmb[lyr[t−1]]; h0 = e + Pos (no X)
-        for (int n = 0; n < N; n++) {
-            for (int64_t t = 0; t < T; t++) {
-                float *row = ts.h + ((int64_t)n * T + t) * Wp;
-                if (t == 0)
-                    memcpy(row, p->prime_start->data, (size_t)Wp * sizeof *row);
-                else
-                    table_row(p->prime_x_emb, lyric_ids[(int64_t)n * T + t - 1], row);
-                const float *pos = f32_row(p->prime_pos_emb, t);
-                for (int64_t c = 0; c < Wp; c++)
-                    row[c] += pos[c];
-            }
-        }
+    int32_t *ids_host = jb_malloc((size_t)M * sizeof *ids_host);
+    int32_t *ids      = NULL;
+    float *out        = NULL;
+    if (!ids_host || !reserve_be(p->be, &ids, M, 1, sizeof(int32_t), NULL) ||
+        !reserve_be(p->be, &out, M, W, sizeof(float), NULL)) {
+        st = JB_STATUS_ERR_NOMEM;
+        goto done;
     }
-    transformer_chunk(p->be, tr, &ts, 0, (int)T, NULL, NULL, NULL);
-    if (prime_acts) memcpy(prime_acts, ts.h, (size_t)(N * T * Wp) * sizeof *prime_acts);
-
-    { // encoder_kv = prime_state_ln(acts · prime_state_proj + b)
-        const int64_t M = (int64_t)N * T;
-        jb_matmul(
-          p->be, M, W, Wp, ts.h, Wp, p->prime_proj_w, false, p->prime_proj_b, encoder_kv, W, false);
-        jb_layernorm(p->be, M, W, encoder_kv, p->prime_ln_w, p->prime_ln_b, JB_LN_EPS, encoder_kv);
-    }
+    shift_ids(lyric_ids, N, T, ids_host);
+    jb_backend_set(p->be, ids, ids_host, (size_t)M * sizeof *ids);
+    encoder_run(p, &ts, N, ids, out);
+    if (prime_acts) jb_backend_get(p->be, prime_acts, ts.h, (size_t)(M * Wp) * sizeof *prime_acts);
+    jb_backend_get(p->be, encoder_kv, out, (size_t)(M * W) * sizeof *encoder_kv);
+done:
+    free(ids_host);
+    jb_backend_free_buffer(p->be, ids);
+    jb_backend_free_buffer(p->be, out);
     transformer_state_free(&ts);
+    return st;
+}
+
+enum jb_status jb_prior_state_encoder_kv(struct jb_prior_state *st,
+                                         const int32_t *lyric_ids,
+                                         float *encoder_kv)
+{
+    struct jb_prior *p = st->p;
+    enum jb_status s   = check_lyrics(p, 1, lyric_ids);
+    if (s != JB_STATUS_OK) return s;
+    const int64_t T = p->prime.seq_len, W = p->width;
+    shift_ids(lyric_ids, 1, T, st->enc_ids_host);
+    jb_backend_set(p->be, st->enc_ids, st->enc_ids_host, (size_t)T * sizeof *st->enc_ids);
+    encoder_run(p, &st->enc_ts, 1, st->enc_ids, st->enc_out);
+    jb_backend_get(p->be, encoder_kv, st->enc_out, (size_t)(T * W) * sizeof *encoder_kv);
     return JB_STATUS_OK;
 }
 
 /* ---- state and step ----------------------------------------------------------------------- */
 
-struct jb_prior_state *jb_prior_state_init(struct jb_prior *p, int n_batch, int max_chunk)
+struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,
+                                              int n_batch,
+                                              int max_chunk,
+                                              enum jb_dtype kv_type)
 {
-    if (n_batch <= 0 || max_chunk <= 0 || max_chunk > p->seq_len) {
+    if (n_batch <= 0 || max_chunk <= 0 || max_chunk > p->seq_len ||
+        (kv_type != JB_DTYPE_F32 && kv_type != JB_DTYPE_F16)) {
         jb_fail(JB_STATUS_ERR_INVALID_ARG,
-                "prior: state for %d candidates, chunks of %d (T = %d)",
+                "prior: state for %d candidates, chunks of %d (T = %d), KV type %s",
                 n_batch,
                 max_chunk,
-                p->seq_len);
+                p->seq_len,
+                jb_dtype_name(kv_type));
         return NULL;
     }
     struct jb_prior_state *st = jb_calloc(1, sizeof *st);
     if (!st) return NULL;
-    st->p         = p;
-    st->n_batch   = n_batch;
-    st->max_chunk = max_chunk;
-    if (!transformer_state_init(&st->ts, &p->tr, default_threads(p->be), n_batch, max_chunk) ||
-        !reserve(&st->ts, &st->logits, n_batch, p->vocab) ||
-        !(st->sampler = jb_sampler_init(n_batch, p->vocab))) {
+    st->p                           = p;
+    st->n_batch                     = n_batch;
+    st->max_chunk                   = max_chunk;
+    const int64_t M                 = (int64_t)n_batch * max_chunk;
+    struct jb_transformer_state *ts = &st->ts;
+    bool ok = transformer_state_init(ts, p->be, &p->tr, kv_type, n_batch, max_chunk) &&
+              reserve(ts, &st->logits, M, p->vocab) && reserve(ts, &st->xrow, M, p->width) &&
+              reserve_be(p->be, &st->ids, M, 1, sizeof(int32_t), &ts->bytes) &&
+              reserve_be(p->be, &st->drawn, n_batch, 1, sizeof(int32_t), &ts->bytes) &&
+              (st->ids_host = jb_calloc((size_t)M, sizeof *st->ids_host)) != NULL;
+    if (ok && p->hp.variant == JB_PRIOR_TOP_LYRICS_ENC) {
+        const int64_t Tp = p->prime.seq_len;
+        ok = transformer_state_init(&st->enc_ts, p->be, &p->prime, JB_DTYPE_F32, 1, (int)Tp) &&
+             reserve_be(p->be, &st->enc_ids, Tp, 1, sizeof(int32_t), &ts->bytes) &&
+             reserve_be(p->be, &st->enc_out, Tp, p->width, sizeof(float), &ts->bytes) &&
+             (st->enc_ids_host = jb_calloc((size_t)Tp, sizeof *st->enc_ids_host)) != NULL;
+        if (ok) ts->bytes += st->enc_ts.bytes;
+    }
+    if (!ok) {
         jb_prior_state_free(st);
         return NULL;
     }
     return st;
 }
 
+struct jb_prior_state *jb_prior_state_init(struct jb_prior *p, int n_batch, int max_chunk)
+{
+    return jb_prior_state_init_ex(p, n_batch, max_chunk, JB_DTYPE_F32);
+}
+
 void jb_prior_state_free(struct jb_prior_state *st)
 {
     if (!st) return;
+    struct jb_backend *be = st->p->be;
+    jb_backend_free_buffer(be, st->logits);
+    jb_backend_free_buffer(be, st->xrow);
+    jb_backend_free_buffer(be, st->ids);
+    jb_backend_free_buffer(be, st->drawn);
+    jb_backend_free_buffer(be, st->enc_ids);
+    jb_backend_free_buffer(be, st->enc_out);
     transformer_state_free(&st->ts);
-    free(st->logits);
-    jb_sampler_free(st->sampler);
+    transformer_state_free(&st->enc_ts);
+    free(st->ids_host);
+    free(st->enc_ids_host);
+    free(st->hook_h);
     free(st);
 }
 
@@ -627,6 +715,11 @@ enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st,
 
 void jb_prior_state_set_hook(struct jb_prior_state *st, jb_prior_hook_fn hook, void *user)
 {
+    if (hook && !st->hook_h) {
+        const size_t n = (size_t)st->n_batch * (size_t)st->max_chunk * (size_t)st->p->width;
+        st->hook_h     = jb_malloc(n * sizeof *st->hook_h);
+        if (!st->hook_h) hook = NULL; /* jb_fail said why; no observer rather than a crash */
+    }
     st->hook      = hook;
     st->hook_user = user;
 }
@@ -647,16 +740,69 @@ size_t jb_prior_state_bytes(const struct jb_prior_state *st)
 {
     return st->ts.bytes;
 }
-
-enum jb_status jb_prior_step(struct jb_prior_state *st,
-                             int C,
-                             const int32_t *seq,
-                             int64_t ld_seq,
-                             float *logits)
+size_t jb_prior_state_kv_bytes(const struct jb_prior_state *st)
 {
-    struct jb_prior *p = st->p;
-    const int N        = st->n_batch;
+    size_t n = 0;
+    for (int d = 0; d < st->p->tr.depth; d++)
+        n += 2 * (size_t)st->n_batch * (size_t)st->ts.caches[d].cap * (size_t)st->p->tr.n_state *
+             jb_dtype_size(st->ts.kv_type);
+    return n;
+}
+
+/* The transformer pass of jb_prior_step, on ids already validated; logits (backend, optional)
+ * receives [N·C, V]. */
+static void step_run(struct jb_prior_state *st,
+                     int C,
+                     const int32_t *seq,
+                     int64_t ld_seq,
+                     bool head)
+{
+    struct jb_prior *p              = st->p;
+    struct jb_backend *be           = p->be;
+    struct jb_transformer_state *ts = &st->ts;
+    const int N                     = st->n_batch;
     const int64_t S = st->pos, W = p->width, T = p->seq_len, V = p->vocab;
+    const int64_t M = (int64_t)N * C;
+
+    // input embedding: h0[i] = ((start_emb if i == 0 else TokEmb[s[i−1]]) + Pos[i]) + X[i]
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < C; r++) {
+            const int64_t i                  = S + r;
+            st->ids_host[(int64_t)n * C + r] = i == 0 ? 0 : seq[n * ld_seq + i - 1];
+        }
+    jb_backend_set(be, st->ids, st->ids_host, (size_t)M * sizeof *st->ids);
+    jb_embedding(be, p->x_emb, st->ids, M, ts->h);
+    for (int n = 0; n < N; n++) {
+        float *hn = ts->h + (int64_t)n * C * W;
+        if (S == 0) jb_backend_set(be, hn, st->start_emb + (int64_t)n * W, (size_t)W * sizeof *hn);
+        jb_add(be, C * W, hn, (const float *)p->pos_emb->data + S * W, hn);
+        jb_backend_set(be,
+                       st->xrow + (int64_t)n * C * W,
+                       st->x + ((int64_t)n * T + S) * W,
+                       (size_t)(C * W) * sizeof(float));
+    }
+    jb_add(be, M * W, ts->h, st->xrow, ts->h);
+    if (st->hook) {
+        jb_backend_get(be, st->hook_h, ts->h, (size_t)(M * W) * sizeof *st->hook_h);
+        st->hook(st->hook_user, -1, N, C, (int)W, st->hook_h);
+    }
+
+    transformer_chunk(&p->tr, ts, S, C, st->encoder_kv, st->hook, st->hook_user, st->hook_h);
+
+    if (head) { // head: (h + X)·TokEmbᵀ for A/D (tied), h·OutWᵀ for B/C
+        if (p->add_x_after) jb_add(be, M * W, ts->h, st->xrow, ts->h);
+        jb_matmul(be, M, V, W, ts->h, W, p->x_out, true, NULL, st->logits, V, false);
+    }
+    st->pos = S + C;
+}
+
+static enum jb_status step_check(const struct jb_prior_state *st,
+                                 int C,
+                                 const int32_t *seq,
+                                 int64_t ld_seq)
+{
+    const struct jb_prior *p = st->p;
+    const int64_t S = st->pos, T = p->seq_len, V = p->vocab;
     if (C < 1 || C > st->max_chunk || S + C > T)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG,
                        "prior: step of %d positions at %lld (max chunk %d, window %lld)",
@@ -668,7 +814,7 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: step without conditioning");
     if (S + C > 1 && (!seq || ld_seq < S + C - 1))
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: step needs the previous tokens");
-    for (int n = 0; n < N; n++) {
+    for (int n = 0; n < st->n_batch; n++) {
         for (int64_t i = S > 1 ? S : 1; i < S + C; i++) {
             const int32_t tok = seq[n * ld_seq + i - 1];
             if (tok < 0 || tok >= V)
@@ -679,41 +825,39 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
                                (long long)V);
         }
     }
-
-    struct jb_transformer_state *ts = &st->ts;
-    { // input embedding: h0[i] = ((start_emb if i == 0 else TokEmb[s[i−1]]) + Pos[i]) + X[i]
-        for (int n = 0; n < N; n++) {
-            for (int r = 0; r < C; r++) {
-                const int64_t i = S + r;
-                float *row      = ts->h + ((int64_t)n * C + r) * W;
-                if (i == 0)
-                    memcpy(row, st->start_emb + (int64_t)n * W, (size_t)W * sizeof *row);
-                else
-                    table_row(p->x_emb, seq[n * ld_seq + i - 1], row);
-                const float *pos = f32_row(p->pos_emb, i);
-                const float *x   = st->x + ((int64_t)n * T + i) * W;
-                for (int64_t c = 0; c < W; c++)
-                    row[c] = (row[c] + pos[c]) + x[c];
-            }
-        }
-        if (st->hook) st->hook(st->hook_user, -1, N, C, (int)W, ts->h);
-    }
-
-    transformer_chunk(p->be, &p->tr, ts, S, C, st->encoder_kv, st->hook, st->hook_user);
-
-    if (logits) { // head: (h + X)·TokEmbᵀ for A/D (tied), h·OutWᵀ for B/C
-        const int64_t M = (int64_t)N * C;
-        if (p->add_x_after) {
-            for (int n = 0; n < N; n++) {
-                const float *x = st->x + ((int64_t)n * T + S) * W;
-                float *row     = ts->h + (int64_t)n * C * W;
-                jb_add((int64_t)C * W, row, x, row);
-            }
-        }
-        jb_matmul(p->be, M, V, W, ts->h, W, p->x_out, true, NULL, logits, V, false);
-    }
-    st->pos = S + C;
     return JB_STATUS_OK;
+}
+
+enum jb_status jb_prior_step(struct jb_prior_state *st,
+                             int C,
+                             const int32_t *seq,
+                             int64_t ld_seq,
+                             float *logits)
+{
+    enum jb_status s = step_check(st, C, seq, ld_seq);
+    if (s != JB_STATUS_OK) return s;
+    step_run(st, C, seq, ld_seq, logits != NULL);
+    if (logits)
+        jb_backend_get(st->p->be,
+                       logits,
+                       st->logits,
+                       (size_t)st->n_batch * (size_t)C * (size_t)st->p->vocab * sizeof *logits);
+    return jb_backend_status(st->p->be); /* a device op may have failed */
+}
+
+enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
+                                    const int32_t *seq,
+                                    int64_t ld_seq,
+                                    const struct jb_sample_desc *sd,
+                                    int32_t *tokens)
+{
+    enum jb_status s = step_check(st, 1, seq, ld_seq);
+    if (s != JB_STATUS_OK) return s;
+    const int64_t t = st->pos;
+    step_run(st, 1, seq, ld_seq, true);
+    jb_sample(st->p->be, sd, st->n_batch, st->p->vocab, st->logits, st->p->vocab, t, st->drawn);
+    jb_backend_get(st->p->be, tokens, st->drawn, (size_t)st->n_batch * sizeof *tokens);
+    return jb_backend_status(st->p->be); /* a device op may have failed */
 }
 
 enum jb_status jb_prior_forward(struct jb_prior *p,

@@ -18,8 +18,12 @@
  * file must outlive it) and the backend. A jb_prior_state belongs to one jb_prior and is used by
  * one thread at a time; several states of the same prior may run on different threads. The
  * conditioning arrays given to jb_prior_state_set_cond are borrowed, not copied: keep them alive
- * and unchanged until the state is reset with other conditioning or freed. Kernels are
- * multithreaded internally (OpenMP/OpenBLAS).
+ * and unchanged until the state is reset with other conditioning or freed. Every array of this
+ * interface is host memory; the prior keeps its weights, caches and activations in the backend's
+ * memory and moves the rows it needs with jb_backend_set / jb_backend_get. The conditioning
+ * functions (start_emb, y_pos, x_timing, x_upsampler) use scratch of the prior object: call them
+ * from one thread at a time per prior. Ops are multithreaded internally (the CPU backend's own
+ * thread pool).
  *
  * Memory: jb_prior_state_init reserves every KV cache (per layer: func 1 B, func 3 2B, funcs 0
  * and 2 T, func 6 enc_len, func 7 P' positions of n_state floats for K and for V, per candidate)
@@ -35,6 +39,7 @@
 
 struct jb_prior;
 struct jb_prior_state;
+struct jb_sample_desc;
 
 /* Builds the prior from its state-dict tensors (names as in the PyTorch checkpoint, §2.6-2.8):
  * checks every shape, takes matmul weights in their stored dtype (fp16 Conv1D weights of the
@@ -58,21 +63,21 @@ int32_t jb_prior_enc_len(const struct jb_prior *p);    /* encoder positions of C
 
 /* start_emb[w] = (Σ_g mask_g·GenreEmb[max(genre_g, 0)]) + ArtistEmb[artist], mask_g = genre_g ≥ 0;
  * genres has hp.max_bow_genre_size entries (−1 = unused slot). */
-enum jb_status jb_prior_start_emb(const struct jb_prior *p,
+enum jb_status jb_prior_start_emb(struct jb_prior *p,
                                   int32_t artist,
                                   const int32_t *genres,
                                   float *start_emb);
 
 /* Timing signal for the n_ctx music positions (B, C, D; bins from jb_labels_timing_bins):
  * y_pos[i] = (TotalEmb[k_tot] + AbsEmb[k_abs[i]]) + RelEmb[k_rel[i]], y_pos [n_ctx, w]. */
-enum jb_status jb_prior_y_pos(const struct jb_prior *p,
+enum jb_status jb_prior_y_pos(struct jb_prior *p,
                               int32_t k_tot,
                               const int32_t *k_abs,
                               const int32_t *k_rel,
                               float *y_pos);
 
 /* The window's X [T, w] for B, C, D: y_pos, with n_tokens zero rows in front for D. */
-enum jb_status jb_prior_x_timing(const struct jb_prior *p,
+enum jb_status jb_prior_x_timing(struct jb_prior *p,
                                  int32_t k_tot,
                                  const int32_t *k_abs,
                                  const int32_t *k_rel,
@@ -84,12 +89,18 @@ enum jb_status jb_prior_x_upsampler(struct jb_prior *p, const int32_t *z_upper, 
 
 /* Variant C: runs the lyric encoder on lyric_ids [N, n_tokens] (ids < n_vocab) and writes
  * encoder_kv [N, n_tokens, w] = LN(acts·prime_state_proj + b). prime_acts (optional)
- * receives the encoder output [N, n_tokens, w_p]. Allocates its work memory per call. */
+ * receives the encoder output [N, n_tokens, w_p]. Allocates its work memory per call (the job
+ * loops use jb_prior_state_encoder_kv instead). */
 enum jb_status jb_prior_encoder_kv(struct jb_prior *p,
                                    int N,
                                    const int32_t *lyric_ids,
                                    float *encoder_kv,
                                    float *prime_acts);
+/* The same for one lyric window (N = 1) on the lyric-encoder state that a variant-C prior state
+ * reserves with itself: allocates nothing. */
+enum jb_status jb_prior_state_encoder_kv(struct jb_prior_state *st,
+                                         const int32_t *lyric_ids,
+                                         float *encoder_kv);
 
 /* ---- forward --------------------------------------------------------------------------------- */
 
@@ -120,6 +131,12 @@ enum jb_status jb_prior_forward(struct jb_prior *p,
 /* Reserves caches and buffers for n_batch candidates and chunks of up to max_chunk positions
  * (1 ≤ max_chunk ≤ seq_len; sampling needs max_chunk ≥ the priming chunk size). */
 struct jb_prior_state *jb_prior_state_init(struct jb_prior *p, int n_batch, int max_chunk);
+/* The same with the KV caches in kv_type: JB_DTYPE_F32, or JB_DTYPE_F16 (half the memory; keys
+ * and values rounded to fp16 as the reference's fp16 inference does, all arithmetic fp32). */
+struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,
+                                              int n_batch,
+                                              int max_chunk,
+                                              enum jb_dtype kv_type);
 void jb_prior_state_free(struct jb_prior_state *st);
 
 /* Forgets all positions (sample_t = 0); the conditioning stays. */
@@ -137,7 +154,8 @@ void jb_prior_state_set_hook(struct jb_prior_state *st, jb_prior_hook_fn hook, v
 int64_t jb_prior_state_pos(const struct jb_prior_state *st); /* positions processed */
 int jb_prior_state_n_batch(const struct jb_prior_state *st);
 int jb_prior_state_max_chunk(const struct jb_prior_state *st);
-size_t jb_prior_state_bytes(const struct jb_prior_state *st); /* reserved memory */
+size_t jb_prior_state_bytes(const struct jb_prior_state *st);    /* reserved memory */
+size_t jb_prior_state_kv_bytes(const struct jb_prior_state *st); /* of which KV caches */
 
 /* Processes the C positions S..S+C−1 (S = jb_prior_state_pos) of every candidate, exactly as
  * §5.3: input row ((start_emb if i == 0 else TokEmb[seq[n·ld_seq + i − 1]]) + Pos[i]) + X[n, i].
@@ -149,5 +167,13 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
                              const int32_t *seq,
                              int64_t ld_seq,
                              float *logits);
+
+/* One sampled position: the step of position t = jb_prior_state_pos (C = 1, as above) and the
+ * backend's sampling op on its logits; tokens [N] (host) receives the drawn ids. */
+enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
+                                    const int32_t *seq,
+                                    int64_t ld_seq,
+                                    const struct jb_sample_desc *sd,
+                                    int32_t *tokens);
 
 #endif

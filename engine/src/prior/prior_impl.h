@@ -6,12 +6,15 @@
  * prior's transformer, or the 5b_lyrics lyric encoder. A struct jb_transformer_state holds
  * everything one batch of N candidates needs to run it over chunks of positions: the per-layer
  * KV caches (sized by the retention rules of §5.2, layouts in attention.c) and the activation
- * buffers for at most max_chunk positions per candidate. Nothing is allocated after init.
+ * buffers for at most max_chunk positions per candidate, all in backend memory; model code only
+ * calls ops on them and moves host data with jb_backend_set / jb_backend_get. Nothing is
+ * allocated after init.
  */
 #ifndef JB_PRIOR_PRIOR_IMPL_H
 #define JB_PRIOR_PRIOR_IMPL_H
 
 #include "backend/ops.h"
+#include "prior/conditioner.h"
 #include "prior/prior.h"
 
 #include <math.h>
@@ -22,53 +25,47 @@ struct jb_block {
     int32_t attn_func;                       /* 0, 1, 2, 3, 6 or 7 */
     const struct jb_tensor *ln_0_w, *ln_0_b; /* [w] */
     const struct jb_tensor *c_attn_w;        /* [w, 3ns] or [w, ns] (func 6) */
-    const float *c_attn_b;
+    const struct jb_tensor *c_attn_b;
     const struct jb_tensor *c_enc_kv_w; /* [w, 2ns] (func 6 only) */
-    const float *c_enc_kv_b;
+    const struct jb_tensor *c_enc_kv_b;
     const struct jb_tensor *c_proj_w; /* [ns, w] */
-    const float *c_proj_b;
+    const struct jb_tensor *c_proj_b;
     const struct jb_tensor *ln_1_w, *ln_1_b; /* [w] */
     const struct jb_tensor *c_fc_w;          /* [w, mlp] */
-    const float *c_fc_b;
+    const struct jb_tensor *c_fc_b;
     const struct jb_tensor *mlp_proj_w; /* [mlp, w] */
-    const float *mlp_proj_b;
+    const struct jb_tensor *mlp_proj_b;
 };
 
 struct jb_transformer {
     int32_t width, n_state, heads, head_dim, mlp_width, depth;
-    int32_t seq_len;         /* T: positions of one window */
-    int32_t block_ctx;       /* B = T / blocks */
-    int32_t prime_len;       /* func 7 key limit P' = (prime_len/blocks + 1)·blocks, ≤ T */
-    int32_t enc_len;         /* func 6: encoder positions (0: no cross-attention) */
-    float scale;             /* fl32((1/sqrt(sqrt(hd)))²), applied after the dot product */
-    struct jb_block *blocks; /* [depth] */
+    int32_t seq_len;          /* T: positions of one window */
+    int32_t block_ctx;        /* B = T / blocks */
+    int32_t prime_len;        /* func 7 key limit P' = (prime_len/blocks + 1)·blocks, ≤ T */
+    int32_t enc_len;          /* func 6: encoder positions (0: no cross-attention) */
+    float scale;              /* fl32((1/sqrt(sqrt(hd)))²), applied after the dot product */
+    struct jb_attn_desc attn; /* the above, as the attention ops take it */
+    struct jb_block *blocks;  /* [depth] */
 };
 
-/* Keys and values of one attention layer for all candidates, one block per (candidate n,
- * head h): keys transposed, k[((n·H + h)·hd + c)·cap + slot], values row-major,
- * v[((n·H + h)·cap + slot)·hd + c]. Slot rules in attention.c. */
-struct jb_kv_cache {
-    int32_t func;
-    int32_t cap;  /* slots per (candidate, head) */
-    int32_t rows; /* func 2: slots per column = ceil(T / B) */
-    float *k, *v;
-};
-
+/* Everything one batch of N candidates needs to run a transformer over chunks of positions, all
+ * in backend memory: the per-layer KV caches (backend/ops.h) and activations for at most
+ * max_chunk positions per candidate. */
 struct jb_transformer_state {
     const struct jb_transformer *tr;
+    struct jb_backend *be;
     int32_t n_batch, max_chunk;
+    enum jb_dtype kv_type; /* F32, or F16 (half-precision cache) */
     /* activations for n_batch·max_chunk rows, candidate-major ([n][r]) */
     float *h;                   /* residual stream [rows, w] */
     float *cur;                 /* LayerNorm output [rows, w] */
     float *qkv;                 /* [rows, 3ns] */
     float *att;                 /* [rows, ns] */
     float *mlp;                 /* [rows, mlp] */
-    float *enc;                 /* encoder K|V projection [n_batch·enc_len, 2ns] (func 6) */
+    float *enc_in;              /* encoder_kv input [n_batch·enc_len, w] (func 6) */
+    float *enc;                 /* its K|V projection [n_batch·enc_len, 2ns] (func 6) */
     struct jb_kv_cache *caches; /* [depth] */
-    int32_t n_threads;
-    int64_t scratch_len; /* floats per thread: 2 x the longest key set */
-    float *scratch;      /* [n_threads, scratch_len] */
-    size_t bytes;        /* reserved memory, for reporting */
+    size_t bytes;               /* reserved memory, for reporting */
 };
 
 struct jb_prior {
@@ -92,10 +89,15 @@ struct jb_prior {
     const struct jb_tensor *prime_x_emb;   /* [n_vocab, w_p] */
     const struct jb_tensor *prime_pos_emb; /* [n_tokens, w_p] F32 */
     const struct jb_tensor *prime_proj_w;  /* [w_p, w] */
-    const float *prime_proj_b;
+    const struct jb_tensor *prime_proj_b;
     const struct jb_tensor *prime_ln_w, *prime_ln_b;
 
-    struct jb_upsampler_cond *cond; /* variant A (NULL until conditioner.h exists) */
+    struct jb_upsampler_cond *cond; /* variant A */
+
+    /* conditioning scratch (start_emb, y_pos), reserved at init: COND_ROWS rows at a time */
+    float *cond_a, *cond_b; /* backend [COND_ROWS, w] each */
+    int32_t *cond_ids;      /* backend [3·COND_ROWS] */
+    int32_t *cond_ids_host; /* host [3·COND_ROWS] */
 };
 
 struct jb_prior_state {
@@ -103,19 +105,20 @@ struct jb_prior_state {
     struct jb_transformer_state ts;
     int32_t n_batch, max_chunk;
     int64_t pos;                             /* sample_t: positions already in the caches */
-    const float *start_emb, *x, *encoder_kv; /* borrowed, see set_cond */
-    float *logits;                           /* [n_batch, vocab] */
-    struct jb_sampler *sampler;
+    const float *start_emb, *x, *encoder_kv; /* borrowed host arrays, see set_cond */
+    float *logits;                           /* backend [n_batch·max_chunk, vocab] */
+    float *xrow;                             /* backend [n_batch·max_chunk, w]: X of the chunk */
+    int32_t *ids;                            /* backend [n_batch·max_chunk]: input ids */
+    int32_t *ids_host;                       /* host staging of ids */
+    int32_t *drawn;                          /* backend [n_batch]: tokens of the sampling op */
+    float *hook_h;                           /* host copy of h for the hook (with a hook) */
     jb_prior_hook_fn hook;
     void *hook_user;
-};
-
-/* A float's bits, for building 2^k in the vectorised exp below (type punning through a union
- * is defined in C; an array of these keeps the pun out of the loop, where it would stop GCC from
- * vectorising). */
-union jb_f32_bits {
-    int32_t i;
-    float f;
+    /* variant C: the lyric encoder for one candidate, reserved with the state */
+    struct jb_transformer_state enc_ts;
+    int32_t *enc_ids;      /* backend [n_tokens] */
+    int32_t *enc_ids_host; /* host [n_tokens] */
+    float *enc_out;        /* backend [n_tokens, w] */
 };
 
 /* `#pragma omp simd` marks loops that are meant to vectorise; where a sanitizer's
@@ -128,17 +131,11 @@ union jb_f32_bits {
 
 /* Slots per (candidate, head) that attn_func `func` needs for a whole window (§5.2 maximum). */
 int32_t jb_kv_cache_capacity(const struct jb_transformer *tr, int func);
-/* Longest key set of any query (a thread's scratch is 2 words per key). */
-int64_t jb_attention_max_keys(const struct jb_transformer *tr);
-
-/* s[j] ← e^(s[j] − m) for j < n (every s[j] ≤ m; −∞ gives 0) and returns Σ s[j]: Cephes expf
- * (Cody-Waite reduction, degree-5 polynomial, ≤ 1e-7 relative error — about one ulp, like the
- * reference's vectorised exp), vectorised; u: n words of scratch. */
-float jb_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u);
 
 /* Stores the encoder keys/values of a func-6 layer: kv = encoder_kv·c_enc_kv + b,
- * [n_batch·enc_len, 2ns] with K in columns [0, ns) and V in [ns, 2ns). */
-void jb_attention_set_encoder(const struct jb_transformer *tr,
+ * [n_batch·enc_len, 2ns] (backend memory) with K in columns [0, ns) and V in [ns, 2ns). */
+void jb_attention_set_encoder(struct jb_backend *be,
+                              const struct jb_transformer *tr,
                               struct jb_kv_cache *c,
                               int n_batch,
                               const float *kv);
@@ -146,10 +143,11 @@ void jb_attention_set_encoder(const struct jb_transformer *tr,
 /* Attention of the C new positions S..S+C−1 of every candidate: appends their keys/values
  * (columns [ns, 3ns) of qkv; none for func 6) to the cache and writes att[n·C + r] =
  * concat_h softmax(q·Kᵀ·scale) V over the key set S(S+r) of §4.6. qkv rows are n·C + r with
- * row stride 3ns (ns for func 6). */
-void jb_attention_chunk(const struct jb_transformer *tr,
+ * row stride 3ns (ns for func 6). All backend memory; only op calls. */
+void jb_attention_chunk(struct jb_backend *be,
+                        const struct jb_transformer *tr,
                         struct jb_kv_cache *c,
-                        struct jb_transformer_state *ts,
+                        int N,
                         int64_t S,
                         int C,
                         const float *qkv,

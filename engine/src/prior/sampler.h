@@ -1,19 +1,12 @@
 /*
- * prior/sampler.h - drawing tokens from prior logits (jukebox-spec §5.4) and the ancestral /
- * primed sampling loops (§5.3) over a jb_prior_state.
+ * prior/sampler.h - the ancestral / primed sampling loops (jukebox-spec §5.3) over a
+ * jb_prior_state; the draw itself (§5.4: temperature, top-k, top-p, inverse CDF) is the backend's
+ * sampling op (backend/ops.h, struct jb_sample_desc).
  *
- * Randomness: each candidate has its own xoshiro256** generator (Blackman & Vigna, 2018).
- * The base state is four outputs of splitmix64 started at `seed`; candidate i (counting from
- * params.first_candidate) starts from the base state advanced by i calls of the generator's
- * jump() (2^128 steps each), so streams never overlap and candidate i draws the same numbers
- * whatever the batch size or slicing. One uniform per sampled token and candidate:
- * u = (next() >> 11)·2^−53 in [0, 1).
- *
- * Draw for one candidate: ℓ ← ℓ / temp (fp32); top-k: entries strictly below the k-th largest
- * value become −∞ (ties survive); top-p: sort descending, drop entry r iff the cumulative
- * softmax of entries 0..r−1 exceeds top_p (the top entry always stays); then inverse-CDF
- * sampling of softmax(ℓ) with u. top_k == 1 is exact greedy: the first index of the largest
- * logit, no randomness. top_k and top_p together are rejected, as in the reference.
+ * Randomness: counter-based. Candidate i (counting from params.first_candidate) draws its token
+ * at window position t with u = jb_rng_u01(seed, i, t) (Philox4x32-10), so it draws the same
+ * numbers whatever the batch size, slicing or backend, and a draw needs no generator state.
+ * top_k == 1 is exact greedy; top_k and top_p together are rejected, as in the reference.
  */
 #ifndef JB_PRIOR_SAMPLER_H
 #define JB_PRIOR_SAMPLER_H
@@ -33,22 +26,8 @@ struct jb_sample_params {
 /* temp 1, no top-k/top-p, seed 0, chunk 32. */
 struct jb_sample_params jb_sample_params_default(void);
 
-/* xoshiro256** */
-struct jb_rng {
-    uint64_t s[4];
-};
-void jb_rng_seed(struct jb_rng *rng, uint64_t seed, uint64_t stream);
-uint64_t jb_rng_next(struct jb_rng *rng);
-double jb_rng_uniform(struct jb_rng *rng); /* [0, 1), 53 bits */
-
-/* Per-candidate generators and the scratch the filters need, reserved once. */
-struct jb_sampler;
-struct jb_sampler *jb_sampler_init(int n_batch, int vocab);
-void jb_sampler_free(struct jb_sampler *s);
-/* Validates the parameters and seeds every candidate's generator. */
-enum jb_status jb_sampler_reset(struct jb_sampler *s, const struct jb_sample_params *sp);
-/* Draws candidate `cand`'s token from logits[vocab] (overwritten by the filtered values). */
-int32_t jb_sampler_draw(struct jb_sampler *s, int cand, float *logits);
+/* Validates sampling parameters (temp > 0, top_k ≥ 0, top_p in [0, 1], not both). */
+enum jb_status jb_sample_params_check(const struct jb_sample_params *sp);
 
 /* Called after every sampled position t with each candidate's sequence so far: candidate n's
  * token at t is seq[n·ld_seq + t]. Keep it short (it runs inside the sampling loop). */

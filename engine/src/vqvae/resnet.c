@@ -7,18 +7,8 @@
  */
 #include "vqvae/resnet.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
-
-/* Resnet1D stacks whose convs are narrow (the VQ-VAE: 32-64 channels) run each block over time
- * tiles that stay in cache, with the ReLUs and the residual add fused into the tile loop: one
- * read of x and one write of y per block instead of about ten full-length passes. Wide stacks
- * (the released conditioner, 1024 channels) use whole-sequence kernel calls, which reuse their
- * large weights across the whole sequence. The choice depends on the layer's shape only, so a
- * chunk and the whole sequence always take the same path. */
-#define TILED_MAX_CHANNELS 512         /* c_in + n_state */
-#define TILE_BUDGET_FLOATS (96 * 1024) /* per thread: ~384 KiB, L2-resident */
 
 /* ---------------------------------------------------------------------------------------- */
 /* receptive fields                                                                          */
@@ -312,38 +302,6 @@ struct jb_rf jb_convstack_rf(const struct jb_convstack *s, struct jb_rf out)
     return out;
 }
 
-static bool resnet_is_tiled(const struct jb_layer *l)
-{
-    return l->c_in + l->n_state <= TILED_MAX_CHANNELS;
-}
-
-/* Columns per tile, and floats of one thread's tile memory: the three tap slices of relu(x)
- * (3·c_in), the inner activation (n_state) and the block output (c_in), then the kernels'
- * scratch for the two tile convolutions. */
-static int64_t resnet_tile_cols(const struct jb_layer *l)
-{
-    int64_t t = TILE_BUDGET_FLOATS / (4 * (int64_t)l->c_in + l->n_state) / 16 * 16;
-    return t < 16 ? 16 : t > 4096 ? 4096 : t;
-}
-
-static int64_t resnet_tile_act_floats(const struct jb_layer *l)
-{
-    return ((4 * (int64_t)l->c_in + l->n_state) * resnet_tile_cols(l) + 15) / 16 * 16;
-}
-
-static int64_t resnet_tile_floats(const struct jb_layer *l)
-{
-    int64_t tile = resnet_tile_cols(l);
-    size_t s1    = jb_conv1d_scratch(l->c_in, 3 * tile, 3, 1, 0, (int)tile);
-    size_t s2    = jb_conv1d_scratch(l->n_state, tile, 1, 1, 0, 1);
-    return resnet_tile_act_floats(l) + (int64_t)((s1 > s2 ? s1 : s2) + 15) / 16 * 16;
-}
-
-static int n_threads_of(const struct jb_backend *be)
-{
-    return be && be->n_threads > 0 ? be->n_threads : 1;
-}
-
 static bool grow(size_t *m, int64_t a, int64_t b)
 {
     size_t v;
@@ -379,17 +337,10 @@ bool jb_convstack_mem(const struct jb_convstack *s,
             }
             break;
         case JB_LAYER_RESNET1D:
-            if (resnet_is_tiled(l)) {
-                ok = ok && grow(&m->inner, resnet_tile_floats(l), n_threads_of(be));
-                break;
-            }
-            ok = ok && grow(&m->inner, l->n_state, T);
             for (int r = 0; ok && r < l->n_blocks; r++) {
-                int d     = l->blocks[r].dil;
-                size_t s1 = jb_conv1d_scratch(l->c_in, T, 3, 1, d, d);
-                size_t s2 = jb_conv1d_scratch(l->n_state, T, 1, 1, 0, 1);
-                if (s1 > m->scratch) m->scratch = s1;
-                if (s2 > m->scratch) m->scratch = s2;
+                size_t wk = jb_resblock_work(be, l->blocks[r].w1, T);
+                ok        = wk > 0;
+                if (wk > m->inner) m->inner = wk;
             }
             break;
         }
@@ -403,122 +354,6 @@ bool jb_convstack_mem(const struct jb_convstack *s,
 
 /* ---------------------------------------------------------------------------------------- */
 /* forward                                                                                   */
-
-/* x (n_in, T) in place; a (n_in, T) and b (n_state, T) are work buffers. */
-static void resnet1d_forward(struct jb_backend *be,
-                             const struct jb_layer *l,
-                             float *x,
-                             int64_t T,
-                             float *a,
-                             float *b,
-                             float *scratch)
-{
-    int64_t n = (int64_t)l->c_in * T;
-    for (int r = 0; r < l->n_blocks; r++) {
-        const struct jb_resblock *blk = &l->blocks[r];
-        jb_relu(n, x, a);
-        jb_conv1d(be, a, T, blk->w1, blk->b1, 1, blk->dil, blk->dil, b, scratch);
-        jb_relu((int64_t)l->n_state * T, b, b);
-        jb_conv1d(be, b, T, blk->w2, blk->b2, 1, 0, 1, a, scratch);
-        /* residual: x + res_scale * h (the scale is exactly 1 in most stacks) */
-        if (l->res_scale == 1.0f)
-            jb_add(n, x, a, x);
-        else
-            jb_axpy(n, l->res_scale, a, x);
-    }
-}
-
-/* dst[i] = relu(x[off + i]) for i < n, zero where off + i is outside [0, T). */
-static void gather_relu(const float *x, int64_t T, int64_t off, int64_t n, float *dst)
-{
-    int64_t lo = off < 0 ? -off : 0;        /* first in-range i */
-    int64_t hi = off + n > T ? T - off : n; /* end of the in-range i */
-    if (hi < lo) hi = lo;
-    for (int64_t i = 0; i < lo && i < n; i++)
-        dst[i] = 0.0f;
-    const float *src = x + off;
-#pragma omp simd
-    for (int64_t i = lo; i < hi; i++) {
-        float v = src[i];
-        dst[i]  = v < 0.0f ? 0.0f : v; /* NaN stays NaN, as torch.relu */
-    }
-    for (int64_t i = hi; i < n; i++)
-        dst[i] = 0.0f;
-}
-
-/* Tile `it` of one ResConv1DBlock, y = x + ρ·conv1(relu(conv3_d(relu(x)))). For a tile of n
- * columns starting at t0 the dilated conv reads relu(x) at t0 + i + (j − 1)·d, j < 3: the three
- * slices are gathered side by side, so the kernel runs with dilation n and no padding (the zero
- * padding is in the gathered slices) and computes exactly the sums of the whole-sequence conv.
- * mem: this thread's resnet_tile_floats(l). */
-static void resblock_tile(struct jb_backend *be,
-                          const struct jb_layer *l,
-                          const struct jb_resblock *blk,
-                          const float *x,
-                          float *y,
-                          int64_t T,
-                          int64_t it,
-                          float *mem)
-{
-    const int64_t C = l->c_in, S = l->n_state, d = blk->dil, tile = resnet_tile_cols(l);
-    const int64_t t0 = it * tile, n = T - t0 < tile ? T - t0 : tile;
-    float *a       = mem;                             /* (C, 3n): tap slices of relu(x) */
-    float *b       = a + 3 * C * tile;                /* (S, n) */
-    float *h       = b + S * tile;                    /* (C, n) */
-    float *scratch = mem + resnet_tile_act_floats(l); /* kernel scratch */
-    for (int64_t c = 0; c < C; c++)
-        for (int j = 0; j < 3; j++)
-            gather_relu(x + c * T, T, t0 + (j - 1) * d, n, a + (c * 3 + j) * n);
-    jb_conv1d(be, a, 3 * n, blk->w1, blk->b1, 1, 0, (int)n, b, scratch);
-#pragma omp simd
-    for (int64_t i = 0; i < S * n; i++)
-        b[i] = b[i] < 0.0f ? 0.0f : b[i];
-    jb_conv1d(be, b, n, blk->w2, blk->b2, 1, 0, 1, h, scratch);
-    const float rho = l->res_scale;
-    for (int64_t c = 0; c < C; c++) {
-        const float *xc = x + c * T + t0, *hc = h + c * n;
-        float *yc = y + c * T + t0;
-        if (rho == 1.0f) {
-#pragma omp simd
-            for (int64_t i = 0; i < n; i++)
-                yc[i] = xc[i] + hc[i];
-        } else {
-#pragma omp simd
-            for (int64_t i = 0; i < n; i++)
-                yc[i] = xc[i] + rho * hc[i];
-        }
-    }
-}
-
-/* One block over all tiles; x and y (c_in, T) must not overlap. With several threads, the tiles
- * are shared out in our own parallel region and the kernels, called from inside it, run on the
- * calling thread. With one, no region is opened at all: a kernel called inside an inactive
- * region could open a nested team of its own. */
-static void resblock_tiled(struct jb_backend *be,
-                           const struct jb_layer *l,
-                           const struct jb_resblock *blk,
-                           const float *x,
-                           float *y,
-                           int64_t T,
-                           float *tiles)
-{
-    const int64_t tile = resnet_tile_cols(l), n_tiles = (T + tile - 1) / tile;
-    const size_t per = (size_t)resnet_tile_floats(l);
-    int nt           = n_threads_of(be);
-    if (nt > n_tiles) nt = (int)n_tiles;
-    if (nt <= 1) {
-        for (int64_t it = 0; it < n_tiles; it++)
-            resblock_tile(be, l, blk, x, y, T, it, tiles);
-        return;
-    }
-#pragma omp parallel num_threads(nt)
-    {
-        float *mem = tiles + (size_t)omp_get_thread_num() * per;
-#pragma omp for schedule(static)
-        for (int64_t it = 0; it < n_tiles; it++)
-            resblock_tile(be, l, blk, x, y, T, it, mem);
-    }
-}
 
 enum jb_status jb_convstack_forward(struct jb_backend *be,
                                     const struct jb_convstack *s,
@@ -556,28 +391,23 @@ enum jb_status jb_convstack_forward(struct jb_backend *be,
             break;
         }
         case JB_LAYER_RESNET1D:
-            if (resnet_is_tiled(l)) {
-                /* block by block between the two activation buffers */
-                for (int r = 0; r < l->n_blocks; r++) {
-                    resblock_tiled(be, l, &l->blocks[r], cur, other, T, work->inner);
-                    cur = cur_buf = other;
-                    other         = cur_buf == work->act[0] ? work->act[1] : work->act[0];
-                }
-                if (last && y) {
-                    memcpy(y, cur_buf, (size_t)l->c_out * (size_t)T * sizeof(float));
-                    cur = cur_buf = y;
-                }
-                break;
-            }
-            if (!cur_buf) { /* in place: never write into the caller's input */
-                memcpy(other, cur, (size_t)l->c_in * (size_t)T * sizeof(float));
-                cur = cur_buf = other;
+            /* block by block between the two activation buffers (the last into y) */
+            for (int r = 0; r < l->n_blocks; r++) {
+                const struct jb_resblock *blk = &l->blocks[r];
+                float *dst                    = last && y && r == l->n_blocks - 1 ? y : other;
+                jb_resblock(be,
+                            cur,
+                            dst,
+                            T,
+                            blk->w1,
+                            blk->b1,
+                            blk->dil,
+                            blk->w2,
+                            blk->b2,
+                            l->res_scale,
+                            work->inner);
+                cur = cur_buf = dst;
                 other         = cur_buf == work->act[0] ? work->act[1] : work->act[0];
-            }
-            resnet1d_forward(be, l, cur_buf, T, other, work->inner, work->scratch);
-            if (last && y) {
-                memcpy(y, cur_buf, (size_t)l->c_out * (size_t)T * sizeof(float));
-                cur = cur_buf = y;
             }
             break;
         }
@@ -597,18 +427,4 @@ enum jb_status jb_convstack_forward(struct jb_backend *be,
     }
     if (result) *result = cur_buf;
     return JB_STATUS_OK;
-}
-
-void jb_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
-{
-    enum { TILE = 32 }; /* cache blocking: both sides touch whole lines */
-    for (int64_t r0 = 0; r0 < rows; r0 += TILE) {
-        int64_t r1 = r0 + TILE < rows ? r0 + TILE : rows;
-        for (int64_t c0 = 0; c0 < cols; c0 += TILE) {
-            int64_t c1 = c0 + TILE < cols ? c0 + TILE : cols;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++)
-                    dst[c * rows + r] = src[r * cols + c];
-        }
-    }
 }

@@ -13,9 +13,10 @@
  *
  * Ownership: a jb_convstack owns its layer array; the weight tensors it points to belong to the
  * jb_weights object it was built from, which must outlive it. A built stack is read-only, so
- * several threads may run forward passes on one stack at once, each with its own work memory.
- * A forward pass may open its own OpenMP parallel region (be->n_threads threads) and call the
- * kernels from inside it; call it from outside any parallel region.
+ * several threads may run forward passes on one stack at once, each with its own work memory
+ * (but a backend takes one caller at a time). A forward pass is a sequence of backend ops
+ * (conv1d, conv_transpose1d, resblock) on backend memory: x, y and the work buffers are the
+ * backend's.
  */
 #ifndef JB_VQVAE_RESNET_H
 #define JB_VQVAE_RESNET_H
@@ -118,8 +119,8 @@ struct jb_rf jb_convstack_rf(const struct jb_convstack *s, struct jb_rf out);
 
 /* Work memory of a forward pass over T input frames on backend be, in floats (each buffer
  * 64-byte aligned by the caller): two activation buffers of `act` floats, `inner` for the
- * Resnet1D stacks (per-thread tiles, or the inner activation of wide stacks) and kernel scratch
- * of `scratch`. Returns false (jb_fail NOMEM) on size overflow. */
+ * Resnet1D blocks (the resblock op's work) and kernel scratch of `scratch`. Returns false
+ * (jb_fail NOMEM) on size overflow. */
 struct jb_convstack_mem {
     size_t act, inner, scratch;
 };
@@ -145,9 +146,9 @@ struct jb_convstack_progress {
 };
 
 /* Runs the stack on x (c_in, T). x may be work->act[0] or [1] (it is then overwritten) or
- * external memory (only read). The result (c_out, out_len) is written to y if y != NULL (y must
- * not overlap the work memory), else left in one of work->act, returned in *result.
- * prog may be NULL. Returns JB_STATUS_ERR_CANCELLED if should_stop() fired at a block end. */
+ * other backend memory (only read). The result (c_out, out_len) is written to y if y != NULL (y
+ * must not overlap the work memory), else left in one of work->act, returned in *result. prog may
+ * be NULL. Returns JB_STATUS_ERR_CANCELLED if should_stop() fired at a block end. */
 enum jb_status jb_convstack_forward(struct jb_backend *be,
                                     const struct jb_convstack *s,
                                     const float *x,
@@ -156,9 +157,5 @@ enum jb_status jb_convstack_forward(struct jb_backend *be,
                                     const struct jb_convstack_work *work,
                                     const struct jb_convstack_progress *prog,
                                     float **result);
-
-/* dst (cols, rows) = transpose of src (rows, cols); row-major, no overlap. Converts between
- * the (T, C) layout of embeddings / transformer activations and the (C, T) conv layout. */
-void jb_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst);
 
 #endif

@@ -175,12 +175,7 @@ struct jb_vqvae *jb_vqvae_init(const struct jb_vqvae_hparams *hp,
         jb_fail(JB_STATUS_ERR_INVALID_ARG, "vqvae: no backend or weights");
         return NULL;
     }
-    if (be->iface && !be->iface->host_memory) {
-        jb_fail(JB_STATUS_ERR_UNSUPPORTED,
-                "vqvae: backend '%s' has no host-memory buffers",
-                be->iface->name);
-        return NULL;
-    }
+    jb_weights_set_backend(w, be); /* every weight below lives where the ops run */
     struct jb_vqvae *vq = jb_calloc(1, sizeof *vq);
     if (!vq) return NULL;
     vq->hp = *hp;
@@ -249,14 +244,23 @@ int64_t jb_vqvae_encode_margin_level(const struct jb_vqvae *vq,
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* work memory: one allocation per call                                                      */
+/* work memory: one backend allocation per call (or per job: jb_vqvae_work) */
 
 struct work {
-    void *mem;
+    void *mem; /* one backend buffer holding all of the below */
     struct jb_convstack_work cs;
-    float *out;        /* decode: staging for a chunk with context */
+    float *out;        /* decode: a chunk's samples with context */
     float *tile;       /* encode: (emb_width, VQ_TILE) frames */
     float *vq_scratch; /* encode: nearest-code search */
+    int32_t *ids;      /* decode: the span's codes; encode: a tile's codes */
+};
+
+/* Work memory reserved by the caller for many decode_range calls (a job's chunk loop). */
+struct jb_vqvae_work {
+    struct jb_vqvae *vq;
+    int level;
+    int64_t span; /* longest context span it was sized for (codes) */
+    struct work w;
 };
 
 static size_t round_up16(size_t n)
@@ -264,7 +268,7 @@ static size_t round_up16(size_t n)
     return (n + 15) & ~(size_t)15; /* 16 floats = 64 bytes */
 }
 
-enum { N_BUFS = 7 };
+enum { N_BUFS = 8 };
 
 /* Floats of each work buffer for a forward pass of stack s over T frames, plus `out` floats of
  * staging and the quantiser's buffers when `quantise`; returns the total in bytes (0 on
@@ -278,10 +282,11 @@ static size_t work_layout(const struct jb_vqvae *vq,
 {
     struct jb_convstack_mem m;
     if (!jb_convstack_mem(s, vq->be, T, &m)) return 0;
-    size_t v[N_BUFS] = { m.act, m.act, m.inner, m.scratch, out, 0, 0 };
+    size_t v[N_BUFS] = { m.act, m.act, m.inner, m.scratch, out, 0, 0, (size_t)T };
     if (quantise) {
         v[5] = (size_t)vq->hp.emb_width * VQ_TILE;
         v[6] = jb_vq_argmin_scratch(vq->hp.l_bins, vq->hp.emb_width, VQ_TILE);
+        v[7] = VQ_TILE;
     }
     size_t total = 0;
     for (int i = 0; i < N_BUFS; i++) {
@@ -309,11 +314,14 @@ static enum jb_status work_alloc(struct jb_vqvae *vq,
     if (!total) return JB_STATUS_ERR_NOMEM;
     float *p = jb_backend_alloc(vq->be, total);
     if (!p) return JB_STATUS_ERR_NOMEM;
-    wk->mem             = p;
-    float **dst[N_BUFS] = { &wk->cs.act[0], &wk->cs.act[1], &wk->cs.inner,  &wk->cs.scratch,
-                            &wk->out,       &wk->tile,      &wk->vq_scratch };
+    wk->mem                 = p;
+    float **dst[N_BUFS - 1] = { &wk->cs.act[0], &wk->cs.act[1], &wk->cs.inner,  &wk->cs.scratch,
+                                &wk->out,       &wk->tile,      &wk->vq_scratch };
     for (int i = 0; i < N_BUFS; i++) {
-        *dst[i] = sizes[i] ? p : NULL;
+        if (i < N_BUFS - 1)
+            *dst[i] = sizes[i] ? p : NULL;
+        else
+            wk->ids = (int32_t *)p; /* int32 in float-sized slots */
         p += round_up16(sizes[i]);
     }
     return JB_STATUS_OK;
@@ -359,38 +367,32 @@ static enum jb_status check_codes(const struct jb_vqvae *vq,
 /* ---------------------------------------------------------------------------------------- */
 /* decode                                                                                    */
 
-/* Decoder `level` on codes[0, n) into y (n * hop samples). */
+/* Decoder `level` on codes[0, n) (host) into wk->out (n * hop samples, backend). */
 static enum jb_status decode_span(struct jb_vqvae *vq,
                                   int level,
                                   const int32_t *codes,
                                   int64_t n,
-                                  float *y,
                                   struct work *wk,
                                   const struct jb_convstack_progress *prog)
 {
     /* x = K[z], (n, emb) -> (emb, n) */
-    jb_embedding(vq->codebook[level], codes, n, wk->cs.act[1]);
-    jb_transpose_f32(wk->cs.act[1], n, vq->hp.emb_width, wk->cs.act[0]);
-    return jb_convstack_forward(vq->be, &vq->dec[level], wk->cs.act[0], n, y, &wk->cs, prog, NULL);
+    jb_backend_set(vq->be, wk->ids, codes, (size_t)n * sizeof *codes);
+    jb_embedding(vq->be, vq->codebook[level], wk->ids, n, wk->cs.act[1]);
+    jb_transpose(vq->be, wk->cs.act[1], n, vq->hp.emb_width, wk->cs.act[0]);
+    return jb_convstack_forward(
+      vq->be, &vq->dec[level], wk->cs.act[0], n, wk->out, &wk->cs, prog, NULL);
 }
 
-/* Longest context span of a chunk (the chunk plus both margins, clipped to the sequence); returns
- * whether outputs must be staged (unless the only chunk is the whole sequence). */
-static bool decode_plan(const struct jb_vqvae *vq,
-                        int level,
-                        int64_t n,
-                        int64_t begin,
-                        int64_t end,
-                        int64_t chunk,
-                        int64_t *span)
+/* Longest context span of a chunk: the chunk plus both margins, clipped to the sequence. */
+static int64_t decode_span_len(const struct jb_vqvae *vq, int level, int64_t n, int64_t chunk)
 {
     int64_t M = vq->dec_margin[level];
-    *span     = chunk + 2 * M < n ? chunk + 2 * M : n;
-    return !(begin == 0 && end == n && chunk >= n);
+    return chunk + 2 * M < n ? chunk + 2 * M : n;
 }
 
 /* Decodes codes [begin, end) of codes[0, n) chunk codes at a time into audio (relative to
- * begin). Every chunk [a, b) is decoded with context [a − M, b + M) clipped to [0, n). */
+ * begin), with work memory wk sized for the span of a chunk. Every chunk [a, b) is decoded with
+ * context [a − M, b + M) clipped to [0, n). */
 static enum jb_status decode_chunks(struct jb_vqvae *vq,
                                     int level,
                                     const int32_t *codes,
@@ -399,17 +401,12 @@ static enum jb_status decode_chunks(struct jb_vqvae *vq,
                                     int64_t end,
                                     int64_t chunk,
                                     float *audio,
+                                    struct work *wk,
                                     const struct jb_callbacks *cb)
 {
     const int64_t hop = vq->hop[level], M = vq->dec_margin[level];
-    int64_t span;
-    bool staged = decode_plan(vq, level, n, begin, end, chunk, &span);
-    struct work wk;
-    enum jb_status st =
-      work_alloc(vq, &vq->dec[level], span, staged ? (size_t)(span * hop) : 0, false, &wk);
-    if (st != JB_STATUS_OK) return st;
-
-    double t0 = jb_time_now();
+    enum jb_status st = JB_STATUS_OK;
+    double t0         = jb_time_now();
     for (int64_t a = begin; a < end && st == JB_STATUS_OK; a += chunk) {
         if (jb_should_stop(cb)) {
             st = jb_fail(JB_STATUS_ERR_CANCELLED, "decode cancelled");
@@ -425,18 +422,52 @@ static enum jb_status decode_chunks(struct jb_vqvae *vq,
                                               .done    = a - begin,
                                               .units   = b - a,
                                               .total   = end - begin };
-        if (!staged) {
-            st = decode_span(vq, level, codes + lo, hi - lo, audio, &wk, &prog);
-        } else {
-            st = decode_span(vq, level, codes + lo, hi - lo, wk.out, &wk, &prog);
-            if (st == JB_STATUS_OK)
-                memcpy(audio + (a - begin) * hop,
-                       wk.out + (a - lo) * hop,
-                       (size_t)((b - a) * hop) * sizeof(float));
-        }
+        st                                = decode_span(vq, level, codes + lo, hi - lo, wk, &prog);
+        if (st == JB_STATUS_OK)
+            jb_backend_get(vq->be,
+                           audio + (a - begin) * hop,
+                           wk->out + (a - lo) * hop,
+                           (size_t)((b - a) * hop) * sizeof(float));
+        if (st == JB_STATUS_OK) st = jb_backend_status(vq->be); /* a device op may have failed */
     }
-    work_free(vq, &wk);
     return st;
+}
+
+static enum jb_status decode_work_alloc(struct jb_vqvae *vq,
+                                        int level,
+                                        int64_t span,
+                                        struct work *wk)
+{
+    return work_alloc(vq, &vq->dec[level], span, (size_t)(span * vq->hop[level]), false, wk);
+}
+
+struct jb_vqvae_work *jb_vqvae_decode_work_init(struct jb_vqvae *vq,
+                                                int level,
+                                                int64_t n_codes,
+                                                int64_t chunk_codes)
+{
+    if (check_level(vq, __func__, level) != JB_STATUS_OK) return NULL;
+    if (n_codes < 1 || chunk_codes < 1) {
+        jb_fail(JB_STATUS_ERR_INVALID_ARG, "%s: need n_codes, chunk_codes >= 1", __func__);
+        return NULL;
+    }
+    struct jb_vqvae_work *wk = jb_calloc(1, sizeof *wk);
+    if (!wk) return NULL;
+    wk->vq    = vq;
+    wk->level = level;
+    wk->span  = decode_span_len(vq, level, n_codes, chunk_codes);
+    if (decode_work_alloc(vq, level, wk->span, &wk->w) != JB_STATUS_OK) {
+        free(wk);
+        return NULL;
+    }
+    return wk;
+}
+
+void jb_vqvae_work_free(struct jb_vqvae_work *wk)
+{
+    if (!wk) return;
+    work_free(wk->vq, &wk->w);
+    free(wk);
 }
 
 enum jb_status jb_vqvae_decode_level(struct jb_vqvae *vq,
@@ -459,7 +490,12 @@ enum jb_status jb_vqvae_decode_level(struct jb_vqvae *vq,
     st = check_codes(vq, __func__, level, codes, n_codes);
     if (st != JB_STATUS_OK) return st;
     int64_t chunk = chunk_codes == 0 || chunk_codes > n_codes ? n_codes : chunk_codes;
-    return decode_chunks(vq, level, codes, n_codes, 0, n_codes, chunk, audio, cb);
+    struct work wk;
+    st = decode_work_alloc(vq, level, decode_span_len(vq, level, n_codes, chunk), &wk);
+    if (st != JB_STATUS_OK) return st;
+    st = decode_chunks(vq, level, codes, n_codes, 0, n_codes, chunk, audio, &wk, cb);
+    work_free(vq, &wk);
+    return st;
 }
 
 enum jb_status jb_vqvae_decode_range(struct jb_vqvae *vq,
@@ -468,7 +504,8 @@ enum jb_status jb_vqvae_decode_range(struct jb_vqvae *vq,
                                      int64_t n_codes,
                                      int64_t a,
                                      int64_t b,
-                                     float *audio)
+                                     float *audio,
+                                     struct jb_vqvae_work *work)
 {
     enum jb_status st = check_level(vq, __func__, level);
     if (st != JB_STATUS_OK) return st;
@@ -484,7 +521,24 @@ enum jb_status jb_vqvae_decode_range(struct jb_vqvae *vq,
     int64_t lo = a - M > 0 ? a - M : 0, hi = b + M < n_codes ? b + M : n_codes;
     st = check_codes(vq, __func__, level, codes + lo, hi - lo);
     if (st != JB_STATUS_OK) return st;
-    return decode_chunks(vq, level, codes, n_codes, a, b, b - a, audio, NULL);
+    if (work) {
+        if (work->vq != vq || work->level != level || hi - lo > work->span)
+            return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                           "%s: work memory for level %d, spans of %lld codes, used for level %d, "
+                           "%lld codes",
+                           __func__,
+                           work->level,
+                           (long long)work->span,
+                           level,
+                           (long long)(hi - lo));
+        return decode_chunks(vq, level, codes, n_codes, a, b, b - a, audio, &work->w, NULL);
+    }
+    struct work wk;
+    st = decode_work_alloc(vq, level, hi - lo, &wk);
+    if (st != JB_STATUS_OK) return st;
+    st = decode_chunks(vq, level, codes, n_codes, a, b, b - a, audio, &wk, NULL);
+    work_free(vq, &wk);
+    return st;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -503,9 +557,9 @@ static void quantise(struct jb_vqvae *vq,
     const int64_t emb = vq->hp.emb_width;
     for (int64_t a = t0; a < t1; a += VQ_TILE) {
         int64_t n = t1 - a < VQ_TILE ? t1 - a : VQ_TILE;
-        for (int64_t c = 0; c < emb; c++)
-            memcpy(wk->tile + c * n, x + c * T + a, (size_t)n * sizeof(float));
-        jb_vq_argmin(vq->be, wk->tile, n, vq->codebook[level], codes + (a - t0), wk->vq_scratch);
+        jb_copy(vq->be, emb, n, x + a, T, wk->tile, n);
+        jb_vq_argmin(vq->be, wk->tile, n, vq->codebook[level], wk->ids, wk->vq_scratch);
+        jb_backend_get(vq->be, codes + (a - t0), wk->ids, (size_t)n * sizeof *codes);
     }
 }
 
@@ -557,18 +611,44 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq,
                                               .units   = b - a,
                                               .total   = n };
         float *x                          = NULL; /* (emb, hi − lo) */
-        st                                = jb_convstack_forward(
-          vq->be, &vq->enc[level], audio + lo * hop, (hi - lo) * hop, NULL, &wk.cs, &prog, &x);
+        jb_backend_set(vq->be,
+                       wk.cs.act[0],
+                       audio + lo * hop,
+                       (size_t)((hi - lo) * hop) * sizeof(float)); /* c_in = 1 */
+        st = jb_convstack_forward(
+          vq->be, &vq->enc[level], wk.cs.act[0], (hi - lo) * hop, NULL, &wk.cs, &prog, &x);
         if (st != JB_STATUS_OK) break;
         quantise(vq, level, x, hi - lo, a - lo, b - lo, codes + a, &wk);
         if (prequant)
             for (int64_t c = 0; c < emb; c++)
-                memcpy(prequant + c * n + a,
-                       x + c * (hi - lo) + (a - lo),
-                       (size_t)(b - a) * sizeof(float));
+                jb_backend_get(vq->be,
+                               prequant + c * n + a,
+                               x + c * (hi - lo) + (a - lo),
+                               (size_t)(b - a) * sizeof(float));
+        if ((st = jb_backend_status(vq->be)) != JB_STATUS_OK) break; /* a device op failed */
     }
     work_free(vq, &wk);
     return st;
+}
+
+int64_t jb_vqvae_encode_chunk_for_budget(const struct jb_vqvae *vq,
+                                         int level,
+                                         int64_t n_samples,
+                                         size_t work_bytes)
+{
+    if (!vq || level < 0 || level >= vq->hp.levels || n_samples < vq->hop[level]) return -1;
+    int64_t chunk = n_samples / vq->hop[level];
+    if (jb_vqvae_encode_work_bytes(vq, level, n_samples, 0) <= work_bytes) return 0;
+    while (chunk > 1 && jb_vqvae_encode_work_bytes(vq, level, n_samples, chunk) > work_bytes)
+        chunk = chunk * 7 / 8;
+    return chunk;
+}
+
+int64_t jb_vqvae_encode_chunk_default(const struct jb_vqvae *vq, int level, int64_t n_samples)
+{
+    if (!vq || level < 0 || level >= vq->hp.levels) return -1;
+    if (n_samples <= ((int64_t)1 << 20)) return 0;
+    return jb_vqvae_encode_chunk_for_budget(vq, level, n_samples, (size_t)128 << 20);
 }
 
 size_t jb_vqvae_decode_work_bytes(const struct jb_vqvae *vq,
@@ -577,11 +657,10 @@ size_t jb_vqvae_decode_work_bytes(const struct jb_vqvae *vq,
                                   int64_t chunk_codes)
 {
     if (!vq || level < 0 || level >= vq->hp.levels || n_codes < 1 || chunk_codes < 0) return 0;
-    int64_t chunk = chunk_codes == 0 || chunk_codes > n_codes ? n_codes : chunk_codes, span;
-    bool staged   = decode_plan(vq, level, n_codes, 0, n_codes, chunk, &span);
+    int64_t chunk = chunk_codes == 0 || chunk_codes > n_codes ? n_codes : chunk_codes;
+    int64_t span  = decode_span_len(vq, level, n_codes, chunk);
     size_t sizes[N_BUFS];
-    return work_layout(
-      vq, &vq->dec[level], span, staged ? (size_t)(span * vq->hop[level]) : 0, false, sizes);
+    return work_layout(vq, &vq->dec[level], span, (size_t)(span * vq->hop[level]), false, sizes);
 }
 
 size_t jb_vqvae_encode_work_bytes(const struct jb_vqvae *vq,

@@ -16,12 +16,15 @@
  * before returning; nothing is allocated per layer, block or chunk. Whole-sequence work memory
  * grows linearly with the length; chunked calls are bounded by the chunk size plus the margins.
  *
+ * Data: every array of this interface is host memory; weights, activations and work memory are
+ * the backend's (the forward passes are backend ops).
+ *
  * Ownership and threads: jb_vqvae_init keeps pointers into `w` (which must outlive the VQ-VAE)
  * and into the backend; it requests every VQ-VAE tensor, so the caller can run
  * jb_weights_check_all_used() afterwards. A jb_vqvae is read-only after init and each call has
  * its own work memory, but the backend's kernels take one caller at a time: make one call at a
- * time per backend, from outside any OpenMP parallel region (the calls parallelise internally
- * over be->n_threads). Callbacks run on the calling thread, between level blocks and chunks.
+ * time per backend (the calls parallelise internally over the backend's threads). Callbacks run on
+ * the calling thread, between level blocks and chunks.
  *
  * Long sequences: whole-sequence decoding at level 0 reserves about 2 · emb_width · n_samples
  * floats (≈ 430 MiB for 20 s); pass chunk_codes (e.g. 4 · margin) to bound it, and use
@@ -67,6 +70,19 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq,
                                              int64_t chunk_codes,
                                              const struct jb_callbacks *cb);
 
+/* Codes per chunk that jb_vqvae_encode() (the engine API) uses for n_samples of audio: 0 (one
+ * pass) up to 2^20 samples (about 24 s: at most ≈ 400 MB of work at level 0 of the released
+ * model), beyond that the largest chunk whose work memory stays within 128 MiB, so that long
+ * audio costs no more memory than ~24 s (level 0 then redoes ~35% of its work in the margins).
+ * -1 on a bad level. */
+int64_t jb_vqvae_encode_chunk_default(const struct jb_vqvae *vq, int level, int64_t n_samples);
+/* The largest chunk (codes) whose encode work memory fits work_bytes, 0 when one pass fits;
+ * -1 on bad arguments. */
+int64_t jb_vqvae_encode_chunk_for_budget(const struct jb_vqvae *vq,
+                                         int level,
+                                         int64_t n_samples,
+                                         size_t work_bytes);
+
 /* Decodes n_codes level-`level` codes (each in [0, l_bins)) to n_codes * hop(level) samples
  * (unclamped). chunk_codes > 0 decodes chunk_codes codes at a time, each with the decode margin
  * of context on both sides; 0 (or >= n_codes) decodes the whole sequence at once. Progress is
@@ -79,16 +95,27 @@ enum jb_status jb_vqvae_decode_level(struct jb_vqvae *vq,
                                      int64_t chunk_codes,
                                      const struct jb_callbacks *cb);
 
+/* Work memory for decode_range calls of `level` on sequences of up to n_codes codes, ranges of up
+ * to chunk_codes codes: reserve it once per job, not per chunk. NULL after jb_fail. */
+struct jb_vqvae_work;
+struct jb_vqvae_work *jb_vqvae_decode_work_init(struct jb_vqvae *vq,
+                                                int level,
+                                                int64_t n_codes,
+                                                int64_t chunk_codes);
+void jb_vqvae_work_free(struct jb_vqvae_work *wk); /* NULL is a no-op */
+
 /* Decodes codes [a, b) of the sequence codes[0, n_codes) into audio[(b − a) * hop(level)] using
  * the context codes [max(0, a − M), min(n_codes, b + M)): the samples equal those of decoding
- * the whole sequence. The building block for streaming / progressive decoding. */
+ * the whole sequence. The building block for streaming / progressive decoding. work: from
+ * jb_vqvae_decode_work_init (allocates nothing), or NULL (reserves and frees its own). */
 enum jb_status jb_vqvae_decode_range(struct jb_vqvae *vq,
                                      int level,
                                      const int32_t *codes,
                                      int64_t n_codes,
                                      int64_t a,
                                      int64_t b,
-                                     float *audio);
+                                     float *audio,
+                                     struct jb_vqvae_work *work);
 
 /* Codes of context needed on each side of a decoded chunk (M above); -1 on a bad level. */
 int64_t jb_vqvae_decode_margin_level(const struct jb_vqvae *vq, int level);

@@ -1,39 +1,50 @@
 /*
- * backend/cpu/cpu.c - the CPU backend: host buffers, thread set-up, ISA detection and the
- * per-thread arena the kernels use instead of allocating.
+ * backend/cpu/cpu.c - the CPU backend: host buffers, its thread pool, ISA detection and the
+ * per-slot arena the kernels use instead of allocating.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/pool.h"
 
 #include <cblas.h>
 #if JB_CPU_X86
 #include <cpuid.h>
 #endif
-#include <omp.h>
-#include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
-
-static atomic_int g_default_threads = 1;
-
-int jb_cpu_default_threads(void)
-{
-    return atomic_load_explicit(&g_default_threads, memory_order_relaxed);
-}
 
 int jb_cpu_team(int n_threads, double work)
 {
-    if (n_threads <= 1 || omp_in_parallel() || work < 32768.0) return 1;
-    /* at least ~16k units per thread */
-    double max_useful = work / 16384.0;
+    if (n_threads <= 1 || work < 1048576.0) return 1;
+    double max_useful = work / 524288.0; /* at least ~512k units per thread */
     return max_useful < (double)n_threads ? (int)max_useful : n_threads;
 }
 
-float *jb_cpu_arena(const struct jb_cpu *cpu)
+void jb_cpu_for(struct jb_cpu *cpu,
+                int64_t n,
+                double work_per_item,
+                void (*fn)(void *arg, int64_t begin, int64_t end, int slot),
+                void *arg)
 {
-    /* Our regions are the outermost ones unless a caller runs us inside its own; then we run
-     * serially (team of 1) and the caller's thread number picks the slot. */
-    int slot = omp_get_level() > 0 ? omp_get_ancestor_thread_num(1) : 0;
+    if (n <= 0) return;
+    int nt = jb_cpu_team(cpu->n_threads, (double)n * work_per_item);
+    if (nt <= 1) {
+        jb_pool_for(cpu->pool, n, n, fn, arg); /* inline, on the caller's slot */
+        return;
+    }
+    int64_t grain = n / ((int64_t)nt * 4);
+    int64_t min_g = work_per_item > 0 ? (int64_t)(4096.0 / work_per_item) : 1;
+    if (grain < min_g) grain = min_g;
+    if (grain < 1) grain = 1;
+    if (grain > n / nt) grain = n / nt; /* at least nt chunks */
+    jb_pool_for_work(cpu->pool, n, grain, (double)n * work_per_item, fn, arg);
+}
+
+float *jb_cpu_arena(const struct jb_cpu *cpu, int slot)
+{
     JB_ASSERT(slot >= 0 && slot < cpu->n_threads);
     return cpu->arena + (size_t)slot * JB_CPU_ARENA_FLOATS;
 }
@@ -70,24 +81,36 @@ static enum jb_cpu_isa detect_isa(void)
 
 /* --- vtable ---------------------------------------------------------------------------------- */
 
-static void cpu_free(void *ctx)
+void jb_cpu_delete(struct jb_cpu *cpu)
 {
-    struct jb_cpu *cpu = ctx;
     if (!cpu) return;
+    jb_pool_free(cpu->pool);
     free(cpu->arena);
     free(cpu);
 }
 
-static bool cpu_supports_op(void *ctx, enum jb_op op)
+static void cpu_free(void *ctx)
 {
-    (void)ctx;
-    return op != JB_OP_ATTENTION; /* attention is composed from the other ops on the CPU */
+    jb_cpu_delete(ctx);
 }
+
+/* Work buffers of tens to hundreds of MB are written once per call: with 4 KiB pages the page
+ * faults alone took ~15% of an encode (measured in a VM). Large buffers are therefore 2 MiB
+ * aligned and marked for transparent huge pages (Debian's default THP mode is "madvise"). */
+#define HUGE_MIN ((size_t)4 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
 
 static void *cpu_buffer_alloc(void *ctx, size_t nbytes)
 {
     (void)ctx;
-    return jb_aligned_alloc(nbytes);
+    if (nbytes < HUGE_MIN) return jb_aligned_alloc(nbytes);
+    size_t rounded;
+    if (!jb_add_size(nbytes, HUGE_PAGE - 1, &rounded)) return jb_aligned_alloc(nbytes);
+    rounded &= ~(HUGE_PAGE - 1);
+    void *p = aligned_alloc(HUGE_PAGE, rounded);
+    if (!p) return jb_aligned_alloc(nbytes);  /* reports the failure */
+    (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine if THP is off */
+    return p;
 }
 
 static void cpu_buffer_free(void *ctx, void *buf)
@@ -102,22 +125,37 @@ static void cpu_copy(void *ctx, void *dst, const void *src, size_t n)
     if (n) memcpy(dst, src, n);
 }
 
+/* one slot per op of the table, each running the CPU kernel */
+#define JB_OP(ID, name, params, args)                                                              \
+    static void cpu_slot_##name(void *ctx, JB_UNPAREN params)                                      \
+    {                                                                                              \
+        jb_cpu_op_##name(ctx, JB_UNPAREN args);                                                    \
+    }
+#include "backend/ops.def"
+#undef JB_OP
+
 static const struct jb_backend_i cpu_iface = {
     .name         = "cpu",
     .host_memory  = true,
     .free         = cpu_free,
-    .supports_op  = cpu_supports_op,
+    .supports_op  = NULL, /* every op */
     .buffer_alloc = cpu_buffer_alloc,
     .buffer_free  = cpu_buffer_free,
     .set_tensor   = cpu_copy,
     .get_tensor   = cpu_copy,
     .synchronize  = NULL,
+    .ops =
+      {
+#define JB_OP(ID, name, params, args) .name = cpu_slot_##name,
+#include "backend/ops.def"
+#undef JB_OP
+      },
 };
 
 struct jb_cpu *jb_cpu_of(struct jb_backend *be)
 {
-    JB_ASSERT(be && be->iface == &cpu_iface); /* device fallbacks will be wired here */
-    return be->ctx;
+    JB_ASSERT(be && be->cpu);
+    return be->cpu;
 }
 
 enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa)
@@ -127,16 +165,23 @@ enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa)
     return cpu->isa;
 }
 
-struct jb_backend *jb_backend_cpu_init(int n_threads)
+/* See cpu.h: OpenBLAS runs single-threaded inside our pools, one setting for the process. */
+static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_single_threaded(void)
+{
+    openblas_set_num_threads(1);
+}
+
+struct jb_cpu *jb_cpu_new(int n_threads)
 {
     if (n_threads <= 0) {
         long n    = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
     }
-    struct jb_backend *be = jb_calloc(1, sizeof *be);
-    struct jb_cpu *cpu    = jb_calloc(1, sizeof *cpu);
+    struct jb_cpu *cpu = jb_calloc(1, sizeof *cpu);
     size_t arena_bytes;
-    if (!be || !cpu) goto fail;
+    if (!cpu) return NULL;
     if (!jb_mul_size((size_t)n_threads, JB_CPU_ARENA_FLOATS * sizeof(float), &arena_bytes)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "%s: arena for %d threads overflows", __func__, n_threads);
         goto fail;
@@ -144,6 +189,8 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
     cpu->arena = jb_aligned_alloc(arena_bytes);
     if (!cpu->arena) goto fail;
     memset(cpu->arena, 0, arena_bytes); /* fault the pages in now, not in the first kernel */
+    cpu->pool = jb_pool_new(n_threads);
+    if (!cpu->pool) goto fail;
 
     cpu->n_threads  = n_threads;
     cpu->isa_max    = detect_isa();
@@ -157,32 +204,31 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
 
     jb_cpu_tables_init();
 
-    /* One pool: OpenMP does the parallel work, OpenBLAS runs single-threaded inside it. */
-    openblas_set_num_threads(1);
-    omp_set_num_threads(n_threads);
-    atomic_store(&g_default_threads, n_threads);
+    pthread_once(&g_blas_once, blas_single_threaded);
+    return cpu;
 
+fail:
+    jb_cpu_delete(cpu);
+    return NULL;
+}
+
+struct jb_backend *jb_backend_cpu_init(int n_threads)
+{
+    struct jb_backend *be = jb_calloc(1, sizeof *be);
+    struct jb_cpu *cpu    = be ? jb_cpu_new(n_threads) : NULL;
+    if (!cpu) {
+        free(be);
+        return NULL;
+    }
+    n_threads     = cpu->n_threads;
     be->iface     = &cpu_iface;
     be->ctx       = cpu;
+    be->cpu       = cpu;
     be->n_threads = n_threads;
     jb_log(JB_LOG_INFO,
            "cpu backend: %d threads, %s kernels, OpenBLAS %s",
            n_threads,
            jb_cpu_isa_name(cpu->isa),
            openblas_get_corename());
-    /* libgomp's idle threads spin ~300k rounds by default; one preempted while spinning is not
-     * woken by the next region and stalls it for a scheduler tick when other processes want the
-     * cores (measured: half the calls of a 0.1 ms product took 4-9 ms). Only the environment at
-     * program start can change it. */
-    if (n_threads > 1 && !getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY"))
-        jb_log(JB_LOG_INFO,
-               "cpu backend: on a machine shared with other work (a DAW), start the "
-               "process with GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive)");
     return be;
-
-fail:
-    if (cpu) free(cpu->arena);
-    free(cpu);
-    free(be);
-    return NULL;
 }

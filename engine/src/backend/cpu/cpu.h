@@ -2,15 +2,24 @@
  * backend/cpu/cpu.h - private interface of the CPU backend: its context and the kernels behind
  * the op wrappers of backend/ops.h.
  *
- * Threading: one OpenMP team does all the parallel work; OpenBLAS is set to one thread and is
- * called from inside our parallel regions on disjoint slices. Two thread pools spinning against
- * each other on a 2-core machine cost more than they gain (reference-baseline.md, t2b2 vs t2b1).
+ * Threading: each CPU backend owns one thread pool (pool.h) of n_threads threads, the caller
+ * included; every parallel loop of the kernels is a jb_pool_for on it. Nothing process-wide is
+ * set per backend, so two backends in one process (a daemon serving two model sets) each keep
+ * their own threads and thread count. A kernel called from inside one of the pool's own tasks
+ * runs serially on that task's slot.
+ *
+ * OpenBLAS (only the portable kernels call it; the AVX2 / AVX-512 paths never do) must not start
+ * threads of its own inside ours. OpenBLAS 0.3.21 (Debian 12) has no per-call thread count
+ * (openblas_set_num_threads_local arrived in 0.3.22) and all its variants share one SONAME, so
+ * the serial build cannot be chosen at link time. We therefore do what the OpenBLAS FAQ
+ * prescribes for applications that thread themselves: openblas_set_num_threads(1), once per
+ * process (pthread_once at the first backend init). That is one fixed value, the same for every
+ * backend, never a backend's thread count; the pthread build's own workers then never wake.
  *
  * Memory: every per-call temporary lives either in the caller's scratch (sized by the
- * *_scratch() functions of ops.h) or in a fixed per-thread arena reserved at backend init, so no
- * kernel ever allocates. A backend's kernels must be called from one thread at a time; a call made
- * from inside the caller's own OpenMP parallel region runs serially on the arena slot of that
- * thread (slot = thread number in the outermost team, which must be < n_threads).
+ * *_scratch() functions of ops.h) or in a fixed per-slot arena reserved at backend init, so no
+ * kernel ever allocates. A backend's kernels must be called from one thread at a time (the pool
+ * serialises concurrent jobs, but the slot-0 arena belongs to the calling thread).
  *
  * ISA: the build targets x86-64-v2, so AVX2/F16C and AVX-512 kernels are compiled with target
  * attributes and selected at init from __builtin_cpu_supports(). The environment variable
@@ -46,15 +55,18 @@ enum jb_cpu_isa {
  * the released models by 176 columns). */
 #define JB_CPU_ARENA_FLOATS ((size_t)1 << 20)
 
+struct jb_pool;
+
 struct jb_cpu {
     int n_threads;
+    struct jb_pool *pool; /* n_threads threads, the caller included */
     enum jb_cpu_isa isa;
     enum jb_cpu_isa isa_max; /* what the machine supports */
-    float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned */
+    float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned; one per slot */
 };
 
-/* The CPU context behind a backend (the backend itself for now; a device backend's host fallback
- * later). */
+/* The CPU context behind a backend (be->cpu: the CPU backend's own, or the host fallback of a
+ * backend whose memory the host can read). */
 struct jb_cpu *jb_cpu_of(struct jb_backend *be);
 
 /* Testing and benchmarking: cap the ISA level used by the kernels (clamped to what the machine
@@ -62,16 +74,21 @@ struct jb_cpu *jb_cpu_of(struct jb_backend *be);
 enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa);
 const char *jb_cpu_isa_name(enum jb_cpu_isa isa);
 
-/* Threads used by ops that take no backend (relu, add, softmax, ...): those of the last CPU
- * backend initialised. */
-int jb_cpu_default_threads(void);
-
-/* Team size for a parallel region doing `work` units (about one FMA or element each): one
- * thread below ~32k units, where waking the team costs more than it saves; 1 when already
- * inside a parallel region. */
+/* Threads worth using for `work` units (about one FMA or element each): 1 below ~128k units
+ * (a few microseconds), where handing work to another thread costs about what it saves; at
+ * least ~64k units per thread. */
 int jb_cpu_team(int n_threads, double work);
-/* Arena slot of the calling thread, inside or outside our parallel regions. */
-float *jb_cpu_arena(const struct jb_cpu *cpu);
+/* Runs fn over [0, n) items of about work_per_item units each on the backend's pool: inline on
+ * the caller when the whole loop is too small to share (jb_cpu_team), otherwise in chunks of
+ * at least ~4k units, up to 4 per thread so that a late or preempted thread's share is taken
+ * by the others. */
+void jb_cpu_for(struct jb_cpu *cpu,
+                int64_t n,
+                double work_per_item,
+                void (*fn)(void *arg, int64_t begin, int64_t end, int slot),
+                void *arg);
+/* Arena of a pool slot (the `slot` argument of a pool task; 0 outside any). */
+float *jb_cpu_arena(const struct jb_cpu *cpu, int slot);
 
 /* --- kernels (cpu_matmul.c, cpu_conv.c, cpu_vq.c) ------------------------------------------ */
 
@@ -262,5 +279,20 @@ void jb_cpu_vq_block_avx2(const float *xn,
                           int64_t bins,
                           int64_t n,
                           int32_t *codes);
+
+/* --- shared by the attention and sampling kernels (cpu_attention.c) -------------------------- */
+
+/* A float's bits, for building 2^k in the vectorised exp (type punning through a union is
+ * defined in C; an array of these keeps the pun out of the loop, where it would stop GCC from
+ * vectorising). */
+union jb_f32_bits {
+    int32_t i;
+    float f;
+};
+
+/* s[j] ← e^(s[j] − m) for j < n (every s[j] ≤ m; −∞ gives 0) and returns Σ s[j]: Cephes expf
+ * (Cody-Waite reduction, degree-5 polynomial, ≤ 1e-7 relative error — about one ulp, like the
+ * reference's vectorised exp), vectorised; u: n words of scratch. */
+float jb_cpu_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u);
 
 #endif

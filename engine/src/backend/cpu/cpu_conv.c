@@ -21,10 +21,10 @@
  * differently at different column positions: chunks then agree to ~1e-7 relative, not bitwise.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/pool.h"
 #include "backend/ops.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <string.h>
 
 static int64_t floor_div(int64_t a, int64_t b)
@@ -113,24 +113,29 @@ size_t jb_cpu_conv_prepare(struct jb_conv_job *job)
     return (size_t)(job->cin * job->ld_pack);
 }
 
-/* Runs the direct-convolution job over its work items, one contiguous range per thread (so a
- * thread's next tile is the adjacent one, whose input the packing step prefetches); false when the
+struct conv_task {
+    const struct jb_cpu *cpu;
+    const struct jb_conv_job *job;
+};
+
+static void conv_items(void *arg, int64_t a, int64_t b, int slot)
+{
+    const struct conv_task *t = arg;
+    if (t->cpu->isa >= JB_CPU_ISA_AVX512)
+        jb_cpu_conv_items_avx512(t->job, a, b, jb_cpu_arena(t->cpu, slot));
+    else
+        jb_cpu_conv_items_avx2(t->job, a, b, jb_cpu_arena(t->cpu, slot));
+}
+
+/* Runs the direct-convolution job over its work items, in contiguous ranges (so a thread's next
+ * tile is usually the adjacent one, whose input the packing step prefetches); false when the
  * packed tile would not fit the arena (the caller then takes the portable path). */
-static bool run_conv_job(const struct jb_cpu *cpu, struct jb_conv_job *job, double flops)
+static bool run_conv_job(struct jb_cpu *cpu, struct jb_conv_job *job, double flops)
 {
     if (jb_cpu_conv_prepare(job) > JB_CPU_ARENA_FLOATS) return false;
-    int64_t items = job->n_oblk * job->n_tile;
-    int nt        = jb_cpu_team(cpu->n_threads, flops);
-    if (nt > items) nt = (int)items;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int parts = omp_get_num_threads(), i = omp_get_thread_num();
-        int64_t a = items * i / parts, b = items * (i + 1) / parts;
-        if (cpu->isa >= JB_CPU_ISA_AVX512)
-            jb_cpu_conv_items_avx512(job, a, b, jb_cpu_arena(cpu));
-        else
-            jb_cpu_conv_items_avx2(job, a, b, jb_cpu_arena(cpu));
-    }
+    int64_t items        = job->n_oblk * job->n_tile;
+    struct conv_task arg = { cpu, job };
+    jb_cpu_for(cpu, items, flops / (double)items, conv_items, &arg);
     return true;
 }
 
@@ -139,6 +144,7 @@ static bool run_conv_job(const struct jb_cpu *cpu, struct jb_conv_job *job, doub
 /* Portable path: columns [t0, t0 + tb) of y = W[Cout, Cin·k] · B[Cin·k, tb] (+ bias), B the
  * im2col block (rows r0.. of it at a time when Cin·k is too tall for the arena). */
 static void conv1d_block_portable(const struct jb_cpu *cpu,
+                                  int slot,
                                   const float *x,
                                   int64_t T,
                                   int64_t Cin,
@@ -154,7 +160,7 @@ static void conv1d_block_portable(const struct jb_cpu *cpu,
                                   int64_t t0,
                                   int64_t tb)
 {
-    float *B   = jb_cpu_arena(cpu);
+    float *B   = jb_cpu_arena(cpu, slot);
     int64_t KK = Cin * k;
     int64_t rb = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)tb);
     if (rb > KK) rb = KK;
@@ -204,6 +210,81 @@ static void conv1d_block_portable(const struct jb_cpu *cpu,
         }
 }
 
+struct phase_task {
+    const float *x;
+    int64_t T;
+    int stride;
+    int64_t ld, Cin;
+    float *dst;
+};
+
+/* Rows [c0, c1): phase r of x row c goes to dst[(r·Cin + c)·ld ..]. */
+static void split_phases(void *arg, int64_t c0, int64_t c1, int slot)
+{
+    const struct phase_task *t = arg;
+    (void)slot;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xr = t->x + c * t->T;
+        if (t->stride == 2) { /* both phases in one pass (vectorises as a deinterleave) */
+            float *d0 = t->dst + c * t->ld, *d1 = t->dst + (t->Cin + c) * t->ld;
+            const int64_t h = t->T / 2;
+#pragma omp simd
+            for (int64_t u = 0; u < h; u++) {
+                d0[u] = xr[2 * u];
+                d1[u] = xr[2 * u + 1];
+            }
+            for (int64_t u = h; u < t->ld; u++) {
+                d0[u] = 2 * u < t->T ? xr[2 * u] : 0.0f;
+                d1[u] = 0.0f;
+            }
+            continue;
+        }
+        for (int r = 0; r < t->stride; r++) {
+            float *dst = t->dst + ((int64_t)r * t->Cin + c) * t->ld;
+            int64_t u  = 0;
+            for (; u * t->stride + r < t->T; u++)
+                dst[u] = xr[u * t->stride + r];
+            for (; u < t->ld; u++)
+                dst[u] = 0.0f;
+        }
+    }
+}
+
+struct conv1d_portable_task {
+    const struct jb_cpu *cpu;
+    const float *x;
+    int64_t T, Cin, Cout;
+    int k;
+    const float *w, *bias;
+    int s, p, d;
+    float *y;
+    int64_t Tout, tb;
+};
+
+static void conv1d_blocks(void *arg, int64_t b0, int64_t b1, int slot)
+{
+    const struct conv1d_portable_task *t = arg;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t t0 = blk * t->tb;
+        conv1d_block_portable(t->cpu,
+                              slot,
+                              t->x,
+                              t->T,
+                              t->Cin,
+                              t->Cout,
+                              t->k,
+                              t->w,
+                              t->bias,
+                              t->s,
+                              t->p,
+                              t->d,
+                              t->y,
+                              t->Tout,
+                              t0,
+                              t->Tout - t0 < t->tb ? t->Tout - t0 : t->tb);
+    }
+}
+
 void jb_cpu_conv1d(struct jb_cpu *cpu,
                    const float *x,
                    int64_t T,
@@ -246,20 +327,9 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
         } else {
             /* phase r holds x[c, s·u + r]; tap j reads phase (d·j − p) mod s at u = t + q */
             JB_ASSERT(scratch);
-            const int64_t ld = ceil_div(T, stride);
-            int nt           = jb_cpu_team(cpu->n_threads, (double)Cin * (double)T);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-            for (int64_t c = 0; c < Cin; c++) {
-                const float *xr = x + c * T;
-                for (int r = 0; r < stride; r++) {
-                    float *dst = scratch + ((int64_t)r * Cin + c) * ld;
-                    int64_t u  = 0;
-                    for (; u * stride + r < T; u++)
-                        dst[u] = xr[u * stride + r];
-                    for (; u < ld; u++)
-                        dst[u] = 0.0f;
-                }
-            }
+            const int64_t ld     = ceil_div(T, stride);
+            struct phase_task pt = { x, T, stride, ld, Cin, scratch };
+            jb_cpu_for(cpu, Cin, (double)T, split_phases, &pt);
             job.ldx = ld;
             for (int j = 0; j < k; j++) {
                 int64_t off = (int64_t)dil * j - pad;
@@ -277,28 +347,10 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
     int64_t tb = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)KK) / 16 * 16;
     if (tb < 16) tb = 16;
     if (tb > 512) tb = 512;
-    int64_t n_blk = (Tout + tb - 1) / tb;
-    int nt        = jb_cpu_team(cpu->n_threads, flops);
-    if (nt > n_blk) nt = (int)n_blk;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t blk = 0; blk < n_blk; blk++) {
-        int64_t t0 = blk * tb;
-        conv1d_block_portable(cpu,
-                              x,
-                              T,
-                              Cin,
-                              Cout,
-                              k,
-                              wd,
-                              bias,
-                              stride,
-                              pad,
-                              dil,
-                              y,
-                              Tout,
-                              t0,
-                              Tout - t0 < tb ? Tout - t0 : tb);
-    }
+    int64_t n_blk                   = (Tout + tb - 1) / tb;
+    struct conv1d_portable_task job = { cpu,  x,      T,   Cin, Cout, k,    wd,
+                                        bias, stride, pad, dil, y,    Tout, tb };
+    jb_cpu_for(cpu, n_blk, flops / (double)n_blk, conv1d_blocks, &job);
 }
 
 /* --- ConvTranspose1d -------------------------------------------------------------------------- */
@@ -307,6 +359,7 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
  * blocks of u, then y[o, s·u − p + j] += tmp in ascending u, so each output sums its terms in the
  * same order wherever the blocks fall. */
 static void convt_range_portable(const struct jb_cpu *cpu,
+                                 int slot,
                                  const float *x,
                                  int64_t T,
                                  int64_t Cin,
@@ -321,7 +374,7 @@ static void convt_range_portable(const struct jb_cpu *cpu,
                                  int64_t t0,
                                  int64_t t1)
 {
-    float *tmp = jb_cpu_arena(cpu);
+    float *tmp = jb_cpu_arena(cpu, slot);
     int64_t ob = (int64_t)(JB_CPU_ARENA_FLOATS / ((size_t)k * 16)); /* rows per chunk */
     if (ob > Cout) ob = Cout;
     int64_t ub = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)(ob * k));
@@ -364,6 +417,40 @@ static void convt_range_portable(const struct jb_cpu *cpu,
         for (int64_t o = 0; o < Cout; o++)
             for (int64_t t = t0; t < t1; t++)
                 y[o * Tout + t] += bias[o];
+}
+
+struct convt_portable_task {
+    const struct jb_cpu *cpu;
+    const float *x;
+    int64_t T, Cin, Cout;
+    int k;
+    const float *w, *bias;
+    int s, p;
+    float *y;
+    int64_t Tout;
+};
+
+/* Output blocks [b0, b1) of 64 columns (the last one takes the rest). */
+static void convt_blocks(void *arg, int64_t b0, int64_t b1, int slot)
+{
+    const struct convt_portable_task *t = arg;
+    int64_t n_blk                       = t->Tout / 64 > 1 ? t->Tout / 64 : 1;
+    int64_t t0 = b0 * 64, t1 = b1 == n_blk ? t->Tout : b1 * 64;
+    convt_range_portable(t->cpu,
+                         slot,
+                         t->x,
+                         t->T,
+                         t->Cin,
+                         t->Cout,
+                         t->k,
+                         t->w,
+                         t->bias,
+                         t->s,
+                         t->p,
+                         t->y,
+                         t->Tout,
+                         t0,
+                         t1);
 }
 
 void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
@@ -411,13 +498,8 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
         if (run_conv_job(cpu, &job, flops)) return;
     }
 
-    int nt = jb_cpu_team(cpu->n_threads, flops);
-    if (nt > Tout / 64) nt = Tout / 64 > 1 ? (int)(Tout / 64) : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int parts = omp_get_num_threads(), i = omp_get_thread_num();
-        int64_t t0 = Tout * i / parts, t1 = Tout * (i + 1) / parts;
-        if (t1 > t0)
-            convt_range_portable(cpu, x, T, Cin, Cout, k, wd, bias, stride, pad, y, Tout, t0, t1);
-    }
+    /* output ranges of at least 64 columns */
+    struct convt_portable_task job = { cpu, x, T, Cin, Cout, k, wd, bias, stride, pad, y, Tout };
+    int64_t n_blk                  = Tout / 64 > 1 ? Tout / 64 : 1;
+    jb_cpu_for(cpu, n_blk, flops / (double)n_blk, convt_blocks, &job);
 }

@@ -5,15 +5,14 @@
  * of unknown trip count scalar; every iteration touches only index i, so y == x is fine; clang
  * vectorises them by itself). Reductions use 16 interleaved partial sums (what a vectorised
  * reduction does, and more accurate than one running sum over thousands of terms); the order is
- * fixed by the row length alone. Rows are spread over threads only when there is enough work to pay
- * for waking them; the per-token calls of the sampler stay on the calling thread.
+ * fixed by the row length alone. LayerNorm rows are spread over the backend's pool only when there
+ * is enough work to pay for waking it; the per-token calls of the sampler stay on the caller.
  */
 #include "backend/cpu/cpu.h"
-#include "backend/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "core/fp16.h"
 
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #define N_PART 16
@@ -23,14 +22,6 @@
 #else
 #define JB_SIMD
 #endif
-
-/* [a, b): this thread's part of [0, n), inside a parallel region */
-static void thread_range(int64_t n, int64_t *a, int64_t *b)
-{
-    int parts = omp_get_num_threads(), i = omp_get_thread_num();
-    *a = n * i / parts;
-    *b = n * (i + 1) / parts;
-}
 
 static float sum_f32(int64_t n, const float *x)
 {
@@ -74,6 +65,31 @@ static float max_f32(int64_t n, const float *x)
     return m;
 }
 
+struct ln_task {
+    int64_t W;
+    const float *x, *g, *bt;
+    float eps;
+    float *y;
+};
+
+static void layernorm_rows(void *arg, int64_t r0, int64_t r1, int slot)
+{
+    const struct ln_task *t = arg;
+    const int64_t W         = t->W;
+    (void)slot;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = t->x + r * W;
+        float *yr       = t->y + r * W;
+        float mean      = sum_f32(W, xr) / (float)W;
+        float var       = sum_sq_dev_f32(W, xr, mean) / (float)W;
+        float rstd      = 1.0f / sqrtf(var + t->eps);
+        const float *g = t->g, *bt = t->bt;
+        JB_SIMD
+        for (int64_t i = 0; i < W; i++)
+            yr[i] = (xr[i] - mean) * rstd * g[i] + bt[i];
+    }
+}
+
 void jb_cpu_layernorm(struct jb_cpu *cpu,
                       int64_t rows,
                       int64_t W,
@@ -85,29 +101,27 @@ void jb_cpu_layernorm(struct jb_cpu *cpu,
 {
     JB_ASSERT(gamma->type == JB_DTYPE_F32 && beta->type == JB_DTYPE_F32);
     if (rows <= 0 || W <= 0) return;
-    const float *g  = gamma->data;
-    const float *bt = beta->data;
-    int nt          = jb_cpu_team(cpu->n_threads, 4.0 * (double)rows * (double)W);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * W;
-        float *yr       = y + r * W;
-        float mean      = sum_f32(W, xr) / (float)W;
-        float var       = sum_sq_dev_f32(W, xr, mean) / (float)W;
-        float rstd      = 1.0f / sqrtf(var + eps);
-        JB_SIMD
-        for (int64_t i = 0; i < W; i++)
-            yr[i] = (xr[i] - mean) * rstd * g[i] + bt[i];
-    }
+    struct ln_task t = { W, x, gamma->data, beta->data, eps, y };
+    jb_cpu_for(cpu, rows, 4.0 * (double)W, layernorm_rows, &t);
 }
 
-void jb_softmax_rows(int64_t rows, int64_t n, float *x)
+/* The element-wise ops below are memory-bound (softmax and quick_gelu per-token sized in the
+ * sampler): jb_cpu_for keeps them on the caller unless the loop is big enough to pay for waking
+ * the pool. Each element (softmax: each row) is computed the same way whatever the split. */
+struct rows_task {
+    int64_t n;
+    float alpha;
+    const float *a, *b;
+    float *y;
+};
+
+static void softmax_range(void *arg, int64_t r0, int64_t r1, int slot)
 {
-    if (rows <= 0 || n <= 0) return;
-    int nt = jb_cpu_team(jb_cpu_default_threads(), 8.0 * (double)rows * (double)n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        float *xr = x + r * n;
+    const struct rows_task *t = arg;
+    const int64_t n           = t->n;
+    (void)slot;
+    for (int64_t r = r0; r < r1; r++) {
+        float *xr = t->y + r * n;
         float mx  = max_f32(n, xr);
         for (int64_t i = 0; i < n; i++)
             xr[i] = expf(xr[i] - mx);
@@ -118,57 +132,89 @@ void jb_softmax_rows(int64_t rows, int64_t n, float *x)
     }
 }
 
-void jb_quick_gelu(int64_t n, float *x)
+void jb_cpu_op_softmax_rows(struct jb_cpu *cpu, int64_t rows, int64_t n, float *x)
 {
-    int nt = jb_cpu_team(jb_cpu_default_threads(), 8.0 * (double)n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
+    if (rows <= 0 || n <= 0) return;
+    struct rows_task t = { .n = n, .y = x };
+    jb_cpu_for(cpu, rows, 8.0 * (double)n, softmax_range, &t);
+}
+
+static void quick_gelu_range(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    const struct rows_task *t = arg;
+    float *x                  = t->y;
+    (void)slot;
+    for (int64_t i = i0; i < i1; i++) {
         float v = x[i];
         x[i]    = v * (1.0f / (1.0f + expf(-1.702f * v)));
     }
 }
 
-void jb_relu(int64_t n, const float *x, float *y)
+void jb_cpu_op_quick_gelu(struct jb_cpu *cpu, int64_t n, float *x)
 {
-    int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int64_t a, b;
-        thread_range(n, &a, &b);
-        JB_SIMD
-        for (int64_t i = a; i < b; i++)
-            y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
-    }
+    struct rows_task t = { .y = x };
+    jb_cpu_for(cpu, n, 8.0, quick_gelu_range, &t);
 }
 
-void jb_axpy(int64_t n, float alpha, const float *x, float *y)
+static void relu_range(void *arg, int64_t i0, int64_t i1, int slot)
 {
-    int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int64_t a, b;
-        thread_range(n, &a, &b);
-        JB_SIMD
-        for (int64_t i = a; i < b; i++)
-            y[i] += alpha * x[i];
-    }
+    const struct rows_task *t = arg;
+    const float *x            = t->a;
+    float *y                  = t->y;
+    (void)slot;
+    JB_SIMD
+    for (int64_t i = i0; i < i1; i++)
+        y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
 }
 
-void jb_add(int64_t n, const float *a, const float *b, float *y)
+void jb_cpu_op_relu(struct jb_cpu *cpu, int64_t n, const float *x, float *y)
 {
-    int nt = jb_cpu_team(jb_cpu_default_threads(), 0.25 * (double)n);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int64_t i0, i1;
-        thread_range(n, &i0, &i1);
-        JB_SIMD
-        for (int64_t i = i0; i < i1; i++)
-            y[i] = a[i] + b[i];
-    }
+    struct rows_task t = { .a = x, .y = y };
+    jb_cpu_for(cpu, n, 0.25, relu_range, &t);
 }
 
-void jb_embedding(const struct jb_tensor *table, const int32_t *ids, int64_t n, float *out)
+static void axpy_range(void *arg, int64_t i0, int64_t i1, int slot)
 {
+    const struct rows_task *t = arg;
+    const float alpha         = t->alpha;
+    const float *x            = t->a;
+    float *y                  = t->y;
+    (void)slot;
+    JB_SIMD
+    for (int64_t i = i0; i < i1; i++)
+        y[i] += alpha * x[i];
+}
+
+void jb_cpu_op_axpy(struct jb_cpu *cpu, int64_t n, float alpha, const float *x, float *y)
+{
+    struct rows_task t = { .alpha = alpha, .a = x, .y = y };
+    jb_cpu_for(cpu, n, 0.25, axpy_range, &t);
+}
+
+static void add_range(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    const struct rows_task *t = arg;
+    const float *a = t->a, *b = t->b;
+    float *y = t->y;
+    (void)slot;
+    JB_SIMD
+    for (int64_t i = i0; i < i1; i++)
+        y[i] = a[i] + b[i];
+}
+
+void jb_cpu_op_add(struct jb_cpu *cpu, int64_t n, const float *a, const float *b, float *y)
+{
+    struct rows_task t = { .a = a, .b = b, .y = y };
+    jb_cpu_for(cpu, n, 0.25, add_range, &t);
+}
+
+void jb_cpu_op_embedding(struct jb_cpu *cpu,
+                         const struct jb_tensor *table,
+                         const int32_t *ids,
+                         int64_t n,
+                         float *out)
+{
+    (void)cpu;
     JB_ASSERT(table->n_dims == 2);
     const int64_t W  = table->shape[1];
     const size_t es  = jb_dtype_size(table->type);

@@ -1,7 +1,8 @@
 /*
  * backend/cpu/cpu_matmul.c - y[M, N] (+)= x[M, K] · W (+ bias) with F32, F16 or BF16 weights.
  *
- * Threads split N into slices starting at multiples of 16 columns (and M too when N is narrow).
+ * The pool's threads split N into slices starting at multiples of 16 columns (and M too when N is
+ * narrow), one slice per thread.
  * Within a slice, with AVX2 or AVX-512 (cpu_x86.c):
  *   - W [K, N], M <= 4 (token by token): a GEMV that streams whole rows of W once, in the stored
  *     dtype, into fp32 partial sums in the arena;
@@ -15,11 +16,11 @@
  * on a pre-filled y).
  */
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/pool.h"
 
 #include "core/fp16.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -125,6 +126,7 @@ static void store_acc(int64_t M,
 /* GEMV (W [K, N], M <= 4) or dot products (W [N, K]) over the slice [n0, n1), in column chunks
  * whose M rows of partial sums fit the arena. */
 static void gemv_slice(const struct jb_cpu *cpu,
+                       int slot,
                        int64_t M,
                        int64_t K,
                        const float *x,
@@ -139,7 +141,7 @@ static void gemv_slice(const struct jb_cpu *cpu,
                        int64_t n0,
                        int64_t n1)
 {
-    float *acc    = jb_cpu_arena(cpu);
+    float *acc    = jb_cpu_arena(cpu, slot);
     int64_t mb    = M < 256 ? M : 256; /* rows of x per pass (W [N, K] only) */
     int64_t chunk = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)mb) / 16 * 16;
     for (int64_t m0 = 0; m0 < M; m0 += mb) {
@@ -162,6 +164,7 @@ static void gemv_slice(const struct jb_cpu *cpu,
 
 /* W [K, N], M > 4: packed fp32 tiles of PACK_K x (up to) PACK_N, each used by all rows of x. */
 static void packed_slice(const struct jb_cpu *cpu,
+                         int slot,
                          int64_t M,
                          int64_t K,
                          const float *x,
@@ -175,7 +178,7 @@ static void packed_slice(const struct jb_cpu *cpu,
                          int64_t n0,
                          int64_t n1)
 {
-    float *tile       = jb_cpu_arena(cpu);
+    float *tile       = jb_cpu_arena(cpu, slot);
     const uint8_t *wb = w->data;
     size_t es         = jb_dtype_size(w->type);
     for (int64_t c0 = n0; c0 < n1; c0 += PACK_N) {
@@ -277,6 +280,7 @@ static void sgemm_slice(int64_t M,
 
 /* F16/BF16 weights: fp32 tiles of TILE_K x nb (transposed layout: nb x TILE_K) in the arena. */
 static void tiled_slice(const struct jb_cpu *cpu,
+                        int slot,
                         int64_t M,
                         int64_t K,
                         const float *x,
@@ -291,7 +295,7 @@ static void tiled_slice(const struct jb_cpu *cpu,
                         int64_t n0,
                         int64_t n1)
 {
-    float *tile       = jb_cpu_arena(cpu);
+    float *tile       = jb_cpu_arena(cpu, slot);
     const uint8_t *wb = w->data;
     size_t es         = jb_dtype_size(w->type);
     int64_t nb        = (int64_t)(JB_CPU_ARENA_FLOATS / TILE_K);
@@ -322,6 +326,69 @@ static void tiled_slice(const struct jb_cpu *cpu,
     }
 }
 
+struct matmul_job {
+    const struct jb_cpu *cpu;
+    int64_t M, N, K, ldx, ldw, ldy;
+    const float *x;
+    const struct jb_tensor *w;
+    bool w_trans, accumulate, simd;
+    const float *bias;
+    float *y;
+    int pn, pm; /* parts over N and over M */
+};
+
+/* Parts [p0, p1) of the pn x pm grid. */
+static void matmul_parts(void *arg, int64_t p0, int64_t p1, int slot)
+{
+    const struct matmul_job *j = arg;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t n0, n1, m0 = j->M * (p / j->pn) / j->pm, m1 = j->M * (p / j->pn + 1) / j->pm;
+        split_range(j->N, j->pn, (int)(p % j->pn), 16, &n0, &n1);
+        const float *xm = j->x + m0 * j->ldx;
+        float *ym       = j->y + m0 * j->ldy;
+        int64_t mm = m1 - m0, K = j->K, ldx = j->ldx, ldw = j->ldw, ldy = j->ldy;
+        if (n1 <= n0 || mm <= 0) continue;
+        if (j->simd && (j->w_trans || mm <= JB_CPU_GEMV_MAX_M))
+            gemv_slice(j->cpu,
+                       slot,
+                       mm,
+                       K,
+                       xm,
+                       ldx,
+                       j->w,
+                       j->w_trans,
+                       ldw,
+                       j->bias,
+                       ym,
+                       ldy,
+                       j->accumulate,
+                       n0,
+                       n1);
+        else if (j->simd)
+            packed_slice(
+              j->cpu, slot, mm, K, xm, ldx, j->w, ldw, j->bias, ym, ldy, j->accumulate, n0, n1);
+        else if (j->w->type == JB_DTYPE_F32)
+            sgemm_slice(
+              mm, K, xm, ldx, j->w->data, j->w_trans, ldw, j->bias, ym, ldy, j->accumulate, n0, n1);
+        else
+            tiled_slice(j->cpu,
+                        slot,
+                        mm,
+                        K,
+                        xm,
+                        ldx,
+                        j->w,
+                        j->w_trans,
+                        ldw,
+                        j->bias,
+                        ym,
+                        ldy,
+                        j->accumulate,
+                        n0,
+                        n1);
+    }
+}
+
 void jb_cpu_matmul(struct jb_cpu *cpu,
                    int64_t M,
                    int64_t N,
@@ -344,36 +411,32 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
     }
     JB_ASSERT(w->type == JB_DTYPE_F32 || w->type == JB_DTYPE_F16 || w->type == JB_DTYPE_BF16);
     JB_ASSERT(jb_tensor_nelements(w) == N * K && ldx >= K && ldy >= N);
-    int64_t ldw = w_trans ? K : N;
-    bool simd   = cpu->isa >= JB_CPU_ISA_AVX2;
-    int nt      = jb_cpu_team(cpu->n_threads, (double)M * (double)N * (double)K);
+    /* a product with few rows streams its weights from memory: its time is that of the bytes
+     * (~16 FMA-equivalents per weight from DRAM), not of its FMAs */
+    double work = (double)M * (double)N * (double)K;
+    double wb   = (double)N * (double)K * (double)jb_dtype_size(w->type);
+    if (wb > 1048576.0 && 16.0 * (double)N * (double)K > work) work = 16.0 * (double)N * (double)K;
+    int nt = jb_cpu_team(cpu->n_threads, work);
     /* threads over N (at least 64 columns each), and over M as well when N is too narrow for all
      * of them and there are rows enough (not in the GEMV case, which must see all of its rows) */
     int pn = N / 64 < nt ? (N / 64 > 1 ? (int)(N / 64) : 1) : nt;
     int pm = nt / pn;
     if (M <= JB_CPU_GEMV_MAX_M || M < 8 * pm) pm = 1;
-    nt = pn * pm;
-
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int parts = omp_get_num_threads(), i = omp_get_thread_num();
-        if (parts != nt) pn = parts, pm = 1; /* fewer threads than asked for */
-        int64_t n0, n1, m0 = M * (i / pn) / pm, m1 = M * (i / pn + 1) / pm;
-        split_range(N, pn, i % pn, 16, &n0, &n1);
-        const float *xm = x + m0 * ldx;
-        float *ym       = y + m0 * ldy;
-        int64_t mm      = m1 - m0;
-        if (n1 > n0 && mm > 0) {
-            if (simd && (w_trans || mm <= JB_CPU_GEMV_MAX_M))
-                gemv_slice(cpu, mm, K, xm, ldx, w, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
-            else if (simd)
-                packed_slice(cpu, mm, K, xm, ldx, w, ldw, bias, ym, ldy, accumulate, n0, n1);
-            else if (w->type == JB_DTYPE_F32)
-                sgemm_slice(
-                  mm, K, xm, ldx, w->data, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
-            else
-                tiled_slice(
-                  cpu, mm, K, xm, ldx, w, w_trans, ldw, bias, ym, ldy, accumulate, n0, n1);
-        }
-    }
+    struct matmul_job job = { .cpu        = cpu,
+                              .M          = M,
+                              .N          = N,
+                              .K          = K,
+                              .ldx        = ldx,
+                              .ldw        = w_trans ? K : N,
+                              .ldy        = ldy,
+                              .x          = x,
+                              .w          = w,
+                              .w_trans    = w_trans,
+                              .accumulate = accumulate,
+                              .simd       = cpu->isa >= JB_CPU_ISA_AVX2,
+                              .bias       = bias,
+                              .y          = y,
+                              .pn         = pn,
+                              .pm         = pm };
+    jb_pool_for_work(cpu->pool, (int64_t)pn * pm, 1, work, matmul_parts, &job);
 }

@@ -11,11 +11,11 @@
  *   - portable: one sgemm [tb, emb] x [emb, bins] per block (x read transposed in place).
  */
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/pool.h"
 #include "backend/ops.h"
 
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 
 size_t jb_vq_argmin_scratch(int64_t bins, int64_t emb, int64_t T)
 {
@@ -39,6 +39,7 @@ static int32_t vq_row(float xn, const float *dot, const float *kn, int64_t bins)
 
 /* Codes of the time steps [t0, t0 + n). */
 static void vq_block(const struct jb_cpu *cpu,
+                     int slot,
                      const float *x,
                      int64_t T,
                      const float *kb,
@@ -49,7 +50,7 @@ static void vq_block(const struct jb_cpu *cpu,
                      int64_t n,
                      int32_t *codes)
 {
-    float *dot = jb_cpu_arena(cpu);
+    float *dot = jb_cpu_arena(cpu, slot);
     float *xn  = dot + n * bins;
     for (int64_t i = 0; i < n; i++)
         xn[i] = 0.0f;
@@ -101,6 +102,48 @@ static void vq_block(const struct jb_cpu *cpu,
         codes[t0 + i] = vq_row(xn[i], dot + i * bins, kn, bins);
 }
 
+struct vq_task {
+    const struct jb_cpu *cpu;
+    const float *x;
+    int64_t T;
+    const float *kb;
+    int64_t bins, emb;
+    float *kn;
+    int64_t tb;
+    int32_t *codes;
+};
+
+static void codebook_norms(void *arg, int64_t j0, int64_t j1, int slot)
+{
+    const struct vq_task *t = arg;
+    (void)slot;
+    for (int64_t j = j0; j < j1; j++) {
+        float s = 0.0f;
+        for (int64_t e = 0; e < t->emb; e++)
+            s += t->kb[j * t->emb + e] * t->kb[j * t->emb + e];
+        t->kn[j] = s;
+    }
+}
+
+static void vq_blocks(void *arg, int64_t b0, int64_t b1, int slot)
+{
+    const struct vq_task *t = arg;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t t0 = blk * t->tb;
+        vq_block(t->cpu,
+                 slot,
+                 t->x,
+                 t->T,
+                 t->kb,
+                 t->bins,
+                 t->emb,
+                 t->kn,
+                 t0,
+                 t->T - t0 < t->tb ? t->T - t0 : t->tb,
+                 t->codes);
+    }
+}
+
 void jb_cpu_vq_argmin(struct jb_cpu *cpu,
                       const float *x,
                       int64_t T,
@@ -110,30 +153,14 @@ void jb_cpu_vq_argmin(struct jb_cpu *cpu,
 {
     JB_ASSERT(codebook->type == JB_DTYPE_F32 && codebook->n_dims == 2 && scratch);
     const int64_t bins = codebook->shape[0], emb = codebook->shape[1];
-    const float *kb = codebook->data;
-    float *kn       = scratch;
     if (T <= 0 || bins <= 0) return;
-
-    int nt = jb_cpu_team(cpu->n_threads, (double)bins * (double)emb);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t j = 0; j < bins; j++) {
-        float s = 0.0f;
-        for (int64_t e = 0; e < emb; e++)
-            s += kb[j * emb + e] * kb[j * emb + e];
-        kn[j] = s;
-    }
-
     /* time steps per block: 96 keeps the dot tile (768 KiB at 2048 bins) in L2 for the argmin;
      * the arena holds dot [bins, tb] plus ‖x‖² [tb] */
     int64_t tb = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)(bins + 1));
     if (tb > 96) tb = 96;
     JB_ASSERT(tb >= 1);
+    struct vq_task t = { cpu, x, T, codebook->data, bins, emb, scratch, tb, codes };
+    jb_cpu_for(cpu, bins, (double)emb, codebook_norms, &t);
     int64_t n_blk = (T + tb - 1) / tb;
-    nt            = jb_cpu_team(cpu->n_threads, 2.0 * (double)T * (double)bins * (double)emb);
-    if (nt > n_blk) nt = (int)n_blk;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t blk = 0; blk < n_blk; blk++) {
-        int64_t t0 = blk * tb;
-        vq_block(cpu, x, T, kb, bins, emb, kn, t0, T - t0 < tb ? T - t0 : tb, codes);
-    }
+    jb_cpu_for(cpu, n_blk, 2.0 * (double)tb * (double)bins * (double)emb, vq_blocks, &t);
 }

@@ -26,5 +26,14 @@ struct jb_pool *jb_pool_new(int n_threads);
 void jb_pool_free(struct jb_pool *pool); /* NULL is a no-op */
 int jb_pool_threads(const struct jb_pool *pool);
 void jb_pool_for(struct jb_pool *pool, int64_t n, int64_t grain, jb_pool_fn fn, void *arg);
+/* jb_pool_for with the loop's total work (about one FMA or element per unit) as a hint: a loop
+ * too small to pay for waking a sleeping thread (a futex wake and a scheduler round trip, tens of
+ * microseconds in a VM) runs inline unless a worker is still awake, spinning from the last job. */
+void jb_pool_for_work(struct jb_pool *pool,
+                      int64_t n,
+                      int64_t grain,
+                      double work,
+                      jb_pool_fn fn,
+                      void *arg);
 
 #endif

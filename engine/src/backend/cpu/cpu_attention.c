@@ -1,0 +1,386 @@
+/*
+ * backend/cpu/cpu_attention.c - the KV-cache append and attention ops of every kind
+ * (jukebox-spec §4.6, §5.2) on the CPU. Cache layouts and key sets: backend/ops.h.
+ *
+ * Keys are stored transposed per (candidate, head) block ([hd][cap]) so that the scores of a run
+ * of keys come out of plain vector loops; values are row-major ([cap][hd]). Attention is then a
+ * plain dot-product / softmax / weighted sum over one contiguous run of slots, with no mask: the
+ * masked logits of the reference are −1e9 and get exactly zero weight, so leaving them out gives
+ * the same probabilities. A query in block 0 of a func-3 layer has no keys: the reference attends
+ * to B zero vectors, whose output is exactly zero, and so is ours.
+ *
+ * Half-precision caches (type F16) are read a block of keys at a time, converted to fp32 into the
+ * thread's arena; every product and sum is fp32 in both cases.
+ */
+#include "backend/cpu/cpu.h"
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/pool.h"
+#include "core/fp16.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
+/* Slot of position j in the cache, or −1 when the layer does not keep it (func 7 past P'). */
+static inline int64_t kv_slot(const struct jb_attn_desc *a, const struct jb_kv_cache *c, int64_t j)
+{
+    const int64_t B = a->block_ctx;
+    switch (c->func) {
+    case 0:
+        return j;
+    case 1:
+        return j % B;
+    case 2:
+        return (j % B) * c->rows + j / B;
+    case 3:
+        return ((j / B) % 2) * B + j % B;
+    case 6:
+        return j < c->cap ? j : -1;
+    case 7:
+        return j < c->cap ? j : -1;
+    default:
+        return -1;
+    }
+}
+
+/* Key set of query position i: slots [*first, *first + *n). */
+static inline void key_range(const struct jb_attn_desc *a,
+                             const struct jb_kv_cache *c,
+                             int64_t i,
+                             int64_t *first,
+                             int64_t *n)
+{
+    const int64_t B = a->block_ctx;
+    *first          = 0;
+    switch (c->func) {
+    case 0:
+        *n = i + 1;
+        break;
+    case 1:
+        *n = i % B + 1;
+        break;
+    case 2:
+        *first = (i % B) * c->rows;
+        *n     = i / B + 1;
+        break;
+    case 3:
+        *first = ((i / B + 1) % 2) * B; /* block i/B − 1 */
+        *n     = i / B >= 1 ? B : 0;
+        break;
+    case 6:
+        *n = c->cap;
+        break;
+    case 7:
+        *n = i + 1 < c->cap ? i + 1 : c->cap;
+        break;
+    default:
+        *n = 0;
+        break;
+    }
+}
+
+/* The kernels below are built for several ISA levels (the engine targets x86-64-v2; the
+ * dispatch picks AVX-512 / AVX2 at load time through an ifunc). */
+#if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+#define JB_ATTN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define JB_ATTN_CLONES
+#endif
+
+/* GCC only vectorises the selects of the exp below when it may assume that floating-point
+ * operations do not trap (they don't here: the engine never enables FP exceptions); clang
+ * already assumes so. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define JB_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
+#else
+#define JB_NO_TRAPPING_MATH
+#endif
+
+JB_ATTN_CLONES JB_NO_TRAPPING_MATH static float exp_shift_sum(float *restrict s,
+                                                              int64_t n,
+                                                              float m,
+                                                              union jb_f32_bits *restrict u)
+{
+    /* e^x = 2^k · e^r with k = round(x / ln 2), r = x − k·ln 2 (in two parts), |r| ≤ ln2 / 2 */
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+        const float x  = s[j] - m;
+        const float xc = x > -87.3f ? x : -87.3f;               /* 2^k stays normal */
+        const float kb = xc * 1.44269504088896341f + 0x1.8p23f; /* k in the low bits */
+        const float k  = kb - 0x1.8p23f;
+        const float r  = (xc - k * 0.693359375f) + k * 2.12194440e-4f;
+        float p        = 1.9875691500e-4f;
+        p              = p * r + 1.3981999507e-3f;
+        p              = p * r + 8.3334519073e-3f;
+        p              = p * r + 4.1665795894e-2f;
+        p              = p * r + 1.6666665459e-1f;
+        p              = p * r + 5.0000001201e-1f;
+        p              = p * (r * r) + r + 1.0f;
+        s[j]           = x >= -87.3f ? p : 0.0f; /* 0 for −∞ and what would underflow */
+        u[j].f         = kb;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++)
+        u[j].i = (u[j].i - 0x4B400000 + 127) << 23; /* 2^k */
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+        s[j] *= u[j].f;
+        sum += s[j];
+    }
+    return sum;
+}
+
+/* The exported entry point is a plain function: clang 14 does not resolve calls from other
+ * translation units to a target_clones function. */
+float jb_cpu_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u)
+{
+    return exp_shift_sum(s, n, m, u);
+}
+
+/* fp16 -> fp32 without branches (exact; subnormals through a float subtraction), so that the
+ * conversion loops vectorise. */
+static inline float h2f(uint16_t h)
+{
+    const uint32_t o0   = (uint32_t)(h & 0x7fff) << 13;
+    const uint32_t e    = o0 & 0x0f800000u;
+    const uint32_t o    = o0 + 0x38000000u + (e == 0x0f800000u ? 0x38000000u : 0u);
+    const uint32_t sub  = o + 0x00800000u; /* subnormal: 2^-14 · (1 + m) − 2^-14 */
+    const float fs      = jb_bits_f32(sub) - 6.103515625e-05f;
+    const uint32_t bits = (e == 0 ? jb_f32_bits(fs) : o) | ((uint32_t)(h & 0x8000) << 16);
+    return jb_bits_f32(bits);
+}
+
+JB_ATTN_CLONES static void h2f_row(const uint16_t *restrict src, int64_t n, float *restrict dst)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = h2f(src[i]);
+}
+
+/* Keys converted per block of this many slots for half caches (hd·KBLK floats of the arena). */
+#define KBLK 256
+
+/* o[hd] = softmax_j(scale·(q·k_j)) · V over nk contiguous slots; s: 2·nk words of scratch.
+ * kt is the head's transposed key block (kt[c·ldk + j] = component c of key j), so the scores
+ * are accumulated across keys in vector lanes, with no horizontal sums; v is row-major. Scale
+ * after the dot product and an fp32 softmax, as the reference in eval mode. */
+JB_ATTN_CLONES
+static void scores_f32(const float *restrict q,
+                       const float *restrict kt,
+                       int64_t ldk,
+                       int64_t nk,
+                       int hd,
+                       float *restrict s)
+{
+    int64_t j;
+    int c = 0;
+    for (j = 0; j < nk; j++)
+        s[j] = 0.0f;
+    for (; c + 4 <= hd; c += 4) {
+        const float q0 = q[c], q1 = q[c + 1], q2 = q[c + 2], q3 = q[c + 3];
+        const float *k0 = kt + c * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+#pragma omp simd
+        for (j = 0; j < nk; j++)
+            s[j] += (q0 * k0[j] + q1 * k1[j]) + (q2 * k2[j] + q3 * k3[j]);
+    }
+    for (; c < hd; c++) {
+        const float qc  = q[c];
+        const float *kc = kt + c * ldk;
+#pragma omp simd
+        for (j = 0; j < nk; j++)
+            s[j] += qc * kc[j];
+    }
+}
+
+JB_ATTN_CLONES
+static void weighted_sum_f32(const float *restrict s,
+                             float inv,
+                             const float *restrict v,
+                             int64_t nk,
+                             int hd,
+                             float *restrict o)
+{
+    int64_t j;
+    int c;
+    for (j = 0; j + 4 <= nk; j += 4) {
+        const float p0 = s[j] * inv, p1 = s[j + 1] * inv, p2 = s[j + 2] * inv, p3 = s[j + 3] * inv;
+        const float *v0 = v + j * hd, *v1 = v0 + hd, *v2 = v1 + hd, *v3 = v2 + hd;
+#pragma omp simd
+        for (c = 0; c < hd; c++)
+            o[c] += (p0 * v0[c] + p1 * v1[c]) + (p2 * v2[c] + p3 * v3[c]);
+    }
+    for (; j < nk; j++) {
+        const float pj  = s[j] * inv;
+        const float *vj = v + j * hd;
+#pragma omp simd
+        for (c = 0; c < hd; c++)
+            o[c] += pj * vj[c];
+    }
+}
+
+/* One query against nk slots starting at k0 of the (candidate, head) block at `off`. */
+static void attend_one(const struct jb_kv_cache *c,
+                       size_t off,
+                       int64_t k0,
+                       int64_t nk,
+                       const float *q,
+                       int hd,
+                       float scale,
+                       float *o,
+                       float *mem)
+{
+    memset(o, 0, (size_t)hd * sizeof *o);
+    if (nk == 0) return; /* func 3 in block 0: B zero keys/values -> zero output */
+    float *s             = mem;
+    union jb_f32_bits *u = (union jb_f32_bits *)(mem + nk);
+    float *blk           = mem + 2 * ((nk + 15) & ~(int64_t)15);
+    const int64_t cap    = c->cap;
+    if (c->type == JB_DTYPE_F32) {
+        const float *kt = (const float *)c->k + off + k0;
+        scores_f32(q, kt, cap, nk, hd, s);
+    } else {
+        const uint16_t *kt = (const uint16_t *)c->k + off + k0;
+        for (int64_t j0 = 0; j0 < nk; j0 += KBLK) {
+            const int64_t n = nk - j0 < KBLK ? nk - j0 : KBLK;
+            for (int ch = 0; ch < hd; ch++)
+                h2f_row(kt + (int64_t)ch * cap + j0, n, blk + (int64_t)ch * n);
+            scores_f32(q, blk, n, n, hd, s + j0);
+        }
+    }
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < nk; j++) {
+        s[j] *= scale;
+        m = s[j] > m ? s[j] : m;
+    }
+    const float inv = 1.0f / exp_shift_sum(s, nk, m, u);
+    if (c->type == JB_DTYPE_F32) {
+        weighted_sum_f32(s, inv, (const float *)c->v + off + (size_t)k0 * (size_t)hd, nk, hd, o);
+    } else {
+        const uint16_t *v = (const uint16_t *)c->v + off + (size_t)k0 * (size_t)hd;
+        for (int64_t j0 = 0; j0 < nk; j0 += KBLK) {
+            const int64_t n = nk - j0 < KBLK ? nk - j0 : KBLK;
+            h2f_row(v + j0 * hd, n * hd, blk);
+            weighted_sum_f32(s + j0, inv, blk, n, hd, o);
+        }
+    }
+}
+
+/* Offset of the (candidate, head) block: keys transposed [hd][cap], values [cap][hd]. */
+static inline size_t block_off(const struct jb_kv_cache *c, int H, int hd, int n, int h)
+{
+    return ((size_t)n * (size_t)H + (size_t)h) * (size_t)c->cap * (size_t)hd;
+}
+
+void jb_cpu_op_kv_append(struct jb_cpu *cpu,
+                         const struct jb_attn_desc *a,
+                         struct jb_kv_cache *c,
+                         int N,
+                         int C,
+                         int64_t S,
+                         int r0,
+                         int r1,
+                         const float *k,
+                         const float *v,
+                         int64_t ld)
+{
+    (void)cpu;
+    const int H = a->heads, hd = a->head_dim;
+    const bool half = c->type == JB_DTYPE_F16;
+    for (int n = 0; n < N; n++) {
+        for (int r = r0; r < r1; r++) {
+            const int64_t slot = kv_slot(a, c, c->func == 6 ? r : S + r);
+            if (slot < 0) continue;
+            const float *krow = k + ((int64_t)n * C + r) * ld;
+            const float *vrow = v + ((int64_t)n * C + r) * ld;
+            for (int h = 0; h < H; h++) {
+                const size_t off  = block_off(c, H, hd, n, h);
+                const float *kh   = krow + (int64_t)h * hd;
+                const float *vh   = vrow + (int64_t)h * hd;
+                const size_t voff = off + (size_t)slot * (size_t)hd;
+                if (half) {
+                    uint16_t *kt = (uint16_t *)c->k + off + slot;
+                    uint16_t *vv = (uint16_t *)c->v + voff;
+                    for (int i = 0; i < hd; i++) {
+                        kt[(int64_t)i * c->cap] = jb_f32_to_f16(kh[i]);
+                        vv[i]                   = jb_f32_to_f16(vh[i]);
+                    }
+                } else {
+                    float *kt = (float *)c->k + off + slot;
+                    for (int i = 0; i < hd; i++)
+                        kt[(int64_t)i * c->cap] = kh[i];
+                    memcpy((float *)c->v + voff, vh, (size_t)hd * sizeof *vh);
+                }
+            }
+        }
+    }
+}
+
+struct attn_job {
+    struct jb_cpu *cpu;
+    const struct jb_attn_desc *a;
+    const struct jb_kv_cache *c;
+    int C, r0, nr;
+    int64_t S;
+    const float *q;
+    int64_t ldq;
+    float *out;
+    int64_t ldo;
+};
+
+static void attend_items(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    const struct attn_job *j = arg;
+    const int H = j->a->heads, hd = j->a->head_dim;
+    float *mem = j->cpu->arena + (size_t)slot * JB_CPU_ARENA_FLOATS;
+    for (int64_t it = i0; it < i1; it++) {
+        const int h = (int)(it % H);
+        const int r = j->r0 + (int)((it / H) % j->nr);
+        const int n = (int)(it / ((int64_t)H * j->nr));
+        int64_t k0, nk;
+        key_range(j->a, j->c, j->S + r, &k0, &nk);
+        attend_one(j->c,
+                   block_off(j->c, H, hd, n, h),
+                   k0,
+                   nk,
+                   j->q + ((int64_t)n * j->C + r) * j->ldq + (int64_t)h * hd,
+                   hd,
+                   j->a->scale,
+                   j->out + ((int64_t)n * j->C + r) * j->ldo + (int64_t)h * hd,
+                   mem);
+    }
+}
+
+void jb_cpu_op_attention(struct jb_cpu *cpu,
+                         const struct jb_attn_desc *a,
+                         const struct jb_kv_cache *c,
+                         int N,
+                         int C,
+                         int64_t S,
+                         int r0,
+                         int r1,
+                         const float *q,
+                         int64_t ldq,
+                         float *out,
+                         int64_t ldo)
+{
+    const int H = a->heads, hd = a->head_dim, nr = r1 - r0;
+    if (nr <= 0 || N <= 0) return;
+    const int64_t n_items = (int64_t)N * nr * H;
+    /* memory of one item: 2 words per key + a converted key block for half caches */
+    int64_t first, nk_max;
+    key_range(a, c, S + r1 - 1, &first, &nk_max);
+    JB_ASSERT(2 * ((nk_max + 15) & ~(int64_t)15) + (int64_t)hd * KBLK <=
+              (int64_t)JB_CPU_ARENA_FLOATS);
+    struct attn_job job = { cpu, a, c, C, r0, nr, S, q, ldq, out, ldo };
+    /* Threads only pay off for real work (long contexts or big chunks): one item per task, and
+     * small problems run on the caller without asking the pool; the work hint lets the pool keep
+     * mid-sized ones on the caller too while its workers sleep. */
+    const int64_t work  = n_items * (nk_max + 1) * hd;
+    const int64_t grain = work < (1 << 17) ? n_items : 1;
+    jb_pool_for_work(cpu->pool, n_items, grain, 2.0 * (double)work, attend_items, &job);
+}

@@ -1,0 +1,148 @@
+/*
+ * backend/cpu/cpu_ops.c - the CPU kernels of the op table that are thin adapters to the kernels
+ * of cpu_matmul.c, cpu_conv.c, cpu_elementwise.c and cpu_vq.c, plus the simple data-movement ops
+ * (scale, fill, transpose, copy).
+ */
+#include "backend/cpu/cpu.h"
+#include "backend/cpu/cpu_ops.h"
+
+#include <string.h>
+
+void jb_cpu_op_matmul(struct jb_cpu *cpu,
+                      int64_t M,
+                      int64_t N,
+                      int64_t K,
+                      const float *x,
+                      int64_t ldx,
+                      const struct jb_tensor *w,
+                      bool w_trans,
+                      const struct jb_tensor *bias,
+                      float *y,
+                      int64_t ldy,
+                      bool accumulate)
+{
+    jb_cpu_matmul(cpu,
+                  M,
+                  N,
+                  K,
+                  x,
+                  ldx,
+                  w,
+                  w_trans,
+                  bias ? (const float *)bias->data : NULL,
+                  y,
+                  ldy,
+                  accumulate);
+}
+
+void jb_cpu_op_conv1d(struct jb_cpu *cpu,
+                      const float *x,
+                      int64_t T,
+                      const struct jb_tensor *w,
+                      const struct jb_tensor *b,
+                      int stride,
+                      int pad,
+                      int dil,
+                      float *y,
+                      float *scratch)
+{
+    jb_cpu_conv1d(cpu, x, T, w, b, stride, pad, dil, y, scratch);
+}
+
+void jb_cpu_op_conv_transpose1d(struct jb_cpu *cpu,
+                                const float *x,
+                                int64_t T,
+                                const struct jb_tensor *w,
+                                const struct jb_tensor *b,
+                                int stride,
+                                int pad,
+                                float *y,
+                                float *scratch)
+{
+    jb_cpu_conv_transpose1d(cpu, x, T, w, b, stride, pad, y, scratch);
+}
+
+void jb_cpu_op_layernorm(struct jb_cpu *cpu,
+                         int64_t rows,
+                         int64_t W,
+                         const float *x,
+                         const struct jb_tensor *gamma,
+                         const struct jb_tensor *beta,
+                         float eps,
+                         float *y)
+{
+    jb_cpu_layernorm(cpu, rows, W, x, gamma, beta, eps, y);
+}
+
+void jb_cpu_op_vq_argmin(struct jb_cpu *cpu,
+                         const float *x,
+                         int64_t T,
+                         const struct jb_tensor *codebook,
+                         int32_t *codes,
+                         float *scratch)
+{
+    jb_cpu_vq_argmin(cpu, x, T, codebook, codes, scratch);
+}
+
+/* ---- data movement ----------------------------------------------------------------------- */
+
+struct scale_args {
+    float alpha;
+    const float *x;
+    float *y;
+};
+
+static void scale_range(void *arg, int64_t a, int64_t b, int slot)
+{
+    (void)slot;
+    const struct scale_args *s = arg;
+    for (int64_t i = a; i < b; i++)
+        s->y[i] = s->alpha * s->x[i];
+}
+
+void jb_cpu_op_scale(struct jb_cpu *cpu, int64_t n, float alpha, const float *x, float *y)
+{
+    struct scale_args s = { alpha, x, y };
+    /* memory-bound: on the caller unless the loop is big enough to pay for the pool (cpu.h) */
+    jb_cpu_for(cpu, n, 0.25, scale_range, &s);
+}
+
+void jb_cpu_op_fill(struct jb_cpu *cpu, int64_t n, float value, float *y)
+{
+    (void)cpu;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = value;
+}
+
+void jb_cpu_op_transpose(struct jb_cpu *cpu,
+                         const float *src,
+                         int64_t rows,
+                         int64_t cols,
+                         float *dst)
+{
+    (void)cpu;
+    enum { TILE = 32 }; /* cache blocking: both sides touch whole lines */
+    for (int64_t r0 = 0; r0 < rows; r0 += TILE) {
+        int64_t r1 = r0 + TILE < rows ? r0 + TILE : rows;
+        for (int64_t c0 = 0; c0 < cols; c0 += TILE) {
+            int64_t c1 = c0 + TILE < cols ? c0 + TILE : cols;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++)
+                    dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
+void jb_cpu_op_copy(struct jb_cpu *cpu,
+                    int64_t rows,
+                    int64_t cols,
+                    const float *src,
+                    int64_t lds,
+                    float *dst,
+                    int64_t ldd)
+{
+    (void)cpu;
+    if (cols <= 0) return;
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(dst + r * ldd, src + r * lds, (size_t)cols * sizeof *dst);
+}

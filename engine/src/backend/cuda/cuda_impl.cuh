@@ -1,0 +1,141 @@
+/*
+ * backend/cuda/cuda_impl.cuh - what the .cu files share: the context, the checked-call macros
+ * and small device helpers. Included by .cu files only (CUDA C++).
+ */
+#ifndef JB_BACKEND_CUDA_IMPL_CUH
+#define JB_BACKEND_CUDA_IMPL_CUH
+
+#include "backend/cuda/cuda.h"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+extern "C" enum jb_status jb_fail(enum jb_status status, const char *fmt, ...);
+
+/* cuBLAS is loaded with dlopen when the first device opens (cuda_device.cu): linking it would
+ * map and relocate ~700 MB of libraries into every process using the engine, GPU or not. */
+struct jb_cublas_api {
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasDestroy_v2) destroy;
+    decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSgemm_v2) sgemm;
+    cublasStatus_t (*gemm_ex)(cublasHandle_t,
+                              cublasOperation_t,
+                              cublasOperation_t,
+                              int,
+                              int,
+                              int,
+                              const void *,
+                              const void *,
+                              cudaDataType,
+                              int,
+                              const void *,
+                              cudaDataType,
+                              int,
+                              const void *,
+                              void *,
+                              cudaDataType,
+                              int,
+                              cublasComputeType_t,
+                              cublasGemmAlgo_t); /* the C symbol */
+    decltype(&cublasGetStatusString) status_string;
+};
+extern struct jb_cublas_api jb_cublas;
+/* Loads it once (thread-safe); JB_STATUS_ERR_DEVICE with the reason when it cannot. */
+enum jb_status jb_cublas_load(void);
+
+struct jb_cuda {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *arena; /* jb_cuda_reserve */
+    size_t arena_bytes;
+    size_t arena_base; /* bytes of the arena held by an enclosing op (resblock) */
+    bool capturing;
+    enum jb_status err; /* first failure of an op (ops return void): jb_cuda_status */
+    char desc[320];
+};
+
+/* Records the failure (call, error string, file:line) and returns JB_STATUS_ERR_DEVICE. */
+enum jb_status jb_cuda_fail_call(const char *file, int line, const char *call, const char *err);
+
+#define CUDA_CHECK(call)                                                                           \
+    do {                                                                                           \
+        cudaError_t jb_e_ = (call);                                                                \
+        if (jb_e_ != cudaSuccess)                                                                  \
+            return jb_cuda_fail_call(__FILE__, __LINE__, #call, cudaGetErrorString(jb_e_));        \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                                         \
+    do {                                                                                           \
+        cublasStatus_t jb_s_ = (call);                                                             \
+        if (jb_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
+            return jb_cuda_fail_call(__FILE__, __LINE__, #call, jb_cublas.status_string(jb_s_));   \
+    } while (0)
+
+/* After a kernel launch: configuration errors show up here, faults at the next sync. */
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+static inline unsigned jb_cuda_blocks(int64_t n, int threads)
+{
+    int64_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
+}
+
+/* Work arena slices: the arena is reserved once per job; a kernel that needs more than was
+ * reserved fails with a message rather than allocating. */
+enum jb_status jb_cuda_arena(struct jb_cuda *cu, size_t nbytes, void **out);
+
+/* Loads of the three weight dtypes as fp32. */
+__device__ __forceinline__ float jb_ld(const float *p, int64_t i)
+{
+    return p[i];
+}
+__device__ __forceinline__ float jb_ld(const __half *p, int64_t i)
+{
+    return __half2float(p[i]);
+}
+__device__ __forceinline__ float jb_ld(const __nv_bfloat16 *p, int64_t i)
+{
+    return __bfloat162float(p[i]);
+}
+
+__device__ __forceinline__ float jb_warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float jb_warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Block-wide sum / max (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+ * red: 32 floats of shared memory. */
+__device__ __forceinline__ float jb_block_sum(float v, float *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = jb_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return jb_warp_sum(v);
+}
+__device__ __forceinline__ float jb_block_max(float v, float *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = jb_warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    return jb_warp_max(v);
+}
+
+#endif

@@ -1,0 +1,347 @@
+/* tests/common/test_common.c - shared test helpers (see test_common.h). */
+#include "test_common.h"
+
+#include <ftw.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int g_pass, g_fail;
+
+void tc_check(bool ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+    if (ok)
+        g_pass++;
+    else
+        g_fail++;
+}
+
+int tc_passed(void)
+{
+    return g_pass;
+}
+
+int tc_failed(void)
+{
+    return g_fail;
+}
+
+int tc_summary(void)
+{
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
+
+uint64_t tc_rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull); /* splitmix64 */
+    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+float tc_rng_uniform(uint64_t *s)
+{
+    return (float)((double)(tc_rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+void tc_rng_fill(uint64_t *s, float *dst, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = scale * tc_rng_uniform(s);
+}
+
+bool tc_tempdir(char *buf, size_t len, const char *tag)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    int n           = snprintf(buf, len, "%s/encore-%s-XXXXXX", tmp, tag);
+    return n > 0 && (size_t)n < len && mkdtemp(buf) != NULL;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void tc_rmtree(const char *dir)
+{
+    if (dir && dir[0]) nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+char *tc_read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf  = NULL;
+    size_t cap = 0, len = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap        = cap ? 2 * cap : 65536;
+            char *nbuf = realloc(buf, cap);
+            if (!nbuf) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nbuf;
+        }
+        size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
+    }
+    bool err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = 0;
+    if (n) *n = len;
+    return buf;
+}
+
+bool tc_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return false;
+    bool ok = fwrite(data, 1, n, f) == n;
+    return fclose(f) == 0 && ok;
+}
+
+const char *tc_backend_name(void)
+{
+    const char *name = getenv("ENCORE_TEST_BACKEND");
+    return name && name[0] ? name : "cpu";
+}
+
+struct jb_backend *tc_backend_init(int n_threads)
+{
+    struct jb_backend *be = jb_backend_init(tc_backend_name(), n_threads);
+    if (!be) fprintf(stderr, "backend '%s': %s\n", tc_backend_name(), jb_last_error());
+    return be;
+}
+
+/* ---- in-memory weights ----------------------------------------------------------------------- */
+
+struct tc_tensor {
+    struct jb_tensor t;
+    char name[200];
+};
+
+struct tc_weights {
+    struct tc_tensor *v;
+    int64_t n, cap;
+    uint64_t rng;
+};
+
+struct tc_weights *tc_weights_new(uint64_t seed)
+{
+    struct tc_weights *w = calloc(1, sizeof *w);
+    if (w) w->rng = seed;
+    return w;
+}
+
+void tc_weights_free(struct tc_weights *w)
+{
+    if (!w) return;
+    for (int64_t i = 0; i < w->n; i++)
+        free(w->v[i].t.data);
+    free(w->v);
+    free(w);
+}
+
+static struct jb_tensor *add(struct tc_weights *w,
+                             enum jb_dtype type,
+                             int n_dims,
+                             const int64_t *shape,
+                             const char *fmt,
+                             va_list ap)
+{
+    if (w->n == w->cap) {
+        int64_t cap          = w->cap ? 2 * w->cap : 256;
+        struct tc_tensor *nv = realloc(w->v, (size_t)cap * sizeof *nv);
+        if (!nv) return NULL;
+        w->v   = nv;
+        w->cap = cap;
+    }
+    struct tc_tensor *t = &w->v[w->n];
+    memset(t, 0, sizeof *t);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    t->t.type   = type;
+    t->t.n_dims = n_dims;
+    for (int i = 0; i < n_dims; i++)
+        t->t.shape[i] = shape[i];
+    t->t.name = t->name;
+    t->t.data = jb_aligned_alloc(jb_tensor_nbytes(&t->t) + 64);
+    if (!t->t.data) return NULL;
+    w->n++;
+    return &t->t;
+}
+
+struct jb_tensor *tc_weights_add(struct tc_weights *w,
+                                 enum jb_dtype type,
+                                 int n_dims,
+                                 const int64_t *shape,
+                                 float scale,
+                                 const char *fmt,
+                                 ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct jb_tensor *t = add(w, type, n_dims, shape, fmt, ap);
+    va_end(ap);
+    if (!t) return NULL;
+    const size_t n = (size_t)jb_tensor_nelements(t);
+    float *f       = malloc(n * sizeof *f);
+    if (!f) return NULL;
+    tc_rng_fill(&w->rng, f, n, scale);
+    jb_convert_from_f32(type, f, t->data, n);
+    free(f);
+    return t;
+}
+
+struct jb_tensor *tc_weights_add_const(struct tc_weights *w,
+                                       int n_dims,
+                                       const int64_t *shape,
+                                       float value,
+                                       const char *fmt,
+                                       ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct jb_tensor *t = add(w, JB_DTYPE_F32, n_dims, shape, fmt, ap);
+    va_end(ap);
+    if (!t) return NULL;
+    float *f = t->data;
+    for (int64_t i = 0; i < jb_tensor_nelements(t); i++)
+        f[i] = value;
+    return t;
+}
+
+static const struct jb_tensor *src_find(void *ctx, const char *name)
+{
+    struct tc_weights *w = ctx;
+    for (int64_t i = 0; i < w->n; i++)
+        if (strcmp(w->v[i].name, name) == 0) return &w->v[i].t;
+    return NULL;
+}
+
+static int64_t src_count(void *ctx)
+{
+    return ((struct tc_weights *)ctx)->n;
+}
+
+static const struct jb_tensor *src_get(void *ctx, int64_t i)
+{
+    struct tc_weights *w = ctx;
+    return i >= 0 && i < w->n ? &w->v[i].t : NULL;
+}
+
+struct jb_weights_source tc_weights_source(struct tc_weights *w)
+{
+    return (struct jb_weights_source){ src_find, src_count, src_get, w };
+}
+
+int64_t tc_weights_count(const struct tc_weights *w)
+{
+    return w->n;
+}
+
+const struct jb_tensor *tc_weights_tensor(const struct tc_weights *w, int64_t i)
+{
+    return i >= 0 && i < w->n ? &w->v[i].t : NULL;
+}
+
+void tc_weights_drop_last(struct tc_weights *w)
+{
+    if (w->n > 0) free(w->v[--w->n].t.data);
+}
+
+/* conv weight [a, b, k] scaled by 1/sqrt(fan-in), small bias */
+static bool add_conv(struct tc_weights *w,
+                     int64_t a,
+                     int64_t b,
+                     int64_t k,
+                     int64_t n_bias,
+                     int64_t fan_in,
+                     const char *prefix)
+{
+    return tc_weights_add(w,
+                          JB_DTYPE_F32,
+                          3,
+                          (const int64_t[]){ a, b, k },
+                          1.0f / sqrtf((float)fan_in),
+                          "%s.weight",
+                          prefix) &&
+           tc_weights_add(
+             w, JB_DTYPE_F32, 1, (const int64_t[]){ n_bias }, 0.01f, "%s.bias", prefix);
+}
+
+static bool add_resnet(struct tc_weights *w, int W, int D, float m_conv, const char *prefix)
+{
+    int ns = (int)(m_conv * (float)W);
+    char p[200];
+    bool ok = true;
+    for (int r = 0; ok && r < D; r++) {
+        snprintf(p, sizeof p, "%s.model.%d.model.1", prefix, r);
+        ok = add_conv(w, ns, W, 3, ns, 3 * W, p);
+        snprintf(p, sizeof p, "%s.model.%d.model.3", prefix, r);
+        ok = ok && add_conv(w, W, ns, 1, W, ns, p);
+    }
+    return ok;
+}
+
+bool tc_weights_add_vqvae(struct tc_weights *w, const struct jb_vqvae_hparams *hp)
+{
+    char p[200];
+    int E   = hp->emb_width;
+    bool ok = true;
+    for (int L = 0; ok && L < hp->levels; L++) {
+        int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
+        for (int j = 0; ok && j <= L; j++) {
+            int k = 2 * hp->strides_t[j];
+            for (int i = 0; ok && i < hp->downs_t[j]; i++) {
+                int c_in = i ? W : j ? E : 1;
+                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.0", L, j, i);
+                ok = add_conv(w, W, c_in, k, W, c_in * k, p);
+                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
+                ok = ok && add_resnet(w, W, D, hp->m_conv, p);
+            }
+            snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d", L, j, hp->downs_t[j]);
+            ok = ok && add_conv(w, E, W, 3, E, 3 * W, p);
+        }
+        for (int j = 0; ok && j <= L; j++) {
+            int k = 2 * hp->strides_t[j], n = hp->downs_t[j];
+            snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.0", L, j);
+            ok = add_conv(w, W, E, 3, W, 3 * E, p);
+            for (int i = 0; ok && i < n; i++) {
+                int c_out = i == n - 1 ? E : W;
+                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1);
+                ok = add_resnet(w, W, D, hp->m_conv, p);
+                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1);
+                ok = ok && add_conv(w, W, c_out, k, c_out, W * k / hp->strides_t[j], p);
+            }
+        }
+        snprintf(p, sizeof p, "decoders.%d.out", L);
+        ok = ok && add_conv(w, 1, E, 3, 1, 3 * E, p);
+        ok = ok && tc_weights_add(w,
+                                  JB_DTYPE_F32,
+                                  2,
+                                  (const int64_t[]){ hp->l_bins, E },
+                                  1.0f,
+                                  "bottleneck.level_blocks.%d.k",
+                                  L);
+    }
+    return ok;
+}

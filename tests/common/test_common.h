@@ -1,0 +1,82 @@
+/*
+ * tests/common/test_common.h - what the tests, benches and tools/mkdefault share: pass/fail
+ * reporting, a seeded RNG, temporary folders, whole-file I/O, the backend a test runs on, and an
+ * in-memory weights source with random-tensor builders (model/weights.h).
+ */
+#ifndef JB_TESTS_COMMON_TEST_COMMON_H
+#define JB_TESTS_COMMON_TEST_COMMON_H
+
+#include "backend/backend.h"
+#include "core/common.h"
+#include "model/hparams.h"
+#include "model/weights.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- reporting ------------------------------------------------------------------------------ */
+
+/* Prints "ok   ..." or "FAIL ..." and counts it. */
+void tc_check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
+int tc_passed(void);
+int tc_failed(void);
+/* Prints "N passed, N failed" and returns the exit status (1 if anything failed). */
+int tc_summary(void);
+
+/* ---- random numbers (splitmix64; the same sequence everywhere) --------------------------------
+ */
+
+uint64_t tc_rng_next(uint64_t *state);
+float tc_rng_uniform(uint64_t *state); /* [-1, 1) */
+/* n floats uniform in [-scale, scale) */
+void tc_rng_fill(uint64_t *state, float *dst, size_t n, float scale);
+
+/* ---- files and folders ---------------------------------------------------------------------- */
+
+/* Creates $TMPDIR/encore-<tag>-XXXXXX into buf; false on failure. */
+bool tc_tempdir(char *buf, size_t len, const char *tag);
+/* Removes a folder and everything below it (no symlinks followed). */
+void tc_rmtree(const char *dir);
+/* The whole file (NUL-terminated, *n bytes without it); NULL on error. free() it. */
+char *tc_read_file(const char *path, size_t *n);
+bool tc_write_file(const char *path, const void *data, size_t n);
+
+/* ---- backend --------------------------------------------------------------------------------- */
+
+/* The backend tests run on: $ENCORE_TEST_BACKEND (cpu, check, ...) or "cpu". */
+const char *tc_backend_name(void);
+struct jb_backend *tc_backend_init(int n_threads);
+
+/* ---- in-memory weights ----------------------------------------------------------------------- */
+
+/* Named tensors in memory, as a jb_weights_source: what tests and benches build models from. */
+struct tc_weights;
+struct tc_weights *tc_weights_new(uint64_t seed);
+void tc_weights_free(struct tc_weights *w);
+/* Adds a tensor of `type` filled with uniform values in [-scale, scale) (bias-like tensors:
+ * pass a small scale; LayerNorm gains: tc_weights_add_const). NULL on OOM. */
+struct jb_tensor *tc_weights_add(struct tc_weights *w,
+                                 enum jb_dtype type,
+                                 int n_dims,
+                                 const int64_t *shape,
+                                 float scale,
+                                 const char *fmt,
+                                 ...) JB_PRINTF(6, 7);
+struct jb_tensor *tc_weights_add_const(struct tc_weights *w,
+                                       int n_dims,
+                                       const int64_t *shape,
+                                       float value,
+                                       const char *fmt,
+                                       ...) JB_PRINTF(5, 6);
+/* Removes the tensor added last (tests of a missing tensor). */
+void tc_weights_drop_last(struct tc_weights *w);
+/* Every tensor of a VQ-VAE state dict (jukebox-spec §2.5), written from the spec independently
+ * of vqvae.c: conv weights uniform in ±1/sqrt(fan-in) (deep stacks stay O(1)), biases ±0.01,
+ * codebooks ±1, all F32. false on OOM. */
+bool tc_weights_add_vqvae(struct tc_weights *w, const struct jb_vqvae_hparams *hp);
+struct jb_weights_source tc_weights_source(struct tc_weights *w);
+int64_t tc_weights_count(const struct tc_weights *w);
+const struct jb_tensor *tc_weights_tensor(const struct tc_weights *w, int64_t i);
+
+#endif
