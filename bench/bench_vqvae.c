@@ -21,7 +21,7 @@
  *              margin and 131072 samples' worth of codes)
  *   --long     length of the flat-memory encode in seconds (default 600; 0 skips it)
  */
-#include "model/presets.h"
+#include "format/presets.h"
 #include "vqvae/vqvae.h"
 
 #include <math.h>

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """gen_unidecode_table.py - build-time generator of the C transliteration table used by
-engine/src/prior/lyrics.c (the lyric cleaner of the Jukebox priors, spec section 7.1).
+engine/src/labels/lyrics.c (the lyric cleaner of the Jukebox priors, spec section 7.1).
 
 The reference runs every lyric through Python's `unidecode` before deleting characters outside
 the model's vocabulary, so the port needs the same per-code-point replacement strings. This

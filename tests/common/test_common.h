@@ -1,15 +1,15 @@
 /*
  * tests/common/test_common.h - what the tests, benches and tools/mkdefault share: pass/fail
  * reporting, a seeded RNG, temporary folders, whole-file I/O, the backend a test runs on, and an
- * in-memory weights source with random-tensor builders (model/weights.h).
+ * in-memory weights source with random-tensor builders (format/weights.h).
  */
 #ifndef JB_TESTS_COMMON_TEST_COMMON_H
 #define JB_TESTS_COMMON_TEST_COMMON_H
 
 #include "backend/backend.h"
 #include "core/common.h"
-#include "model/hparams.h"
-#include "model/weights.h"
+#include "format/hparams.h"
+#include "format/weights.h"
 
 #include <stdbool.h>
 #include <stddef.h>

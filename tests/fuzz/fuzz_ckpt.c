@@ -13,13 +13,13 @@
  * corpus replay test checks the same peak with RSS_LIMIT_MB).
  *
  *   clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -Iengine/include -Iengine/src \
- *     $(ls engine/src/core/[a-z]*.c) engine/src/model/pickle.c engine/src/model/ckpt.c \
+ *     $(ls engine/src/core/[a-z]*.c) engine/src/format/pickle.c engine/src/format/ckpt.c \
  *     tests/fuzz/fuzz_ckpt.c -lzip -lm -o fuzz_ckpt
  *   ./fuzz_ckpt -max_total_time=60 -max_len=65536 tests/fuzz/corpus/ckpt
  *   (or build/bin/fuzz_ckpt from a -DENCORE_FUZZ=ON build)
  */
-#include "model/ckpt.h"
-#include "model/pickle.h"
+#include "format/ckpt.h"
+#include "format/pickle.h"
 
 #include <stdint.h>
 #include <stdlib.h>

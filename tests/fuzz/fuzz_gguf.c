@@ -7,10 +7,10 @@
  * of an accepted file are checked with __builtin_trap().
  *
  * Build with clang -fsanitize=fuzzer,address,undefined from engine/src/core/ (all .c files),
- * engine/src/model/gguf.c and this file; seeds are in tests/fuzz/corpus/gguf (regenerate them
+ * engine/src/format/gguf.c and this file; seeds are in tests/fuzz/corpus/gguf (regenerate them
  * with `test_gguf --write-corpus DIR`). Fuzz a copy of the corpus so new inputs stay out of git.
  */
-#include "model/gguf.h"
+#include "format/gguf.h"
 
 #include <string.h>
 

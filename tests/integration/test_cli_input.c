@@ -6,7 +6,7 @@
  * leak when a model does not load (meaningful under LeakSanitizer).
  * usage: test_cli_input ENCORE_BINARY MODEL_DIR
  */
-#include "model/gguf.h"
+#include "format/gguf.h"
 
 #include <sndfile.h>
 #include <stdio.h>

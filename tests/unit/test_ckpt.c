@@ -13,8 +13,8 @@
  * Set ENCORE_CKPT_SEED_DIR=dir to also write the small inputs as fuzz seeds.
  */
 #include "core/common.h"
-#include "model/ckpt.h"
-#include "model/pickle.h"
+#include "format/ckpt.h"
+#include "format/pickle.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

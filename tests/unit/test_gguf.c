@@ -12,7 +12,7 @@
  *        test_gguf --write-corpus DIR   write the fuzzing seed files (valid and corrupt) to DIR
  */
 #include "core/fp16.h"
-#include "model/gguf.h"
+#include "format/gguf.h"
 
 #include <dirent.h>
 #include <inttypes.h>

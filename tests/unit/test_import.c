@@ -19,8 +19,8 @@
  *        test_import --measure RESULT FSIZE_LIMIT PROGRAM ARGS...   (used by the above)
  * (the fixture part is skipped if the folder is absent)
  */
-#include "model/ckpt.h"
-#include "model/gguf.h"
+#include "format/ckpt.h"
+#include "format/gguf.h"
 #include "model/model.h"
 
 #include <cjson/cJSON.h>

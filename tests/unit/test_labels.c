@@ -1,5 +1,5 @@
 /*
- * tests/unit/test_labels.c - the label/lyrics front end (prior/labels.h, prior/lyrics.h) against
+ * tests/unit/test_labels.c - the label/lyrics front end (labels/labels.h, labels/lyrics.h) against
  * the reference fixtures, plus fixture-independent unit checks.
  *
  * usage: test_labels [FIXTURE_DIR [IDS_DIR]]
@@ -8,8 +8,8 @@
  * they are missing) only the unit checks run and "SKIP: ../shared not found" is printed. Prints one
  * line per comparison and "N passed, M failed"; exits 1 on any failure.
  */
-#include "prior/labels.h"
-#include "prior/lyrics.h"
+#include "labels/labels.h"
+#include "labels/lyrics.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

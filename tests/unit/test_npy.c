@@ -9,7 +9,7 @@
  * Usage: test_npy [FIXTURE_DIR]   (e.g. /work/shared/fixtures/jukebox-ref)
  */
 #include "core/fp16.h"
-#include "model/npy.h"
+#include "format/npy.h"
 
 #include <dirent.h>
 #include <inttypes.h>

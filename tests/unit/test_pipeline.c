@@ -11,7 +11,7 @@
  * Prints one line per check and "N passed, M failed"; exit status 1 on any failure.
  */
 #include "encore/engine.h"
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/schedule.h"
 #include "test_common.h"

@@ -8,8 +8,8 @@
  */
 #include "core/common.h"
 #include "curated.h"
-#include "model/gguf.h"
-#include "prior/labels.h"
+#include "format/gguf.h"
+#include "labels/labels.h"
 
 #include <lilv/lilv.h>
 #include <stdio.h>

@@ -13,7 +13,7 @@
  *
  * Prints one line per check and "N passed, M failed"; exits non-zero on failure.
  */
-#include "model/presets.h"
+#include "format/presets.h"
 #include "test_common.h"
 #include "vqvae/vqvae.h"
 

@@ -9,10 +9,10 @@
  *
  * usage: encore-mkdefault OUT_DIR
  */
-#include "model/gguf.h"
-#include "model/meta.h"
-#include "model/presets.h"
-#include "prior/lyrics.h"
+#include "format/gguf.h"
+#include "format/meta.h"
+#include "format/presets.h"
+#include "labels/lyrics.h"
 
 #include <errno.h>
 #include <math.h>

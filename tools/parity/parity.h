@@ -11,7 +11,7 @@
 #define ENCORE_PARITY_H
 
 #include "encore/engine.h"
-#include "model/npy.h"
+#include "format/npy.h"
 
 #include <cjson/cJSON.h>
 

@@ -5,8 +5,8 @@
  * midpoint) and lyric window indices, plus the fp32 midpoint traps. All compared exactly.
  */
 #include "parity.h"
-#include "model/presets.h"
-#include "prior/labels.h"
+#include "format/presets.h"
+#include "labels/labels.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
  */
 #include "parity.h"
 #include "model/model.h"
-#include "prior/labels.h"
+#include "labels/labels.h"
 #include "prior/prior.h"
 #include "prior/sampler.h"
 

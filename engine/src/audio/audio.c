@@ -9,7 +9,7 @@
  */
 #include "core/common.h"
 #include "core/outfile.h"
-#include "model/npy.h"
+#include "format/npy.h"
 
 #include <math.h>
 #include <sndfile.h>

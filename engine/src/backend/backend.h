@@ -10,7 +10,7 @@
  * Data placement: buffers come from buffer_alloc (host memory for the CPU backend, device memory
  * for a device backend; ops receive pointers into them). Host data moves only through
  * jb_backend_set / jb_backend_get. Model weights reach a backend once, at load: the weights
- * object (model/weights.h, jb_weights_set_backend) copies each tensor into a backend buffer with
+ * object (format/weights.h, jb_weights_set_backend) copies each tensor into a backend buffer with
  * set_tensor, or hands out the memory-mapped host tensor itself (zero copy) when the backend
  * reads host memory (host_memory). A tensor's `backend` field says where its data lives.
  */

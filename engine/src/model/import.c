@@ -6,7 +6,7 @@
  * JSON hps file or by the checkpoint's own 'hps' dict when asked, and then every structural
  * size (widths, depths, context, table sizes, codebook) is taken from the tensors themselves so
  * that a mismatching preset is caught here rather than at sampling time. Every hyper-parameter
- * is range-checked (model/meta.c) before any is used, and a value of the wrong type is an error
+ * is range-checked (format/meta.c) before any is used, and a value of the wrong type is an error
  * naming the field.
  *
  * Checks before writing: every tensor's shape is sane (at most 2^31 elements, no dimension 0),
@@ -17,7 +17,7 @@
  * bytes the checkpoint really stores, and free disk space is checked up front.
  *
  * Streaming: tensors are read, converted and written one at a time (two buffers of the largest
- * tensor), and the checkpoint's pages are given back as they are read (model/ckpt.c), so the
+ * tensor), and the checkpoint's pages are given back as they are read (format/ckpt.c), so the
  * 5b prior imports in a few hundred MB. The output goes to a unique temporary beside the final
  * path (core/outfile.h, through the GGUF writer) and is renamed into place only when complete:
  * an interrupted or failed import leaves no half-written model.
@@ -32,13 +32,13 @@
  */
 #include "encore/engine.h"
 #include "core/fp16.h"
-#include "model/ckpt.h"
-#include "model/gguf.h"
-#include "model/meta.h"
+#include "format/ckpt.h"
+#include "format/gguf.h"
+#include "format/meta.h"
 #include "model/model.h"
-#include "model/presets.h"
-#include "prior/lyrics.h"
-#include "prior/labels.h"
+#include "format/presets.h"
+#include "labels/lyrics.h"
+#include "labels/labels.h"
 
 #include "prior/prior.h"
 #include "vqvae/vqvae.h"

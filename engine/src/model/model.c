@@ -3,8 +3,8 @@
  * the strict "every tensor used, every shape as expected" check; plus `encore info`.
  */
 #include "model/model.h"
-#include "model/meta.h"
-#include "prior/labels.h"
+#include "format/meta.h"
+#include "labels/labels.h"
 #include "prior/prior.h"
 #include "vqvae/vqvae.h"
 

@@ -7,9 +7,9 @@
 #define JB_MODEL_MODEL_H
 
 #include "backend/backend.h"
-#include "model/gguf.h"
-#include "model/hparams.h"
-#include "model/weights.h"
+#include "format/gguf.h"
+#include "format/hparams.h"
+#include "format/weights.h"
 
 struct jb_vqvae;
 struct jb_prior;

@@ -16,7 +16,7 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/schedule.h"
 
-#include "prior/lyrics.h"
+#include "labels/lyrics.h"
 #include "prior/prior.h"
 #include "prior/sampler.h"
 #include "vqvae/vqvae.h"

@@ -11,7 +11,7 @@
 #define JB_PIPELINE_PIPELINE_H
 
 #include "model/model.h"
-#include "prior/labels.h"
+#include "labels/labels.h"
 
 #define JB_TAKE_FORMAT_VERSION 1
 #define JB_LYRICS_MAX_BYTES (256 * 1024) /* UTF-8 lyrics of one song (cap before parsing) */

@@ -9,8 +9,8 @@
  */
 #include "pipeline/pipeline.h"
 
-#include "model/gguf.h"
-#include "model/meta.h"
+#include "format/gguf.h"
+#include "format/meta.h"
 #include "vqvae/vqvae.h"
 
 #include <stdio.h>

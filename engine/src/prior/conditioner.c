@@ -1,10 +1,10 @@
 /*
  * prior/conditioner.c - the upsamplers' audio conditioner (jukebox-spec §4.3), a conv stack
- * (vqvae/resnet.h) between an embedding lookup and a LayerNorm.
+ * (nn/resnet.h) between an embedding lookup and a LayerNorm.
  */
 #include "prior/conditioner.h"
 
-#include "vqvae/resnet.h"
+#include "nn/resnet.h"
 
 #include <math.h>
 #include <string.h>

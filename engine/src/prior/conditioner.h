@@ -23,8 +23,8 @@
 #define JB_PRIOR_CONDITIONER_H
 
 #include "backend/backend.h"
-#include "model/hparams.h"
-#include "model/weights.h"
+#include "format/hparams.h"
+#include "format/weights.h"
 
 struct jb_upsampler_cond;
 

@@ -34,8 +34,8 @@
 #define JB_PRIOR_PRIOR_H
 
 #include "backend/backend.h"
-#include "model/hparams.h"
-#include "model/weights.h"
+#include "format/hparams.h"
+#include "format/weights.h"
 
 struct jb_prior;
 struct jb_prior_state;

@@ -1,14 +1,14 @@
 /*
  * vqvae/vqvae.c - the Jukebox VQ-VAE: encoders, bottleneck, decoders (jukebox-spec §2.5, §3).
  *
- * Each level is a pair of conv stacks (vqvae/resnet.h) built from the state-dict names of §2.5;
+ * Each level is a pair of conv stacks (nn/resnet.h) built from the state-dict names of §2.5;
  * encode = encoder stack + nearest-codebook search, decode = codebook lookup + decoder stack.
  * Whole-sequence and chunked processing share one loop: a chunk [a, b) is run with
  * receptive-field margins of context on both sides and only its own outputs are kept.
  */
 #include "vqvae/vqvae.h"
 
-#include "vqvae/resnet.h"
+#include "nn/resnet.h"
 
 #include <string.h>
 

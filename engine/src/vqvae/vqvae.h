@@ -34,8 +34,8 @@
 #define JB_VQVAE_VQVAE_H
 
 #include "backend/backend.h"
-#include "model/hparams.h"
-#include "model/weights.h"
+#include "format/hparams.h"
+#include "format/weights.h"
 
 struct jb_vqvae;
 

@@ -1,5 +1,5 @@
-/* model/hparams.c - derived hyper-parameters and the attention layer patterns (spec §4.7). */
-#include "model/hparams.h"
+/* format/hparams.c - derived hyper-parameters and the attention layer patterns (spec §4.7). */
+#include "format/hparams.h"
 
 int32_t jb_vqvae_hp_width(const struct jb_vqvae_hparams *hp, int level)
 {

@@ -1,5 +1,5 @@
 /*
- * model/gguf.h - reader and writer for GGUF (v3), the file format of ggml/llama.cpp, which is
+ * format/gguf.h - reader and writer for GGUF (v3), the file format of ggml/llama.cpp, which is
  * what Encore's model files are.
  *
  * Layout (little-endian): magic "GGUF", u32 version (3), u64 n_tensors, u64 n_kv, then n_kv
@@ -15,8 +15,8 @@
  *
  * Threads: a reader is immutable after open and may be shared; a writer belongs to one thread.
  */
-#ifndef JB_MODEL_GGUF_H
-#define JB_MODEL_GGUF_H
+#ifndef JB_FORMAT_GGUF_H
+#define JB_FORMAT_GGUF_H
 
 #include "core/tensor.h"
 

@@ -1,5 +1,5 @@
-/* model/weights.c - checked name -> tensor lookup with strict "every tensor used" accounting. */
-#include "model/weights.h"
+/* format/weights.c - checked name -> tensor lookup with strict "every tensor used" accounting. */
+#include "format/weights.h"
 #include "backend/backend.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * model/pickle.c - a safe subset of the Python pickle virtual machine.
+ * format/pickle.c - a safe subset of the Python pickle virtual machine.
  *
  * The VM only builds values: it never imports or calls anything. GLOBAL and STACK_GLOBAL are
  * looked up in a fixed allow-list, and REDUCE/NEWOBJ are interpreted for the few callables a
@@ -12,7 +12,7 @@
  * pointers, so the memo can make the value graph a DAG or even cyclic (a list appended to
  * itself). Consumers must not recurse over values without a budget.
  */
-#include "model/pickle.h"
+#include "format/pickle.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
-/* model/presets.c - released hyper-parameters, transcribed from jukebox-spec §1.3-§1.4. */
-#include "model/presets.h"
+/* format/presets.c - released hyper-parameters, transcribed from jukebox-spec §1.3-§1.4. */
+#include "format/presets.h"
 
 #include <string.h>
 

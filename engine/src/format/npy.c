@@ -1,5 +1,5 @@
 /*
- * model/npy.c - NumPy .npy reader and writer (format 1.0, 2.0 and 3.0).
+ * format/npy.c - NumPy .npy reader and writer (format 1.0, 2.0 and 3.0).
  *
  * The header is a Python dict literal; rather than evaluating Python we accept exactly the
  * grammar numpy writes ({'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }, keys in
@@ -7,7 +7,7 @@
  * message. Only little-endian, C-order arrays of a few plain dtypes are supported; the data
  * size must match the shape exactly.
  */
-#include "model/npy.h"
+#include "format/npy.h"
 #include "core/outfile.h"
 #include "core/fp16.h"
 

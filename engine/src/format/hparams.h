@@ -1,12 +1,12 @@
 /*
- * model/hparams.h - hyper-parameters of the VQ-VAE and of the priors, as stored in an Encore
+ * format/hparams.h - hyper-parameters of the VQ-VAE and of the priors, as stored in an Encore
  * model file's metadata (keys "jukebox.<field>") and as the model code consumes them.
  *
- * The released values are in jukebox-spec.md §1.3-§1.4 (presets in model/presets.c); the
+ * The released values are in jukebox-spec.md §1.3-§1.4 (presets in format/presets.c); the
  * fixtures use small values of the same fields, so model code must use these, never constants.
  */
-#ifndef JB_MODEL_HPARAMS_H
-#define JB_MODEL_HPARAMS_H
+#ifndef JB_FORMAT_HPARAMS_H
+#define JB_FORMAT_HPARAMS_H
 
 #include "core/common.h"
 

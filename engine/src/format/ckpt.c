@@ -1,7 +1,7 @@
 /*
- * model/ckpt.c - PyTorch checkpoint reader (legacy and zip torch.save formats), no Python.
+ * format/ckpt.c - PyTorch checkpoint reader (legacy and zip torch.save formats), no Python.
  *
- * Open parses the pickled object with the safe VM (model/pickle.c), turns the 'model' state
+ * Open parses the pickled object with the safe VM (format/pickle.c), turns the 'model' state
  * dict into entries and checks every tensor against its storage: dims, non-negative sizes and
  * strides, overflow-free numel/extent, offset + extent inside the storage, one element type per
  * storage key, and storage data inside the file (legacy) or its zip entry (zip). Tensor data is
@@ -10,7 +10,7 @@
  *
  * Threads: immutable after open; zip reads share one libzip handle and take a per-file lock.
  */
-#include "model/ckpt.h"
+#include "format/ckpt.h"
 #include "core/fp16.h"
 
 #include <errno.h>

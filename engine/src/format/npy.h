@@ -1,10 +1,10 @@
 /*
- * model/npy.h - NumPy .npy files (format 1.0-3.0), little-endian, C order, for fixtures and
+ * format/npy.h - NumPy .npy files (format 1.0-3.0), little-endian, C order, for fixtures and
  * codes files. Supported dtypes: <f4 <f8 <i4 <i8 <f2 |u1 |b1. The header is parsed strictly and
  * the data size checked against the file size.
  */
-#ifndef JB_MODEL_NPY_H
-#define JB_MODEL_NPY_H
+#ifndef JB_FORMAT_NPY_H
+#define JB_FORMAT_NPY_H
 
 #include "core/common.h"
 

@@ -1,13 +1,13 @@
 /*
- * model/meta.h - hyper-parameters <-> GGUF metadata. One table per struct lists every field
+ * format/meta.h - hyper-parameters <-> GGUF metadata. One table per struct lists every field
  * with its key, so writing (import, default model) and reading (load) cannot drift apart.
  * Keys: "jukebox.vqvae.<field>", "jukebox.prior.<field>"; see docs/model-format.md.
  */
-#ifndef JB_MODEL_META_H
-#define JB_MODEL_META_H
+#ifndef JB_FORMAT_META_H
+#define JB_FORMAT_META_H
 
-#include "model/gguf.h"
-#include "model/hparams.h"
+#include "format/gguf.h"
+#include "format/hparams.h"
 
 #define JB_META_ARCH "jukebox"
 

@@ -1,5 +1,5 @@
 /*
- * model/ckpt.h - reads PyTorch checkpoints (.pth.tar) without Python and without running code.
+ * format/ckpt.h - reads PyTorch checkpoints (.pth.tar) without Python and without running code.
  *
  * Both torch.save container formats are supported:
  *   legacy (what OpenAI published in 2020): five pickles (magic, protocol, sys info, object,
@@ -7,7 +7,7 @@
  *   zip (newer torch): archive/data.pkl plus one archive/data/<key> entry per storage.
  * See ../shared/docs/jukebox-spec.md §2.2.
  *
- * The pickle reader is a safe subset (model/pickle.h): it executes nothing. Released files are
+ * The pickle reader is a safe subset (format/pickle.h): it executes nothing. Released files are
  * training checkpoints: besides 'model' they hold 'hps', 'step', metrics (numpy scalars) and
  * optimizer state. Unknown globals become inert placeholders that are never called; inside
  * 'model' only tensor rebuilds are accepted, so a pickle that calls os.system (say) for a
@@ -24,11 +24,11 @@
  *
  * Threads: immutable after open.
  */
-#ifndef JB_MODEL_CKPT_H
-#define JB_MODEL_CKPT_H
+#ifndef JB_FORMAT_CKPT_H
+#define JB_FORMAT_CKPT_H
 
 #include "core/common.h"
-#include "model/pickle.h"
+#include "format/pickle.h"
 
 #define JB_CKPT_MAX_DIMS 8
 

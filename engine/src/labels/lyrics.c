@@ -1,13 +1,13 @@
 /*
- * prior/lyrics.c - TextProcessor.clean()/tokenise() of the reference (spec section 7.1,
+ * labels/lyrics.c - TextProcessor.clean()/tokenise() of the reference (spec section 7.1,
  * Appendix B): unidecode transliteration, '\' -> '\n', vocabulary filter, character ids.
  *
- * The transliteration table (prior/unidecode_table.h) is generated at build time by
+ * The transliteration table (labels/unidecode_table.h) is generated at build time by
  * tools/gen_unidecode_table.py and linked into the engine next to this file.
  */
-#include "prior/lyrics.h"
+#include "labels/lyrics.h"
 
-#include "prior/unidecode_table.h"
+#include "labels/unidecode_table.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /*
- * model/pickle.h - a safe subset of the Python pickle virtual machine (protocols 2-5).
+ * format/pickle.h - a safe subset of the Python pickle virtual machine (protocols 2-5).
  *
  * It builds a tree of plain values (None, bool, int, float, str, bytes, list, tuple, dict) and
  * three opaque kinds used by torch checkpoints: persistent ids (BINPERSID), tensors rebuilt by
@@ -22,8 +22,8 @@
  * Dicts keep duplicate keys in insertion order (a real pickle has none); dict_get returns the
  * last. Integers that do not fit int64 (the legacy checkpoint magic) are JB_PY_LONG.
  */
-#ifndef JB_MODEL_PICKLE_H
-#define JB_MODEL_PICKLE_H
+#ifndef JB_FORMAT_PICKLE_H
+#define JB_FORMAT_PICKLE_H
 
 #include "core/common.h"
 

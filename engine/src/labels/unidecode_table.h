@@ -1,7 +1,7 @@
 /*
- * prior/unidecode_table.h - the transliteration table generated at build time by
+ * labels/unidecode_table.h - the transliteration table generated at build time by
  * tools/gen_unidecode_table.py from Python's unidecode package (see that script). Private to
- * prior/lyrics.c.
+ * labels/lyrics.c.
  *
  * Code point c (< 0xF0000) has data iff c >> 8 < jb_unidecode_n_sections and
  * jb_unidecode_section_base[c >> 8] >= 0; then e = jb_unidecode_entries[base + (c & 0xFF)] is

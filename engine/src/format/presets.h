@@ -1,12 +1,12 @@
 /*
- * model/presets.h - the released Jukebox hyper-parameters (jukebox-spec §1.3-§1.4) by kind
+ * format/presets.h - the released Jukebox hyper-parameters (jukebox-spec §1.3-§1.4) by kind
  * name, the starting point of every import. Values a checkpoint or a JSON hps file provides
  * override them; structural sizes are then taken from the tensors themselves (model/import.c).
  */
-#ifndef JB_MODEL_PRESETS_H
-#define JB_MODEL_PRESETS_H
+#ifndef JB_FORMAT_PRESETS_H
+#define JB_FORMAT_PRESETS_H
 
-#include "model/hparams.h"
+#include "format/hparams.h"
 
 enum jb_model_preset {
     JB_PRESET_VQVAE,

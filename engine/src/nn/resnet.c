@@ -1,11 +1,11 @@
 /*
- * vqvae/resnet.c - Resnet1D and the conv stacks built from it (jukebox-spec §3.2, §3.7).
+ * nn/resnet.c - Resnet1D and the conv stacks built from it (jukebox-spec §3.2, §3.7).
  *
  * A stack is a flat list of layers; the encoders, decoders and the audio conditioner differ only
  * in which layers they append. Geometry (lengths, memory, receptive fields) is derived from the
  * same list the forward pass runs, so the chunking margins cannot drift from the network.
  */
-#include "vqvae/resnet.h"
+#include "nn/resnet.h"
 
 #include <stdio.h>
 #include <string.h>

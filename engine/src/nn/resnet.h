@@ -1,5 +1,5 @@
 /*
- * vqvae/resnet.h - the 1-D convolution stacks of Jukebox: Resnet1D / ResConv1DBlock
+ * nn/resnet.h - the 1-D convolution stacks of Jukebox: Resnet1D / ResConv1DBlock
  * (jukebox-spec §3.2) and a flat list of layers (conv1d, conv_transpose1d, Resnet1D) from which
  * the VQ-VAE encoders and decoders (§3.3, §3.5) and the upsamplers' audio conditioner (§4.3) are
  * built.
@@ -22,7 +22,7 @@
 #define JB_VQVAE_RESNET_H
 
 #include "backend/ops.h"
-#include "model/weights.h"
+#include "format/weights.h"
 
 /* An inclusive index interval [lo, hi] on an unbounded axis (may be negative). */
 struct jb_rf {

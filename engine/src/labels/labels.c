@@ -1,9 +1,9 @@
 /*
- * prior/labels.c - artist/genre id tables and lookup, the label vector with its lyric window,
+ * labels/labels.c - artist/genre id tables and lookup, the label vector with its lyric window,
  * and the LabelConditioner's timing bins, reproducing the reference's Python/PyTorch arithmetic
  * (spec sections 4.2, 6.3, 7.2-7.4). See labels.h for the API and the two lookup modes.
  */
-#include "prior/labels.h"
+#include "labels/labels.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /*
- * prior/lyrics.h - lyric text front end of the lyric priors (spec section 7.1, Appendix B):
+ * labels/lyrics.h - lyric text front end of the lyric priors (spec section 7.1, Appendix B):
  * the reference's TextProcessor.clean() and tokenise(), exact to the byte.
  *
  *   clean(text)     = unidecode(text) -> every '\' becomes '\n' -> delete characters outside
@@ -11,7 +11,7 @@
  * never produced by tokenise().
  *
  * unidecode is Python's transliteration table, compiled in from the file generated at build time
- * by tools/gen_unidecode_table.py (see prior/unidecode_table.h); jb_unidecode_table_version()
+ * by tools/gen_unidecode_table.py (see labels/unidecode_table.h); jb_unidecode_table_version()
  * names the package version it came from. The reference pins unidecode 1.1.1; Debian 12 ships
  * 1.3.6. The two agree on common text (Latin accents, quotes, dashes, CJK) but differ on rarer
  * code points (1.1.1 emits "[?]" for many characters that 1.3.6 drops), so lyrics with such
@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Label/vocabulary generation; shared with prior/labels.h. The value is the version number. */
+/* Label/vocabulary generation; shared with labels/labels.h. The value is the version number. */
 enum jb_label_version {
     JB_LABEL_V2 = 2, /* upsamplers, prior_5b, prior_5b_lyrics: norm() + bag of genre words */
     JB_LABEL_V3 = 3, /* prior_1b_lyrics: lowercase exact match, one genre                  */

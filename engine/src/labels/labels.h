@@ -1,5 +1,5 @@
 /*
- * prior/labels.h - the label front end of the priors, exact to the reference
+ * labels/labels.h - the label front end of the priors, exact to the reference
  * (jukebox/data/labels.py, artist_genre_processor.py, prior.get_y, LabelConditioner):
  *
  *   - artist/genre id tables ("name;id" lines) and their lookup (spec section 7.2),
@@ -27,7 +27,7 @@
 #define JB_PRIOR_LABELS_H
 
 #include "core/common.h"
-#include "prior/lyrics.h"
+#include "labels/lyrics.h"
 
 #include <stdbool.h>
 #include <stddef.h>

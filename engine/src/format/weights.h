@@ -1,5 +1,5 @@
 /*
- * model/weights.h - name -> tensor lookup with the checks every model constructor needs.
+ * format/weights.h - name -> tensor lookup with the checks every model constructor needs.
  *
  * Model code asks for each parameter by its original PyTorch state-dict name and the shape it
  * expects; a missing tensor, a wrong shape or an unsupported dtype is one clear error ("tensor
@@ -10,8 +10,8 @@
  * tests, a set of arrays. When the kernel needs fp32 and the file stores fp16/bf16, the weights
  * object converts once and owns the converted copy.
  */
-#ifndef JB_MODEL_WEIGHTS_H
-#define JB_MODEL_WEIGHTS_H
+#ifndef JB_FORMAT_WEIGHTS_H
+#define JB_FORMAT_WEIGHTS_H
 
 #include "core/tensor.h"
 

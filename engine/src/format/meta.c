@@ -1,5 +1,5 @@
-/* model/meta.c - field tables for hyper-parameters stored as GGUF metadata. */
-#include "model/meta.h"
+/* format/meta.c - field tables for hyper-parameters stored as GGUF metadata. */
+#include "format/meta.h"
 
 #include <stddef.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * model/gguf.c - GGUF (v2/v3) reader and streaming writer.
+ * format/gguf.c - GGUF (v2/v3) reader and streaming writer.
  *
  * The reader validates the whole file up front (header, metadata, tensor infos, data bounds),
  * so that every accessor afterwards is a plain lookup that cannot fail on bad data. It follows
@@ -12,7 +12,7 @@
  * followed) and renames it into place only once every tensor has been written, so a crash or
  * an error never leaves a half-written model under the final name.
  */
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include "core/outfile.h"
 
 #include <errno.h>
