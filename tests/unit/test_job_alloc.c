@@ -196,9 +196,11 @@ int main(int argc, char **argv)
     c.seconds                  = 1.0;
     c.seed                     = 5;
     c.finest_level             = 0;
-    struct jb_job_callbacks cb = { on_progress, on_audio, should_stop, &w };
-    struct jb_take *out        = NULL;
-    st                         = take ? jb_job_run(s, &c, &cb, &out) : JB_STATUS_ERR_INVALID_ARG;
+    struct jb_job_callbacks cb = {
+        .on_progress = on_progress, .on_audio = on_audio, .should_stop = should_stop, .user = &w
+    };
+    struct jb_take *out = NULL;
+    st                  = take ? jb_job_run(s, &c, &cb, &out) : JB_STATUS_ERR_INVALID_ARG;
     atomic_store(&g_armed, false);
     tc_check(st == JB_STATUS_OK && out, "continuation job %s", st ? jb_last_error() : "");
     for (int L = 0; L < 3; L++)
