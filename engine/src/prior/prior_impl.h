@@ -121,12 +121,6 @@ struct jb_prior_state {
     float *enc_out;        /* backend [n_tokens, w] */
 };
 
-/* `#pragma omp simd` marks loops that are meant to vectorise; where a sanitizer's
- * instrumentation prevents it clang warns (-Wpass-failed), which is harmless. */
-#if defined(__clang__)
-#pragma clang diagnostic ignored "-Wpass-failed"
-#endif
-
 /* ---- attention.c ------------------------------------------------------------------------- */
 
 /* Slots per (candidate, head) that attn_func `func` needs for a whole window (§5.2 maximum). */
