@@ -205,7 +205,7 @@ static void pump_stream(struct client *cl, struct attach *a, int cand, int L)
         const bool flush    = avail == 0 && lg->finished;
         if (avail == 0 && !flush) break;
         const int64_t n  = avail > AUDIO_CHUNK ? AUDIO_CHUNK : avail;
-        const float *in  = lg->pcm + cu->pos;
+        const float *in  = lg->pcm ? lg->pcm + cu->pos : NULL; /* NULL + 0 is UB */
         size_t out_n     = (size_t)n;
         const float *out = in;
         if (cu->rs) {
@@ -489,8 +489,10 @@ static bool upload_append(struct upload *u, const float *x, size_t n, bool flush
         if (room == 0) return false;
         soxr_process(u->rs, flush ? NULL : x, n, &idone, u->out + u->out_len, room, &odone);
         u->out_len += (int64_t)odone;
-        x += idone;
-        n -= idone;
+        if (!flush) { /* flushing passes no input: x is NULL then */
+            x += idone;
+            n -= idone;
+        }
     } while ((flush && odone > 0) || (!flush && n > 0));
     return true;
 }
