@@ -12,6 +12,7 @@
  * Half-precision caches (type F16) are read a block of keys at a time, converted to fp32 into the
  * thread's arena; every product and sum is fp32 in both cases.
  */
+#include "backend/attn_keys.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/pool.h"
@@ -46,40 +47,14 @@ static inline int64_t kv_slot(const struct jb_attn_desc *a, const struct jb_kv_c
     }
 }
 
-/* Key set of query position i: slots [*first, *first + *n). */
+/* Key set of query position i: slots [*first, *first + *n) (backend/attn_keys.h). */
 static inline void key_range(const struct jb_attn_desc *a,
                              const struct jb_kv_cache *c,
                              int64_t i,
                              int64_t *first,
                              int64_t *n)
 {
-    const int64_t B = a->block_ctx;
-    *first          = 0;
-    switch (c->func) {
-    case 0:
-        *n = i + 1;
-        break;
-    case 1:
-        *n = i % B + 1;
-        break;
-    case 2:
-        *first = (i % B) * c->rows;
-        *n     = i / B + 1;
-        break;
-    case 3:
-        *first = ((i / B + 1) % 2) * B; /* block i/B − 1 */
-        *n     = i / B >= 1 ? B : 0;
-        break;
-    case 6:
-        *n = c->cap;
-        break;
-    case 7:
-        *n = i + 1 < c->cap ? i + 1 : c->cap;
-        break;
-    default:
-        *n = 0;
-        break;
-    }
+    jb_attn_key_range(c->func, a->block_ctx, c->rows, c->cap, i, first, n);
 }
 
 /* The kernels below are built for several ISA levels (the engine targets x86-64-v2; the

@@ -4,6 +4,7 @@
  * keys (coalesced across the warp), an fp32 softmax in shared memory, then threads along the
  * head dimension sum the values. The position may come from device memory (graph replay).
  */
+#include "backend/attn_keys.h"
 #include "backend/cuda/cuda_attention.cuh"
 #include "backend/cuda/cuda_impl.cuh"
 
@@ -60,35 +61,10 @@ __device__ __forceinline__ int64_t kv_slot(const attn_args &a, int64_t j, int64_
     }
 }
 
-/* Key run of query position i: slots [first, first + n). */
+/* Key run of query position i: slots [first, first + n) (backend/attn_keys.h). */
 __device__ __forceinline__ void key_range(const attn_args &a, int64_t i, int64_t *first, int64_t *n)
 {
-    *first = 0;
-    switch (a.func) {
-    case 0:
-        *n = i + 1;
-        break;
-    case 1:
-        *n = i % a.B + 1;
-        break;
-    case 2:
-        *first = (i % a.B) * a.rows;
-        *n     = i / a.B + 1;
-        break;
-    case 3:
-        *first = ((i / a.B + 1) % 2) * a.B;
-        *n     = i / a.B >= 1 ? a.B : 0;
-        break;
-    case 6:
-        *n = a.cap;
-        break;
-    case 7:
-        *n = i + 1 < a.cap ? i + 1 : a.cap;
-        break;
-    default:
-        *n = 0;
-        break;
-    }
+    jb_attn_key_range(a.func, a.B, a.rows, a.cap, i, first, n);
 }
 
 template<typename T>
