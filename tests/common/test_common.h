@@ -71,10 +71,10 @@ struct jb_tensor *tc_weights_add_const(struct tc_weights *w,
                                        ...) JB_PRINTF(5, 6);
 /* Removes the tensor added last (tests of a missing tensor). */
 void tc_weights_drop_last(struct tc_weights *w);
-/* Every tensor of a VQ-VAE state dict (jukebox-spec §2.5), written from the spec independently
- * of vqvae.c: conv weights uniform in ±1/sqrt(fan-in) (deep stacks stay O(1)), biases ±0.01,
- * codebooks ±1, all F32. false on OOM. */
-bool tc_weights_add_vqvae(struct tc_weights *w, const struct jb_vqvae_hparams *hp);
+/* Stores the 2-D Conv1D weights (names ending in ".w") as F16, as the released 5b checkpoints
+ * do; embeddings, biases, LayerNorm and output heads stay F32. false on OOM. Model layouts:
+ * model_builders.h. */
+bool tc_weights_matmuls_to_f16(struct tc_weights *w);
 struct jb_weights_source tc_weights_source(struct tc_weights *w);
 int64_t tc_weights_count(const struct tc_weights *w);
 const struct jb_tensor *tc_weights_tensor(const struct tc_weights *w, int64_t i);
