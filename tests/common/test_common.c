@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int g_pass, g_fail;
@@ -23,6 +25,22 @@ void tc_check(bool ok, const char *fmt, ...)
         g_pass++;
     else
         g_fail++;
+}
+
+void tc_report(const char *name, bool ok, const char *detail)
+{
+    bool has = detail && *detail;
+    tc_check(ok, "%s%s%s", name, has ? ": " : "", has ? detail : "");
+}
+
+char tc_fail_where[256];
+
+void tc_run_case(const char *name, bool (*fn)(void))
+{
+    tc_fail_where[0] = '\0';
+    jb_clear_error();
+    bool ok = fn();
+    tc_report(name, ok, ok ? NULL : tc_fail_where);
 }
 
 int tc_passed(void)
@@ -116,6 +134,46 @@ bool tc_write_file(const char *path, const void *data, size_t n)
     if (!f) return false;
     bool ok = fwrite(data, 1, n, f) == n;
     return fclose(f) == 0 && ok;
+}
+
+char *tc_read_text(const char *path)
+{
+    char *s = tc_read_file(path, NULL);
+    return s ? s : strdup("");
+}
+
+bool tc_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static int exit_status(int rc)
+{
+    if (rc == -1) return -1;
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + (WIFSIGNALED(rc) ? WTERMSIG(rc) : 0);
+}
+
+int tc_run(const char *cmd)
+{
+    printf("$ %s\n", cmd);
+    fflush(stdout);
+    return exit_status(system(cmd));
+}
+
+int tc_run_logged(const char *cmd, const char *log_path, char **out)
+{
+    size_t n   = strlen(cmd) + strlen(log_path) + 32;
+    char *line = malloc(n);
+    int rc     = -1;
+    if (line) {
+        snprintf(line, n, "%s > %s 2>&1", cmd, log_path);
+        rc = tc_run(line);
+        free(line);
+    }
+    *out = tc_read_text(log_path);
+    printf("%s", *out);
+    return rc;
 }
 
 const char *tc_backend_name(void)

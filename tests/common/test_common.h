@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* ---- reporting ------------------------------------------------------------------------------ */
 
@@ -23,6 +24,21 @@ int tc_passed(void);
 int tc_failed(void);
 /* Prints "N passed, N failed" and returns the exit status (1 if anything failed). */
 int tc_summary(void);
+
+/* Prints "ok   NAME" or "FAIL NAME: DETAIL" and counts it (DETAIL may be NULL or empty). */
+void tc_report(const char *name, bool ok, const char *detail);
+
+/* Cases written as `bool case(void)` that stop at the first failed TC_REQUIRE, which records
+ * the line and the condition; tc_run_case clears the engine's error, runs and reports it. */
+extern char tc_fail_where[256];
+#define TC_REQUIRE(c)                                                                              \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            snprintf(tc_fail_where, sizeof tc_fail_where, "line %d: %s", __LINE__, #c);            \
+            return false;                                                                          \
+        }                                                                                          \
+    } while (0)
+void tc_run_case(const char *name, bool (*fn)(void));
 
 /* ---- random numbers (splitmix64; the same sequence everywhere) --------------------------------
  */
@@ -41,6 +57,17 @@ void tc_rmtree(const char *dir);
 /* The whole file (NUL-terminated, *n bytes without it); NULL on error. free() it. */
 char *tc_read_file(const char *path, size_t *n);
 bool tc_write_file(const char *path, const void *data, size_t n);
+/* The whole file, or "" where it cannot be read (never NULL; free() it). */
+char *tc_read_text(const char *path);
+bool tc_exists(const char *path);
+
+/* ---- commands -------------------------------------------------------------------------------- */
+
+/* Runs `sh -c cmd` (echoed as "$ cmd"); its exit status, or 128 + the signal that killed it. */
+int tc_run(const char *cmd);
+/* The same with stdout and stderr into log_path; *out gets that output (never NULL; free() it),
+ * which is also echoed. */
+int tc_run_logged(const char *cmd, const char *log_path, char **out);
 
 /* ---- backend --------------------------------------------------------------------------------- */
 

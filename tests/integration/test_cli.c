@@ -5,6 +5,7 @@
  * usage: test_cli ENCORE_BINARY MODEL_DIR
  */
 #include "encore/engine.h"
+#include "test_common.h"
 
 #include <sndfile.h>
 #include <stdio.h>
@@ -14,24 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-static void check(bool ok, const char *what)
-{
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    if (ok)
-        passed++;
-    else
-        failed++;
-}
-
-static int run(const char *cmd)
-{
-    printf("$ %s\n", cmd);
-    fflush(stdout);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+/* tests/common's reporting under this file's name */
+#define check(ok, what) tc_check((ok), "%s", (what))
 
 int main(int argc, char **argv)
 {
@@ -49,7 +34,7 @@ int main(int argc, char **argv)
     int64_t n = (in.n_samples / 128) * 128;
 
     snprintf(cmd, sizeof cmd, "%s encode --models %s %s -o %s/riff", encore, models, riff, dir);
-    check(run(cmd) == 0, "encode all levels");
+    check(tc_run(cmd) == 0, "encode all levels");
     for (int L = 0; L < 3; L++) {
         static const int hop[3] = { 8, 32, 128 };
         char codes[4200], out[4200], what[128];
@@ -74,7 +59,7 @@ int main(int argc, char **argv)
                  out,
                  L == 0 ? " --chunk 30000" : "");
         snprintf(what, sizeof what, "decode level %d", L);
-        check(run(cmd) == 0, what);
+        check(tc_run(cmd) == 0, what);
         struct jb_audio a;
         snprintf(
           what, sizeof what, "decoded level %d has %lld samples at 44.1 kHz", L, (long long)n);
@@ -104,7 +89,7 @@ int main(int argc, char **argv)
                  models,
                  path,
                  dir);
-        check(wrote && run(cmd) == 0, "encode a 48 kHz stereo file");
+        check(wrote && tc_run(cmd) == 0, "encode a 48 kHz stereo file");
         int32_t *c = NULL;
         int64_t nc = 0;
         snprintf(path, sizeof path, "%s/stereo.npy", dir);
@@ -122,7 +107,7 @@ int main(int argc, char **argv)
              models,
              dir,
              dir);
-    check(run(cmd) != 0, "encode of a missing file fails");
+    check(tc_run(cmd) != 0, "encode of a missing file fails");
     snprintf(path, sizeof path, "%s/x.level0.npy", dir);
     check(access(path, F_OK) != 0, "nothing written for a failed encode");
     snprintf(cmd,
@@ -132,7 +117,7 @@ int main(int argc, char **argv)
              models,
              dir,
              dir);
-    check(run(cmd) != 0, "decode with a bad level fails");
+    check(tc_run(cmd) != 0, "decode with a bad level fails");
     snprintf(path, sizeof path, "%s/garbage.npy", dir);
     FILE *f = fopen(path, "wb");
     if (f) fputs("not a numpy file", f), fclose(f);
@@ -143,7 +128,7 @@ int main(int argc, char **argv)
              models,
              path,
              dir);
-    check(run(cmd) != 0, "decode of a malformed codes file fails");
+    check(tc_run(cmd) != 0, "decode of a malformed codes file fails");
     snprintf(cmd,
              sizeof cmd,
              "%s --help >/dev/null && %s encode --help >/dev/null && %s decode "
@@ -153,13 +138,12 @@ int main(int argc, char **argv)
              encore,
              encore,
              encore);
-    check(run(cmd) == 0, "--help everywhere");
+    check(tc_run(cmd) == 0, "--help everywhere");
     snprintf(cmd, sizeof cmd, "%s info %s/vqvae.gguf | grep -q untrained", encore, models);
-    check(run(cmd) == 0, "info labels the default model as untrained");
+    check(tc_run(cmd) == 0, "info labels the default model as untrained");
 
     jb_audio_free(&in);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return tc_summary();
 }

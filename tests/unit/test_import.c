@@ -22,6 +22,7 @@
 #include "format/ckpt.h"
 #include "format/gguf.h"
 #include "model/model.h"
+#include "test_common.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -39,23 +40,10 @@
 #include <unistd.h>
 #include <zip.h>
 
-static int passed, failed;
 static char tmpdir[] = "/tmp/encore-import-XXXXXX";
 
-static void check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        passed++;
-    else
-        failed++;
-}
+/* tests/common's reporting under this file's name */
+#define check tc_check
 
 static bool exists(const char *p)
 {
@@ -1292,6 +1280,5 @@ int main(int argc, char **argv)
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return tc_summary();
 }

@@ -10,28 +10,15 @@
  */
 #include "labels/labels.h"
 #include "labels/lyrics.h"
+#include "test_common.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
-static int g_pass, g_fail;
-
-static void check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        g_pass++;
-    else
-        g_fail++;
-}
+/* tests/common's reporting under this file's name */
+#define check tc_check
 
 static bool is_dir(const char *p)
 {
@@ -789,6 +776,5 @@ int main(int argc, char **argv)
     else
         printf("SKIP: ../shared not found\n");
 
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return tc_summary();
 }

@@ -18,6 +18,7 @@
 #include "prior/prior_impl.h"
 #include "backend/ops.h"
 #include "prior/sampler.h"
+#include "test_common.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -35,19 +36,8 @@
 
 #define TOL 1e-5
 
-static int g_pass, g_fail;
-
-static void report(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void report(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    ok ? g_pass++ : g_fail++;
-}
+/* tests/common's reporting under this file's name */
+#define report tc_check
 
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
 static double rnd(void) /* uniform [-1, 1) */
@@ -988,6 +978,5 @@ int main(void)
         check_model(&cases[i]);
     check_sampling();
     check_draw();
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return tc_summary();
 }
