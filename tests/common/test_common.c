@@ -27,6 +27,22 @@ void tc_check(bool ok, const char *fmt, ...)
         g_fail++;
 }
 
+void tc_expect(bool ok, const char *file, int line, const char *fmt, ...)
+{
+    if (ok) {
+        g_pass++;
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL %s:%d: ", file, line);
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+    g_fail++;
+}
+
 void tc_report(const char *name, bool ok, const char *detail)
 {
     bool has = detail && *detail;

@@ -25,6 +25,11 @@ int tc_failed(void);
 /* Prints "N passed, N failed" and returns the exit status (1 if anything failed). */
 int tc_summary(void);
 
+/* Counts a condition but prints only a failure ("FAIL file:line: message"): for tests of many
+ * small checks. */
+#define TC_EXPECT(cond, ...) tc_expect((cond), __FILE__, __LINE__, __VA_ARGS__)
+void tc_expect(bool ok, const char *file, int line, const char *fmt, ...) JB_PRINTF(4, 5);
+
 /* Prints "ok   NAME" or "FAIL NAME: DETAIL" and counts it (DETAIL may be NULL or empty). */
 void tc_report(const char *name, bool ok, const char *detail);
 

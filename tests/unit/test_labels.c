@@ -94,23 +94,6 @@ static bool eq_i64_i32(const int64_t *a, const int32_t *b, size_t n)
     return true;
 }
 
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* fixture-independent checks                                                                */
 
@@ -708,7 +691,7 @@ static void run_fixtures(const char *dir, const char *ids_dir)
 {
     char mpath[1024];
     snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);
-    char *text  = read_text(mpath);
+    char *text  = tc_read_file(mpath, NULL);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     free(text);
     const cJSON *labels =
