@@ -1,6 +1,7 @@
 /* tests/common/test_common.c - shared test helpers (see test_common.h). */
 #include "test_common.h"
 
+#include <dirent.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -162,6 +163,21 @@ bool tc_exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int tc_count_temporaries(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4200], prefix[512];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    snprintf(prefix, sizeof prefix, ".%s.", slash ? slash + 1 : path);
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
 }
 
 static int exit_status(int rc)

@@ -65,6 +65,8 @@ bool tc_write_file(const char *path, const void *data, size_t n);
 /* The whole file, or "" where it cannot be read (never NULL; free() it). */
 char *tc_read_text(const char *path);
 bool tc_exists(const char *path);
+/* Temporaries ".NAME.XXXXXX" (core/outfile.h) left beside path; -1 if its folder cannot be read. */
+int tc_count_temporaries(const char *path);
 
 /* ---- commands -------------------------------------------------------------------------------- */
 

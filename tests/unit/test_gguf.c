@@ -36,8 +36,6 @@ static void tmp_path(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/%s", tmp_dir, name);
 }
 
-static int n_temporaries(const char *path);
-
 /* ------------------------------------------------------------------------------------------ */
 /* byte builder for handcrafted files                                                          */
 
@@ -794,7 +792,7 @@ static bool test_round_trip_mmap(void)
     char path[128];
     tmp_path(path, sizeof path, "full.gguf");
     CHECK(write_full_file(path));
-    CHECK(n_temporaries(path) == 0);
+    CHECK(tc_count_temporaries(path) == 0);
     struct jb_gguf *g = jb_gguf_open(path);
     CHECK(g);
     bool ok = check_full_file(g);
@@ -870,27 +868,11 @@ static bool test_alignment_64(void)
 
 /* --- writer misuse: each must fail with a message and leave neither file behind --- */
 
-/* Temporaries the writer left beside path (".NAME.XXXXXX", core/outfile.h). */
-static int n_temporaries(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char dir[160], prefix[160];
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    snprintf(prefix, sizeof prefix, ".%s.", slash + 1);
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
-    closedir(d);
-    return n;
-}
-
 static bool no_files(const char *path)
 {
     char tmp[160];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    return !tc_exists(path) && !tc_exists(tmp) && n_temporaries(path) == 0;
+    return !tc_exists(path) && !tc_exists(tmp) && tc_count_temporaries(path) == 0;
 }
 
 static bool test_writer_wrong_nbytes(void)
@@ -953,7 +935,7 @@ static bool test_writer_free_midway(void)
     CHECK(w);
     CHECK(jb_gguf_writer_add_tensor(w, "x", JB_DTYPE_F32, 1, (const int64_t[]){ 4 }) == 0);
     CHECK(jb_gguf_writer_begin(w, path) == JB_STATUS_OK);
-    CHECK(n_temporaries(path) == 1 && !tc_exists(path));
+    CHECK(tc_count_temporaries(path) == 1 && !tc_exists(path));
     jb_gguf_writer_free(w);
     CHECK(no_files(path));
     return true;
@@ -976,7 +958,7 @@ static bool test_writer_ignores_planted_symlinks(void)
     CHECK(write_full_file(path));
     size_t n;
     uint8_t *v = read_all(victim, &n);
-    bool ok    = v && n == 8 && memcmp(v, "precious", 8) == 0 && n_temporaries(path) == 0;
+    bool ok    = v && n == 8 && memcmp(v, "precious", 8) == 0 && tc_count_temporaries(path) == 0;
     free(v);
     unlink(link1);
     unlink(link2);

@@ -579,22 +579,6 @@ static struct gt *gen_find(struct gen *g, const char *name)
     return NULL;
 }
 
-/* ".NAME.XXXXXX" temporaries left in the folder of path (core/outfile.h). */
-static int n_temporaries(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char dir[4200], prefix[512];
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    snprintf(prefix, sizeof prefix, ".%s.", slash + 1);
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
-    closedir(d);
-    return n;
-}
-
 /* With ENCORE_CKPT_SEED_DIR set, keeps a small generated checkpoint as a fuzz seed
  * (tests/fuzz/corpus/ckpt). */
 static void seed_copy(const char *src, const char *name)
@@ -735,7 +719,7 @@ static void expect_hps_refusal(const char *what,
     };
     enum jb_status st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), field) && !tc_exists(dst) &&
-            n_temporaries(dst) == 0,
+            tc_count_temporaries(dst) == 0,
           "%s %s is refused naming '%s': %s",
           what,
           json,
@@ -838,7 +822,7 @@ static void broadcasts(void)
     double t0         = jb_time_now();
     enum jb_status st = jb_import(&ip, NULL);
     check(st != JB_STATUS_OK && strstr(jb_last_error(), "stride-0") && !tc_exists(dst) &&
-            n_temporaries(dst) == 0 && jb_time_now() - t0 < 5,
+            tc_count_temporaries(dst) == 0 && jb_time_now() - t0 < 5,
           "stride-0 views are refused before writing (%.2f s): %s",
           jb_time_now() - t0,
           jb_last_error());
@@ -917,7 +901,7 @@ static void atomic_outputs(void)
     FILE *f                    = fopen(victim, "r");
     if (f) n = fread(v, 1, sizeof v, f), fclose(f);
     check(planted && st == JB_STATUS_OK && n == 8 && memcmp(v, "precious", 8) == 0 &&
-            n_temporaries(dst) == 0,
+            tc_count_temporaries(dst) == 0,
           "symlinks planted at OUT.import and OUT.tmp are not followed (%s)",
           st ? jb_last_error() : "import ok, victim unchanged");
     unlink(l1);
@@ -943,7 +927,7 @@ static void atomic_outputs(void)
         free(now);
         fclose(f);
     }
-    check(st == JB_STATUS_ERR_CANCELLED && same && n_temporaries(dst) == 0,
+    check(st == JB_STATUS_ERR_CANCELLED && same && tc_count_temporaries(dst) == 0,
           "an interrupted import leaves the previous file byte for byte and no temporary: %s",
           jb_last_error());
     free(old);
@@ -1165,7 +1149,7 @@ static void hostile_cli(const char *encore, const char *data)
         bool ran    = run_encore(encore, tail, 200l << 20, &r);
         bool exited = ran && WIFEXITED(r.status);
         check(exited && WEXITSTATUS(r.status) != 0 && r.err[0] && r.seconds < 20 &&
-                r.maxrss_kb < (1l << 20) && !tc_exists(dst) && n_temporaries(dst) == 0,
+                r.maxrss_kb < (1l << 20) && !tc_exists(dst) && tc_count_temporaries(dst) == 0,
               "encore import refuses %s: exit %d%s, %.2f s, %ld MB peak: %s",
               cases[i].name,
               exited ? WEXITSTATUS(r.status) : -1,
@@ -1225,13 +1209,13 @@ static int memory_test(const char *encore)
     t0           = jb_time_now();
     if (posix_spawn(&pid, encore, NULL, NULL, argv, environ) == 0) {
         /* once the temporary exists the stream has begun (and the handler is installed) */
-        for (int k = 0; k < 4000 && n_temporaries(dst2) == 0; k++)
+        for (int k = 0; k < 4000 && tc_count_temporaries(dst2) == 0; k++)
             usleep(5000);
         kill(pid, SIGINT);
         waitpid(pid, &status, 0);
     }
     check(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0 && !tc_exists(dst2) &&
-            n_temporaries(dst2) == 0,
+            tc_count_temporaries(dst2) == 0,
           "an import interrupted after %.1f s exits %d and leaves no file or temporary",
           jb_time_now() - t0,
           WIFEXITED(status) ? WEXITSTATUS(status) : -1);
