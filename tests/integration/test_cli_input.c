@@ -3,8 +3,9 @@
  * (issue 10): strict numbers on every flag, the minimum temperature, escaped terminal output,
  * lyrics that are not text, flags that do not apply, audio headers that lie or files cut
  * short, a length limit, outputs that survive a failed write (all candidates or none), and no
- * leak when a model does not load (meaningful under LeakSanitizer).
- * usage: test_cli_input ENCORE_BINARY MODEL_DIR
+ * leak when a model does not load (meaningful under LeakSanitizer); error messages that name
+ * their command once ("encore import: ...", never "encore import: import: ...").
+ * usage: test_cli_input ENCORE_BINARY MODEL_DIR TEST_DATA_DIR
  */
 #include "format/gguf.h"
 #include "test_common.h"
@@ -22,7 +23,7 @@
 #endif
 
 static char dir[] = "/tmp/encore-input-XXXXXX";
-static const char *encore, *models;
+static const char *encore, *models, *data;
 
 /* tests/common's reporting under this file's name */
 #define check(ok, what) tc_check((ok), "%s", (what))
@@ -73,18 +74,60 @@ static int temporaries_in(const char *d)
     return n;
 }
 
+/* `encore ARGS` fails with status 1 and prints exactly `want` (the whole output). */
+static void says_exactly(const char *env, const char *args, const char *want, const char *what)
+{
+    char line[16500], log[4200], *out;
+    snprintf(line, sizeof line, "env %s %s %s", env, encore, args);
+    snprintf(log, sizeof log, "%s/out.txt", dir);
+    int rc = tc_run_logged(line, log, &out);
+    tc_check(rc == 1 && strcmp(out, want) == 0, "%s (exit %d)", what, rc);
+    free(out);
+}
+
+/* Each message names its command once: the engine's own module prefix ("import: ...", "models:
+ * ...") is not repeated after the command's, and getopt's complaints carry the command's name. */
+static void messages_read_once(void)
+{
+    char args[16384], want[16384];
+    snprintf(args,
+             sizeof args,
+             "import --hps %s/missing.json %s/train_vqvae_zip.pth.tar %s/x.gguf",
+             dir,
+             data,
+             dir);
+    snprintf(want, sizeof want, "encore import: cannot open hps file '%s/missing.json'\n", dir);
+    says_exactly("", args, want, "import: the engine's 'import:' is not repeated");
+    says_exactly("-u ENCORE_MODELS -u HOME -u XDG_DATA_HOME",
+                 "models path",
+                 "encore models path: neither ENCORE_MODELS, XDG_DATA_HOME nor HOME is set\n",
+                 "models path: the engine's 'models:' is not repeated");
+    char *out;
+    int rc = run("info --bogus", &out);
+    check(rc == 2 && strncmp(out, "encore info: unrecognized option '--bogus'\n", 43) == 0,
+          "info: getopt's complaint names 'encore info'");
+    free(out);
+    rc = run("models fetch --bogus", &out);
+    check(rc == 2 && strncmp(out, "encore models fetch: unrecognized option '--bogus'\n", 51) == 0,
+          "models fetch: getopt's complaint names 'encore models fetch'");
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: test_cli_input ENCORE_BINARY MODEL_DIR\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: test_cli_input ENCORE_BINARY MODEL_DIR TEST_DATA_DIR\n");
         return 2;
     }
     encore = argv[1];
     models = argv[2];
+    data   = argv[3];
     if (!mkdtemp(dir)) return 2;
     char riff[4200], args[16384], path[4200], path2[4200];
     char *out;
     snprintf(riff, sizeof riff, "%s/riff.wav", models);
+
+    messages_read_once();
 
     /* ---- 7: one strict parser for every number ---- */
     snprintf(
