@@ -261,6 +261,8 @@ static struct jb_tensor *add(struct tc_weights *w,
         int64_t cap          = w->cap ? 2 * w->cap : 256;
         struct tc_tensor *nv = realloc(w->v, (size_t)cap * sizeof *nv);
         if (!nv) return NULL;
+        for (int64_t i = 0; i < w->n; i++)
+            nv[i].t.name = nv[i].name; /* the names moved with the array */
         w->v   = nv;
         w->cap = cap;
     }
@@ -315,6 +317,22 @@ struct jb_tensor *tc_weights_add_const(struct tc_weights *w,
     float *f = t->data;
     for (int64_t i = 0; i < jb_tensor_nelements(t); i++)
         f[i] = value;
+    return t;
+}
+
+struct jb_tensor *tc_weights_add_values(struct tc_weights *w,
+                                        enum jb_dtype type,
+                                        int n_dims,
+                                        const int64_t *shape,
+                                        const float *values,
+                                        const char *fmt,
+                                        ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct jb_tensor *t = add(w, type, n_dims, shape, fmt, ap);
+    va_end(ap);
+    if (t) jb_convert_from_f32(type, values, t->data, (size_t)jb_tensor_nelements(t));
     return t;
 }
 

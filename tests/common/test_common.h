@@ -89,7 +89,8 @@ struct tc_weights;
 struct tc_weights *tc_weights_new(uint64_t seed);
 void tc_weights_free(struct tc_weights *w);
 /* Adds a tensor of `type` filled with uniform values in [-scale, scale) (bias-like tensors:
- * pass a small scale; LayerNorm gains: tc_weights_add_const). NULL on OOM. */
+ * pass a small scale; LayerNorm gains: tc_weights_add_const). NULL on OOM. The pointer returned
+ * by an add is valid until the next add. */
 struct jb_tensor *tc_weights_add(struct tc_weights *w,
                                  enum jb_dtype type,
                                  int n_dims,
@@ -103,6 +104,14 @@ struct jb_tensor *tc_weights_add_const(struct tc_weights *w,
                                        float value,
                                        const char *fmt,
                                        ...) JB_PRINTF(5, 6);
+/* Adds a tensor of `type` holding `values` (n = the shape's product, converted to `type`). */
+struct jb_tensor *tc_weights_add_values(struct tc_weights *w,
+                                        enum jb_dtype type,
+                                        int n_dims,
+                                        const int64_t *shape,
+                                        const float *values,
+                                        const char *fmt,
+                                        ...) JB_PRINTF(6, 7);
 /* Removes the tensor added last (tests of a missing tensor). */
 void tc_weights_drop_last(struct tc_weights *w);
 /* Stores the 2-D Conv1D weights (names ending in ".w") as F16, as the released 5b checkpoints
