@@ -208,6 +208,24 @@ int tc_run_logged(const char *cmd, const char *log_path, char **out)
     return rc;
 }
 
+double tc_cpu_seconds(pid_t pid)
+{
+    char p[64], buf[2048];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n]           = '\0';
+    const char *s    = strrchr(buf, ')');
+    unsigned long ut = 0, stime = 0;
+    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime */
+    if (!s ||
+        sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stime) != 2)
+        return -1;
+    return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 const char *tc_backend_name(void)
 {
     const char *name = getenv("ENCORE_TEST_BACKEND");

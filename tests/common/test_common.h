@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ---- reporting ------------------------------------------------------------------------------ */
 
@@ -75,6 +76,8 @@ int tc_run(const char *cmd);
 /* The same with stdout and stderr into log_path; *out gets that output (never NULL; free() it),
  * which is also echoed. */
 int tc_run_logged(const char *cmd, const char *log_path, char **out);
+/* User + system CPU seconds a process has used so far (/proc/PID/stat); -1 if unreadable. */
+double tc_cpu_seconds(pid_t pid);
 
 /* ---- backend --------------------------------------------------------------------------------- */
 
