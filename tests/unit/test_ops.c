@@ -35,10 +35,7 @@ static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 
 static double rnd(void) /* uniform [-1, 1) */
 {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (double)(g_rng >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+    return tc_rng_uniform(&g_rng); /* tests/common's splitmix64 */
 }
 
 static float *rnd_buf(int64_t n, double scale)

@@ -42,10 +42,7 @@
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
 static double rnd(void) /* uniform [-1, 1) */
 {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (double)(g_rng >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+    return tc_rng_uniform(&g_rng); /* tests/common's splitmix64 */
 }
 
 static double rel_l2(const float *got, const double *ref, int64_t n)
