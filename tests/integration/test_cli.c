@@ -17,6 +17,7 @@
 
 /* tests/common's reporting under this file's name */
 #define check(ok, what) tc_check((ok), "%s", (what))
+#define run tc_run
 
 int main(int argc, char **argv)
 {
@@ -34,7 +35,7 @@ int main(int argc, char **argv)
     int64_t n = (in.n_samples / 128) * 128;
 
     snprintf(cmd, sizeof cmd, "%s encode --models %s %s -o %s/riff", encore, models, riff, dir);
-    check(tc_run(cmd) == 0, "encode all levels");
+    check(run(cmd) == 0, "encode all levels");
     for (int L = 0; L < 3; L++) {
         static const int hop[3] = { 8, 32, 128 };
         char codes[4200], out[4200], what[128];
@@ -59,7 +60,7 @@ int main(int argc, char **argv)
                  out,
                  L == 0 ? " --chunk 30000" : "");
         snprintf(what, sizeof what, "decode level %d", L);
-        check(tc_run(cmd) == 0, what);
+        check(run(cmd) == 0, what);
         struct jb_audio a;
         snprintf(
           what, sizeof what, "decoded level %d has %lld samples at 44.1 kHz", L, (long long)n);
@@ -89,7 +90,7 @@ int main(int argc, char **argv)
                  models,
                  path,
                  dir);
-        check(wrote && tc_run(cmd) == 0, "encode a 48 kHz stereo file");
+        check(wrote && run(cmd) == 0, "encode a 48 kHz stereo file");
         int32_t *c = NULL;
         int64_t nc = 0;
         snprintf(path, sizeof path, "%s/stereo.npy", dir);
@@ -107,7 +108,7 @@ int main(int argc, char **argv)
              models,
              dir,
              dir);
-    check(tc_run(cmd) != 0, "encode of a missing file fails");
+    check(run(cmd) != 0, "encode of a missing file fails");
     snprintf(path, sizeof path, "%s/x.level0.npy", dir);
     check(access(path, F_OK) != 0, "nothing written for a failed encode");
     snprintf(cmd,
@@ -117,7 +118,7 @@ int main(int argc, char **argv)
              models,
              dir,
              dir);
-    check(tc_run(cmd) != 0, "decode with a bad level fails");
+    check(run(cmd) != 0, "decode with a bad level fails");
     snprintf(path, sizeof path, "%s/garbage.npy", dir);
     FILE *f = fopen(path, "wb");
     if (f) fputs("not a numpy file", f), fclose(f);
@@ -128,7 +129,7 @@ int main(int argc, char **argv)
              models,
              path,
              dir);
-    check(tc_run(cmd) != 0, "decode of a malformed codes file fails");
+    check(run(cmd) != 0, "decode of a malformed codes file fails");
     snprintf(cmd,
              sizeof cmd,
              "%s --help >/dev/null && %s encode --help >/dev/null && %s decode "
@@ -138,9 +139,9 @@ int main(int argc, char **argv)
              encore,
              encore,
              encore);
-    check(tc_run(cmd) == 0, "--help everywhere");
+    check(run(cmd) == 0, "--help everywhere");
     snprintf(cmd, sizeof cmd, "%s info %s/vqvae.gguf | grep -q untrained", encore, models);
-    check(tc_run(cmd) == 0, "info labels the default model as untrained");
+    check(run(cmd) == 0, "info labels the default model as untrained");
 
     jb_audio_free(&in);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
