@@ -10,6 +10,7 @@
  */
 #include "encore/engine.h"
 #include "encore_proto.h"
+#include "test_common.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -32,22 +33,6 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-static double cpu_seconds(pid_t pid)
-{
-    char p[64], buf[2048];
-    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n]           = '\0';
-    const char *s    = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    if (!s || sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* follows a job until done; counts audio bytes/events; returns seconds from send to done */
@@ -194,9 +179,9 @@ int main(int argc, char **argv)
 
     /* idle */
     sleep(1);
-    const double c0 = cpu_seconds(pid);
+    const double c0 = tc_cpu_seconds(pid);
     sleep(5);
-    const double idle = cpu_seconds(pid) - c0;
+    const double idle = tc_cpu_seconds(pid) - c0;
     kill(pid, SIGTERM);
     int st = 0;
     waitpid(pid, &st, 0);

@@ -9,6 +9,7 @@
  */
 #include "backend/cpu/cpu.h"
 #include "backend/ops.h"
+#include "test_common.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -16,14 +17,12 @@
 
 static double g_min_seconds = 0.5;
 
+/* n uniform values in [-scale, scale) from tests/common's RNG */
 static float *rnd_buf(size_t n, float scale)
 {
-    float *p   = jb_aligned_alloc(n * sizeof(float));
-    uint32_t s = 12345;
-    for (size_t i = 0; i < n; i++) {
-        s    = s * 1664525u + 1013904223u;
-        p[i] = scale * ((float)(s >> 8) / 8388608.0f - 1.0f);
-    }
+    static uint64_t rng = 12345;
+    float *p            = jb_aligned_alloc(n * sizeof(float));
+    if (p) tc_rng_fill(&rng, p, n, scale);
     return p;
 }
 

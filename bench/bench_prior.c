@@ -16,6 +16,7 @@
  * effective weight bandwidth next to the machine's, measured here with a large copy and sum.
  */
 #include "backend/cpu/pool.h"
+#include "model_builders.h"
 #include "pipeline/pipeline.h"
 #include "prior/conditioner.h"
 #include "prior/prior.h"
@@ -30,103 +31,7 @@
 #include <unistd.h>
 
 /* ---------------------------------------------------------------------------------------- */
-/* random weights in memory                                                                  */
-
-#define MAX_TENSORS 2048
-
-struct mem_model {
-    int n;
-    struct jb_tensor t[MAX_TENSORS];
-    char *names[MAX_TENSORS];
-    uint64_t rng;
-};
-
-static const struct jb_tensor *mm_find(void *ctx, const char *name)
-{
-    struct mem_model *m = ctx;
-    for (int i = 0; i < m->n; i++)
-        if (strcmp(m->names[i], name) == 0) return &m->t[i];
-    return NULL;
-}
-static int64_t mm_count(void *ctx)
-{
-    return ((struct mem_model *)ctx)->n;
-}
-static const struct jb_tensor *mm_get(void *ctx, int64_t i)
-{
-    return &((struct mem_model *)ctx)->t[i];
-}
-
-/* Uniform values in [mean - scale, mean + scale]; false on OOM. */
-static bool mm_add(struct mem_model *m,
-                   float mean,
-                   float scale,
-                   int nd,
-                   int64_t d0,
-                   int64_t d1,
-                   int64_t d2,
-                   const char *fmt,
-                   ...) JB_PRINTF(8, 9);
-static bool mm_add(struct mem_model *m,
-                   float mean,
-                   float scale,
-                   int nd,
-                   int64_t d0,
-                   int64_t d1,
-                   int64_t d2,
-                   const char *fmt,
-                   ...)
-{
-    if (m->n >= MAX_TENSORS) return false;
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    struct jb_tensor *t = &m->t[m->n];
-    *t = (struct jb_tensor){ .type = JB_DTYPE_F32, .n_dims = nd, .shape = { d0, d1, d2 } };
-    const int64_t n = jb_tensor_nelements(t);
-    float *d        = jb_aligned_alloc((size_t)n * sizeof(float));
-    if (!d) return false;
-    uint64_t s = m->rng += 0x9e3779b97f4a7c15ULL;
-    for (int64_t i = 0; i < n; i++) {
-        s    = s * 6364136223846793005ULL + 1442695040888963407ULL;
-        d[i] = mean + scale * ((float)(int32_t)(s >> 32) * (1.0f / 2147483648.0f));
-    }
-    t->data        = d;
-    m->names[m->n] = strdup(name);
-    t->name        = m->names[m->n];
-    m->n++;
-    return true;
-}
-
-static void mm_free(struct mem_model *m)
-{
-    for (int i = 0; i < m->n; i++) {
-        free(m->t[i].data);
-        free(m->names[i]);
-    }
-    free(m);
-}
-
-/* The transformer's matmul weights (the Conv1D .w tensors) as fp16, as the 5b checkpoints store
- * them; embeddings, biases, LayerNorm and the output head stay fp32. False on OOM. */
-static bool mm_to_f16(struct mem_model *m)
-{
-    for (int i = 0; i < m->n; i++) {
-        struct jb_tensor *t = &m->t[i];
-        size_t len          = strlen(m->names[i]);
-        if (t->n_dims != 2 || len < 2 || strcmp(m->names[i] + len - 2, ".w") != 0) continue;
-        const int64_t n = jb_tensor_nelements(t);
-        uint16_t *h     = jb_aligned_alloc((size_t)n * sizeof(uint16_t));
-        if (!h) return false;
-        jb_convert_from_f32(JB_DTYPE_F16, t->data, h, (size_t)n);
-        free(t->data);
-        t->data = h;
-        t->type = JB_DTYPE_F16;
-    }
-    return true;
-}
+/* random weights in memory: tests/common (model_builders.h)                                 */
 
 struct shape {
     const char *name;
@@ -161,61 +66,11 @@ static void upsampler_hparams(const struct shape *sh, struct jb_prior_hparams *h
     hp->alignment_layer = hp->alignment_head = -1;
 }
 
-static struct mem_model *upsampler_weights(const struct jb_prior_hparams *hp, bool cond_only)
+/* The upsampler's weights (conditioner_only: labels and conditioner); NULL on OOM. */
+static struct tc_weights *upsampler_weights(const struct jb_prior_hparams *hp, bool cond_only)
 {
-    struct mem_model *m = calloc(1, sizeof *m);
-    if (!m) return NULL;
-    const int64_t W = hp->tr.width, ns = W / 4, CW = hp->cond_width;
-    const float s = 0.5f / sqrtf((float)W);
-    bool ok       = true;
-    ok &= mm_add(m, 0, 0.02f, 2, hp->n_genres, W, 0, "y_emb.bow_genre_emb.emb.weight");
-    ok &= mm_add(m, 0, 0.02f, 2, hp->n_artists, W, 0, "y_emb.artist_emb.emb.weight");
-    ok &= mm_add(m, 0, 0.02f, 2, hp->bins, W, 0, "conditioner_blocks.0.x_emb.weight");
-    ok &= mm_add(m, 0, 0.1f, 3, CW, W, 3, "conditioner_blocks.0.cond.model.0.weight");
-    ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, "conditioner_blocks.0.cond.model.0.bias");
-    for (int i = 0; i < hp->cond_downs; i++) {
-        const int64_t out = i == hp->cond_downs - 1 ? W : CW;
-        const float sc    = 0.5f / sqrtf(3.0f * (float)CW);
-        for (int r = 0; r < hp->cond_depth; r++) {
-#define RB(s) "conditioner_blocks.0.cond.model.%d.0.blocks.%d.model." s, i + 1, r
-            ok &= mm_add(m, 0, sc, 3, CW, CW, 3, RB("1.weight"));
-            ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, RB("1.bias"));
-            ok &= mm_add(m, 0, sc, 3, CW, CW, 1, RB("3.weight"));
-            ok &= mm_add(m, 0, 0.01f, 1, CW, 0, 0, RB("3.bias"));
-#undef RB
-        }
-        ok &= mm_add(m, 0, sc, 3, CW, out, 4, "conditioner_blocks.0.cond.model.%d.1.weight", i + 1);
-        ok &= mm_add(m, 0, 0.01f, 1, out, 0, 0, "conditioner_blocks.0.cond.model.%d.1.bias", i + 1);
-    }
-    ok &= mm_add(m, 1, 0.01f, 1, W, 0, 0, "conditioner_blocks.0.ln.weight");
-    ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, "conditioner_blocks.0.ln.bias");
-    if (cond_only) {
-        if (!ok) mm_free(m);
-        return ok ? m : NULL;
-    }
-    ok &= mm_add(m, 0, 0.02f, 2, hp->bins, W, 0, "prior.x_emb.weight");
-    ok &= mm_add(m, 0, 0.01f, 2, hp->n_ctx, W, 0, "prior.pos_emb.pos_emb");
-    ok &= mm_add(m, 0, 0.02f, 2, hp->bins, W, 0, "prior.x_out.weight");
-    for (int d = 0; ok && d < hp->tr.depth; d++) {
-#define B(s) "prior.transformer._attn_mods.%d." s, d
-        ok &= mm_add(m, 1, 0.01f, 1, W, 0, 0, B("ln_0.weight"));
-        ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, B("ln_0.bias"));
-        ok &= mm_add(m, 0, s, 2, W, 3 * ns, 0, B("attn.c_attn.w"));
-        ok &= mm_add(m, 0, 0.01f, 1, 3 * ns, 0, 0, B("attn.c_attn.b"));
-        ok &= mm_add(m, 0, s, 2, ns, W, 0, B("attn.c_proj.w"));
-        ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, B("attn.c_proj.b"));
-        ok &= mm_add(m, 1, 0.01f, 1, W, 0, 0, B("ln_1.weight"));
-        ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, B("ln_1.bias"));
-        ok &= mm_add(m, 0, s, 2, W, W, 0, B("mlp.c_fc.w"));
-        ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, B("mlp.c_fc.b"));
-        ok &= mm_add(m, 0, s, 2, W, W, 0, B("mlp.c_proj.w"));
-        ok &= mm_add(m, 0, 0.01f, 1, W, 0, 0, B("mlp.c_proj.b"));
-#undef B
-    }
-    if (!ok) {
-        mm_free(m);
-        return NULL;
-    }
+    struct tc_weights *m = tc_weights_new(0x9e3779b97f4a7c15ULL);
+    if (m && !tc_build_prior(tc_weights_sink(m), hp, cond_only)) tc_weights_free(m), m = NULL;
     return m;
 }
 
@@ -440,8 +295,8 @@ static void bench_conditioner(const struct shape *sh, int threads, double ref_s)
     hp.cond_depth                = 16;
     hp.cond_downs                = 2;
     hp.cond_stride               = 2;
-    struct mem_model *m          = upsampler_weights(&hp, true);
-    struct jb_weights_source src = { mm_find, mm_count, mm_get, m };
+    struct tc_weights *m         = upsampler_weights(&hp, true);
+    struct jb_weights_source src = tc_weights_source(m);
     struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
     float *x_cond    = jb_aligned_alloc((size_t)hp.n_ctx * (size_t)hp.tr.width * sizeof(float));
     double best[2]   = { INFINITY, INFINITY };
@@ -486,7 +341,7 @@ static void bench_conditioner(const struct shape *sh, int threads, double ref_s)
     }
     free(x_cond);
     jb_weights_free(w);
-    if (m) mm_free(m);
+    tc_weights_free(m);
 }
 
 /* Reference ancestral tokens/s for `name` from refbench JSON files (bench_baseline.py prior NAME
@@ -664,9 +519,9 @@ int main(int argc, char **argv)
         /* fp32 weights at 1 and `threads` threads; then fp16 weights at `threads` for the
          * real upsampler shape */
         for (int pass = 0; pass < (k == 2 ? 2 : 1); pass++) {
-            struct mem_model *m = upsampler_weights(&hp, false);
-            if (m && pass == 1 && !mm_to_f16(m)) mm_free(m), m = NULL;
-            struct jb_weights_source src = { mm_find, mm_count, mm_get, m };
+            struct tc_weights *m = upsampler_weights(&hp, false);
+            if (m && pass == 1 && !tc_weights_matmuls_to_f16(m)) tc_weights_free(m), m = NULL;
+            struct jb_weights_source src = tc_weights_source(m);
             struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
             struct jb_prior *p1          = w && pass == 0 ? jb_prior_init(&hp, w, be1) : NULL;
             struct jb_prior *pT          = w ? jb_prior_init(&hp, w, beT) : NULL;
@@ -725,7 +580,7 @@ int main(int argc, char **argv)
             jb_prior_free(p1);
             jb_prior_free(pT);
             jb_weights_free(w);
-            if (m) mm_free(m);
+            tc_weights_free(m);
         }
         if (k == 2 && !no_cond) bench_conditioner(sh, threads, ref_cond);
         if (ref > 0)

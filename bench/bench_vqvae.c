@@ -22,6 +22,7 @@
  *   --long     length of the flat-memory encode in seconds (default 600; 0 skips it)
  */
 #include "format/presets.h"
+#include "model_builders.h"
 #include "vqvae/vqvae.h"
 
 #include <math.h>
@@ -31,152 +32,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* ---------------------------------------------------------------------------------------- */
-/* random released-shape model in memory                                                     */
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull); /* splitmix64 */
-    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static float rng_uniform(uint64_t *s) /* [-1, 1) */
-{
-    return (float)((double)(rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
-
-struct mem_tensor {
-    struct jb_tensor t;
-    char name[160];
-};
-
-struct mem_source {
-    int n, cap;
-    struct mem_tensor *v;
-    uint64_t rng;
-    bool oom;
-};
-
-static void mem_add(struct mem_source *s,
-                    float scale,
-                    int64_t a,
-                    int64_t b,
-                    int64_t c,
-                    int n_dims,
-                    const char *name)
-{
-    if (s->n == s->cap) {
-        int cap              = s->cap ? 2 * s->cap : 256;
-        struct mem_tensor *v = realloc(s->v, (size_t)cap * sizeof *v);
-        if (!v) {
-            s->oom = true;
-            return;
-        }
-        s->v   = v;
-        s->cap = cap;
-    }
-    struct mem_tensor *m = &s->v[s->n];
-    memset(m, 0, sizeof *m);
-    snprintf(m->name, sizeof m->name, "%s", name);
-    int64_t shape[3] = { a, b, c }, n = 1;
-    m->t.type   = JB_DTYPE_F32;
-    m->t.n_dims = n_dims;
-    for (int i = 0; i < n_dims; i++)
-        n *= m->t.shape[i] = shape[i];
-    float *data = malloc((size_t)n * sizeof(float));
-    if (!data) {
-        s->oom = true;
-        return;
-    }
-    for (int64_t i = 0; i < n; i++)
-        data[i] = scale * rng_uniform(&s->rng);
-    m->t.data = data;
-    s->n++;
-}
-
-static void mem_add_conv(struct mem_source *s,
-                         int64_t a,
-                         int64_t b,
-                         int64_t k,
-                         int64_t n_bias,
-                         int64_t fan_in,
-                         const char *prefix)
-{
-    char name[200];
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    mem_add(s, 1.0f / sqrtf((float)fan_in), a, b, k, 3, name);
-    snprintf(name, sizeof name, "%s.bias", prefix);
-    mem_add(s, 0.01f, n_bias, 0, 0, 1, name);
-}
-
-static void mem_add_resnet(struct mem_source *s, int W, int D, const char *prefix)
-{
-    char p[200];
-    for (int r = 0; r < D; r++) {
-        snprintf(p, sizeof p, "%s.model.%d.model.1", prefix, r);
-        mem_add_conv(s, W, W, 3, W, 3 * W, p);
-        snprintf(p, sizeof p, "%s.model.%d.model.3", prefix, r);
-        mem_add_conv(s, W, W, 1, W, W, p);
-    }
-}
-
-/* Every tensor of the VQ-VAE state dict (jukebox-spec §2.5). */
-static void mem_add_vqvae(struct mem_source *s, const struct jb_vqvae_hparams *hp)
-{
-    char p[200];
-    int E = hp->emb_width;
-    for (int L = 0; L < hp->levels; L++) {
-        int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
-        for (int j = 0; j <= L; j++) {
-            int k = 2 * hp->strides_t[j];
-            for (int i = 0; i < hp->downs_t[j]; i++) {
-                int c_in = i ? W : j ? E : 1;
-                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.0", L, j, i);
-                mem_add_conv(s, W, c_in, k, W, c_in * k, p);
-                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
-                mem_add_resnet(s, W, D, p);
-            }
-            snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d", L, j, hp->downs_t[j]);
-            mem_add_conv(s, E, W, 3, E, 3 * W, p);
-        }
-        for (int j = 0; j <= L; j++) {
-            int k = 2 * hp->strides_t[j], n = hp->downs_t[j];
-            snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.0", L, j);
-            mem_add_conv(s, W, E, 3, W, 3 * E, p);
-            for (int i = 0; i < n; i++) {
-                int c_out = i == n - 1 ? E : W;
-                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1);
-                mem_add_resnet(s, W, D, p);
-                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1);
-                mem_add_conv(s, W, c_out, k, c_out, W * k / hp->strides_t[j], p);
-            }
-        }
-        snprintf(p, sizeof p, "decoders.%d.out", L);
-        mem_add_conv(s, 1, E, 3, 1, 3 * E, p);
-        snprintf(p, sizeof p, "bottleneck.level_blocks.%d.k", L);
-        mem_add(s, 1.0f, hp->l_bins, E, 0, 2, p);
-    }
-}
-
-static const struct jb_tensor *mem_find(void *ctx, const char *name)
-{
-    struct mem_source *s = ctx;
-    for (int i = 0; i < s->n; i++)
-        if (strcmp(s->v[i].name, name) == 0) return &s->v[i].t;
-    return NULL;
-}
-
-static int64_t mem_count(void *ctx)
-{
-    return ((struct mem_source *)ctx)->n;
-}
-
-static const struct jb_tensor *mem_get(void *ctx, int64_t i)
-{
-    return &((struct mem_source *)ctx)->v[i].t;
-}
+/* random released-shape model in memory: tests/common (model_builders.h) */
+#define rng_next tc_rng_next
+#define rng_uniform tc_rng_uniform
 
 /* ---------------------------------------------------------------------------------------- */
 /* one measurement, in a child process                                                       */
@@ -208,11 +66,11 @@ static void run_job(const struct job *jb, struct result *r)
 {
     struct jb_vqvae_hparams released;
     jb_preset_vqvae(&released);
-    struct jb_backend *be = jb_backend_cpu_init(g_threads);
-    struct mem_source src = { .rng = 20240601 };
-    mem_add_vqvae(&src, &released);
-    struct jb_weights_source ws = { mem_find, mem_count, mem_get, &src };
-    struct jb_weights *w        = be && !src.oom ? jb_weights_init(&ws) : NULL;
+    struct jb_backend *be       = jb_backend_cpu_init(g_threads);
+    struct tc_weights *src      = tc_weights_new(20240601);
+    bool built                  = src && tc_build_vqvae(tc_weights_sink(src), &released);
+    struct jb_weights_source ws = tc_weights_source(src);
+    struct jb_weights *w        = be && built ? jb_weights_init(&ws) : NULL;
     struct jb_vqvae *vq         = w ? jb_vqvae_init(&released, w, be) : NULL;
     if (!vq) {
         snprintf(r->err, sizeof r->err, "init: %s", jb_last_error());

@@ -1,12 +1,14 @@
 /* tests/common/test_common.c - shared test helpers (see test_common.h). */
 #include "test_common.h"
 
+#include <dirent.h>
 #include <ftw.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int g_pass, g_fail;
@@ -24,6 +26,38 @@ void tc_check(bool ok, const char *fmt, ...)
         g_pass++;
     else
         g_fail++;
+}
+
+void tc_expect(bool ok, const char *file, int line, const char *fmt, ...)
+{
+    if (ok) {
+        g_pass++;
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL %s:%d: ", file, line);
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+    g_fail++;
+}
+
+void tc_report(const char *name, bool ok, const char *detail)
+{
+    bool has = detail && *detail;
+    tc_check(ok, "%s%s%s", name, has ? ": " : "", has ? detail : "");
+}
+
+char tc_fail_where[256];
+
+void tc_run_case(const char *name, bool (*fn)(void))
+{
+    tc_fail_where[0] = '\0';
+    jb_clear_error();
+    bool ok = fn();
+    tc_report(name, ok, ok ? NULL : tc_fail_where);
 }
 
 int tc_passed(void)
@@ -119,6 +153,79 @@ bool tc_write_file(const char *path, const void *data, size_t n)
     return fclose(f) == 0 && ok;
 }
 
+char *tc_read_text(const char *path)
+{
+    char *s = tc_read_file(path, NULL);
+    return s ? s : strdup("");
+}
+
+bool tc_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int tc_count_temporaries(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4200], prefix[512];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    snprintf(prefix, sizeof prefix, ".%s.", slash ? slash + 1 : path);
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+static int exit_status(int rc)
+{
+    if (rc == -1) return -1;
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + (WIFSIGNALED(rc) ? WTERMSIG(rc) : 0);
+}
+
+int tc_run(const char *cmd)
+{
+    printf("$ %s\n", cmd);
+    fflush(stdout);
+    return exit_status(system(cmd));
+}
+
+int tc_run_logged(const char *cmd, const char *log_path, char **out)
+{
+    size_t n   = strlen(cmd) + strlen(log_path) + 32;
+    char *line = malloc(n);
+    int rc     = -1;
+    if (line) {
+        snprintf(line, n, "%s > %s 2>&1", cmd, log_path);
+        rc = tc_run(line);
+        free(line);
+    }
+    *out = tc_read_text(log_path);
+    printf("%s", *out);
+    return rc;
+}
+
+double tc_cpu_seconds(pid_t pid)
+{
+    char p[64], buf[2048];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n]           = '\0';
+    const char *s    = strrchr(buf, ')');
+    unsigned long ut = 0, stime = 0;
+    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime */
+    if (!s ||
+        sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stime) != 2)
+        return -1;
+    return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 const char *tc_backend_name(void)
 {
     const char *name = getenv("ENCORE_TEST_BACKEND");
@@ -172,6 +279,8 @@ static struct jb_tensor *add(struct tc_weights *w,
         int64_t cap          = w->cap ? 2 * w->cap : 256;
         struct tc_tensor *nv = realloc(w->v, (size_t)cap * sizeof *nv);
         if (!nv) return NULL;
+        for (int64_t i = 0; i < w->n; i++)
+            nv[i].t.name = nv[i].name; /* the names moved with the array */
         w->v   = nv;
         w->cap = cap;
     }
@@ -229,6 +338,22 @@ struct jb_tensor *tc_weights_add_const(struct tc_weights *w,
     return t;
 }
 
+struct jb_tensor *tc_weights_add_values(struct tc_weights *w,
+                                        enum jb_dtype type,
+                                        int n_dims,
+                                        const int64_t *shape,
+                                        const float *values,
+                                        const char *fmt,
+                                        ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct jb_tensor *t = add(w, type, n_dims, shape, fmt, ap);
+    va_end(ap);
+    if (t) jb_convert_from_f32(type, values, t->data, (size_t)jb_tensor_nelements(t));
+    return t;
+}
+
 static const struct jb_tensor *src_find(void *ctx, const char *name)
 {
     struct tc_weights *w = ctx;
@@ -268,80 +393,21 @@ void tc_weights_drop_last(struct tc_weights *w)
     if (w->n > 0) free(w->v[--w->n].t.data);
 }
 
-/* conv weight [a, b, k] scaled by 1/sqrt(fan-in), small bias */
-static bool add_conv(struct tc_weights *w,
-                     int64_t a,
-                     int64_t b,
-                     int64_t k,
-                     int64_t n_bias,
-                     int64_t fan_in,
-                     const char *prefix)
+bool tc_weights_matmuls_to_f16(struct tc_weights *w)
 {
-    return tc_weights_add(w,
-                          JB_DTYPE_F32,
-                          3,
-                          (const int64_t[]){ a, b, k },
-                          1.0f / sqrtf((float)fan_in),
-                          "%s.weight",
-                          prefix) &&
-           tc_weights_add(
-             w, JB_DTYPE_F32, 1, (const int64_t[]){ n_bias }, 0.01f, "%s.bias", prefix);
-}
-
-static bool add_resnet(struct tc_weights *w, int W, int D, float m_conv, const char *prefix)
-{
-    int ns = (int)(m_conv * (float)W);
-    char p[200];
-    bool ok = true;
-    for (int r = 0; ok && r < D; r++) {
-        snprintf(p, sizeof p, "%s.model.%d.model.1", prefix, r);
-        ok = add_conv(w, ns, W, 3, ns, 3 * W, p);
-        snprintf(p, sizeof p, "%s.model.%d.model.3", prefix, r);
-        ok = ok && add_conv(w, W, ns, 1, W, ns, p);
+    for (int64_t i = 0; i < w->n; i++) {
+        struct jb_tensor *t = &w->v[i].t;
+        size_t len          = strlen(w->v[i].name);
+        if (t->type != JB_DTYPE_F32 || t->n_dims != 2 || len < 2 ||
+            strcmp(w->v[i].name + len - 2, ".w") != 0)
+            continue;
+        const int64_t n = jb_tensor_nelements(t);
+        uint16_t *h     = jb_aligned_alloc((size_t)n * sizeof(uint16_t) + 64);
+        if (!h) return false;
+        jb_convert_from_f32(JB_DTYPE_F16, t->data, h, (size_t)n);
+        free(t->data);
+        t->data = h;
+        t->type = JB_DTYPE_F16;
     }
-    return ok;
-}
-
-bool tc_weights_add_vqvae(struct tc_weights *w, const struct jb_vqvae_hparams *hp)
-{
-    char p[200];
-    int E   = hp->emb_width;
-    bool ok = true;
-    for (int L = 0; ok && L < hp->levels; L++) {
-        int W = jb_vqvae_hp_width(hp, L), D = jb_vqvae_hp_depth(hp, L);
-        for (int j = 0; ok && j <= L; j++) {
-            int k = 2 * hp->strides_t[j];
-            for (int i = 0; ok && i < hp->downs_t[j]; i++) {
-                int c_in = i ? W : j ? E : 1;
-                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.0", L, j, i);
-                ok = add_conv(w, W, c_in, k, W, c_in * k, p);
-                snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
-                ok = ok && add_resnet(w, W, D, hp->m_conv, p);
-            }
-            snprintf(p, sizeof p, "encoders.%d.level_blocks.%d.model.%d", L, j, hp->downs_t[j]);
-            ok = ok && add_conv(w, E, W, 3, E, 3 * W, p);
-        }
-        for (int j = 0; ok && j <= L; j++) {
-            int k = 2 * hp->strides_t[j], n = hp->downs_t[j];
-            snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.0", L, j);
-            ok = add_conv(w, W, E, 3, W, 3 * E, p);
-            for (int i = 0; ok && i < n; i++) {
-                int c_out = i == n - 1 ? E : W;
-                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1);
-                ok = add_resnet(w, W, D, hp->m_conv, p);
-                snprintf(p, sizeof p, "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1);
-                ok = ok && add_conv(w, W, c_out, k, c_out, W * k / hp->strides_t[j], p);
-            }
-        }
-        snprintf(p, sizeof p, "decoders.%d.out", L);
-        ok = ok && add_conv(w, 1, E, 3, 1, 3 * E, p);
-        ok = ok && tc_weights_add(w,
-                                  JB_DTYPE_F32,
-                                  2,
-                                  (const int64_t[]){ hp->l_bins, E },
-                                  1.0f,
-                                  "bottleneck.level_blocks.%d.k",
-                                  L);
-    }
-    return ok;
+    return true;
 }

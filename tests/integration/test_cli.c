@@ -5,6 +5,7 @@
  * usage: test_cli ENCORE_BINARY MODEL_DIR
  */
 #include "encore/engine.h"
+#include "test_common.h"
 
 #include <sndfile.h>
 #include <stdio.h>
@@ -14,24 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-static void check(bool ok, const char *what)
-{
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    if (ok)
-        passed++;
-    else
-        failed++;
-}
-
-static int run(const char *cmd)
-{
-    printf("$ %s\n", cmd);
-    fflush(stdout);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+/* tests/common's reporting under this file's name */
+#define check(ok, what) tc_check((ok), "%s", (what))
+#define run tc_run
 
 int main(int argc, char **argv)
 {
@@ -160,6 +146,5 @@ int main(int argc, char **argv)
     jb_audio_free(&in);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return tc_summary();
 }

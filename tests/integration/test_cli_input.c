@@ -3,10 +3,12 @@
  * (issue 10): strict numbers on every flag, the minimum temperature, escaped terminal output,
  * lyrics that are not text, flags that do not apply, audio headers that lie or files cut
  * short, a length limit, outputs that survive a failed write (all candidates or none), and no
- * leak when a model does not load (meaningful under LeakSanitizer).
- * usage: test_cli_input ENCORE_BINARY MODEL_DIR
+ * leak when a model does not load (meaningful under LeakSanitizer); error messages that name
+ * their command once ("encore import: ...", never "encore import: import: ...").
+ * usage: test_cli_input ENCORE_BINARY MODEL_DIR TEST_DATA_DIR
  */
 #include "format/gguf.h"
+#include "test_common.h"
 
 #include <sndfile.h>
 #include <stdio.h>
@@ -20,47 +22,19 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
 
-static int passed, failed;
 static char dir[] = "/tmp/encore-input-XXXXXX";
-static const char *encore, *models;
+static const char *encore, *models, *data;
 
-static void check(bool ok, const char *what)
-{
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    if (ok)
-        passed++;
-    else
-        failed++;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf  = malloc((size_t)n + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (buf) buf[got] = '\0';
-    if (len) *len = got;
-    return buf;
-}
+/* tests/common's reporting under this file's name */
+#define check(ok, what) tc_check((ok), "%s", (what))
 
 /* Runs `encore ARGS` (prefix: shell words before it, e.g. ulimit); both streams into *out. */
 static int run_in(const char *prefix, const char *args, char **out)
 {
     char cmd[16384], log[4200];
     snprintf(log, sizeof log, "%s/out.txt", dir);
-    snprintf(cmd, sizeof cmd, "%s %s %s > %s 2>&1", prefix, encore, args, log);
-    printf("$ %s\n", cmd);
-    fflush(stdout);
-    int rc = system(cmd);
-    *out   = slurp(log, NULL);
-    if (!*out) *out = strdup("");
-    printf("%s", *out);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + (WIFSIGNALED(rc) ? WTERMSIG(rc) : 0);
+    snprintf(cmd, sizeof cmd, "%s %s %s", prefix, encore, args);
+    return tc_run_logged(cmd, log, out);
 }
 
 static int run(const char *args, char **out)
@@ -80,7 +54,7 @@ static void refused(const char *args, const char *flag, const char *what)
 static bool files_equal(const char *a, const char *b)
 {
     size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    char *x = tc_read_file(a, &na), *y = tc_read_file(b, &nb);
     bool eq = x && y && na == nb && memcmp(x, y, na) == 0;
     free(x);
     free(y);
@@ -100,18 +74,60 @@ static int temporaries_in(const char *d)
     return n;
 }
 
+/* `encore ARGS` fails with status 1 and prints exactly `want` (the whole output). */
+static void says_exactly(const char *env, const char *args, const char *want, const char *what)
+{
+    char line[16500], log[4200], *out;
+    snprintf(line, sizeof line, "env %s %s %s", env, encore, args);
+    snprintf(log, sizeof log, "%s/out.txt", dir);
+    int rc = tc_run_logged(line, log, &out);
+    tc_check(rc == 1 && strcmp(out, want) == 0, "%s (exit %d)", what, rc);
+    free(out);
+}
+
+/* Each message names its command once: the engine's own module prefix ("import: ...", "models:
+ * ...") is not repeated after the command's, and getopt's complaints carry the command's name. */
+static void messages_read_once(void)
+{
+    char args[16384], want[16384];
+    snprintf(args,
+             sizeof args,
+             "import --hps %s/missing.json %s/train_vqvae_zip.pth.tar %s/x.gguf",
+             dir,
+             data,
+             dir);
+    snprintf(want, sizeof want, "encore import: cannot open hps file '%s/missing.json'\n", dir);
+    says_exactly("", args, want, "import: the engine's 'import:' is not repeated");
+    says_exactly("-u ENCORE_MODELS -u HOME -u XDG_DATA_HOME",
+                 "models path",
+                 "encore models path: neither ENCORE_MODELS, XDG_DATA_HOME nor HOME is set\n",
+                 "models path: the engine's 'models:' is not repeated");
+    char *out;
+    int rc = run("info --bogus", &out);
+    check(rc == 2 && strncmp(out, "encore info: unrecognized option '--bogus'\n", 43) == 0,
+          "info: getopt's complaint names 'encore info'");
+    free(out);
+    rc = run("models fetch --bogus", &out);
+    check(rc == 2 && strncmp(out, "encore models fetch: unrecognized option '--bogus'\n", 51) == 0,
+          "models fetch: getopt's complaint names 'encore models fetch'");
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: test_cli_input ENCORE_BINARY MODEL_DIR\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: test_cli_input ENCORE_BINARY MODEL_DIR TEST_DATA_DIR\n");
         return 2;
     }
     encore = argv[1];
     models = argv[2];
+    data   = argv[3];
     if (!mkdtemp(dir)) return 2;
     char riff[4200], args[16384], path[4200], path2[4200];
     char *out;
     snprintf(riff, sizeof riff, "%s/riff.wav", models);
+
+    messages_read_once();
 
     /* ---- 7: one strict parser for every number ---- */
     snprintf(
@@ -205,7 +221,7 @@ int main(int argc, char **argv)
         check(a && jb_audio_write(path, a, n, 44100) == JB_STATUS_OK, "a 2 s FLAC written");
         free(a);
         size_t len;
-        char *bytes = slurp(path, &len);
+        char *bytes = tc_read_file(path, &len);
         /* STREAMINFO total samples (36 bits at byte 21, low nibble, .. byte 25) := 2^34 */
         if (bytes && len > 26 && memcmp(bytes, "fLaC", 4) == 0) {
             bytes[21] = (char)((bytes[21] & 0xf0) | 0x04);
@@ -228,7 +244,7 @@ int main(int argc, char **argv)
             f = fopen(path2, "wb");
             if (f) fwrite(bytes, 1, len / 2, f), fclose(f);
             free(bytes);
-            bytes = slurp(path, &len);
+            bytes = tc_read_file(path, &len);
             f     = fopen(path2, "wb");
             if (f) fwrite(bytes, 1, len / 2, f), fclose(f);
             snprintf(args,
@@ -300,7 +316,7 @@ int main(int argc, char **argv)
     rc = run_in(small_disk, args, &out);
     free(out);
     size_t l1, l2;
-    char *o1 = slurp(path, &l1), *o2 = slurp(path2, &l2);
+    char *o1 = tc_read_file(path, &l1), *o2 = tc_read_file(path2, &l2);
     check(rc == 1 && o1 && o2 && strcmp(o1, "old one") == 0 && strcmp(o2, "old two") == 0,
           "a failed 2-candidate run leaves both old outputs as they were");
     free(o1);
@@ -322,7 +338,6 @@ int main(int argc, char **argv)
     free(out);
 
     snprintf(args, sizeof args, "rm -rf %s", dir);
-    if (failed == 0 && system(args) != 0) printf("note: could not remove %s\n", dir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    if (tc_failed() == 0 && system(args) != 0) printf("note: could not remove %s\n", dir);
+    return tc_summary();
 }

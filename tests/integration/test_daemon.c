@@ -17,6 +17,7 @@
  */
 #include "encore/engine.h"
 #include "encore_proto.h"
+#include "test_common.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -977,29 +978,11 @@ static void test_socket_activation(void)
     check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "socket-activated encored exits 0 on SIGTERM");
 }
 
-static double cpu_seconds(pid_t pid)
-{
-    char p[64], buf[2048];
-    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n]           = '\0';
-    const char *s    = strrchr(buf, ')');
-    unsigned long ut = 0, stime = 0;
-    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime */
-    if (!s ||
-        sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stime) != 2)
-        return -1;
-    return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
 static void test_idle_cpu(void)
 {
-    const double a = cpu_seconds(daemon_pid);
+    const double a = tc_cpu_seconds(daemon_pid);
     sleep(10);
-    const double b = cpu_seconds(daemon_pid);
+    const double b = tc_cpu_seconds(daemon_pid);
     check(a >= 0 && b - a < 0.1, "idle daemon (model loaded): %.3f s CPU in 10 s (< 0.1)", b - a);
 }
 

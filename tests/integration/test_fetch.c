@@ -14,6 +14,7 @@
  * usage: test_fetch ENCORE FIXTURE_DIR SERVER_PY RIFF   (exit 77 without the fixtures)
  */
 #include "encore/engine.h"
+#include "test_common.h"
 
 /* paths here are short temporary folders; gcc's worst-case guesses about them are noise */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -30,48 +31,19 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
 static char tmp[] = "/tmp/encore-fetch-XXXXXX";
 static const char *encore, *server_py;
 
-static void check(bool ok, const char *what)
-{
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    if (ok)
-        passed++;
-    else
-        failed++;
-}
-
-static bool exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return strdup("");
-    char *buf = malloc(1 << 20);
-    size_t n  = fread(buf, 1, (1 << 20) - 1, f);
-    buf[n]    = '\0';
-    fclose(f);
-    return buf;
-}
+/* tests/common's reporting under this file's name */
+#define check(ok, what) tc_check((ok), "%s", (what))
 
 /* Runs `encore ARGS` with env, output (both streams) into *out (caller frees). */
 static int run(const char *env, const char *args, char **out)
 {
     char cmd[16384], log[4200];
     snprintf(log, sizeof log, "%s/out.txt", tmp);
-    snprintf(cmd, sizeof cmd, "env %s %s %s > %s 2>&1", env, encore, args, log);
-    printf("$ %s\n", cmd);
-    fflush(stdout);
-    int rc = system(cmd);
-    *out   = slurp(log);
-    printf("%s", *out);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    snprintf(cmd, sizeof cmd, "env %s %s %s", env, encore, args);
+    return tc_run_logged(cmd, log, out);
 }
 
 struct server {
@@ -193,7 +165,7 @@ static bool nothing_left(const char *models, const char *set, const char *file)
     char dir[4200], p[4400];
     snprintf(dir, sizeof dir, "%s/%s", models, set);
     snprintf(p, sizeof p, "%s/%s", dir, file);
-    return !exists(p) && count_files(dir, ".import") == 0 && count_files(dir, ".link") == 0;
+    return !tc_exists(p) && count_files(dir, ".import") == 0 && count_files(dir, ".link") == 0;
 }
 
 int main(int argc, char **argv)
@@ -208,7 +180,7 @@ int main(int argc, char **argv)
     const char *riff = argv[4];
     char probe[4200];
     snprintf(probe, sizeof probe, "%s/vqvae/vqvae.pth.tar", fx);
-    if (!exists(probe)) {
+    if (!tc_exists(probe)) {
         printf("SKIP: fixtures not found at %s (../shared is absent)\n", fx);
         return 77;
     }
@@ -234,7 +206,7 @@ int main(int argc, char **argv)
     check(strstr(out, "%]") == NULL && strstr(out, "/s") == NULL,
           "no progress bar when stderr is not a terminal");
     free(out);
-    char *log = slurp(s.log);
+    char *log = tc_read_text(s.log);
     check(strstr(log, "GET /jukebox/models/5b/vqvae.pth.tar range=bytes=300000-") != NULL,
           "the cut download resumed with a Range request from byte 300000");
     check(strstr(log, "/jukebox/models/5b/prior_level_2.pth.tar") != NULL,
@@ -250,7 +222,7 @@ int main(int argc, char **argv)
         check(loads(path), what);
     }
     snprintf(path, sizeof path, "%s/5b/manifest.json", models);
-    char *man = slurp(path), sha[65];
+    char *man = tc_read_text(path), sha[65];
     snprintf(path2, sizeof path2, "%s/jukebox/models/5b/vqvae.pth.tar", mirror);
     sha256_of(path2, sha);
     check(sha[0] && strstr(man, sha) != NULL, "manifest holds the sha256 of the VQ-VAE download");
@@ -276,7 +248,7 @@ int main(int argc, char **argv)
     check(strstr(out, "100.0%") && strstr(out, "MB / 2.86 MB") && strstr(out, "/s"),
           "the progress bar shows bytes, total, rate (forced with ENCORE_PROGRESS=1)");
     free(out);
-    log = slurp(s.log);
+    log = tc_read_text(s.log);
     check(strstr(log, "5b/vqvae") == NULL && strstr(log, "5b/prior_level_0") == NULL &&
             strstr(log, "5b_lyrics/prior_level_2.pth.tar") != NULL,
           "only the 5b_lyrics prior was downloaded; shared files were reused");
@@ -304,7 +276,7 @@ int main(int argc, char **argv)
     check(run(env, "models remove 5b", &out) == 0, "models remove 5b");
     free(out);
     snprintf(path, sizeof path, "%s/5b", models);
-    check(!exists(path), "the 5b folder is gone");
+    check(!tc_exists(path), "the 5b folder is gone");
     check(loads(path2), "5b_lyrics's shared VQ-VAE still loads after removing 5b");
 
     /* ---- 404: the mirror has no 1b_lyrics ---- */
@@ -316,7 +288,7 @@ int main(int argc, char **argv)
           "404 is a clear error naming the address");
     free(out);
     snprintf(path, sizeof path, "%s/1b_lyrics/prior_level_2.gguf", models);
-    check(!exists(path), "no model file after a 404");
+    check(!tc_exists(path), "no model file after a 404");
 
     /* ---- too little disk space: refused before any download ---- */
     check(run(env, "models remove 5b_lyrics", &out) == 0, "models remove 5b_lyrics");
@@ -332,7 +304,7 @@ int main(int argc, char **argv)
             strstr(out, "needed"),
           "too little disk space is refused with what is needed");
     free(out);
-    log = slurp(s.log);
+    log = tc_read_text(s.log);
     check(strstr(log, "GET") == NULL, "nothing was downloaded before the space check");
     free(log);
     snprintf(env, sizeof env, "ENCORE_MODELS=%s ENCORE_FETCH_RETRY_DELAY=0.02", models);
@@ -400,7 +372,6 @@ int main(int argc, char **argv)
     server_stop(&s);
 
     snprintf(args, sizeof args, "rm -rf %s", tmp);
-    if (failed == 0 && system(args) != 0) printf("note: could not remove %s\n", tmp);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    if (tc_failed() == 0 && system(args) != 0) printf("note: could not remove %s\n", tmp);
+    return tc_summary();
 }

@@ -15,6 +15,7 @@
 #include "core/common.h"
 #include "format/ckpt.h"
 #include "format/pickle.h"
+#include "test_common.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -25,24 +26,9 @@
 #include <unistd.h>
 #include <zip.h>
 
-static int n_pass, n_fail;
-
-static void check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-
 /* One line per case. */
-static void check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        n_pass++;
-    else
-        n_fail++;
-}
+/* tests/common's reporting under this file's name */
+#define check tc_check
 
 /* ---- byte builder ------------------------------------------------------------------------ */
 
@@ -1533,6 +1519,5 @@ int main(int argc, char **argv)
     test_hostile_containers();
     test_bounded_growth();
     test_placeholders();
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return tc_summary();
 }

@@ -13,6 +13,7 @@
  */
 #include "core/fp16.h"
 #include "format/gguf.h"
+#include "test_common.h"
 
 #include <dirent.h>
 #include <inttypes.h>
@@ -22,68 +23,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int n_pass, n_fail;
-static char fail_where[256];
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            snprintf(fail_where, sizeof fail_where, "line %d: %s", __LINE__, #c);                  \
-            return false;                                                                          \
-        }                                                                                          \
-    } while (0)
-
-static void report(const char *name, bool ok, const char *detail)
-{
-    printf("%s %s%s%s\n",
-           ok ? "PASS" : "FAIL",
-           name,
-           detail && *detail ? ": " : "",
-           detail ? detail : "");
-    if (ok)
-        n_pass++;
-    else
-        n_fail++;
-}
-
-static void run_case(const char *name, bool (*fn)(void))
-{
-    fail_where[0] = '\0';
-    jb_clear_error();
-    bool ok = fn();
-    report(name, ok, ok ? NULL : fail_where);
-}
+/* tests/common's reporting and file reading under this file's names */
+#define CHECK TC_REQUIRE
+#define report tc_report
+#define run_case tc_run_case
+#define read_all(path, size) ((uint8_t *)tc_read_file((path), (size)))
 
 static char tmp_dir[64];
 
 static void tmp_path(char *out, size_t n, const char *name)
 {
     snprintf(out, n, "%s/%s", tmp_dir, name);
-}
-
-static int n_temporaries(const char *path);
-
-static bool file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *size = (size_t)n;
-    return buf;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -842,7 +792,7 @@ static bool test_round_trip_mmap(void)
     char path[128];
     tmp_path(path, sizeof path, "full.gguf");
     CHECK(write_full_file(path));
-    CHECK(n_temporaries(path) == 0);
+    CHECK(tc_count_temporaries(path) == 0);
     struct jb_gguf *g = jb_gguf_open(path);
     CHECK(g);
     bool ok = check_full_file(g);
@@ -918,27 +868,11 @@ static bool test_alignment_64(void)
 
 /* --- writer misuse: each must fail with a message and leave neither file behind --- */
 
-/* Temporaries the writer left beside path (".NAME.XXXXXX", core/outfile.h). */
-static int n_temporaries(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char dir[160], prefix[160];
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    snprintf(prefix, sizeof prefix, ".%s.", slash + 1);
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
-    closedir(d);
-    return n;
-}
-
 static bool no_files(const char *path)
 {
     char tmp[160];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    return !file_exists(path) && !file_exists(tmp) && n_temporaries(path) == 0;
+    return !tc_exists(path) && !tc_exists(tmp) && tc_count_temporaries(path) == 0;
 }
 
 static bool test_writer_wrong_nbytes(void)
@@ -1001,7 +935,7 @@ static bool test_writer_free_midway(void)
     CHECK(w);
     CHECK(jb_gguf_writer_add_tensor(w, "x", JB_DTYPE_F32, 1, (const int64_t[]){ 4 }) == 0);
     CHECK(jb_gguf_writer_begin(w, path) == JB_STATUS_OK);
-    CHECK(n_temporaries(path) == 1 && !file_exists(path));
+    CHECK(tc_count_temporaries(path) == 1 && !tc_exists(path));
     jb_gguf_writer_free(w);
     CHECK(no_files(path));
     return true;
@@ -1024,7 +958,7 @@ static bool test_writer_ignores_planted_symlinks(void)
     CHECK(write_full_file(path));
     size_t n;
     uint8_t *v = read_all(victim, &n);
-    bool ok    = v && n == 8 && memcmp(v, "precious", 8) == 0 && n_temporaries(path) == 0;
+    bool ok    = v && n == 8 && memcmp(v, "precious", 8) == 0 && tc_count_temporaries(path) == 0;
     free(v);
     unlink(link1);
     unlink(link2);
@@ -1342,6 +1276,5 @@ int main(int argc, char **argv)
     run_case("reader: every single-bit flip of a valid file", test_bit_flips);
 
     remove_tmp_dir();
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return tc_summary();
 }

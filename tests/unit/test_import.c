@@ -22,6 +22,7 @@
 #include "format/ckpt.h"
 #include "format/gguf.h"
 #include "model/model.h"
+#include "test_common.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -39,47 +40,18 @@
 #include <unistd.h>
 #include <zip.h>
 
-static int passed, failed;
 static char tmpdir[] = "/tmp/encore-import-XXXXXX";
 
-static void check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        passed++;
-    else
-        failed++;
-}
-
-static bool exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0;
-}
+/* tests/common's reporting under this file's name */
+#define check tc_check
 
 static cJSON *load_manifest(const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s  = malloc((size_t)n + 1);
-    cJSON *j = NULL;
-    if (s && fread(s, 1, (size_t)n, f) == (size_t)n) {
-        s[n] = 0;
-        j    = cJSON_Parse(s);
-    }
+    char *s  = tc_read_file(path, NULL);
+    cJSON *j = s ? cJSON_Parse(s) : NULL;
     free(s);
-    fclose(f);
     return j;
 }
 
@@ -289,7 +261,7 @@ static void strict_loading(const char *fixtures)
     snprintf(src, sizeof src, "%s/vqvae/vqvae.pth.tar", fixtures);
     snprintf(hps, sizeof hps, "%s/vqvae.json", tmpdir);
     snprintf(dst, sizeof dst, "%s/strict.gguf", tmpdir);
-    if (!exists(src) || !exists(hps)) return;
+    if (!tc_exists(src) || !tc_exists(hps)) return;
     struct jb_import_params ip = { .src_path = src, .dst_path = dst, .hps_json_path = hps };
     if (jb_import(&ip, NULL)) return;
     struct jb_backend *be            = jb_backend_init("cpu", 1);
@@ -342,7 +314,7 @@ static void hostile_inputs(const char *fixtures)
         write_file(path, cases[i].data, cases[i].n);
         struct jb_import_params ip = { .src_path = path, .dst_path = dst };
         enum jb_status st          = jb_import(&ip, NULL);
-        check(st != JB_STATUS_OK && jb_last_error()[0] && !exists(dst),
+        check(st != JB_STATUS_OK && jb_last_error()[0] && !tc_exists(dst),
               "import rejects %s: %s",
               cases[i].name,
               jb_last_error());
@@ -358,16 +330,16 @@ static void hostile_inputs(const char *fixtures)
         write_file(path, buf, n);
         struct jb_import_params ip = { .src_path = path, .dst_path = dst, .kind = "vqvae" };
         enum jb_status st          = jb_import(&ip, NULL);
-        check(st != JB_STATUS_OK && !exists(dst),
+        check(st != JB_STATUS_OK && !tc_exists(dst),
               "import rejects a truncated checkpoint: %s",
               jb_last_error());
     }
     /* a prior checkpoint imported as the wrong kind */
     snprintf(path, sizeof path, "%s/prior_5b/prior_level_2.pth.tar", fixtures);
-    if (exists(path)) {
+    if (tc_exists(path)) {
         struct jb_import_params ip = { .src_path = path, .dst_path = dst, .kind = "vqvae" };
         enum jb_status st          = jb_import(&ip, NULL);
-        check(st != JB_STATUS_OK && !exists(dst),
+        check(st != JB_STATUS_OK && !tc_exists(dst),
               "import rejects a prior passed as a vqvae: %s",
               jb_last_error());
     }
@@ -607,22 +579,6 @@ static struct gt *gen_find(struct gen *g, const char *name)
     return NULL;
 }
 
-/* ".NAME.XXXXXX" temporaries left in the folder of path (core/outfile.h). */
-static int n_temporaries(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char dir[4200], prefix[512];
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    snprintf(prefix, sizeof prefix, ".%s.", slash + 1);
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
-    closedir(d);
-    return n;
-}
-
 /* With ENCORE_CKPT_SEED_DIR set, keeps a small generated checkpoint as a fuzz seed
  * (tests/fuzz/corpus/ckpt). */
 static void seed_copy(const char *src, const char *name)
@@ -659,7 +615,7 @@ static void training_checkpoints(const char *data)
         snprintf(src, sizeof src, "%s/train_vqvae_%s.pth.tar", data, fmts[k]);
         snprintf(dst, sizeof dst, "%s/train_%s.gguf", tmpdir, fmts[k]);
         snprintf(what, sizeof what, "training checkpoint (%s)", fmts[k]);
-        if (!exists(src)) {
+        if (!tc_exists(src)) {
             check(false, "%s: %s is missing", what, src);
             continue;
         }
@@ -762,8 +718,8 @@ static void expect_hps_refusal(const char *what,
         .src_path = src, .dst_path = dst, .storage = JB_DTYPE_F32, .hps_json_path = hps
     };
     enum jb_status st = jb_import(&ip, NULL);
-    check(st != JB_STATUS_OK && strstr(jb_last_error(), field) && !exists(dst) &&
-            n_temporaries(dst) == 0,
+    check(st != JB_STATUS_OK && strstr(jb_last_error(), field) && !tc_exists(dst) &&
+            tc_count_temporaries(dst) == 0,
           "%s %s is refused naming '%s': %s",
           what,
           json,
@@ -799,7 +755,7 @@ static void hyper_parameters(const char *data)
     expect_hps_refusal("prior", prior, "{\"max_duration\": -1}", "max_duration");
 
     snprintf(vq, sizeof vq, "%s/train_vqvae_legacy.pth.tar", data);
-    if (exists(vq)) {
+    if (tc_exists(vq)) {
         expect_hps_refusal("vqvae", vq, "{\"width\": 2147483647}", "width");
         expect_hps_refusal("vqvae", vq, "{\"width\": 0}", "width");
         expect_hps_refusal("vqvae", vq, "{\"downs_t\": [100000000, 1, 1]}", "downs_t");
@@ -865,8 +821,8 @@ static void broadcasts(void)
     seed_copy(src, "bad_stride0_8x2p26");
     double t0         = jb_time_now();
     enum jb_status st = jb_import(&ip, NULL);
-    check(st != JB_STATUS_OK && strstr(jb_last_error(), "stride-0") && !exists(dst) &&
-            n_temporaries(dst) == 0 && jb_time_now() - t0 < 5,
+    check(st != JB_STATUS_OK && strstr(jb_last_error(), "stride-0") && !tc_exists(dst) &&
+            tc_count_temporaries(dst) == 0 && jb_time_now() - t0 < 5,
           "stride-0 views are refused before writing (%.2f s): %s",
           jb_time_now() - t0,
           jb_last_error());
@@ -880,7 +836,7 @@ static void broadcasts(void)
     check(gen_write(&g, src), "generated a (2^34,) stride-0 tensor");
     seed_copy(src, "bad_stride0_2p34");
     st = jb_import(&ip, NULL);
-    check(st != JB_STATUS_OK && strstr(jb_last_error(), "2^31") && !exists(dst),
+    check(st != JB_STATUS_OK && strstr(jb_last_error(), "2^31") && !tc_exists(dst),
           "a (2^34,) tensor is refused before allocating: %s",
           jb_last_error());
     free(g.t);
@@ -895,7 +851,7 @@ static void broadcasts(void)
     check(gen_write(&g, src), "generated a prior with a broadcast c_fc.w");
     seed_copy(src, "bad_broadcast_weight");
     st = jb_import(&ip, NULL);
-    check(st != JB_STATUS_OK && strstr(jb_last_error(), "c_fc.w") && !exists(dst),
+    check(st != JB_STATUS_OK && strstr(jb_last_error(), "c_fc.w") && !tc_exists(dst),
           "a broadcast model weight is refused: %s",
           jb_last_error());
     free(g.t);
@@ -912,7 +868,7 @@ static void broadcasts(void)
     check(gen_write(&g, src), "generated a prior whose layers share one storage");
     seed_copy(src, "bad_shared_storages");
     st = jb_import(&ip, NULL);
-    check(st != JB_STATUS_OK && strstr(jb_last_error(), "not all stored") && !exists(dst),
+    check(st != JB_STATUS_OK && strstr(jb_last_error(), "not all stored") && !tc_exists(dst),
           "overlapping storages are refused: %s",
           jb_last_error());
     free(g.t);
@@ -945,7 +901,7 @@ static void atomic_outputs(void)
     FILE *f                    = fopen(victim, "r");
     if (f) n = fread(v, 1, sizeof v, f), fclose(f);
     check(planted && st == JB_STATUS_OK && n == 8 && memcmp(v, "precious", 8) == 0 &&
-            n_temporaries(dst) == 0,
+            tc_count_temporaries(dst) == 0,
           "symlinks planted at OUT.import and OUT.tmp are not followed (%s)",
           st ? jb_last_error() : "import ok, victim unchanged");
     unlink(l1);
@@ -971,7 +927,7 @@ static void atomic_outputs(void)
         free(now);
         fclose(f);
     }
-    check(st == JB_STATUS_ERR_CANCELLED && same && n_temporaries(dst) == 0,
+    check(st == JB_STATUS_ERR_CANCELLED && same && tc_count_temporaries(dst) == 0,
           "an interrupted import leaves the previous file byte for byte and no temporary: %s",
           jb_last_error());
     free(old);
@@ -1011,7 +967,7 @@ static void id_tables(const char *fixtures)
             snprintf(src, sizeof src, "%s/%s", fixtures, cases[i].src);
         else
             snprintf(src, sizeof src, "%s/tiny_prior.pth.tar", tmpdir);
-        if (!exists(src)) {
+        if (!tc_exists(src)) {
             printf("SKIP: %s (no %s)\n", cases[i].what, src);
             continue;
         }
@@ -1193,7 +1149,7 @@ static void hostile_cli(const char *encore, const char *data)
         bool ran    = run_encore(encore, tail, 200l << 20, &r);
         bool exited = ran && WIFEXITED(r.status);
         check(exited && WEXITSTATUS(r.status) != 0 && r.err[0] && r.seconds < 20 &&
-                r.maxrss_kb < (1l << 20) && !exists(dst) && n_temporaries(dst) == 0,
+                r.maxrss_kb < (1l << 20) && !tc_exists(dst) && tc_count_temporaries(dst) == 0,
               "encore import refuses %s: exit %d%s, %.2f s, %ld MB peak: %s",
               cases[i].name,
               exited ? WEXITSTATUS(r.status) : -1,
@@ -1253,13 +1209,13 @@ static int memory_test(const char *encore)
     t0           = jb_time_now();
     if (posix_spawn(&pid, encore, NULL, NULL, argv, environ) == 0) {
         /* once the temporary exists the stream has begun (and the handler is installed) */
-        for (int k = 0; k < 4000 && n_temporaries(dst2) == 0; k++)
+        for (int k = 0; k < 4000 && tc_count_temporaries(dst2) == 0; k++)
             usleep(5000);
         kill(pid, SIGINT);
         waitpid(pid, &status, 0);
     }
-    check(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0 && !exists(dst2) &&
-            n_temporaries(dst2) == 0,
+    check(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0 && !tc_exists(dst2) &&
+            tc_count_temporaries(dst2) == 0,
           "an import interrupted after %.1f s exits %d and leaves no file or temporary",
           jb_time_now() - t0,
           WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -1292,6 +1248,5 @@ int main(int argc, char **argv)
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return tc_summary();
 }

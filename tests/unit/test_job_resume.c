@@ -7,18 +7,15 @@
  * usage: test_job_resume MODEL_DIR
  */
 #include "encore/engine.h"
+#include "test_common.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int failed;
-static void check(bool ok, const char *what)
-{
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    if (!ok) failed++;
-}
+/* tests/common's reporting under this file's name */
+#define check(ok, what) tc_check((ok), "%s", (what))
 
 struct ck_state {
     int n_checkpoints, save_at; /* save the save_at-th checkpoint */
@@ -145,6 +142,5 @@ int main(int argc, char **argv)
     jb_audio_free(&riff);
     jb_session_free(s);
     jb_backend_free(be);
-    printf("%s\n", failed ? "FAILED" : "all passed");
-    return failed ? 1 : 0;
+    return tc_summary();
 }

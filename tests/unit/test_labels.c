@@ -10,28 +10,15 @@
  */
 #include "labels/labels.h"
 #include "labels/lyrics.h"
+#include "test_common.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
-static int g_pass, g_fail;
-
-static void check(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        g_pass++;
-    else
-        g_fail++;
-}
+/* tests/common's reporting under this file's name */
+#define check tc_check
 
 static bool is_dir(const char *p)
 {
@@ -105,23 +92,6 @@ static bool eq_i64_i32(const int64_t *a, const int32_t *b, size_t n)
     for (size_t i = 0; i < n; i++)
         if (a[i] != b[i]) return false;
     return true;
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s) s[n] = '\0';
-    fclose(f);
-    return s;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -721,7 +691,7 @@ static void run_fixtures(const char *dir, const char *ids_dir)
 {
     char mpath[1024];
     snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);
-    char *text  = read_text(mpath);
+    char *text  = tc_read_file(mpath, NULL);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     free(text);
     const cJSON *labels =
@@ -789,6 +759,5 @@ int main(int argc, char **argv)
     else
         printf("SKIP: ../shared not found\n");
 
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return tc_summary();
 }

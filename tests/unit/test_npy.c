@@ -10,6 +10,7 @@
  */
 #include "core/fp16.h"
 #include "format/npy.h"
+#include "test_common.h"
 
 #include <dirent.h>
 #include <inttypes.h>
@@ -20,56 +21,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int n_pass, n_fail;
-static char fail_where[256];
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            snprintf(fail_where, sizeof fail_where, "line %d: %s", __LINE__, #c);                  \
-            return false;                                                                          \
-        }                                                                                          \
-    } while (0)
-
-static void report(const char *name, bool ok, const char *detail)
-{
-    printf("%s %s%s%s\n",
-           ok ? "PASS" : "FAIL",
-           name,
-           detail && *detail ? ": " : "",
-           detail ? detail : "");
-    if (ok)
-        n_pass++;
-    else
-        n_fail++;
-}
-
-static void run_case(const char *name, bool (*fn)(void))
-{
-    fail_where[0] = '\0';
-    jb_clear_error();
-    bool ok = fn();
-    report(name, ok, ok ? NULL : fail_where);
-}
+/* tests/common's reporting and file reading under this file's names */
+#define CHECK TC_REQUIRE
+#define report tc_report
+#define run_case tc_run_case
+#define read_all(path, size) ((uint8_t *)tc_read_file((path), (size)))
 
 static char tmp_dir[64];
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *size = (size_t)n;
-    return buf;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* round trips                                                                                 */
@@ -595,6 +553,5 @@ int main(int argc, char **argv)
     run_case("missing file", test_read_missing);
     run_fixture_cases(argc == 2 ? argv[1] : NULL);
     rmdir(tmp_dir);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return tc_summary();
 }

@@ -12,6 +12,7 @@
 #include "backend/cpu/pool.h"
 #include "backend/ops.h"
 #include "core/fp16.h"
+#include "test_common.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -26,7 +27,6 @@
          : NULL)
 #define CHUNK_TOL 2e-6 /* portable level only */
 
-static int g_pass, g_fail;
 static enum jb_cpu_isa g_isa;
 
 /* --- helpers --------------------------------------------------------------------------------- */
@@ -35,10 +35,7 @@ static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 
 static double rnd(void) /* uniform [-1, 1) */
 {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (double)(g_rng >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+    return tc_rng_uniform(&g_rng); /* tests/common's splitmix64 */
 }
 
 static float *rnd_buf(int64_t n, double scale)
@@ -62,20 +59,8 @@ static struct jb_tensor tensor(enum jb_dtype type, int n_dims, const int64_t *sh
     return t;
 }
 
-static void report(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void report(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s [%-8s] ", ok ? "ok  " : "FAIL", jb_cpu_isa_name(g_isa));
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        g_pass++;
-    else
-        g_fail++;
-}
+/* tests/common's reporting under this file's name */
+#define report tc_check
 
 static double rel_err(int64_t n, const float *got, const double *ref)
 {
@@ -965,6 +950,5 @@ int main(void)
     jb_backend_free(be1);
     jb_backend_free(be3);
 
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return tc_summary();
 }

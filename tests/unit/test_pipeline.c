@@ -25,22 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-static void check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    if (ok)
-        passed++;
-    else
-        failed++;
-}
+/* tests/common's reporting under this file's name */
+#define check tc_check
 
 /* ---------------------------------------------------------------------------------------- */
 /* schedules (Appendix C)                                                                    */
@@ -866,6 +852,5 @@ out:
     jb_session_free(s);
     jb_backend_free(be);
     printf("backend %s: ", tc_backend_name());
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return tc_summary();
 }

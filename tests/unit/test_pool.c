@@ -6,6 +6,7 @@
  */
 #include "backend/cpu/pool.h"
 #include "core/common.h"
+#include "test_common.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -15,19 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-static int g_pass, g_fail;
-
-static void report(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void report(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s: ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    ok ? g_pass++ : g_fail++;
-}
+/* tests/common's reporting under this file's name */
+#define report tc_check
 
 #define N_MAX 100000
 
@@ -221,6 +211,5 @@ int main(void)
     test_nested();
     test_two_pools();
     test_idle();
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return tc_summary();
 }

@@ -18,6 +18,7 @@
 #include "prior/prior_impl.h"
 #include "backend/ops.h"
 #include "prior/sampler.h"
+#include "test_common.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -35,27 +36,13 @@
 
 #define TOL 1e-5
 
-static int g_pass, g_fail;
-
-static void report(bool ok, const char *fmt, ...) JB_PRINTF(2, 3);
-static void report(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    ok ? g_pass++ : g_fail++;
-}
+/* tests/common's reporting under this file's name */
+#define report tc_check
 
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
 static double rnd(void) /* uniform [-1, 1) */
 {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (double)(g_rng >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+    return tc_rng_uniform(&g_rng); /* tests/common's splitmix64 */
 }
 
 static double rel_l2(const float *got, const double *ref, int64_t n)
@@ -84,28 +71,12 @@ static double rel_l2_f(const float *got, const float *ref, int64_t n)
 
 #define MAX_TENSORS 1024
 
+/* the tensors (tests/common) plus the fp32 values the engine sees (fp16-rounded if stored so) */
 struct tmodel {
+    struct tc_weights *w;
     int n;
-    struct jb_tensor t[MAX_TENSORS];
-    char *names[MAX_TENSORS];
-    float *ref[MAX_TENSORS]; /* fp32 values the engine sees (fp16-rounded if stored so) */
+    float *ref[MAX_TENSORS];
 };
-
-static const struct jb_tensor *tm_find(void *ctx, const char *name)
-{
-    struct tmodel *m = ctx;
-    for (int i = 0; i < m->n; i++)
-        if (strcmp(m->names[i], name) == 0) return &m->t[i];
-    return NULL;
-}
-static int64_t tm_count(void *ctx)
-{
-    return ((struct tmodel *)ctx)->n;
-}
-static const struct jb_tensor *tm_get(void *ctx, int64_t i)
-{
-    return &((struct tmodel *)ctx)->t[i];
-}
 
 /* Adds a tensor of N(mean, scale)-ish uniform values; `type` is its stored dtype. */
 static void tm_add(struct tmodel *m,
@@ -135,23 +106,17 @@ static void tm_add(struct tmodel *m,
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    struct jb_tensor *t = &m->t[m->n];
-    t->type             = type;
-    t->n_dims           = nd;
-    t->shape[0]         = d0;
-    t->shape[1]         = d1;
-    t->shape[2]         = d2;
-    int64_t n           = jb_tensor_nelements(t);
-    float *ref          = malloc((size_t)n * sizeof *ref);
+    const int64_t shape[3] = { d0, d1, d2 };
+    int64_t n              = 1;
+    for (int i = 0; i < nd; i++)
+        n *= shape[i];
+    float *ref = malloc((size_t)n * sizeof *ref);
     for (int64_t i = 0; i < n; i++)
         ref[i] = (float)(mean + scale * rnd());
-    t->data = malloc(jb_tensor_nbytes(t));
-    jb_convert_from_f32(type, ref, t->data, (size_t)n);
+    struct jb_tensor *t = tc_weights_add_values(m->w, type, nd, shape, ref, "%s", name);
+    JB_ASSERT(t);
     jb_convert_to_f32(type, t->data, ref, (size_t)n); /* what the engine will see */
-    m->names[m->n] = strdup(name);
-    t->name        = m->names[m->n];
-    m->ref[m->n]   = ref;
-    m->n++;
+    m->ref[m->n++] = ref;
 }
 
 static const float *tm_ref(struct tmodel *m, const char *fmt, ...) JB_PRINTF(2, 3);
@@ -163,21 +128,18 @@ static const float *tm_ref(struct tmodel *m, const char *fmt, ...)
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     for (int i = 0; i < m->n; i++)
-        if (strcmp(m->names[i], name) == 0) return m->ref[i];
+        if (strcmp(tc_weights_tensor(m->w, i)->name, name) == 0) return m->ref[i];
     fprintf(stderr, "test model has no %s\n", name);
     abort();
 }
 
 static void tm_free(struct tmodel *m)
 {
-    for (int i = 0; i < m->n; i++) {
-        free(m->t[i].data);
-        free(m->names[i]);
+    for (int i = 0; i < m->n; i++)
         free(m->ref[i]);
-    }
+    tc_weights_free(m->w);
 }
 
-/* One stack of ResAttnBlocks with its per-layer attention types. */
 static void add_stack(struct tmodel *m,
                       const char *prefix,
                       enum jb_dtype wt,
@@ -257,6 +219,8 @@ static void make_model(const struct tcase *tc, const struct jb_prior_hparams *hp
     const enum jb_dtype wt = tc->f16 ? JB_DTYPE_F16 : JB_DTYPE_F32;
     const int V            = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NVOCAB + BINS : BINS;
     memset(m, 0, sizeof *m);
+    m->w = tc_weights_new(0);
+    JB_ASSERT(m->w);
     tm_add(m, JB_DTYPE_F32, 2, NG, W_, 0, 0.0, 0.5, "y_emb.bow_genre_emb.emb.weight");
     tm_add(m, JB_DTYPE_F32, 2, NA, W_, 0, 0.0, 0.5, "y_emb.artist_emb.emb.weight");
     if (hp->timing) {
@@ -329,7 +293,9 @@ static void make_model(const struct tcase *tc, const struct jb_prior_hparams *hp
         tm_add(m, JB_DTYPE_F32, 2, V, W_, 0, 0.0, 0.8, "prior.x_out.weight");
     } else { /* tied: the same values under the second name, as in the checkpoints */
         tm_add(m, JB_DTYPE_F32, 2, V, W_, 0, 0.0, 0.0, "prior.x_out.weight");
-        memcpy(m->t[m->n - 1].data, m->t[x_emb].data, (size_t)V * W_ * sizeof(float));
+        memcpy(tc_weights_tensor(m->w, m->n - 1)->data,
+               tc_weights_tensor(m->w, x_emb)->data,
+               (size_t)V * W_ * sizeof(float));
         memcpy(m->ref[m->n - 1], m->ref[x_emb], (size_t)V * W_ * sizeof(float));
     }
 }
@@ -592,7 +558,7 @@ static void check_model(const struct tcase *tc)
     make_hparams(tc, &hp);
     struct tmodel *m = calloc(1, sizeof *m);
     make_model(tc, &hp, m);
-    struct jb_weights_source src = { tm_find, tm_count, tm_get, m };
+    struct jb_weights_source src = tc_weights_source(m->w);
     struct jb_weights *w         = jb_weights_init(&src);
     struct jb_backend *be        = jb_backend_init("cpu", 0);
     struct jb_prior *p           = jb_prior_init(&hp, w, be);
@@ -756,7 +722,7 @@ static void check_sampling(void)
     make_hparams(&tc, &hp);
     struct tmodel *m = calloc(1, sizeof *m);
     make_model(&tc, &hp, m);
-    struct jb_weights_source src = { tm_find, tm_count, tm_get, m };
+    struct jb_weights_source src = tc_weights_source(m->w);
     struct jb_weights *w         = jb_weights_init(&src);
     struct jb_backend *be        = jb_backend_init("cpu", 0);
     struct jb_prior *p           = jb_prior_init(&hp, w, be);
@@ -988,6 +954,5 @@ int main(void)
         check_model(&cases[i]);
     check_sampling();
     check_draw();
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return tc_summary();
 }

@@ -6,20 +6,12 @@
  */
 #include "backend/ops.h"
 #include "core/rng.h"
+#include "test_common.h"
 
 #include <stdio.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+/* tests/common's reporting under this file's name */
+#define CHECK TC_EXPECT
 
 static void kat(const uint32_t c[4], const uint32_t k[2], const uint32_t want[4])
 {
@@ -61,6 +53,6 @@ int main(void)
     /* the high seed word matters too */
     CHECK(jb_rng_uniform53(1, 0, 0) != jb_rng_uniform53(1 | (1ULL << 40), 0, 0),
           "seed bits above 32 ignored");
-    printf("%s\n", failures ? "FAILED" : "rng: Philox4x32-10 known answers and draw properties ok");
-    return failures ? 1 : 0;
+    printf("rng: Philox4x32-10 known answers and draw properties\n");
+    return tc_summary();
 }

@@ -14,6 +14,7 @@
  * Prints one line per check and "N passed, M failed"; exits non-zero on failure.
  */
 #include "format/presets.h"
+#include "model_builders.h"
 #include "test_common.h"
 #include "vqvae/vqvae.h"
 
@@ -40,7 +41,7 @@ static bool model_init(struct model *m,
 {
     memset(m, 0, sizeof *m);
     m->src = tc_weights_new(seed);
-    if (!m->src || !tc_weights_add_vqvae(m->src, hp)) return false;
+    if (!m->src || !tc_build_vqvae(tc_weights_sink(m->src), hp)) return false;
     struct jb_weights_source src = tc_weights_source(m->src);
     m->w                         = jb_weights_init(&src);
     m->vq                        = m->w ? jb_vqvae_init(hp, m->w, be) : NULL;
@@ -474,7 +475,7 @@ static void test_bad_models(struct jb_backend *be)
     struct model m;
     memset(&m, 0, sizeof m);
     m.src = tc_weights_new(0);
-    tc_weights_add_vqvae(m.src, &hp);
+    tc_build_vqvae(tc_weights_sink(m.src), &hp);
     tc_weights_drop_last(m.src); /* drop one tensor */
     struct jb_weights_source src = tc_weights_source(m.src);
     m.w                          = jb_weights_init(&src);

@@ -118,10 +118,22 @@ void cli_progress_done(void)
     g_bar_shown = 0;
 }
 
+const char *cli_message(const char *cmd, const char *msg)
+{
+    for (const char *w = cmd; *w;) {
+        size_t n = strcspn(w, " ");
+        if (n && strncmp(msg, w, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ') return msg + n + 2;
+        w += n;
+        w += strspn(w, " ");
+    }
+    return msg;
+}
+
 int cli_error(const char *cmd)
 {
     cli_progress_done();
     /* jb_last_error() is escaped by the engine (jb_fail) */
-    fprintf(stderr, "encore %s: %s\n", cmd, jb_last_error()[0] ? jb_last_error() : "failed");
+    const char *msg = jb_last_error()[0] ? jb_last_error() : "failed";
+    fprintf(stderr, "encore %s: %s\n", cmd, cli_message(cmd, msg));
     return 1;
 }

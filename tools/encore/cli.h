@@ -71,5 +71,8 @@ int cli_daemon_job(const struct cli_job_opts *o);
 
 /* Prints "encore <cmd>: <last error>" and returns 1. */
 int cli_error(const char *cmd);
+/* An engine or daemon message without its leading "<module>: " where that module is a word of
+ * the command ("import: ..." under `encore import`), so each message says it once. */
+const char *cli_message(const char *cmd, const char *msg);
 
 #endif

@@ -53,7 +53,7 @@ static struct ep_msg *request(int fd, const char *cmd, struct ep_msg *req, const
         if (!strcmp(ep_msg_type(m), "error")) {
             char msg[600] = "error";
             ep_msg_get_strbuf(m, "message", msg, sizeof msg);
-            fprintf(stderr, "encore %s: %s\n", cmd, msg);
+            fprintf(stderr, "encore %s: %s\n", cmd, cli_message(cmd, msg));
             ep_msg_free(m);
             m = NULL;
             break;
@@ -386,7 +386,7 @@ static int follow_job(int fd, const char *cmd, struct follow *f, bool want_final
                 fprintf(stderr, "encore %s: cancelled\n", cmd);
                 rc = 130;
             } else {
-                fprintf(stderr, "encore %s: %s\n", cmd, msg);
+                fprintf(stderr, "encore %s: %s\n", cmd, cli_message(cmd, msg));
             }
             ep_msg_free(m);
             break;

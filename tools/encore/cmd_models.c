@@ -768,6 +768,10 @@ int cmd_models(int argc, char **argv)
         return 2;
     }
     const char *sub = argv[1];
+    /* getopt names the program by argv[0]: "encore models fetch: unrecognized option ..." */
+    static char prog[64];
+    snprintf(prog, sizeof prog, "encore models %.20s", sub);
+    argv[1] = prog;
     if (strcmp(sub, "fetch") == 0) return cmd_fetch(argc - 1, argv + 1);
     if (strcmp(sub, "list") == 0) return cmd_list(argc - 1, argv + 1);
     if (strcmp(sub, "remove") == 0) return cmd_remove(argc - 1, argv + 1);

@@ -54,8 +54,14 @@ int main(int argc, char **argv)
         printf("encore %s\n", ENCORE_VERSION);
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0) continue;
+        /* getopt names the program by argv[0]: "encore import: unrecognized option ..." */
+        static char prog[64];
+        snprintf(prog, sizeof prog, "encore %s", commands[i].name);
+        argv[1] = prog;
+        return commands[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "encore: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

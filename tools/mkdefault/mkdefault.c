@@ -13,6 +13,7 @@
 #include "format/meta.h"
 #include "format/presets.h"
 #include "labels/lyrics.h"
+#include "model_builders.h"
 
 #include <errno.h>
 #include <math.h>
@@ -44,15 +45,14 @@ static float rng_normal(void)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* a model file under construction: tensors are declared with an init rule, then generated   */
-
-enum init { INIT_ZERO, INIT_ONE, INIT_NORMAL };
+/* a model file under construction: the layouts (tests/common/model_builders.h) declare each  */
+/* tensor with an init rule into this sink; finish() then draws and streams the values       */
 
 struct decl {
     char name[160];
     int n_dims;
     int64_t shape[4];
-    enum init init;
+    enum tc_init init;
     float scale;
 };
 
@@ -60,95 +60,49 @@ struct builder {
     struct jb_gguf_writer *w;
     struct decl *decls;
     size_t n, cap;
-    bool failed;
 };
 
-static void add(struct builder *b,
-                enum init init,
-                float scale,
-                int n_dims,
-                const int64_t *shape,
-                const char *fmt,
-                ...) JB_PRINTF(6, 7);
-
-static void add(struct builder *b,
-                enum init init,
-                float scale,
-                int n_dims,
-                const int64_t *shape,
-                const char *fmt,
-                ...)
+static bool declare(void *ctx,
+                    const char *name,
+                    int n_dims,
+                    const int64_t *shape,
+                    enum tc_init init,
+                    float scale)
 {
+    struct builder *b = ctx;
     if (b->n == b->cap) {
         b->cap         = b->cap ? b->cap * 2 : 256;
         struct decl *d = realloc(b->decls, b->cap * sizeof *d);
-        if (!d) {
-            b->failed = true;
-            return;
-        }
+        if (!d) return false;
         b->decls = d;
     }
     struct decl *d = &b->decls[b->n++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(d->name, sizeof d->name, fmt, ap);
-    va_end(ap);
+    snprintf(d->name, sizeof d->name, "%s", name);
     d->n_dims = n_dims;
     memcpy(d->shape, shape, (size_t)n_dims * sizeof *shape);
     d->init  = init;
     d->scale = scale;
-    if (jb_gguf_writer_add_tensor(b->w, d->name, JB_DTYPE_F32, n_dims, shape) < 0) b->failed = true;
+    return jb_gguf_writer_add_tensor(b->w, d->name, JB_DTYPE_F32, n_dims, shape) >= 0;
 }
 
-#define S1(a)                                                                                      \
-    1, (const int64_t[])                                                                           \
-    {                                                                                              \
-        (a)                                                                                        \
-    }
-#define S2(a, b)                                                                                   \
-    2, (const int64_t[])                                                                           \
-    {                                                                                              \
-        (a), (b)                                                                                   \
-    }
-#define S3(a, b, c)                                                                                \
-    3, (const int64_t[])                                                                           \
-    {                                                                                              \
-        (a), (b), (c)                                                                              \
-    }
-
-/* Conv weight N(0, 1/fan_in) + small bias: keeps activations O(1) through deep stacks. */
-static void conv(struct builder *b,
-                 int64_t cout,
-                 int64_t cin,
-                 int64_t k,
-                 float gain,
-                 const char *prefix)
+static enum jb_status finish(struct builder *b, bool built, const char *path)
 {
-    add(b, INIT_NORMAL, gain / sqrtf((float)(cin * k)), S3(cout, cin, k), "%s.weight", prefix);
-    add(b, INIT_NORMAL, 0.01f, S1(cout), "%s.bias", prefix);
-}
-
-static void conv_t(struct builder *b, int64_t cin, int64_t cout, int64_t k, const char *prefix)
-{
-    add(b, INIT_NORMAL, 1.0f / sqrtf((float)(cin * 2)), S3(cin, cout, k), "%s.weight", prefix);
-    add(b, INIT_NORMAL, 0.01f, S1(cout), "%s.bias", prefix);
-}
-
-static enum jb_status finish(struct builder *b, const char *path)
-{
-    if (b->failed) return jb_fail(JB_STATUS_ERR_NOMEM, "mkdefault: building '%s' failed", path);
-    enum jb_status st = jb_gguf_writer_begin(b->w, path);
+    enum jb_status st = built ? jb_gguf_writer_begin(b->w, path)
+                              : jb_fail(JB_STATUS_ERR_NOMEM, "building '%s' failed", path);
     for (size_t i = 0; !st && i < b->n; i++) {
         struct decl *d = &b->decls[i];
         size_t n       = 1;
         for (int k = 0; k < d->n_dims; k++)
             n *= (size_t)d->shape[k];
         float *data = malloc(n * sizeof *data);
-        if (!data) return jb_fail(JB_STATUS_ERR_NOMEM, "mkdefault: out of memory");
+        if (!data) {
+            st = jb_fail(JB_STATUS_ERR_NOMEM, "out of memory");
+            break;
+        }
         for (size_t k = 0; k < n; k++)
-            data[k] = d->init == INIT_ZERO  ? 0.0f
-                      : d->init == INIT_ONE ? 1.0f + 0.01f * rng_normal()
-                                            : d->scale * rng_normal();
+            data[k] = d->init == TC_INIT_ZERO  ? 0.0f
+                      : d->init == TC_INIT_ONE ? 1.0f + 0.01f * rng_normal()
+                                               : d->scale * rng_normal();
         st = jb_gguf_writer_write_tensor(b->w, data, n * sizeof *data);
         free(data);
     }
@@ -175,21 +129,6 @@ static void common_meta(struct jb_gguf_writer *w, const char *kind, const char *
 /* ---------------------------------------------------------------------------------------- */
 /* VQ-VAE: the released shape (width 32, depth 4, emb 64, 2048 bins), spec §2.5              */
 
-static void resnet(struct builder *b,
-                   int depth,
-                   int64_t width,
-                   const char *prefix,
-                   const char *blocks)
-{
-    char name[200];
-    for (int r = 0; r < depth; r++) {
-        snprintf(name, sizeof name, "%s.%s.%d.model.1", prefix, blocks, r);
-        conv(b, width, width, 3, 0.5f, name);
-        snprintf(name, sizeof name, "%s.%s.%d.model.3", prefix, blocks, r);
-        conv(b, width, width, 1, 0.5f, name);
-    }
-}
-
 static enum jb_status make_vqvae(const char *path)
 {
     struct jb_vqvae_hparams hp;
@@ -198,37 +137,7 @@ static enum jb_status make_vqvae(const char *path)
     if (!b.w) return JB_STATUS_ERR_NOMEM;
     common_meta(b.w, "vqvae", "vqvae");
     jb_meta_write_vqvae(b.w, &hp);
-    char name[200];
-    for (int L = 0; L < hp.levels; L++) {
-        int64_t W = jb_vqvae_hp_width(&hp, L), D = jb_vqvae_hp_depth(&hp, L);
-        for (int j = 0; j <= L; j++) {
-            for (int i = 0; i < hp.downs_t[j]; i++) {
-                int64_t cin = (i == 0) ? (j == 0 ? 1 : hp.emb_width) : W;
-                snprintf(name, sizeof name, "encoders.%d.level_blocks.%d.model.%d.0", L, j, i);
-                conv(&b, W, cin, 4, 1.0f, name);
-                snprintf(name, sizeof name, "encoders.%d.level_blocks.%d.model.%d.1", L, j, i);
-                resnet(&b, (int)D, W, name, "model");
-            }
-            snprintf(
-              name, sizeof name, "encoders.%d.level_blocks.%d.model.%d", L, j, hp.downs_t[j]);
-            conv(&b, hp.emb_width, W, 3, 1.0f, name);
-        }
-        for (int j = 0; j <= L; j++) {
-            snprintf(name, sizeof name, "decoders.%d.level_blocks.%d.model.0", L, j);
-            conv(&b, W, hp.emb_width, 3, 1.0f, name);
-            for (int i = 0; i < hp.downs_t[j]; i++) {
-                snprintf(name, sizeof name, "decoders.%d.level_blocks.%d.model.%d.0", L, j, i + 1);
-                resnet(&b, (int)D, W, name, "model");
-                snprintf(name, sizeof name, "decoders.%d.level_blocks.%d.model.%d.1", L, j, i + 1);
-                conv_t(&b, W, i == hp.downs_t[j] - 1 ? hp.emb_width : W, 4, name);
-            }
-        }
-        snprintf(name, sizeof name, "decoders.%d.out", L);
-        conv(&b, 1, hp.emb_width, 3, 0.3f, name);
-    }
-    for (int L = 0; L < hp.levels; L++)
-        add(&b, INIT_NORMAL, 1.0f, S2(hp.l_bins, hp.emb_width), "bottleneck.level_blocks.%d.k", L);
-    return finish(&b, path);
+    return finish(&b, tc_build_vqvae((struct tc_sink){ declare, &b }, &hp), path);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -262,35 +171,6 @@ static void vocab(struct jb_gguf_writer *w)
     jb_gguf_writer_set_arr_i32(w, "jukebox.labels.genre_ids", ids, N_GENRE_NAMES);
 }
 
-static void transformer(struct builder *b,
-                        const struct jb_transformer_hparams *tr,
-                        const char *prefix)
-{
-    int64_t w = tr->width, ns = (int64_t)(tr->m_attn * (float)tr->width);
-    int64_t hid = (int64_t)(tr->m_mlp * (float)tr->width);
-    float s     = 0.5f / sqrtf((float)w);
-    for (int d = 0; d < tr->depth; d++) {
-        add(b,
-            INIT_NORMAL,
-            s,
-            S2(w, 3 * ns),
-            "%s.transformer._attn_mods.%d.attn.c_attn.w",
-            prefix,
-            d);
-        add(b, INIT_ZERO, 0, S1(3 * ns), "%s.transformer._attn_mods.%d.attn.c_attn.b", prefix, d);
-        add(b, INIT_NORMAL, s, S2(ns, w), "%s.transformer._attn_mods.%d.attn.c_proj.w", prefix, d);
-        add(b, INIT_ZERO, 0, S1(w), "%s.transformer._attn_mods.%d.attn.c_proj.b", prefix, d);
-        add(b, INIT_ONE, 0, S1(w), "%s.transformer._attn_mods.%d.ln_0.weight", prefix, d);
-        add(b, INIT_ZERO, 0, S1(w), "%s.transformer._attn_mods.%d.ln_0.bias", prefix, d);
-        add(b, INIT_NORMAL, s, S2(w, hid), "%s.transformer._attn_mods.%d.mlp.c_fc.w", prefix, d);
-        add(b, INIT_ZERO, 0, S1(hid), "%s.transformer._attn_mods.%d.mlp.c_fc.b", prefix, d);
-        add(b, INIT_NORMAL, s, S2(hid, w), "%s.transformer._attn_mods.%d.mlp.c_proj.w", prefix, d);
-        add(b, INIT_ZERO, 0, S1(w), "%s.transformer._attn_mods.%d.mlp.c_proj.b", prefix, d);
-        add(b, INIT_ONE, 0, S1(w), "%s.transformer._attn_mods.%d.ln_1.weight", prefix, d);
-        add(b, INIT_ZERO, 0, S1(w), "%s.transformer._attn_mods.%d.ln_1.bias", prefix, d);
-    }
-}
-
 static void small_prior(enum jb_model_preset p, struct jb_prior_hparams *hp)
 {
     jb_preset_prior(p, hp);
@@ -322,32 +202,7 @@ static enum jb_status make_prior(enum jb_model_preset p, const char *path)
     jb_gguf_writer_set_str(
       b.w, "jukebox.lyrics.vocab", jb_lyrics_vocab(hp.labels_v3 ? JB_LABEL_V3 : JB_LABEL_V2));
     vocab(b.w);
-    int64_t w = hp.tr.width;
-    add(&b, INIT_NORMAL, 0.02f, S2(hp.n_genres, w), "y_emb.bow_genre_emb.emb.weight");
-    add(&b, INIT_NORMAL, 0.02f, S2(hp.n_artists, w), "y_emb.artist_emb.emb.weight");
-    if (hp.timing) {
-        add(&b, INIT_NORMAL, 0.01f, S2(hp.t_bins, w), "y_emb.total_length_emb.emb.weight");
-        add(&b, INIT_NORMAL, 0.01f, S2(hp.t_bins, w), "y_emb.absolute_pos_emb.emb.weight");
-        add(&b, INIT_NORMAL, 0.01f, S2(hp.t_bins, w), "y_emb.relative_pos_emb.emb.weight");
-    }
-    if (hp.variant == JB_PRIOR_UPSAMPLER) {
-        char name[200];
-        add(&b, INIT_NORMAL, 0.02f, S2(hp.bins, w), "conditioner_blocks.0.x_emb.weight");
-        conv(&b, hp.cond_width, w, 3, 1.0f, "conditioner_blocks.0.cond.model.0");
-        for (int i = 0; i < hp.cond_downs; i++) {
-            snprintf(name, sizeof name, "conditioner_blocks.0.cond.model.%d.0", i + 1);
-            resnet(&b, hp.cond_depth, hp.cond_width, name, "blocks");
-            snprintf(name, sizeof name, "conditioner_blocks.0.cond.model.%d.1", i + 1);
-            conv_t(&b, hp.cond_width, i == hp.cond_downs - 1 ? w : hp.cond_width, 4, name);
-        }
-        add(&b, INIT_ONE, 0, S1(w), "conditioner_blocks.0.ln.weight");
-        add(&b, INIT_ZERO, 0, S1(w), "conditioner_blocks.0.ln.bias");
-    }
-    add(&b, INIT_NORMAL, 0.02f, S2(hp.bins, w), "prior.x_emb.weight");
-    add(&b, INIT_NORMAL, 0.01f, S2(hp.n_ctx, w), "prior.pos_emb.pos_emb");
-    transformer(&b, &hp.tr, "prior");
-    if (hp.merged_decoder) add(&b, INIT_NORMAL, 0.05f, S2(hp.bins, w), "prior.x_out.weight");
-    return finish(&b, path);
+    return finish(&b, tc_build_prior((struct tc_sink){ declare, &b }, &hp, false), path);
 }
 
 /* ---------------------------------------------------------------------------------------- */

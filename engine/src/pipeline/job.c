@@ -133,8 +133,9 @@ static enum jb_status resolve_labels(const struct jb_session *s, struct resolved
                              hp->n_genres);
         if (st != JB_STATUS_OK) {
             if (L == s->top) return st;
-            char why[900];
-            snprintf(why, sizeof why, "%s", jb_last_error());
+            char why[900]; /* the check's own "job: " is said once, in front */
+            const char *msg = jb_last_error();
+            snprintf(why, sizeof why, "%s", strncmp(msg, "job: ", 5) ? msg : msg + 5);
             return jb_fail(st, "job: level-%d upsampler: %s", L, why);
         }
     }
