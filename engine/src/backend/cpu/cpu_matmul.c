@@ -416,7 +416,7 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
     double work = (double)M * (double)N * (double)K;
     double wb   = (double)N * (double)K * (double)jb_dtype_size(w->type);
     if (wb > 1048576.0 && 16.0 * (double)N * (double)K > work) work = 16.0 * (double)N * (double)K;
-    int nt = jb_cpu_team(cpu->n_threads, work);
+    int nt = jb_cpu_team(cpu, work);
     /* threads over N (at least 64 columns each), and over M as well when N is too narrow for all
      * of them and there are rows enough (not in the GEMV case, which must see all of its rows) */
     int pn = N / 64 < nt ? (N / 64 > 1 ? (int)(N / 64) : 1) : nt;
