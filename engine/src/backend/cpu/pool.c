@@ -37,7 +37,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JB_POOL_SPIN_NS 20000 /* how long an idle thread spins before sleeping */
+#define JB_POOL_SPIN_NS 20000    /* how long an idle thread spins before sleeping */
+#define JOIN_SPIN_MAX_NS 1000000 /* the longest a caller spins for its workers before sleeping */
 #define CHUNKS_PER_THREAD 4
 #define MAX_CHUNKS 0xffff /* chunk counts live in 16 bits of the claim word */
 #define LATE_NS 50000     /* a wait for workers shorter than this is never "late" */
@@ -123,7 +124,7 @@ static int64_t now_ns(void)
 }
 
 /* Spins until *addr != value or the spin time is up; true if it changed. */
-static bool spin_while_equal(atomic_int *addr, int value)
+static bool spin_while_equal(atomic_int *addr, int value, int64_t spin_ns)
 {
     int64_t t_end = 0;
     for (int i = 0;; i++) {
@@ -132,7 +133,7 @@ static bool spin_while_equal(atomic_int *addr, int value)
         if ((i & 255) == 255) {
             int64_t t = now_ns();
             if (!t_end)
-                t_end = t + JB_POOL_SPIN_NS;
+                t_end = t + spin_ns;
             else if (t > t_end)
                 return false;
         }
@@ -171,7 +172,7 @@ static void *worker_main(void *p)
     struct jb_pool *pool = w->pool;
     int seen             = 0; /* the wake word's value at creation (we may start late) */
     for (;;) {
-        if (!spin_while_equal(&pool->wake, seen)) {
+        if (!spin_while_equal(&pool->wake, seen, JB_POOL_SPIN_NS)) {
             atomic_fetch_add(&pool->sleepers, 1);
             while (atomic_load(&pool->wake) == seen)
                 futex_wait(&pool->wake, seen);
@@ -347,10 +348,16 @@ static void pool_for(struct jb_pool *pool,
     const int mine = run_chunks(pool, 0);
     int64_t t1     = now_ns();
 
-    for (;;) { /* spin while chunks keep finishing; sleep once nothing moves for a while */
+    /* spin while chunks keep finishing; sleep once nothing moves for a while: as long as the
+     * caller's own share took (a worker's share of a big GEMV from DRAM can end 20 µs after the
+     * caller's, and a futex wake-up then costs it tens of µs), at least JB_POOL_SPIN_NS, at most
+     * 1 ms */
+    int64_t spin_ns = t1 - t0 < JB_POOL_SPIN_NS ? JB_POOL_SPIN_NS : t1 - t0;
+    if (spin_ns > JOIN_SPIN_MAX_NS) spin_ns = JOIN_SPIN_MAX_NS;
+    for (;;) {
         int done = atomic_load(&pool->done);
         if (done == (int)nch) break;
-        if (spin_while_equal(&pool->done, done)) continue;
+        if (spin_while_equal(&pool->done, done, spin_ns)) continue;
         atomic_store(&pool->caller_sleeping, 1);
         while ((done = atomic_load(&pool->done)) != (int)nch)
             futex_wait(&pool->done, done);
