@@ -3,7 +3,7 @@
  * reference's CPU baselines (docs: reference-baseline.md, fp32, batch 1, t2b1), plus the time
  * to the first preview audio of a 5-second continuation on a model folder.
  *
- * usage: bench_prior [MODEL_DIR] [--threads N] [--quick]
+ * usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N]
  *
  * Each shape is an upsampler (n_ctx 8192, attn_order 2, blocks 128, m_attn 0.25, m_mlp 1,
  * labels (120, 4111)) with random fp32 weights built in memory behind a jb_weights_source:
@@ -448,6 +448,7 @@ int main(int argc, char **argv)
     const char *only = NULL;
     int threads      = 0;
     bool quick       = false;
+    int repeats      = 2; /* interleaved runs per thread count, the best counts */
     bool no_cond     = false;
     char *refs[8]    = { 0 };
     int n_refs       = 0;
@@ -456,7 +457,10 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             quick = true;
-        else if (strcmp(argv[i], "--no-cond") == 0)
+        else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
+            repeats = atoi(argv[++i]);
+            if (repeats < 1) repeats = 2;
+        } else if (strcmp(argv[i], "--no-cond") == 0)
             no_cond = true;
         else if (strcmp(argv[i], "--no-cond") == 0)
             no_cond = true;
@@ -467,9 +471,10 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-')
             dir = argv[i];
         else {
-            fprintf(stderr,
-                    "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--shape NAME] "
-                    "[--ref REFBENCH.json]... [--no-cond]\n");
+            fprintf(
+              stderr,
+              "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] [--shape NAME] "
+              "[--ref REFBENCH.json]... [--no-cond]\n");
             return 2;
         }
     }
@@ -533,18 +538,16 @@ int main(int argc, char **argv)
                     int n_sample = sh->n_sample[b];
                     if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
                     if (pass == 0) {
-                        /* A B A B: each the better of two runs, interleaved, so that a change
-                         * of machine load hits both thread counts alike */
-                        struct result r1 =
-                          run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
-                        struct result rT =
-                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
-                        struct result s1 =
-                          run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
-                        struct result sT =
-                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
-                        r1 = best_of(r1, s1);
-                        rT = best_of(rT, sT);
+                        /* A B A B ...: each the best of `repeats` runs (--repeat, default 2),
+                         * interleaved, so that a change of machine load hits both thread
+                         * counts alike */
+                        struct result r1 = { 0 }, rT = { 0 };
+                        for (int rep = 0; rep < repeats; rep++) {
+                            r1 = best_of(
+                              r1, run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32));
+                            rT = best_of(
+                              rT, run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32));
+                        }
                         print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
                         print_row(sh,
                                   "fp32",
@@ -562,8 +565,10 @@ int main(int argc, char **argv)
                             kv16[k] = run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F16);
                         }
                     } else {
-                        struct result r =
-                          run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                        struct result r = { 0 };
+                        for (int rep = 0; rep < (repeats > 2 ? repeats - 1 : 1); rep++)
+                            r = best_of(r,
+                                        run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32));
                         print_row(sh,
                                   "fp16",
                                   N,
@@ -595,13 +600,16 @@ int main(int argc, char **argv)
     getloadavg(load, 3);
     printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s = "
            "pos/s x candidates.\nvs 1 thr: tokens/s against the same row with one thread (same "
-           "run; best of 2 interleaved runs each). weights/step: matmul weights one step streams "
+           "run; best of %d interleaved runs each; fp16 rows best of %d). weights/step: matmul "
+           "weights one step streams "
            "(transformer + output head), "
            "shared by the candidates of a batch. %% sum BW: eff. GB/s against the parallel "
            "sum.\nx ref: tokens/s against the reference's ancestral tokens/s (batch 1). fp16/32: "
            "tokens/s with fp16 transformer weights against fp32, same threads.\nload average "
            "at the end: %.2f (the machine is shared: figures are noisy)\n",
            "priming in chunks of 32",
+           repeats,
+           repeats > 2 ? repeats - 1 : 1,
            load[0]);
     printf("\nKV cache precision (1 candidate; jb_session_set_kv_f16 / encore --kv-f16):\n"
            "| config   | KV fp32 MB | KV fp16 MB | state fp32 MB | state fp16 MB | decode pos/s "

@@ -205,11 +205,62 @@ static void test_idle(void)
     jb_pool_free(p);
 }
 
+struct ready_ctx {
+    struct jb_pool *pool;
+    atomic_int ready_inside;
+};
+
+static void ready_fn(void *arg, int64_t b, int64_t e, int slot)
+{
+    struct ready_ctx *r = arg;
+    (void)b, (void)e, (void)slot;
+    if (jb_pool_ready(r->pool)) r->ready_inside = 1;
+}
+
+/* Small loops (a token loop's): jb_pool_ready never says yes where sharing is impossible; a
+ * stream of them (which wakes the workers) still covers every index once; afterwards the pool
+ * goes back to sleep. */
+static void test_small_loops(void)
+{
+    struct jb_pool *p1 = jb_pool_new(1), *p2 = jb_pool_new(2);
+    struct cover *c = calloc(1, sizeof *c);
+    bool ok         = p1 && p2 && c;
+    report(ok && !jb_pool_ready(NULL) && !jb_pool_ready(p1),
+           "jb_pool_ready: false without a pool and for one thread");
+    struct ready_ctx r = { p2, 0 };
+    if (ok) jb_pool_for(p2, 100000, 16, ready_fn, &r);
+    report(ok && !r.ready_inside, "jb_pool_ready: false inside a task of the same pool");
+
+    bool covered = ok;
+    for (int rep = 0; covered && rep < 3000; rep++) {
+        memset(c, 0, sizeof *c);
+        c->grain  = 1;
+        c->n      = 64;
+        c->caller = pthread_self();
+        jb_pool_for_work(p2, 64, 1, 50000.0, cover_fn, c);
+        for (int64_t i = 0; i < 64; i++)
+            if (c->hits[i] != 1) covered = false;
+        covered = covered && !c->clash;
+    }
+    report(covered, "a stream of small loops: every index exactly once, one task per slot");
+    struct timespec ms = { 0, 20 * 1000000 };
+    nanosleep(&ms, NULL); /* past the spin time */
+    double c0          = cpu_seconds();
+    struct timespec hs = { 0, 300 * 1000000 };
+    nanosleep(&hs, NULL);
+    double used = cpu_seconds() - c0;
+    report(ok && used < 0.02, "idle again after a stream of small loops: %.4f s of CPU", used);
+    free(c);
+    jb_pool_free(p1);
+    jb_pool_free(p2);
+}
+
 int main(void)
 {
     test_cover();
     test_nested();
     test_two_pools();
     test_idle();
+    test_small_loops();
     return tc_summary();
 }

@@ -16,10 +16,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-int jb_cpu_team(int n_threads, double work)
+int jb_cpu_team(const struct jb_cpu *cpu, double work)
 {
-    if (n_threads <= 1 || work < 1048576.0) return 1;
-    double max_useful = work / 524288.0; /* at least ~512k units per thread */
+    const int n_threads = cpu->n_threads;
+    if (n_threads <= 1 || work < JB_CPU_SHARE_MIN_WORK) return 1;
+    /* a loop of a few microseconds: shared only with workers already awake (spinning from the
+     * previous loop of a token step); waking a sleeping one costs more than the loop */
+    double per_thread = work < 1048576.0 ? JB_CPU_SHARE_MIN_WORK / 2 : 524288.0;
+    if (work < 1048576.0 && !jb_pool_ready(cpu->pool)) return 1;
+    double max_useful = work / per_thread;
     return max_useful < (double)n_threads ? (int)max_useful : n_threads;
 }
 
@@ -30,7 +35,7 @@ void jb_cpu_for(struct jb_cpu *cpu,
                 void *arg)
 {
     if (n <= 0) return;
-    int nt = jb_cpu_team(cpu->n_threads, (double)n * work_per_item);
+    int nt = jb_cpu_team(cpu, (double)n * work_per_item);
     if (nt <= 1) {
         jb_pool_for(cpu->pool, n, n, fn, arg); /* inline, on the caller's slot */
         return;

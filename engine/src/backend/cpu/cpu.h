@@ -74,10 +74,12 @@ struct jb_cpu *jb_cpu_of(struct jb_backend *be);
 enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa);
 const char *jb_cpu_isa_name(enum jb_cpu_isa isa);
 
-/* Threads worth using for `work` units (about one FMA or element each): 1 below ~128k units
- * (a few microseconds), where handing work to another thread costs about what it saves; at
- * least ~64k units per thread. */
-int jb_cpu_team(int n_threads, double work);
+/* Threads worth using for `work` units (about one FMA or element each). Handing a loop to a
+ * spinning worker costs ~0.2-2 µs, waking a sleeping one tens of µs: below
+ * JB_CPU_SHARE_MIN_WORK units (~1-2 µs) always 1; up to ~1M units only while a worker is awake
+ * (jb_pool_ready), at least half the minimum per thread; above, at least ~512k units per thread. */
+#define JB_CPU_SHARE_MIN_WORK 32768.0
+int jb_cpu_team(const struct jb_cpu *cpu, double work);
 /* Runs fn over [0, n) items of about work_per_item units each on the backend's pool: inline on
  * the caller when the whole loop is too small to share (jb_cpu_team), otherwise in chunks of
  * at least ~4k units, up to 4 per thread so that a late or preempted thread's share is taken

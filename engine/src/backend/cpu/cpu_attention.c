@@ -352,10 +352,10 @@ void jb_cpu_op_attention(struct jb_cpu *cpu,
     JB_ASSERT(2 * ((nk_max + 15) & ~(int64_t)15) + (int64_t)hd * KBLK <=
               (int64_t)JB_CPU_ARENA_FLOATS);
     struct attn_job job = { cpu, a, c, C, r0, nr, S, q, ldq, out, ldo };
-    /* Threads only pay off for real work (long contexts or big chunks): one item per task, and
-     * small problems run on the caller without asking the pool; the work hint lets the pool keep
-     * mid-sized ones on the caller too while its workers sleep. */
+    /* one item per task when threads pay off (jb_cpu_team: long contexts, big chunks, or a
+     * worker already awake in a token loop), else all on the caller without asking the pool;
+     * the work hint lets the pool keep mid-sized ones on the caller too while its workers sleep */
     const int64_t work  = n_items * (nk_max + 1) * hd;
-    const int64_t grain = work < (1 << 17) ? n_items : 1;
+    const int64_t grain = jb_cpu_team(cpu, 2.0 * (double)work) > 1 ? 1 : n_items;
     jb_pool_for_work(cpu->pool, n_items, grain, 2.0 * (double)work, attend_items, &job);
 }

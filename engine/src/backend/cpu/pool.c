@@ -37,12 +37,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JB_POOL_SPIN_NS 20000 /* how long an idle thread spins before sleeping */
+#define JB_POOL_SPIN_NS 20000    /* how long an idle thread spins before sleeping */
+#define JOIN_SPIN_MAX_NS 1000000 /* the longest a caller spins for its workers before sleeping */
 #define CHUNKS_PER_THREAD 4
 #define MAX_CHUNKS 0xffff /* chunk counts live in 16 bits of the claim word */
 #define LATE_NS 50000     /* a wait for workers shorter than this is never "late" */
 #define BACKOFF_MIN_NS 1000000
 #define WAKE_MIN_WORK 4e6 /* units (~0.1-0.2 ms on one core) worth waking a sleeping worker for */
+#define SMALL_GAIN_MIN -0.05 /* small loops shared lose more than this on average: stop a while */
+#define ABSENT_MAX 8         /* jobs in a row without a worker's help before they count as late */
+#define KICK_GAP_NS                                                                                \
+    50000 /* small loops this close together: wake the workers for the next ones                   \
+           */
 #define BACKOFF_MAX_NS 256000000
 
 struct worker {
@@ -70,9 +76,20 @@ struct jb_pool {
     atomic_bool stop;
     uint32_t gen;
 
-    /* caller-side lateness tracking (under `dispatch`), see jb_pool_for */
-    int64_t serial_until_ns; /* run jobs inline until then */
-    int64_t backoff_ns;      /* length of the next inline period */
+    /* caller-side lateness tracking (written under `dispatch`), see jb_pool_for */
+    atomic_int_least64_t serial_until_ns; /* run jobs inline until then */
+    int64_t backoff_ns;                   /* length of the next inline period */
+    int absent;                           /* jobs in a row whose chunks the caller all ran */
+    /* small loops (shared only with an awake worker): what sharing gains, see pool_for */
+    double small_gain;                       /* running mean of (serial - shared) / serial */
+    int64_t small_backoff_ns;                /* length of the next period without sharing */
+    atomic_int_least64_t small_off_until_ns; /* small loops inline until then */
+    /* the last small loop that ran inline because every worker slept, see jb_pool_ready */
+    atomic_int_least64_t last_miss_ns;
+    atomic_int_least64_t last_kick_ns;    /* and the last wake it caused */
+    atomic_int_least64_t kick_backoff_ns; /* no kick before last_kick_ns + this */
+    atomic_long helped;                   /* jobs a worker took part in so far */
+    atomic_long helped_at_kick;           /* ... at the last kick */
 };
 
 /* The pool and slot of the task this thread is running, for nested calls. */
@@ -107,7 +124,7 @@ static int64_t now_ns(void)
 }
 
 /* Spins until *addr != value or the spin time is up; true if it changed. */
-static bool spin_while_equal(atomic_int *addr, int value)
+static bool spin_while_equal(atomic_int *addr, int value, int64_t spin_ns)
 {
     int64_t t_end = 0;
     for (int i = 0;; i++) {
@@ -116,21 +133,24 @@ static bool spin_while_equal(atomic_int *addr, int value)
         if ((i & 255) == 255) {
             int64_t t = now_ns();
             if (!t_end)
-                t_end = t + JB_POOL_SPIN_NS;
+                t_end = t + spin_ns;
             else if (t > t_end)
                 return false;
         }
     }
 }
 
-/* Claims and runs chunks of the current job until none is left. */
-static void run_chunks(struct jb_pool *pool, int slot)
+/* Claims and runs chunks of the current job until none is left; returns how many it ran. */
+static int run_chunks(struct jb_pool *pool, int slot)
 {
-    for (;;) {
+    for (int ran = 0;; ran++) {
         uint64_t c   = atomic_load(&pool->claim);
         uint32_t nch = (uint32_t)(c >> 16) & 0xffff, i = (uint32_t)c & 0xffff;
-        if (i >= nch) return;
-        if (!atomic_compare_exchange_weak(&pool->claim, &c, c + 1)) continue;
+        if (i >= nch) return ran;
+        if (!atomic_compare_exchange_weak(&pool->claim, &c, c + 1)) {
+            ran--;
+            continue;
+        }
         /* chunk i is ours: the job cannot complete (nor its parameters change) before we do */
         const int64_t n = pool->n;
         const int64_t b = n * i / nch, e = n * (i + 1) / nch;
@@ -152,7 +172,7 @@ static void *worker_main(void *p)
     struct jb_pool *pool = w->pool;
     int seen             = 0; /* the wake word's value at creation (we may start late) */
     for (;;) {
-        if (!spin_while_equal(&pool->wake, seen)) {
+        if (!spin_while_equal(&pool->wake, seen, JB_POOL_SPIN_NS)) {
             atomic_fetch_add(&pool->sleepers, 1);
             while (atomic_load(&pool->wake) == seen)
                 futex_wait(&pool->wake, seen);
@@ -177,6 +197,13 @@ struct jb_pool *jb_pool_new(int n_threads)
     atomic_init(&pool->wake, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, false);
+    atomic_init(&pool->serial_until_ns, 0);
+    atomic_init(&pool->last_miss_ns, INT64_MIN / 2);
+    atomic_init(&pool->last_kick_ns, INT64_MIN / 2);
+    atomic_init(&pool->kick_backoff_ns, 0);
+    atomic_init(&pool->small_off_until_ns, 0);
+    atomic_init(&pool->helped, 0);
+    atomic_init(&pool->helped_at_kick, 0);
     if (n_threads == 1) return pool;
     pool->workers = jb_calloc((size_t)n_threads - 1, sizeof *pool->workers);
     if (!pool->workers) {
@@ -229,6 +256,39 @@ static void pool_for(struct jb_pool *pool,
                      jb_pool_fn fn,
                      void *arg);
 
+bool jb_pool_ready(struct jb_pool *pool)
+{
+    if (!pool || pool->n_threads == 1 || tls_pool == pool) return false;
+    int64_t t = now_ns();
+    if (t < atomic_load_explicit(&pool->serial_until_ns, memory_order_relaxed) ||
+        t < atomic_load_explicit(&pool->small_off_until_ns, memory_order_relaxed))
+        return false;
+    if (atomic_load_explicit(&pool->sleepers, memory_order_relaxed) < pool->n_threads - 1)
+        return true;
+    /* everyone sleeps: this loop runs inline, but when such loops come in a stream (a token
+     * loop: dozens per step, microseconds apart), wake the workers without a job, so that they
+     * spin and take the next loops (a wake costs tens of microseconds: not for this one) */
+    int64_t last = atomic_exchange_explicit(&pool->last_miss_ns, t, memory_order_relaxed);
+    int64_t kick = atomic_load_explicit(&pool->last_kick_ns, memory_order_relaxed);
+    int64_t wait = atomic_load_explicit(&pool->kick_backoff_ns, memory_order_relaxed);
+    if (t - last < KICK_GAP_NS && t - kick > KICK_GAP_NS + wait) {
+        /* the last kick brought no worker to a job (none got a core: the machine is busier
+         * than its cores): each kick costs the caller a wake-up and a worker's spin; back off */
+        long helped = atomic_load_explicit(&pool->helped, memory_order_relaxed);
+        bool wasted = helped == atomic_load_explicit(&pool->helped_at_kick, memory_order_relaxed) &&
+                      t - kick < BACKOFF_MAX_NS;
+        wait = wasted ? (wait ? 2 * wait : BACKOFF_MIN_NS) : wait / 2;
+        atomic_store_explicit(&pool->kick_backoff_ns,
+                              wait < BACKOFF_MAX_NS ? wait : BACKOFF_MAX_NS,
+                              memory_order_relaxed);
+        atomic_store_explicit(&pool->helped_at_kick, helped, memory_order_relaxed);
+        atomic_store_explicit(&pool->last_kick_ns, t, memory_order_relaxed);
+        atomic_fetch_add(&pool->wake, 1);
+        futex_wake(&pool->wake, INT_MAX);
+    }
+    return false;
+}
+
 void jb_pool_for(struct jb_pool *pool, int64_t n, int64_t grain, jb_pool_fn fn, void *arg)
 {
     pool_for(pool, n, grain, -1.0, fn, arg);
@@ -269,8 +329,8 @@ static void pool_for(struct jb_pool *pool,
     pthread_mutex_lock(&pool->dispatch);
     int64_t t0 = now_ns();
     /* workers have been late: no fork-join for a while; or a small loop while all sleep */
-    if (t0 < pool->serial_until_ns || (work >= 0 && work < WAKE_MIN_WORK &&
-                                       atomic_load(&pool->sleepers) == pool->n_threads - 1)) {
+    if (t0 < atomic_load_explicit(&pool->serial_until_ns, memory_order_relaxed) ||
+        (work >= 0 && work < WAKE_MIN_WORK && !jb_pool_ready(pool))) {
         pthread_mutex_unlock(&pool->dispatch);
         fn(arg, 0, n, 0);
         return;
@@ -285,13 +345,19 @@ static void pool_for(struct jb_pool *pool,
     int sleeping = atomic_load(&pool->sleepers);
     if (sleeping > 0) futex_wake(&pool->wake, (int)(nch - 1 < sleeping ? nch - 1 : sleeping));
 
-    run_chunks(pool, 0);
-    int64_t t1 = now_ns();
+    const int mine = run_chunks(pool, 0);
+    int64_t t1     = now_ns();
 
-    for (;;) { /* spin while chunks keep finishing; sleep once nothing moves for a while */
+    /* spin while chunks keep finishing; sleep once nothing moves for a while: as long as the
+     * caller's own share took (a worker's share of a big GEMV from DRAM can end 20 µs after the
+     * caller's, and a futex wake-up then costs it tens of µs), at least JB_POOL_SPIN_NS, at most
+     * 1 ms */
+    int64_t spin_ns = t1 - t0 < JB_POOL_SPIN_NS ? JB_POOL_SPIN_NS : t1 - t0;
+    if (spin_ns > JOIN_SPIN_MAX_NS) spin_ns = JOIN_SPIN_MAX_NS;
+    for (;;) {
         int done = atomic_load(&pool->done);
         if (done == (int)nch) break;
-        if (spin_while_equal(&pool->done, done)) continue;
+        if (spin_while_equal(&pool->done, done, spin_ns)) continue;
         atomic_store(&pool->caller_sleeping, 1);
         while ((done = atomic_load(&pool->done)) != (int)nch)
             futex_wait(&pool->done, done);
@@ -299,10 +365,34 @@ static void pool_for(struct jb_pool *pool,
         break;
     }
     int64_t t2 = now_ns(), waited = t2 - t1;
-    if (waited > LATE_NS && waited > t1 - t0) {
+    /* a worker "awake" but not on a core (the machine is busier than its cores) leaves every
+     * chunk to the caller: its spinning only takes CPU time from the caller */
+    if (work >= 0 && work < WAKE_MIN_WORK && mine > 0) {
+        /* a small loop: the serial time, estimated from the caller's own chunks, against the
+         * time shared. Handing over costs ~0.2 µs between idle cores, but microseconds when the
+         * other core is busy (another process, a hyperthread sibling): sharing loops of a few
+         * microseconds then loses, and stops for a while (1 ms .. 256 ms, doubling) */
+        double serial = (double)(t1 - t0) * (double)nch / (double)mine;
+        double gain   = (serial - (double)(t2 - t0)) / serial;
+        pool->small_gain += (gain - pool->small_gain) / 16.0;
+        if (pool->small_gain < SMALL_GAIN_MIN) {
+            pool->small_backoff_ns =
+              pool->small_backoff_ns ? 2 * pool->small_backoff_ns : BACKOFF_MIN_NS;
+            if (pool->small_backoff_ns > BACKOFF_MAX_NS) pool->small_backoff_ns = BACKOFF_MAX_NS;
+            atomic_store_explicit(
+              &pool->small_off_until_ns, t2 + pool->small_backoff_ns, memory_order_relaxed);
+            pool->small_gain = 0.0;
+        } else if (pool->small_gain > 0.0) {
+            pool->small_backoff_ns /= 2;
+        }
+    }
+    pool->absent = mine == (int)nch ? pool->absent + 1 : 0;
+    if (mine < (int)nch) atomic_fetch_add_explicit(&pool->helped, 1, memory_order_relaxed);
+    if ((waited > LATE_NS && waited > t1 - t0) || pool->absent >= ABSENT_MAX) {
+        pool->absent     = 0;
         pool->backoff_ns = pool->backoff_ns ? pool->backoff_ns * 2 : BACKOFF_MIN_NS;
         if (pool->backoff_ns > BACKOFF_MAX_NS) pool->backoff_ns = BACKOFF_MAX_NS;
-        pool->serial_until_ns = t2 + pool->backoff_ns;
+        atomic_store_explicit(&pool->serial_until_ns, t2 + pool->backoff_ns, memory_order_relaxed);
     } else {
         pool->backoff_ns /= 2; /* lateness fades out, one punctual job at a time */
     }

@@ -15,6 +15,7 @@
 #ifndef JB_BACKEND_CPU_POOL_H
 #define JB_BACKEND_CPU_POOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct jb_pool;
@@ -35,5 +36,10 @@ void jb_pool_for_work(struct jb_pool *pool,
                       double work,
                       jb_pool_fn fn,
                       void *arg);
+/* True when a worker is awake (spinning from a recent job), so that a loop of a few microseconds
+ * is worth sharing. False from a pool of one thread, inside a pool task, or while all workers
+ * sleep; in the last case, when such calls come in a stream (tens of microseconds apart), it wakes
+ * the workers for the loops that follow. */
+bool jb_pool_ready(struct jb_pool *pool);
 
 #endif
