@@ -599,6 +599,188 @@ JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb,
     }
 }
 
+/* --- fused ResConv1DBlock --------------------------------------------------------------------- */
+
+/* pack[(c·3 + j)·W + i] = relu(x[c, t0 + (j − 1)·dil + i]), zero outside [0, T); and prefetches
+ * the next tile's windows (one tile of work is tens of thousands of FMAs: enough to cover it). */
+static JB_TARGET_AVX512 void rb_pack_512(const struct jb_resblock_job *jb, int64_t t0, float *pack)
+{
+    enum { W = JB_CONV_TILE };
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t c = 0; c < jb->C; c++) {
+        const float *xr = jb->x + c * jb->T;
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; j++) {
+            const int64_t a = t0 + (j - 1) * jb->dil;
+            float *dst      = pack + (c * 3 + j) * W;
+#pragma GCC unroll 3
+            for (int v = 0; v < W / 16; v++) {
+                const int64_t i = a + 16 * v;
+                __mmask16 k     = (__mmask16)(lanes_below(jb->T - i) & ~lanes_below(-i));
+                /* max(0, v) keeps a NaN (the second operand wins), as torch.relu */
+                _mm512_storeu_ps(dst + 16 * v,
+                                 _mm512_max_ps(zero, _mm512_maskz_loadu_ps(k, addr_at(xr, i))));
+            }
+#pragma GCC unroll 3
+            for (int v = 0; v < W / 16; v++)
+                _mm_prefetch((const char *)addr_at(xr, a + W + 16 * v), _MM_HINT_T0);
+        }
+    }
+}
+
+/* b[(o0 + r)·W ..] = relu(b1[o] + Σ_c Σ_j w1[o, c, j] · pack[c, j]) for NR rows from o0. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv3_512(const struct jb_resblock_job *jb,
+                                                           const float *pack,
+                                                           float *b,
+                                                           int64_t o0,
+                                                           const int NR)
+{
+    enum { W = JB_CONV_TILE, NV = JB_CONV_TILE / 16 };
+    __m512 acc[8][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    const int64_t ws = jb->C * 3;
+    const float *wo  = jb->w1 + o0 * ws;
+    for (int64_t c = 0; c < jb->C; c++) {
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; j++) {
+            const float *pr = pack + (c * 3 + j) * W;
+            __m512 xv[NV];
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++)
+                xv[v] = _mm512_loadu_ps(pr + 16 * v);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                __m512 wb = _mm512_set1_ps(wo[r * ws + c * 3 + j]);
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++)
+                    acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+            }
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        __m512 bias = jb->b1 ? _mm512_set1_ps(jb->b1[o0 + r]) : zero;
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            _mm512_storeu_ps(b + (o0 + r) * W + 16 * v,
+                             _mm512_max_ps(zero, _mm512_add_ps(acc[r][v], bias)));
+    }
+}
+
+/* y[o, t0 ..] = x[o, t0 ..] + ρ·(b2[o] + Σ_s w2[o, s] · b[s]) for NR rows from o0. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv1_512(const struct jb_resblock_job *jb,
+                                                           const float *b,
+                                                           int64_t t0,
+                                                           int64_t o0,
+                                                           const int NR,
+                                                           const bool TAIL)
+{
+    enum { W = JB_CONV_TILE, NV = JB_CONV_TILE / 16 };
+    __m512 acc[8][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    const float *wo = jb->w2 + o0 * jb->S;
+    for (int64_t s = 0; s < jb->S; s++) {
+        __m512 xv[NV];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            xv[v] = _mm512_loadu_ps(b + s * W + 16 * v);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            __m512 wb = _mm512_set1_ps(wo[r * jb->S + s]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++)
+                acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+        }
+    }
+    const __m512 rho = _mm512_set1_ps(jb->rho);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        const float *xr = jb->x + (o0 + r) * jb->T + t0;
+        float *yr       = jb->y + (o0 + r) * jb->T + t0;
+        __m512 bias     = jb->b2 ? _mm512_set1_ps(jb->b2[o0 + r]) : _mm512_setzero_ps();
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            __mmask16 k = TAIL ? lanes_below(jb->T - t0 - 16 * v) : (__mmask16)0xffff;
+            __m512 h    = _mm512_add_ps(acc[r][v], bias);
+            __m512 xv   = _mm512_maskz_loadu_ps(k, xr + 16 * v);
+            __m512 out =
+              jb->rho == 1.0f ? _mm512_add_ps(xv, h) : _mm512_add_ps(xv, _mm512_mul_ps(rho, h));
+            _mm512_mask_storeu_ps(yr + 16 * v, k, out);
+        }
+    }
+}
+
+#define RB_ROWS(CALL)                                                                              \
+    switch (rows) {                                                                                \
+    case 1:                                                                                        \
+        CALL(1);                                                                                   \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        CALL(2);                                                                                   \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        CALL(3);                                                                                   \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        CALL(4);                                                                                   \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        CALL(5);                                                                                   \
+        break;                                                                                     \
+    case 6:                                                                                        \
+        CALL(6);                                                                                   \
+        break;                                                                                     \
+    case 7:                                                                                        \
+        CALL(7);                                                                                   \
+        break;                                                                                     \
+    default:                                                                                       \
+        CALL(8);                                                                                   \
+        break;                                                                                     \
+    }
+
+JB_TARGET_AVX512 void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *jb,
+                                                   int64_t tile0,
+                                                   int64_t tile1,
+                                                   float *mem)
+{
+    enum { W = JB_CONV_TILE };
+    float *pack = mem;                 /* (C, 3, W) */
+    float *b    = mem + jb->C * 3 * W; /* (S, W) */
+    for (int64_t tile = tile0; tile < tile1; tile++) {
+        const int64_t t0 = tile * W;
+        const bool tail  = t0 + W > jb->T;
+        rb_pack_512(jb, t0, pack);
+        for (int64_t o0 = 0; o0 < jb->S; o0 += 8) {
+            int64_t rows = jb->S - o0 < 8 ? jb->S - o0 : 8;
+#define RB_CONV3(NR) rb_conv3_512(jb, pack, b, o0, NR)
+            RB_ROWS(RB_CONV3)
+#undef RB_CONV3
+        }
+        for (int64_t o0 = 0; o0 < jb->C; o0 += 8) {
+            int64_t rows = jb->C - o0 < 8 ? jb->C - o0 : 8;
+#define RB_CONV1(NR)                                                                               \
+    do {                                                                                           \
+        if (tail)                                                                                  \
+            rb_conv1_512(jb, b, t0, o0, NR, true);                                                 \
+        else                                                                                       \
+            rb_conv1_512(jb, b, t0, o0, NR, false);                                                \
+    } while (0)
+            RB_ROWS(RB_CONV1)
+#undef RB_CONV1
+        }
+    }
+}
+#undef RB_ROWS
+
 /* --- VQ argmin -------------------------------------------------------------------------------- */
 
 /* Vectorised over time: lanes are time steps, codes are scanned in ascending order with a strict
@@ -1293,6 +1475,13 @@ void jb_cpu_conv_items_avx512(const struct jb_conv_job *job,
                               int64_t item0,
                               int64_t item1,
                               float *pack)
+{
+    JB_ASSERT(!"unreachable");
+}
+void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,
+                                  int64_t tile0,
+                                  int64_t tile1,
+                                  float *mem)
 {
     JB_ASSERT(!"unreachable");
 }
