@@ -888,6 +888,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_conv1d(be, 64, 32, 4, 2, 1, 1, 3, false);
     test_conv1d(be, 1, 64, 4, 2, 1, 1, 4000, true);
     test_conv1d(be, 1, 64, 4, 2, 1, 1, 2, true);
+    test_conv1d(be, 16, 24, 3, 2, 3, 2, 777, true); /* stride 2: odd pad, dilated taps */
+    test_conv1d(be, 8, 9, 5, 2, 0, 3, 100, false);
     test_conv1d(be, 64, 64, 1, 1, 0, 1, 777, true);
     test_conv1d(be, 64, 1, 3, 1, 1, 1, 2049, true);
     test_conv1d(be, 19, 21, 5, 3, 2, 2, 301, true);

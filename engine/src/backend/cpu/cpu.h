@@ -244,6 +244,7 @@ struct jb_conv_job {
     int64_t cout, ldy, tout;
     int64_t n_m; /* columns per phase */
     int nr;      /* register tile: nr rows x JB_CONV_TILE columns per phase */
+    int step;    /* 0 or 1; 2 (AVX-512, n_phase 1): tap column u is tap.x[c·ldx + 2u] */
     /* filled by jb_cpu_conv_prepare */
     int n_seg;
     struct jb_conv_seg seg[2 * JB_CONV_MAX_TAPS];

@@ -444,12 +444,56 @@ static inline const float *addr_at(const float *p, int64_t off)
     return (const float *)((uintptr_t)p + (uintptr_t)off * sizeof(float));
 }
 
+/* conv_pack_512 for a job whose taps read every second column (step 2, a stride-2 conv1d read
+ * in place instead of split into phases first): packed column u of a tap is x[c·ldx + 2u]. Full
+ * vectors deinterleave two loads (the second never reads past the last needed column); vectors
+ * at the sequence ends gather the lanes in range. */
+static JB_TARGET_AVX512 void conv_pack2_512(const struct jb_conv_job *jb,
+                                            int64_t m0,
+                                            float *pack,
+                                            int64_t dist)
+{
+    const __m512i even =
+      _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (int s = 0; s < jb->n_seg; s++) {
+        const struct jb_conv_seg *sg = &jb->seg[s];
+        int64_t a                    = m0 + sg->q0;
+        for (int64_t c = 0; c < jb->cin; c++) {
+            const float *src = addr_at(sg->x, c * jb->ldx + 2 * a);
+            float *dst       = pack + c * jb->ld_pack + sg->off;
+            for (int64_t v = 0; v < sg->width; v += 16) {
+                __mmask16 k    = (__mmask16)(lanes_below(sg->len - a - v) & ~lanes_below(-a - v));
+                const float *p = addr_at(src, 2 * v);
+                __m512 val;
+                if (k == (__mmask16)0xffff)
+                    val = _mm512_permutex2var_ps(
+                      _mm512_loadu_ps(p), even, _mm512_maskz_loadu_ps((__mmask16)0x7fff, p + 16));
+                else
+                    val = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, even, p, 4);
+                _mm512_storeu_ps(dst + v, val);
+            }
+            for (int64_t v = 0; v < 2 * JB_CONV_TILE; v += 16)
+                _mm_prefetch(
+                  (const char *)addr_at(src, 2 * (sg->width + (dist - 1) * JB_CONV_TILE) + v),
+                  _MM_HINT_T0);
+        }
+    }
+    int64_t t1 = m0 + JB_CONV_TILE;
+    for (int64_t o = 0; o < jb->cout; o++)
+        for (int64_t v = 0; v < JB_CONV_TILE; v += 16)
+            _mm_prefetch((const char *)addr_at(jb->y, o * jb->ldy + t1 + v), _MM_HINT_T0);
+}
+
 /* Copies the input windows of the tile at m0 into pack (rows ld_pack apart), zeros outside
  * [0, len), and prefetches the input columns a later tile will need first; the distance grows
  * as the work per tile shrinks (few output rows), to cover the memory latency. */
 static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t m0, float *pack)
 {
     int64_t dist = jb->n_oblk >= 8 ? 1 : 8 / jb->n_oblk; /* tiles ahead */
+    if (jb->step == 2) {
+        conv_pack2_512(jb, m0, pack, dist);
+        return;
+    }
     for (int s = 0; s < jb->n_seg; s++) {
         const struct jb_conv_seg *sg = &jb->seg[s];
         int64_t a                    = m0 + sg->q0; /* source column of packed column 0 */
