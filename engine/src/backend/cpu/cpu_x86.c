@@ -646,7 +646,9 @@ JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb,
 /* --- fused ResConv1DBlock --------------------------------------------------------------------- */
 
 /* pack[(c·3 + j)·W + i] = relu(x[c, t0 + (j − 1)·dil + i]), zero outside [0, T); and prefetches
- * the next tile's windows (one tile of work is tens of thousands of FMAs: enough to cover it). */
+ * the windows and output lines of the tile after next (2 tiles ahead measured 5% faster at 64
+ * channels and 15% at 32 than 1 ahead or no output prefetch: C·3 input streams and C output
+ * streams are more than the hardware prefetchers follow). */
 static JB_TARGET_AVX512 void rb_pack_512(const struct jb_resblock_job *jb, int64_t t0, float *pack)
 {
     enum { W = JB_CONV_TILE };
@@ -667,8 +669,12 @@ static JB_TARGET_AVX512 void rb_pack_512(const struct jb_resblock_job *jb, int64
             }
 #pragma GCC unroll 3
             for (int v = 0; v < W / 16; v++)
-                _mm_prefetch((const char *)addr_at(xr, a + W + 16 * v), _MM_HINT_T0);
+                _mm_prefetch((const char *)addr_at(xr, a + 2 * W + 16 * v), _MM_HINT_T0);
         }
+#pragma GCC unroll 3
+        for (int v = 0; v < W / 16; v++)
+            _mm_prefetch((const char *)addr_at(jb->y + c * jb->T, t0 + 2 * W + 16 * v),
+                         _MM_HINT_T0);
     }
 }
 
