@@ -3,7 +3,9 @@
  * reference's CPU baselines (docs: reference-baseline.md, fp32, batch 1, t2b1), plus the time
  * to the first preview audio of a 5-second continuation on a model folder.
  *
- * usage: bench_prior [MODEL_DIR] [--threads N] [--quick]
+ * usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--shape NAME] [--ref JSON]...
+ *                    [--no-cond | --cond-only]
+ * (--cond-only prints only the real upsampler conditioner's table, for w1920d72.)
  *
  * Each shape is an upsampler (n_ctx 8192, attn_order 2, blocks 128, m_attn 0.25, m_mlp 1,
  * labels (120, 4111)) with random fp32 weights built in memory behind a jb_weights_source:
@@ -594,6 +596,7 @@ int main(int argc, char **argv)
     int threads      = 0;
     bool quick       = false;
     bool no_cond     = false;
+    bool cond_only   = false; /* only the upsampler conditioner table */
     char *refs[8]    = { 0 };
     int n_refs       = 0;
     for (int i = 1; i < argc; i++) {
@@ -603,8 +606,8 @@ int main(int argc, char **argv)
             quick = true;
         else if (strcmp(argv[i], "--no-cond") == 0)
             no_cond = true;
-        else if (strcmp(argv[i], "--no-cond") == 0)
-            no_cond = true;
+        else if (strcmp(argv[i], "--cond-only") == 0)
+            cond_only = true;
         else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
             only = argv[++i];
         else if (strcmp(argv[i], "--ref") == 0 && i + 1 < argc && n_refs < 8)
@@ -614,7 +617,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--shape NAME] "
-                    "[--ref REFBENCH.json]... [--no-cond]\n");
+                    "[--ref REFBENCH.json]... [--no-cond | --cond-only]\n");
             return 2;
         }
     }
@@ -658,7 +661,11 @@ int main(int argc, char **argv)
         struct jb_prior_hparams hp;
         upsampler_hparams(sh, &hp);
         double other = -1, ref_cond = 0;
-        const double ref   = ref_tps(refs, n_refs, sh->name, &other, &ref_cond);
+        const double ref = ref_tps(refs, n_refs, sh->name, &other, &ref_cond);
+        if (cond_only) {
+            if (k == 2) bench_conditioner(sh, threads, ref_cond);
+            continue;
+        }
         const double bytes = step_weight_bytes(&hp);
         double fp32_tps[2] = { 0, 0 };
         /* fp32 weights at 1 and `threads` threads; then fp16 weights at `threads` for the
