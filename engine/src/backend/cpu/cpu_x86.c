@@ -727,8 +727,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv1_512(const struct jb_resbl
                                                            const float *b,
                                                            int64_t t0,
                                                            int64_t o0,
-                                                           const int NR,
-                                                           const bool TAIL)
+                                                           const int NR)
 {
     enum { W = JB_CONV_TILE, NV = JB_CONV_TILE / 16 };
     __m512 acc[8][NV];
@@ -759,7 +758,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv1_512(const struct jb_resbl
         __m512 bias     = jb->b2 ? _mm512_set1_ps(jb->b2[o0 + r]) : _mm512_setzero_ps();
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++) {
-            __mmask16 k = TAIL ? lanes_below(jb->T - t0 - 16 * v) : (__mmask16)0xffff;
+            __mmask16 k = lanes_below(jb->T - t0 - 16 * v); /* all lanes but at the end */
             __m512 h    = _mm512_add_ps(acc[r][v], bias);
             __m512 xv   = _mm512_maskz_loadu_ps(k, xr + 16 * v);
             __m512 out =
@@ -769,32 +768,24 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv1_512(const struct jb_resbl
     }
 }
 
-#define RB_ROWS(CALL)                                                                              \
-    switch (rows) {                                                                                \
-    case 1:                                                                                        \
-        CALL(1);                                                                                   \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        CALL(2);                                                                                   \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        CALL(3);                                                                                   \
-        break;                                                                                     \
-    case 4:                                                                                        \
-        CALL(4);                                                                                   \
-        break;                                                                                     \
-    case 5:                                                                                        \
-        CALL(5);                                                                                   \
-        break;                                                                                     \
-    case 6:                                                                                        \
-        CALL(6);                                                                                   \
-        break;                                                                                     \
-    case 7:                                                                                        \
-        CALL(7);                                                                                   \
-        break;                                                                                     \
-    default:                                                                                       \
-        CALL(8);                                                                                   \
-        break;                                                                                     \
+/* Rows [o0, o0 + rows) in register tiles of 8, 4, 2 and 1 rows (each row's sums are the same
+ * whatever tile it is in): 4 instantiations per kernel instead of 8. */
+#define RB_ROW_TILES(CALL, N)                                                                      \
+    for (int64_t o0 = 0; o0 < (N);) {                                                              \
+        const int64_t left = (N)-o0;                                                               \
+        if (left >= 8) {                                                                           \
+            CALL(8);                                                                               \
+            o0 += 8;                                                                               \
+        } else if (left >= 4) {                                                                    \
+            CALL(4);                                                                               \
+            o0 += 4;                                                                               \
+        } else if (left >= 2) {                                                                    \
+            CALL(2);                                                                               \
+            o0 += 2;                                                                               \
+        } else {                                                                                   \
+            CALL(1);                                                                               \
+            o0 += 1;                                                                               \
+        }                                                                                          \
     }
 
 JB_TARGET_AVX512 void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *jb,
@@ -807,29 +798,16 @@ JB_TARGET_AVX512 void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job 
     float *b    = mem + jb->C * 3 * W; /* (S, W) */
     for (int64_t tile = tile0; tile < tile1; tile++) {
         const int64_t t0 = tile * W;
-        const bool tail  = t0 + W > jb->T;
         rb_pack_512(jb, t0, pack);
-        for (int64_t o0 = 0; o0 < jb->S; o0 += 8) {
-            int64_t rows = jb->S - o0 < 8 ? jb->S - o0 : 8;
 #define RB_CONV3(NR) rb_conv3_512(jb, pack, b, o0, NR)
-            RB_ROWS(RB_CONV3)
+        RB_ROW_TILES(RB_CONV3, jb->S)
 #undef RB_CONV3
-        }
-        for (int64_t o0 = 0; o0 < jb->C; o0 += 8) {
-            int64_t rows = jb->C - o0 < 8 ? jb->C - o0 : 8;
-#define RB_CONV1(NR)                                                                               \
-    do {                                                                                           \
-        if (tail)                                                                                  \
-            rb_conv1_512(jb, b, t0, o0, NR, true);                                                 \
-        else                                                                                       \
-            rb_conv1_512(jb, b, t0, o0, NR, false);                                                \
-    } while (0)
-            RB_ROWS(RB_CONV1)
+#define RB_CONV1(NR) rb_conv1_512(jb, b, t0, o0, NR)
+        RB_ROW_TILES(RB_CONV1, jb->C)
 #undef RB_CONV1
-        }
     }
 }
-#undef RB_ROWS
+#undef RB_ROW_TILES
 
 /* --- VQ argmin -------------------------------------------------------------------------------- */
 
