@@ -3,7 +3,9 @@
  * reference's CPU baselines (docs: reference-baseline.md, fp32, batch 1, t2b1), plus the time
  * to the first preview audio of a 5-second continuation on a model folder.
  *
- * usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N]
+ * usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] [--shape NAME] [--ref JSON]...
+ *                    [--no-cond | --cond-only]
+ * (--cond-only prints only the real upsampler conditioner's table, for w1920d72.)
  *
  * Each shape is an upsampler (n_ctx 8192, attn_order 2, blocks 128, m_attn 0.25, m_mlp 1,
  * labels (120, 4111)) with random fp32 weights built in memory behind a jb_weights_source:
@@ -450,6 +452,7 @@ int main(int argc, char **argv)
     bool quick       = false;
     int repeats      = 2; /* interleaved runs per thread count, the best counts */
     bool no_cond     = false;
+    bool cond_only   = false; /* only the upsampler conditioner table */
     char *refs[8]    = { 0 };
     int n_refs       = 0;
     for (int i = 1; i < argc; i++) {
@@ -462,8 +465,8 @@ int main(int argc, char **argv)
             if (repeats < 1) repeats = 2;
         } else if (strcmp(argv[i], "--no-cond") == 0)
             no_cond = true;
-        else if (strcmp(argv[i], "--no-cond") == 0)
-            no_cond = true;
+        else if (strcmp(argv[i], "--cond-only") == 0)
+            cond_only = true;
         else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
             only = argv[++i];
         else if (strcmp(argv[i], "--ref") == 0 && i + 1 < argc && n_refs < 8)
@@ -471,10 +474,9 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-')
             dir = argv[i];
         else {
-            fprintf(
-              stderr,
-              "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] [--shape NAME] "
-              "[--ref REFBENCH.json]... [--no-cond]\n");
+            fprintf(stderr,
+                    "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] "
+                    "[--shape NAME] [--ref REFBENCH.json]... [--no-cond | --cond-only]\n");
             return 2;
         }
     }
@@ -518,7 +520,11 @@ int main(int argc, char **argv)
         struct jb_prior_hparams hp;
         upsampler_hparams(sh, &hp);
         double other = -1, ref_cond = 0;
-        const double ref   = ref_tps(refs, n_refs, sh->name, &other, &ref_cond);
+        const double ref = ref_tps(refs, n_refs, sh->name, &other, &ref_cond);
+        if (cond_only) {
+            if (k == 2) bench_conditioner(sh, threads, ref_cond);
+            continue;
+        }
         const double bytes = step_weight_bytes(&hp);
         double fp32_tps[2] = { 0, 0 };
         /* fp32 weights at 1 and `threads` threads; then fp16 weights at `threads` for the

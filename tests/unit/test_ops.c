@@ -454,6 +454,38 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
+/* The resblock op on backends b1 and b2, bitwise: on AVX-512 the narrow blocks run as one fused
+ * kernel, elsewhere as gathered tap slices through the conv kernels; both sum in the same order.
+ * Shapes: the VQ-VAE's (64 and 32 channels, dilations up to past the tile), odd row counts, a
+ * length that ends mid-tile, ρ ≠ 1, a NaN that must stay NaN, and an input of exact zeros. */
+static void test_resblock_same(struct jb_backend *b1, struct jb_backend *b2, const char *what)
+{
+    const int64_t Cs[4] = { 64, 32, 13, 8 }, Ss[4] = { 64, 32, 21, 16 }, T = 1001;
+    const int dils[4] = { 27, 81, 1, 3 };
+    bool ok           = true;
+    for (int k = 0; k < 4 && ok; k++) {
+        const int64_t C = Cs[k], S = Ss[k];
+        float *x = rnd_buf(C * T, 1.0), *w1 = rnd_buf(S * C * 3, 0.2), *w2 = rnd_buf(C * S, 0.2);
+        float *bb1 = rnd_buf(S, 0.5), *bb2 = rnd_buf(C, 0.5);
+        float *y1 = malloc((size_t)(C * T) * 4), *y2 = malloc((size_t)(C * T) * 4);
+        struct jb_tensor t1 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ S, C, 3 }, w1);
+        struct jb_tensor t2 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, S, 1 }, w2);
+        struct jb_tensor v1 = tensor(JB_DTYPE_F32, 1, (int64_t[]){ S }, bb1);
+        struct jb_tensor v2 = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bb2);
+        if (k == 2) x[5 * T + 500] = NAN;
+        if (k == 3) memset(x, 0, (size_t)(C * T) * 4);
+        size_t n1 = jb_resblock_work(b1, &t1, T), n2 = jb_resblock_work(b2, &t1, T);
+        float *wk1 = malloc(n1 * 4), *wk2 = malloc(n2 * 4);
+        float rho = k == 1 ? 0.7f : 1.0f;
+        jb_resblock(b1, x, y1, T, &t1, k == 3 ? NULL : &v1, dils[k], &t2, &v2, rho, wk1);
+        jb_resblock(b2, x, y2, T, &t1, k == 3 ? NULL : &v1, dils[k], &t2, &v2, rho, wk2);
+        ok = memcmp(y1, y2, (size_t)(C * T) * 4) == 0;
+        if (k == 2) ok = ok && isnan(y1[5 * T + 500]);
+        free(x), free(w1), free(w2), free(bb1), free(bb2), free(y1), free(y2), free(wk1), free(wk2);
+    }
+    report(ok, "resblock (C 64/32/13/8, d 27/81/1/3, ρ 1 and 0.7, NaN): %s (bitwise)", what);
+}
+
 struct nested_ctx {
     struct jb_backend *be;
     int64_t M, N, K, C, T;
@@ -841,6 +873,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_conv1d(be, 64, 32, 4, 2, 1, 1, 3, false);
     test_conv1d(be, 1, 64, 4, 2, 1, 1, 4000, true);
     test_conv1d(be, 1, 64, 4, 2, 1, 1, 2, true);
+    test_conv1d(be, 16, 24, 3, 2, 3, 2, 777, true); /* stride 2: odd pad, dilated taps */
+    test_conv1d(be, 8, 9, 5, 2, 0, 3, 100, false);
     test_conv1d(be, 64, 64, 1, 1, 0, 1, 777, true);
     test_conv1d(be, 64, 1, 3, 1, 1, 1, 2049, true);
     test_conv1d(be, 19, 21, 5, 3, 2, 2, 301, true);
@@ -944,6 +978,7 @@ int main(void)
         jb_cpu_set_isa(be3, JB_CPU_ISA_AVX512);
         g_isa = JB_CPU_ISA_AVX512;
         test_conv_same(be1, be3, "avx2 == avx512");
+        test_resblock_same(be1, be3, "avx2 == avx512");
         test_matmul_isa(be1, be3);
     }
     jb_backend_free(be);

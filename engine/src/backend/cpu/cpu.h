@@ -246,6 +246,7 @@ struct jb_conv_job {
     int64_t cout, ldy, tout;
     int64_t n_m; /* columns per phase */
     int nr;      /* register tile: nr rows x JB_CONV_TILE columns per phase */
+    int step;    /* 0 or 1; 2 (AVX-512, n_phase 1): tap column u is tap.x[c·ldx + 2u] */
     /* filled by jb_cpu_conv_prepare */
     int n_seg;
     struct jb_conv_seg seg[2 * JB_CONV_MAX_TAPS];
@@ -265,6 +266,28 @@ void jb_cpu_conv_items_avx2(const struct jb_conv_job *job,
                             int64_t item0,
                             int64_t item1,
                             float *pack);
+
+/* One ResConv1DBlock (k = 3, dilation dil, then k = 1) fused over tiles of JB_CONV_TILE columns:
+ * per tile, relu(x) at the three tap offsets is packed once (zero padding included), the dilated
+ * conv, its bias and ReLU fill an S x tile buffer, and the 1x1 conv, its bias and the residual go
+ * straight to y: x is read and y written once, with nothing in between leaving L1/L2. Every
+ * output sums in the order of jb_cpu_conv1d (over c, then taps, from zero, then the bias), so the
+ * results are bitwise those of the unfused convolutions on every ISA level. */
+struct jb_resblock_job {
+    const float *x; /* (C, T) */
+    float *y;       /* (C, T), not x */
+    int64_t T, C, S;
+    int64_t dil;
+    const float *w1, *b1; /* [S, C, 3], [S] or NULL */
+    const float *w2, *b2; /* [C, S, 1], [C] or NULL */
+    float rho;
+};
+/* Floats of tile memory one thread needs (64-byte aligned). */
+#define JB_RESBLOCK_TILE_FLOATS(C, S) ((3 * (C) + (S)) * (int64_t)JB_CONV_TILE)
+void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,
+                                  int64_t tile0,
+                                  int64_t tile1,
+                                  float *mem);
 
 /* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties. */
 void jb_cpu_vq_block_avx512(const float *xn,

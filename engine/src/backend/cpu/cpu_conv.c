@@ -6,7 +6,9 @@
  * padding materialised), then register tiles of 8 (4 with AVX2) output channels accumulate over
  * (c, tap) with broadcast weights. No im2col, y written once.
  *   - stride 1: one "tap" per kernel position j, source column t + d·j − p;
- *   - stride s > 1: x is first split into its s phases (x_r[c, u] = x[c, s·u + r], in the
+ *   - stride 2 with AVX-512: each tap reads one phase of x in place (the packing step
+ *     deinterleaves), so the caller's scratch is never touched (no pass over it, no page faults);
+ *   - other strides s > 1: x is first split into its s phases (x_r[c, u] = x[c, s·u + r], in the
  *     caller's scratch), after which every tap reads one phase at unit stride;
  *   - transposed, stride 1 or 2: each output phase (t mod s) is a stride-1 convolution over x with
  *     the taps j ≡ t + p (mod s); for stride 2 both phases are computed in one tile and
@@ -324,6 +326,14 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
         if (stride == 1) {
             for (int j = 0; j < k; j++)
                 job.tap[0][j] = (struct jb_conv_tap){ x, (int64_t)dil * j - pad, T, j };
+        } else if (stride == 2 && cpu->isa >= JB_CPU_ISA_AVX512) {
+            /* read in place: tap j reads phase r = (d·j − p) mod 2, x[c, 2u + r] at u = t + q */
+            job.step = 2;
+            for (int j = 0; j < k; j++) {
+                int64_t off = (int64_t)dil * j - pad;
+                int64_t r = off - floor_div(off, 2) * 2, q = floor_div(off, 2);
+                job.tap[0][j] = (struct jb_conv_tap){ x + r, q, ceil_div(T - r, 2), j };
+            }
         } else {
             /* phase r holds x[c, s·u + r]; tap j reads phase (d·j − p) mod s at u = t + q */
             JB_ASSERT(scratch);

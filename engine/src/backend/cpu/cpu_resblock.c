@@ -3,10 +3,13 @@
  *
  * Blocks whose convs are narrow (the VQ-VAE: 32-64 channels) run over time tiles that stay in
  * cache, with the ReLUs and the residual add fused into the tile loop: one read of x and one write
- * of y per block instead of about ten full-length passes. Wide blocks (the released conditioner,
- * 1024 channels) use whole-sequence convolutions, which reuse their large weights across the
- * whole sequence. The choice depends on the layer's shape only, so a chunk and the whole sequence
- * always take the same path (and compute the same sums).
+ * of y per block instead of about ten full-length passes. With AVX-512 the whole block is one
+ * kernel per 48-column tile (jb_cpu_resblock_tiles_avx512: relu(x) packed once, both convs and
+ * the epilogues in registers and L1); elsewhere each tile gathers its tap slices and calls the
+ * conv kernels. Both sum every output in the same order, so they agree bitwise. Wide blocks (the
+ * released conditioner, 1024 channels) use whole-sequence convolutions, which reuse their large
+ * weights across the whole sequence. The choice depends on the layer's shape only, so a chunk and
+ * the whole sequence always take the same path (and compute the same sums).
  */
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
@@ -151,6 +154,18 @@ static void resblock_tile(const struct tile_job *j, int64_t it, float *mem)
     }
 }
 
+struct fused_job {
+    struct jb_resblock_job rb;
+    float *work;
+    int64_t stride; /* floats of work per slot */
+};
+
+static void fused_range(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    const struct fused_job *j = arg;
+    jb_cpu_resblock_tiles_avx512(&j->rb, i0, i1, j->work + (size_t)slot * (size_t)j->stride);
+}
+
 static void tile_range(void *arg, int64_t i0, int64_t i1, int slot)
 {
     const struct tile_job *j = arg;
@@ -172,6 +187,26 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
                         float *work)
 {
     const struct shape s = shape_of(w1);
+    if (is_tiled(s) && cpu->isa >= JB_CPU_ISA_AVX512) {
+        /* tile_floats() >= JB_RESBLOCK_TILE_FLOATS: the fused kernel fits the same work */
+        JB_ASSERT(w1->type == JB_DTYPE_F32 && w2->type == JB_DTYPE_F32);
+        struct fused_job job  = { { x,
+                                    y,
+                                    T,
+                                    s.C,
+                                    s.S,
+                                    dil,
+                                    w1->data,
+                                   b1 ? b1->data : NULL,
+                                    w2->data,
+                                   b2 ? b2->data : NULL,
+                                    res_scale },
+                                  work,
+                                  tile_floats(s) };
+        const int64_t n_tiles = (T + JB_CONV_TILE - 1) / JB_CONV_TILE;
+        jb_cpu_for(cpu, n_tiles, (double)(4 * s.C * s.S * JB_CONV_TILE), fused_range, &job);
+        return;
+    }
     if (is_tiled(s)) {
         const int64_t n_tiles = (T + tile_cols(s) - 1) / tile_cols(s);
         struct tile_job job   = { cpu, s, x, y, T, w1, b1, w2, b2, dil, res_scale, work };

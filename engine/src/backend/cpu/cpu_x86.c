@@ -452,12 +452,56 @@ static inline const float *addr_at(const float *p, int64_t off)
     return (const float *)((uintptr_t)p + (uintptr_t)off * sizeof(float));
 }
 
+/* conv_pack_512 for a job whose taps read every second column (step 2, a stride-2 conv1d read
+ * in place instead of split into phases first): packed column u of a tap is x[c·ldx + 2u]. Full
+ * vectors deinterleave two loads (the second never reads past the last needed column); vectors
+ * at the sequence ends gather the lanes in range. */
+static JB_TARGET_AVX512 void conv_pack2_512(const struct jb_conv_job *jb,
+                                            int64_t m0,
+                                            float *pack,
+                                            int64_t dist)
+{
+    const __m512i even =
+      _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (int s = 0; s < jb->n_seg; s++) {
+        const struct jb_conv_seg *sg = &jb->seg[s];
+        int64_t a                    = m0 + sg->q0;
+        for (int64_t c = 0; c < jb->cin; c++) {
+            const float *src = addr_at(sg->x, c * jb->ldx + 2 * a);
+            float *dst       = pack + c * jb->ld_pack + sg->off;
+            for (int64_t v = 0; v < sg->width; v += 16) {
+                __mmask16 k    = (__mmask16)(lanes_below(sg->len - a - v) & ~lanes_below(-a - v));
+                const float *p = addr_at(src, 2 * v);
+                __m512 val;
+                if (k == (__mmask16)0xffff)
+                    val = _mm512_permutex2var_ps(
+                      _mm512_loadu_ps(p), even, _mm512_maskz_loadu_ps((__mmask16)0x7fff, p + 16));
+                else
+                    val = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, even, p, 4);
+                _mm512_storeu_ps(dst + v, val);
+            }
+            for (int64_t v = 0; v < 2 * JB_CONV_TILE; v += 16)
+                _mm_prefetch(
+                  (const char *)addr_at(src, 2 * (sg->width + (dist - 1) * JB_CONV_TILE) + v),
+                  _MM_HINT_T0);
+        }
+    }
+    int64_t t1 = m0 + JB_CONV_TILE;
+    for (int64_t o = 0; o < jb->cout; o++)
+        for (int64_t v = 0; v < JB_CONV_TILE; v += 16)
+            _mm_prefetch((const char *)addr_at(jb->y, o * jb->ldy + t1 + v), _MM_HINT_T0);
+}
+
 /* Copies the input windows of the tile at m0 into pack (rows ld_pack apart), zeros outside
  * [0, len), and prefetches the input columns a later tile will need first; the distance grows
  * as the work per tile shrinks (few output rows), to cover the memory latency. */
 static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t m0, float *pack)
 {
     int64_t dist = jb->n_oblk >= 8 ? 1 : 8 / jb->n_oblk; /* tiles ahead */
+    if (jb->step == 2) {
+        conv_pack2_512(jb, m0, pack, dist);
+        return;
+    }
     for (int s = 0; s < jb->n_seg; s++) {
         const struct jb_conv_seg *sg = &jb->seg[s];
         int64_t a                    = m0 + sg->q0; /* source column of packed column 0 */
@@ -606,6 +650,172 @@ JB_TARGET_AVX512 void jb_cpu_conv_items_avx512(const struct jb_conv_job *jb,
         }
     }
 }
+
+/* --- fused ResConv1DBlock --------------------------------------------------------------------- */
+
+/* pack[(c·3 + j)·W + i] = relu(x[c, t0 + (j − 1)·dil + i]), zero outside [0, T); and prefetches
+ * the windows and output lines of the tile after next (2 tiles ahead measured 5% faster at 64
+ * channels and 15% at 32 than 1 ahead or no output prefetch: C·3 input streams and C output
+ * streams are more than the hardware prefetchers follow). */
+static JB_TARGET_AVX512 void rb_pack_512(const struct jb_resblock_job *jb, int64_t t0, float *pack)
+{
+    enum { W = JB_CONV_TILE };
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t c = 0; c < jb->C; c++) {
+        const float *xr = jb->x + c * jb->T;
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; j++) {
+            const int64_t a = t0 + (j - 1) * jb->dil;
+            float *dst      = pack + (c * 3 + j) * W;
+#pragma GCC unroll 3
+            for (int v = 0; v < W / 16; v++) {
+                const int64_t i = a + 16 * v;
+                __mmask16 k     = (__mmask16)(lanes_below(jb->T - i) & ~lanes_below(-i));
+                /* max(0, v) keeps a NaN (the second operand wins), as torch.relu */
+                _mm512_storeu_ps(dst + 16 * v,
+                                 _mm512_max_ps(zero, _mm512_maskz_loadu_ps(k, addr_at(xr, i))));
+            }
+#pragma GCC unroll 3
+            for (int v = 0; v < W / 16; v++)
+                _mm_prefetch((const char *)addr_at(xr, a + 2 * W + 16 * v), _MM_HINT_T0);
+        }
+#pragma GCC unroll 3
+        for (int v = 0; v < W / 16; v++)
+            _mm_prefetch((const char *)addr_at(jb->y + c * jb->T, t0 + 2 * W + 16 * v),
+                         _MM_HINT_T0);
+    }
+}
+
+/* b[(o0 + r)·W ..] = relu(b1[o] + Σ_c Σ_j w1[o, c, j] · pack[c, j]) for NR rows from o0. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv3_512(const struct jb_resblock_job *jb,
+                                                           const float *pack,
+                                                           float *b,
+                                                           int64_t o0,
+                                                           const int NR)
+{
+    enum { W = JB_CONV_TILE, NV = JB_CONV_TILE / 16 };
+    __m512 acc[8][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    const int64_t ws = jb->C * 3;
+    const float *wo  = jb->w1 + o0 * ws;
+    for (int64_t c = 0; c < jb->C; c++) {
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; j++) {
+            const float *pr = pack + (c * 3 + j) * W;
+            __m512 xv[NV];
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++)
+                xv[v] = _mm512_loadu_ps(pr + 16 * v);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                __m512 wb = _mm512_set1_ps(wo[r * ws + c * 3 + j]);
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++)
+                    acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+            }
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        __m512 bias = jb->b1 ? _mm512_set1_ps(jb->b1[o0 + r]) : zero;
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            _mm512_storeu_ps(b + (o0 + r) * W + 16 * v,
+                             _mm512_max_ps(zero, _mm512_add_ps(acc[r][v], bias)));
+    }
+}
+
+/* y[o, t0 ..] = x[o, t0 ..] + ρ·(b2[o] + Σ_s w2[o, s] · b[s]) for NR rows from o0. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv1_512(const struct jb_resblock_job *jb,
+                                                           const float *b,
+                                                           int64_t t0,
+                                                           int64_t o0,
+                                                           const int NR)
+{
+    enum { W = JB_CONV_TILE, NV = JB_CONV_TILE / 16 };
+    __m512 acc[8][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    const float *wo = jb->w2 + o0 * jb->S;
+    for (int64_t s = 0; s < jb->S; s++) {
+        __m512 xv[NV];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            xv[v] = _mm512_loadu_ps(b + s * W + 16 * v);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            __m512 wb = _mm512_set1_ps(wo[r * jb->S + s]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++)
+                acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+        }
+    }
+    const __m512 rho = _mm512_set1_ps(jb->rho);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        const float *xr = jb->x + (o0 + r) * jb->T + t0;
+        float *yr       = jb->y + (o0 + r) * jb->T + t0;
+        __m512 bias     = jb->b2 ? _mm512_set1_ps(jb->b2[o0 + r]) : _mm512_setzero_ps();
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            __mmask16 k = lanes_below(jb->T - t0 - 16 * v); /* all lanes but at the end */
+            __m512 h    = _mm512_add_ps(acc[r][v], bias);
+            __m512 xv   = _mm512_maskz_loadu_ps(k, xr + 16 * v);
+            __m512 out =
+              jb->rho == 1.0f ? _mm512_add_ps(xv, h) : _mm512_add_ps(xv, _mm512_mul_ps(rho, h));
+            _mm512_mask_storeu_ps(yr + 16 * v, k, out);
+        }
+    }
+}
+
+/* Rows [o0, o0 + rows) in register tiles of 8, 4, 2 and 1 rows (each row's sums are the same
+ * whatever tile it is in): 4 instantiations per kernel instead of 8. */
+#define RB_ROW_TILES(CALL, N)                                                                      \
+    for (int64_t o0 = 0; o0 < (N);) {                                                              \
+        const int64_t left = (N)-o0;                                                               \
+        if (left >= 8) {                                                                           \
+            CALL(8);                                                                               \
+            o0 += 8;                                                                               \
+        } else if (left >= 4) {                                                                    \
+            CALL(4);                                                                               \
+            o0 += 4;                                                                               \
+        } else if (left >= 2) {                                                                    \
+            CALL(2);                                                                               \
+            o0 += 2;                                                                               \
+        } else {                                                                                   \
+            CALL(1);                                                                               \
+            o0 += 1;                                                                               \
+        }                                                                                          \
+    }
+
+JB_TARGET_AVX512 void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *jb,
+                                                   int64_t tile0,
+                                                   int64_t tile1,
+                                                   float *mem)
+{
+    enum { W = JB_CONV_TILE };
+    float *pack = mem;                 /* (C, 3, W) */
+    float *b    = mem + jb->C * 3 * W; /* (S, W) */
+    for (int64_t tile = tile0; tile < tile1; tile++) {
+        const int64_t t0 = tile * W;
+        rb_pack_512(jb, t0, pack);
+#define RB_CONV3(NR) rb_conv3_512(jb, pack, b, o0, NR)
+        RB_ROW_TILES(RB_CONV3, jb->S)
+#undef RB_CONV3
+#define RB_CONV1(NR) rb_conv1_512(jb, b, t0, o0, NR)
+        RB_ROW_TILES(RB_CONV1, jb->C)
+#undef RB_CONV1
+    }
+}
+#undef RB_ROW_TILES
 
 /* --- VQ argmin -------------------------------------------------------------------------------- */
 
@@ -1301,6 +1511,13 @@ void jb_cpu_conv_items_avx512(const struct jb_conv_job *job,
                               int64_t item0,
                               int64_t item1,
                               float *pack)
+{
+    JB_ASSERT(!"unreachable");
+}
+void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,
+                                  int64_t tile0,
+                                  int64_t tile1,
+                                  float *mem)
 {
     JB_ASSERT(!"unreachable");
 }
