@@ -128,6 +128,32 @@ enum jb_status jb_backend_status(const struct jb_backend *be)
     return be && be->iface->status ? be->iface->status(be->ctx) : JB_STATUS_OK;
 }
 
+bool jb_backend_has_graphs(const struct jb_backend *be)
+{
+    return be && be->iface->graph_begin && be->iface->graph_end && be->iface->graph_launch &&
+           be->iface->graph_free;
+}
+
+enum jb_status jb_backend_graph_begin(struct jb_backend *be)
+{
+    return jb_backend_has_graphs(be) ? be->iface->graph_begin(be->ctx) : JB_STATUS_OK;
+}
+
+void *jb_backend_graph_end(struct jb_backend *be)
+{
+    return jb_backend_has_graphs(be) ? be->iface->graph_end(be->ctx) : NULL;
+}
+
+void jb_backend_graph_launch(struct jb_backend *be, void *graph)
+{
+    if (graph && jb_backend_has_graphs(be)) be->iface->graph_launch(be->ctx, graph);
+}
+
+void jb_backend_graph_free(struct jb_backend *be, void *graph)
+{
+    if (graph && jb_backend_has_graphs(be)) be->iface->graph_free(be->ctx, graph);
+}
+
 void *jb_backend_alloc(struct jb_backend *be, size_t nbytes)
 {
     void *p = be->iface->buffer_alloc(be->ctx, nbytes);

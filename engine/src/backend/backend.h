@@ -60,6 +60,16 @@ struct jb_backend_i {
      * a device backend records errors and skips later ops); NULL: ops cannot fail. */
     enum jb_status (*status)(void *ctx);
 
+    /* (optional, all four or none) recording: the ops called between graph_begin and graph_end
+     * are recorded instead of run, graph_end returns the recording (NULL after a failure, kept
+     * in status), graph_launch runs it again with the pointers and scalar arguments it was
+     * recorded with. Only ops may be called while recording (no set/get_tensor, no buffers).
+     * NULL: the backend runs ops directly (the CPU). */
+    enum jb_status (*graph_begin)(void *ctx);
+    void *(*graph_end)(void *ctx);
+    void (*graph_launch)(void *ctx, void *graph);
+    void (*graph_free)(void *ctx, void *graph);
+
     struct jb_backend_ops ops;
 };
 
@@ -82,6 +92,14 @@ void jb_backend_synchronize(struct jb_backend *be);
 /* JB_STATUS_OK, or the error of a failed op (e.g. JB_STATUS_ERR_DEVICE, message in
  * jb_last_error() of the failing call): jobs check it between steps and fail with it. */
 enum jb_status jb_backend_status(const struct jb_backend *be);
+
+/* Recording of op sequences (graph_* of jb_backend_i): has_graphs says whether the backend
+ * records; begin/end/launch/free are no-ops returning OK/NULL on one that does not. */
+bool jb_backend_has_graphs(const struct jb_backend *be);
+enum jb_status jb_backend_graph_begin(struct jb_backend *be);
+void *jb_backend_graph_end(struct jb_backend *be);
+void jb_backend_graph_launch(struct jb_backend *be, void *graph);
+void jb_backend_graph_free(struct jb_backend *be, void *graph);
 
 /* backend/cpu/cpu.c */
 struct jb_backend *jb_backend_cpu_init(int n_threads);

@@ -176,4 +176,11 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
                                     const struct jb_sample_desc *sd,
                                     int32_t *tokens);
 
+/* The decode step (jb_prior_step_sample) reads its position and previous tokens from backend
+ * memory, so on a backend that records (CUDA graphs) it is recorded once per state and replayed
+ * for every later token (default on). Off: every step runs its ops directly (tests compare). */
+void jb_prior_state_set_graphs(struct jb_prior_state *st, bool on);
+/* Whether a recorded decode step exists (it was recorded and is being replayed). */
+bool jb_prior_state_graph_live(const struct jb_prior_state *st);
+
 #endif
