@@ -628,6 +628,23 @@ static void describe_set(struct ep_msg *it, int i, bool labels)
     ep_msg_set_int(it, "bins", in->bins);
     ep_msg_set_bool(it, "untrained", in->untrained);
     ep_msg_set_str(it, "dtype", "as stored");
+    /* memory: each model's weights, what a candidate adds per level, the backend now */
+    struct jb_session_info now;
+    jb_session_get_info(w->s, &now);
+    ep_msg_set_int(it, "vqvae_bytes", (int64_t)now.vqvae_bytes);
+    for (int L = 0; L < now.n_levels; L++) {
+        struct ep_msg *lv = ep_msg_new(NULL);
+        if (!lv) break;
+        ep_msg_set_int(lv, "level", L);
+        ep_msg_set_int(lv, "prior_bytes", (int64_t)now.prior_bytes[L]);
+        ep_msg_set_int(lv, "candidate_bytes", (int64_t)now.candidate_bytes[L]);
+        ep_msg_add_item(it, "levels_memory", lv);
+        ep_msg_free(lv);
+    }
+    if (now.backend_total > 0) {
+        ep_msg_set_int(it, "backend_free", (int64_t)now.backend_free);
+        ep_msg_set_int(it, "backend_total", (int64_t)now.backend_total);
+    }
     const int64_t na = jb_session_label_count(w->s, false), ng = jb_session_label_count(w->s, true);
     ep_msg_set_int(it, "n_artists", na);
     ep_msg_set_int(it, "n_genres", ng);

@@ -995,6 +995,43 @@ static double cpu_seconds(pid_t pid)
     return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* status reports memory per model and per candidate, and the backend's (after jobs ran, so the
+ * set is loaded). */
+static void test_status_memory(void)
+{
+    int fd           = try_open();
+    struct ep_msg *s = NULL, *set = NULL;
+    bool loaded = false;
+    for (int i = 0; i < 100 && fd >= 0 && !loaded; i++) { /* load the set if it is not yet */
+        ep_msg_free(set);
+        ep_msg_free(s);
+        struct ep_msg *q = ep_msg_new("status");
+        ep_msg_set_bool(q, "load", true);
+        s   = ask(fd, q, "status");
+        set = s && ep_msg_list_len(s, "sets") > 0 ? ep_msg_list_item(s, "sets", 0) : NULL;
+        if (!set || !ep_msg_get_bool(set, "loaded", &loaded) || !loaded) usleep(100000);
+    }
+    int64_t vq = 0, fr = 0, tot = 0;
+    bool ok = set && ep_msg_get_int(set, "vqvae_bytes", &vq) && vq > 0 &&
+              ep_msg_get_int(set, "backend_free", &fr) &&
+              ep_msg_get_int(set, "backend_total", &tot) && fr > 0 && fr <= tot &&
+              ep_msg_list_len(set, "levels_memory") == 3;
+    for (size_t k = 0; ok && k < 3; k++) {
+        struct ep_msg *lv = ep_msg_list_item(set, "levels_memory", k);
+        int64_t pb = 0, cb = 0;
+        ok = lv && ep_msg_get_int(lv, "prior_bytes", &pb) &&
+             ep_msg_get_int(lv, "candidate_bytes", &cb) && pb > 0 && cb > 0;
+        ep_msg_free(lv);
+    }
+    check(ok,
+          "status: memory of each model and per candidate, backend %.0f MB free of %.0f MB",
+          (double)fr / 1e6,
+          (double)tot / 1e6);
+    ep_msg_free(set);
+    ep_msg_free(s);
+    if (fd >= 0) close(fd);
+}
+
 static void test_idle_cpu(void)
 {
     const double a = cpu_seconds(daemon_pid);
@@ -1039,6 +1076,7 @@ int main(int argc, char **argv)
         RUN(test_many_clients);
         RUN(test_slow_client);
         RUN(test_hostile);
+        RUN(test_status_memory);
         RUN(test_idle_cpu);
         RUN(test_other_uid);
         RUN(test_socket_activation);

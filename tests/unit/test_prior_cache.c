@@ -652,7 +652,20 @@ static void check_model(const struct tcase *tc)
     }
 
     /* cached: token by token, then mixed chunks */
-    struct jb_prior_state *st    = jb_prior_state_init(p, N_, MAX_CHUNK);
+    struct jb_prior_state *st = jb_prior_state_init(p, N_, MAX_CHUNK);
+    {
+        /* the memory plan is exactly what a state reserves */
+        struct jb_prior_state *h = jb_prior_state_init_ex(p, 3, 7, JB_DTYPE_F16);
+        const double a           = jb_prior_state_plan_bytes(p, N_, MAX_CHUNK, JB_DTYPE_F32),
+                     b           = jb_prior_state_plan_bytes(p, 3, 7, JB_DTYPE_F16);
+        report(st && h && a == (double)jb_prior_state_bytes(st) &&
+                 b == (double)jb_prior_state_bytes(h),
+               "%s: planned state bytes = reserved (%.0f, %.0f)",
+               tc->name,
+               a,
+               b);
+        jb_prior_state_free(h);
+    }
     float *lc                    = malloc((size_t)N_ * MAX_CHUNK * V * sizeof *lc);
     float *cached                = malloc((size_t)N_ * T_ * V * sizeof *cached);
     static const int sched[2][9] = { { 1, 1, 1, 1, 1, 1, 1, 1, 1 },

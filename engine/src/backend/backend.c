@@ -13,6 +13,7 @@
 #include "backend/cuda/cuda.h"
 #endif
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,6 +127,38 @@ void jb_backend_synchronize(struct jb_backend *be)
 enum jb_status jb_backend_status(const struct jb_backend *be)
 {
     return be && be->iface->status ? be->iface->status(be->ctx) : JB_STATUS_OK;
+}
+
+enum jb_status jb_backend_memory(const struct jb_backend *be, size_t *free_bytes, size_t *total)
+{
+    *free_bytes = *total = 0;
+    if (!be || !be->iface->memory_info)
+        return jb_fail(
+          JB_STATUS_ERR_UNSUPPORTED, "backend %s does not report its memory", jb_backend_name(be));
+    return be->iface->memory_info(be->ctx, free_bytes, total);
+}
+
+enum jb_status jb_host_memory(size_t *available, size_t *total)
+{
+    *available = *total = 0;
+    FILE *f             = fopen("/proc/meminfo", "r");
+    if (!f) return jb_fail(JB_STATUS_ERR_IO, "host memory: cannot read /proc/meminfo");
+    char line[256];
+    unsigned long long kb = 0;
+    bool have_avail = false, have_total = false;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+            *available = (size_t)kb * 1024;
+            have_avail = true;
+        } else if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) {
+            *total     = (size_t)kb * 1024;
+            have_total = true;
+        }
+    }
+    fclose(f);
+    if (!have_avail || !have_total)
+        return jb_fail(JB_STATUS_ERR_IO, "host memory: no MemAvailable/MemTotal in /proc/meminfo");
+    return JB_STATUS_OK;
 }
 
 bool jb_backend_has_graphs(const struct jb_backend *be)

@@ -59,6 +59,10 @@ struct jb_backend_i {
     /* (optional) the first failure of an op since the backend was made (ops return nothing;
      * a device backend records errors and skips later ops); NULL: ops cannot fail. */
     enum jb_status (*status)(void *ctx);
+    /* (optional) memory the backend's buffers can still take and its total, in bytes, now:
+     * a device's free/total, or for the host's memory MemAvailable/MemTotal (/proc/meminfo). */
+    enum jb_status (*memory_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
+    bool memory_is_host; /* buffers take host RAM (host-side job buffers share the budget) */
 
     /* (optional, all four or none) recording: the ops called between graph_begin and graph_end
      * are recorded instead of run, graph_end returns the recording (NULL after a failure, kept
@@ -95,6 +99,11 @@ enum jb_status jb_backend_status(const struct jb_backend *be);
 
 /* Recording of op sequences (graph_* of jb_backend_i): has_graphs says whether the backend
  * records; begin/end/launch/free are no-ops returning OK/NULL on one that does not. */
+/* The backend's free and total memory (memory_info); ERR_UNSUPPORTED without the hook. */
+enum jb_status jb_backend_memory(const struct jb_backend *be, size_t *free_bytes, size_t *total);
+/* MemAvailable and MemTotal of /proc/meminfo (the CPU and check backends' memory_info). */
+enum jb_status jb_host_memory(size_t *available, size_t *total);
+
 bool jb_backend_has_graphs(const struct jb_backend *be);
 enum jb_status jb_backend_graph_begin(struct jb_backend *be);
 void *jb_backend_graph_end(struct jb_backend *be);

@@ -61,6 +61,14 @@ static void mark_used(struct jb_weights *w, const struct jb_tensor *t)
     }
 }
 
+double jb_weights_bytes(const struct jb_weights *w)
+{
+    double b = 0;
+    for (int64_t i = 0; w && i < w->n; i++)
+        b += (double)jb_tensor_nbytes(w->src.get(w->src.ctx, i));
+    return b;
+}
+
 void jb_weights_set_backend(struct jb_weights *w, struct jb_backend *be)
 {
     w->be = be;

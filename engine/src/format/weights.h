@@ -54,6 +54,8 @@ bool jb_weights_has(struct jb_weights *w, const char *fmt, ...) JB_PRINTF(2, 3);
 /* Marks a tensor as deliberately unused at inference (e.g. prime_x_out.weight). */
 void jb_weights_skip(struct jb_weights *w, const char *name);
 bool jb_weights_ok(const struct jb_weights *w);
+/* Bytes of every tensor of the source (what the model keeps on its backend). */
+double jb_weights_bytes(const struct jb_weights *w);
 /* Fails if some tensor of the source was never requested ("unexpected tensor 'x'"). */
 enum jb_status jb_weights_check_all_used(struct jb_weights *w);
 

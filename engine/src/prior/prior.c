@@ -626,6 +626,41 @@ enum jb_status jb_prior_state_encoder_kv(struct jb_prior_state *st,
     return JB_STATUS_OK;
 }
 
+/* ---- memory plan ---------------------------------------------------------------------------- */
+
+/* Bytes transformer_state_init reserves (the same sums, without allocating). */
+static double transformer_state_plan(const struct jb_transformer *tr,
+                                     enum jb_dtype kv_type,
+                                     int n_batch,
+                                     int max_chunk)
+{
+    const double M = (double)n_batch * max_chunk, W = tr->width, ns = tr->n_state;
+    double f = M * W * 2 + M * 3 * ns + M * ns + M * tr->mlp_width;
+    if (tr->enc_len > 0) f += (double)n_batch * tr->enc_len * (W + 2 * ns);
+    double b = f * sizeof(float);
+    for (int d = 0; d < tr->depth; d++)
+        b += 2.0 * n_batch * jb_kv_cache_capacity(tr, tr->blocks[d].attn_func) * ns *
+             (double)jb_dtype_size(kv_type);
+    return b;
+}
+
+double jb_prior_state_plan_bytes(const struct jb_prior *p,
+                                 int n_batch,
+                                 int max_chunk,
+                                 enum jb_dtype kv_type)
+{
+    if (n_batch <= 0 || max_chunk <= 0) return 0.0;
+    const double M = (double)n_batch * max_chunk;
+    double b       = transformer_state_plan(&p->tr, kv_type, n_batch, max_chunk);
+    b += (M * p->vocab + M * p->width) * sizeof(float) + (M + 2.0 * n_batch) * sizeof(int32_t);
+    if (p->hp.variant == JB_PRIOR_TOP_LYRICS_ENC) {
+        const double Tp = p->prime.seq_len;
+        b += transformer_state_plan(&p->prime, JB_DTYPE_F32, 1, (int)Tp) + Tp * sizeof(int32_t) +
+             Tp * p->width * sizeof(float);
+    }
+    return b;
+}
+
 /* ---- state and step ----------------------------------------------------------------------- */
 
 struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,

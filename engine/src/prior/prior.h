@@ -137,6 +137,13 @@ struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,
                                               int n_batch,
                                               int max_chunk,
                                               enum jb_dtype kv_type);
+/* The backend bytes jb_prior_state_init_ex(p, n_batch, max_chunk, kv_type) would reserve
+ * (= jb_prior_state_bytes of the state it makes), computed without allocating: the memory plan
+ * of a job. A double, as it may be far beyond what any machine has. */
+double jb_prior_state_plan_bytes(const struct jb_prior *p,
+                                 int n_batch,
+                                 int max_chunk,
+                                 enum jb_dtype kv_type);
 void jb_prior_state_free(struct jb_prior_state *st);
 
 /* Forgets all positions (sample_t = 0); the conditioning stays. */

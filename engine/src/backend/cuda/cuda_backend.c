@@ -81,6 +81,11 @@ static void cuda_synchronize(void *ctx)
     RUN(ctx, jb_cuda_synchronize(ctx));
 }
 
+static enum jb_status cuda_memory_info(void *ctx, size_t *free_bytes, size_t *total)
+{
+    return jb_cuda_mem_info(ctx, free_bytes, total);
+}
+
 static enum jb_status cuda_status(void *ctx)
 {
     return jb_cuda_status(ctx);
@@ -423,6 +428,7 @@ static const struct jb_backend_i cuda_iface = {
     .get_tensor   = cuda_get_tensor,
     .synchronize  = cuda_synchronize,
     .status       = cuda_status,
+    .memory_info  = cuda_memory_info,
     .graph_begin  = cuda_graph_begin,
     .graph_end    = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
