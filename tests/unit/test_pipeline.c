@@ -610,6 +610,46 @@ static void test_memory(struct jb_session *s, const float *riff, int64_t n_riff)
     jb_session_set_memory_limit(s, 0);
 }
 
+/* Offload: only the sampled level's prior stays on the backend, and takes are unchanged (on the
+ * check backend the weights really leave and come back through set_tensor; on the CPU, which
+ * uses the mapped file in place, nothing moves). */
+static void test_offload(struct jb_session *s, const float *riff, int64_t n_riff)
+{
+    struct jb_job_params p = primed_params(riff, n_riff);
+    p.n_candidates         = 2;
+    enum jb_status rst;
+    struct jb_take *a = run_quiet(s, &p, &rst);
+    struct jb_job_memory m0, m1;
+    jb_job_memory(s, &p, &m0);
+    jb_session_set_offload(s, true);
+    jb_job_memory(s, &p, &m1);
+    struct jb_take *b = run_quiet(s, &p, &rst);
+    struct jb_session_info si;
+    jb_session_get_info(s, &si);
+    struct jb_take *c = run_quiet(s, &p, &rst);
+    jb_session_set_offload(s, false);
+    struct jb_take *d = run_quiet(s, &p, &rst);
+    struct jb_session_info so;
+    jb_session_get_info(s, &so);
+    const bool device = !s->backend->iface->host_memory;
+    const bool moved  = device ? si.prior_resident[0] > 0 && si.prior_resident[1] == 0 &&
+                                  si.prior_resident[2] == 0 && so.prior_resident[1] > 0 &&
+                                  so.prior_resident[2] > 0 && m1.need < m0.need
+                               : si.prior_resident[0] == 0 && m1.need == m0.need;
+    check(a && b && c && d && takes_equal(a, b) && takes_equal(a, c) && takes_equal(a, d) && moved,
+          "offload: takes unchanged (twice offloaded, then all back); resident after: %.1f / "
+          "%.1f / %.1f MB; plan %.2f -> %.2f MB",
+          si.prior_resident[0] / 1e6,
+          si.prior_resident[1] / 1e6,
+          si.prior_resident[2] / 1e6,
+          m0.need / 1e6,
+          m1.need / 1e6);
+    jb_take_free(a);
+    jb_take_free(b);
+    jb_take_free(c);
+    jb_take_free(d);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* errors                                                                                    */
 
@@ -926,6 +966,7 @@ int main(int argc, char **argv)
 
     test_errors(s, riff.samples, n_riff);
     test_memory(s, riff.samples, n_riff);
+    test_offload(s, riff.samples, n_riff);
     test_primed(s, riff.samples, n_riff, tmp);
     test_take_files(tmp, models);
     test_determinism_and_modes(s, riff.samples, n_riff);

@@ -120,6 +120,9 @@ const char *jb_backends_available(void);
  * the CUDA backend and a device is visible, else "cpu". (jb_backend_init(NULL) stays "cpu", the
  * reference.) */
 const char *jb_backend_default_name(void);
+/* Devices of a backend kind visible to this process: "cuda" -> GPUs (0 without a driver, a
+ * device or a CUDA build), "cpu" -> 1, anything else 0. Never fails. */
+int jb_backend_device_count(const char *kind);
 
 /* ---------------------------------------------------------------------------------------- */
 /* model files                                                                               */
@@ -344,6 +347,9 @@ struct jb_session_info {
     double candidate_bytes[JB_JOB_MAX_LEVELS];
     /* the backend's memory now (0 when it does not say) */
     double backend_free, backend_total;
+    /* bytes of each prior's weights on the backend now (0 after an offload, and always on the
+     * CPU, which uses the mapped file in place) */
+    double prior_resident[JB_JOB_MAX_LEVELS];
 };
 void jb_session_get_info(const struct jb_session *session, struct jb_session_info *info);
 
@@ -356,6 +362,12 @@ void jb_session_set_kv_f16(struct jb_session *session, bool f16);
 /* Caps the memory a job of this session may take (bytes; 0, the default: what the backend has
  * free, less a margin). jb_job_run refuses a job beyond it before doing any work. */
 void jb_session_set_memory_limit(struct jb_session *session, double bytes);
+
+/* Keeps only the prior of the level being sampled on the backend (false, the default: all
+ * resident): before each level, jb_job_run moves the other priors' weights off the backend
+ * (their host copies stay) and brings this level's back. Less device memory for a copy per
+ * level; results are identical. The VQ-VAE stays (every level encodes and decodes with it). */
+void jb_session_set_offload(struct jb_session *session, bool offload);
 
 /* Checks an artist and a genre against every prior's own table, exactly as a job would: an
  * unknown name is JB_STATUS_ERR_LABEL whose message lists close matches. Either may be NULL. */

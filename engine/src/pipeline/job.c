@@ -467,6 +467,11 @@ static void memory_plan(const struct jb_session *s,
         m->batch[L]         = Nb;
         m->level_bytes[L]   = level_plan(s, r, L, Nb, n_rem, host);
         m->per_candidate[L] = level_plan(s, r, L, 2, 0, host) - level_plan(s, r, L, 1, 0, host);
+        /* this level's prior comes back if it was offloaded; with offload the others leave */
+        m->level_bytes[L] += jb_weights_placed_bytes(s->prior[L]->weights, false);
+        for (int K = 0; K < s->n_levels && s->offload; K++)
+            if (K != L) m->level_bytes[L] -= jb_weights_placed_bytes(s->prior[K]->weights, true);
+        if (m->level_bytes[L] < 0) m->level_bytes[L] = 0;
         if (m->level_bytes[L] > m->need) {
             m->need       = m->level_bytes[L];
             m->need_level = L;
@@ -956,6 +961,16 @@ static enum jb_status check_resume(struct job *j, const struct jb_job_params *p)
     return JB_STATUS_OK;
 }
 
+/* Level L's prior on the backend (back from an earlier offloading job if need be); with offload
+ * on, the others leave first, so their memory is free for it. Between levels only: no prior
+ * state or recorded decode step holds weight pointers then. */
+static enum jb_status make_resident(struct jb_session *s, int L)
+{
+    for (int K = 0; K < s->n_levels && s->offload; K++)
+        if (K != L) jb_weights_offload(s->prior[K]->weights);
+    return jb_weights_reload(s->prior[L]->weights);
+}
+
 enum jb_status jb_job_run(struct jb_session *s,
                           const struct jb_job_params *p,
                           const struct jb_job_callbacks *cb,
@@ -1004,10 +1019,12 @@ enum jb_status jb_job_run(struct jb_session *s,
                 memcpy(level_codes(&j, L, c),
                        jb_take_codes(p->resume, L, c),
                        (size_t)j.take->n_tokens[L] * sizeof(int32_t));
-            if (L == p->resume_level) st = sample_level(&j, L, p->resume_window);
+            if (L == p->resume_level) st = make_resident(s, L);
+            if (!st && L == p->resume_level) st = sample_level(&j, L, p->resume_window);
             continue;
         }
         st = fill_known(&j, p, L);
+        if (!st && r.sample[L]) st = make_resident(s, L);
         if (!st && r.sample[L]) st = sample_level(&j, L, 0);
     }
 

@@ -192,6 +192,7 @@ void jb_session_get_info(const struct jb_session *s, struct jb_session_info *inf
                                          m->prior_hp.variant == JB_PRIOR_TOP_LYRICS_ENC);
         const int chunk          = big ? 16 : 32; /* the job's default priming chunk (job.c) */
         info->prior_bytes[L]     = jb_weights_bytes(m->weights);
+        info->prior_resident[L]  = jb_weights_placed_bytes(m->weights, true);
         info->candidate_bytes[L] = jb_prior_state_plan_bytes(m->prior, 2, chunk, s->kv_type) -
                                    jb_prior_state_plan_bytes(m->prior, 1, chunk, s->kv_type);
     }
@@ -247,6 +248,11 @@ const char *jb_session_label_name(const struct jb_session *s, bool genre, int64_
     int32_t id;
     jb_label_vocab_entry(genre ? m->genres : m->artists, (size_t)i, &name, &id);
     return name;
+}
+
+void jb_session_set_offload(struct jb_session *session, bool offload)
+{
+    if (session) session->offload = offload;
 }
 
 void jb_session_set_memory_limit(struct jb_session *session, double bytes)
