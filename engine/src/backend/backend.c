@@ -36,6 +36,16 @@ const char *jb_backend_default_name(void)
     return "cpu";
 }
 
+int jb_backend_device_count(const char *kind)
+{
+    if (!kind) return 0;
+    if (strcmp(kind, "cpu") == 0) return 1;
+#ifdef ENCORE_HAVE_CUDA
+    if (strcmp(kind, "cuda") == 0) return jb_cuda_device_count(NULL);
+#endif
+    return 0;
+}
+
 /* "cuda" is "cuda:0"; *device receives N of "cuda:N". */
 static bool parse_cuda_name(const char *name, int *device)
 {
