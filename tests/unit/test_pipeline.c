@@ -547,6 +547,7 @@ static void test_memory(struct jb_session *s, const float *riff, int64_t n_riff)
 {
     struct jb_job_params p = primed_params(riff, n_riff);
     p.n_candidates         = 4;
+    p.finest_level         = 2; /* the top level only: quick on the check backend too */
     struct jb_job_memory m;
     enum jb_status st = jb_job_memory(s, &p, &m);
     size_t avail = 0, total = 0;
@@ -554,7 +555,7 @@ static void test_memory(struct jb_session *s, const float *riff, int64_t n_riff)
     const bool host_ok = total > 0 && m.backend_total == (double)total &&
                          fabs(m.backend_free - (double)avail) < 0.1 * (double)total;
     check(st == JB_STATUS_OK && m.need > 0 && m.need_level >= 0 && m.need_level <= 2 &&
-            m.batch[m.need_level] == 4 && m.per_candidate[m.need_level] > 0 &&
+            m.batch[m.need_level] > 0 && m.per_candidate[m.need_level] > 0 &&
             m.budget <= m.backend_free && m.max_batch_fit >= 4 && host_ok,
           "memory plan: %.1f MB at level %d (%.1f MB per candidate); budget %.0f MB of %.0f MB "
           "available (MemAvailable %.0f MB)",
@@ -616,8 +617,7 @@ static void test_memory(struct jb_session *s, const float *riff, int64_t n_riff)
 static void test_offload(struct jb_session *s, const float *riff, int64_t n_riff)
 {
     struct jb_job_params p = primed_params(riff, n_riff);
-    p.n_candidates         = 2;
-    enum jb_status rst;
+    enum jb_status rst; /* one candidate, every level: weights move between all three */
     struct jb_take *a = run_quiet(s, &p, &rst);
     struct jb_job_memory m0, m1;
     jb_job_memory(s, &p, &m0);
@@ -626,7 +626,7 @@ static void test_offload(struct jb_session *s, const float *riff, int64_t n_riff
     struct jb_take *b = run_quiet(s, &p, &rst);
     struct jb_session_info si;
     jb_session_get_info(s, &si);
-    struct jb_take *c = run_quiet(s, &p, &rst);
+    struct jb_take *c = run_quiet(s, &p, &rst); /* offloaded at the start: reloads */
     jb_session_set_offload(s, false);
     struct jb_take *d = run_quiet(s, &p, &rst);
     struct jb_session_info so;
