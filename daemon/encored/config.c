@@ -176,6 +176,9 @@ static bool apply(struct config *c, const char *name, const char *value)
     } else if (!strcmp(name, "threads")) {
         if (!parse_num(value, 0, 1024, &d)) return false;
         c->threads = (int)d;
+    } else if (!strcmp(name, "device")) {
+        if (strlen(value) >= sizeof c->device_spec || !value[0]) return false;
+        snprintf(c->device_spec, sizeof c->device_spec, "%s", value);
     } else if (!strcmp(name, "memory")) {
         if (!parse_size(value, &sz)) return false;
         c->memory = sz;
@@ -239,7 +242,12 @@ static void usage(FILE *out)
       "                         (repeatable; default: $ENCORE_MODEL_DIR, else the sets\n"
       "                         installed by `encore models fetch`, else 'default' =\n"
       "                         %s)\n"
-      "  --memory SIZE          budget for loaded model sets, e.g. 12G (default: none)\n"
+      "  --device LIST          backends to run jobs on, comma-separated: cpu, cuda (every\n"
+      "                         visible GPU), cuda:N; one worker per device and model set,\n"
+      "                         jobs go to the first free one (default: the first GPU if\n"
+      "                         there is one, else cpu)\n"
+      "  --memory SIZE          budget for loaded model sets per device, e.g. 12G (default:\n"
+      "                         none)\n"
       "  --threads N            CPU threads per backend (default: all cores)\n"
       "  --riff-seconds S       longest riff (default 60)\n"
       "  --job-seconds S        most new audio per job (default 600)\n"
@@ -254,6 +262,55 @@ static void usage(FILE *out)
       ENCORE_DEFAULT_MODEL_DIR);
 }
 
+static bool add_device(struct config *c, const char *name)
+{
+    if (c->n_devices == ENCORED_MAX_DEVICES) {
+        fprintf(stderr, "encored: more than %d devices\n", ENCORED_MAX_DEVICES);
+        return false;
+    }
+    snprintf(c->devices[c->n_devices++], sizeof c->devices[0], "%s", name);
+    return true;
+}
+
+bool config_devices(struct config *c)
+{
+    char spec[256];
+    snprintf(
+      spec, sizeof spec, "%s", c->device_spec[0] ? c->device_spec : jb_backend_default_name());
+    c->n_devices = 0;
+    for (char *save = NULL, *d = strtok_r(spec, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(d, "cuda")) { /* every visible GPU */
+            const int n = jb_backend_device_count("cuda");
+            if (n == 0) {
+                fprintf(stderr,
+                        "encored: --device cuda: no CUDA device visible (backends in this "
+                        "build: %s)\n",
+                        jb_backends_available());
+                return false;
+            }
+            for (int i = 0; i < n; i++) {
+                char name[32];
+                snprintf(name, sizeof name, "cuda:%d", i);
+                if (!add_device(c, name)) return false;
+            }
+        } else if (!strcmp(d, "cpu") || !strncmp(d, "cuda:", 5)) {
+            if (strlen(d) >= sizeof c->devices[0] || !add_device(c, d)) return false;
+        } else {
+            fprintf(stderr,
+                    "encored: --device: unknown backend '%s' (cpu, cuda, cuda:N; this build "
+                    "has %s)\n",
+                    d,
+                    jb_backends_available());
+            return false;
+        }
+    }
+    if (c->n_devices == 0) {
+        fprintf(stderr, "encored: --device: no device given\n");
+        return false;
+    }
+    return true;
+}
+
 int config_parse(struct config *c, int argc, char **argv)
 {
     static const struct option opts[] = { { "config", required_argument, 0, 'c' },
@@ -261,6 +318,7 @@ int config_parse(struct config *c, int argc, char **argv)
                                           { "state", required_argument, 0, 1 },
                                           { "models", required_argument, 0, 'm' },
                                           { "memory", required_argument, 0, 1 },
+                                          { "device", required_argument, 0, 1 },
                                           { "threads", required_argument, 0, 1 },
                                           { "riff-seconds", required_argument, 0, 1 },
                                           { "job-seconds", required_argument, 0, 1 },
@@ -340,6 +398,7 @@ int config_parse(struct config *c, int argc, char **argv)
         return 1;
     }
     if (c->n_sets == 0) c->n_sets = models_default(c->sets, ENCORED_MAX_SETS);
+    if (!config_devices(c)) return 1;
     if (!c->socket[0] && !ep_socket_path(NULL, c->socket, sizeof c->socket)) {
         fprintf(stderr, "encored: socket path too long\n");
         return 1;

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #define ENCORED_MAX_SETS 16
+#define ENCORED_MAX_DEVICES 16
 #define ENCORED_KEEP_FINISHED 16 /* finished jobs whose audio stays in memory for attach */
 
 struct limits {
@@ -42,8 +43,11 @@ struct model_set {
 struct config {
     char socket[256];
     char state[1024];
-    int threads;    /* CPU threads per backend (0: all) */
-    int64_t memory; /* budget for loaded model sets (bytes, 0: unlimited) */
+    int threads;           /* CPU threads per backend (0: all) */
+    int64_t memory;        /* budget for loaded model sets per device (bytes, 0: unlimited) */
+    char device_spec[256]; /* --device: comma-separated backends ("cuda" = every GPU) */
+    char devices[ENCORED_MAX_DEVICES][32]; /* expanded: one worker per (set, device) */
+    int n_devices;
     struct limits lim;
     struct model_set sets[ENCORED_MAX_SETS];
     int n_sets;
@@ -79,6 +83,11 @@ struct job {
     bool resume;
     int resume_level, resume_window;
     double created;
+    int avoid_device;  /* a retry: not on this device index (-1: any) */
+    bool retried;      /* made by a retry: no further retry */
+    int64_t retry_job; /* this job failed on a device and was retried as that job (0: no) */
+    char device[32];   /* where it ran (last) */
+    int device_index;  /* its index in config.devices */
 
     /* progress and results (g_mu) */
     struct jb_job_progress prog;
@@ -179,6 +188,9 @@ int queued_count(void);                  /* g_mu held */
 /* model set info for `models` / `status` replies (loads the set if load is true) */
 void workers_describe(struct ep_msg *reply, bool labels, bool load);
 const char *workers_backend(void);
+/* Expands c->device_spec (default: jb_backend_default_name()) into c->devices; false after
+ * printing why (an unknown backend, "cuda" without a GPU, too many). */
+bool config_devices(struct config *c);
 
 /* ---- server.c ---- */
 int server_run(int listen_fd); /* returns the exit status */

@@ -309,11 +309,21 @@ static bool pump_attach(struct client *cl, struct attach *a)
         ep_msg_set_int(m, "finest_level", j->finest_level);
         ep_msg_set_int(m, "samples", j->take_samples);
         ep_msg_set_int(m, "tokens_sampled", j->tokens_sampled);
+        if (j->device[0]) ep_msg_set_str(m, "device", j->device);
+        if (j->device[0]) ep_msg_set_int(m, "device_index", j->device_index);
         if (a->has_tag) ep_msg_set_int(m, "tag", a->tag);
         send_msg(cl, m);
     } else {
-        send_error(
-          cl, j->err_code[0] ? j->err_code : "internal", j->err_msg, j->id, a->has_tag, a->tag);
+        struct ep_msg *m = ep_msg_new("error");
+        ep_msg_set_str(m, "code", j->err_code[0] ? j->err_code : "internal");
+        if (!ep_msg_set_str(m, "message", j->err_msg))
+            ep_msg_set_str(m, "message", "(unprintable)");
+        ep_msg_set_int(m, "job", j->id);
+        if (j->device[0]) ep_msg_set_str(m, "device", j->device);
+        if (j->device[0]) ep_msg_set_int(m, "device_index", j->device_index);
+        if (j->retry_job) ep_msg_set_int(m, "retry_job", j->retry_job);
+        if (a->has_tag) ep_msg_set_int(m, "tag", a->tag);
+        send_msg(cl, m);
     }
     return false;
 }

@@ -1,7 +1,12 @@
 /*
- * daemon/encored/worker.c - one worker thread per model set: loads the set's session when first
- * needed (within the memory budget), takes queued jobs round robin across clients, runs them
- * through engine.h, and records progress, audio, checkpoints and the result for the event loop.
+ * daemon/encored/worker.c - one worker thread per (model set, device): loads the set's session on
+ * its device when first needed (within the memory budget), takes queued jobs of its set round
+ * robin across clients (the workers of a set share its queue, so jobs spread over the devices),
+ * runs them through engine.h, and records progress, audio, checkpoints and the result for the
+ * event loop. A job that fails with a device error (ERR_DEVICE, or ERR_NOMEM from the device) is
+ * retried once as a new job on another device where there is one; the worker drops its session
+ * and backend after a device error (a failed CUDA context stays failed) and makes new ones for
+ * its next job.
  *
  * An idle worker sleeps on a condition variable: no polling.
  */
@@ -16,7 +21,7 @@
 struct worker {
     pthread_t th;
     bool started;
-    int set;
+    int set, dev; /* model set, index into g_cfg.devices */
     pthread_cond_t cv;
     struct jb_backend *be;
     struct jb_session *s; /* g_mu guards the pointer; only this thread loads/frees it */
@@ -27,13 +32,16 @@ struct worker {
     int last_owner; /* round robin */
 };
 
-static struct worker workers[ENCORED_MAX_SETS];
+static struct worker workers[ENCORED_MAX_SETS * ENCORED_MAX_DEVICES];
+static int n_workers; /* n_sets x n_devices; worker set·n_devices + dev */
 static bool quitting;
 static pthread_cond_t mem_cv = PTHREAD_COND_INITIALIZER;
+static char device_list[ENCORED_MAX_DEVICES * 34];
 
+/* "cuda:0,cuda:1": the devices jobs run on */
 const char *workers_backend(void)
 {
-    return jb_backends_available();
+    return device_list;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -46,6 +54,7 @@ static struct job *pick(struct worker *w)
     struct job *best = NULL, *first = NULL;
     for (struct job *j = g_jobs; j; j = j->next) {
         if (j->state != JOB_QUEUED || j->set != w->set) continue;
+        if (j->retried && j->avoid_device == w->dev && g_cfg.n_devices > 1) continue;
         /* g_jobs is newest first: a later match is older, so prefer it on ties */
         if (j->owner > w->last_owner &&
             (!best || j->owner < best->owner || (j->owner == best->owner && j->id < best->id)))
@@ -220,11 +229,12 @@ static void fail(struct job *j, const char *code, const char *msg)
     store_job_state(j);
 }
 
-static int64_t loaded_bytes(void)
+/* model bytes loaded on device dev */
+static int64_t loaded_bytes(int dev)
 {
     int64_t sum = 0;
-    for (int i = 0; i < g_cfg.n_sets; i++)
-        if (workers[i].s) sum += g_cfg.sets[i].bytes;
+    for (int i = 0; i < n_workers; i++)
+        if (workers[i].s && workers[i].dev == dev) sum += g_cfg.sets[workers[i].set].bytes;
     return sum;
 }
 
@@ -242,17 +252,17 @@ static bool ensure_loaded(struct worker *w, char *why, size_t len)
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += 30;
-        while (loaded_bytes() + need > g_cfg.memory) {
+        while (loaded_bytes(w->dev) + need > g_cfg.memory) {
             bool any = false;
-            for (int i = 0; i < g_cfg.n_sets; i++)
-                if (i != w->set && workers[i].s) {
+            for (int i = 0; i < n_workers; i++)
+                if (&workers[i] != w && workers[i].dev == w->dev && workers[i].s) {
                     workers[i].want_unload = true;
                     pthread_cond_signal(&workers[i].cv);
                     any = true;
                 }
             if (!any || pthread_cond_timedwait(&mem_cv, &g_mu, &until) == ETIMEDOUT) break;
         }
-        if (loaded_bytes() + need > g_cfg.memory) {
+        if (loaded_bytes(w->dev) + need > g_cfg.memory) {
             snprintf(why,
                      len,
                      "model set '%s' needs %lld bytes: over the memory budget (%lld)",
@@ -264,14 +274,15 @@ static bool ensure_loaded(struct worker *w, char *why, size_t len)
         }
     }
     pthread_mutex_unlock(&g_mu);
-    if (!w->be) w->be = jb_backend_init(NULL, g_cfg.threads);
+    if (!w->be) w->be = jb_backend_init(g_cfg.devices[w->dev], g_cfg.threads);
     struct jb_session *s = w->be ? jb_session_load(g_cfg.sets[w->set].dir, w->be) : NULL;
     if (!s) {
         snprintf(why,
                  len,
-                 "model set '%s' (%s): %s",
+                 "model set '%s' (%s) on %s: %s",
                  g_cfg.sets[w->set].name,
                  g_cfg.sets[w->set].dir,
+                 g_cfg.devices[w->dev],
                  jb_last_error());
         return false;
     }
@@ -280,9 +291,10 @@ static bool ensure_loaded(struct worker *w, char *why, size_t len)
     w->s = s;
     pthread_mutex_unlock(&g_mu);
     daemon_log(JB_LOG_INFO,
-               "loaded model set '%s' from %s (%s, %lld bytes)",
+               "loaded model set '%s' from %s on %s (%s, %lld bytes)",
                g_cfg.sets[w->set].name,
                g_cfg.sets[w->set].dir,
+               g_cfg.devices[w->dev],
                w->info.top_kind,
                (long long)g_cfg.sets[w->set].bytes);
     return true;
@@ -374,6 +386,67 @@ static void run_decode(struct worker *w, struct job *j, struct jb_take *take)
     store_job_state(j);
 }
 
+/* A test hook: ENCORED_INJECT_DEVICE_FAILURE=N makes every job on device index N fail as a device
+ * failure would (ERR_DEVICE), =first the first attempt of every job on any device, so the retry
+ * path can be tested without a failing GPU. */
+static bool injected_failure(const struct worker *w, const struct job *j)
+{
+    const char *v = getenv("ENCORED_INJECT_DEVICE_FAILURE");
+    if (!v || !*v) return false;
+    if (!strcmp(v, "first")) return !j->retried;
+    return atoi(v) == w->dev;
+}
+
+/* A job that failed on this worker's device runs again, once, as a new job with the same
+ * parameters on another device (where there is one): j->retry_job names it in j's error event.
+ * g_mu not held. */
+static void retry_elsewhere(struct worker *w, struct job *j)
+{
+    if (g_cfg.n_devices < 2 || j->retried || j->kind != JOB_GENERATE) return;
+    struct job *n         = calloc(1, sizeof *n);
+    struct ep_msg *params = NULL;
+    float *riff           = NULL;
+    uint8_t *f            = NULL;
+    size_t len            = 0;
+    char why[128];
+    if (n && ep_msg_encode(j->params, EP_MAX_FRAME_LIMIT, &f, &len))
+        params = ep_msg_decode(f + EP_FRAME_HEADER, len - EP_FRAME_HEADER, why, sizeof why);
+    free(f);
+    if (j->riff && j->riff_n > 0 && (riff = malloc((size_t)j->riff_n * sizeof *riff)))
+        memcpy(riff, j->riff, (size_t)j->riff_n * sizeof *riff);
+    if (n && params && (!j->riff || riff)) {
+        n->owner        = j->owner;
+        n->set          = j->set;
+        n->kind         = j->kind;
+        n->state        = JOB_QUEUED;
+        n->params       = params;
+        n->riff         = riff;
+        n->riff_n       = j->riff_n;
+        n->src_take     = j->src_take;
+        n->created      = (double)time(NULL);
+        n->retried      = true;
+        n->avoid_device = w->dev;
+        n->id           = store_job_insert(n);
+    }
+    if (!n || !n->id || (riff && !store_riff_save(n->id, riff, n->riff_n))) {
+        daemon_log(JB_LOG_ERROR, "job %lld: cannot queue its retry", (long long)j->id);
+        ep_msg_free(params);
+        free(riff);
+        free(n);
+        return;
+    }
+    pthread_mutex_lock(&g_mu);
+    n->next      = g_jobs;
+    g_jobs       = n;
+    j->retry_job = n->id;
+    pthread_mutex_unlock(&g_mu);
+    daemon_log(JB_LOG_WARN,
+               "job %lld failed on %s: retried as job %lld on another device",
+               (long long)j->id,
+               g_cfg.devices[w->dev],
+               (long long)n->id);
+}
+
 static void run_job(struct worker *w, struct job *j)
 {
     char why[600];
@@ -432,19 +505,28 @@ static void run_job(struct worker *w, struct job *j)
         pthread_mutex_unlock(&g_mu);
     }
     struct jb_take *take = NULL;
+    char injected[160]   = "";
     if (!st) {
         struct jb_job_callbacks cb = { .on_progress   = on_progress,
                                        .on_audio      = on_audio,
                                        .should_stop   = should_stop,
                                        .on_checkpoint = on_checkpoint,
                                        .user          = &r };
-        st                         = jb_job_run(w->s, &sub.p, &cb, &take);
+        if (injected_failure(w, j)) {
+            st = JB_STATUS_ERR_DEVICE;
+            snprintf(injected,
+                     sizeof injected,
+                     "%s: injected device failure (ENCORED_INJECT_DEVICE_FAILURE)",
+                     g_cfg.devices[w->dev]);
+        } else {
+            st = jb_job_run(w->s, &sub.p, &cb, &take);
+        }
     }
     pthread_mutex_lock(&g_mu);
     if (j->has_prog && j->prog.level >= 0 && j->level_first_done[j->prog.level] >= 0)
         j->tokens_sampled += j->prog.done - j->level_first_done[j->prog.level];
     pthread_mutex_unlock(&g_mu);
-    const char *err = jb_last_error();
+    const char *err = injected[0] ? injected : jb_last_error();
     if (st == JB_STATUS_OK) {
         int64_t id = store_take_save(take, j->id);
         if (!id) {
@@ -488,6 +570,17 @@ static void run_job(struct worker *w, struct job *j)
         j->seq++;
         pthread_mutex_unlock(&g_mu);
         store_job_state(j);
+    } else if (st == JB_STATUS_ERR_DEVICE || st == JB_STATUS_ERR_NOMEM) {
+        char msg[sizeof j->err_msg];
+        snprintf(msg, sizeof msg, "%s", err);
+        retry_elsewhere(w, j);
+        fail(j, st == JB_STATUS_ERR_DEVICE ? "device" : "memory", msg);
+        if (st == JB_STATUS_ERR_DEVICE) { /* a failed device context stays failed: start over */
+            unload(w);
+            jb_backend_free(w->be);
+            w->be = NULL;
+        }
+        workers_kick();
     } else {
         fail(j, status_code(st), err);
     }
@@ -532,6 +625,8 @@ static void *worker_main(void *arg)
             j->level_first_done[L] = -1;
         w->current    = j;
         w->last_owner = j->owner;
+        snprintf(j->device, sizeof j->device, "%s", g_cfg.devices[w->dev]);
+        j->device_index = w->dev;
         j->refs++; /* the worker's reference */
         j->seq++;
         pthread_mutex_unlock(&g_mu);
@@ -552,9 +647,18 @@ static void *worker_main(void *arg)
 
 bool workers_start(void)
 {
-    for (int i = 0; i < g_cfg.n_sets; i++) {
+    device_list[0] = '\0';
+    for (int d = 0; d < g_cfg.n_devices; d++)
+        snprintf(device_list + strlen(device_list),
+                 sizeof device_list - strlen(device_list),
+                 "%s%s",
+                 d ? "," : "",
+                 g_cfg.devices[d]);
+    n_workers = g_cfg.n_sets * g_cfg.n_devices;
+    for (int i = 0; i < n_workers; i++) {
         struct worker *w = &workers[i];
-        w->set           = i;
+        w->set           = i / g_cfg.n_devices;
+        w->dev           = i % g_cfg.n_devices;
         pthread_cond_init(&w->cv, NULL);
         if (pthread_create(&w->th, NULL, worker_main, w) != 0) return false;
         w->started = true;
@@ -564,7 +668,7 @@ bool workers_start(void)
 
 void workers_kick(void)
 {
-    for (int i = 0; i < g_cfg.n_sets; i++)
+    for (int i = 0; i < n_workers; i++)
         pthread_cond_signal(&workers[i].cv);
 }
 
@@ -572,13 +676,13 @@ void workers_stop(void)
 {
     pthread_mutex_lock(&g_mu);
     quitting = true;
-    for (int i = 0; i < g_cfg.n_sets; i++) {
+    for (int i = 0; i < n_workers; i++) {
         if (workers[i].current) atomic_store(&workers[i].current->shutdown, true);
         pthread_cond_signal(&workers[i].cv);
     }
     pthread_cond_broadcast(&mem_cv);
     pthread_mutex_unlock(&g_mu);
-    for (int i = 0; i < g_cfg.n_sets; i++)
+    for (int i = 0; i < n_workers; i++)
         if (workers[i].started) {
             pthread_join(workers[i].th, NULL);
             jb_session_free(workers[i].s);
@@ -590,8 +694,10 @@ void workers_stop(void)
 
 bool worker_precheck(const struct submit *s, int64_t riff_n, char *code, char *why, size_t len)
 {
-    struct worker *w = &workers[s->set];
-    if (!w->s) return true;
+    struct worker *w = NULL; /* any loaded worker of the set */
+    for (int d = 0; d < g_cfg.n_devices && !w; d++)
+        if (workers[s->set * g_cfg.n_devices + d].s) w = &workers[s->set * g_cfg.n_devices + d];
+    if (!w) return true;
     enum jb_status st = jb_session_check_labels(w->s, s->p.artist, s->p.genre);
     if (!st && s->p.mode != JB_JOB_CONTINUE && s->p.mode != JB_JOB_UPSAMPLE) {
         struct jb_job_params p = s->p;
@@ -610,9 +716,30 @@ bool worker_precheck(const struct submit *s, int64_t riff_n, char *code, char *w
     return true;
 }
 
+/* A set: its first loaded worker's session (else its first worker), and per device whether it
+ * is loaded there, the backend's memory and the job running there. g_mu held. */
 static void describe_set(struct ep_msg *it, int i, bool labels)
 {
-    struct worker *w = &workers[i];
+    struct worker *w = &workers[i * g_cfg.n_devices];
+    for (int d = 0; d < g_cfg.n_devices; d++) {
+        struct worker *x = &workers[i * g_cfg.n_devices + d];
+        if (x->s && !w->s) w = x;
+        struct ep_msg *dv = ep_msg_new(NULL);
+        if (!dv) continue;
+        ep_msg_set_str(dv, "device", g_cfg.devices[d]);
+        ep_msg_set_bool(dv, "loaded", x->s != NULL);
+        if (x->current) ep_msg_set_int(dv, "running", x->current->id);
+        if (x->s) {
+            struct jb_session_info in;
+            jb_session_get_info(x->s, &in);
+            if (in.backend_total > 0) {
+                ep_msg_set_int(dv, "backend_free", (int64_t)in.backend_free);
+                ep_msg_set_int(dv, "backend_total", (int64_t)in.backend_total);
+            }
+        }
+        ep_msg_add_item(it, "devices", dv);
+        ep_msg_free(dv);
+    }
     ep_msg_set_str(it, "name", g_cfg.sets[i].name);
     ep_msg_set_bool(it, "loaded", w->s != NULL);
     ep_msg_set_int(it, "bytes", g_cfg.sets[i].bytes);
@@ -628,6 +755,23 @@ static void describe_set(struct ep_msg *it, int i, bool labels)
     ep_msg_set_int(it, "bins", in->bins);
     ep_msg_set_bool(it, "untrained", in->untrained);
     ep_msg_set_str(it, "dtype", "as stored");
+    /* memory: each model's weights, what a candidate adds per level, the backend now */
+    struct jb_session_info now;
+    jb_session_get_info(w->s, &now);
+    ep_msg_set_int(it, "vqvae_bytes", (int64_t)now.vqvae_bytes);
+    for (int L = 0; L < now.n_levels; L++) {
+        struct ep_msg *lv = ep_msg_new(NULL);
+        if (!lv) break;
+        ep_msg_set_int(lv, "level", L);
+        ep_msg_set_int(lv, "prior_bytes", (int64_t)now.prior_bytes[L]);
+        ep_msg_set_int(lv, "candidate_bytes", (int64_t)now.candidate_bytes[L]);
+        ep_msg_add_item(it, "levels_memory", lv);
+        ep_msg_free(lv);
+    }
+    if (now.backend_total > 0) {
+        ep_msg_set_int(it, "backend_free", (int64_t)now.backend_free);
+        ep_msg_set_int(it, "backend_total", (int64_t)now.backend_total);
+    }
     const int64_t na = jb_session_label_count(w->s, false), ng = jb_session_label_count(w->s, true);
     ep_msg_set_int(it, "n_artists", na);
     ep_msg_set_int(it, "n_genres", ng);
@@ -642,9 +786,10 @@ static void describe_set(struct ep_msg *it, int i, bool labels)
 void workers_describe(struct ep_msg *reply, bool labels, bool load)
 {
     for (int i = 0; i < g_cfg.n_sets; i++) {
-        if (load && !workers[i].s) {
-            workers[i].want_load = true;
-            pthread_cond_signal(&workers[i].cv);
+        struct worker *first = &workers[i * g_cfg.n_devices];
+        if (load && !first->s) {
+            first->want_load = true;
+            pthread_cond_signal(&first->cv);
         }
         struct ep_msg *it = ep_msg_new(NULL);
         if (!it) return;

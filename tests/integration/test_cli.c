@@ -70,6 +70,52 @@ int main(int argc, char **argv)
         jb_audio_free(&a);
     }
 
+    /* --device: the test-only check backend (device-like: buffers only ops may touch) gives the
+     * CPU's codes and audio; an unknown device fails with a message */
+    {
+        char codes[4200], ref[4200];
+        snprintf(cmd,
+                 sizeof cmd,
+                 "%s encode --device check --models %s --level 2 %s -o %s/dev.npy",
+                 encore,
+                 models,
+                 riff,
+                 dir);
+        int32_t *a = NULL, *b = NULL;
+        int64_t na = 0, nb = 0;
+        snprintf(codes, sizeof codes, "%s/dev.npy", dir);
+        snprintf(ref, sizeof ref, "%s/riff.level2.npy", dir);
+        check(run(cmd) == 0 && jb_codes_read(codes, &a, &na) == JB_STATUS_OK &&
+                jb_codes_read(ref, &b, &nb) == JB_STATUS_OK && na == nb && na > 0 &&
+                !memcmp(a, b, (size_t)na * sizeof *a),
+              "encode --device check: the CPU's codes");
+        free(a);
+        free(b);
+        snprintf(cmd,
+                 sizeof cmd,
+                 "%s decode --device check --models %s --level 2 %s -o %s/dev.wav && cmp -s "
+                 "%s/dev.wav %s/level2.wav",
+                 encore,
+                 models,
+                 ref,
+                 dir,
+                 dir,
+                 dir);
+        check(run(cmd) == 0, "decode --device check: the CPU's audio file, byte for byte");
+        snprintf(cmd,
+                 sizeof cmd,
+                 "%s decode --device nonsense --models %s %s -o %s/x.wav 2>%s/err.txt; test $? "
+                 "-ne 0 && grep -q nonsense %s/err.txt && test ! -e %s/x.wav",
+                 encore,
+                 models,
+                 ref,
+                 dir,
+                 dir,
+                 dir,
+                 dir);
+        check(run(cmd) == 0, "decode --device nonsense fails, names it, writes nothing");
+    }
+
     /* stereo at 48 kHz is downmixed and resampled */
     {
         float *st    = malloc((size_t)48000 * 2 * sizeof *st);

@@ -121,6 +121,7 @@ static int stop_daemon(int sig)
 
 struct result {
     int64_t job, take, tokens_sampled;
+    int64_t retry_job, device_index; /* from done/error (-1: not said) */
     char err_code[32], err_msg[512];
     float *audio[4]; /* final audio per candidate */
     int64_t len[4];
@@ -204,6 +205,11 @@ static bool follow(int fd,
                 ok = true;
                 break;
             }
+        }
+        if (!strcmp(t, "done") || !strcmp(t, "error")) {
+            r->device_index = -1;
+            ep_msg_get_int(m, "device_index", &r->device_index);
+            ep_msg_get_int(m, "retry_job", &r->retry_job);
         }
         if (!strcmp(t, "done")) {
             ep_msg_get_int(m, "take", &r->take);
@@ -978,6 +984,163 @@ static void test_socket_activation(void)
     check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "socket-activated encored exits 0 on SIGTERM");
 }
 
+/* status reports memory per model and per candidate, and the backend's (after jobs ran, so the
+ * set is loaded). */
+static void test_status_memory(void)
+{
+    int fd           = try_open();
+    struct ep_msg *s = NULL, *set = NULL;
+    bool loaded = false;
+    for (int i = 0; i < 100 && fd >= 0 && !loaded; i++) { /* load the set if it is not yet */
+        ep_msg_free(set);
+        ep_msg_free(s);
+        struct ep_msg *q = ep_msg_new("status");
+        ep_msg_set_bool(q, "load", true);
+        s   = ask(fd, q, "status");
+        set = s && ep_msg_list_len(s, "sets") > 0 ? ep_msg_list_item(s, "sets", 0) : NULL;
+        if (!set || !ep_msg_get_bool(set, "loaded", &loaded) || !loaded) usleep(100000);
+    }
+    int64_t vq = 0, fr = 0, tot = 0;
+    bool ok = set && ep_msg_get_int(set, "vqvae_bytes", &vq) && vq > 0 &&
+              ep_msg_get_int(set, "backend_free", &fr) &&
+              ep_msg_get_int(set, "backend_total", &tot) && fr > 0 && fr <= tot &&
+              ep_msg_list_len(set, "levels_memory") == 3;
+    for (size_t k = 0; ok && k < 3; k++) {
+        struct ep_msg *lv = ep_msg_list_item(set, "levels_memory", k);
+        int64_t pb = 0, cb = 0;
+        ok = lv && ep_msg_get_int(lv, "prior_bytes", &pb) &&
+             ep_msg_get_int(lv, "candidate_bytes", &cb) && pb > 0 && cb > 0;
+        ep_msg_free(lv);
+    }
+    check(ok,
+          "status: memory of each model and per candidate, backend %.0f MB free of %.0f MB",
+          (double)fr / 1e6,
+          (double)tot / 1e6);
+    ep_msg_free(set);
+    ep_msg_free(s);
+    if (fd >= 0) close(fd);
+}
+
+/* encored with two devices: "cpu,cpu" stands for two GPUs (the scheduling and the retry do not
+ * depend on the backend). */
+static pid_t spawn_devices(const char *sock, const char *state, const char *inject)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        char models[1100];
+        snprintf(models, sizeof models, "default=%s", model_dir);
+        if (inject) setenv("ENCORED_INJECT_DEVICE_FAILURE", inject, 1);
+        execl(encored_bin,
+              encored_bin,
+              "--socket",
+              sock,
+              "--state",
+              state,
+              "--models",
+              models,
+              "--threads",
+              "1",
+              "--device",
+              "cpu,cpu",
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        char why[300];
+        int fd = ep_client_open(sock, "test", why, sizeof why);
+        if (fd >= 0) {
+            close(fd);
+            return p;
+        }
+        usleep(50000);
+    }
+    return p;
+}
+
+static void test_devices(void)
+{
+    char dir[] = "/tmp/encore-devices-XXXXXX";
+    if (!mkdtemp(dir)) return;
+    char sock[300], state[300], why[300];
+    snprintf(sock, sizeof sock, "%s/s.sock", dir);
+    snprintf(state, sizeof state, "%s/state", dir);
+
+    /* jobs spread: two submitted at once run on both devices */
+    pid_t p         = spawn_devices(sock, state, NULL);
+    int fa          = ep_client_open(sock, "test", why, sizeof why),
+        fb          = ep_client_open(sock, "test", why, sizeof why);
+    struct result a = { 0 }, b = { 0 };
+    struct ep_msg *m = small_job(21);
+    ep_msg_set_double(m, "seconds", 3.0);
+    if (fa >= 0) ep_send_blocking(fa, m, 0);
+    ep_msg_free(m);
+    m = small_job(22);
+    ep_msg_set_double(m, "seconds", 3.0);
+    if (fb >= 0) ep_send_blocking(fb, m, 0);
+    ep_msg_free(m);
+    bool ok = fa >= 0 && fb >= 0 && follow(fa, &a, 120, 0, -1) && follow(fb, &b, 120, 0, -1);
+    check(ok && a.done && b.done && a.device_index + b.device_index == 1,
+          "two devices: two jobs at once ran on devices %lld and %lld",
+          (long long)a.device_index,
+          (long long)b.device_index);
+    if (fa >= 0) close(fa);
+    if (fb >= 0) close(fb);
+    result_free(&a);
+    result_free(&b);
+    kill(p, SIGTERM);
+    waitpid(p, NULL, 0);
+
+    /* a device failure fails the job with an error event, the daemon keeps serving and the job
+     * runs again on the other device */
+    p                    = spawn_devices(sock, state, "first");
+    int64_t retried_done = 0, dev_retry = -1;
+    int fd          = ep_client_open(sock, "test", why, sizeof why);
+    m               = small_job(23);
+    struct result r = { 0 }, s = { 0 };
+    if (fd >= 0) ep_send_blocking(fd, m, 0);
+    ep_msg_free(m);
+    ok = fd >= 0 && follow(fd, &r, 120, 0, -1);
+    check(ok && !strcmp(r.err_code, "device") && r.device_index >= 0 && r.retry_job > 0,
+          "injected failure on device %lld: error event '%s' (%s), retried as job %lld",
+          (long long)r.device_index,
+          r.err_code,
+          r.err_msg,
+          (long long)r.retry_job);
+    if (r.retry_job > 0) {
+        int fd2 = ep_client_open(sock, "test", why, sizeof why);
+        m       = ep_msg_new("attach");
+        ep_msg_set_int(m, "job", r.retry_job);
+        ep_msg_set_int(m, "rate", JB_SAMPLE_RATE);
+        ok = fd2 >= 0 && ep_send_blocking(fd2, m, 0) && follow(fd2, &s, 120, 0, -1);
+        ep_msg_free(m);
+        retried_done = s.done ? s.take : 0;
+        dev_retry    = s.device_index;
+        if (fd2 >= 0) close(fd2);
+    }
+    check(retried_done > 0 && dev_retry >= 0 && dev_retry != r.device_index,
+          "the retry ran on the other device (%lld) and made take %lld",
+          (long long)dev_retry,
+          (long long)retried_done);
+    struct ep_msg *st = fd >= 0 ? ask(fd, ep_msg_new("status"), "status") : NULL;
+    struct ep_msg *set =
+      st && ep_msg_list_len(st, "sets") > 0 ? ep_msg_list_item(st, "sets", 0) : NULL;
+    check(set && ep_msg_list_len(set, "devices") == 2,
+          "the daemon keeps serving: status lists %zu devices",
+          set ? ep_msg_list_len(set, "devices") : 0);
+    ep_msg_free(set);
+    ep_msg_free(st);
+    if (fd >= 0) close(fd);
+    result_free(&r);
+    result_free(&s);
+    kill(p, SIGTERM);
+    int status = 0;
+    waitpid(p, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "two-device encored exits 0");
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+}
+
 static void test_idle_cpu(void)
 {
     const double a = tc_cpu_seconds(daemon_pid);
@@ -1022,6 +1185,8 @@ int main(int argc, char **argv)
         RUN(test_many_clients);
         RUN(test_slow_client);
         RUN(test_hostile);
+        RUN(test_status_memory);
+        RUN(test_devices);
         RUN(test_idle_cpu);
         RUN(test_other_uid);
         RUN(test_socket_activation);

@@ -329,7 +329,7 @@ static void case_vq_argmin(struct env *e, struct result *r)
 /* Attention of every kind over a window of T positions, fed as the priors do: a prefill chunk
  * (in block-aligned segments for the ring kinds), then single-token decode steps; fp32 and fp16
  * caches. Also covers kv_append (the attention reads what it stored). */
-static void attention_kind(struct env *e, struct result *r, int func, enum jb_dtype type)
+static void attention_kind(struct env *e, struct result *r, int func, enum jb_dtype type, bool at)
 {
     const int N = 2, H = 2, hd = 8, ns = H * hd, T = 24, B = 4, enc_len = 6, P = 9;
     const struct jb_attn_desc a = { H, hd, ns, T, B, 0.35f };
@@ -346,11 +346,22 @@ static void attention_kind(struct env *e, struct result *r, int func, enum jb_dt
         float *kv = rnd_dev(e, (size_t)N * enc_len * 2 * ns, 1.0f);
         jb_kv_append(e->be, &a, &c, N, enc_len, 0, 0, enc_len, kv, kv + ns, 2 * ns);
     }
-    /* prefill of the first 10 positions, then one at a time */
-    const int C0 = 10;
+    /* prefill of the first 10 positions, then one at a time (at: the position in backend
+     * memory, advanced by add_i32 as the priors' decode step does) */
+    const int C0     = 10;
+    int32_t pos_h[2] = { C0, C0 };
+    int32_t *pos     = at ? dev(e, pos_h, sizeof pos_h) : NULL;
     for (int64_t S = 0; S < T;) {
         const int C = S == 0 ? C0 : 1;
         float *q    = qkv + S * 3 * ns; /* rows n·C + r of this chunk: a fresh slice per chunk */
+        if (at && S > 0) {
+            if (func != 6) jb_kv_append_at(e->be, &a, &c, N, pos, q + ns, q + 2 * ns, ldq);
+            jb_attention_at(e->be, &a, &c, N, pos, q, ldq, att, ns);
+            jb_add_i32(e->be, N, 1, pos);
+            get_f(e, r, att, (size_t)N * ns);
+            S++;
+            continue;
+        }
         for (int r0 = 0; r0 < C;) {
             int r1 = C;
             if (func == 1 || func == 3) {
@@ -364,6 +375,7 @@ static void attention_kind(struct env *e, struct result *r, int func, enum jb_dt
         get_f(e, r, att, (size_t)N * C * ns);
         S += C;
     }
+    if (at) get_i(e, r, pos, 2); /* T after T − C0 steps */
 }
 
 static void case_kv_append(struct env *e, struct result *r)
@@ -391,12 +403,23 @@ static void case_attention(struct env *e, struct result *r)
 {
     const int funcs[6] = { 0, 1, 2, 3, 6, 7 };
     for (int f = 0; f < 6; f++) {
-        attention_kind(e, r, funcs[f], JB_DTYPE_F32);
-        attention_kind(e, r, funcs[f], JB_DTYPE_F16);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F32, false);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F16, false);
     }
 }
 
-static void case_sample(struct env *e, struct result *r)
+/* kv_append_at, attention_at and add_i32: the decode steps of case_attention at a position in
+ * backend memory (check_reference: bitwise what the host-position ops give). */
+static void case_decode_at(struct env *e, struct result *r)
+{
+    const int funcs[6] = { 0, 1, 2, 3, 6, 7 };
+    for (int f = 0; f < 6; f++) {
+        attention_kind(e, r, funcs[f], JB_DTYPE_F32, true);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F16, true);
+    }
+}
+
+static void sample_cases(struct env *e, struct result *r, bool at)
 {
     const int N                        = 3;
     const int64_t V                    = 300;
@@ -406,17 +429,33 @@ static void case_sample(struct env *e, struct result *r)
         { 0.9f, 0, 0.8f, 7, 0 },  /* top-p */
         { 1.0f, 1, 0.0f, 8, 0 },  /* greedy */
     };
-    float *l    = dev(e, NULL, (size_t)(N * V) * sizeof(float));
-    int32_t *tk = dev(e, NULL, N * sizeof(int32_t));
-    float *h    = malloc((size_t)(N * V) * sizeof *h);
+    float *l     = dev(e, NULL, (size_t)(N * V) * sizeof(float));
+    int32_t *tk  = dev(e, NULL, N * sizeof(int32_t));
+    float *h     = malloc((size_t)(N * V) * sizeof *h);
+    int32_t *pos = dev(e, (int32_t[1]){ 0 }, sizeof(int32_t));
     for (int k = 0; k < 4; k++)
         for (int64_t t = 0; t < 20; t++) {
             tc_rng_fill(&e->rng, h, (size_t)(N * V), 4.0f);
             jb_backend_set(e->be, l, h, (size_t)(N * V) * sizeof *h);
-            jb_sample(e->be, &sds[k], N, V, l, V, t, tk);
+            if (at) {
+                jb_sample_at(e->be, &sds[k], N, V, l, V, pos, tk);
+                jb_add_i32(e->be, 1, t == 19 ? -19 : 1, pos);
+            } else {
+                jb_sample(e->be, &sds[k], N, V, l, V, t, tk);
+            }
             get_i(e, r, tk, N);
         }
     free(h);
+}
+
+static void case_sample(struct env *e, struct result *r)
+{
+    sample_cases(e, r, false);
+}
+
+static void case_sample_at(struct env *e, struct result *r)
+{
+    sample_cases(e, r, true);
 }
 
 typedef void (*case_fn)(struct env *e, struct result *r);
@@ -440,6 +479,10 @@ static const case_fn cases[JB_OP_COUNT] = {
     [JB_OP_KV_APPEND]        = case_kv_append,
     [JB_OP_ATTENTION]        = case_attention,
     [JB_OP_SAMPLE]           = case_sample,
+    [JB_OP_KV_APPEND_AT]     = case_decode_at,
+    [JB_OP_ATTENTION_AT]     = case_decode_at,
+    [JB_OP_SAMPLE_AT]        = case_sample_at,
+    [JB_OP_ADD_I32]          = case_decode_at,
 };
 
 static void run_case(struct jb_backend *be, enum jb_op op, struct result *r)
@@ -521,7 +564,22 @@ static void check_reference(struct jb_backend *cpu)
     for (size_t i = 1; i < 60; i++)
         differ = differ || r.i[i] != r.i[0];
     tc_check(in_range && differ, "cpu: sampled tokens in range and not constant");
-    free(r.f), free(r.i);
+    /* the device-position variants are their host-position ops: the same draws, bitwise */
+    struct result ra;
+    run_case(cpu, JB_OP_SAMPLE_AT, &ra);
+    tc_check(ra.ni == r.ni && memcmp(ra.i, r.i, r.ni * sizeof *r.i) == 0,
+             "cpu: sample_at draws what sample draws at the same positions");
+    free(r.f), free(r.i), free(ra.f), free(ra.i);
+    run_case(cpu, JB_OP_ATTENTION, &r);
+    run_case(cpu, JB_OP_ATTENTION_AT, &ra);
+    bool pos_ok = ra.ni == 2 * 12;
+    for (size_t i = 0; pos_ok && i < ra.ni; i++)
+        pos_ok = ra.i[i] == 24; /* T: every step advanced the position once */
+    tc_check(ra.nf == r.nf && memcmp(ra.f, r.f, r.nf * sizeof *r.f) == 0 && pos_ok,
+             "cpu: kv_append_at/attention_at equal kv_append/attention bitwise (%zu floats), "
+             "add_i32 advanced the position to T",
+             r.nf);
+    free(r.f), free(r.i), free(ra.f), free(ra.i);
 }
 
 /* Touching a check buffer outside an op must fault (in a child, so the test survives). */

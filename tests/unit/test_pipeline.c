@@ -523,6 +523,120 @@ static void test_cancel(struct jb_session *s, const float *riff, int64_t n_riff)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* memory plan                                                                               */
+
+/* The plan reads the backend's real memory (MemAvailable on the CPU), and a job beyond the budget
+ * is refused before any work with the sizes and how many candidates would fit; in batches of that
+ * many the same job then runs. The budget is lowered with the session's memory limit, since the
+ * bundled model is far too small to exceed this machine's memory. */
+static void test_memory(struct jb_session *s, const float *riff, int64_t n_riff)
+{
+    struct jb_job_params p = primed_params(riff, n_riff);
+    p.n_candidates         = 4;
+    p.finest_level         = 2; /* the top level only: quick on the check backend too */
+    struct jb_job_memory m;
+    enum jb_status st = jb_job_memory(s, &p, &m);
+    size_t avail = 0, total = 0;
+    jb_host_memory(&avail, &total);
+    const bool host_ok = total > 0 && m.backend_total == (double)total &&
+                         fabs(m.backend_free - (double)avail) < 0.1 * (double)total;
+    check(st == JB_STATUS_OK && m.need > 0 && m.need_level >= 0 && m.need_level <= 2 &&
+            m.batch[m.need_level] > 0 && m.per_candidate[m.need_level] > 0 &&
+            m.budget <= m.backend_free && m.max_batch_fit >= 4 && host_ok,
+          "memory plan: %.1f MB at level %d (%.1f MB per candidate); budget %.0f MB of %.0f MB "
+          "available (MemAvailable %.0f MB)",
+          m.need / 1e6,
+          m.need_level,
+          m.per_candidate[m.need_level] / 1e6,
+          m.budget / 1e6,
+          m.backend_free / 1e6,
+          (double)avail / 1e6);
+    struct jb_session_info si;
+    jb_session_get_info(s, &si);
+    check(si.vqvae_bytes > 0 && si.prior_bytes[0] > 0 && si.prior_bytes[2] > 0 &&
+            si.candidate_bytes[2] > 0 && si.backend_total > 0,
+          "session info: models %.1f / %.1f / %.1f / %.1f MB, %.1f MB per top-level candidate",
+          si.vqvae_bytes / 1e6,
+          si.prior_bytes[0] / 1e6,
+          si.prior_bytes[1] / 1e6,
+          si.prior_bytes[2] / 1e6,
+          si.candidate_bytes[2] / 1e6);
+
+    /* a budget for about 2.5 candidates at once: the 4-candidate job is refused up front */
+    const int L        = m.need_level;
+    const double fixed = m.need - 4 * m.per_candidate[L];
+    jb_session_set_memory_limit(s, fixed + 2.5 * m.per_candidate[L]);
+    struct jb_job_plan plan;
+    jb_job_plan(s, &p, &plan);
+    struct rec r;
+    rec_init(&r, plan.sample_length, 4);
+    struct jb_job_callbacks cb = rec_callbacks(&r);
+    struct jb_take *out        = (struct jb_take *)&r; /* must be reset to NULL */
+    st                         = jb_job_run(s, &p, &cb, &out);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jb_last_error());
+    struct jb_job_memory m2;
+    jb_job_memory(s, &p, &m2);
+    check(st == JB_STATUS_ERR_NOMEM && out == NULL && r.n_progress == 0 && r.n_pieces == 0 &&
+            strstr(msg, "at most 2 candidates at once would fit") && m2.max_batch_fit == 2,
+          "a job beyond the budget is refused before any work (%d progress, %d audio): %s",
+          r.n_progress,
+          r.n_pieces,
+          msg);
+    rec_free(&r);
+    /* the same job in batches of what fits runs */
+    for (int k = 0; k < JB_JOB_MAX_LEVELS; k++)
+        p.max_batch[k] = m2.max_batch_fit;
+    out = NULL;
+    st  = jb_job_run(s, &p, NULL, &out);
+    check(st == JB_STATUS_OK && out != NULL,
+          "the same job in batches of %d runs %s",
+          m2.max_batch_fit,
+          st ? jb_last_error() : "");
+    jb_take_free(out);
+    jb_session_set_memory_limit(s, 0);
+}
+
+/* Offload: only the sampled level's prior stays on the backend, and takes are unchanged (on the
+ * check backend the weights really leave and come back through set_tensor; on the CPU, which
+ * uses the mapped file in place, nothing moves). */
+static void test_offload(struct jb_session *s, const float *riff, int64_t n_riff)
+{
+    struct jb_job_params p = primed_params(riff, n_riff);
+    enum jb_status rst; /* one candidate, every level: weights move between all three */
+    struct jb_take *a = run_quiet(s, &p, &rst);
+    struct jb_job_memory m0, m1;
+    jb_job_memory(s, &p, &m0);
+    jb_session_set_offload(s, true);
+    jb_job_memory(s, &p, &m1);
+    struct jb_take *b = run_quiet(s, &p, &rst);
+    struct jb_session_info si;
+    jb_session_get_info(s, &si);
+    struct jb_take *c = run_quiet(s, &p, &rst); /* offloaded at the start: reloads */
+    jb_session_set_offload(s, false);
+    struct jb_take *d = run_quiet(s, &p, &rst);
+    struct jb_session_info so;
+    jb_session_get_info(s, &so);
+    const bool device = !s->backend->iface->host_memory;
+    const bool moved  = device ? si.prior_resident[0] > 0 && si.prior_resident[1] == 0 &&
+                                  si.prior_resident[2] == 0 && so.prior_resident[1] > 0 &&
+                                  so.prior_resident[2] > 0 && m1.need < m0.need
+                               : si.prior_resident[0] == 0 && m1.need == m0.need;
+    check(a && b && c && d && takes_equal(a, b) && takes_equal(a, c) && takes_equal(a, d) && moved,
+          "offload: takes unchanged (twice offloaded, then all back); resident after: %.1f / "
+          "%.1f / %.1f MB; plan %.2f -> %.2f MB",
+          si.prior_resident[0] / 1e6,
+          si.prior_resident[1] / 1e6,
+          si.prior_resident[2] / 1e6,
+          m0.need / 1e6,
+          m1.need / 1e6);
+    jb_take_free(a);
+    jb_take_free(b);
+    jb_take_free(c);
+    jb_take_free(d);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* errors                                                                                    */
 
 static void expect_error(struct jb_session *s,
@@ -837,6 +951,8 @@ int main(int argc, char **argv)
     if (!riff.samples || !mkdtemp(tmp)) goto out;
 
     test_errors(s, riff.samples, n_riff);
+    test_memory(s, riff.samples, n_riff);
+    test_offload(s, riff.samples, n_riff);
     test_primed(s, riff.samples, n_riff, tmp);
     test_take_files(tmp, models);
     test_determinism_and_modes(s, riff.samples, n_riff);

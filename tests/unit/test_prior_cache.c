@@ -618,7 +618,20 @@ static void check_model(const struct tcase *tc)
     }
 
     /* cached: token by token, then mixed chunks */
-    struct jb_prior_state *st    = jb_prior_state_init(p, N_, MAX_CHUNK);
+    struct jb_prior_state *st = jb_prior_state_init(p, N_, MAX_CHUNK);
+    {
+        /* the memory plan is exactly what a state reserves */
+        struct jb_prior_state *h = jb_prior_state_init_ex(p, 3, 7, JB_DTYPE_F16);
+        const double a           = jb_prior_state_plan_bytes(p, N_, MAX_CHUNK, JB_DTYPE_F32),
+                     b           = jb_prior_state_plan_bytes(p, 3, 7, JB_DTYPE_F16);
+        report(st && h && a == (double)jb_prior_state_bytes(st) &&
+                 b == (double)jb_prior_state_bytes(h),
+               "%s: planned state bytes = reserved (%.0f, %.0f)",
+               tc->name,
+               a,
+               b);
+        jb_prior_state_free(h);
+    }
     float *lc                    = malloc((size_t)N_ * MAX_CHUNK * V * sizeof *lc);
     float *cached                = malloc((size_t)N_ * T_ * V * sizeof *cached);
     static const int sched[2][9] = { { 1, 1, 1, 1, 1, 1, 1, 1, 1 },
@@ -942,7 +955,70 @@ static void check_draw(void)
     jb_backend_free(be);
 }
 
-int main(void)
+/* The decode step recorded once (a CUDA graph on backends that record) and replayed per token
+ * gives bitwise the tokens of the same steps run directly, over every variant and attention
+ * kind, ancestral (the S = 0 step takes the start embedding) and primed, across two windows
+ * (the second replays the recording of the first). Returns false when the backend is missing. */
+static bool check_graph(const struct tcase *tc, const char *backend)
+{
+    struct jb_prior_hparams hp;
+    make_hparams(tc, &hp);
+    struct jb_backend *be = jb_backend_init(backend, 0);
+    if (!be) return false;
+    struct tmodel *m = calloc(1, sizeof *m);
+    make_model(tc, &hp, m);
+    struct jb_weights_source src = { tm_find, tm_count, tm_get, m };
+    struct jb_weights *w         = jb_weights_init(&src);
+    struct jb_prior *p           = jb_prior_init(&hp, w, be);
+    report(p != NULL, "%s on %s: jb_prior_init %s", tc->name, backend, p ? "" : jb_last_error());
+    if (p) {
+        struct tdata *in = calloc(1, sizeof *in);
+        make_inputs(p, tc, &hp, in);
+        struct jb_prior_state *st  = jb_prior_state_init(p, N_, 16);
+        struct jb_sample_params sp = jb_sample_params_default();
+        sp.temp                    = 0.9f;
+        sp.seed                    = 99;
+        sp.chunk_size              = 7;
+        const int P0               = tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NTOK_D : 0;
+        const int Ps[2]            = { P0, P0 + 9 };
+        for (int k = 0; k < 2 && st; k++) {
+            const int P = Ps[k];
+            int32_t ctx[N_ * T_], direct[N_ * T_], rec[N_ * T_], again[N_ * T_];
+            for (int n = 0; n < N_; n++)
+                memcpy(ctx + n * P, in->tok + n * T_, (size_t)P * 4);
+            jb_prior_state_set_cond(st, in->start, in->x, in->enc);
+            jb_prior_state_set_graphs(st, false);
+            enum jb_status s1 = jb_prior_sample(st, ctx, P, T_, &sp, direct, NULL, NULL, NULL);
+            const bool live0  = jb_prior_state_graph_live(st);
+            jb_prior_state_set_graphs(st, true);
+            enum jb_status s2 = jb_prior_sample(st, ctx, P, T_, &sp, rec, NULL, NULL, NULL);
+            enum jb_status s3 = jb_prior_sample(st, ctx, P, T_, &sp, again, NULL, NULL, NULL);
+            const bool live   = jb_prior_state_graph_live(st);
+            const bool want   = jb_backend_has_graphs(be);
+            report(s1 == JB_STATUS_OK && s2 == JB_STATUS_OK && s3 == JB_STATUS_OK &&
+                     memcmp(direct, rec, sizeof direct) == 0 &&
+                     memcmp(direct, again, sizeof direct) == 0 && !live0 && live == want,
+                   "%s on %s: %s decode %s = direct, bitwise (%d tokens x %d)",
+                   tc->name,
+                   backend,
+                   P ? "primed" : "ancestral",
+                   want ? "replayed from one recording" : "(no recording on this backend)",
+                   T_ - P,
+                   N_);
+        }
+        jb_prior_state_free(st);
+        free(in->enc);
+        free(in);
+        jb_prior_free(p);
+    }
+    jb_weights_free(w);
+    jb_backend_free(be);
+    tm_free(m);
+    free(m);
+    return true;
+}
+
+int main(int argc, char **argv)
 {
     const struct tcase cases[] = {
         { "A upsampler, order 9 (1 2 3 0)", JB_PRIOR_UPSAMPLER, 6, 9, false },
@@ -950,9 +1026,29 @@ int main(void)
         { "C lyric encoder, order 6 (1 2 3 6)", JB_PRIOR_TOP_LYRICS_ENC, 6, 6, false },
         { "D single enc-dec, order 12 (7 at 15)", JB_PRIOR_TOP_SINGLE_ENC_DEC, 16, 12, false },
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    const size_t n_cases = sizeof cases / sizeof cases[0];
+    if (argc == 3 && strcmp(argv[1], "--decode-graph") == 0) {
+        /* the gpu test: only the recorded-vs-direct decode, on the named backend */
+        for (size_t i = 0; i < n_cases; i++)
+            if (!check_graph(&cases[i], argv[2])) {
+                /* skipped only where there is no device at all; a device that fails is a failure */
+                const bool no_device = strcmp(jb_backend_default_name(), "cpu") == 0;
+                printf("%s: backend %s unavailable (%s)\n",
+                       no_device ? "SKIP" : "FAIL",
+                       argv[2],
+                       jb_last_error());
+                return no_device ? 77 : 1;
+            }
+        printf("%d passed, %d failed\n", g_pass, g_fail);
+        return g_fail ? 1 : 0;
+    }
+    for (size_t i = 0; i < n_cases; i++)
         check_model(&cases[i]);
     check_sampling();
     check_draw();
+    for (size_t i = 0; i < n_cases; i++) {
+        report(check_graph(&cases[i], "cpu"), "cpu backend");
+        report(check_graph(&cases[i], "check"), "check backend");
+    }
     return tc_summary();
 }

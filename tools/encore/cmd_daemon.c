@@ -113,6 +113,27 @@ static void print_sets(const struct ep_msg *m)
                    untrained ? ", UNTRAINED" : "");
         if (err[0]) printf("  (%s)", err);
         printf("\n");
+        int64_t vq = 0, fr = 0, tot = 0;
+        if (loaded && ep_msg_get_int(s, "vqvae_bytes", &vq)) {
+            printf("    memory: vqvae %.1f MB", (double)vq / 1e6);
+            for (size_t k = 0; k < ep_msg_list_len(s, "levels_memory"); k++) {
+                struct ep_msg *lv = ep_msg_list_item(s, "levels_memory", k);
+                int64_t L = 0, pb = 0, cb = 0;
+                ep_msg_get_int(lv, "level", &L);
+                ep_msg_get_int(lv, "prior_bytes", &pb);
+                ep_msg_get_int(lv, "candidate_bytes", &cb);
+                printf("; level %lld prior %.1f MB + %.1f MB per candidate",
+                       (long long)L,
+                       (double)pb / 1e6,
+                       (double)cb / 1e6);
+                ep_msg_free(lv);
+            }
+            printf("\n");
+        }
+        if (loaded && ep_msg_get_int(s, "backend_free", &fr) &&
+            ep_msg_get_int(s, "backend_total", &tot))
+            printf(
+              "    backend memory: %.1f MB free of %.1f MB\n", (double)fr / 1e6, (double)tot / 1e6);
         ep_msg_free(s);
     }
 }

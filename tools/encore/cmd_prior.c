@@ -81,6 +81,7 @@ static void prior_usage(enum prior_cmd c, FILE *out)
             "      --device D         cpu, cuda or cuda:N (default: the first GPU if there is\n"
             "                         one and this build has the CUDA backend, else cpu)\n"
             "      --kv-f16           fp16 KV caches: half the sampling memory per candidate\n"
+            "      --offload          keep only the sampled level's prior on the device\n"
             "  -o, --output OUT       audio file (.wav 16-bit, or .flac); OUT-1.wav .. OUT-N.wav\n"
             "                         for several candidates\n"
             "  -h, --help             this text\n",
@@ -223,6 +224,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
                                           { "threads", required_argument, 0, 't' },
                                           { "device", required_argument, 0, 'V' },
                                           { "kv-f16", no_argument, 0, 'H' },
+                                          { "offload", no_argument, 0, 'F' },
                                           { "output", required_argument, 0, 'o' },
                                           { "help", no_argument, 0, 'h' },
                                           { "daemon", no_argument, 0, 'D' },
@@ -235,7 +237,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
     const char *save_path = NULL, *models = NULL, *output = NULL, *device = NULL;
     double seconds = 0, total_seconds = 0, temp = 0.99;
     long long candidate = 0, candidates = 1, levels = 0, seed = 0, threads = 0;
-    bool have_seconds = false, kv_f16 = false;
+    bool have_seconds = false, kv_f16 = false, offload = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:a:g:c:n:l:T:t:o:h", opts, NULL)) != -1) {
@@ -309,6 +311,9 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
             break;
         case 'H':
             kv_f16 = true;
+            break;
+        case 'F':
+            offload = true;
             break;
         case 'o':
             output = optarg;
@@ -399,6 +404,7 @@ static int run_prior(enum prior_cmd cmd, int argc, char **argv)
         goto done;
     }
     jb_session_set_kv_f16(s, kv_f16);
+    jb_session_set_offload(s, offload);
     struct jb_session_info si;
     jb_session_get_info(s, &si);
     if (listing) {

@@ -7,9 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct jb_model *load_vqvae(const char *path, struct jb_backend **be, int threads)
+/* device: cpu, cuda or cuda:N; NULL: the first GPU if there is one, else the CPU */
+static struct jb_model *load_vqvae(const char *path,
+                                   struct jb_backend **be,
+                                   int threads,
+                                   const char *device)
 {
-    *be = jb_backend_init(NULL, threads);
+    *be = jb_backend_init(device ? device : jb_backend_default_name(), threads);
     if (!*be) return NULL;
     struct jb_model *m = jb_model_load(path, *be);
     if (m && jb_model_get_kind(m) != JB_MODEL_VQVAE) {
@@ -36,6 +40,8 @@ static void encode_usage(FILE *out)
             "                     OUT.level0.npy, OUT.level1.npy, ... are written\n"
             "      --max-seconds S  refuse audio longer than S seconds (default %.0f)\n"
             "  -t, --threads N    worker threads (default: all cores, at most %d)\n"
+            "      --device D     cpu, cuda or cuda:N (default: the first GPU if there is one\n"
+            "                     and this build has the CUDA backend, else cpu)\n"
             "  -h, --help         this text\n",
             cli_default_model_dir(),
             JB_AUDIO_DEFAULT_MAX_SECONDS,
@@ -44,13 +50,16 @@ static void encode_usage(FILE *out)
 
 int cmd_encode(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "model", required_argument, 0, 'm' },   { "models", required_argument, 0, 'M' },
-        { "level", required_argument, 0, 'l' },   { "output", required_argument, 0, 'o' },
-        { "threads", required_argument, 0, 't' }, { "max-seconds", required_argument, 0, 'x' },
-        { "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 }
-    };
-    const char *model = NULL, *models = NULL, *output = NULL, *level_s = "all";
+    static const struct option opts[] = { { "model", required_argument, 0, 'm' },
+                                          { "models", required_argument, 0, 'M' },
+                                          { "level", required_argument, 0, 'l' },
+                                          { "output", required_argument, 0, 'o' },
+                                          { "threads", required_argument, 0, 't' },
+                                          { "max-seconds", required_argument, 0, 'x' },
+                                          { "device", required_argument, 0, 'V' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { 0, 0, 0, 0 } };
+    const char *model = NULL, *models = NULL, *output = NULL, *level_s = "all", *device = NULL;
     int threads        = 0, c;
     double max_seconds = JB_AUDIO_DEFAULT_MAX_SECONDS;
     while ((c = getopt_long(argc, argv, "m:l:o:t:h", opts, NULL)) != -1) {
@@ -70,6 +79,9 @@ int cmd_encode(int argc, char **argv)
         case 't':
             if (!cli_parse_intv("encode", "threads", optarg, 0, CLI_MAX_THREADS, &threads))
                 return 2;
+            break;
+        case 'V':
+            device = optarg;
             break;
         case 'x':
             if (!cli_parse_real(
@@ -102,7 +114,7 @@ int cmd_encode(int argc, char **argv)
     struct jb_backend *be = NULL;
     struct jb_audio audio = { 0 };
     int32_t *codes        = NULL;
-    struct jb_model *vq   = load_vqvae(model, &be, threads);
+    struct jb_model *vq   = load_vqvae(model, &be, threads, device);
     if (!vq) {
         rc = cli_error("encode");
         goto done;
@@ -177,6 +189,8 @@ static void decode_usage(FILE *out)
             "  -c, --chunk N      decode N codes at a time with receptive-field margins, bounding\n"
             "                     memory (default: 0 = whole sequence at once)\n"
             "  -t, --threads N    worker threads (default: all cores, at most %d)\n"
+            "      --device D     cpu, cuda or cuda:N (default: the first GPU if there is one\n"
+            "                     and this build has the CUDA backend, else cpu)\n"
             "  -h, --help         this text\n",
             cli_default_model_dir(),
             CLI_MAX_THREADS);
@@ -184,13 +198,16 @@ static void decode_usage(FILE *out)
 
 int cmd_decode(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "model", required_argument, 0, 'm' }, { "models", required_argument, 0, 'M' },
-        { "level", required_argument, 0, 'l' }, { "output", required_argument, 0, 'o' },
-        { "chunk", required_argument, 0, 'c' }, { "threads", required_argument, 0, 't' },
-        { "help", no_argument, 0, 'h' },        { 0, 0, 0, 0 }
-    };
-    const char *model = NULL, *models = NULL, *output = NULL;
+    static const struct option opts[] = { { "model", required_argument, 0, 'm' },
+                                          { "models", required_argument, 0, 'M' },
+                                          { "level", required_argument, 0, 'l' },
+                                          { "output", required_argument, 0, 'o' },
+                                          { "chunk", required_argument, 0, 'c' },
+                                          { "threads", required_argument, 0, 't' },
+                                          { "device", required_argument, 0, 'V' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { 0, 0, 0, 0 } };
+    const char *model = NULL, *models = NULL, *output = NULL, *device = NULL;
     int level = 0, threads = 0, c;
     long long chunk = 0;
     while ((c = getopt_long(argc, argv, "m:l:o:c:t:h", opts, NULL)) != -1) {
@@ -215,6 +232,9 @@ int cmd_decode(int argc, char **argv)
             if (!cli_parse_intv("decode", "threads", optarg, 0, CLI_MAX_THREADS, &threads))
                 return 2;
             break;
+        case 'V':
+            device = optarg;
+            break;
         case 'h':
             decode_usage(stdout);
             return 0;
@@ -238,7 +258,7 @@ int cmd_decode(int argc, char **argv)
     int32_t *codes        = NULL;
     float *audio          = NULL;
     int64_t n_codes;
-    struct jb_model *vq = load_vqvae(model, &be, threads);
+    struct jb_model *vq = load_vqvae(model, &be, threads, device);
     if (!vq) {
         rc = cli_error("decode");
         goto done;

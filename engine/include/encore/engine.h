@@ -120,6 +120,9 @@ const char *jb_backends_available(void);
  * the CUDA backend and a device is visible, else "cpu". (jb_backend_init(NULL) stays "cpu", the
  * reference.) */
 const char *jb_backend_default_name(void);
+/* Devices of a backend kind visible to this process: "cuda" -> GPUs (0 without a driver, a
+ * device or a CUDA build), "cpu" -> 1, anything else 0. Never fails. */
+int jb_backend_device_count(const char *kind);
 
 /* ---------------------------------------------------------------------------------------- */
 /* model files                                                                               */
@@ -336,6 +339,17 @@ struct jb_session_info {
     double min_seconds; /* shortest riff + new audio a job may produce: one full level-1
                            window of upper codes (5.94 s for the released models) */
     bool untrained;     /* any model file is marked untrained (random weights) */
+    /* memory, bytes: the weights of each model (resident on the session's backend, or mapped
+     * from the file on the CPU), and what each candidate of a sampling batch adds at level L
+     * (KV caches and activations with the default chunk and KV type) */
+    double vqvae_bytes;
+    double prior_bytes[JB_JOB_MAX_LEVELS];
+    double candidate_bytes[JB_JOB_MAX_LEVELS];
+    /* the backend's memory now (0 when it does not say) */
+    double backend_free, backend_total;
+    /* bytes of each prior's weights on the backend now (0 after an offload, and always on the
+     * CPU, which uses the mapped file in place) */
+    double prior_resident[JB_JOB_MAX_LEVELS];
 };
 void jb_session_get_info(const struct jb_session *session, struct jb_session_info *info);
 
@@ -344,6 +358,16 @@ void jb_session_get_info(const struct jb_session *session, struct jb_session_inf
  * upsampler shape), as the reference's fp16 path (jukebox-spec 5.5) keeps them; all arithmetic
  * stays fp32. Tolerances and measured errors: docs/numerics.md. Takes effect for the next job. */
 void jb_session_set_kv_f16(struct jb_session *session, bool f16);
+
+/* Caps the memory a job of this session may take (bytes; 0, the default: what the backend has
+ * free, less a margin). jb_job_run refuses a job beyond it before doing any work. */
+void jb_session_set_memory_limit(struct jb_session *session, double bytes);
+
+/* Keeps only the prior of the level being sampled on the backend (false, the default: all
+ * resident): before each level, jb_job_run moves the other priors' weights off the backend
+ * (their host copies stay) and brings this level's back. Less device memory for a copy per
+ * level; results are identical. The VQ-VAE stays (every level encodes and decodes with it). */
+void jb_session_set_offload(struct jb_session *session, bool offload);
 
 /* Checks an artist and a genre against every prior's own table, exactly as a job would: an
  * unknown name is JB_STATUS_ERR_LABEL whose message lists close matches. Either may be NULL. */
@@ -414,6 +438,25 @@ struct jb_job_params {
  * 0, hop fractions 0.5, 0.5, 0.125 for levels 0, 1, 2 (sample.py); chunk_size and max_batch 0 = the
  * per-model defaults. */
 void jb_job_params_init(struct jb_job_params *params);
+
+/* The memory plan of a job (bytes), computed without allocating: levels are sampled one after
+ * the other, so the job needs its largest level. jb_job_run calls it first and refuses a job
+ * with need > budget with JB_STATUS_ERR_NOMEM (sizes, and how many candidates at once would
+ * fit) before any work. */
+struct jb_job_memory {
+    double level_bytes[JB_JOB_MAX_LEVELS];   /* sampling level L (0: not sampled) */
+    double per_candidate[JB_JOB_MAX_LEVELS]; /* of which each candidate of the batch adds */
+    int batch[JB_JOB_MAX_LEVELS];            /* candidates resident at once (max_batch) */
+    double need;                             /* the largest level's */
+    int need_level;                          /* that level (-1: nothing is sampled) */
+    double backend_free, backend_total;      /* the backend's memory now */
+    double budget;     /* what the job may use: free less max(256 MiB, 2 % of total), capped
+                          by jb_session_set_memory_limit */
+    int max_batch_fit; /* most candidates at once that fit at need_level (≥ batch: it fits) */
+};
+enum jb_status jb_job_memory(const struct jb_session *session,
+                             const struct jb_job_params *params,
+                             struct jb_job_memory *memory);
 
 /* What a job will do, computed without running it (every check jb_job_run makes). */
 struct jb_job_plan {

@@ -13,6 +13,7 @@
 #include "backend/cuda/cuda.h"
 #endif
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,16 @@ const char *jb_backend_default_name(void)
     if (jb_cuda_device_count(NULL) > 0) return "cuda:0";
 #endif
     return "cpu";
+}
+
+int jb_backend_device_count(const char *kind)
+{
+    if (!kind) return 0;
+    if (strcmp(kind, "cpu") == 0) return 1;
+#ifdef ENCORE_HAVE_CUDA
+    if (strcmp(kind, "cuda") == 0) return jb_cuda_device_count(NULL);
+#endif
+    return 0;
 }
 
 /* "cuda" is "cuda:0"; *device receives N of "cuda:N". */
@@ -126,6 +137,64 @@ void jb_backend_synchronize(struct jb_backend *be)
 enum jb_status jb_backend_status(const struct jb_backend *be)
 {
     return be && be->iface->status ? be->iface->status(be->ctx) : JB_STATUS_OK;
+}
+
+enum jb_status jb_backend_memory(const struct jb_backend *be, size_t *free_bytes, size_t *total)
+{
+    *free_bytes = *total = 0;
+    if (!be || !be->iface->memory_info)
+        return jb_fail(
+          JB_STATUS_ERR_UNSUPPORTED, "backend %s does not report its memory", jb_backend_name(be));
+    return be->iface->memory_info(be->ctx, free_bytes, total);
+}
+
+enum jb_status jb_host_memory(size_t *available, size_t *total)
+{
+    *available = *total = 0;
+    FILE *f             = fopen("/proc/meminfo", "r");
+    if (!f) return jb_fail(JB_STATUS_ERR_IO, "host memory: cannot read /proc/meminfo");
+    char line[256];
+    unsigned long long kb = 0;
+    bool have_avail = false, have_total = false;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+            *available = (size_t)kb * 1024;
+            have_avail = true;
+        } else if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) {
+            *total     = (size_t)kb * 1024;
+            have_total = true;
+        }
+    }
+    fclose(f);
+    if (!have_avail || !have_total)
+        return jb_fail(JB_STATUS_ERR_IO, "host memory: no MemAvailable/MemTotal in /proc/meminfo");
+    return JB_STATUS_OK;
+}
+
+bool jb_backend_has_graphs(const struct jb_backend *be)
+{
+    return be && be->iface->graph_begin && be->iface->graph_end && be->iface->graph_launch &&
+           be->iface->graph_free;
+}
+
+enum jb_status jb_backend_graph_begin(struct jb_backend *be)
+{
+    return jb_backend_has_graphs(be) ? be->iface->graph_begin(be->ctx) : JB_STATUS_OK;
+}
+
+void *jb_backend_graph_end(struct jb_backend *be)
+{
+    return jb_backend_has_graphs(be) ? be->iface->graph_end(be->ctx) : NULL;
+}
+
+void jb_backend_graph_launch(struct jb_backend *be, void *graph)
+{
+    if (graph && jb_backend_has_graphs(be)) be->iface->graph_launch(be->ctx, graph);
+}
+
+void jb_backend_graph_free(struct jb_backend *be, void *graph)
+{
+    if (graph && jb_backend_has_graphs(be)) be->iface->graph_free(be->ctx, graph);
 }
 
 void *jb_backend_alloc(struct jb_backend *be, size_t nbytes)

@@ -59,6 +59,20 @@ struct jb_backend_i {
     /* (optional) the first failure of an op since the backend was made (ops return nothing;
      * a device backend records errors and skips later ops); NULL: ops cannot fail. */
     enum jb_status (*status)(void *ctx);
+    /* (optional) memory the backend's buffers can still take and its total, in bytes, now:
+     * a device's free/total, or for the host's memory MemAvailable/MemTotal (/proc/meminfo). */
+    enum jb_status (*memory_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
+    bool memory_is_host; /* buffers take host RAM (host-side job buffers share the budget) */
+
+    /* (optional, all four or none) recording: the ops called between graph_begin and graph_end
+     * are recorded instead of run, graph_end returns the recording (NULL after a failure, kept
+     * in status), graph_launch runs it again with the pointers and scalar arguments it was
+     * recorded with. Only ops may be called while recording (no set/get_tensor, no buffers).
+     * NULL: the backend runs ops directly (the CPU). */
+    enum jb_status (*graph_begin)(void *ctx);
+    void *(*graph_end)(void *ctx);
+    void (*graph_launch)(void *ctx, void *graph);
+    void (*graph_free)(void *ctx, void *graph);
 
     struct jb_backend_ops ops;
 };
@@ -82,6 +96,19 @@ void jb_backend_synchronize(struct jb_backend *be);
 /* JB_STATUS_OK, or the error of a failed op (e.g. JB_STATUS_ERR_DEVICE, message in
  * jb_last_error() of the failing call): jobs check it between steps and fail with it. */
 enum jb_status jb_backend_status(const struct jb_backend *be);
+
+/* Recording of op sequences (graph_* of jb_backend_i): has_graphs says whether the backend
+ * records; begin/end/launch/free are no-ops returning OK/NULL on one that does not. */
+/* The backend's free and total memory (memory_info); ERR_UNSUPPORTED without the hook. */
+enum jb_status jb_backend_memory(const struct jb_backend *be, size_t *free_bytes, size_t *total);
+/* MemAvailable and MemTotal of /proc/meminfo (the CPU and check backends' memory_info). */
+enum jb_status jb_host_memory(size_t *available, size_t *total);
+
+bool jb_backend_has_graphs(const struct jb_backend *be);
+enum jb_status jb_backend_graph_begin(struct jb_backend *be);
+void *jb_backend_graph_end(struct jb_backend *be);
+void jb_backend_graph_launch(struct jb_backend *be, void *graph);
+void jb_backend_graph_free(struct jb_backend *be, void *graph);
 
 /* backend/cpu/cpu.c */
 struct jb_backend *jb_backend_cpu_init(int n_threads);

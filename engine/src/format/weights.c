@@ -61,6 +61,47 @@ static void mark_used(struct jb_weights *w, const struct jb_tensor *t)
     }
 }
 
+double jb_weights_bytes(const struct jb_weights *w)
+{
+    double b = 0;
+    for (int64_t i = 0; w && i < w->n; i++)
+        b += (double)jb_tensor_nbytes(w->src.get(w->src.ctx, i));
+    return b;
+}
+
+double jb_weights_offload(struct jb_weights *w)
+{
+    double b = 0;
+    for (struct converted *c = w ? w->copies : NULL; c; c = c->next) {
+        if (!c->t.backend || !c->t.data) continue;
+        jb_backend_free_buffer(c->t.backend, c->t.data);
+        c->t.data = NULL;
+        b += (double)jb_tensor_nbytes(&c->t);
+    }
+    return b;
+}
+
+enum jb_status jb_weights_reload(struct jb_weights *w)
+{
+    for (struct converted *c = w ? w->copies : NULL; c; c = c->next) {
+        if (!c->t.backend || c->t.data) continue;
+        const size_t n = jb_tensor_nbytes(&c->t);
+        void *data     = jb_backend_alloc(c->t.backend, n);
+        if (!data) return JB_STATUS_ERR_NOMEM;
+        jb_backend_set(c->t.backend, data, c->src->data, n);
+        c->t.data = data;
+    }
+    return jb_backend_status(w ? w->be : NULL);
+}
+
+double jb_weights_placed_bytes(const struct jb_weights *w, bool resident)
+{
+    double b = 0;
+    for (const struct converted *c = w ? w->copies : NULL; c; c = c->next)
+        if (c->t.backend && (c->t.data != NULL) == resident) b += (double)jb_tensor_nbytes(&c->t);
+    return b;
+}
+
 void jb_weights_set_backend(struct jb_weights *w, struct jb_backend *be)
 {
     w->be = be;

@@ -54,6 +54,20 @@ bool jb_weights_has(struct jb_weights *w, const char *fmt, ...) JB_PRINTF(2, 3);
 /* Marks a tensor as deliberately unused at inference (e.g. prime_x_out.weight). */
 void jb_weights_skip(struct jb_weights *w, const char *name);
 bool jb_weights_ok(const struct jb_weights *w);
+/* Bytes of every tensor of the source (what the model keeps on its backend). */
+double jb_weights_bytes(const struct jb_weights *w);
+
+/* Moving a model off its backend between uses: offload frees every backend copy of the placed
+ * tensors (their host source, the mapped file or a converted host copy, stays) and returns the
+ * bytes given back; reload copies them in again with set_tensor (ERR_NOMEM if the backend is
+ * full; tensors already reloaded stay). The struct jb_tensor of each stays where it is, only
+ * its data moves: a model reads tensor->data at each op, so it works unchanged after a reload
+ * (but anything recorded with the old pointers, a CUDA graph, must not outlive an offload).
+ * placed_bytes: what the backend holds now (resident) or what a reload would bring back
+ * (!resident). No-ops where the backend reads host memory. */
+double jb_weights_offload(struct jb_weights *w);
+enum jb_status jb_weights_reload(struct jb_weights *w);
+double jb_weights_placed_bytes(const struct jb_weights *w, bool resident);
 /* Fails if some tensor of the source was never requested ("unexpected tensor 'x'"). */
 enum jb_status jb_weights_check_all_used(struct jb_weights *w);
 

@@ -418,6 +418,130 @@ enum jb_status jb_job_plan(const struct jb_session *s,
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* the memory plan                                                                           */
+
+/* Bytes sample_level reserves for level L with a batch of nb candidates (and a last slice of
+ * n_rem): the prior states on the backend, plus on a backend whose buffers are host memory the
+ * host-side conditioning arrays. */
+static double level_plan(const struct jb_session *s,
+                         const struct resolved *r,
+                         int L,
+                         int nb,
+                         int n_rem,
+                         bool host)
+{
+    const struct jb_model *m          = s->prior[L];
+    const struct jb_prior_hparams *hp = &m->prior_hp;
+    const int chunk                   = r->set.chunk_size[L];
+    double b                          = jb_prior_state_plan_bytes(m->prior, nb, chunk, s->kv_type) +
+               jb_prior_state_plan_bytes(m->prior, n_rem, chunk, s->kv_type);
+    if (host) {
+        const double T = hp->tr.seq_len, W = hp->tr.width;
+        double f = nb * T * W + nb * W; /* x, start_emb */
+        if (hp->variant == JB_PRIOR_TOP_LYRICS_ENC)
+            f += (double)nb * jb_prior_enc_len(m->prior) * W;
+        b += f * sizeof(float) + (2.0 * nb * T + (double)nb * hp->n_tokens) * sizeof(int32_t);
+    }
+    return b;
+}
+
+static void memory_plan(const struct jb_session *s,
+                        const struct resolved *r,
+                        struct jb_job_memory *m)
+{
+    memset(m, 0, sizeof *m);
+    m->need_level = -1;
+    size_t fr = 0, tot = 0;
+    if (jb_backend_memory(s->backend, &fr, &tot) != JB_STATUS_OK) fr = tot = 0;
+    m->backend_free  = (double)fr;
+    m->backend_total = (double)tot;
+    /* cuBLAS workspaces, a CUDA context, fragmentation, the rest of the process */
+    const double margin = 0.02 * (double)tot > 268435456.0 ? 0.02 * (double)tot : 268435456.0;
+    m->budget           = tot ? (double)fr - margin : INFINITY;
+    if (s->memory_limit > 0 && s->memory_limit < m->budget) m->budget = s->memory_limit;
+    if (m->budget < 0) m->budget = 0;
+    const bool host = s->backend->iface->memory_is_host;
+    for (int L = 0; L < r->n_levels; L++) {
+        if (!r->sample[L]) continue;
+        const int N = r->n_cand, Nb = N < r->set.max_batch[L] ? N : r->set.max_batch[L];
+        const int n_rem     = N > Nb ? N % Nb : 0;
+        m->batch[L]         = Nb;
+        m->level_bytes[L]   = level_plan(s, r, L, Nb, n_rem, host);
+        m->per_candidate[L] = level_plan(s, r, L, 2, 0, host) - level_plan(s, r, L, 1, 0, host);
+        /* this level's prior comes back if it was offloaded; with offload the others leave */
+        m->level_bytes[L] += jb_weights_placed_bytes(s->prior[L]->weights, false);
+        for (int K = 0; K < s->n_levels && s->offload; K++)
+            if (K != L) m->level_bytes[L] -= jb_weights_placed_bytes(s->prior[K]->weights, true);
+        if (m->level_bytes[L] < 0) m->level_bytes[L] = 0;
+        if (m->level_bytes[L] > m->need) {
+            m->need       = m->level_bytes[L];
+            m->need_level = L;
+        }
+    }
+    m->max_batch_fit = JB_JOB_MAX_CANDIDATES;
+    for (int L = 0; L < r->n_levels; L++) {
+        if (!r->sample[L] || m->per_candidate[L] <= 0) continue;
+        const double fixed = level_plan(s, r, L, 1, 0, host) - m->per_candidate[L];
+        const double fit   = floor((m->budget - fixed) / m->per_candidate[L]);
+        if (fit < m->max_batch_fit) m->max_batch_fit = fit > 0 ? (int)fit : 0;
+    }
+}
+
+enum jb_status jb_job_memory(const struct jb_session *s,
+                             const struct jb_job_params *p,
+                             struct jb_job_memory *m)
+{
+    if (!m) return jb_fail(JB_STATUS_ERR_INVALID_ARG, "jb_job_memory: memory is required");
+    memset(m, 0, sizeof *m);
+    struct resolved r;
+    enum jb_status st = resolve(s, p, &r);
+    if (st) return st;
+    memory_plan(s, &r, m);
+    resolved_free(&r);
+    return JB_STATUS_OK;
+}
+
+/* "812 KB", "3.4 MB", "12.50 GB" */
+static const char *human(double bytes, char *buf, size_t n)
+{
+    if (bytes >= 1e9)
+        snprintf(buf, n, "%.2f GB", bytes / 1e9);
+    else if (bytes >= 1e6)
+        snprintf(buf, n, "%.1f MB", bytes / 1e6);
+    else
+        snprintf(buf, n, "%.0f KB", bytes / 1e3);
+    return buf;
+}
+
+/* Refuses, before any work, a job whose largest level does not fit the budget. */
+static enum jb_status check_memory(const struct jb_session *s, const struct resolved *r)
+{
+    struct jb_job_memory m;
+    memory_plan(s, r, &m);
+    if (m.need_level < 0 || m.need <= m.budget) return JB_STATUS_OK;
+    const int L = m.need_level;
+    char need[32], per[32], fixed[32], budget[32], fr[32], tot[32];
+    return jb_fail(JB_STATUS_ERR_NOMEM,
+                   "job does not fit in the memory of the %s backend: level %d needs %s (%d "
+                   "candidate%s at once x %s + %s) but the job may use %s (%s free of %s%s); at "
+                   "most %d candidate%s at once would fit (set max_batch%s)",
+                   jb_backend_name(s->backend),
+                   L,
+                   human(m.need, need, sizeof need),
+                   m.batch[L],
+                   m.batch[L] == 1 ? "" : "s",
+                   human(m.per_candidate[L], per, sizeof per),
+                   human(m.need - m.batch[L] * m.per_candidate[L], fixed, sizeof fixed),
+                   human(m.budget, budget, sizeof budget),
+                   human(m.backend_free, fr, sizeof fr),
+                   human(m.backend_total, tot, sizeof tot),
+                   s->memory_limit > 0 ? ", capped by the session's memory limit" : "",
+                   m.max_batch_fit,
+                   m.max_batch_fit == 1 ? "" : "s",
+                   m.max_batch_fit > 0 ? " or fewer candidates" : ": none does, even alone");
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* the running job                                                                           */
 
 struct job {
@@ -838,6 +962,16 @@ static enum jb_status check_resume(struct job *j, const struct jb_job_params *p)
     return JB_STATUS_OK;
 }
 
+/* Level L's prior on the backend (back from an earlier offloading job if need be); with offload
+ * on, the others leave first, so their memory is free for it. Between levels only: no prior
+ * state or recorded decode step holds weight pointers then. */
+static enum jb_status make_resident(struct jb_session *s, int L)
+{
+    for (int K = 0; K < s->n_levels && s->offload; K++)
+        if (K != L) jb_weights_offload(s->prior[K]->weights);
+    return jb_weights_reload(s->prior[L]->weights);
+}
+
 enum jb_status jb_job_run(struct jb_session *s,
                           const struct jb_job_params *p,
                           const struct jb_job_callbacks *cb,
@@ -848,6 +982,11 @@ enum jb_status jb_job_run(struct jb_session *s,
     struct resolved r;
     enum jb_status st = resolve(s, p, &r);
     if (st) return st;
+    st = check_memory(s, &r);
+    if (st) {
+        resolved_free(&r);
+        return st;
+    }
 
     struct job j = { .s = s, .cb = cb, .r = &r };
     j.inner      = (struct jb_callbacks){ .should_stop = job_should_stop, .user = &j };
@@ -881,10 +1020,12 @@ enum jb_status jb_job_run(struct jb_session *s,
                 memcpy(level_codes(&j, L, c),
                        jb_take_codes(p->resume, L, c),
                        (size_t)j.take->n_tokens[L] * sizeof(int32_t));
-            if (L == p->resume_level) st = sample_level(&j, L, p->resume_window);
+            if (L == p->resume_level) st = make_resident(s, L);
+            if (!st && L == p->resume_level) st = sample_level(&j, L, p->resume_window);
             continue;
         }
         st = fill_known(&j, p, L);
+        if (!st && r.sample[L]) st = make_resident(s, L);
         if (!st && r.sample[L]) st = sample_level(&j, L, 0);
     }
 

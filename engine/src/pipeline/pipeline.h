@@ -25,6 +25,8 @@ struct jb_session {
     int hop[JB_MAX_LEVELS];                /* raw_to_tokens of each level */
     bool untrained;
     enum jb_dtype kv_type; /* priors' KV caches: F32 (default) or F16 (jb_session_set_kv_f16) */
+    double memory_limit;   /* bytes a job may take; 0: the backend's free memory */
+    bool offload;          /* only the sampled level's prior on the backend (set_offload) */
 };
 
 /* Settings a take remembers about the job that made it (stored in the take file). */

@@ -185,6 +185,22 @@ void jb_session_get_info(const struct jb_session *s, struct jb_session_info *inf
     }
     info->min_seconds = (double)min_samples / JB_SAMPLE_RATE;
     info->untrained   = s->untrained;
+    info->vqvae_bytes = jb_weights_bytes(s->vqvae->weights);
+    for (int L = 0; L < s->n_levels; L++) {
+        const struct jb_model *m = s->prior[L];
+        const bool big           = L == s->top && (m->prior_hp.variant == JB_PRIOR_TOP ||
+                                         m->prior_hp.variant == JB_PRIOR_TOP_LYRICS_ENC);
+        const int chunk          = big ? 16 : 32; /* the job's default priming chunk (job.c) */
+        info->prior_bytes[L]     = jb_weights_bytes(m->weights);
+        info->prior_resident[L]  = jb_weights_placed_bytes(m->weights, true);
+        info->candidate_bytes[L] = jb_prior_state_plan_bytes(m->prior, 2, chunk, s->kv_type) -
+                                   jb_prior_state_plan_bytes(m->prior, 1, chunk, s->kv_type);
+    }
+    size_t fr = 0, tot = 0;
+    if (jb_backend_memory(s->backend, &fr, &tot) == JB_STATUS_OK) {
+        info->backend_free  = (double)fr;
+        info->backend_total = (double)tot;
+    }
 }
 
 enum jb_status jb_session_check_labels(const struct jb_session *s,
@@ -232,6 +248,16 @@ const char *jb_session_label_name(const struct jb_session *s, bool genre, int64_
     int32_t id;
     jb_label_vocab_entry(genre ? m->genres : m->artists, (size_t)i, &name, &id);
     return name;
+}
+
+void jb_session_set_offload(struct jb_session *session, bool offload)
+{
+    if (session) session->offload = offload;
+}
+
+void jb_session_set_memory_limit(struct jb_session *session, double bytes)
+{
+    if (session) session->memory_limit = bytes > 0 ? bytes : 0;
 }
 
 void jb_session_set_kv_f16(struct jb_session *session, bool f16)

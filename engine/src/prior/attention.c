@@ -32,12 +32,20 @@ void jb_attention_chunk(struct jb_backend *be,
                         int N,
                         int64_t S,
                         int C,
+                        const int32_t *pos,
                         const float *qkv,
                         float *att)
 {
     const int64_t B = tr->block_ctx, ns = tr->n_state;
     const int64_t ldq            = c->func == 6 ? ns : 3 * ns;
     const struct jb_attn_desc *a = &tr->attn;
+
+    if (pos) { /* decode at the device position: one row, one segment of every kind */
+        JB_ASSERT(C == 1);
+        if (c->func != 6) jb_kv_append_at(be, a, c, N, pos, qkv + ns, qkv + 2 * ns, ldq);
+        jb_attention_at(be, a, c, N, pos, qkv, ldq, att, ns);
+        return;
+    }
 
     switch (c->func) {
     case 1:

@@ -471,6 +471,7 @@ static void transformer_chunk(const struct jb_transformer *tr,
                               struct jb_transformer_state *ts,
                               int64_t S,
                               int C,
+                              const int32_t *pos,
                               const float *encoder_kv,
                               jb_prior_hook_fn hook,
                               void *hook_user,
@@ -508,7 +509,7 @@ static void transformer_chunk(const struct jb_transformer *tr,
             const int64_t nq = cross ? ns : 3 * ns;
             jb_matmul(
               be, M, nq, W, cur, W, blk->c_attn_w, false, blk->c_attn_b, ts->qkv, nq, false);
-            jb_attention_chunk(be, tr, cache, ts->n_batch, S, C, ts->qkv, ts->att);
+            jb_attention_chunk(be, tr, cache, ts->n_batch, S, C, pos, ts->qkv, ts->att);
             /* accumulate: h ← (x·c_proj + (h + b)), one pass instead of a separate add */
             jb_matmul(be, M, W, ns, ts->att, ns, blk->c_proj_w, false, blk->c_proj_b, h, W, true);
         }
@@ -560,7 +561,7 @@ static void encoder_run(struct jb_prior *p,
         jb_copy(be, 1, Wp, p->prime_start->data, Wp, h, Wp);
         jb_add(be, T * Wp, h, p->prime_pos_emb->data, h);
     }
-    transformer_chunk(tr, ts, 0, (int)T, NULL, NULL, NULL, NULL);
+    transformer_chunk(tr, ts, 0, (int)T, NULL, NULL, NULL, NULL, NULL);
     /* encoder_kv = prime_state_ln(acts · prime_state_proj + b) */
     jb_matmul(be, M, W, Wp, ts->h, Wp, p->prime_proj_w, false, p->prime_proj_b, out, W, false);
     jb_layernorm(be, M, W, out, p->prime_ln_w, p->prime_ln_b, JB_LN_EPS, out);
@@ -625,6 +626,41 @@ enum jb_status jb_prior_state_encoder_kv(struct jb_prior_state *st,
     return JB_STATUS_OK;
 }
 
+/* ---- memory plan ---------------------------------------------------------------------------- */
+
+/* Bytes transformer_state_init reserves (the same sums, without allocating). */
+static double transformer_state_plan(const struct jb_transformer *tr,
+                                     enum jb_dtype kv_type,
+                                     int n_batch,
+                                     int max_chunk)
+{
+    const double M = (double)n_batch * max_chunk, W = tr->width, ns = tr->n_state;
+    double f = M * W * 2 + M * 3 * ns + M * ns + M * tr->mlp_width;
+    if (tr->enc_len > 0) f += (double)n_batch * tr->enc_len * (W + 2 * ns);
+    double b = f * sizeof(float);
+    for (int d = 0; d < tr->depth; d++)
+        b += 2.0 * n_batch * jb_kv_cache_capacity(tr, tr->blocks[d].attn_func) * ns *
+             (double)jb_dtype_size(kv_type);
+    return b;
+}
+
+double jb_prior_state_plan_bytes(const struct jb_prior *p,
+                                 int n_batch,
+                                 int max_chunk,
+                                 enum jb_dtype kv_type)
+{
+    if (n_batch <= 0 || max_chunk <= 0) return 0.0;
+    const double M = (double)n_batch * max_chunk;
+    double b       = transformer_state_plan(&p->tr, kv_type, n_batch, max_chunk);
+    b += (M * p->vocab + M * p->width) * sizeof(float) + (M + 2.0 * n_batch) * sizeof(int32_t);
+    if (p->hp.variant == JB_PRIOR_TOP_LYRICS_ENC) {
+        const double Tp = p->prime.seq_len;
+        b += transformer_state_plan(&p->prime, JB_DTYPE_F32, 1, (int)Tp) + Tp * sizeof(int32_t) +
+             Tp * p->width * sizeof(float);
+    }
+    return b;
+}
+
 /* ---- state and step ----------------------------------------------------------------------- */
 
 struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,
@@ -653,7 +689,11 @@ struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,
               reserve(ts, &st->logits, M, p->vocab) && reserve(ts, &st->xrow, M, p->width) &&
               reserve_be(p->be, &st->ids, M, 1, sizeof(int32_t), &ts->bytes) &&
               reserve_be(p->be, &st->drawn, n_batch, 1, sizeof(int32_t), &ts->bytes) &&
-              (st->ids_host = jb_calloc((size_t)M, sizeof *st->ids_host)) != NULL;
+              reserve_be(p->be, &st->cursor, n_batch, 1, sizeof(int32_t), &ts->bytes) &&
+              (st->ids_host = jb_calloc((size_t)M, sizeof *st->ids_host)) != NULL &&
+              (st->drawn_host = jb_calloc((size_t)n_batch, sizeof *st->drawn_host)) != NULL;
+    st->cursor_host = -1;
+    st->use_graph   = true;
     if (ok && p->hp.variant == JB_PRIOR_TOP_LYRICS_ENC) {
         const int64_t Tp = p->prime.seq_len;
         ok = transformer_state_init(&st->enc_ts, p->be, &p->prime, JB_DTYPE_F32, 1, (int)Tp) &&
@@ -682,6 +722,9 @@ void jb_prior_state_free(struct jb_prior_state *st)
     jb_backend_free_buffer(be, st->xrow);
     jb_backend_free_buffer(be, st->ids);
     jb_backend_free_buffer(be, st->drawn);
+    jb_backend_free_buffer(be, st->cursor);
+    jb_backend_graph_free(be, st->graph);
+    free(st->drawn_host);
     jb_backend_free_buffer(be, st->enc_ids);
     jb_backend_free_buffer(be, st->enc_out);
     transformer_state_free(&st->ts);
@@ -787,7 +830,7 @@ static void step_run(struct jb_prior_state *st,
         st->hook(st->hook_user, -1, N, C, (int)W, st->hook_h);
     }
 
-    transformer_chunk(&p->tr, ts, S, C, st->encoder_kv, st->hook, st->hook_user, st->hook_h);
+    transformer_chunk(&p->tr, ts, S, C, NULL, st->encoder_kv, st->hook, st->hook_user, st->hook_h);
 
     if (head) { // head: (h + X)·TokEmbᵀ for A/D (tied), h·OutWᵀ for B/C
         if (p->add_x_after) jb_add(be, M * W, ts->h, st->xrow, ts->h);
@@ -845,6 +888,89 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
     return jb_backend_status(st->p->be); /* a device op may have failed */
 }
 
+/* ---- the decode step ---------------------------------------------------------------------- */
+
+/* Makes the device inputs of the decode step of position S = st->pos hold what the host says:
+ * the position in every entry of `cursor`, the previous tokens in `drawn` (S ≥ 1; the start
+ * embedding in h at S = 0) and X's row S in xrow. The mirrors skip what the previous step left
+ * there itself (it drew the tokens and advanced the cursor). Host copies only: never recorded. */
+static void decode_inputs(struct jb_prior_state *st, const int32_t *seq, int64_t ld_seq)
+{
+    struct jb_prior *p    = st->p;
+    struct jb_backend *be = p->be;
+    const int N           = st->n_batch;
+    const int64_t S = st->pos, W = p->width, T = p->seq_len;
+    if (st->cursor_host != S) {
+        for (int n = 0; n < N; n++)
+            st->ids_host[n] = (int32_t)S;
+        jb_backend_set(be, st->cursor, st->ids_host, (size_t)N * sizeof *st->cursor);
+        st->cursor_host = S;
+    }
+    if (S > 0) {
+        bool same = st->drawn_known;
+        for (int n = 0; n < N && same; n++)
+            same = st->drawn_host[n] == seq[n * ld_seq + S - 1];
+        if (!same) {
+            for (int n = 0; n < N; n++)
+                st->drawn_host[n] = seq[n * ld_seq + S - 1];
+            jb_backend_set(be, st->drawn, st->drawn_host, (size_t)N * sizeof *st->drawn);
+            st->drawn_known = true;
+        }
+    } else {
+        for (int n = 0; n < N; n++)
+            jb_backend_set(
+              be, st->ts.h + (int64_t)n * W, st->start_emb + (int64_t)n * W, (size_t)W * 4);
+    }
+    for (int n = 0; n < N; n++)
+        jb_backend_set(be,
+                       st->xrow + (int64_t)n * W,
+                       st->x + ((int64_t)n * T + S) * W,
+                       (size_t)W * sizeof(float));
+}
+
+/* The decode step proper: only ops, the position read from `cursor` (so a recording of it
+ * serves every S ≥ 1): h0 = TokEmb[drawn] (start_emb at S = 0) + Pos[cursor] + X, the stack,
+ * the head, the draw into `drawn`, cursor += 1. Same arithmetic, in the same order, as the
+ * chunk path of step_run. */
+static void decode_run(struct jb_prior_state *st, int64_t S, const struct jb_sample_desc *sd)
+{
+    struct jb_prior *p              = st->p;
+    struct jb_backend *be           = p->be;
+    struct jb_transformer_state *ts = &st->ts;
+    const int N                     = st->n_batch;
+    const int64_t W = p->width, V = p->vocab, M = N;
+    if (S > 0) jb_embedding(be, p->x_emb, st->drawn, N, ts->h);
+    jb_embedding(be, p->pos_emb, st->cursor, N, ts->cur);
+    jb_add(be, M * W, ts->h, ts->cur, ts->h);
+    jb_add(be, M * W, ts->h, st->xrow, ts->h);
+    if (st->hook) {
+        jb_backend_get(be, st->hook_h, ts->h, (size_t)(M * W) * sizeof *st->hook_h);
+        st->hook(st->hook_user, -1, N, 1, (int)W, st->hook_h);
+    }
+    transformer_chunk(
+      &p->tr, ts, S, 1, st->cursor, st->encoder_kv, st->hook, st->hook_user, st->hook_h);
+    if (p->add_x_after) jb_add(be, M * W, ts->h, st->xrow, ts->h);
+    jb_matmul(be, M, V, W, ts->h, W, p->x_out, true, NULL, st->logits, V, false);
+    jb_sample_at(be, sd, N, V, st->logits, V, st->cursor, st->drawn);
+    jb_add_i32(be, N, 1, st->cursor);
+}
+
+static bool same_desc(const struct jb_sample_desc *a, const struct jb_sample_desc *b)
+{
+    return a->temp == b->temp && a->top_k == b->top_k && a->top_p == b->top_p &&
+           a->seed == b->seed && a->first_candidate == b->first_candidate;
+}
+
+void jb_prior_state_set_graphs(struct jb_prior_state *st, bool on)
+{
+    st->use_graph = on;
+}
+
+bool jb_prior_state_graph_live(const struct jb_prior_state *st)
+{
+    return st->graph != NULL;
+}
+
 enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
                                     const int32_t *seq,
                                     int64_t ld_seq,
@@ -853,11 +979,43 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
 {
     enum jb_status s = step_check(st, 1, seq, ld_seq);
     if (s != JB_STATUS_OK) return s;
-    const int64_t t = st->pos;
-    step_run(st, 1, seq, ld_seq, true);
-    jb_sample(st->p->be, sd, st->n_batch, st->p->vocab, st->logits, st->p->vocab, t, st->drawn);
-    jb_backend_get(st->p->be, tokens, st->drawn, (size_t)st->n_batch * sizeof *tokens);
-    return jb_backend_status(st->p->be); /* a device op may have failed */
+    struct jb_prior *p    = st->p;
+    struct jb_backend *be = p->be;
+    const int64_t S       = st->pos;
+    decode_inputs(st, seq, ld_seq);
+    /* Recorded once the step ran directly (its first run sizes the device's work memory), from
+     * S = 1 on (S = 0 takes the start embedding), without a hook (it reads h on the host). */
+    bool replay =
+      st->use_graph && S > 0 && !st->hook && st->decode_steps > 0 && jb_backend_has_graphs(be);
+    if (replay && st->graph && !same_desc(&st->graph_sd, sd)) {
+        jb_backend_graph_free(be, st->graph);
+        st->graph = NULL;
+    }
+    if (replay && !st->graph) {
+        if (jb_backend_graph_begin(be) == JB_STATUS_OK) {
+            decode_run(st, S, sd);
+            st->graph    = jb_backend_graph_end(be);
+            st->graph_sd = *sd;
+            if (!st->graph)
+                return jb_backend_status(be) != JB_STATUS_OK ? jb_backend_status(be)
+                                                             : JB_STATUS_ERR_DEVICE;
+        } else {
+            st->use_graph = false; /* cannot record here: run the same ops directly */
+            replay        = false;
+        }
+    }
+    if (replay) {
+        jb_backend_graph_launch(be, st->graph);
+    } else {
+        decode_run(st, S, sd);
+        st->decode_steps++;
+    }
+    st->pos         = S + 1;
+    st->cursor_host = S + 1;
+    jb_backend_get(be, tokens, st->drawn, (size_t)st->n_batch * sizeof *tokens);
+    memcpy(st->drawn_host, tokens, (size_t)st->n_batch * sizeof *tokens);
+    st->drawn_known = true;
+    return jb_backend_status(be); /* a device op may have failed */
 }
 
 enum jb_status jb_prior_forward(struct jb_prior *p,

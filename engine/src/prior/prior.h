@@ -137,6 +137,13 @@ struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,
                                               int n_batch,
                                               int max_chunk,
                                               enum jb_dtype kv_type);
+/* The backend bytes jb_prior_state_init_ex(p, n_batch, max_chunk, kv_type) would reserve
+ * (= jb_prior_state_bytes of the state it makes), computed without allocating: the memory plan
+ * of a job. A double, as it may be far beyond what any machine has. */
+double jb_prior_state_plan_bytes(const struct jb_prior *p,
+                                 int n_batch,
+                                 int max_chunk,
+                                 enum jb_dtype kv_type);
 void jb_prior_state_free(struct jb_prior_state *st);
 
 /* Forgets all positions (sample_t = 0); the conditioning stays. */
@@ -175,5 +182,12 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
                                     int64_t ld_seq,
                                     const struct jb_sample_desc *sd,
                                     int32_t *tokens);
+
+/* The decode step (jb_prior_step_sample) reads its position and previous tokens from backend
+ * memory, so on a backend that records (CUDA graphs) it is recorded once per state and replayed
+ * for every later token (default on). Off: every step runs its ops directly (tests compare). */
+void jb_prior_state_set_graphs(struct jb_prior_state *st, bool on);
+/* Whether a recorded decode step exists (it was recorded and is being replayed). */
+bool jb_prior_state_graph_live(const struct jb_prior_state *st);
 
 #endif

@@ -111,7 +111,18 @@ struct jb_prior_state {
     int32_t *ids;                            /* backend [n_batch·max_chunk]: input ids */
     int32_t *ids_host;                       /* host staging of ids */
     int32_t *drawn;                          /* backend [n_batch]: tokens of the sampling op */
-    float *hook_h;                           /* host copy of h for the hook (with a hook) */
+    /* the decode step (jb_prior_step_sample) reads its position from `cursor` and the previous
+     * tokens from `drawn`, and advances the cursor itself, so it can be recorded once (a CUDA
+     * graph) and replayed per token. The host mirrors say what they hold (−1: unknown). */
+    int32_t *cursor;     /* backend [n_batch]: every entry = the position being decoded */
+    int64_t cursor_host; /* its value, −1 unknown */
+    int32_t *drawn_host; /* host [n_batch]: what `drawn` holds when drawn_known */
+    bool drawn_known;
+    bool use_graph;                 /* record the decode step where the backend can (default on) */
+    void *graph;                    /* the recorded decode step (backend graph), NULL: none yet */
+    struct jb_sample_desc graph_sd; /* the draw parameters it was recorded with */
+    int64_t decode_steps; /* decode steps run directly since the state was made (warm-up) */
+    float *hook_h;        /* host copy of h for the hook (with a hook) */
     jb_prior_hook_fn hook;
     void *hook_user;
     /* variant C: the lyric encoder for one candidate, reserved with the state */
@@ -137,13 +148,15 @@ void jb_attention_set_encoder(struct jb_backend *be,
 /* Attention of the C new positions S..S+C−1 of every candidate: appends their keys/values
  * (columns [ns, 3ns) of qkv; none for func 6) to the cache and writes att[n·C + r] =
  * concat_h softmax(q·Kᵀ·scale) V over the key set S(S+r) of §4.6. qkv rows are n·C + r with
- * row stride 3ns (ns for func 6). All backend memory; only op calls. */
+ * row stride 3ns (ns for func 6). All backend memory; only op calls. pos (backend, optional):
+ * the decode step (C == 1) at the position pos[0] instead of S (the *_at ops). */
 void jb_attention_chunk(struct jb_backend *be,
                         const struct jb_transformer *tr,
                         struct jb_kv_cache *c,
                         int N,
                         int64_t S,
                         int C,
+                        const int32_t *pos,
                         const float *qkv,
                         float *att);
 

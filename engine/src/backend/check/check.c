@@ -283,9 +283,17 @@ static void check_get(void *ctx, void *dst, const void *src, size_t n)
     copy_block(ctx, dst, src, n, src);
 }
 
+static enum jb_status check_memory_info(void *ctx, size_t *free_bytes, size_t *total)
+{
+    (void)ctx;
+    return jb_host_memory(free_bytes, total);
+}
+
 static const struct jb_backend_i check_iface = {
     .name         = "check",
     .host_memory  = false,
+    .memory_info    = check_memory_info,
+    .memory_is_host = true,
     .free         = check_free,
     .supports_op  = NULL,
     .buffer_alloc = check_buffer_alloc,

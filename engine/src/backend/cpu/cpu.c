@@ -139,9 +139,17 @@ static void cpu_copy(void *ctx, void *dst, const void *src, size_t n)
 #include "backend/ops.def"
 #undef JB_OP
 
+static enum jb_status cpu_memory_info(void *ctx, size_t *free_bytes, size_t *total)
+{
+    (void)ctx;
+    return jb_host_memory(free_bytes, total);
+}
+
 static const struct jb_backend_i cpu_iface = {
     .name         = "cpu",
     .host_memory  = true,
+    .memory_info    = cpu_memory_info,
+    .memory_is_host = true,
     .free         = cpu_free,
     .supports_op  = NULL, /* every op */
     .buffer_alloc = cpu_buffer_alloc,

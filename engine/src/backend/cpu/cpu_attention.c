@@ -359,3 +359,30 @@ void jb_cpu_op_attention(struct jb_cpu *cpu,
     const int64_t grain = jb_cpu_team(cpu, 2.0 * (double)work) > 1 ? 1 : n_items;
     jb_pool_for_work(cpu->pool, n_items, grain, 2.0 * (double)work, attend_items, &job);
 }
+
+/* ---- at a position in (host-readable) backend memory ---------------------------------------- */
+
+void jb_cpu_op_kv_append_at(struct jb_cpu *cpu,
+                            const struct jb_attn_desc *a,
+                            struct jb_kv_cache *c,
+                            int N,
+                            const int32_t *pos,
+                            const float *k,
+                            const float *v,
+                            int64_t ld)
+{
+    jb_cpu_op_kv_append(cpu, a, c, N, 1, (int64_t)pos[0], 0, 1, k, v, ld);
+}
+
+void jb_cpu_op_attention_at(struct jb_cpu *cpu,
+                            const struct jb_attn_desc *a,
+                            const struct jb_kv_cache *c,
+                            int N,
+                            const int32_t *pos,
+                            const float *q,
+                            int64_t ldq,
+                            float *out,
+                            int64_t ldo)
+{
+    jb_cpu_op_attention(cpu, a, c, N, 1, (int64_t)pos[0], 0, 1, q, ldq, out, ldo);
+}

@@ -222,3 +222,10 @@ void jb_cpu_op_embedding(struct jb_cpu *cpu,
     for (int64_t i = 0; i < n; i++)
         jb_convert_to_f32(table->type, t + (size_t)ids[i] * (size_t)W * es, out + i * W, (size_t)W);
 }
+
+void jb_cpu_op_add_i32(struct jb_cpu *cpu, int64_t n, int32_t delta, int32_t *x)
+{
+    (void)cpu;
+    for (int64_t i = 0; i < n; i++)
+        x[i] += delta;
+}

@@ -178,3 +178,15 @@ void jb_cpu_op_sample(struct jb_cpu *cpu,
     /* a draw is cheap next to the step that made the logits: several candidates per task */
     jb_pool_for(cpu->pool, N, V >= 4096 ? 1 : N, sample_range, &job);
 }
+
+void jb_cpu_op_sample_at(struct jb_cpu *cpu,
+                         const struct jb_sample_desc *sp,
+                         int N,
+                         int64_t V,
+                         float *logits,
+                         int64_t ldl,
+                         const int32_t *pos,
+                         int32_t *tokens)
+{
+    jb_cpu_op_sample(cpu, sp, N, V, logits, ldl, (int64_t)pos[0], tokens);
+}

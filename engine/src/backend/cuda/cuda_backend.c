@@ -81,6 +81,11 @@ static void cuda_synchronize(void *ctx)
     RUN(ctx, jb_cuda_synchronize(ctx));
 }
 
+static enum jb_status cuda_memory_info(void *ctx, size_t *free_bytes, size_t *total)
+{
+    return jb_cuda_mem_info(ctx, free_bytes, total);
+}
+
 static enum jb_status cuda_status(void *ctx)
 {
     return jb_cuda_status(ctx);
@@ -336,6 +341,82 @@ static void op_sample(void *ctx,
     RUN(ctx, jb_cuda_sample(ctx, &p, N, (int)V, logits, ldl, NULL, t, tokens, NULL, 0));
 }
 
+static void op_kv_append_at(void *ctx,
+                            const struct jb_attn_desc *a,
+                            struct jb_kv_cache *c,
+                            int N,
+                            const int32_t *pos,
+                            const float *k,
+                            const float *v,
+                            int64_t ld)
+{
+    const struct jb_cuda_attn g = attn_of(a, c, N);
+    RUN(ctx, jb_cuda_kv_append(ctx, &g, 1, 0, pos, 0, 1, k, v, ld));
+}
+
+static void op_attention_at(void *ctx,
+                            const struct jb_attn_desc *a,
+                            const struct jb_kv_cache *c,
+                            int N,
+                            const int32_t *pos,
+                            const float *q,
+                            int64_t ldq,
+                            float *out,
+                            int64_t ldo)
+{
+    const struct jb_cuda_attn g = attn_of(a, c, N);
+    RUN(ctx, jb_cuda_attention(ctx, &g, 1, 0, pos, 0, 1, q, ldq, out, ldo));
+}
+
+static void op_sample_at(void *ctx,
+                         const struct jb_sample_desc *sp,
+                         int N,
+                         int64_t V,
+                         float *logits,
+                         int64_t ldl,
+                         const int32_t *pos,
+                         int32_t *tokens)
+{
+    const struct jb_cuda_sample_params p = { .temp            = sp->temp,
+                                             .top_k           = sp->top_k,
+                                             .top_p           = sp->top_p,
+                                             .seed            = sp->seed,
+                                             .first_candidate = (uint64_t)sp->first_candidate };
+    RUN(ctx, jb_cuda_sample(ctx, &p, N, (int)V, logits, ldl, pos, 0, tokens, NULL, 0));
+}
+
+static void op_add_i32(void *ctx, int64_t n, int32_t delta, int32_t *x)
+{
+    RUN(ctx, jb_cuda_add_i32(ctx, n, delta, x));
+}
+
+/* ---- graphs: a decode step recorded once and replayed per token ----------------------------- */
+
+static enum jb_status cuda_graph_begin(void *ctx)
+{
+    enum jb_status st = jb_cuda_status(ctx);
+    return st != JB_STATUS_OK ? st : jb_cuda_graph_begin(ctx);
+}
+
+static void *cuda_graph_end(void *ctx)
+{
+    struct jb_cuda_graph *g = NULL;
+    const enum jb_status st = jb_cuda_graph_end(ctx, &g);
+    if (st != JB_STATUS_OK) jb_cuda_record(ctx, st);
+    return g;
+}
+
+static void cuda_graph_launch(void *ctx, void *graph)
+{
+    RUN(ctx, jb_cuda_graph_launch(ctx, graph));
+}
+
+static void cuda_graph_free(void *ctx, void *graph)
+{
+    (void)ctx;
+    jb_cuda_graph_free(graph);
+}
+
 static const struct jb_backend_i cuda_iface = {
     .name         = "cuda",
     .host_memory  = false,
@@ -347,6 +428,11 @@ static const struct jb_backend_i cuda_iface = {
     .get_tensor   = cuda_get_tensor,
     .synchronize  = cuda_synchronize,
     .status       = cuda_status,
+    .memory_info  = cuda_memory_info,
+    .graph_begin  = cuda_graph_begin,
+    .graph_end    = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free   = cuda_graph_free,
     .ops          = {
 #define JB_OP(ID, name, params, args) .name = op_##name,
 #include "backend/ops.def"

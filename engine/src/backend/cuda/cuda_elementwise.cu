@@ -36,6 +36,10 @@ __global__ void fill_kernel(int64_t n, float value, float *y)
 {
     GRID_STRIDE(i, n) y[i] = value;
 }
+__global__ void add_i32_kernel(int64_t n, int32_t delta, int32_t *x)
+{
+    GRID_STRIDE(i, n) x[i] += delta;
+}
 __global__ void quick_gelu_kernel(int64_t n, float *x)
 {
     GRID_STRIDE(i, n)
@@ -120,6 +124,10 @@ extern "C" enum jb_status jb_cuda_scale(struct jb_cuda *cu,
 extern "C" enum jb_status jb_cuda_fill(struct jb_cuda *cu, int64_t n, float value, float *y)
 {
     LAUNCH_EW(fill_kernel, n, n, value, y);
+}
+extern "C" enum jb_status jb_cuda_add_i32(struct jb_cuda *cu, int64_t n, int32_t delta, int32_t *x)
+{
+    LAUNCH_EW(add_i32_kernel, n, n, delta, x);
 }
 extern "C" enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
                                          int64_t rows,

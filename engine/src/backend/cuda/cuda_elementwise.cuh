@@ -20,6 +20,8 @@ enum jb_status jb_cuda_add(struct jb_cuda *cu, int64_t n, const float *a, const 
 enum jb_status jb_cuda_scale(struct jb_cuda *cu, int64_t n, float alpha, const float *x, float *y);
 /* y[0, n) = value */
 enum jb_status jb_cuda_fill(struct jb_cuda *cu, int64_t n, float value, float *y);
+/* x[i] += delta (int32 counters: the decode position; graph-capturable) */
+enum jb_status jb_cuda_add_i32(struct jb_cuda *cu, int64_t n, int32_t delta, int32_t *x);
 /* dst[r·ldd + c] = src[r·lds + c] for r < rows, c < cols */
 enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
                               int64_t rows,
