@@ -967,7 +967,7 @@ static bool check_graph(const struct tcase *tc, const char *backend)
     if (!be) return false;
     struct tmodel *m = calloc(1, sizeof *m);
     make_model(tc, &hp, m);
-    struct jb_weights_source src = { tm_find, tm_count, tm_get, m };
+    struct jb_weights_source src = tc_weights_source(m->w);
     struct jb_weights *w         = jb_weights_init(&src);
     struct jb_prior *p           = jb_prior_init(&hp, w, be);
     report(p != NULL, "%s on %s: jb_prior_init %s", tc->name, backend, p ? "" : jb_last_error());
@@ -1039,8 +1039,7 @@ int main(int argc, char **argv)
                        jb_last_error());
                 return no_device ? 77 : 1;
             }
-        printf("%d passed, %d failed\n", g_pass, g_fail);
-        return g_fail ? 1 : 0;
+        return tc_summary();
     }
     for (size_t i = 0; i < n_cases; i++)
         check_model(&cases[i]);
