@@ -3,7 +3,8 @@
  * reference's CPU baselines (docs: reference-baseline.md, fp32, batch 1, t2b1), plus the time
  * to the first preview audio of a 5-second continuation on a model folder.
  *
- * usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] [--shape NAME] [--ref JSON]...
+ * usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] [--shape NAME] [--ref
+ * JSON]...
  *                    [--no-cond | --cond-only]
  * (--cond-only prints only the real upsampler conditioner's table, for w1920d72.)
  *
