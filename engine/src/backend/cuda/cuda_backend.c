@@ -324,6 +324,16 @@ static void op_attention(void *ctx,
     RUN(ctx, jb_cuda_attention(ctx, &g, C, S, NULL, r0, r1, q, ldq, out, ldo));
 }
 
+/* The draw's parameters as the CUDA kernel takes them (shared by sample and sample_at). */
+static struct jb_cuda_sample_params sample_params_of(const struct jb_sample_desc *sp)
+{
+    return (struct jb_cuda_sample_params){ .temp            = sp->temp,
+                                           .top_k           = sp->top_k,
+                                           .top_p           = sp->top_p,
+                                           .seed            = sp->seed,
+                                           .first_candidate = (uint64_t)sp->first_candidate };
+}
+
 static void op_sample(void *ctx,
                       const struct jb_sample_desc *sp,
                       int N,
@@ -333,11 +343,7 @@ static void op_sample(void *ctx,
                       int64_t t,
                       int32_t *tokens)
 {
-    const struct jb_cuda_sample_params p = { .temp            = sp->temp,
-                                             .top_k           = sp->top_k,
-                                             .top_p           = sp->top_p,
-                                             .seed            = sp->seed,
-                                             .first_candidate = (uint64_t)sp->first_candidate };
+    const struct jb_cuda_sample_params p = sample_params_of(sp);
     RUN(ctx, jb_cuda_sample(ctx, &p, N, (int)V, logits, ldl, NULL, t, tokens, NULL, 0));
 }
 
@@ -377,11 +383,7 @@ static void op_sample_at(void *ctx,
                          const int32_t *pos,
                          int32_t *tokens)
 {
-    const struct jb_cuda_sample_params p = { .temp            = sp->temp,
-                                             .top_k           = sp->top_k,
-                                             .top_p           = sp->top_p,
-                                             .seed            = sp->seed,
-                                             .first_candidate = (uint64_t)sp->first_candidate };
+    const struct jb_cuda_sample_params p = sample_params_of(sp);
     RUN(ctx, jb_cuda_sample(ctx, &p, N, (int)V, logits, ldl, pos, 0, tokens, NULL, 0));
 }
 
