@@ -755,6 +755,20 @@ static void test_other_uid(void)
 
 /* A second daemon with its own socket and state, a file size limit (a disk that fills up) and
  * a takes quota of one byte (each new take evicts the older ones). */
+/* Polls (up to 10 s) until a daemon just started on sock completes a handshake. */
+static void wait_until_serving(const char *sock)
+{
+    for (int i = 0; i < 200; i++) {
+        char why[300];
+        int fd = ep_client_open(sock, "test", why, sizeof why);
+        if (fd >= 0) {
+            close(fd);
+            return;
+        }
+        usleep(50000);
+    }
+}
+
 static pid_t spawn_limited(const char *sock, const char *state, long fsize, const char *quota)
 {
     pid_t p = fork();
@@ -780,15 +794,7 @@ static pid_t spawn_limited(const char *sock, const char *state, long fsize, cons
               (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 200; i++) {
-        char why[300];
-        int fd = ep_client_open(sock, "test", why, sizeof why);
-        if (fd >= 0) {
-            close(fd);
-            return p;
-        }
-        usleep(50000);
-    }
+    wait_until_serving(sock);
     return p;
 }
 
@@ -1045,15 +1051,7 @@ static pid_t spawn_devices(const char *sock, const char *state, const char *inje
               (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 200; i++) {
-        char why[300];
-        int fd = ep_client_open(sock, "test", why, sizeof why);
-        if (fd >= 0) {
-            close(fd);
-            return p;
-        }
-        usleep(50000);
-    }
+    wait_until_serving(sock);
     return p;
 }
 
