@@ -171,6 +171,16 @@ enum jb_status jb_host_memory(size_t *available, size_t *total)
     return JB_STATUS_OK;
 }
 
+void jb_backend_loop_step(struct jb_backend *be, uintptr_t key)
+{
+    if (be && be->iface->loop_step) be->iface->loop_step(be->ctx, key);
+}
+
+void jb_backend_loop_end(struct jb_backend *be)
+{
+    if (be && be->iface->loop_end) be->iface->loop_end(be->ctx);
+}
+
 bool jb_backend_has_graphs(const struct jb_backend *be)
 {
     return be && be->iface->graph_begin && be->iface->graph_end && be->iface->graph_launch &&

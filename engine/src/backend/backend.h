@@ -74,6 +74,13 @@ struct jb_backend_i {
     void (*graph_launch)(void *ctx, void *graph);
     void (*graph_free)(void *ctx, void *graph);
 
+    /* (optional) a loop of repeated op sequences (a token loop): loop_step marks the end of one
+     * iteration of the loop kind `key` (nonzero), loop_end the end of the loop. A backend may
+     * tune itself across iterations (the CPU backend: which ops its threads share); what it
+     * tunes applies only until loop_end. */
+    void (*loop_step)(void *ctx, uintptr_t key);
+    void (*loop_end)(void *ctx);
+
     struct jb_backend_ops ops;
 };
 
@@ -103,6 +110,10 @@ enum jb_status jb_backend_status(const struct jb_backend *be);
 enum jb_status jb_backend_memory(const struct jb_backend *be, size_t *free_bytes, size_t *total);
 /* MemAvailable and MemTotal of /proc/meminfo (the CPU and check backends' memory_info). */
 enum jb_status jb_host_memory(size_t *available, size_t *total);
+
+/* Token loops (loop_* of jb_backend_i): no-ops on a backend without the hooks. */
+void jb_backend_loop_step(struct jb_backend *be, uintptr_t key);
+void jb_backend_loop_end(struct jb_backend *be);
 
 bool jb_backend_has_graphs(const struct jb_backend *be);
 enum jb_status jb_backend_graph_begin(struct jb_backend *be);

@@ -91,15 +91,22 @@ enum jb_status jb_prior_sample(struct jb_prior_state *st,
         jb_progress_report(cb, "sample", level, a, sample_tokens, t_start);
     }
 
-    /* one position at a time: logits, draw, feed back */
+    /* one position at a time: logits, draw, feed back. The backend may tune itself over the
+     * steps of this loop kind (this prior with this many candidates). */
+    const uintptr_t loop = (uintptr_t)p ^ ((uintptr_t)N << 1) ^ 1u;
     for (int t = P; t < sample_tokens; t++) {
-        if (jb_should_stop(cb)) return jb_fail(JB_STATUS_ERR_CANCELLED, "sample: cancelled");
+        if (jb_should_stop(cb)) {
+            status = jb_fail(JB_STATUS_ERR_CANCELLED, "sample: cancelled");
+            break;
+        }
         status = jb_prior_step_sample(st, out, ld, &sd, st->ids_host);
-        if (status != JB_STATUS_OK) return status;
+        if (status != JB_STATUS_OK) break;
         for (int n = 0; n < N; n++)
             out[n * ld + t] = st->ids_host[n];
         if (on_token) on_token(token_user, t, N, out, ld);
         jb_progress_report(cb, "sample", level, t + 1, sample_tokens, t_start);
+        jb_backend_loop_step(p->be, loop);
     }
-    return JB_STATUS_OK;
+    jb_backend_loop_end(p->be);
+    return status;
 }

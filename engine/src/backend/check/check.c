@@ -289,6 +289,17 @@ static enum jb_status check_memory_info(void *ctx, size_t *free_bytes, size_t *t
     return jb_host_memory(free_bytes, total);
 }
 
+/* token loops tune the CPU kernels' thread sharing as on the CPU backend */
+static void check_loop_step(void *ctx, uintptr_t key)
+{
+    jb_cpu_loop_step(((struct check *)ctx)->cpu, key);
+}
+
+static void check_loop_end(void *ctx)
+{
+    jb_cpu_loop_end(((struct check *)ctx)->cpu);
+}
+
 static const struct jb_backend_i check_iface = {
     .name         = "check",
     .host_memory  = false,
@@ -301,6 +312,8 @@ static const struct jb_backend_i check_iface = {
     .set_tensor   = check_set,
     .get_tensor   = check_get,
     .synchronize  = NULL,
+    .loop_step    = check_loop_step,
+    .loop_end     = check_loop_end,
     .ops =
       {
 #define JB_OP(ID, name, params, args) .name = check_slot_##name,

@@ -14,12 +14,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 int jb_cpu_team(const struct jb_cpu *cpu, double work)
 {
     const int n_threads = cpu->n_threads;
-    if (n_threads <= 1 || work < JB_CPU_SHARE_MIN_WORK) return 1;
+    if (n_threads <= 1 || work < JB_CPU_SHARE_MIN_WORK || work < jb_pool_min_work(cpu->pool))
+        return 1;
     /* a loop of a few microseconds: shared only with workers already awake (spinning from the
      * previous loop of a token step); waking a sleeping one costs more than the loop */
     double per_thread = work < 1048576.0 ? JB_CPU_SHARE_MIN_WORK / 2 : 524288.0;
@@ -90,8 +92,45 @@ void jb_cpu_delete(struct jb_cpu *cpu)
 {
     if (!cpu) return;
     jb_pool_free(cpu->pool);
+    pthread_mutex_destroy(&cpu->tuner_lock);
     free(cpu->arena);
     free(cpu);
+}
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key)
+{
+    if (cpu->n_threads <= 1 || key == 0) return;
+    pthread_mutex_lock(&cpu->tuner_lock);
+    int arm = jb_share_tuner_step(&cpu->tuner, key, monotonic_ns());
+    pthread_mutex_unlock(&cpu->tuner_lock);
+    /* arm 0 is the pool's own policy (jb_cpu_team's thresholds alone) */
+    jb_pool_set_min_work(cpu->pool, arm > 0 ? jb_share_arm_min_work(arm) : 0.0);
+}
+
+void jb_cpu_loop_end(struct jb_cpu *cpu)
+{
+    if (cpu->n_threads <= 1) return;
+    pthread_mutex_lock(&cpu->tuner_lock);
+    jb_share_tuner_end(&cpu->tuner);
+    pthread_mutex_unlock(&cpu->tuner_lock);
+    jb_pool_set_min_work(cpu->pool, 0.0);
+}
+
+static void cpu_loop_step(void *ctx, uintptr_t key)
+{
+    jb_cpu_loop_step(ctx, key);
+}
+
+static void cpu_loop_end(void *ctx)
+{
+    jb_cpu_loop_end(ctx);
 }
 
 static void cpu_free(void *ctx)
@@ -157,6 +196,8 @@ static const struct jb_backend_i cpu_iface = {
     .set_tensor   = cpu_copy,
     .get_tensor   = cpu_copy,
     .synchronize  = NULL,
+    .loop_step    = cpu_loop_step,
+    .loop_end     = cpu_loop_end,
     .ops =
       {
 #define JB_OP(ID, name, params, args) .name = cpu_slot_##name,
@@ -195,6 +236,8 @@ struct jb_cpu *jb_cpu_new(int n_threads)
     struct jb_cpu *cpu = jb_calloc(1, sizeof *cpu);
     size_t arena_bytes;
     if (!cpu) return NULL;
+    pthread_mutex_init(&cpu->tuner_lock, NULL);
+    jb_share_tuner_init(&cpu->tuner);
     if (!jb_mul_size((size_t)n_threads, JB_CPU_ARENA_FLOATS * sizeof(float), &arena_bytes)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "%s: arena for %d threads overflows", __func__, n_threads);
         goto fail;

@@ -29,6 +29,9 @@
 #define JB_BACKEND_CPU_CPU_H
 
 #include "backend/backend.h"
+#include "backend/cpu/share_tuner.h"
+
+#include <pthread.h>
 
 /* JB_CPU_NO_SIMD builds the portable kernels only, as on other architectures (for testing). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(JB_CPU_NO_SIMD)
@@ -63,7 +66,15 @@ struct jb_cpu {
     enum jb_cpu_isa isa;
     enum jb_cpu_isa isa_max; /* what the machine supports */
     float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned; one per slot */
+    /* token loops: how eagerly the pool shares small ops, measured per loop kind */
+    pthread_mutex_t tuner_lock;
+    struct jb_share_tuner tuner;
 };
+
+/* The loop hooks of jb_backend_i (backend.h) for a CPU context: a step of loop `key` ended /
+ * the loop ended. They set the pool's minimum shared work for the next step (share_tuner.h). */
+void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key);
+void jb_cpu_loop_end(struct jb_cpu *cpu);
 
 /* The CPU context behind a backend (be->cpu: the CPU backend's own, or the host fallback of a
  * backend whose memory the host can read). */

@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -90,6 +91,7 @@ struct jb_pool {
     atomic_int_least64_t kick_backoff_ns; /* no kick before last_kick_ns + this */
     atomic_long helped;                   /* jobs a worker took part in so far */
     atomic_long helped_at_kick;           /* ... at the last kick */
+    atomic_llong min_work;                /* loops with less work run inline (set_min_work) */
 };
 
 /* The pool and slot of the task this thread is running, for nested calls. */
@@ -204,6 +206,7 @@ struct jb_pool *jb_pool_new(int n_threads)
     atomic_init(&pool->small_off_until_ns, 0);
     atomic_init(&pool->helped, 0);
     atomic_init(&pool->helped_at_kick, 0);
+    atomic_init(&pool->min_work, 0);
     if (n_threads == 1) return pool;
     pool->workers = jb_calloc((size_t)n_threads - 1, sizeof *pool->workers);
     if (!pool->workers) {
@@ -247,6 +250,20 @@ void jb_pool_free(struct jb_pool *pool)
 int jb_pool_threads(const struct jb_pool *pool)
 {
     return pool ? pool->n_threads : 1;
+}
+
+void jb_pool_set_min_work(struct jb_pool *pool, double min_work)
+{
+    if (!pool) return;
+    long long w = !(min_work > 0) ? 0 : min_work < 9e18 ? (long long)min_work : LLONG_MAX;
+    atomic_store_explicit(&pool->min_work, w, memory_order_relaxed);
+}
+
+double jb_pool_min_work(const struct jb_pool *pool)
+{
+    if (!pool) return 0;
+    long long w = atomic_load_explicit(&((struct jb_pool *)pool)->min_work, memory_order_relaxed);
+    return w == LLONG_MAX ? INFINITY : (double)w;
 }
 
 static void pool_for(struct jb_pool *pool,
@@ -321,7 +338,8 @@ static void pool_for(struct jb_pool *pool,
     int64_t nch = n / grain, cap = pool ? (int64_t)pool->n_threads * CHUNKS_PER_THREAD : 1;
     if (nch > cap) nch = cap;
     if (nch > MAX_CHUNKS) nch = MAX_CHUNKS;
-    if (!pool || pool->n_threads == 1 || nch < 2) {
+    if (!pool || pool->n_threads == 1 || nch < 2 ||
+        (work >= 0 && work < (double)atomic_load_explicit(&pool->min_work, memory_order_relaxed))) {
         fn(arg, 0, n, 0); /* the caller's own slot; a nested call may still use the pool */
         return;
     }

@@ -41,5 +41,10 @@ void jb_pool_for_work(struct jb_pool *pool,
  * sleep; in the last case, when such calls come in a stream (tens of microseconds apart), it wakes
  * the workers for the loops that follow. */
 bool jb_pool_ready(struct jb_pool *pool);
+/* Loops given with less work than `min_work` units run inline on the caller (default 0: none);
+ * the CPU backend raises it during a token loop when sharing small ops measures slower
+ * (share_tuner.h). Any thread may read it while the owner changes it. */
+void jb_pool_set_min_work(struct jb_pool *pool, double min_work);
+double jb_pool_min_work(const struct jb_pool *pool);
 
 #endif
