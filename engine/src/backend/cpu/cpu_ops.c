@@ -107,11 +107,25 @@ void jb_cpu_op_scale(struct jb_cpu *cpu, int64_t n, float alpha, const float *x,
     jb_cpu_for(cpu, n, 0.25, scale_range, &s);
 }
 
+struct fill_args {
+    float value;
+    float *y;
+};
+
+static void fill_range(void *arg, int64_t a, int64_t b, int slot)
+{
+    (void)slot;
+    const struct fill_args *f = arg;
+    for (int64_t i = a; i < b; i++)
+        f->y[i] = f->value;
+}
+
 void jb_cpu_op_fill(struct jb_cpu *cpu, int64_t n, float value, float *y)
 {
-    (void)cpu;
-    for (int64_t i = 0; i < n; i++)
-        y[i] = value;
+    struct fill_args f = { value, y };
+    /* as scale; a large fill (a fresh KV cache) is mostly first-touch page faults, which the
+     * threads take in parallel */
+    jb_cpu_for(cpu, n, 0.25, fill_range, &f);
 }
 
 void jb_cpu_op_transpose(struct jb_cpu *cpu,
