@@ -30,6 +30,8 @@
 
 #include "backend/backend.h"
 
+#include <stdatomic.h>
+
 /* JB_CPU_NO_SIMD builds the portable kernels only, as on other architectures (for testing). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(JB_CPU_NO_SIMD)
 #define JB_CPU_X86 1
@@ -63,6 +65,7 @@ struct jb_cpu {
     enum jb_cpu_isa isa;
     enum jb_cpu_isa isa_max; /* what the machine supports */
     float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned; one per slot */
+    _Atomic(void *) spare;   /* the last large buffer freed, kept for the next (cpu.c) */
 };
 
 /* The CPU context behind a backend (be->cpu: the CPU backend's own, or the host fallback of a
