@@ -292,14 +292,21 @@ void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,
                                   int64_t tile1,
                                   float *mem);
 
-/* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties. */
-void jb_cpu_vq_block_avx512(const float *xn,
-                            const float *dot,
-                            int64_t ldd,
-                            const float *kn,
-                            int64_t bins,
+/* codes[t] = argmin_j (xn[t] − 2·x_t·k_j) + kn[j] for t < n, first index on ties, for x (emb, n)
+ * with rows ldx apart and the codebook kb [bins, emb]: the dot products and the search in one
+ * pass over tiles of JB_CONV_TILE steps. pack: emb·JB_CONV_TILE floats. */
+void jb_cpu_vq_fused_avx512(const float *x,
+                            int64_t ldx,
                             int64_t n,
-                            int32_t *codes);
+                            const float *kb,
+                            int64_t bins,
+                            int64_t emb,
+                            const float *kn,
+                            const float *xn,
+                            int32_t *codes,
+                            float *pack);
+/* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties: the
+ * same codes bitwise as jb_cpu_vq_fused_avx512 when dot holds the 1x1 conv of x by kb. */
 void jb_cpu_vq_block_avx2(const float *xn,
                           const float *dot,
                           int64_t ldd,
