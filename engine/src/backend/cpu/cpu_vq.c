@@ -162,6 +162,7 @@ void jb_cpu_vq_argmin(struct jb_cpu *cpu,
      * the arena holds dot [bins, tb] plus ‖x‖² [tb] */
     int64_t tb = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)(bins + 1));
     if (tb > 96) tb = 96;
+    if (cpu->isa >= JB_CPU_ISA_AVX512) tb = JB_CONV_TILE; /* no dot block: one tile per block */
     JB_ASSERT(tb >= 1);
     struct vq_task t = { cpu, x, T, codebook->data, bins, emb, scratch, tb, codes };
     jb_cpu_for(cpu, bins, (double)emb, codebook_norms, &t);
