@@ -615,6 +615,40 @@ static void check_guard(void)
     jb_backend_free(be);
 }
 
+/* The CPU backend keeps the last large buffer freed and hands it to the next large allocation
+ * it can hold (pages already mapped); one it cannot hold gets a new buffer. */
+static void check_cpu_spare(struct jb_backend *cpu)
+{
+    const size_t mb = (size_t)1 << 20;
+    float *a        = jb_backend_alloc(cpu, 16 * mb);
+    tc_check(a != NULL, "cpu: 16 MB buffer");
+    if (!a) return;
+    for (size_t i = 0; i < 16 * mb / sizeof *a; i++)
+        a[i] = (float)i;
+    jb_backend_free_buffer(cpu, a);
+    float *b = jb_backend_alloc(cpu, 8 * mb); /* fits the spare: the same memory */
+    tc_check(b == a, "cpu: a freed 16 MB buffer serves the next 8 MB request");
+    float *c = jb_backend_alloc(cpu, 8 * mb); /* the spare is taken: a new buffer */
+    tc_check(c != NULL && c != b, "cpu: the spare serves one request at a time");
+    bool ok = b && c;
+    for (size_t i = 0; ok && i < 8 * mb / sizeof *b; i++) {
+        b[i] = 1.0f, c[i] = 2.0f;
+        ok = b[i] == 1.0f && c[i] == 2.0f;
+    }
+    tc_check(ok, "cpu: both buffers hold their own values");
+    jb_backend_free_buffer(cpu, b);            /* b is the spare again */
+    float *d = jb_backend_alloc(cpu, 64 * mb); /* larger than the spare: a new buffer */
+    tc_check(d != NULL, "cpu: a request larger than the spare gets a buffer of its own");
+    ok = d != NULL;
+    for (size_t i = 0; ok && i < 64 * mb / sizeof *d; i += 1024) { /* every page */
+        d[i] = (float)i;
+        ok   = d[i] == (float)i && c[i % (8 * mb / sizeof *c)] == 2.0f;
+    }
+    tc_check(ok, "cpu: the new buffer is writable throughout, the live one untouched");
+    jb_backend_free_buffer(cpu, c);
+    jb_backend_free_buffer(cpu, d);
+}
+
 int main(void)
 {
     int missing = 0;
@@ -629,6 +663,7 @@ int main(void)
     tc_check(cpu != NULL, "cpu backend");
     if (!cpu) return tc_summary();
     check_reference(cpu);
+    check_cpu_spare(cpu);
     check_guard();
 
     /* every compiled backend but the reference, plus the test-only check backend */

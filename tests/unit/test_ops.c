@@ -486,6 +486,33 @@ static void test_resblock_same(struct jb_backend *b1, struct jb_backend *b2, con
     report(ok, "resblock (C 64/32/13/8, d 27/81/1/3, ρ 1 and 0.7, NaN): %s (bitwise)", what);
 }
 
+/* Codes from AVX2 (1x1 conv, then the scan) and AVX-512 (fused) must agree bitwise, also where
+ * distances tie or nearly tie: random codebooks with repeated rows, bins not a multiple of the
+ * register tile, T not a multiple of the column tile, and a chunk of the sequence (the codes of a
+ * step do not depend on where the block starts). */
+static void test_vq_same(struct jb_backend *b1, struct jb_backend *b2, const char *what)
+{
+    const int64_t binss[3] = { 2048, 77, 16 }, embs[3] = { 64, 32, 3 }, T = 1001;
+    bool ok = true;
+    for (int k = 0; k < 3 && ok; k++) {
+        const int64_t bins = binss[k], emb = embs[k];
+        float *x = rnd_buf(emb * T, 1.0), *kb = rnd_buf(bins * emb, 1.0);
+        memcpy(kb + (bins / 2) * emb, kb, (size_t)(bins / 2 * emb) * 4); /* repeated rows */
+        int32_t *c1 = malloc((size_t)T * 4), *c2 = malloc((size_t)T * 4), *c3 = malloc(400 * 4);
+        float *sc   = malloc(jb_vq_argmin_scratch(bins, emb, T) * 4);
+        float *part = malloc((size_t)(emb * 400) * 4);
+        for (int64_t e = 0; e < emb; e++) /* steps [301, 701) as a sequence of their own */
+            memcpy(part + e * 400, x + e * T + 301, 400 * 4);
+        struct jb_tensor kt = tensor(JB_DTYPE_F32, 2, (int64_t[]){ bins, emb }, kb);
+        jb_vq_argmin(b1, x, T, &kt, c1, sc);
+        jb_vq_argmin(b2, x, T, &kt, c2, sc);
+        jb_vq_argmin(b2, part, 400, &kt, c3, sc);
+        ok = memcmp(c1, c2, (size_t)T * 4) == 0 && memcmp(c1 + 301, c3, 400 * 4) == 0;
+        free(x), free(kb), free(c1), free(c2), free(c3), free(sc), free(part);
+    }
+    report(ok, "vq_argmin (bins 2048/77/16, emb 64/32/3, a chunk): %s (bitwise)", what);
+}
+
 struct nested_ctx {
     struct jb_backend *be;
     int64_t M, N, K, C, T;
@@ -979,6 +1006,7 @@ int main(void)
         g_isa = JB_CPU_ISA_AVX512;
         test_conv_same(be1, be3, "avx2 == avx512");
         test_resblock_same(be1, be3, "avx2 == avx512");
+        test_vq_same(be1, be3, "avx2 == avx512");
         test_matmul_isa(be1, be3);
     }
     jb_backend_free(be);

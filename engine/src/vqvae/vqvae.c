@@ -12,8 +12,9 @@
 
 #include <string.h>
 
-/* Frames per nearest-code search: bounds the distance matrix (bins x tile floats). */
-#define VQ_TILE 1024
+/* Frames per nearest-code search call (an (emb, tile) copy of them in the work memory, 1 MB at
+ * emb 64): large enough that the call's blocks keep every thread busy to the end. */
+#define VQ_TILE 4096
 
 struct jb_vqvae {
     struct jb_vqvae_hparams hp;

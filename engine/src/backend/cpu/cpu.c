@@ -7,6 +7,7 @@
 #include "backend/cpu/pool.h"
 
 #include <cblas.h>
+#include <malloc.h>
 #if JB_CPU_X86
 #include <cpuid.h>
 #endif
@@ -94,6 +95,7 @@ void jb_cpu_delete(struct jb_cpu *cpu)
     jb_pool_free(cpu->pool);
     pthread_mutex_destroy(&cpu->tuner_lock);
     free(cpu->arena);
+    free(atomic_load(&cpu->spare));
     free(cpu);
 }
 
@@ -140,17 +142,45 @@ static void cpu_free(void *ctx)
 
 /* Work buffers of tens to hundreds of MB are written once per call: with 4 KiB pages the page
  * faults alone took ~15% of an encode (measured in a VM). Large buffers are therefore 2 MiB
- * aligned and marked for transparent huge pages (Debian's default THP mode is "madvise"). */
+ * aligned and marked for transparent huge pages (Debian's default THP mode is "madvise").
+ *
+ * Even with huge pages, mapping and zeroing fresh memory cost 5-10% of a three-level 20 s encode
+ * (each level reserves its work, up to 324 MB, and would fault it in anew), and far more when the
+ * VM's host has taken the pages back. So the last large buffer freed is kept as a spare, and the
+ * next large allocation it can hold takes it with its pages still mapped:
+ *   - one spare at most; a request it cannot hold frees it first, so the peak memory is what it
+ *     was without it;
+ *   - a reused spare returns its pages beyond the request to the kernel (MADV_DONTNEED), so it
+ *     never holds more than a new buffer of that size could;
+ *   - while it waits, its pages are MADV_FREE: the kernel may take them back under memory
+ *     pressure (a later reuse then faults them in again, as a new buffer would), so an idle
+ *     backend holds nothing the system needs. */
 #define HUGE_MIN ((size_t)4 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
 
+static size_t page_floor(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return n / page * page;
+}
+
 static void *cpu_buffer_alloc(void *ctx, size_t nbytes)
 {
-    (void)ctx;
+    struct jb_cpu *cpu = ctx;
     if (nbytes < HUGE_MIN) return jb_aligned_alloc(nbytes);
     size_t rounded;
     if (!jb_add_size(nbytes, HUGE_PAGE - 1, &rounded)) return jb_aligned_alloc(nbytes);
     rounded &= ~(HUGE_PAGE - 1);
+    char *spare = atomic_exchange(&cpu->spare, NULL);
+    if (spare) {
+        size_t have = malloc_usable_size(spare);
+        if (have >= rounded) {
+            size_t tail = page_floor(have - rounded);
+            if (tail) (void)madvise(spare + rounded, tail, MADV_DONTNEED);
+            return spare;
+        }
+        free(spare); /* too small: the new buffer takes its place */
+    }
     void *p = aligned_alloc(HUGE_PAGE, rounded);
     if (!p) return jb_aligned_alloc(nbytes);  /* reports the failure */
     (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine if THP is off */
@@ -159,8 +189,15 @@ static void *cpu_buffer_alloc(void *ctx, size_t nbytes)
 
 static void cpu_buffer_free(void *ctx, void *buf)
 {
-    (void)ctx;
-    free(buf);
+    struct jb_cpu *cpu = ctx;
+    if (!buf) return;
+    size_t have = malloc_usable_size(buf);
+    if (have < HUGE_MIN || ((uintptr_t)buf & (HUGE_PAGE - 1)) != 0) {
+        free(buf);
+        return;
+    }
+    (void)madvise(buf, page_floor(have), MADV_FREE); /* advice only */
+    free(atomic_exchange(&cpu->spare, buf));
 }
 
 static void cpu_copy(void *ctx, void *dst, const void *src, size_t n)

@@ -33,6 +33,8 @@
 
 #include <pthread.h>
 
+#include <stdatomic.h>
+
 /* JB_CPU_NO_SIMD builds the portable kernels only, as on other architectures (for testing). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(JB_CPU_NO_SIMD)
 #define JB_CPU_X86 1
@@ -69,6 +71,7 @@ struct jb_cpu {
     /* token loops: how eagerly the pool shares small ops, measured per loop kind */
     pthread_mutex_t tuner_lock;
     struct jb_share_tuner tuner;
+    _Atomic(void *) spare; /* the last large buffer freed, kept for the next (cpu.c) */
 };
 
 /* The loop hooks of jb_backend_i (backend.h) for a CPU context: a step of loop `key` ended /
@@ -300,14 +303,21 @@ void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,
                                   int64_t tile1,
                                   float *mem);
 
-/* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties. */
-void jb_cpu_vq_block_avx512(const float *xn,
-                            const float *dot,
-                            int64_t ldd,
-                            const float *kn,
-                            int64_t bins,
+/* codes[t] = argmin_j (xn[t] − 2·x_t·k_j) + kn[j] for t < n, first index on ties, for x (emb, n)
+ * with rows ldx apart and the codebook kb [bins, emb]: the dot products and the search in one
+ * pass over tiles of JB_CONV_TILE steps. pack: emb·JB_CONV_TILE floats. */
+void jb_cpu_vq_fused_avx512(const float *x,
+                            int64_t ldx,
                             int64_t n,
-                            int32_t *codes);
+                            const float *kb,
+                            int64_t bins,
+                            int64_t emb,
+                            const float *kn,
+                            const float *xn,
+                            int32_t *codes,
+                            float *pack);
+/* codes[t] = argmin_j (xn[t] − 2·dot[j·ldd + t]) + kn[j] for t < n, first index on ties: the
+ * same codes bitwise as jb_cpu_vq_fused_avx512 when dot holds the 1x1 conv of x by kb. */
 void jb_cpu_vq_block_avx2(const float *xn,
                           const float *dot,
                           int64_t ldd,

@@ -2,12 +2,14 @@
  * backend/cpu/cpu_vq.c - nearest-codebook-entry search of the VQ-VAE bottleneck (spec §3.4).
  *
  * dist[t, j] = (‖x_t‖² − 2·x_t·k_j) + ‖k_j‖² in fp32, evaluated in that order like the reference,
- * argmin with the first index on ties. ‖k_j‖² goes to the caller's scratch; the dot products of a
- * block of time steps go to the thread's arena:
- *   - AVX2 / AVX-512: as a 1x1 convolution of x (emb, T) with the codebook [bins, emb, 1] through
- * the direct conv kernel, giving dot (bins, tb); every dot product is the same FMA chain over emb,
- *     so equal codebook rows give bitwise equal distances (true ties) and the codes of a time step
- *     do not depend on T or on the block it falls in. The argmin is vectorised over time.
+ * argmin with the first index on ties. ‖k_j‖² goes to the caller's scratch; the work of a block of
+ * time steps to the thread's arena. Every dot product is the same FMA chain over emb from zero, so
+ * equal codebook rows give bitwise equal distances (true ties), the codes of a time step do not
+ * depend on T or on the block it falls in, and AVX2 and AVX-512 pick the same codes:
+ *   - AVX-512: dot products and argmin fused per tile of time steps (jb_cpu_vq_fused_avx512), the
+ *     dot block never stored, so the codebook stays in L2;
+ *   - AVX2: a 1x1 convolution of x (emb, T) with the codebook [bins, emb, 1] through the direct
+ *     conv kernel into dot (bins, tb), then the argmin, vectorised over time;
  *   - portable: one sgemm [tb, emb] x [emb, bins] per block (x read transposed in place).
  */
 #include "backend/cpu/cpu.h"
@@ -50,14 +52,21 @@ static void vq_block(const struct jb_cpu *cpu,
                      int64_t n,
                      int32_t *codes)
 {
-    float *dot = jb_cpu_arena(cpu, slot);
-    float *xn  = dot + n * bins;
+    /* arena: ‖x‖² [n], then the packed tile (AVX-512) or the dot block [bins, n] and the conv's
+     * packed tile (AVX2) */
+    float *xn  = jb_cpu_arena(cpu, slot);
+    float *dot = xn + (n + 15) / 16 * 16;
     for (int64_t i = 0; i < n; i++)
         xn[i] = 0.0f;
     for (int64_t e = 0; e < emb; e++) /* sequential over e for every t, vectorised over t */
         for (int64_t i = 0; i < n; i++)
             xn[i] += x[e * T + t0 + i] * x[e * T + t0 + i];
 
+    if (cpu->isa >= JB_CPU_ISA_AVX512) {
+        JB_ASSERT((size_t)(dot - xn) + (size_t)(emb * JB_CONV_TILE) <= JB_CPU_ARENA_FLOATS);
+        jb_cpu_vq_fused_avx512(x + t0, T, n, kb, bins, emb, kn, xn, codes + t0, dot);
+        return;
+    }
     if (cpu->isa >= JB_CPU_ISA_AVX2) {
         struct jb_conv_job job = { .n_phase = 1,
                                    .n_tap   = { 1, 0 },
@@ -74,14 +83,9 @@ static void vq_block(const struct jb_cpu *cpu,
                                    .nr      = 8 };
         job.tap[0][0]          = (struct jb_conv_tap){ x + t0, 0, T - t0, 0 };
         size_t pack            = jb_cpu_conv_prepare(&job);
-        JB_ASSERT((size_t)(n * (bins + 1)) + pack <= JB_CPU_ARENA_FLOATS);
-        if (cpu->isa >= JB_CPU_ISA_AVX512) {
-            jb_cpu_conv_items_avx512(&job, 0, job.n_oblk * job.n_tile, xn + n);
-            jb_cpu_vq_block_avx512(xn, dot, n, kn, bins, n, codes + t0);
-        } else {
-            jb_cpu_conv_items_avx2(&job, 0, job.n_oblk * job.n_tile, xn + n);
-            jb_cpu_vq_block_avx2(xn, dot, n, kn, bins, n, codes + t0);
-        }
+        JB_ASSERT((size_t)(dot - xn) + (size_t)(n * bins) + pack <= JB_CPU_ARENA_FLOATS);
+        jb_cpu_conv_items_avx2(&job, 0, job.n_oblk * job.n_tile, dot + n * bins);
+        jb_cpu_vq_block_avx2(xn, dot, n, kn, bins, n, codes + t0);
         return;
     }
     cblas_sgemm(CblasRowMajor,
@@ -158,6 +162,7 @@ void jb_cpu_vq_argmin(struct jb_cpu *cpu,
      * the arena holds dot [bins, tb] plus ‖x‖² [tb] */
     int64_t tb = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)(bins + 1));
     if (tb > 96) tb = 96;
+    if (cpu->isa >= JB_CPU_ISA_AVX512) tb = JB_CONV_TILE; /* no dot block: one tile per block */
     JB_ASSERT(tb >= 1);
     struct vq_task t = { cpu, x, T, codebook->data, bins, emb, scratch, tb, codes };
     jb_cpu_for(cpu, bins, (double)emb, codebook_norms, &t);
