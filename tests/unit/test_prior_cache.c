@@ -998,13 +998,15 @@ static bool check_graph(const struct tcase *tc, const char *backend)
             report(s1 == JB_STATUS_OK && s2 == JB_STATUS_OK && s3 == JB_STATUS_OK &&
                      memcmp(direct, rec, sizeof direct) == 0 &&
                      memcmp(direct, again, sizeof direct) == 0 && !live0 && live == want,
-                   "%s on %s: %s decode %s = direct, bitwise (%d tokens x %d)",
+                   "%s on %s: %s decode %s = direct, bitwise (%d tokens x %d)%s%s",
                    tc->name,
                    backend,
                    P ? "primed" : "ancestral",
                    want ? "replayed from one recording" : "(no recording on this backend)",
                    T_ - P,
-                   N_);
+                   N_,
+                   jb_prior_state_graph_why(st) ? "; not recorded: " : "",
+                   jb_prior_state_graph_why(st) ? jb_prior_state_graph_why(st) : "");
         }
         jb_prior_state_free(st);
         free(in->enc);

@@ -963,12 +963,18 @@ static bool same_desc(const struct jb_sample_desc *a, const struct jb_sample_des
 
 void jb_prior_state_set_graphs(struct jb_prior_state *st, bool on)
 {
-    st->use_graph = on;
+    st->use_graph    = on;
+    st->graph_why[0] = '\0';
 }
 
 bool jb_prior_state_graph_live(const struct jb_prior_state *st)
 {
     return st->graph != NULL;
+}
+
+const char *jb_prior_state_graph_why(const struct jb_prior_state *st)
+{
+    return st->graph_why[0] ? st->graph_why : NULL;
 }
 
 enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
@@ -996,11 +1002,11 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
             decode_run(st, S, sd);
             st->graph    = jb_backend_graph_end(be);
             st->graph_sd = *sd;
-            if (!st->graph)
-                return jb_backend_status(be) != JB_STATUS_OK ? jb_backend_status(be)
-                                                             : JB_STATUS_ERR_DEVICE;
-        } else {
-            st->use_graph = false; /* cannot record here: run the same ops directly */
+            if (!st->graph && jb_backend_status(be) != JB_STATUS_OK) return jb_backend_status(be);
+        }
+        if (!st->graph) { /* cannot record here (none of the ops ran): run them directly */
+            snprintf(st->graph_why, sizeof st->graph_why, "%s", jb_last_error());
+            st->use_graph = false;
             replay        = false;
         }
     }

@@ -189,5 +189,9 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
 void jb_prior_state_set_graphs(struct jb_prior_state *st, bool on);
 /* Whether a recorded decode step exists (it was recorded and is being replayed). */
 bool jb_prior_state_graph_live(const struct jb_prior_state *st);
+/* Why the state stopped recording by itself (the backend could not record the step, e.g. a
+ * CUDA stream capture that failed; the steps then run directly and give the same tokens), or
+ * NULL when it did not. */
+const char *jb_prior_state_graph_why(const struct jb_prior_state *st);
 
 #endif

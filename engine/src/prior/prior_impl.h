@@ -121,6 +121,7 @@ struct jb_prior_state {
     bool use_graph;                 /* record the decode step where the backend can (default on) */
     void *graph;                    /* the recorded decode step (backend graph), NULL: none yet */
     struct jb_sample_desc graph_sd; /* the draw parameters it was recorded with */
+    char graph_why[320];            /* why use_graph went off by itself ("" when it did not) */
     int64_t decode_steps; /* decode steps run directly since the state was made (warm-up) */
     float *hook_h;        /* host copy of h for the hook (with a hook) */
     jb_prior_hook_fn hook;

@@ -400,11 +400,13 @@ static enum jb_status cuda_graph_begin(void *ctx)
     return st != JB_STATUS_OK ? st : jb_cuda_graph_begin(ctx);
 }
 
+/* NULL with the status still OK: the step cannot be recorded (jb_last_error says why) but the
+ * device is fine, and the caller runs the ops directly; any other failure is the device's. */
 static void *cuda_graph_end(void *ctx)
 {
     struct jb_cuda_graph *g = NULL;
     const enum jb_status st = jb_cuda_graph_end(ctx, &g);
-    if (st != JB_STATUS_OK) jb_cuda_record(ctx, st);
+    if (st != JB_STATUS_OK && st != JB_STATUS_ERR_UNSUPPORTED) jb_cuda_record(ctx, st);
     return g;
 }
 

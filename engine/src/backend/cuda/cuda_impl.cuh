@@ -21,6 +21,7 @@ struct jb_cublas_api {
     decltype(&cublasDestroy_v2) destroy;
     decltype(&cublasSetStream_v2) set_stream;
     decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSetWorkspace_v2) set_workspace;
     decltype(&cublasSgemm_v2) sgemm;
     cublasStatus_t (*gemm_ex)(cublasHandle_t,
                               cublasOperation_t,
@@ -51,11 +52,19 @@ struct jb_cuda {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    /* cuBLAS's work memory, ours (cublasSetWorkspace): without it cuBLAS allocates its own,
+     * which a stream capture cannot record. Allocated at open, freed at close. */
+    void *blas_ws;
+    size_t blas_ws_bytes;
     void *arena; /* jb_cuda_reserve */
     size_t arena_bytes;
     size_t arena_base; /* bytes of the arena held by an enclosing op (resblock) */
     bool capturing;
     enum jb_status err; /* first failure of an op (ops return void): jb_cuda_status */
+    /* the first failure of an op while capturing: nothing ran, so it fails the recording
+     * (jb_cuda_graph_end), not the device; the ops then run directly */
+    enum jb_status capture_err;
+    char capture_why[384];
     char desc[320];
 };
 
