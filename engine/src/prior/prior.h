@@ -176,12 +176,34 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
                              float *logits);
 
 /* One sampled position: the step of position t = jb_prior_state_pos (C = 1, as above) and the
- * backend's sampling op on its logits; tokens [N] (host) receives the drawn ids. */
+ * backend's sampling op on its logits; tokens [N] (host) receives the drawn ids. The previous
+ * tokens are read from seq (entry t − 1), except right after jb_prior_step_draw (below). */
 enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
                                     const int32_t *seq,
                                     int64_t ld_seq,
                                     const struct jb_sample_desc *sd,
                                     int32_t *tokens);
+/* The same step without reading the drawn ids back: they stay in backend memory, where the next
+ * decode step takes them (after a jb_prior_step_draw, that step does not read seq's entry t − 1,
+ * which may not be written yet), and each position's draw is kept there for
+ * jb_prior_state_drawn. No host round trip in steady state (the sampler reads the tokens back
+ * in batches). */
+enum jb_status jb_prior_step_draw(struct jb_prior_state *st,
+                                  const int32_t *seq,
+                                  int64_t ld_seq,
+                                  const struct jb_sample_desc *sd);
+/* How many positions jb_prior_sample draws before it reads their tokens back (and runs their
+ * callbacks): 1 reads each token right after its draw; more saves a host round trip per token.
+ * 0 (default): 32 on a backend that records its decode step (a GPU), else 1. */
+void jb_prior_state_set_token_batch(struct jb_prior_state *st, int n);
+int jb_prior_state_token_batch(const struct jb_prior_state *st);
+/* Copies the ids drawn at positions t0..t1−1 (decoded since the last chunk step, reset or
+ * set_cond; t1 ≤ jb_prior_state_pos) into out[n·ld_out + (t − t0)], in one read. */
+enum jb_status jb_prior_state_drawn(struct jb_prior_state *st,
+                                    int64_t t0,
+                                    int64_t t1,
+                                    int32_t *out,
+                                    int64_t ld_out);
 
 /* The decode step (jb_prior_step_sample) reads its position and previous tokens from backend
  * memory, so on a backend that records (CUDA graphs) it is recorded once per state and replayed

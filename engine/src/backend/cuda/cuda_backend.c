@@ -392,6 +392,16 @@ static void op_add_i32(void *ctx, int64_t n, int32_t delta, int32_t *x)
     RUN(ctx, jb_cuda_add_i32(ctx, n, delta, x));
 }
 
+static void op_store_i32_at(void *ctx,
+                            int64_t n,
+                            const int32_t *src,
+                            const int32_t *pos,
+                            int64_t ld,
+                            int32_t *dst)
+{
+    RUN(ctx, jb_cuda_store_i32_at(ctx, n, src, pos, ld, dst));
+}
+
 /* ---- graphs: a decode step recorded once and replayed per token ----------------------------- */
 
 static enum jb_status cuda_graph_begin(void *ctx)

@@ -40,6 +40,14 @@ __global__ void add_i32_kernel(int64_t n, int32_t delta, int32_t *x)
 {
     GRID_STRIDE(i, n) x[i] += delta;
 }
+__global__ void store_i32_at_kernel(int64_t n,
+                                    const int32_t *src,
+                                    const int32_t *pos,
+                                    int64_t ld,
+                                    int32_t *dst)
+{
+    GRID_STRIDE(i, n) dst[(int64_t)pos[i] * ld + i] = src[i];
+}
 __global__ void quick_gelu_kernel(int64_t n, float *x)
 {
     GRID_STRIDE(i, n)
@@ -128,6 +136,15 @@ extern "C" enum jb_status jb_cuda_fill(struct jb_cuda *cu, int64_t n, float valu
 extern "C" enum jb_status jb_cuda_add_i32(struct jb_cuda *cu, int64_t n, int32_t delta, int32_t *x)
 {
     LAUNCH_EW(add_i32_kernel, n, n, delta, x);
+}
+extern "C" enum jb_status jb_cuda_store_i32_at(struct jb_cuda *cu,
+                                               int64_t n,
+                                               const int32_t *src,
+                                               const int32_t *pos,
+                                               int64_t ld,
+                                               int32_t *dst)
+{
+    LAUNCH_EW(store_i32_at_kernel, n, n, src, pos, ld, dst);
 }
 extern "C" enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
                                          int64_t rows,
