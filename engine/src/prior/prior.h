@@ -20,15 +20,17 @@
  * conditioning arrays given to jb_prior_state_set_cond are borrowed, not copied: keep them alive
  * and unchanged until the state is reset with other conditioning or freed. Every array of this
  * interface is host memory; the prior keeps its weights, caches and activations in the backend's
- * memory and moves the rows it needs with jb_backend_set / jb_backend_get. The conditioning
+ * memory and moves the rows it needs with jb_backend_set / jb_backend_get (X once per window, at
+ * jb_prior_state_set_cond, where the backend's memory is not the host's). The conditioning
  * functions (start_emb, y_pos, x_timing, x_upsampler) use scratch of the prior object: call them
  * from one thread at a time per prior. Ops are multithreaded internally (the CPU backend's own
  * thread pool).
  *
  * Memory: jb_prior_state_init reserves every KV cache (per layer: func 1 B, func 3 2B, funcs 0
- * and 2 T, func 6 enc_len, func 7 P' positions of n_state floats for K and for V, per candidate)
- * and all work buffers for chunks of up to max_chunk positions; jb_prior_step and
- * jb_prior_sample (sampler.h) allocate nothing.
+ * and 2 T, func 6 enc_len, func 7 P' positions of n_state floats for K and for V, per candidate),
+ * all work buffers for chunks of up to max_chunk positions, the drawn tokens of a window and,
+ * on a backend whose memory is not the host's, a copy of the window's X [N, T, w];
+ * jb_prior_step and jb_prior_sample (sampler.h) allocate nothing.
  */
 #ifndef JB_PRIOR_PRIOR_H
 #define JB_PRIOR_PRIOR_H
@@ -150,7 +152,9 @@ void jb_prior_state_free(struct jb_prior_state *st);
 void jb_prior_state_reset(struct jb_prior_state *st);
 
 /* Sets the window's conditioning and resets: start_emb [N, w], x [N, seq_len, w], encoder_kv
- * [N, enc_len, w] (C only, else NULL). The arrays are borrowed (see the top of this file). */
+ * [N, enc_len, w] (C only, else NULL). The arrays are borrowed (see the top of this file); x is
+ * copied into backend memory here where that is not the host's (the steps read it there), so a
+ * window's X is moved once. The backend's status (a failed copy) is returned. */
 enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st,
                                        const float *start_emb,
                                        const float *x,
