@@ -117,7 +117,8 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
         /* Our own workspace, so a GEMM inside a stream capture allocates nothing (cuBLAS would
          * otherwise take its own, which cannot be recorded). Size: the cuBLAS documentation's
          * recommendation (cublasSetWorkspace): 32 MiB for Hopper and newer, 4 MiB (its default
-         * pool) before; cudaMalloc's alignment exceeds the 256 bytes it asks for. */
+         * pool) before; cudaMalloc's alignment exceeds the 256 bytes it asks for. After
+         * cublasSetStream, which resets the handle to cuBLAS's own pool: never call it again. */
         cu->blas_ws_bytes = (size_t)(prop.major >= 9 ? 32 : 4) << 20;
         st                = jb_cuda_malloc(cu, cu->blas_ws_bytes, &cu->blas_ws);
         if (st != JB_STATUS_OK) break;
