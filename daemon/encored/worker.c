@@ -386,9 +386,11 @@ static void run_decode(struct worker *w, struct job *j, struct jb_take *take)
     store_job_state(j);
 }
 
-/* A test hook: ENCORED_INJECT_DEVICE_FAILURE=N makes every job on device index N fail as a device
- * failure would (ERR_DEVICE), =first the first attempt of every job on any device, so the retry
- * path can be tested without a failing GPU. */
+#ifdef ENCORED_TEST_HOOKS
+/* A test hook, compiled in only with -DENCORE_TEST_HOOKS=ON (the test build; a release encored
+ * has no such environment switch): ENCORED_INJECT_DEVICE_FAILURE=N makes every job on device
+ * index N fail as a device failure would (ERR_DEVICE), =first the first attempt of every job on
+ * any device, so the retry path can be tested without a failing GPU. */
 static bool injected_failure(const struct worker *w, const struct job *j)
 {
     const char *v = getenv("ENCORED_INJECT_DEVICE_FAILURE");
@@ -396,6 +398,7 @@ static bool injected_failure(const struct worker *w, const struct job *j)
     if (!strcmp(v, "first")) return !j->retried;
     return atoi(v) == w->dev;
 }
+#endif
 
 /* A job that failed on this worker's device runs again, once, as a new job with the same
  * parameters on another device (where there is one): j->retry_job names it in j's error event.
@@ -512,13 +515,16 @@ static void run_job(struct worker *w, struct job *j)
                                        .should_stop   = should_stop,
                                        .on_checkpoint = on_checkpoint,
                                        .user          = &r };
+#ifdef ENCORED_TEST_HOOKS
         if (injected_failure(w, j)) {
             st = JB_STATUS_ERR_DEVICE;
             snprintf(injected,
                      sizeof injected,
                      "%s: injected device failure (ENCORED_INJECT_DEVICE_FAILURE)",
                      g_cfg.devices[w->dev]);
-        } else {
+        } else
+#endif
+        {
             st = jb_job_run(w->s, &sub.p, &cb, &take);
         }
     }

@@ -77,6 +77,64 @@ static enum jb_status step(struct jb_cuda *cu, const struct model *m, struct sta
     return jb_cuda_position_add(cu, s->pos, 1);
 }
 
+/* cuBLAS inside a capture (the decode step of more than 8 candidates takes cublasGemmEx; fp32
+ * weights cublasSgemm): with the handle's own workspace the GEMMs record, and replaying them
+ * accumulates bitwise what direct calls accumulate. */
+static void check_cublas_capture(struct jb_cuda *cu)
+{
+    enum { MG = 16, REPS = 3 };
+    void *wh    = half_weights(cu, (size_t)W * W, 0.1f);
+    float *wf_h = rand_vec((size_t)W * W, 0.1f), *x_h = rand_vec((size_t)MG * W, 1.0f);
+    void *wf = dev_copy(cu, wf_h, (size_t)W * W * 4);
+    float *x = dev_copy(cu, x_h, (size_t)MG * W * 4);
+    float *y[2][2];
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < 2; r++) {
+            y[k][r] = dev_copy(cu, NULL, (size_t)MG * W * 4);
+            CHECK(jb_cuda_memset(cu, y[k][r], 0, (size_t)MG * W * 4) == JB_STATUS_OK, "memset");
+        }
+    const enum jb_dtype types[2] = { JB_DTYPE_F16, JB_DTYPE_F32 };
+    void *const ws[2]            = { wh, wf };
+    for (int k = 0; k < 2; k++) {
+        CHECK(jb_cuda_reserve(cu, jb_cuda_matmul_arena(MG, W, W, types[k])) == JB_STATUS_OK,
+              "reserve: %s",
+              jb_last_error());
+        for (int r = 0; r < REPS; r++)
+            CHECK(
+              jb_cuda_matmul(cu, MG, W, W, x, W, ws[k], types[k], false, NULL, y[k][0], W, true) ==
+                JB_STATUS_OK,
+              "direct GEMM: %s",
+              jb_last_error());
+        struct jb_cuda_graph *g = NULL;
+        CHECK(jb_cuda_graph_begin(cu) == JB_STATUS_OK, "begin capture: %s", jb_last_error());
+        const enum jb_status cap =
+          jb_cuda_matmul(cu, MG, W, W, x, W, ws[k], types[k], false, NULL, y[k][1], W, true);
+        const enum jb_status end = jb_cuda_graph_end(cu, &g);
+        CHECK(cap == JB_STATUS_OK && end == JB_STATUS_OK && g,
+              "cuBLAS %s GEMM (M = %d) inside a stream capture: %s",
+              types[k] == JB_DTYPE_F16 ? "fp16" : "fp32",
+              MG,
+              jb_last_error());
+        for (int r = 0; g && r < REPS; r++)
+            CHECK(jb_cuda_graph_launch(cu, g) == JB_STATUS_OK, "replay: %s", jb_last_error());
+        CHECK(jb_cuda_synchronize(cu) == JB_STATUS_OK, "device error: %s", jb_last_error());
+        float *a = host_copy(cu, y[k][0], (size_t)MG * W * 4),
+              *b = host_copy(cu, y[k][1], (size_t)MG * W * 4);
+        CHECK(g == NULL || memcmp(a, b, (size_t)MG * W * 4) == 0,
+              "cuBLAS %s GEMM: %d replays differ from %d direct calls",
+              types[k] == JB_DTYPE_F16 ? "fp16" : "fp32",
+              REPS,
+              REPS);
+        if (g)
+            printf("cuBLAS %s GEMM recorded and replayed %d times = direct, bitwise\n",
+                   types[k] == JB_DTYPE_F16 ? "fp16" : "fp32",
+                   REPS);
+        free(a), free(b);
+        jb_cuda_graph_free(g);
+    }
+    free(wf_h), free(x_h);
+}
+
 int main(void)
 {
     struct jb_cuda *cu = gpu_open_or_skip("test_cuda_graph");
@@ -120,6 +178,7 @@ int main(void)
     int32_t *pos = host_copy(cu, replay.pos, 4);
     CHECK(*pos == T, "position after %d replays: %d", T, *pos);
     printf("graph replay: %d tokens x %d candidates equal to direct launches\n", T, NC);
+    check_cublas_capture(cu);
     free(a), free(b), free(ka), free(kb), free(pos);
     jb_cuda_graph_free(g);
     jb_cuda_close(cu); /* the process exits: device memory goes with the context */

@@ -458,6 +458,27 @@ static void case_sample_at(struct env *e, struct result *r)
     sample_cases(e, r, true);
 }
 
+/* store_i32_at: rows of ids stored at positions read from backend memory, the position advanced
+ * by add_i32 between stores as the priors' decode step does (rows 0..3 and 6; 4, 5 untouched). */
+static void case_store_i32_at(struct env *e, struct result *r)
+{
+    enum { N = 3, ROWS = 7 };
+    int32_t init[ROWS * N], ids[N];
+    for (int i = 0; i < ROWS * N; i++)
+        init[i] = -1 - i;
+    int32_t *dst = dev(e, init, sizeof init);
+    int32_t *src = dev(e, NULL, sizeof ids);
+    int32_t *pos = dev(e, (int32_t[N]){ 0, 0, 0 }, N * sizeof(int32_t));
+    for (int s = 0; s < 5; s++) {
+        for (int n = 0; n < N; n++)
+            ids[n] = 100 * s + n;
+        jb_backend_set(e->be, src, ids, sizeof ids);
+        jb_store_i32_at(e->be, N, src, pos, N, dst);
+        jb_add_i32(e->be, N, s == 3 ? 3 : 1, pos);
+    }
+    get_i(e, r, dst, ROWS * N);
+}
+
 typedef void (*case_fn)(struct env *e, struct result *r);
 static const case_fn cases[JB_OP_COUNT] = {
     [JB_OP_MATMUL]           = case_matmul,
@@ -483,6 +504,7 @@ static const case_fn cases[JB_OP_COUNT] = {
     [JB_OP_ATTENTION_AT]     = case_decode_at,
     [JB_OP_SAMPLE_AT]        = case_sample_at,
     [JB_OP_ADD_I32]          = case_decode_at,
+    [JB_OP_STORE_I32_AT]     = case_store_i32_at,
 };
 
 static void run_case(struct jb_backend *be, enum jb_op op, struct result *r)
@@ -580,6 +602,16 @@ static void check_reference(struct jb_backend *cpu)
              "add_i32 advanced the position to T",
              r.nf);
     free(r.f), free(r.i), free(ra.f), free(ra.i);
+    run_case(cpu, JB_OP_STORE_I32_AT, &r);
+    bool stored = r.ni == 7 * 3;
+    for (int row = 0; stored && row < 7; row++)
+        for (int n = 0; n < 3; n++) {
+            const int s    = row < 4 ? row : row == 6 ? 4 : -1; /* store s landed in this row */
+            const int want = s >= 0 ? 100 * s + n : -1 - (row * 3 + n);
+            stored         = stored && r.i[row * 3 + n] == want;
+        }
+    tc_check(stored, "cpu: store_i32_at writes each row at the position, nothing else");
+    free(r.f), free(r.i);
 }
 
 /* Touching a check buffer outside an op must fault (in a child, so the test survives). */

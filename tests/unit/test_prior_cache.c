@@ -959,8 +959,37 @@ static void check_draw(void)
  * gives bitwise the tokens of the same steps run directly, over every variant and attention
  * kind, ancestral (the S = 0 step takes the start embedding) and primed, across two windows
  * (the second replays the recording of the first). Returns false when the backend is missing. */
+/* What on_token saw: each position once, in order, with the token that ends up in out. */
+struct token_log {
+    int calls;
+    int64_t next_t;
+    bool in_order;
+    int32_t seen[N_ * T_];
+};
+static void token_log_cb(void *user, int64_t t, int n_batch, const int32_t *seq, int64_t ld)
+{
+    struct token_log *l = user;
+    l->in_order         = l->in_order && t == l->next_t && n_batch == N_ && t < T_;
+    l->next_t           = t + 1;
+    l->calls++;
+    for (int n = 0; n < n_batch && n < N_ && t < T_; n++)
+        l->seen[n * T_ + t] = seq[n * ld + t];
+}
+
+static const struct tcase g_cases[] = {
+    { "A upsampler, order 9 (1 2 3 0)", JB_PRIOR_UPSAMPLER, 6, 9, false },
+    { "B 5b-like, order 2, fp16 weights", JB_PRIOR_TOP, 6, 2, true },
+    { "C lyric encoder, order 6 (1 2 3 6)", JB_PRIOR_TOP_LYRICS_ENC, 6, 6, false },
+    { "D single enc-dec, order 12 (7 at 15)", JB_PRIOR_TOP_SINGLE_ENC_DEC, 16, 12, false },
+};
+
+/* The tokens the cpu backend drew for each case and context length: the check backend runs the
+ * same kernels on its own buffers (and reads the tokens back in batches), so it must match. */
+static int32_t g_cpu_tokens[4][2][N_ * T_];
+
 static bool check_graph(const struct tcase *tc, const char *backend)
 {
+    g_rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(tc - g_cases); /* same model and inputs per case */
     struct jb_prior_hparams hp;
     make_hparams(tc, &hp);
     struct jb_backend *be = jb_backend_init(backend, 0);
@@ -991,20 +1020,89 @@ static bool check_graph(const struct tcase *tc, const char *backend)
             enum jb_status s1 = jb_prior_sample(st, ctx, P, T_, &sp, direct, NULL, NULL, NULL);
             const bool live0  = jb_prior_state_graph_live(st);
             jb_prior_state_set_graphs(st, true);
-            enum jb_status s2 = jb_prior_sample(st, ctx, P, T_, &sp, rec, NULL, NULL, NULL);
+            jb_prior_state_set_token_batch(st, 7); /* read back in batches, the last partial */
+            struct token_log *log = calloc(1, sizeof *log);
+            log->next_t           = P;
+            log->in_order         = true;
+            enum jb_status s2 = jb_prior_sample(st, ctx, P, T_, &sp, rec, NULL, token_log_cb, log);
+            bool cb_ok        = log->in_order && log->calls == T_ - P;
+            for (int n = 0; n < N_ && cb_ok; n++)
+                cb_ok = memcmp(log->seen + n * T_ + P, rec + n * T_ + P, (size_t)(T_ - P) * 4) == 0;
+            report(
+              cb_ok,
+              "%s on %s: on_token once per position in order (%d calls), with the final tokens",
+              tc->name,
+              backend,
+              log->calls);
+            free(log);
+            jb_prior_state_set_token_batch(st, 0);
+            /* a stop: every token drawn before it reaches out and on_token, no more; read back
+             * per token (the default here) the stop comes after exactly 5, in batches of 16 at
+             * the end of the batch its callbacks ran in */
+            for (int b = 0; b < 2; b++) {
+                const int batch        = b ? 16 : 0;
+                struct stop_ctx sc     = { 0, 5 };
+                struct jb_callbacks cb = { NULL, stop_cb, &sc };
+                int32_t part[N_ * T_];
+                memset(part, 0xff, sizeof part);
+                jb_prior_state_set_token_batch(st, batch);
+                const enum jb_status sx =
+                  jb_prior_sample(st, ctx, P, T_, &sp, part, &cb, token_cb, &sc);
+                const int64_t drawn = jb_prior_state_pos(st) - P;
+                bool same           = drawn == (b ? 16 : jb_backend_has_graphs(be) ? 32 : 5);
+                for (int n = 0; n < N_ && same; n++)
+                    same = memcmp(part + n * T_, direct + n * T_, (size_t)(P + drawn) * 4) == 0;
+                report(sx == JB_STATUS_ERR_CANCELLED && sc.tokens == drawn && same,
+                       "%s on %s: a stop after 5 callbacks, tokens read back %s: %lld drawn, %d "
+                       "callbacks, out holds them",
+                       tc->name,
+                       backend,
+                       b ? "16 at a time" : "by default",
+                       (long long)drawn,
+                       sc.tokens);
+            }
+            jb_prior_state_set_token_batch(st, 0);
+            const int ci = (int)(tc - g_cases);
+            if (strcmp(backend, "cpu") == 0)
+                memcpy(g_cpu_tokens[ci][k], direct, sizeof direct);
+            else if (strcmp(backend, "check") == 0)
+                report(memcmp(g_cpu_tokens[ci][k], direct, sizeof direct) == 0,
+                       "%s on check: %s tokens = the cpu backend's, bitwise",
+                       tc->name,
+                       P ? "primed" : "ancestral");
             enum jb_status s3 = jb_prior_sample(st, ctx, P, T_, &sp, again, NULL, NULL, NULL);
-            const bool live   = jb_prior_state_graph_live(st);
-            const bool want   = jb_backend_has_graphs(be);
+            { /* jb_prior_step_sample, token by token (each read back at once, fed from seq) */
+                const struct jb_sample_desc sd = { sp.temp, sp.top_k, sp.top_p, sp.seed, 0 };
+                jb_prior_state_reset(st);
+                bool same = true;
+                for (int a = 0; a < P && same; a += 16)
+                    same =
+                      jb_prior_step(st, P - a < 16 ? P - a : 16, direct, T_, NULL) == JB_STATUS_OK;
+                for (int t = P; t < T_ && same; t++) {
+                    int32_t tok[N_];
+                    same = jb_prior_step_sample(st, direct, T_, &sd, tok) == JB_STATUS_OK;
+                    for (int n = 0; n < N_ && same; n++)
+                        same = tok[n] == direct[n * T_ + t];
+                }
+                report(same,
+                       "%s on %s: jb_prior_step_sample token by token = jb_prior_sample",
+                       tc->name,
+                       backend);
+            }
+            const bool live = jb_prior_state_graph_live(st);
+            const bool want = jb_backend_has_graphs(be);
             report(s1 == JB_STATUS_OK && s2 == JB_STATUS_OK && s3 == JB_STATUS_OK &&
                      memcmp(direct, rec, sizeof direct) == 0 &&
                      memcmp(direct, again, sizeof direct) == 0 && !live0 && live == want,
-                   "%s on %s: %s decode %s = direct, bitwise (%d tokens x %d)",
+                   "%s on %s: %s decode %s = direct, bitwise (%d tokens x %d)%s%s",
                    tc->name,
                    backend,
                    P ? "primed" : "ancestral",
                    want ? "replayed from one recording" : "(no recording on this backend)",
                    T_ - P,
-                   N_);
+                   N_,
+                   jb_prior_state_graph_why(st) ? "; not recorded: " : "",
+                   jb_prior_state_graph_why(st) ? jb_prior_state_graph_why(st) : "");
         }
         jb_prior_state_free(st);
         free(in->enc);
@@ -1020,13 +1118,8 @@ static bool check_graph(const struct tcase *tc, const char *backend)
 
 int main(int argc, char **argv)
 {
-    const struct tcase cases[] = {
-        { "A upsampler, order 9 (1 2 3 0)", JB_PRIOR_UPSAMPLER, 6, 9, false },
-        { "B 5b-like, order 2, fp16 weights", JB_PRIOR_TOP, 6, 2, true },
-        { "C lyric encoder, order 6 (1 2 3 6)", JB_PRIOR_TOP_LYRICS_ENC, 6, 6, false },
-        { "D single enc-dec, order 12 (7 at 15)", JB_PRIOR_TOP_SINGLE_ENC_DEC, 16, 12, false },
-    };
-    const size_t n_cases = sizeof cases / sizeof cases[0];
+    const struct tcase *const cases = g_cases;
+    const size_t n_cases            = sizeof g_cases / sizeof g_cases[0];
     if (argc == 3 && strcmp(argv[1], "--decode-graph") == 0) {
         /* the gpu test: only the recorded-vs-direct decode, on the named backend */
         for (size_t i = 0; i < n_cases; i++)

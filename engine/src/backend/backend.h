@@ -65,9 +65,11 @@ struct jb_backend_i {
     bool memory_is_host; /* buffers take host RAM (host-side job buffers share the budget) */
 
     /* (optional, all four or none) recording: the ops called between graph_begin and graph_end
-     * are recorded instead of run, graph_end returns the recording (NULL after a failure, kept
-     * in status), graph_launch runs it again with the pointers and scalar arguments it was
-     * recorded with. Only ops may be called while recording (no set/get_tensor, no buffers).
+     * are recorded instead of run, graph_end returns the recording, graph_launch runs it again
+     * with the pointers and scalar arguments it was recorded with. Only ops may be called while
+     * recording (no set/get_tensor, no buffers). graph_end returns NULL when recording failed:
+     * with status still OK the backend could not record these ops (jb_last_error says why) and
+     * none of them ran, so the caller runs them directly; otherwise the device failed (status).
      * NULL: the backend runs ops directly (the CPU). */
     enum jb_status (*graph_begin)(void *ctx);
     void *(*graph_end)(void *ctx);

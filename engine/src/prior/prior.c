@@ -16,6 +16,8 @@
 #include <string.h>
 
 #define JB_LN_EPS 1e-5f
+/* Positions drawn before jb_prior_sample reads their tokens back, by default on a device. */
+#define JB_TOKEN_BATCH 32
 /* Rows of the conditioning computations (start_emb, y_pos) per round of ops. */
 #define COND_ROWS 256
 
@@ -663,9 +665,11 @@ double jb_prior_state_plan_bytes(const struct jb_prior *p,
                                  enum jb_dtype kv_type)
 {
     if (n_batch <= 0 || max_chunk <= 0) return 0.0;
-    const double M = (double)n_batch * max_chunk;
-    double b       = transformer_state_plan(&p->tr, kv_type, n_batch, max_chunk);
-    b += (M * p->vocab + M * p->width) * sizeof(float) + (M + 2.0 * n_batch) * sizeof(int32_t);
+    const double M = (double)n_batch * max_chunk, T = p->seq_len;
+    double b = transformer_state_plan(&p->tr, kv_type, n_batch, max_chunk);
+    b += (M * p->vocab + M * p->width) * sizeof(float) +
+         (M + 3.0 * n_batch + T * n_batch) * sizeof(int32_t);
+    if (!p->be->iface->host_memory) b += (double)n_batch * T * p->width * sizeof(float); /* x_dev */
     if (p->hp.variant == JB_PRIOR_TOP_LYRICS_ENC) {
         const double Tp = p->prime.seq_len;
         b += transformer_state_plan(&p->prime, JB_DTYPE_F32, 1, (int)Tp) + Tp * sizeof(int32_t) +
@@ -693,18 +697,28 @@ struct jb_prior_state *jb_prior_state_init_ex(struct jb_prior *p,
     }
     struct jb_prior_state *st = jb_calloc(1, sizeof *st);
     if (!st) return NULL;
-    st->p                           = p;
-    st->n_batch                     = n_batch;
-    st->max_chunk                   = max_chunk;
-    const int64_t M                 = (int64_t)n_batch * max_chunk;
+    st->p           = p;
+    st->n_batch     = n_batch;
+    st->max_chunk   = max_chunk;
+    const int64_t M = (int64_t)n_batch * max_chunk, T = p->seq_len;
+    const int64_t n_ids             = M > 2 * n_batch ? M : 2 * n_batch; /* ids, or the cursor */
     struct jb_transformer_state *ts = &st->ts;
-    bool ok = transformer_state_init(ts, p->be, &p->tr, kv_type, n_batch, max_chunk) &&
-              reserve(ts, &st->logits, M, p->vocab) && reserve(ts, &st->xrow, M, p->width) &&
-              reserve_be(p->be, &st->ids, M, 1, sizeof(int32_t), &ts->bytes) &&
-              reserve_be(p->be, &st->drawn, n_batch, 1, sizeof(int32_t), &ts->bytes) &&
-              reserve_be(p->be, &st->cursor, n_batch, 1, sizeof(int32_t), &ts->bytes) &&
-              (st->ids_host = jb_calloc((size_t)M, sizeof *st->ids_host)) != NULL &&
-              (st->drawn_host = jb_calloc((size_t)n_batch, sizeof *st->drawn_host)) != NULL;
+    bool ok =
+      transformer_state_init(ts, p->be, &p->tr, kv_type, n_batch, max_chunk) &&
+      reserve(ts, &st->logits, M, p->vocab) && reserve(ts, &st->xrow, M, p->width) &&
+      reserve_be(p->be, &st->ids, M, 1, sizeof(int32_t), &ts->bytes) &&
+      reserve_be(p->be, &st->drawn, n_batch, 1, sizeof(int32_t), &ts->bytes) &&
+      reserve_be(p->be, &st->cursor, 2 * n_batch, 1, sizeof(int32_t), &ts->bytes) &&
+      reserve_be(p->be, &st->hist, T, n_batch, sizeof(int32_t), &ts->bytes) &&
+      (p->be->iface->host_memory || reserve(ts, &st->x_buf, (int64_t)n_batch * T, p->width)) &&
+      (st->ids_host = jb_calloc((size_t)n_ids, sizeof *st->ids_host)) != NULL &&
+      (st->drawn_host = jb_calloc((size_t)n_batch, sizeof *st->drawn_host)) != NULL &&
+      (st->hist_host = jb_calloc((size_t)(T * n_batch), sizeof *st->hist_host)) != NULL;
+    st->x_dev       = (struct jb_tensor){ .type   = JB_DTYPE_F32,
+                                          .n_dims = 2,
+                                          .shape  = { (int64_t)n_batch * T, p->width },
+                                          .data   = st->x_buf,
+                                          .name   = "prior state X" };
     st->cursor_host = -1;
     st->use_graph   = true;
     if (ok && p->hp.variant == JB_PRIOR_TOP_LYRICS_ENC) {
@@ -736,8 +750,11 @@ void jb_prior_state_free(struct jb_prior_state *st)
     jb_backend_free_buffer(be, st->ids);
     jb_backend_free_buffer(be, st->drawn);
     jb_backend_free_buffer(be, st->cursor);
+    jb_backend_free_buffer(be, st->hist);
+    jb_backend_free_buffer(be, st->x_buf);
     jb_backend_graph_free(be, st->graph);
     free(st->drawn_host);
+    free(st->hist_host);
     jb_backend_free_buffer(be, st->enc_ids);
     jb_backend_free_buffer(be, st->enc_out);
     transformer_state_free(&st->ts);
@@ -750,7 +767,9 @@ void jb_prior_state_free(struct jb_prior_state *st)
 
 void jb_prior_state_reset(struct jb_prior_state *st)
 {
-    st->pos = 0;
+    st->pos           = 0;
+    st->hist_from     = 0;
+    st->drawn_pending = false;
 }
 
 enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st,
@@ -765,8 +784,18 @@ enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st,
     st->start_emb  = start_emb;
     st->x          = x;
     st->encoder_kv = encoder_kv;
-    st->pos        = 0;
-    return JB_STATUS_OK;
+    jb_prior_state_reset(st);
+    /* X once per window where the ops read it; the steps gather their rows from there */
+    struct jb_backend *be = st->p->be;
+    if (st->x_buf)
+        jb_backend_set(be,
+                       st->x_buf,
+                       x,
+                       (size_t)st->n_batch * (size_t)st->p->seq_len * (size_t)st->p->width *
+                         sizeof(float));
+    else
+        st->x_dev.data = (void *)x; /* host memory: the ops read the borrowed array (read only) */
+    return jb_backend_status(be);
 }
 
 void jb_prior_state_set_hook(struct jb_prior_state *st, jb_prior_hook_fn hook, void *user)
@@ -828,14 +857,12 @@ static void step_run(struct jb_prior_state *st,
         }
     jb_backend_set(be, st->ids, st->ids_host, (size_t)M * sizeof *st->ids);
     jb_embedding(be, p->x_emb, st->ids, M, ts->h);
+    const float *x_dev = st->x_dev.data;
     for (int n = 0; n < N; n++) {
         float *hn = ts->h + (int64_t)n * C * W;
         if (S == 0) jb_backend_set(be, hn, st->start_emb + (int64_t)n * W, (size_t)W * sizeof *hn);
         jb_add(be, C * W, hn, (const float *)p->pos_emb->data + S * W, hn);
-        jb_backend_set(be,
-                       st->xrow + (int64_t)n * C * W,
-                       st->x + ((int64_t)n * T + S) * W,
-                       (size_t)(C * W) * sizeof(float));
+        jb_copy(be, C, W, x_dev + ((int64_t)n * T + S) * W, W, st->xrow + (int64_t)n * C * W, W);
     }
     jb_add(be, M * W, ts->h, st->xrow, ts->h);
     if (st->hook) {
@@ -849,13 +876,18 @@ static void step_run(struct jb_prior_state *st,
         if (p->add_x_after) jb_add(be, M * W, ts->h, st->xrow, ts->h);
         jb_matmul(be, M, V, W, ts->h, W, p->x_out, true, NULL, st->logits, V, false);
     }
-    st->pos = S + C;
+    st->pos           = S + C;
+    st->hist_from     = S + C; /* positions from here on are decoded (and kept in hist) */
+    st->drawn_pending = false; /* the next decode step takes its previous tokens from seq */
 }
 
+/* prev_on_device: the decode step's previous tokens are in backend memory (drawn_pending), so
+ * seq is not read. */
 static enum jb_status step_check(const struct jb_prior_state *st,
                                  int C,
                                  const int32_t *seq,
-                                 int64_t ld_seq)
+                                 int64_t ld_seq,
+                                 bool prev_on_device)
 {
     const struct jb_prior *p = st->p;
     const int64_t S = st->pos, T = p->seq_len, V = p->vocab;
@@ -868,6 +900,7 @@ static enum jb_status step_check(const struct jb_prior_state *st,
                        (long long)T);
     if (!st->x || !st->start_emb)
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: step without conditioning");
+    if (prev_on_device) return JB_STATUS_OK;
     if (S + C > 1 && (!seq || ld_seq < S + C - 1))
         return jb_fail(JB_STATUS_ERR_INVALID_ARG, "prior: step needs the previous tokens");
     for (int n = 0; n < st->n_batch; n++) {
@@ -890,7 +923,7 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
                              int64_t ld_seq,
                              float *logits)
 {
-    enum jb_status s = step_check(st, C, seq, ld_seq);
+    enum jb_status s = step_check(st, C, seq, ld_seq, false);
     if (s != JB_STATUS_OK) return s;
     step_run(st, C, seq, ld_seq, logits != NULL);
     if (logits)
@@ -904,9 +937,10 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
 /* ---- the decode step ---------------------------------------------------------------------- */
 
 /* Makes the device inputs of the decode step of position S = st->pos hold what the host says:
- * the position in every entry of `cursor`, the previous tokens in `drawn` (S ≥ 1; the start
- * embedding in h at S = 0) and X's row S in xrow. The mirrors skip what the previous step left
- * there itself (it drew the tokens and advanced the cursor). Host copies only: never recorded. */
+ * the position (and each candidate's row of x_dev) in `cursor`, the previous tokens in `drawn`
+ * (S ≥ 1; the start embedding in h at S = 0). Each is skipped when the previous step left it
+ * there itself: it advanced the cursor, and it drew the tokens (drawn_pending, or the host mirror
+ * equals seq). Host copies only: never recorded; in steady state there are none. */
 static void decode_inputs(struct jb_prior_state *st, const int32_t *seq, int64_t ld_seq)
 {
     struct jb_prior *p    = st->p;
@@ -914,12 +948,14 @@ static void decode_inputs(struct jb_prior_state *st, const int32_t *seq, int64_t
     const int N           = st->n_batch;
     const int64_t S = st->pos, W = p->width, T = p->seq_len;
     if (st->cursor_host != S) {
-        for (int n = 0; n < N; n++)
-            st->ids_host[n] = (int32_t)S;
-        jb_backend_set(be, st->cursor, st->ids_host, (size_t)N * sizeof *st->cursor);
+        for (int n = 0; n < N; n++) {
+            st->ids_host[n]     = (int32_t)S;
+            st->ids_host[N + n] = (int32_t)(n * T + S);
+        }
+        jb_backend_set(be, st->cursor, st->ids_host, (size_t)(2 * N) * sizeof *st->cursor);
         st->cursor_host = S;
     }
-    if (S > 0) {
+    if (S > 0 && !st->drawn_pending) {
         bool same = st->drawn_known;
         for (int n = 0; n < N && same; n++)
             same = st->drawn_host[n] == seq[n * ld_seq + S - 1];
@@ -929,22 +965,17 @@ static void decode_inputs(struct jb_prior_state *st, const int32_t *seq, int64_t
             jb_backend_set(be, st->drawn, st->drawn_host, (size_t)N * sizeof *st->drawn);
             st->drawn_known = true;
         }
-    } else {
+    } else if (S == 0) {
         for (int n = 0; n < N; n++)
             jb_backend_set(
               be, st->ts.h + (int64_t)n * W, st->start_emb + (int64_t)n * W, (size_t)W * 4);
     }
-    for (int n = 0; n < N; n++)
-        jb_backend_set(be,
-                       st->xrow + (int64_t)n * W,
-                       st->x + ((int64_t)n * T + S) * W,
-                       (size_t)W * sizeof(float));
 }
 
 /* The decode step proper: only ops, the position read from `cursor` (so a recording of it
- * serves every S ≥ 1): h0 = TokEmb[drawn] (start_emb at S = 0) + Pos[cursor] + X, the stack,
- * the head, the draw into `drawn`, cursor += 1. Same arithmetic, in the same order, as the
- * chunk path of step_run. */
+ * serves every S ≥ 1): h0 = TokEmb[drawn] (start_emb at S = 0) + Pos[cursor] + X[cursor] (the
+ * row gathered from x_dev), the stack, the head, the draw into `drawn` and into hist at the
+ * position, cursor += 1. Same arithmetic, in the same order, as the chunk path of step_run. */
 static void decode_run(struct jb_prior_state *st, int64_t S, const struct jb_sample_desc *sd)
 {
     struct jb_prior *p              = st->p;
@@ -955,6 +986,7 @@ static void decode_run(struct jb_prior_state *st, int64_t S, const struct jb_sam
     if (S > 0) jb_embedding(be, p->x_emb, st->drawn, N, ts->h);
     jb_embedding(be, p->pos_emb, st->cursor, N, ts->cur);
     jb_add(be, M * W, ts->h, ts->cur, ts->h);
+    jb_embedding(be, &st->x_dev, st->cursor + N, N, st->xrow);
     jb_add(be, M * W, ts->h, st->xrow, ts->h);
     if (st->hook) {
         jb_backend_get(be, st->hook_h, ts->h, (size_t)(M * W) * sizeof *st->hook_h);
@@ -965,7 +997,8 @@ static void decode_run(struct jb_prior_state *st, int64_t S, const struct jb_sam
     if (p->add_x_after) jb_add(be, M * W, ts->h, st->xrow, ts->h);
     jb_matmul(be, M, V, W, ts->h, W, p->x_out, true, NULL, st->logits, V, false);
     jb_sample_at(be, sd, N, V, st->logits, V, st->cursor, st->drawn);
-    jb_add_i32(be, N, 1, st->cursor);
+    jb_store_i32_at(be, N, st->drawn, st->cursor, N, st->hist);
+    jb_add_i32(be, 2 * N, 1, st->cursor); /* the position and the rows of x_dev */
 }
 
 static bool same_desc(const struct jb_sample_desc *a, const struct jb_sample_desc *b)
@@ -976,7 +1009,8 @@ static bool same_desc(const struct jb_sample_desc *a, const struct jb_sample_des
 
 void jb_prior_state_set_graphs(struct jb_prior_state *st, bool on)
 {
-    st->use_graph = on;
+    st->use_graph    = on;
+    st->graph_why[0] = '\0';
 }
 
 bool jb_prior_state_graph_live(const struct jb_prior_state *st)
@@ -984,13 +1018,28 @@ bool jb_prior_state_graph_live(const struct jb_prior_state *st)
     return st->graph != NULL;
 }
 
-enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
-                                    const int32_t *seq,
-                                    int64_t ld_seq,
-                                    const struct jb_sample_desc *sd,
-                                    int32_t *tokens)
+void jb_prior_state_set_token_batch(struct jb_prior_state *st, int n)
 {
-    enum jb_status s = step_check(st, 1, seq, ld_seq);
+    st->token_batch = n > 0 ? n : 0;
+}
+
+int jb_prior_state_token_batch(const struct jb_prior_state *st)
+{
+    if (st->token_batch > 0) return st->token_batch;
+    return jb_backend_has_graphs(st->p->be) ? JB_TOKEN_BATCH : 1;
+}
+
+const char *jb_prior_state_graph_why(const struct jb_prior_state *st)
+{
+    return st->graph_why[0] ? st->graph_why : NULL;
+}
+
+enum jb_status jb_prior_step_draw(struct jb_prior_state *st,
+                                  const int32_t *seq,
+                                  int64_t ld_seq,
+                                  const struct jb_sample_desc *sd)
+{
+    enum jb_status s = step_check(st, 1, seq, ld_seq, st->drawn_pending);
     if (s != JB_STATUS_OK) return s;
     struct jb_prior *p    = st->p;
     struct jb_backend *be = p->be;
@@ -1009,11 +1058,11 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
             decode_run(st, S, sd);
             st->graph    = jb_backend_graph_end(be);
             st->graph_sd = *sd;
-            if (!st->graph)
-                return jb_backend_status(be) != JB_STATUS_OK ? jb_backend_status(be)
-                                                             : JB_STATUS_ERR_DEVICE;
-        } else {
-            st->use_graph = false; /* cannot record here: run the same ops directly */
+            if (!st->graph && jb_backend_status(be) != JB_STATUS_OK) return jb_backend_status(be);
+        }
+        if (!st->graph) { /* cannot record here (none of the ops ran): run them directly */
+            snprintf(st->graph_why, sizeof st->graph_why, "%s", jb_last_error());
+            st->use_graph = false;
             replay        = false;
         }
     }
@@ -1023,12 +1072,53 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
         decode_run(st, S, sd);
         st->decode_steps++;
     }
-    st->pos         = S + 1;
-    st->cursor_host = S + 1;
+    st->pos           = S + 1;
+    st->cursor_host   = S + 1;
+    st->drawn_pending = true;
+    st->drawn_known   = false;
+    return jb_backend_status(be); /* a device op may have failed */
+}
+
+enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
+                                    const int32_t *seq,
+                                    int64_t ld_seq,
+                                    const struct jb_sample_desc *sd,
+                                    int32_t *tokens)
+{
+    enum jb_status s = jb_prior_step_draw(st, seq, ld_seq, sd);
+    if (s != JB_STATUS_OK) return s;
+    struct jb_backend *be = st->p->be;
     jb_backend_get(be, tokens, st->drawn, (size_t)st->n_batch * sizeof *tokens);
     memcpy(st->drawn_host, tokens, (size_t)st->n_batch * sizeof *tokens);
-    st->drawn_known = true;
-    return jb_backend_status(be); /* a device op may have failed */
+    st->drawn_known   = true;
+    st->drawn_pending = false; /* the host has them: the next step compares seq with them */
+    return jb_backend_status(be);
+}
+
+enum jb_status jb_prior_state_drawn(struct jb_prior_state *st,
+                                    int64_t t0,
+                                    int64_t t1,
+                                    int32_t *out,
+                                    int64_t ld_out)
+{
+    const int N = st->n_batch;
+    if (t0 < st->hist_from || t1 < t0 || t1 > st->pos || !out || ld_out < t1 - t0)
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG,
+                       "prior: drawn tokens of positions [%lld, %lld) asked, decoded are [%lld, "
+                       "%lld)",
+                       (long long)t0,
+                       (long long)t1,
+                       (long long)st->hist_from,
+                       (long long)st->pos);
+    if (t0 == t1) return JB_STATUS_OK;
+    struct jb_backend *be = st->p->be;
+    jb_backend_get(be, st->hist_host, st->hist + t0 * N, (size_t)((t1 - t0) * N) * sizeof *out);
+    enum jb_status s = jb_backend_status(be);
+    if (s != JB_STATUS_OK) return s;
+    for (int64_t t = t0; t < t1; t++)
+        for (int n = 0; n < N; n++)
+            out[n * ld_out + (t - t0)] = st->hist_host[(t - t0) * N + n];
+    return JB_STATUS_OK;
 }
 
 enum jb_status jb_prior_forward(struct jb_prior *p,

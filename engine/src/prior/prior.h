@@ -20,15 +20,17 @@
  * conditioning arrays given to jb_prior_state_set_cond are borrowed, not copied: keep them alive
  * and unchanged until the state is reset with other conditioning or freed. Every array of this
  * interface is host memory; the prior keeps its weights, caches and activations in the backend's
- * memory and moves the rows it needs with jb_backend_set / jb_backend_get. The conditioning
+ * memory and moves the rows it needs with jb_backend_set / jb_backend_get (X once per window, at
+ * jb_prior_state_set_cond, where the backend's memory is not the host's). The conditioning
  * functions (start_emb, y_pos, x_timing, x_upsampler) use scratch of the prior object: call them
  * from one thread at a time per prior. Ops are multithreaded internally (the CPU backend's own
  * thread pool).
  *
  * Memory: jb_prior_state_init reserves every KV cache (per layer: func 1 B, func 3 2B, funcs 0
- * and 2 T, func 6 enc_len, func 7 P' positions of n_state floats for K and for V, per candidate)
- * and all work buffers for chunks of up to max_chunk positions; jb_prior_step and
- * jb_prior_sample (sampler.h) allocate nothing.
+ * and 2 T, func 6 enc_len, func 7 P' positions of n_state floats for K and for V, per candidate),
+ * all work buffers for chunks of up to max_chunk positions, the drawn tokens of a window and,
+ * on a backend whose memory is not the host's, a copy of the window's X [N, T, w];
+ * jb_prior_step and jb_prior_sample (sampler.h) allocate nothing.
  */
 #ifndef JB_PRIOR_PRIOR_H
 #define JB_PRIOR_PRIOR_H
@@ -150,7 +152,9 @@ void jb_prior_state_free(struct jb_prior_state *st);
 void jb_prior_state_reset(struct jb_prior_state *st);
 
 /* Sets the window's conditioning and resets: start_emb [N, w], x [N, seq_len, w], encoder_kv
- * [N, enc_len, w] (C only, else NULL). The arrays are borrowed (see the top of this file). */
+ * [N, enc_len, w] (C only, else NULL). The arrays are borrowed (see the top of this file); x is
+ * copied into backend memory here where that is not the host's (the steps read it there), so a
+ * window's X is moved once. The backend's status (a failed copy) is returned. */
 enum jb_status jb_prior_state_set_cond(struct jb_prior_state *st,
                                        const float *start_emb,
                                        const float *x,
@@ -176,12 +180,34 @@ enum jb_status jb_prior_step(struct jb_prior_state *st,
                              float *logits);
 
 /* One sampled position: the step of position t = jb_prior_state_pos (C = 1, as above) and the
- * backend's sampling op on its logits; tokens [N] (host) receives the drawn ids. */
+ * backend's sampling op on its logits; tokens [N] (host) receives the drawn ids. The previous
+ * tokens are read from seq (entry t − 1), except right after jb_prior_step_draw (below). */
 enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
                                     const int32_t *seq,
                                     int64_t ld_seq,
                                     const struct jb_sample_desc *sd,
                                     int32_t *tokens);
+/* The same step without reading the drawn ids back: they stay in backend memory, where the next
+ * decode step takes them (after a jb_prior_step_draw, that step does not read seq's entry t − 1,
+ * which may not be written yet), and each position's draw is kept there for
+ * jb_prior_state_drawn. No host round trip in steady state (the sampler reads the tokens back
+ * in batches). */
+enum jb_status jb_prior_step_draw(struct jb_prior_state *st,
+                                  const int32_t *seq,
+                                  int64_t ld_seq,
+                                  const struct jb_sample_desc *sd);
+/* How many positions jb_prior_sample draws before it reads their tokens back (and runs their
+ * callbacks): 1 reads each token right after its draw; more saves a host round trip per token.
+ * 0 (default): 32 on a backend that records its decode step (a GPU), else 1. */
+void jb_prior_state_set_token_batch(struct jb_prior_state *st, int n);
+int jb_prior_state_token_batch(const struct jb_prior_state *st);
+/* Copies the ids drawn at positions t0..t1−1 (decoded since the last chunk step, reset or
+ * set_cond; t1 ≤ jb_prior_state_pos) into out[n·ld_out + (t − t0)], in one read. */
+enum jb_status jb_prior_state_drawn(struct jb_prior_state *st,
+                                    int64_t t0,
+                                    int64_t t1,
+                                    int32_t *out,
+                                    int64_t ld_out);
 
 /* The decode step (jb_prior_step_sample) reads its position and previous tokens from backend
  * memory, so on a backend that records (CUDA graphs) it is recorded once per state and replayed
@@ -189,5 +215,9 @@ enum jb_status jb_prior_step_sample(struct jb_prior_state *st,
 void jb_prior_state_set_graphs(struct jb_prior_state *st, bool on);
 /* Whether a recorded decode step exists (it was recorded and is being replayed). */
 bool jb_prior_state_graph_live(const struct jb_prior_state *st);
+/* Why the state stopped recording by itself (the backend could not record the step, e.g. a
+ * CUDA stream capture that failed; the steps then run directly and give the same tokens), or
+ * NULL when it did not. */
+const char *jb_prior_state_graph_why(const struct jb_prior_state *st);
 
 #endif

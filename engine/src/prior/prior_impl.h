@@ -108,19 +108,33 @@ struct jb_prior_state {
     const float *start_emb, *x, *encoder_kv; /* borrowed host arrays, see set_cond */
     float *logits;                           /* backend [n_batch·max_chunk, vocab] */
     float *xrow;                             /* backend [n_batch·max_chunk, w]: X of the chunk */
-    int32_t *ids;                            /* backend [n_batch·max_chunk]: input ids */
-    int32_t *ids_host;                       /* host staging of ids */
-    int32_t *drawn;                          /* backend [n_batch]: tokens of the sampling op */
+    /* X of the window where the ops read it: [n_batch·T, w] F32, row n·T + i = X[n, i]. A copy
+     * in backend memory uploaded once per window by set_cond (x_buf), or on a backend that reads
+     * host memory the borrowed host array itself (x_buf NULL). */
+    struct jb_tensor x_dev;
+    float *x_buf;
+    int32_t *ids;      /* backend [n_batch·max_chunk]: input ids */
+    int32_t *ids_host; /* host staging of ids */
+    int32_t *drawn;    /* backend [n_batch]: tokens of the sampling op */
     /* the decode step (jb_prior_step_sample) reads its position from `cursor` and the previous
      * tokens from `drawn`, and advances the cursor itself, so it can be recorded once (a CUDA
      * graph) and replayed per token. The host mirrors say what they hold (−1: unknown). */
-    int32_t *cursor;     /* backend [n_batch]: every entry = the position being decoded */
-    int64_t cursor_host; /* its value, −1 unknown */
+    int32_t *cursor;     /* backend [2·n_batch]: entry n = the position S being decoded, entry
+                            n_batch + n = n·T + S, candidate n's row of x_dev */
+    int64_t cursor_host; /* S, −1 unknown */
     int32_t *drawn_host; /* host [n_batch]: what `drawn` holds when drawn_known */
     bool drawn_known;
-    bool use_graph;                 /* record the decode step where the backend can (default on) */
-    void *graph;                    /* the recorded decode step (backend graph), NULL: none yet */
+    /* `drawn` holds the last decode step's draw and the host has not read it back: the next
+     * decode step feeds it from there and does not read seq (jb_prior_step_draw) */
+    bool drawn_pending;
+    int32_t *hist;      /* backend [T, n_batch]: the token drawn at each decoded position */
+    int32_t *hist_host; /* host [T·n_batch]: staging of jb_prior_state_drawn */
+    int64_t hist_from;  /* hist holds the positions hist_from..pos−1 */
+    int token_batch;    /* jb_prior_state_set_token_batch (0: automatic) */
+    bool use_graph;     /* record the decode step where the backend can (default on) */
+    void *graph;        /* the recorded decode step (backend graph), NULL: none yet */
     struct jb_sample_desc graph_sd; /* the draw parameters it was recorded with */
+    char graph_why[320];            /* why use_graph went off by itself ("" when it did not) */
     int64_t decode_steps; /* decode steps run directly since the state was made (warm-up) */
     float *hook_h;        /* host copy of h for the hook (with a hook) */
     jb_prior_hook_fn hook;

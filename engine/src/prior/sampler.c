@@ -32,6 +32,28 @@ enum jb_status jb_sample_params_check(const struct jb_sample_params *sp)
 
 /* ---- sampling loop ------------------------------------------------------------------------ */
 
+/* Reads back the tokens of positions t0..t1−1 into out, then runs the per-token callbacks in
+ * order, as if each had come right after its draw. */
+static enum jb_status deliver(struct jb_prior_state *st,
+                              int64_t t0,
+                              int64_t t1,
+                              int32_t *out,
+                              int64_t ld,
+                              const struct jb_callbacks *cb,
+                              jb_prior_token_fn on_token,
+                              void *token_user,
+                              int64_t total,
+                              double t_start)
+{
+    enum jb_status s = jb_prior_state_drawn(st, t0, t1, out + t0, ld);
+    if (s != JB_STATUS_OK) return s;
+    for (int64_t t = t0; t < t1; t++) {
+        if (on_token) on_token(token_user, t, st->n_batch, out, ld);
+        jb_progress_report(cb, "sample", st->p->hp.level, t + 1, total, t_start);
+    }
+    return JB_STATUS_OK;
+}
+
 enum jb_status jb_prior_sample(struct jb_prior_state *st,
                                const int32_t *context,
                                int P,
@@ -91,22 +113,48 @@ enum jb_status jb_prior_sample(struct jb_prior_state *st,
         jb_progress_report(cb, "sample", level, a, sample_tokens, t_start);
     }
 
-    /* one position at a time: logits, draw, feed back. The backend may tune itself over the
-     * steps of this loop kind (this prior with this many candidates). */
+    /* one position at a time: logits, draw, fed back on the backend; the tokens come back to
+     * out (and the callbacks run) every `batch` positions, and before any return. The backend
+     * may tune itself over the steps of this loop kind (this prior with this many candidates). */
     const uintptr_t loop = (uintptr_t)p ^ ((uintptr_t)N << 1) ^ 1u;
+    const int batch      = jb_prior_state_token_batch(st); /* 32 on a GPU, else 1 */
+    int64_t t_read       = P;     /* first position whose tokens are not in out yet */
+    bool failed          = false; /* the device failed: nothing more to read back */
     for (int t = P; t < sample_tokens; t++) {
         if (jb_should_stop(cb)) {
             status = jb_fail(JB_STATUS_ERR_CANCELLED, "sample: cancelled");
             break;
         }
-        status = jb_prior_step_sample(st, out, ld, &sd, st->ids_host);
-        if (status != JB_STATUS_OK) break;
-        for (int n = 0; n < N; n++)
-            out[n * ld + t] = st->ids_host[n];
-        if (on_token) on_token(token_user, t, N, out, ld);
-        jb_progress_report(cb, "sample", level, t + 1, sample_tokens, t_start);
+        status = jb_prior_step_draw(st, out, ld, &sd);
+        if (status != JB_STATUS_OK) {
+            failed = true;
+            break;
+        }
+        if (t + 1 - t_read >= batch) {
+            status =
+              deliver(st, t_read, t + 1, out, ld, cb, on_token, token_user, sample_tokens, t_start);
+            if (status != JB_STATUS_OK) {
+                failed = true;
+                break;
+            }
+            t_read = t + 1;
+        }
         jb_backend_loop_step(p->be, loop);
     }
     jb_backend_loop_end(p->be);
+    if (failed) return status;
+    if (t_read < jb_prior_state_pos(st)) { /* the last partial batch, or what ran before a stop */
+        const enum jb_status s = deliver(st,
+                                         t_read,
+                                         jb_prior_state_pos(st),
+                                         out,
+                                         ld,
+                                         cb,
+                                         on_token,
+                                         token_user,
+                                         sample_tokens,
+                                         t_start);
+        if (s != JB_STATUS_OK) return s;
+    }
     return status;
 }

@@ -41,7 +41,11 @@ typedef void (
  * time. out [N, sample_tokens] receives the context followed by the drawn ids (for D the raw
  * merged ids; music codes are max(id − n_vocab, 0)). Progress ("sample", per position) and
  * cancellation (checked before every chunk and token: ERR_CANCELLED, out holds what was drawn)
- * go through cb; on_token (optional) streams tokens. Allocates nothing. */
+ * go through cb; on_token (optional) streams tokens, once per position and in order. The drawn ids
+ * are read back (into out, then on_token and progress for each) every
+ * jb_prior_state_token_batch positions and before returning: 1 (right after each draw) except
+ * on a backend that records its decode step (a GPU: 32, no host round trip per token).
+ * Allocates nothing. */
 enum jb_status jb_prior_sample(struct jb_prior_state *st,
                                const int32_t *context,
                                int P,

@@ -229,3 +229,15 @@ void jb_cpu_op_add_i32(struct jb_cpu *cpu, int64_t n, int32_t delta, int32_t *x)
     for (int64_t i = 0; i < n; i++)
         x[i] += delta;
 }
+
+void jb_cpu_op_store_i32_at(struct jb_cpu *cpu,
+                            int64_t n,
+                            const int32_t *src,
+                            const int32_t *pos,
+                            int64_t ld,
+                            int32_t *dst)
+{
+    (void)cpu;
+    for (int64_t i = 0; i < n; i++)
+        dst[(int64_t)pos[i] * ld + i] = src[i];
+}

@@ -239,10 +239,13 @@ extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
 {
     enum jb_status s = check_attn(a);
     if (s != JB_STATUS_OK || r1 <= r0) return s;
-    const attn_args g     = args_of(a);
-    const int64_t keys    = a->func == 2 ? a->rows : a->cap; /* longest key run */
-    const size_t smem     = (size_t)(32 + a->hd + keys) * sizeof(float);
-    const unsigned blocks = (unsigned)((int64_t)a->N * (r1 - r0) * a->H);
+    const attn_args g  = args_of(a);
+    const int64_t keys = a->func == 2 ? a->rows : a->cap; /* longest key run */
+    const size_t smem  = (size_t)(32 + a->hd + keys) * sizeof(float);
+    const int64_t nb   = (int64_t)a->N * (r1 - r0) * a->H; /* one block per query and head */
+    if (nb > JB_CUDA_MAX_BLOCKS)
+        return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda attention: %lld queries", (long long)nb);
+    const unsigned blocks = (unsigned)nb;
     if (a->type == JB_DTYPE_F16) {
         if ((s = smem_optin<__half>(cu, smem, g)) != JB_STATUS_OK) return s;
         attend_kernel<__half><<<blocks, ATTN_THREADS, smem, cu->stream>>>(

@@ -392,6 +392,16 @@ static void op_add_i32(void *ctx, int64_t n, int32_t delta, int32_t *x)
     RUN(ctx, jb_cuda_add_i32(ctx, n, delta, x));
 }
 
+static void op_store_i32_at(void *ctx,
+                            int64_t n,
+                            const int32_t *src,
+                            const int32_t *pos,
+                            int64_t ld,
+                            int32_t *dst)
+{
+    RUN(ctx, jb_cuda_store_i32_at(ctx, n, src, pos, ld, dst));
+}
+
 /* ---- graphs: a decode step recorded once and replayed per token ----------------------------- */
 
 static enum jb_status cuda_graph_begin(void *ctx)
@@ -400,11 +410,13 @@ static enum jb_status cuda_graph_begin(void *ctx)
     return st != JB_STATUS_OK ? st : jb_cuda_graph_begin(ctx);
 }
 
+/* NULL with the status still OK: the step cannot be recorded (jb_last_error says why) but the
+ * device is fine, and the caller runs the ops directly; any other failure is the device's. */
 static void *cuda_graph_end(void *ctx)
 {
     struct jb_cuda_graph *g = NULL;
     const enum jb_status st = jb_cuda_graph_end(ctx, &g);
-    if (st != JB_STATUS_OK) jb_cuda_record(ctx, st);
+    if (st != JB_STATUS_OK && st != JB_STATUS_ERR_UNSUPPORTED) jb_cuda_record(ctx, st);
     return g;
 }
 

@@ -40,6 +40,7 @@ enum jb_status jb_cublas_load(void)
              sym(lib, "cublasDestroy_v2", &jb_cublas.destroy) &&
              sym(lib, "cublasSetStream_v2", &jb_cublas.set_stream) &&
              sym(lib, "cublasSetMathMode", &jb_cublas.set_math_mode) &&
+             sym(lib, "cublasSetWorkspace_v2", &jb_cublas.set_workspace) &&
              sym(lib, "cublasSgemm_v2", &jb_cublas.sgemm) &&
              sym(lib, "cublasGemmEx", &jb_cublas.gemm_ex) &&
              sym(lib, "cublasGetStatusString", &jb_cublas.status_string);
@@ -113,6 +114,20 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
             st = jb_cuda_fail_call(__FILE__, __LINE__, "cublasSetStream", "failed");
             break;
         }
+        /* Our own workspace, so a GEMM inside a stream capture allocates nothing (cuBLAS would
+         * otherwise take its own, which cannot be recorded). Size: the cuBLAS documentation's
+         * recommendation (cublasSetWorkspace): 32 MiB for Hopper and newer, 4 MiB (its default
+         * pool) before; cudaMalloc's alignment exceeds the 256 bytes it asks for. After
+         * cublasSetStream, which resets the handle to cuBLAS's own pool: never call it again. */
+        cu->blas_ws_bytes = (size_t)(prop.major >= 9 ? 32 : 4) << 20;
+        st                = jb_cuda_malloc(cu, cu->blas_ws_bytes, &cu->blas_ws);
+        if (st != JB_STATUS_OK) break;
+        const cublasStatus_t w = jb_cublas.set_workspace(cu->blas, cu->blas_ws, cu->blas_ws_bytes);
+        if (w != CUBLAS_STATUS_SUCCESS) {
+            st = jb_cuda_fail_call(
+              __FILE__, __LINE__, "cublasSetWorkspace", jb_cublas.status_string(w));
+            break;
+        }
     } while (0);
     if (st != JB_STATUS_OK) {
         jb_cuda_close(cu);
@@ -129,6 +144,7 @@ extern "C" void jb_cuda_close(struct jb_cuda *cu)
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     if (cu->arena) cudaFree(cu->arena);
     if (cu->blas) jb_cublas.destroy(cu->blas);
+    if (cu->blas_ws) cudaFree(cu->blas_ws); /* after the handle that used it */
     if (cu->stream) cudaStreamDestroy(cu->stream);
     free(cu);
 }
@@ -253,6 +269,7 @@ extern "C" void jb_cuda_arena_pop(struct jb_cuda *cu, size_t nbytes)
 
 extern "C" enum jb_status jb_cuda_status(struct jb_cuda *cu)
 {
+    if (cu->capturing && cu->capture_err != JB_STATUS_OK) return cu->capture_err;
     if (cu->err == JB_STATUS_OK) {
         /* the calling thread may have another device current (a daemon with several GPUs) */
         int cur             = -1;
@@ -266,6 +283,14 @@ extern "C" enum jb_status jb_cuda_status(struct jb_cuda *cu)
 
 extern "C" void jb_cuda_record(struct jb_cuda *cu, enum jb_status st)
 {
+    if (st == JB_STATUS_OK) return;
+    if (cu->capturing) { /* nothing ran: the recording fails, not the device */
+        if (cu->capture_err == JB_STATUS_OK) {
+            cu->capture_err = st;
+            snprintf(cu->capture_why, sizeof cu->capture_why, "%s", jb_last_error());
+        }
+        return;
+    }
     if (cu->err == JB_STATUS_OK) cu->err = st;
 }
 
@@ -313,30 +338,70 @@ struct jb_cuda_graph {
 
 extern "C" enum jb_status jb_cuda_graph_begin(struct jb_cuda *cu)
 {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(cu->stream, &cs));
+    if (cs != cudaStreamCaptureStatusNone)
+        return jb_fail(JB_STATUS_ERR_DEVICE, "cuda:%d: a recording is already open", cu->device);
+    /* ThreadLocal: a call this thread makes that a capture cannot record (cudaMalloc, a
+     * synchronisation) invalidates the capture instead of silently running outside it */
     CUDA_CHECK(cudaStreamBeginCapture(cu->stream, cudaStreamCaptureModeThreadLocal));
-    cu->capturing = true;
+    cu->capturing      = true;
+    cu->capture_err    = JB_STATUS_OK;
+    cu->capture_why[0] = '\0';
     return JB_STATUS_OK;
 }
 
+/* Ends the capture whatever happened in it (the stream must leave capture mode), then:
+ * the instantiated graph; ERR_UNSUPPORTED with the reason when the step cannot be recorded but
+ * the device is fine (the caller runs the ops directly: none of them ran); ERR_DEVICE when the
+ * stream itself fails afterwards. */
 extern "C" enum jb_status jb_cuda_graph_end(struct jb_cuda *cu, struct jb_cuda_graph **out)
 {
-    *out          = NULL;
-    cu->capturing = false;
-    cudaGraph_t graph;
-    CUDA_CHECK(cudaStreamEndCapture(cu->stream, &graph));
+    *out = NULL;
+    char why[512];
+    why[0]                     = '\0';
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    const cudaError_t qe       = cudaStreamIsCapturing(cu->stream, &cs);
+    cu->capturing              = false;
+    cudaGraph_t graph          = NULL;
+    const cudaError_t ee       = cudaStreamEndCapture(cu->stream, &graph);
+    cudaGraphExec_t exec       = NULL;
+    if (cu->capture_err != JB_STATUS_OK)
+        snprintf(why, sizeof why, "an op failed while recording: %s", cu->capture_why);
+    else if (qe == cudaSuccess && cs == cudaStreamCaptureStatusInvalidated)
+        snprintf(why,
+                 sizeof why,
+                 "the capture was invalidated (a call that cannot be captured, e.g. an allocation "
+                 "or synchronisation, was made while recording): %s",
+                 cudaGetErrorString(ee));
+    else if (ee != cudaSuccess || !graph)
+        snprintf(why, sizeof why, "cudaStreamEndCapture: %s", cudaGetErrorString(ee));
+    else {
+        const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+        if (ie != cudaSuccess)
+            snprintf(why, sizeof why, "cudaGraphInstantiate: %s", cudaGetErrorString(ie));
+    }
+    cu->capture_err = JB_STATUS_OK;
+    if (why[0]) {
+        if (graph) cudaGraphDestroy(graph);
+        (void)cudaGetLastError(); /* capture errors are not sticky; clear the last one */
+        /* a sticky device error (an earlier fault) shows here: that one fails the job */
+        CUDA_CHECK(cudaStreamSynchronize(cu->stream));
+        return jb_fail(JB_STATUS_ERR_UNSUPPORTED,
+                       "cuda:%d: the step cannot be recorded as a CUDA graph (%s); it runs "
+                       "directly",
+                       cu->device,
+                       why);
+    }
     struct jb_cuda_graph *g = (struct jb_cuda_graph *)calloc(1, sizeof *g);
     if (!g) {
+        cudaGraphExecDestroy(exec);
         cudaGraphDestroy(graph);
         return jb_fail(JB_STATUS_ERR_NOMEM, "cuda: out of host memory");
     }
-    g->graph            = graph;
-    const cudaError_t e = cudaGraphInstantiate(&g->exec, graph, 0);
-    if (e != cudaSuccess) {
-        cudaGraphDestroy(graph);
-        free(g);
-        return jb_cuda_fail_call(__FILE__, __LINE__, "cudaGraphInstantiate", cudaGetErrorString(e));
-    }
-    *out = g;
+    g->graph = graph;
+    g->exec  = exec;
+    *out     = g;
     return JB_STATUS_OK;
 }
 

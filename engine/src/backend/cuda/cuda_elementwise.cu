@@ -40,6 +40,14 @@ __global__ void add_i32_kernel(int64_t n, int32_t delta, int32_t *x)
 {
     GRID_STRIDE(i, n) x[i] += delta;
 }
+__global__ void store_i32_at_kernel(int64_t n,
+                                    const int32_t *src,
+                                    const int32_t *pos,
+                                    int64_t ld,
+                                    int32_t *dst)
+{
+    GRID_STRIDE(i, n) dst[(int64_t)pos[i] * ld + i] = src[i];
+}
 __global__ void quick_gelu_kernel(int64_t n, float *x)
 {
     GRID_STRIDE(i, n)
@@ -57,18 +65,24 @@ __global__ void embedding_kernel(const T *table,
 {
     GRID_STRIDE(i, n * W) out[i] = jb_ld(table, (int64_t)ids[i / W] * W + i % W);
 }
+/* 32x32 tiles; blockIdx.y strides over the row tiles (gridDim.y is at most 65535, and a
+ * VQ-VAE chunk can have more than 65535·32 time steps). */
 __global__ void transpose_kernel(int64_t rows, int64_t cols, const float *in, float *out)
 {
     __shared__ float tile[32][33];
-    const int64_t c0 = (int64_t)blockIdx.x * 32, r0 = (int64_t)blockIdx.y * 32;
-    for (int j = threadIdx.y; j < 32; j += blockDim.y) {
-        const int64_t r = r0 + j, c = c0 + threadIdx.x;
-        if (r < rows && c < cols) tile[j][threadIdx.x] = in[r * cols + c];
-    }
-    __syncthreads();
-    for (int j = threadIdx.y; j < 32; j += blockDim.y) {
-        const int64_t c = c0 + j, r = r0 + threadIdx.x;
-        if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][j];
+    const int64_t c0 = (int64_t)blockIdx.x * 32, row_tiles = (rows + 31) / 32;
+    for (int64_t ty = blockIdx.y; ty < row_tiles; ty += gridDim.y) { /* uniform per block */
+        const int64_t r0 = ty * 32;
+        for (int j = threadIdx.y; j < 32; j += blockDim.y) {
+            const int64_t r = r0 + j, c = c0 + threadIdx.x;
+            if (r < rows && c < cols) tile[j][threadIdx.x] = in[r * cols + c];
+        }
+        __syncthreads();
+        for (int j = threadIdx.y; j < 32; j += blockDim.y) {
+            const int64_t c = c0 + j, r = r0 + threadIdx.x;
+            if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][j];
+        }
+        __syncthreads(); /* the tile is read before the next round overwrites it */
     }
 }
 __global__ void to_f16_kernel(int64_t n, const float *s, __half *d)
@@ -129,6 +143,15 @@ extern "C" enum jb_status jb_cuda_add_i32(struct jb_cuda *cu, int64_t n, int32_t
 {
     LAUNCH_EW(add_i32_kernel, n, n, delta, x);
 }
+extern "C" enum jb_status jb_cuda_store_i32_at(struct jb_cuda *cu,
+                                               int64_t n,
+                                               const int32_t *src,
+                                               const int32_t *pos,
+                                               int64_t ld,
+                                               int32_t *dst)
+{
+    LAUNCH_EW(store_i32_at_kernel, n, n, src, pos, ld, dst);
+}
 extern "C" enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
                                          int64_t rows,
                                          int64_t cols,
@@ -181,7 +204,11 @@ extern "C" enum jb_status jb_cuda_transpose(struct jb_cuda *cu,
                                             float *out)
 {
     if (rows <= 0 || cols <= 0) return JB_STATUS_OK;
-    const dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32)), block(32, 8);
+    const int64_t col_tiles = (cols + 31) / 32, row_tiles = (rows + 31) / 32;
+    if (col_tiles > JB_CUDA_MAX_BLOCKS)
+        return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda transpose: %lld columns", (long long)cols);
+    const dim3 grid((unsigned)col_tiles, (unsigned)(row_tiles < 65535 ? row_tiles : 65535)),
+      block(32, 8);
     transpose_kernel<<<grid, block, 0, cu->stream>>>(rows, cols, in, out);
     CUDA_CHECK_LAUNCH();
     return JB_STATUS_OK;

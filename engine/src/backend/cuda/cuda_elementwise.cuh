@@ -22,6 +22,13 @@ enum jb_status jb_cuda_scale(struct jb_cuda *cu, int64_t n, float alpha, const f
 enum jb_status jb_cuda_fill(struct jb_cuda *cu, int64_t n, float value, float *y);
 /* x[i] += delta (int32 counters: the decode position; graph-capturable) */
 enum jb_status jb_cuda_add_i32(struct jb_cuda *cu, int64_t n, int32_t delta, int32_t *x);
+/* dst[pos[i]·ld + i] = src[i] for i < n (the drawn tokens kept at the device position). */
+enum jb_status jb_cuda_store_i32_at(struct jb_cuda *cu,
+                                    int64_t n,
+                                    const int32_t *src,
+                                    const int32_t *pos,
+                                    int64_t ld,
+                                    int32_t *dst);
 /* dst[r·ldd + c] = src[r·lds + c] for r < rows, c < cols */
 enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
                               int64_t rows,

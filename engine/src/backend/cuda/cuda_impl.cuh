@@ -21,6 +21,7 @@ struct jb_cublas_api {
     decltype(&cublasDestroy_v2) destroy;
     decltype(&cublasSetStream_v2) set_stream;
     decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSetWorkspace_v2) set_workspace;
     decltype(&cublasSgemm_v2) sgemm;
     cublasStatus_t (*gemm_ex)(cublasHandle_t,
                               cublasOperation_t,
@@ -51,11 +52,19 @@ struct jb_cuda {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    /* cuBLAS's work memory, ours (cublasSetWorkspace): without it cuBLAS allocates its own,
+     * which a stream capture cannot record. Allocated at open, freed at close. */
+    void *blas_ws;
+    size_t blas_ws_bytes;
     void *arena; /* jb_cuda_reserve */
     size_t arena_bytes;
     size_t arena_base; /* bytes of the arena held by an enclosing op (resblock) */
     bool capturing;
     enum jb_status err; /* first failure of an op (ops return void): jb_cuda_status */
+    /* the first failure of an op while capturing: nothing ran, so it fails the recording
+     * (jb_cuda_graph_end), not the device; the ops then run directly */
+    enum jb_status capture_err;
+    char capture_why[384];
     char desc[320];
 };
 
@@ -79,11 +88,19 @@ enum jb_status jb_cuda_fail_call(const char *file, int line, const char *call, c
 /* After a kernel launch: configuration errors show up here, faults at the next sync. */
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
+/* Blocks of `threads` covering n elements, one thread each. Capped at the x-dimension's limit
+ * (2^31 − 1 blocks from compute capability 3.0 on, so all of ours): kernels launched with it
+ * handle one element per thread and must not be shortened (a lower cap left the elements past
+ * 65535·32 blocks unwritten); those with grid-stride loops accept any grid. */
 static inline unsigned jb_cuda_blocks(int64_t n, int threads)
 {
     int64_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
+    return (unsigned)(b < 1 ? 1 : (b > 0x7fffffff ? 0x7fffffff : b));
 }
+
+/* A launch with one block per item (row, time step, query) of n items: the grid's x-dimension
+ * takes at most 2^31 − 1. */
+#define JB_CUDA_MAX_BLOCKS ((int64_t)0x7fffffff)
 
 /* Work arena slices: the arena is reserved once per job; a kernel that needs more than was
  * reserved fails with a message rather than allocating. */

@@ -65,6 +65,8 @@ extern "C" enum jb_status jb_cuda_layernorm(struct jb_cuda *cu,
                                             float *y)
 {
     if (rows <= 0) return JB_STATUS_OK;
+    if (rows > JB_CUDA_MAX_BLOCKS)
+        return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda layernorm: %lld rows", (long long)rows);
     layernorm_kernel<<<(unsigned)rows, NORM_THREADS, 0, cu->stream>>>(W, x, gamma, beta, eps, y);
     CUDA_CHECK_LAUNCH();
     return JB_STATUS_OK;
@@ -76,6 +78,8 @@ extern "C" enum jb_status jb_cuda_softmax_rows(struct jb_cuda *cu,
                                                float *x)
 {
     if (rows <= 0) return JB_STATUS_OK;
+    if (rows > JB_CUDA_MAX_BLOCKS)
+        return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda softmax: %lld rows", (long long)rows);
     softmax_rows_kernel<<<(unsigned)rows, NORM_THREADS, 0, cu->stream>>>(n, x);
     CUDA_CHECK_LAUNCH();
     return JB_STATUS_OK;

@@ -135,17 +135,20 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
     const double target = target_sh;
     const double start  = part[tid];
     if (start <= target && start + s > target) {
+        /* the walk sums in another order than s was (start + e0 + e1... vs start + (e0 + e1
+         * ...)): if rounding keeps cum at or below the target, the chunk's last drawable entry
+         * holds it, not the row's */
         double cum = start;
+        int last   = -1;
         for (int j = j0; j < j1; j++) {
             if (l[j] == -INFINITY) continue;
             const double e = (double)expf(l[j] - m);
             if (e <= 0.0) continue;
+            last = j;
             cum += e;
-            if (cum > target) {
-                chosen = j;
-                break;
-            }
+            if (cum > target) break;
         }
+        chosen = last;
     }
     __syncthreads();
     if (tid == 0) {

@@ -65,6 +65,8 @@ extern "C" enum jb_status jb_cuda_vq_argmin(struct jb_cuda *cu,
                                             int32_t *codes)
 {
     if (T <= 0) return JB_STATUS_OK;
+    if (T > JB_CUDA_MAX_BLOCKS)
+        return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda codebook search: %lld steps", (long long)T);
     vq_kernel<<<(unsigned)T, VQ_THREADS, (size_t)emb * sizeof(float), cu->stream>>>(
       x, emb, T, codebook, bins, codes);
     CUDA_CHECK_LAUNCH();
