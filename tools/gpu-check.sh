@@ -70,6 +70,7 @@ done
 step daemon_status 30 "$bin/encore" status --socket "$run/s"
 step daemon_continue 180 "$bin/encore" continue "$riff" --seconds 4 --seed 7 --daemon \
     --socket "$run/s" -o "$logs/cont-daemon.wav"
+step daemon_status_after 30 "$bin/encore" status --socket "$run/s"
 kill -TERM $daemon 2>/dev/null
 wait $daemon
 echo "encored exited with $? after SIGTERM"
