@@ -3,7 +3,8 @@
  * token, QKV projection with fp16 weights, attention over the fp16 KV cache reading the
  * position on the device, output projection, logits, on-device sampling, position advance)
  * captured once as a CUDA graph and replayed token after token must give bitwise the same
- * tokens and cache as launching the same kernels directly. Exits 77 without a CUDA device.
+ * tokens and cache as launching the same kernels directly; a replay after the work arena grew
+ * must not write into memory the arena gave back. Exits 77 without a CUDA device.
  */
 #include "backend/cuda/cuda_attention.cuh"
 #include "backend/cuda/cuda_elementwise.cuh"
@@ -14,8 +15,13 @@
 
 enum { NC = 4, V = 256, W = 128, H = 2, B = 16, T = 48 };
 
+/* The logits come from their own head: with the embedding as the head (tied) the previous
+ * token's logit is |emb row|² ≈ W/3 ≈ 43 against others of spread ~4, so softmax is one-hot
+ * on it and every draw repeats token 0. wout at ±0.4 gives logits of spread ≈ sqrt(W·(1/3)·
+ * 0.4²/3) ≈ 1.6 (1.8 after temp 0.9): the top token of a row holds ~12%, about 50 are live,
+ * so the draws follow the RNG counter (the position) and the fed-back token. */
 struct model {
-    void *emb, *wqkv, *wproj; /* f16 [V, W], [W, 3W], [W, W] */
+    void *emb, *wqkv, *wproj, *wout; /* f16 [V, W], [W, 3W], [W, W], [V, W] */
 };
 struct state {
     struct jb_cuda_attn a;
@@ -70,7 +76,7 @@ static enum jb_status step(struct jb_cuda *cu, const struct model *m, struct sta
            cu, NC, W, W, s->att, W, m->wproj, JB_DTYPE_F16, false, NULL, s->x, W, true)))
         return st;
     if ((st = jb_cuda_matmul(
-           cu, NC, V, W, s->x, W, m->emb, JB_DTYPE_F16, true, NULL, s->logits, V, false)))
+           cu, NC, V, W, s->x, W, m->wout, JB_DTYPE_F16, true, NULL, s->logits, V, false)))
         return st;
     if ((st = jb_cuda_sample(cu, &sp, NC, V, s->logits, V, s->pos, 0, s->tok, s->seq, T)))
         return st;
@@ -135,12 +141,53 @@ static void check_cublas_capture(struct jb_cuda *cu)
     free(wf_h), free(x_h);
 }
 
+/* A graph keeps the work arena it was recorded with: when a later, larger op grows the arena,
+ * the old one must stay allocated while the graph can replay, or the replays write their GEMV
+ * partial sums into freed memory that the next allocation (likely the same addresses) owns.
+ * The buffer allocated right after the growth must come out of T replays untouched, and the
+ * tokens must still be those of direct launches. */
+static void check_arena_growth(struct jb_cuda *cu, const struct model *m, const int32_t *want)
+{
+    struct state s;
+    state_init(cu, &s);
+    const size_t old        = jb_cuda_reserved(cu);
+    struct jb_cuda_graph *g = NULL;
+    CHECK(jb_cuda_graph_begin(cu) == JB_STATUS_OK, "begin capture: %s", jb_last_error());
+    const enum jb_status cap = step(cu, m, &s);
+    CHECK(jb_cuda_graph_end(cu, &g) == JB_STATUS_OK && cap == JB_STATUS_OK && g,
+          "capture: %s",
+          jb_last_error());
+    CHECK(jb_cuda_reserve(cu, 2 * old + ((size_t)1 << 20)) == JB_STATUS_OK,
+          "grow the arena: %s",
+          jb_last_error());
+    uint8_t *other = dev_copy(cu, NULL, old);
+    CHECK(jb_cuda_memset(cu, other, 0x5a, old) == JB_STATUS_OK, "memset: %s", jb_last_error());
+    for (int t = 0; g && t < T; t++)
+        CHECK(jb_cuda_graph_launch(cu, g) == JB_STATUS_OK, "replay %d: %s", t, jb_last_error());
+    CHECK(jb_cuda_synchronize(cu) == JB_STATUS_OK, "device error: %s", jb_last_error());
+    uint8_t *o = host_copy(cu, other, old);
+    size_t hit = 0;
+    for (size_t i = 0; i < old; i++)
+        hit += o[i] != 0x5a;
+    int32_t *b = host_copy(cu, s.seq, (size_t)NC * T * 4);
+    CHECK(hit == 0,
+          "replays after the arena grew wrote %zu of %zu bytes of a buffer allocated since",
+          hit,
+          old);
+    CHECK(memcmp(want, b, (size_t)NC * T * 4) == 0,
+          "replays after the arena grew: tokens differ from direct launches");
+    if (hit == 0) printf("arena grown after recording: %d replays kept to their own arena\n", T);
+    free(o), free(b);
+    jb_cuda_graph_free(g); /* its arena goes with it */
+}
+
 int main(void)
 {
     struct jb_cuda *cu = gpu_open_or_skip("test_cuda_graph");
     struct model m     = { half_weights(cu, (size_t)V * W, 1.0f),
                            half_weights(cu, (size_t)W * 3 * W, 0.1f),
-                           half_weights(cu, (size_t)W * W, 0.1f) };
+                           half_weights(cu, (size_t)W * W, 0.1f),
+                           half_weights(cu, (size_t)V * W, 0.4f) };
     struct state direct, replay;
     state_init(cu, &direct);
     state_init(cu, &replay);
@@ -163,21 +210,44 @@ int main(void)
 
     int32_t *a = host_copy(cu, direct.seq, (size_t)NC * T * 4),
             *b = host_copy(cu, replay.seq, (size_t)NC * T * 4);
-    int diff = 0, distinct = 0;
+    /* the draws must really be draws: a candidate's token changes from step to step, many
+     * values come up, and the candidates (same logits at t = 0, other RNG streams) part ways.
+     * Expected with the head above: ~175 changes of 188, ~60 values, ~46 of 48 positions. */
+    int diff = 0, changes = 0, values = 0, apart = T;
+    bool seen[V] = { false };
     for (int i = 0; i < NC * T; i++) {
         diff += a[i] != b[i];
-        distinct += i > 0 && a[i] != a[i - 1];
+        changes += i % T > 0 && a[i] != a[i - 1];
+        if (a[i] >= 0 && a[i] < V && !seen[a[i]]) seen[a[i]] = true, values++;
+    }
+    for (int n = 1; n < NC; n++) {
+        int d = 0;
+        for (int t = 0; t < T; t++)
+            d += a[n * T + t] != a[t];
+        apart = d < apart ? d : apart;
     }
     CHECK(diff == 0, "graph replay: %d of %d tokens differ from direct launches", diff, NC * T);
-    CHECK(distinct > T / 4,
-          "the tokens barely change (%d changes): sampling is not exercised",
-          distinct);
+    CHECK(changes > NC * (T - 1) / 2 && values >= V / 8 && apart > T / 2,
+          "sampling is not exercised: %d token changes of %d steps, %d distinct values (want "
+          ">= %d), candidates differ from candidate 0 at >= %d of %d positions",
+          changes,
+          NC * (T - 1),
+          values,
+          V / 8,
+          apart,
+          T);
     const size_t cb = jb_cuda_attn_cache_bytes(&direct.a);
     uint8_t *ka = host_copy(cu, direct.a.k, cb), *kb = host_copy(cu, replay.a.k, cb);
     CHECK(memcmp(ka, kb, cb) == 0, "graph replay: KV caches differ");
     int32_t *pos = host_copy(cu, replay.pos, 4);
     CHECK(*pos == T, "position after %d replays: %d", T, *pos);
-    printf("graph replay: %d tokens x %d candidates equal to direct launches\n", T, NC);
+    printf("graph replay: %d tokens x %d candidates equal to direct launches (%d changes, %d "
+           "distinct tokens)\n",
+           T,
+           NC,
+           changes,
+           values);
+    check_arena_growth(cu, &m, a);
     check_cublas_capture(cu);
     free(a), free(b), free(ka), free(kb), free(pos);
     jb_cuda_graph_free(g);

@@ -8,7 +8,8 @@
  * nothing, and the job reads the status between steps through jb_backend_status().
  * Work memory: the ops that need some (GEMV partial sums, fp16 staging, im2col columns) take it
  * from the context's arena, reserved at init (JB_CUDA_ARENA_INIT) and grown by the first call of
- * a larger shape, i.e. before a job's steady state, never inside a captured graph.
+ * a larger shape, i.e. before a job's steady state, never inside a captured graph (a graph
+ * keeps the arena it was recorded with alive when a later op grows it).
  */
 #include "backend/backend.h"
 #include "backend/cuda/cuda.h"

@@ -137,12 +137,27 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
     return JB_STATUS_OK;
 }
 
+/* Lets go of the current arena: freed now, or, while graphs recorded into it live, by the last
+ * of them (jb_cuda_graph_free). The stream has been synchronised. */
+static void arena_release(struct jb_cuda *cu)
+{
+    struct jb_cuda_arena_hold *h = cu->arena_hold;
+    if (h && h->graphs > 0)
+        h->retired = true;
+    else if (cu->arena)
+        cudaFree(cu->arena);
+    if (h && !h->retired) free(h);
+    cu->arena_hold  = NULL;
+    cu->arena       = NULL;
+    cu->arena_bytes = 0;
+}
+
 extern "C" void jb_cuda_close(struct jb_cuda *cu)
 {
     if (!cu) return;
     cudaSetDevice(cu->device);
     if (cu->stream) cudaStreamSynchronize(cu->stream);
-    if (cu->arena) cudaFree(cu->arena);
+    arena_release(cu);
     if (cu->blas) jb_cublas.destroy(cu->blas);
     if (cu->blas_ws) cudaFree(cu->blas_ws); /* after the handle that used it */
     if (cu->stream) cudaStreamDestroy(cu->stream);
@@ -227,9 +242,7 @@ extern "C" enum jb_status jb_cuda_reserve(struct jb_cuda *cu, size_t nbytes)
     if (cu->capturing)
         return jb_fail(JB_STATUS_ERR_DEVICE, "cuda: work arena grown during graph capture");
     CUDA_CHECK(cudaStreamSynchronize(cu->stream));
-    if (cu->arena) cudaFree(cu->arena);
-    cu->arena         = NULL;
-    cu->arena_bytes   = 0;
+    arena_release(cu);
     enum jb_status st = jb_cuda_malloc(cu, nbytes, &cu->arena);
     if (st != JB_STATUS_OK) return st;
     cu->arena_bytes = nbytes;
@@ -334,6 +347,7 @@ extern "C" enum jb_status jb_cuda_check_fit(struct jb_cuda *cu,
 struct jb_cuda_graph {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
+    struct jb_cuda_arena_hold *arena; /* the arena its kernels were given (NULL: none) */
 };
 
 extern "C" enum jb_status jb_cuda_graph_begin(struct jb_cuda *cu)
@@ -394,14 +408,24 @@ extern "C" enum jb_status jb_cuda_graph_end(struct jb_cuda *cu, struct jb_cuda_g
                        why);
     }
     struct jb_cuda_graph *g = (struct jb_cuda_graph *)calloc(1, sizeof *g);
-    if (!g) {
+    if (g && cu->arena && !cu->arena_hold) {
+        cu->arena_hold = (struct jb_cuda_arena_hold *)calloc(1, sizeof *cu->arena_hold);
+        if (cu->arena_hold) {
+            cu->arena_hold->mem    = cu->arena;
+            cu->arena_hold->device = cu->device;
+        }
+    }
+    if (!g || (cu->arena && !cu->arena_hold)) {
+        free(g);
         cudaGraphExecDestroy(exec);
         cudaGraphDestroy(graph);
         return jb_fail(JB_STATUS_ERR_NOMEM, "cuda: out of host memory");
     }
     g->graph = graph;
     g->exec  = exec;
-    *out     = g;
+    g->arena = cu->arena_hold; /* the arena outlives the graph (jb_cuda_reserve retires it) */
+    if (g->arena) g->arena->graphs++;
+    *out = g;
     return JB_STATUS_OK;
 }
 
@@ -416,5 +440,16 @@ extern "C" void jb_cuda_graph_free(struct jb_cuda_graph *g)
     if (!g) return;
     cudaGraphExecDestroy(g->exec);
     cudaGraphDestroy(g->graph);
+    struct jb_cuda_arena_hold *h = g->arena;
+    if (h && --h->graphs == 0 && h->retired) {
+        /* its last user: a replay may still be running on the device that owns it */
+        int prev = -1;
+        cudaGetDevice(&prev);
+        cudaSetDevice(h->device);
+        cudaDeviceSynchronize();
+        cudaFree(h->mem);
+        if (prev >= 0 && prev != h->device) cudaSetDevice(prev);
+        free(h);
+    }
     free(g);
 }

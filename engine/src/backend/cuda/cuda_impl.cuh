@@ -48,6 +48,16 @@ extern struct jb_cublas_api jb_cublas;
 /* Loads it once (thread-safe); JB_STATUS_ERR_DEVICE with the reason when it cannot. */
 enum jb_status jb_cublas_load(void);
 
+/* An arena that recorded graphs point into (their GEMV partials, fp16 staging): a replay
+ * writes where the capture saw the arena, so growing it must not free it while such a graph
+ * lives. jb_cuda_reserve retires it instead, and the last of its graphs frees it. */
+struct jb_cuda_arena_hold {
+    void *mem;
+    int device;
+    int graphs;   /* live graphs recorded while it was the arena */
+    bool retired; /* no longer cu->arena: freed with its last graph */
+};
+
 struct jb_cuda {
     int device;
     cudaStream_t stream;
@@ -58,6 +68,7 @@ struct jb_cuda {
     size_t blas_ws_bytes;
     void *arena; /* jb_cuda_reserve */
     size_t arena_bytes;
+    struct jb_cuda_arena_hold *arena_hold; /* arena's, once a graph recorded into it */
     size_t arena_base; /* bytes of the arena held by an enclosing op (resblock) */
     bool capturing;
     enum jb_status err; /* first failure of an op (ops return void): jb_cuda_status */
