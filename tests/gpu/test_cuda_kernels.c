@@ -34,14 +34,15 @@ static float from_half(enum jb_dtype t, uint16_t v)
 static void test_matmul(struct jb_cuda *cu)
 {
     const enum jb_dtype types[3] = { JB_DTYPE_F32, JB_DTYPE_F16, JB_DTYPE_BF16 };
-    const int64_t Ms[4] = { 1, 3, 8, 40 }, Ns[2] = { 200, 256 }, K = 300;
+    /* N % 8 and K % 8 pick the GEMV's 16-byte or scalar weight loads: both of each */
+    const int64_t Ms[4] = { 1, 3, 8, 40 }, Ns[3] = { 200, 256, 203 }, Ks[3] = { 300, 320, 296 };
     for (int ti = 0; ti < 3; ti++)
         for (int wt = 0; wt < 2; wt++)
             for (int mi = 0; mi < 4; mi++)
-                for (int ni = 0; ni < 2; ni++)
+                for (int ni = 0; ni < 3; ni++)
                     for (int flags = 0; flags < 4; flags++) {
                         const enum jb_dtype t = types[ti];
-                        const int64_t M = Ms[mi], N = Ns[ni], ldx = K + 3, ldy = N + 5;
+                        const int64_t M = Ms[mi], N = Ns[ni], K = Ks[ni], ldx = K + 3, ldy = N + 5;
                         const bool has_bias = flags & 1, acc = flags & 2;
                         float *x     = rand_vec((size_t)(M * ldx), 1.0f);
                         float *w     = rand_vec((size_t)(K * N), 0.1f);

@@ -1,14 +1,16 @@
 /*
  * backend/cuda/cuda_attention.cu - KV append and attention kernels. One block answers one
- * (candidate, chunk row, head) query: a thread per key computes its score from the transposed
- * keys (coalesced across the warp), an fp32 softmax in shared memory, then threads along the
- * head dimension sum the values. The position may come from device memory (graph replay).
+ * (candidate, chunk row, head) query: groups of threads per key compute its score from the
+ * transposed keys (coalesced across the warp), an fp32 softmax in shared memory, then groups of
+ * threads per head dimension sum the values. The position may come from device memory (graph
+ * replay).
  */
 #include "backend/attn_keys.h"
 #include "backend/cuda/cuda_attention.cuh"
 #include "backend/cuda/cuda_impl.cuh"
 
-#define ATTN_THREADS 128
+#define ATTN_MAX_THREADS 1024
+#define ATTN_DIMS_PER_THREAD 16
 
 struct attn_args {
     int func;
@@ -94,66 +96,127 @@ __global__ void kv_append_kernel(attn_args a,
     }
 }
 
-/* Block (n, r, h) for r in [r0, r1). Shared: 32 reduction words, q [hd], scores [max keys]. */
+/* Block (n, r, h) for r in [r0, r1), blockDim.x = jt·G threads. A decode step has one query per
+ * (candidate, head) and a few dozen keys of up to 480 dims: one thread per key walking the whole
+ * head dim (the first version, 128 threads) was a chain of ~hd dependent memory round trips per
+ * layer (~100 µs, ~8 ms of a 72-layer upsampler step). Now the scores take G threads per key,
+ * each over hd/G dims, summed in a fixed order (deterministic); the weighted sum of the values
+ * takes vg = blockDim/hd threads per output dim, each over nk/vg keys. Shared: 32 reduction
+ * words, q [hd], partials [blockDim], scores [max keys]. */
 template<typename T>
-__global__ void attend_kernel(attn_args a,
-                              const T *__restrict__ kc,
-                              const T *__restrict__ vc,
-                              int C,
-                              int64_t S,
-                              const int32_t *pos,
-                              int r0,
-                              int r1,
-                              const float *__restrict__ q,
-                              int64_t ldq,
-                              float *__restrict__ out,
-                              int64_t ldo)
+__global__ void __launch_bounds__(ATTN_MAX_THREADS) attend_kernel(attn_args a,
+                                                                  int jt,
+                                                                  const T *__restrict__ kc,
+                                                                  const T *__restrict__ vc,
+                                                                  int C,
+                                                                  int64_t S,
+                                                                  const int32_t *pos,
+                                                                  int r0,
+                                                                  int r1,
+                                                                  const float *__restrict__ q,
+                                                                  int64_t ldq,
+                                                                  float *__restrict__ out,
+                                                                  int64_t ldo)
 {
     extern __shared__ float sm[];
-    float *red = sm, *qs = sm + 32, *s = qs + a.hd;
+    float *red = sm, *qs = sm + 32, *part = qs + a.hd, *s = part + blockDim.x;
     if (pos) S = *pos;
-    const int nr = r1 - r0;
-    const int h  = blockIdx.x % a.H;
-    const int r  = r0 + (blockIdx.x / a.H) % nr;
-    const int n  = blockIdx.x / (a.H * nr);
-    float *o     = out + ((int64_t)n * C + r) * ldo + (int64_t)h * a.hd;
+    const int nr  = r1 - r0;
+    const int h   = blockIdx.x % a.H;
+    const int r   = r0 + (blockIdx.x / a.H) % nr;
+    const int n   = blockIdx.x / (a.H * nr);
+    const int tid = threadIdx.x, nt = blockDim.x;
+    float *o = out + ((int64_t)n * C + r) * ldo + (int64_t)h * a.hd;
     int64_t first, nk;
     key_range(a, S + r, &first, &nk);
     if (nk == 0) { /* func 3 in block 0: B zero keys/values -> zero output */
-        for (int c = threadIdx.x; c < a.hd; c += blockDim.x)
+        for (int c = tid; c < a.hd; c += nt)
             o[c] = 0.0f;
         return;
     }
     const float *qr = q + ((int64_t)n * C + r) * ldq + (int64_t)h * a.hd;
-    for (int c = threadIdx.x; c < a.hd; c += blockDim.x)
+    for (int c = tid; c < a.hd; c += nt)
         qs[c] = qr[c];
     __syncthreads();
 
     const int64_t blk = (int64_t)n * a.H + h;
     const T *kb       = kc + blk * a.hd * a.cap + first; /* kb[c·cap + j] */
     const T *vb       = vc + (blk * a.cap + first) * a.hd;
-    float m           = -INFINITY;
-    for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
-        float d = 0.0f;
-        for (int c = 0; c < a.hd; c++)
-            d = fmaf(qs[c], jb_ld(kb, (int64_t)c * a.cap + j), d);
-        s[j] = d * a.scale;
-        m    = fmaxf(m, s[j]);
+    const int G = nt / jt, jj = tid % jt, g = tid / jt;
+    const int cs = (a.hd + G - 1) / G, c0 = g * cs, c1 = c0 + cs < a.hd ? c0 + cs : a.hd;
+    float m = -INFINITY;
+    for (int64_t j0 = 0; j0 < nk; j0 += jt) {
+        const int64_t j = j0 + jj;
+        float d         = 0.0f;
+        if (j < nk) {
+            const T *kp = kb + j;
+#pragma unroll 8
+            for (int c = c0; c < c1; c++) /* loads independent of d: 8 in flight */
+                d = fmaf(qs[c], jb_ld(kp, (int64_t)c * a.cap), d);
+        }
+        part[tid] = d;
+        __syncthreads();
+        if (tid < jt && j < nk) {
+            float t = 0.0f;
+            for (int u = 0; u < G; u++)
+                t += part[u * jt + tid];
+            s[j] = t * a.scale;
+            m    = fmaxf(m, s[j]);
+        }
+        __syncthreads();
     }
     m         = jb_block_max(m, red);
     float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+    for (int64_t j = tid; j < nk; j += nt) {
         const float e = expf(s[j] - m);
         s[j]          = e;
         sum += e;
     }
     const float inv = 1.0f / jb_block_sum(sum, red); /* its barriers publish s[] */
-    for (int c = threadIdx.x; c < a.hd; c += blockDim.x) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < nk; j++)
-            acc = fmaf(s[j] * inv, jb_ld(vb, j * a.hd + c), acc);
-        o[c] = acc;
+    const int vg    = nt / a.hd;
+    if (vg <= 1) {
+        for (int c = tid; c < a.hd; c += nt) {
+            float acc = 0.0f;
+#pragma unroll 8
+            for (int64_t j = 0; j < nk; j++)
+                acc = fmaf(s[j] * inv, jb_ld(vb, j * a.hd + c), acc);
+            o[c] = acc;
+        }
+        return;
     }
+    /* vg key groups per dim; part[] is free (the last score tile ended with a barrier) */
+    const int c = tid % a.hd, u = tid / a.hd;
+    if (u < vg) {
+        const int64_t kn = (nk + vg - 1) / vg, ja = u * kn, jb = ja + kn < nk ? ja + kn : nk;
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int64_t j = ja; j < jb; j++)
+            acc = fmaf(s[j] * inv, jb_ld(vb, j * a.hd + c), acc);
+        part[u * a.hd + c] = acc;
+    }
+    __syncthreads();
+    for (int cc = tid; cc < a.hd; cc += nt) {
+        float t = 0.0f;
+        for (int uu = 0; uu < vg; uu++)
+            t += part[uu * a.hd + cc];
+        o[cc] = t;
+    }
+}
+
+/* Keys per score tile (a power of two >= 32 covering the longest key run, at most the block) and
+ * threads per block: enough key-groups that a thread walks about ATTN_DIMS_PER_THREAD dims of a
+ * key. Depends on the layer's shape only, so every call of a layer does the same arithmetic. */
+static void attn_config(const attn_args &g, int *jt, int *threads)
+{
+    const int64_t keys = g.func == 2 ? g.rows : g.cap; /* longest key run */
+    int t              = 32;
+    while (t < keys && t < ATTN_MAX_THREADS)
+        t <<= 1;
+    int groups = (g.hd + ATTN_DIMS_PER_THREAD - 1) / ATTN_DIMS_PER_THREAD;
+    if (groups > ATTN_MAX_THREADS / t) groups = ATTN_MAX_THREADS / t;
+    if (groups < 1) groups = 1;
+    *jt      = t;
+    *threads = t * groups;
 }
 
 __global__ void position_add_kernel(int32_t *pos, int32_t by)
@@ -241,19 +304,21 @@ extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
     if (s != JB_STATUS_OK || r1 <= r0) return s;
     const attn_args g  = args_of(a);
     const int64_t keys = a->func == 2 ? a->rows : a->cap; /* longest key run */
-    const size_t smem  = (size_t)(32 + a->hd + keys) * sizeof(float);
-    const int64_t nb   = (int64_t)a->N * (r1 - r0) * a->H; /* one block per query and head */
+    int jt, threads;
+    attn_config(g, &jt, &threads);
+    const size_t smem = (size_t)(32 + a->hd + threads + keys) * sizeof(float);
+    const int64_t nb  = (int64_t)a->N * (r1 - r0) * a->H; /* one block per query and head */
     if (nb > JB_CUDA_MAX_BLOCKS)
         return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda attention: %lld queries", (long long)nb);
     const unsigned blocks = (unsigned)nb;
     if (a->type == JB_DTYPE_F16) {
         if ((s = smem_optin<__half>(cu, smem, g)) != JB_STATUS_OK) return s;
-        attend_kernel<__half><<<blocks, ATTN_THREADS, smem, cu->stream>>>(
-          g, (const __half *)a->k, (const __half *)a->v, C, S, pos, r0, r1, q, ldq, out, ldo);
+        attend_kernel<__half><<<blocks, threads, smem, cu->stream>>>(
+          g, jt, (const __half *)a->k, (const __half *)a->v, C, S, pos, r0, r1, q, ldq, out, ldo);
     } else {
         if ((s = smem_optin<float>(cu, smem, g)) != JB_STATUS_OK) return s;
-        attend_kernel<float><<<blocks, ATTN_THREADS, smem, cu->stream>>>(
-          g, (const float *)a->k, (const float *)a->v, C, S, pos, r0, r1, q, ldq, out, ldo);
+        attend_kernel<float><<<blocks, threads, smem, cu->stream>>>(
+          g, jt, (const float *)a->k, (const float *)a->v, C, S, pos, r0, r1, q, ldq, out, ldo);
     }
     CUDA_CHECK_LAUNCH();
     return JB_STATUS_OK;

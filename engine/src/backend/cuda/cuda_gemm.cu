@@ -6,103 +6,127 @@
 #include "backend/cuda/cuda_gemm.cuh"
 #include "backend/cuda/cuda_impl.cuh"
 
-#define GEMV_THREADS 128
-#define GEMV_VEC 4 /* columns per thread: one 8-byte load of half weights */
-#define GEMV_SMEM_FLOATS 8192
+#define GEMV_THREADS 256
+#define GEMV_WARPS (GEMV_THREADS / 32)
+#define GEMV_VEC 8                /* columns per lane: one 16-byte load of half weights */
+#define GEMV_TILE (32 * GEMV_VEC) /* columns per block: a warp covers them */
+#define GEMV_UNROLL 8             /* rows a warp loads before it uses any */
+#define GEMV_SMEM_FLOATS 8192     /* the x tile */
+/* Blocks a GEMV aims for: two of GEMV_THREADS per SM of an H100/H200 (132 SMs). A decode GEMV
+ * of the upsampler (7 MB) is barely more than the bytes the device must have in flight to reach
+ * its bandwidth, so every load of a thread is issued before the first is used. */
+#define GEMV_TARGET_BLOCKS 264
 
-/* Half weights as 4 consecutive values. */
+static_assert(GEMV_TILE == GEMV_THREADS, "the cross-warp sum gives each thread one column");
+
+/* 8 consecutive half weights as fp32, from one 16-byte word. */
 template<typename T>
-struct vec4_of;
+__device__ __forceinline__ void cvt8(const uint4 &u, float *o);
 template<>
-struct vec4_of<__half> {
-    static __device__ __forceinline__ void load(const __half *p, float *o)
-    {
-        const uint2 u  = *reinterpret_cast<const uint2 *>(p);
-        const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&u.x));
-        const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&u.y));
-        o[0] = a.x, o[1] = a.y, o[2] = b.x, o[3] = b.y;
+__device__ __forceinline__ void cvt8<__half>(const uint4 &u, float *o)
+{
+    const unsigned w[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w[i]));
+        o[2 * i] = f.x, o[2 * i + 1] = f.y;
     }
-};
+}
 template<>
-struct vec4_of<__nv_bfloat16> {
-    static __device__ __forceinline__ void load(const __nv_bfloat16 *p, float *o)
-    {
-        const uint2 u  = *reinterpret_cast<const uint2 *>(p);
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
-        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
-        o[0] = a.x, o[1] = a.y, o[2] = b.x, o[3] = b.y;
+__device__ __forceinline__ void cvt8<__nv_bfloat16>(const uint4 &u, float *o)
+{
+    const unsigned w[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w[i]));
+        o[2 * i] = f.x, o[2 * i + 1] = f.y;
     }
-};
+}
 
 /* !w_trans: W [K, N]. Block (column tile, k split): part[split][m][n] = Σ_{k in split}
- * x[m,k]·W[k,n] for the block's GEMV_THREADS·GEMV_VEC columns. vec: N % 4 == 0 (aligned 8-byte
- * loads). */
-template<typename T>
-__global__ void gemv_kn_kernel(int M,
-                               int64_t N,
-                               int64_t K,
-                               int64_t ks,
-                               const float *__restrict__ x,
-                               int64_t ldx,
-                               const T *__restrict__ w,
-                               float *__restrict__ part,
-                               bool vec)
+ * x[m,k]·W[k,n] for the block's GEMV_TILE columns; lane l of every warp owns columns
+ * 8l..8l+7, warp w the split's rows w, w + GEMV_WARPS, ..., and the warps' sums are added in
+ * warp order (deterministic). vec: N % 8 == 0 and W 16-byte aligned (one load per lane-row). */
+template<typename T, int MM>
+__global__ void __launch_bounds__(GEMV_THREADS) gemv_kn_kernel(int64_t N,
+                                                               int64_t K,
+                                                               int64_t ks,
+                                                               const float *__restrict__ x,
+                                                               int64_t ldx,
+                                                               const T *__restrict__ w,
+                                                               float *__restrict__ part,
+                                                               bool vec)
 {
-    extern __shared__ float xs[]; /* [M][ks] */
+    extern __shared__ float xs[]; /* [MM][ks], then red [GEMV_WARPS][GEMV_TILE] */
+    float *red       = xs + MM * ks;
     const int64_t k0 = (int64_t)blockIdx.y * ks;
     const int64_t kn = K - k0 < ks ? K - k0 : ks;
-    for (int64_t i = threadIdx.x; i < (int64_t)M * kn; i += blockDim.x)
+    for (int64_t i = threadIdx.x; i < (int64_t)MM * kn; i += blockDim.x)
         xs[i] = x[(i / kn) * ldx + k0 + i % kn];
     __syncthreads();
 
-    const int64_t n0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * GEMV_VEC;
-    if (n0 >= N) return;
-    float acc[JB_CUDA_GEMV_MAX_M][GEMV_VEC];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t n0 = (int64_t)blockIdx.x * GEMV_TILE + lane * GEMV_VEC;
+    float acc[MM][GEMV_VEC];
 #pragma unroll
-    for (int m = 0; m < JB_CUDA_GEMV_MAX_M; m++)
+    for (int m = 0; m < MM; m++)
 #pragma unroll
         for (int c = 0; c < GEMV_VEC; c++)
             acc[m][c] = 0.0f;
     const T *wp = w + k0 * N + n0;
-    if (vec) {
-#pragma unroll 4
-        for (int64_t k = 0; k < kn; k++) {
-            float wv[GEMV_VEC];
-            vec4_of<T>::load(wp + k * N, wv);
+    if (n0 < N) {
+        for (int64_t kb = warp; kb < kn; kb += GEMV_WARPS * GEMV_UNROLL) {
+            float wv[GEMV_UNROLL][GEMV_VEC];
+            if (vec) {
+                uint4 raw[GEMV_UNROLL];
 #pragma unroll
-            for (int m = 0; m < JB_CUDA_GEMV_MAX_M; m++) {
-                if (m < M) {
-                    const float xv = xs[m * kn + k];
+                for (int u = 0; u < GEMV_UNROLL; u++) {
+                    const int64_t k = kb + u * GEMV_WARPS;
+                    raw[u]          = k < kn ? *reinterpret_cast<const uint4 *>(wp + k * N)
+                                             : make_uint4(0u, 0u, 0u, 0u);
+                }
+#pragma unroll
+                for (int u = 0; u < GEMV_UNROLL; u++)
+                    cvt8<T>(raw[u], wv[u]);
+            } else {
+#pragma unroll
+                for (int u = 0; u < GEMV_UNROLL; u++) {
+                    const int64_t k = kb + u * GEMV_WARPS;
 #pragma unroll
                     for (int c = 0; c < GEMV_VEC; c++)
-                        acc[m][c] = fmaf(xv, wv[c], acc[m][c]);
+                        wv[u][c] = k < kn && n0 + c < N ? jb_ld(wp, k * N + c) : 0.0f;
                 }
             }
-        }
-    } else {
-        for (int64_t k = 0; k < kn; k++) {
-            float wv[GEMV_VEC];
 #pragma unroll
-            for (int c = 0; c < GEMV_VEC; c++)
-                wv[c] = n0 + c < N ? jb_ld(wp, k * N + c) : 0.0f;
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                const int64_t k = kb + u * GEMV_WARPS;
+                if (k < kn) {
 #pragma unroll
-            for (int m = 0; m < JB_CUDA_GEMV_MAX_M; m++) {
-                if (m < M) {
-                    const float xv = xs[m * kn + k];
+                    for (int m = 0; m < MM; m++) {
+                        const float xv = xs[m * kn + k];
 #pragma unroll
-                    for (int c = 0; c < GEMV_VEC; c++)
-                        acc[m][c] = fmaf(xv, wv[c], acc[m][c]);
+                        for (int c = 0; c < GEMV_VEC; c++)
+                            acc[m][c] = fmaf(xv, wv[u][c], acc[m][c]);
+                    }
                 }
             }
         }
     }
-    float *pp = part + (int64_t)blockIdx.y * M * N;
+    float *pp       = part + (int64_t)blockIdx.y * MM * N;
+    const int64_t n = (int64_t)blockIdx.x * GEMV_TILE + threadIdx.x;
 #pragma unroll
-    for (int m = 0; m < JB_CUDA_GEMV_MAX_M; m++)
-        if (m < M)
+    for (int m = 0; m < MM; m++) {
 #pragma unroll
-            for (int c = 0; c < GEMV_VEC; c++)
-                if (n0 + c < N) pp[(int64_t)m * N + n0 + c] = acc[m][c];
+        for (int c = 0; c < GEMV_VEC; c++)
+            red[warp * GEMV_TILE + lane * GEMV_VEC + c] = acc[m][c];
+        __syncthreads();
+        float t = 0.0f;
+#pragma unroll
+        for (int i = 0; i < GEMV_WARPS; i++)
+            t += red[i * GEMV_TILE + threadIdx.x];
+        if (n < N) pp[(int64_t)m * N + n] = t;
+        __syncthreads();
+    }
 }
 
 /* y[m, n] = (accumulate ? y : 0) + bias[n] + Σ_s part[s][m][n], s in order. */
@@ -119,17 +143,18 @@ __global__ void gemv_reduce_kernel(int M,
     if (i >= (int64_t)M * N) return;
     const int64_t m = i / N, n = i % N;
     float s = 0.0f;
-    for (int p = 0; p < splits; p++)
+#pragma unroll 8
+    for (int p = 0; p < splits; p++) /* independent loads: 8 in flight */
         s += part[(int64_t)p * M * N + i];
     if (bias) s += bias[n];
     float *yp = y + m * ldy + n;
     *yp       = accumulate ? *yp + s : s;
 }
 
-/* w_trans: W [N, K]; one warp per output column n, lanes along k. */
-template<typename T>
-__global__ void gemv_nk_kernel(int M,
-                               int64_t N,
+/* w_trans: W [N, K]; one warp per output column n, lanes along k (8 consecutive k per lane
+ * and load when vec: K % 8 == 0 and W 16-byte aligned). */
+template<typename T, int MM>
+__global__ void gemv_nk_kernel(int64_t N,
                                int64_t K,
                                const float *__restrict__ x,
                                int64_t ldx,
@@ -137,31 +162,57 @@ __global__ void gemv_nk_kernel(int M,
                                const float *__restrict__ bias,
                                float *__restrict__ y,
                                int64_t ldy,
-                               bool accumulate)
+                               bool accumulate,
+                               bool vec)
 {
     const int64_t n = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane  = threadIdx.x & 31;
     if (n >= N) return;
-    float acc[JB_CUDA_GEMV_MAX_M];
+    float acc[MM];
 #pragma unroll
-    for (int m = 0; m < JB_CUDA_GEMV_MAX_M; m++)
+    for (int m = 0; m < MM; m++)
         acc[m] = 0.0f;
     const T *wr = w + n * K;
-    for (int64_t k = lane; k < K; k += 32) {
-        const float wv = jb_ld(wr, k);
+    if (vec) {
+        const int64_t K8 = K / GEMV_VEC;
+        for (int64_t kb = lane; kb < K8; kb += 32 * GEMV_UNROLL) {
+            uint4 raw[GEMV_UNROLL];
 #pragma unroll
-        for (int m = 0; m < JB_CUDA_GEMV_MAX_M; m++)
-            if (m < M) acc[m] = fmaf(x[m * ldx + k], wv, acc[m]);
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                const int64_t k8 = kb + u * 32;
+                raw[u]           = k8 < K8 ? *reinterpret_cast<const uint4 *>(wr + k8 * GEMV_VEC)
+                                           : make_uint4(0u, 0u, 0u, 0u);
+            }
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                const int64_t k8 = kb + u * 32;
+                if (k8 < K8) {
+                    float wv[GEMV_VEC];
+                    cvt8<T>(raw[u], wv);
+#pragma unroll
+                    for (int m = 0; m < MM; m++)
+#pragma unroll
+                        for (int c = 0; c < GEMV_VEC; c++)
+                            acc[m] = fmaf(x[m * ldx + k8 * GEMV_VEC + c], wv[c], acc[m]);
+                }
+            }
+        }
+    } else {
+#pragma unroll 8
+        for (int64_t k = lane; k < K; k += 32) {
+            const float wv = jb_ld(wr, k);
+#pragma unroll
+            for (int m = 0; m < MM; m++)
+                acc[m] = fmaf(x[m * ldx + k], wv, acc[m]);
+        }
     }
 #pragma unroll
-    for (int m = 0; m < JB_CUDA_GEMV_MAX_M; m++) {
-        if (m < M) {
-            float s = jb_warp_sum(acc[m]);
-            if (lane == 0) {
-                if (bias) s += bias[n];
-                float *yp = y + m * ldy + n;
-                *yp       = accumulate ? *yp + s : s;
-            }
+    for (int m = 0; m < MM; m++) {
+        float s = jb_warp_sum(acc[m]);
+        if (lane == 0) {
+            if (bias) s += bias[n];
+            float *yp = y + m * ldy + n;
+            *yp       = accumulate ? *yp + s : s;
         }
     }
 }
@@ -191,13 +242,14 @@ __global__ void add_bias_rows_kernel(int64_t M, int64_t N, const float *bias, fl
     if (i < M * N) y[(i / N) * ldy + i % N] += bias[i % N];
 }
 
-/* Split of K for the !w_trans GEMV: enough blocks to cover the SMs, few enough that the
- * partial sums stay small next to the weights, and the x tile fits in shared memory. */
+/* Split of K for the !w_trans GEMV: about GEMV_TARGET_BLOCKS blocks, at least 32·M rows per
+ * split (the partial sums, 8·M bytes per column and split, stay within 1/16 of the weights'
+ * bytes), and the x tile fits in shared memory. */
 static int64_t gemv_splits(int64_t M, int64_t N, int64_t K)
 {
-    const int64_t tiles = (N + GEMV_THREADS * GEMV_VEC - 1) / (GEMV_THREADS * GEMV_VEC);
-    int64_t s           = (528 + tiles - 1) / tiles;
-    const int64_t cap   = K / (64 * M);
+    const int64_t tiles = (N + GEMV_TILE - 1) / GEMV_TILE;
+    int64_t s           = (GEMV_TARGET_BLOCKS + tiles - 1) / tiles;
+    const int64_t cap   = K / (32 * M);
     if (s > cap) s = cap;
     if (s < 1) s = 1;
     while ((K + s - 1) / s * M > GEMV_SMEM_FLOATS)
@@ -212,6 +264,45 @@ extern "C" size_t jb_cuda_matmul_arena(int64_t M, int64_t N, int64_t K, enum jb_
     return (size_t)(M * K) * 2;
 }
 
+template<typename T, int MM>
+static enum jb_status gemv_launch_m(struct jb_cuda *cu,
+                                    int64_t N,
+                                    int64_t K,
+                                    const float *x,
+                                    int64_t ldx,
+                                    const void *w,
+                                    bool w_trans,
+                                    const float *bias,
+                                    float *y,
+                                    int64_t ldy,
+                                    bool accumulate)
+{
+    const T *wt = (const T *)w;
+    if (w_trans) {
+        const bool vec = K % GEMV_VEC == 0 && ((uintptr_t)w % 16) == 0;
+        gemv_nk_kernel<T, MM><<<jb_cuda_blocks(N * 32, 256), 256, 0, cu->stream>>>(
+          N, K, x, ldx, wt, bias, y, ldy, accumulate, vec);
+        CUDA_CHECK_LAUNCH();
+        return JB_STATUS_OK;
+    }
+    const int64_t splits = gemv_splits(MM, N, K);
+    const int64_t ks     = (K + splits - 1) / splits;
+    void *part;
+    enum jb_status st = jb_cuda_arena(cu, (size_t)splits * (size_t)(MM * N) * 4, &part);
+    if (st != JB_STATUS_OK) return st;
+    const bool vec = N % GEMV_VEC == 0 && ((uintptr_t)w % 16) == 0;
+    dim3 grid((unsigned)((N + GEMV_TILE - 1) / GEMV_TILE), (unsigned)((K + ks - 1) / ks));
+    const size_t smem = (size_t)(MM * ks + GEMV_WARPS * GEMV_TILE) * sizeof(float);
+    gemv_kn_kernel<T, MM>
+      <<<grid, GEMV_THREADS, smem, cu->stream>>>(N, K, ks, x, ldx, wt, (float *)part, vec);
+    CUDA_CHECK_LAUNCH();
+    gemv_reduce_kernel<<<jb_cuda_blocks(MM * N, 256), 256, 0, cu->stream>>>(
+      MM, N, (int)grid.y, (const float *)part, bias, y, ldy, accumulate);
+    CUDA_CHECK_LAUNCH();
+    return JB_STATUS_OK;
+}
+
+/* One instantiation per row count, so the accumulators of absent rows take no registers. */
 template<typename T>
 static enum jb_status gemv_launch(struct jb_cuda *cu,
                                   int64_t M,
@@ -226,28 +317,23 @@ static enum jb_status gemv_launch(struct jb_cuda *cu,
                                   int64_t ldy,
                                   bool accumulate)
 {
-    const T *wt = (const T *)w;
-    if (w_trans) {
-        gemv_nk_kernel<T><<<jb_cuda_blocks(N * 32, 256), 256, 0, cu->stream>>>(
-          (int)M, N, K, x, ldx, wt, bias, y, ldy, accumulate);
-        CUDA_CHECK_LAUNCH();
-        return JB_STATUS_OK;
+    static_assert(JB_CUDA_GEMV_MAX_M == 8, "one case per row count");
+#define GEMV_CASE(mm)                                                                              \
+    case mm:                                                                                       \
+        return gemv_launch_m<T, mm>(cu, N, K, x, ldx, w, w_trans, bias, y, ldy, accumulate)
+    switch (M) {
+        GEMV_CASE(1);
+        GEMV_CASE(2);
+        GEMV_CASE(3);
+        GEMV_CASE(4);
+        GEMV_CASE(5);
+        GEMV_CASE(6);
+        GEMV_CASE(7);
+        GEMV_CASE(8);
+    default:
+        return jb_fail(JB_STATUS_ERR_INVALID_ARG, "cuda gemv: %lld rows", (long long)M);
     }
-    const int64_t splits = gemv_splits(M, N, K);
-    const int64_t ks     = (K + splits - 1) / splits;
-    void *part;
-    enum jb_status st = jb_cuda_arena(cu, (size_t)splits * (size_t)(M * N) * 4, &part);
-    if (st != JB_STATUS_OK) return st;
-    const bool vec = N % GEMV_VEC == 0 && ((uintptr_t)w % 8) == 0;
-    dim3 grid((unsigned)((N + GEMV_THREADS * GEMV_VEC - 1) / (GEMV_THREADS * GEMV_VEC)),
-              (unsigned)((K + ks - 1) / ks));
-    gemv_kn_kernel<T><<<grid, GEMV_THREADS, (size_t)(M * ks) * sizeof(float), cu->stream>>>(
-      (int)M, N, K, ks, x, ldx, wt, (float *)part, vec);
-    CUDA_CHECK_LAUNCH();
-    gemv_reduce_kernel<<<jb_cuda_blocks(M * N, 256), 256, 0, cu->stream>>>(
-      (int)M, N, (int)grid.y, (const float *)part, bias, y, ldy, accumulate);
-    CUDA_CHECK_LAUNCH();
-    return JB_STATUS_OK;
+#undef GEMV_CASE
 }
 
 extern "C" enum jb_status jb_cuda_matmul(struct jb_cuda *cu,
