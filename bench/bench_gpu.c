@@ -9,12 +9,22 @@
  * copy per layer (so the L2 cache cannot hold them), initialised with a constant pattern (values
  * do not change the time).
  *
+ * Timing: each graph is replayed untimed for WARM_S first (clocks ramp up from idle; the first
+ * row used to be measured cold), then for at least MIN_S in one timed run.
+ *
  * Columns: tokens/s (all candidates), bytes one step must read (weights + KV), the achieved
  * fraction of the device's copy bandwidth (measured here with a 2 GiB device-to-device copy,
  * read + write), and the roofline: the tokens/s a step reading those bytes at the measured
  * bandwidth would give. The last table: seconds of audio per GPU-hour for the three-level
  * pipeline (5b top level + two upsamplers) from the measured rates, counting decode steps only
  * (priming runs as batched GEMMs and the VQ-VAE decode is a few percent; docs/cuda.md).
+ *
+ * After the main table, for every row, where the step's time goes: each op family (layer norm,
+ * the four matmuls of a layer, KV append, attention, quick_gelu, the head, the draw) recorded
+ * alone as a graph of the same launches and replayed, with its graph nodes, µs per step and,
+ * for the matmuls and attention, the bytes it reads and the rate; then a graph of as many
+ * one-thread kernels as the step has nodes (the launch floor of a replay), and the draw with
+ * top-p 0.9 (a serial part of the sampler the main step does not use).
  *
  * Without a CUDA device it prints the analytic roofline for the H100 SXM (3.35 TB/s) and H200
  * (4.8 TB/s) datasheet bandwidths, says that nothing was measured, and exits 0.
@@ -144,40 +154,230 @@ static void net_free(struct jb_cuda *cu, struct net *n)
     jb_cuda_free(cu, n->logits), jb_cuda_free(cu, n->tok), jb_cuda_free(cu, n->pos);
 }
 
-/* One decode step at the position in *pos (which it does not advance: every replay measures
- * the same mid-window step). */
-static enum jb_status net_step(struct jb_cuda *cu, struct net *n)
+/* Op families of a step, for the breakdown. F_TOPP is not part of the step: the draw with
+ * top-p 0.9 instead of temperature only. */
+enum fam {
+    F_NORM,
+    F_QKV,
+    F_KV,
+    F_ATTN,
+    F_PROJ,
+    F_FC,
+    F_GELU,
+    F_OUT,
+    F_HEAD,
+    F_SAMPLE,
+    F_TOPP,
+    F_N
+};
+static const char *const fam_name[F_N] = {
+    "layer norm (2/layer)", "qkv matmul",    "kv append",         "attention",
+    "proj matmul",          "mlp fc matmul", "quick_gelu",        "mlp out matmul",
+    "head matmul",          "sample (temp)", "sample (top-p 0.9)"
+};
+#define STEP_ALL ((1u << F_TOPP) - 1)
+
+/* Bytes family f reads per step, where it is a stream of weights or cache (0: not counted). */
+static double fam_bytes(const struct shape *s, int N, int f)
 {
+    const double w = s->width, ns = w / 4, d = s->depth;
+    switch (f) {
+    case F_QKV:
+        return d * w * 3 * ns * 2;
+    case F_PROJ:
+        return d * ns * w * 2;
+    case F_FC:
+    case F_OUT:
+        return d * w * w * 2;
+    case F_HEAD:
+        return (double)s->vocab * w * 2;
+    case F_ATTN:
+        return step_bytes(s, N) - d * 3 * w * w * 2 - (double)s->vocab * w * 2;
+    default:
+        return 0.0;
+    }
+}
+
+/* The ops of one decode step whose family is in mask, at the position in *pos (which it does
+ * not advance: every replay measures the same mid-window step). */
+static enum jb_status net_step(struct jb_cuda *cu, struct net *n, unsigned mask)
+{
+#define OP(f, call)                                                                                \
+    do {                                                                                           \
+        if (mask & (1u << (f))) TRY(call);                                                         \
+    } while (0)
     const int64_t N = n->N, w = n->s->width, ns = w / 4;
     for (int d = 0; d < n->s->depth; d++) {
         struct layer *l = &n->L[d];
-        TRY(jb_cuda_layernorm(cu, N, w, n->h, l->g, l->b, 1e-5f, n->u));
-        TRY(jb_cuda_matmul(
-          cu, N, 3 * ns, w, n->u, w, l->attn, JB_DTYPE_F16, false, NULL, n->qkv, 3 * ns, false));
-        TRY(jb_cuda_attention_chunk(cu, &l->a, 0, n->pos, 1, n->qkv, n->att));
-        TRY(jb_cuda_matmul(
-          cu, N, w, ns, n->att, ns, l->proj, JB_DTYPE_F16, false, NULL, n->h, w, true));
-        TRY(jb_cuda_layernorm(cu, N, w, n->h, l->g, l->b, 1e-5f, n->u));
-        TRY(jb_cuda_matmul(cu, N, w, w, n->u, w, l->fc, JB_DTYPE_F16, false, NULL, n->m, w, false));
-        TRY(jb_cuda_quick_gelu(cu, N * w, n->m));
-        TRY(jb_cuda_matmul(cu, N, w, w, n->m, w, l->out, JB_DTYPE_F16, false, NULL, n->h, w, true));
+        OP(F_NORM, jb_cuda_layernorm(cu, N, w, n->h, l->g, l->b, 1e-5f, n->u));
+        OP(F_QKV,
+           jb_cuda_matmul(
+             cu, N, 3 * ns, w, n->u, w, l->attn, JB_DTYPE_F16, false, NULL, n->qkv, 3 * ns, false));
+        /* jb_cuda_attention_chunk of a decode step (device position, C = 1), in its two ops */
+        OP(F_KV,
+           jb_cuda_kv_append(cu, &l->a, 1, 0, n->pos, 0, 1, n->qkv + ns, n->qkv + 2 * ns, 3 * ns));
+        OP(F_ATTN, jb_cuda_attention(cu, &l->a, 1, 0, n->pos, 0, 1, n->qkv, 3 * ns, n->att, ns));
+        OP(F_PROJ,
+           jb_cuda_matmul(
+             cu, N, w, ns, n->att, ns, l->proj, JB_DTYPE_F16, false, NULL, n->h, w, true));
+        OP(F_NORM, jb_cuda_layernorm(cu, N, w, n->h, l->g, l->b, 1e-5f, n->u));
+        OP(F_FC,
+           jb_cuda_matmul(cu, N, w, w, n->u, w, l->fc, JB_DTYPE_F16, false, NULL, n->m, w, false));
+        OP(F_GELU, jb_cuda_quick_gelu(cu, N * w, n->m));
+        OP(F_OUT,
+           jb_cuda_matmul(cu, N, w, w, n->m, w, l->out, JB_DTYPE_F16, false, NULL, n->h, w, true));
     }
-    TRY(jb_cuda_matmul(cu,
-                       N,
-                       n->s->vocab,
-                       w,
-                       n->h,
-                       w,
-                       n->head,
-                       JB_DTYPE_F16,
-                       true,
-                       NULL,
-                       n->logits,
-                       n->s->vocab,
-                       false));
+    OP(F_HEAD,
+       jb_cuda_matmul(cu,
+                      N,
+                      n->s->vocab,
+                      w,
+                      n->h,
+                      w,
+                      n->head,
+                      JB_DTYPE_F16,
+                      true,
+                      NULL,
+                      n->logits,
+                      n->s->vocab,
+                      false));
     const struct jb_cuda_sample_params sp = { .temp = 0.99f, .seed = 1 };
-    return jb_cuda_sample(
-      cu, &sp, (int)N, n->s->vocab, n->logits, n->s->vocab, n->pos, 0, n->tok, NULL, 0);
+    OP(F_SAMPLE,
+       jb_cuda_sample(
+         cu, &sp, (int)N, n->s->vocab, n->logits, n->s->vocab, n->pos, 0, n->tok, NULL, 0));
+    const struct jb_cuda_sample_params tp = { .temp = 0.99f, .top_p = 0.9f, .seed = 1 };
+    OP(F_TOPP,
+       jb_cuda_sample(
+         cu, &tp, (int)N, n->s->vocab, n->logits, n->s->vocab, n->pos, 0, n->tok, NULL, 0));
+#undef OP
+    return JB_STATUS_OK;
+}
+
+/* `count` one-thread kernels: what replaying a graph of that many nodes costs at the least. */
+static enum jb_status empty_step(struct jb_cuda *cu, struct net *n, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        TRY(jb_cuda_position_add(cu, n->tok, 0));
+    return JB_STATUS_OK;
+}
+
+#define WARM_S 0.1 /* untimed replays first: clocks up, graph uploaded */
+#define MIN_S 0.25 /* timed replays per row */
+
+/* What a timed replay runs: the step's families in mask, or `empty` one-thread kernels. */
+struct what {
+    unsigned mask;
+    size_t empty;
+};
+
+static enum jb_status run_once(struct jb_cuda *cu,
+                               struct net *n,
+                               struct what wh,
+                               struct jb_cuda_graph *g)
+{
+    if (g) return jb_cuda_graph_launch(cu, g);
+    return wh.empty ? empty_step(cu, n, wh.empty) : net_step(cu, n, wh.mask);
+}
+
+/* Records `wh` as a graph (direct launches when it cannot be recorded: *note says why), replays
+ * it for warm s untimed, then at least min_s timed: seconds per replay in *dt, graph nodes in
+ * *nodes (0 without a graph). */
+static enum jb_status time_what(struct jb_cuda *cu,
+                                struct net *n,
+                                struct what wh,
+                                double warm,
+                                double min_s,
+                                double *dt,
+                                size_t *nodes,
+                                char *note,
+                                size_t note_len)
+{
+    struct jb_cuda_graph *g = NULL;
+    enum jb_status st       = run_once(cu, n, wh, NULL); /* direct: grows nothing later */
+    if (st == JB_STATUS_OK) st = jb_cuda_synchronize(cu);
+    if (st == JB_STATUS_OK) st = jb_cuda_graph_begin(cu);
+    if (st == JB_STATUS_OK) {
+        const enum jb_status s2 = run_once(cu, n, wh, NULL);
+        st                      = jb_cuda_graph_end(cu, &g);
+        if (s2 != JB_STATUS_OK && st == JB_STATUS_OK) st = s2;
+    }
+    /* a step that cannot be recorded is timed with direct launches, as the engine then runs
+     * it; the note says so */
+    if (note_len) note[0] = '\0';
+    if (st == JB_STATUS_ERR_UNSUPPORTED) {
+        if (note_len) snprintf(note, note_len, "  (direct launches: %s)", jb_last_error());
+        st = JB_STATUS_OK;
+    }
+    *nodes = jb_cuda_graph_nodes(g);
+    /* warm-up in doubling batches; the last batch estimates the replay time */
+    double est = 0.0, t_warm = 0.0;
+    for (int batch = 1; st == JB_STATUS_OK && (t_warm < warm || batch <= 2); batch *= 2) {
+        const double t0 = jb_time_now();
+        for (int r = 0; r < batch && st == JB_STATUS_OK; r++)
+            st = run_once(cu, n, wh, g);
+        if (st == JB_STATUS_OK) st = jb_cuda_synchronize(cu);
+        const double t = jb_time_now() - t0;
+        t_warm += t;
+        est = t / batch;
+    }
+    int reps = est > 0.0 ? (int)(min_s / est) + 1 : 10;
+    if (reps < 10) reps = 10;
+    const double t0 = jb_time_now();
+    for (int r = 0; r < reps && st == JB_STATUS_OK; r++)
+        st = run_once(cu, n, wh, g);
+    if (st == JB_STATUS_OK) st = jb_cuda_synchronize(cu);
+    *dt = (jb_time_now() - t0) / reps;
+    jb_cuda_graph_free(g);
+    return st;
+}
+
+/* Each family alone, the launch floor, and what they add up to, against the whole step. */
+static void breakdown(struct jb_cuda *cu, struct net *n, double step_dt, size_t step_nodes)
+{
+    const struct shape *s = n->s;
+    printf("\n%s, %d candidate%s: %.1f us per step, %zu graph nodes\n",
+           s->name,
+           n->N,
+           n->N > 1 ? "s" : "",
+           step_dt * 1e6,
+           step_nodes);
+    printf("  %-26s %6s %10s %8s %10s %8s\n",
+           "family alone",
+           "nodes",
+           "us/step",
+           "of step",
+           "MB/step",
+           "GB/s");
+    double sum = 0.0;
+    for (int f = 0; f < F_N; f++) {
+        double dt    = 0.0;
+        size_t nodes = 0;
+        char note[400];
+        const struct what wh = { 1u << f, 0 };
+        if (time_what(cu, n, wh, 0.03, 0.1, &dt, &nodes, note, sizeof note) != JB_STATUS_OK) {
+            printf("  %-26s failed: %s\n", fam_name[f], jb_last_error());
+            continue;
+        }
+        if (f != F_TOPP) sum += dt;
+        const double by = fam_bytes(s, n->N, f);
+        printf("  %-26s %6zu %10.1f %7.1f%%", fam_name[f], nodes, dt * 1e6, 100.0 * dt / step_dt);
+        if (by > 0.0) printf(" %10.1f %8.0f", by / 1e6, by / dt / 1e9);
+        printf("%s\n", note);
+    }
+    printf(
+      "  %-26s %6s %10.1f %7.1f%%\n", "sum of the families", "", sum * 1e6, 100.0 * sum / step_dt);
+    double dt            = 0.0;
+    size_t nodes         = 0;
+    const struct what wh = { 0, step_nodes ? step_nodes : 1 };
+    if (time_what(cu, n, wh, 0.03, 0.1, &dt, &nodes, NULL, 0) == JB_STATUS_OK)
+        printf("  %-26s %6zu %10.1f %7.1f%%  (%.2f us per node)\n",
+               "launch floor (empty nodes)",
+               nodes,
+               dt * 1e6,
+               100.0 * dt / step_dt,
+               nodes ? dt * 1e6 / (double)nodes : 0.0);
+    else
+        printf("  launch floor: failed: %s\n", jb_last_error());
 }
 
 static double copy_bandwidth(struct jb_cuda *cu)
@@ -251,47 +451,26 @@ int main(void)
            "MB/step",
            "of BW",
            "roofline/s");
-    double tps[2][2] = { { 0 } };
+    double tps[2][2] = { { 0 } }, step_dt[2][2] = { { 0 } };
+    size_t step_nodes[2][2] = { { 0 } };
     for (int si = 0; si < 2; si++)
         for (int k = 0; k < 2; k++) {
             const int N = k ? 16 : 1;
             struct net n;
-            struct jb_cuda_graph *g = NULL;
-            enum jb_status st       = net_init(cu, &shapes[si], N, &n);
-            if (st == JB_STATUS_OK) st = net_step(cu, &n); /* warm-up, grows nothing later */
-            if (st == JB_STATUS_OK) st = jb_cuda_synchronize(cu);
-            if (st == JB_STATUS_OK) st = jb_cuda_graph_begin(cu);
-            if (st == JB_STATUS_OK) {
-                const enum jb_status s2 = net_step(cu, &n);
-                st                      = jb_cuda_graph_end(cu, &g);
-                if (s2 != JB_STATUS_OK && st == JB_STATUS_OK) st = s2;
-            }
-            /* a step that cannot be recorded is timed with direct launches, as the engine
-             * then runs it; the note says so */
-            char note[400] = "";
-            if (st == JB_STATUS_ERR_UNSUPPORTED) {
-                snprintf(note, sizeof note, "  (direct launches: %s)", jb_last_error());
-                st = JB_STATUS_OK;
-            }
-            double dt      = 0.0;
-            const int reps = 20;
-            if (st == JB_STATUS_OK) {
-                if (g)
-                    jb_cuda_graph_launch(cu, g);
-                else
-                    st = net_step(cu, &n);
-                jb_cuda_synchronize(cu);
-                const double t0 = jb_time_now();
-                for (int r = 0; r < reps && st == JB_STATUS_OK; r++)
-                    st = g ? jb_cuda_graph_launch(cu, g) : net_step(cu, &n);
-                if (st == JB_STATUS_OK) st = jb_cuda_synchronize(cu);
-                dt = (jb_time_now() - t0) / reps;
-            }
+            char note[400]       = "";
+            double dt            = 0.0;
+            size_t nodes         = 0;
+            enum jb_status st    = net_init(cu, &shapes[si], N, &n);
+            const struct what wh = { STEP_ALL, 0 };
+            if (st == JB_STATUS_OK)
+                st = time_what(cu, &n, wh, WARM_S, MIN_S, &dt, &nodes, note, sizeof note);
             if (st != JB_STATUS_OK) {
                 printf("%-22s %5d  failed: %s\n", shapes[si].name, N, jb_last_error());
             } else {
-                const double by = step_bytes(&shapes[si], N);
-                tps[si][k]      = N / dt;
+                const double by   = step_bytes(&shapes[si], N);
+                tps[si][k]        = N / dt;
+                step_dt[si][k]    = dt;
+                step_nodes[si][k] = nodes;
                 printf("%-22s %5d %12.1f %12.1f %9.1f%% %12.1f%s\n",
                        shapes[si].name,
                        N,
@@ -301,7 +480,6 @@ int main(void)
                        N * bw / by,
                        note);
             }
-            jb_cuda_graph_free(g);
             net_free(cu, &n);
         }
     for (int k = 0; k < 2; k++) {
@@ -313,6 +491,19 @@ int main(void)
           3600.0 / sec);
     }
     print_roofline("this device (measured copy bandwidth)", bw);
+    printf("\nwhere the time goes: each op family of the step recorded alone and replayed\n");
+    for (int si = 0; si < 2; si++)
+        for (int k = 0; k < 2; k++) {
+            if (step_dt[si][k] <= 0.0) continue;
+            struct net n;
+            if (net_init(cu, &shapes[si], k ? 16 : 1, &n) != JB_STATUS_OK) {
+                printf("%s: %s\n", shapes[si].name, jb_last_error());
+                net_free(cu, &n);
+                continue;
+            }
+            breakdown(cu, &n, step_dt[si][k], step_nodes[si][k]);
+            net_free(cu, &n);
+        }
     jb_cuda_close(cu);
     return 0;
 }

@@ -89,6 +89,8 @@ enum jb_status jb_cuda_graph_begin(struct jb_cuda *cu);
 enum jb_status jb_cuda_graph_end(struct jb_cuda *cu, struct jb_cuda_graph **out);
 enum jb_status jb_cuda_graph_launch(struct jb_cuda *cu, struct jb_cuda_graph *g);
 void jb_cuda_graph_free(struct jb_cuda_graph *g);
+/* Nodes (kernels, copies) of a recording: what a replay launches (bench_gpu's breakdown). */
+size_t jb_cuda_graph_nodes(const struct jb_cuda_graph *g);
 
 #ifdef __cplusplus
 }

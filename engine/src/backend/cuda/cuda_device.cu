@@ -453,3 +453,13 @@ extern "C" void jb_cuda_graph_free(struct jb_cuda_graph *g)
     }
     free(g);
 }
+
+extern "C" size_t jb_cuda_graph_nodes(const struct jb_cuda_graph *g)
+{
+    size_t n = 0;
+    if (g && cudaGraphGetNodes(g->graph, NULL, &n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        n = 0;
+    }
+    return n;
+}
