@@ -128,6 +128,16 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
               __FILE__, __LINE__, "cublasSetWorkspace", jb_cublas.status_string(w));
             break;
         }
+        st = jb_cuda_malloc(cu, JB_CUDA_GEMV_COUNTERS * sizeof(unsigned), (void **)&cu->gemv_count);
+        if (st != JB_STATUS_OK) break;
+        /* on our stream (non-blocking: the legacy stream's memset would not order with it) */
+        e =
+          cudaMemsetAsync(cu->gemv_count, 0, JB_CUDA_GEMV_COUNTERS * sizeof(unsigned), cu->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(cu->stream);
+        if (e != cudaSuccess) {
+            st = jb_cuda_fail_call(__FILE__, __LINE__, "cudaMemset", cudaGetErrorString(e));
+            break;
+        }
     } while (0);
     if (st != JB_STATUS_OK) {
         jb_cuda_close(cu);
@@ -160,6 +170,7 @@ extern "C" void jb_cuda_close(struct jb_cuda *cu)
     arena_release(cu);
     if (cu->blas) jb_cublas.destroy(cu->blas);
     if (cu->blas_ws) cudaFree(cu->blas_ws); /* after the handle that used it */
+    if (cu->gemv_count) cudaFree(cu->gemv_count);
     if (cu->stream) cudaStreamDestroy(cu->stream);
     free(cu);
 }

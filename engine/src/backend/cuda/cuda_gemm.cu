@@ -12,6 +12,9 @@
 #define GEMV_TILE (32 * GEMV_VEC) /* columns per block: a warp covers them */
 #define GEMV_UNROLL 8             /* rows a warp loads before it uses any */
 #define GEMV_SMEM_FLOATS 8192     /* the x tile */
+/* Partials a thread loads before adding the first: a runtime-count `#pragma unroll` walks a
+ * short count (15, 44 splits) mostly through its one-at-a-time remainder loop. */
+#define GEMV_BATCH 16
 /* Blocks a GEMV aims for: two of GEMV_THREADS per SM of an H100/H200 (132 SMs). A decode GEMV
  * of the upsampler (7 MB) is barely more than the bytes the device must have in flight to reach
  * its bandwidth, so every load of a thread is issued before the first is used. */
@@ -43,6 +46,22 @@ __device__ __forceinline__ void cvt8<__nv_bfloat16>(const uint4 &u, float *o)
     }
 }
 
+/* Rows kb, kb + GEMV_WARPS, ... (GEMV_UNROLL of them, those below kn) of a lane's 8 columns,
+ * one 16-byte load each, all issued before any is used. */
+template<typename T>
+__device__ __forceinline__ void gemv_load_rows(uint4 *r,
+                                               const T *__restrict__ wp,
+                                               int64_t N,
+                                               int64_t kb,
+                                               int64_t kn)
+{
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; u++) {
+        const int64_t k = kb + u * GEMV_WARPS;
+        r[u] = k < kn ? *reinterpret_cast<const uint4 *>(wp + k * N) : make_uint4(0u, 0u, 0u, 0u);
+    }
+}
+
 /* !w_trans: W [K, N]. Block (column tile, k split): part[split][m][n] = Σ_{k in split}
  * x[m,k]·W[k,n] for the block's GEMV_TILE columns; lane l of every warp owns columns
  * 8l..8l+7, warp w the split's rows w, w + GEMV_WARPS, ..., and the warps' sums are added in
@@ -55,47 +74,67 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_kn_kernel(int64_t N,
                                                                int64_t ldx,
                                                                const T *__restrict__ w,
                                                                float *__restrict__ part,
-                                                               bool vec)
+                                                               bool vec,
+                                                               unsigned *count,
+                                                               const float *__restrict__ bias,
+                                                               float *__restrict__ y,
+                                                               int64_t ldy,
+                                                               bool accumulate)
 {
     extern __shared__ float xs[]; /* [MM][ks], then red [GEMV_WARPS][GEMV_TILE] */
     float *red       = xs + MM * ks;
     const int64_t k0 = (int64_t)blockIdx.y * ks;
     const int64_t kn = K - k0 < ks ? K - k0 : ks;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t n0 = (int64_t)blockIdx.x * GEMV_TILE + lane * GEMV_VEC;
+    const bool live  = n0 < N;
+    const T *wp      = w + k0 * N + n0;
+    const int step   = GEMV_WARPS * GEMV_UNROLL;
+    /* the first rows are requested before the x tile, so the two round trips overlap */
+    uint4 cur[GEMV_UNROLL], nxt[GEMV_UNROLL];
+    if (vec && live) gemv_load_rows<T>(cur, wp, N, warp, kn);
     for (int64_t i = threadIdx.x; i < (int64_t)MM * kn; i += blockDim.x)
         xs[i] = x[(i / kn) * ldx + k0 + i % kn];
     __syncthreads();
 
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int64_t n0 = (int64_t)blockIdx.x * GEMV_TILE + lane * GEMV_VEC;
     float acc[MM][GEMV_VEC];
 #pragma unroll
     for (int m = 0; m < MM; m++)
 #pragma unroll
         for (int c = 0; c < GEMV_VEC; c++)
             acc[m][c] = 0.0f;
-    const T *wp = w + k0 * N + n0;
-    if (n0 < N) {
-        for (int64_t kb = warp; kb < kn; kb += GEMV_WARPS * GEMV_UNROLL) {
+    if (live && vec) {
+        for (int64_t kb = warp; kb < kn; kb += step) {
+            /* the next rows are in flight while these are used */
+            if (kb + step < kn) gemv_load_rows<T>(nxt, wp, N, kb + step, kn);
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                const int64_t k = kb + u * GEMV_WARPS;
+                if (k < kn) {
+                    float wv[GEMV_VEC];
+                    cvt8<T>(cur[u], wv);
+#pragma unroll
+                    for (int m = 0; m < MM; m++) {
+                        const float xv = xs[m * kn + k];
+#pragma unroll
+                        for (int c = 0; c < GEMV_VEC; c++)
+                            acc[m][c] = fmaf(xv, wv[c], acc[m][c]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++)
+                cur[u] = nxt[u];
+        }
+    } else if (live) {
+        for (int64_t kb = warp; kb < kn; kb += step) {
             float wv[GEMV_UNROLL][GEMV_VEC];
-            if (vec) {
-                uint4 raw[GEMV_UNROLL];
 #pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; u++) {
-                    const int64_t k = kb + u * GEMV_WARPS;
-                    raw[u]          = k < kn ? *reinterpret_cast<const uint4 *>(wp + k * N)
-                                             : make_uint4(0u, 0u, 0u, 0u);
-                }
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                const int64_t k = kb + u * GEMV_WARPS;
 #pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; u++)
-                    cvt8<T>(raw[u], wv[u]);
-            } else {
-#pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; u++) {
-                    const int64_t k = kb + u * GEMV_WARPS;
-#pragma unroll
-                    for (int c = 0; c < GEMV_VEC; c++)
-                        wv[u][c] = k < kn && n0 + c < N ? jb_ld(wp, k * N + c) : 0.0f;
-                }
+                for (int c = 0; c < GEMV_VEC; c++)
+                    wv[u][c] = k < kn && n0 + c < N ? jb_ld(wp, k * N + c) : 0.0f;
             }
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; u++) {
@@ -127,6 +166,36 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_kn_kernel(int64_t N,
         if (n < N) pp[(int64_t)m * N + n] = t;
         __syncthreads();
     }
+    if (!count) return; /* gemv_reduce_kernel follows */
+    /* The tile's last block to finish adds the splits' partials, in split order (the same sums
+     * as gemv_reduce_kernel), and re-arms the counter for the next GEMV or replay. */
+    __shared__ bool last;
+    __threadfence(); /* this block's partials reach L2 before it is counted */
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&count[blockIdx.x], 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (n < N) {
+#pragma unroll
+        for (int m = 0; m < MM; m++) {
+            float t = 0.0f;
+            for (unsigned p0 = 0; p0 < gridDim.y; p0 += GEMV_BATCH) {
+                float v[GEMV_BATCH]; /* L2: other blocks wrote them */
+#pragma unroll
+                for (int u = 0; u < GEMV_BATCH; u++)
+                    v[u] = p0 + u < gridDim.y ? __ldcg(part + ((int64_t)(p0 + u) * MM + m) * N + n)
+                                              : 0.0f;
+#pragma unroll
+                for (int u = 0; u < GEMV_BATCH; u++)
+                    if (p0 + u < gridDim.y) t += v[u];
+            }
+            if (bias) t += bias[n];
+            float *yp = y + m * ldy + n;
+            *yp       = accumulate ? *yp + t : t;
+        }
+    }
+    if (threadIdx.x == 0) count[blockIdx.x] = 0;
 }
 
 /* y[m, n] = (accumulate ? y : 0) + bias[n] + Σ_s part[s][m][n], s in order. */
@@ -143,9 +212,15 @@ __global__ void gemv_reduce_kernel(int M,
     if (i >= (int64_t)M * N) return;
     const int64_t m = i / N, n = i % N;
     float s = 0.0f;
-#pragma unroll 8
-    for (int p = 0; p < splits; p++) /* independent loads: 8 in flight */
-        s += part[(int64_t)p * M * N + i];
+    for (int p0 = 0; p0 < splits; p0 += GEMV_BATCH) {
+        float v[GEMV_BATCH];
+#pragma unroll
+        for (int u = 0; u < GEMV_BATCH; u++)
+            v[u] = p0 + u < splits ? part[(int64_t)(p0 + u) * M * N + i] : 0.0f;
+#pragma unroll
+        for (int u = 0; u < GEMV_BATCH; u++)
+            if (p0 + u < splits) s += v[u];
+    }
     if (bias) s += bias[n];
     float *yp = y + m * ldy + n;
     *yp       = accumulate ? *yp + s : s;
@@ -244,7 +319,8 @@ __global__ void add_bias_rows_kernel(int64_t M, int64_t N, const float *bias, fl
 
 /* Split of K for the !w_trans GEMV: about GEMV_TARGET_BLOCKS blocks, at least 32·M rows per
  * split (the partial sums, 8·M bytes per column and split, stay within 1/16 of the weights'
- * bytes), and the x tile fits in shared memory. */
+ * bytes), and the x tile fits in shared memory. (64 rows at M = 1, so fewer partials for the
+ * last block to add, measured 15-20 % slower on the upsampler's matmuls: fewer blocks.) */
 static int64_t gemv_splits(int64_t M, int64_t N, int64_t K)
 {
     const int64_t tiles = (N + GEMV_TILE - 1) / GEMV_TILE;
@@ -293,12 +369,16 @@ static enum jb_status gemv_launch_m(struct jb_cuda *cu,
     const bool vec = N % GEMV_VEC == 0 && ((uintptr_t)w % 16) == 0;
     dim3 grid((unsigned)((N + GEMV_TILE - 1) / GEMV_TILE), (unsigned)((K + ks - 1) / ks));
     const size_t smem = (size_t)(MM * ks + GEMV_WARPS * GEMV_TILE) * sizeof(float);
-    gemv_kn_kernel<T, MM>
-      <<<grid, GEMV_THREADS, smem, cu->stream>>>(N, K, ks, x, ldx, wt, (float *)part, vec);
+    /* the last block of each tile reduces, where there is a counter for every tile */
+    unsigned *count = grid.x <= JB_CUDA_GEMV_COUNTERS ? cu->gemv_count : NULL;
+    gemv_kn_kernel<T, MM><<<grid, GEMV_THREADS, smem, cu->stream>>>(
+      N, K, ks, x, ldx, wt, (float *)part, vec, count, bias, y, ldy, accumulate);
     CUDA_CHECK_LAUNCH();
-    gemv_reduce_kernel<<<jb_cuda_blocks(MM * N, 256), 256, 0, cu->stream>>>(
-      MM, N, (int)grid.y, (const float *)part, bias, y, ldy, accumulate);
-    CUDA_CHECK_LAUNCH();
+    if (!count) {
+        gemv_reduce_kernel<<<jb_cuda_blocks(MM * N, 256), 256, 0, cu->stream>>>(
+          MM, N, (int)grid.y, (const float *)part, bias, y, ldy, accumulate);
+        CUDA_CHECK_LAUNCH();
+    }
     return JB_STATUS_OK;
 }
 

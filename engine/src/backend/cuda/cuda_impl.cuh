@@ -66,6 +66,10 @@ struct jb_cuda {
      * which a stream capture cannot record. Allocated at open, freed at close. */
     void *blas_ws;
     size_t blas_ws_bytes;
+    /* Arrival counters of the GEMV's column tiles (JB_CUDA_GEMV_COUNTERS, zero between
+     * GEMVs): the last block of a tile to finish adds the split-K partials, so the decode step
+     * needs no separate reduction kernel per matmul. Allocated and zeroed at open. */
+    unsigned *gemv_count;
     void *arena; /* jb_cuda_reserve */
     size_t arena_bytes;
     struct jb_cuda_arena_hold *arena_hold; /* arena's, once a graph recorded into it */
@@ -78,6 +82,8 @@ struct jb_cuda {
     char capture_why[384];
     char desc[320];
 };
+
+#define JB_CUDA_GEMV_COUNTERS 16384
 
 /* Records the failure (call, error string, file:line) and returns JB_STATUS_ERR_DEVICE. */
 enum jb_status jb_cuda_fail_call(const char *file, int line, const char *call, const char *err);
