@@ -27,9 +27,10 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
                               int64_t ld_seq)
 {
     extern __shared__ double smd[];
-    double *part = smd;                             /* [SAMPLE_THREADS] chunk sums */
-    float *key   = (float *)(smd + SAMPLE_THREADS); /* [P] */
-    int *idx     = (int *)(key + P);                /* [P] */
+    double *part = smd;                  /* [SAMPLE_THREADS] chunk sums */
+    double *q    = smd + SAMPLE_THREADS; /* [P] with top-p: sorted probabilities */
+    float *key   = (float *)(q + (sp.top_p > 0.0f ? P : 0)); /* [P] */
+    int *idx     = (int *)(key + P);                         /* [P] */
     __shared__ float red[32];
     __shared__ int chosen;
     __shared__ double target_sh;
@@ -90,19 +91,35 @@ __global__ void sample_kernel(struct jb_cuda_sample_params sp,
             const float tau = key[k - 1];
             for (int j = tid; j < V; j += blockDim.x)
                 if (l[j] < tau) l[j] = -INFINITY;
-        } else if (tid == 0) {
-            /* keep sorted entry r while the mass of entries 0..r−1 is <= top_p */
+        } else {
+            /* keep sorted entry r while the mass of entries 0..r−1 is <= top_p. The sums run
+             * in one thread in sorted order, as before; the exps and quotients (the same values
+             * in any order) are spread over the block: one thread doing it all took ~230 us. */
             const float m = key[0];
-            double z      = 0.0;
-            for (int r = 0; r < V; r++)
-                z += key[r] == -INFINITY ? 0.0 : (double)expf(key[r] - m);
-            double mass = 0.0;
-            int r       = 0;
-            while (r < V && mass <= (double)sp.top_p) {
-                mass += key[r] == -INFINITY ? 0.0 : (double)expf(key[r] - m) / z;
-                r++;
+            __syncthreads(); /* key[0] read by all before it is overwritten */
+            for (int j = tid; j < V; j += blockDim.x) /* −0: a filtered entry (e >= +0) */
+                key[j] = key[j] == -INFINITY ? -0.0f : expf(key[j] - m);
+            __syncthreads();
+            if (tid == 0) {
+                double z = 0.0;
+                for (int r = 0; r < V; r++)
+                    z += (double)key[r]; /* + −0 leaves z as it is */
+                target_sh = z;
             }
-            for (; r < V; r++)
+            __syncthreads();
+            const double z = target_sh;
+            for (int j = tid; j < V; j += blockDim.x)
+                q[j] = key[j] == 0.0f && signbit(key[j]) ? 0.0 : (double)key[j] / z;
+            __syncthreads();
+            if (tid == 0) {
+                double mass = 0.0;
+                int r       = 0;
+                while (r < V && mass <= (double)sp.top_p)
+                    mass += q[r++];
+                chosen = r;
+            }
+            __syncthreads();
+            for (int r = chosen + tid; r < V; r += blockDim.x)
                 l[idx[r]] = -INFINITY;
         }
         __syncthreads();
@@ -187,7 +204,9 @@ extern "C" enum jb_status jb_cuda_sample(struct jb_cuda *cu,
     int P = 1;
     while (P < V)
         P <<= 1;
-    const size_t smem = SAMPLE_THREADS * sizeof(double) + (size_t)P * (sizeof(float) + sizeof(int));
+    const size_t smem =
+      SAMPLE_THREADS * sizeof(double) +
+      (size_t)P * (sizeof(float) + sizeof(int) + (sp->top_p > 0.0f ? sizeof(double) : 0));
     if (smem > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(
           sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
