@@ -24,7 +24,8 @@
  * alone as a graph of the same launches and replayed, with its graph nodes, µs per step and,
  * for the matmuls and attention, the bytes it reads and the rate; then a graph of as many
  * one-thread kernels as the step has nodes (the launch floor of a replay), and the draw with
- * top-p 0.9 (a serial part of the sampler the main step does not use).
+ * top-k 40 and with top-p 0.9 (the sort and serial parts of the sampler the main step does not
+ * use).
  *
  * Without a CUDA device it prints the analytic roofline for the H100 SXM (3.35 TB/s) and H200
  * (4.8 TB/s) datasheet bandwidths, says that nothing was measured, and exits 0.
@@ -154,8 +155,8 @@ static void net_free(struct jb_cuda *cu, struct net *n)
     jb_cuda_free(cu, n->logits), jb_cuda_free(cu, n->tok), jb_cuda_free(cu, n->pos);
 }
 
-/* Op families of a step, for the breakdown. F_TOPP is not part of the step: the draw with
- * top-p 0.9 instead of temperature only. */
+/* Op families of a step, for the breakdown. F_TOPK and F_TOPP are not part of the step: the
+ * draw with top-k 40 or top-p 0.9 instead of temperature only. */
 enum fam {
     F_NORM,
     F_QKV,
@@ -167,15 +168,16 @@ enum fam {
     F_OUT,
     F_HEAD,
     F_SAMPLE,
+    F_TOPK,
     F_TOPP,
     F_N
 };
 static const char *const fam_name[F_N] = {
     "layer norm (2/layer)", "qkv matmul",    "kv append",         "attention",
     "proj matmul",          "mlp fc matmul", "quick_gelu",        "mlp out matmul",
-    "head matmul",          "sample (temp)", "sample (top-p 0.9)"
+    "head matmul",          "sample (temp)", "sample (top-k 40)", "sample (top-p 0.9)"
 };
-#define STEP_ALL ((1u << F_TOPP) - 1)
+#define STEP_ALL ((1u << F_TOPK) - 1)
 
 /* Bytes family f reads per step, where it is a stream of weights or cache (0: not counted). */
 static double fam_bytes(const struct shape *s, int N, int f)
@@ -245,6 +247,10 @@ static enum jb_status net_step(struct jb_cuda *cu, struct net *n, unsigned mask)
     OP(F_SAMPLE,
        jb_cuda_sample(
          cu, &sp, (int)N, n->s->vocab, n->logits, n->s->vocab, n->pos, 0, n->tok, NULL, 0));
+    const struct jb_cuda_sample_params tk = { .temp = 0.99f, .top_k = 40, .seed = 1 };
+    OP(F_TOPK,
+       jb_cuda_sample(
+         cu, &tk, (int)N, n->s->vocab, n->logits, n->s->vocab, n->pos, 0, n->tok, NULL, 0));
     const struct jb_cuda_sample_params tp = { .temp = 0.99f, .top_p = 0.9f, .seed = 1 };
     OP(F_TOPP,
        jb_cuda_sample(
@@ -358,7 +364,7 @@ static void breakdown(struct jb_cuda *cu, struct net *n, double step_dt, size_t 
             printf("  %-26s failed: %s\n", fam_name[f], jb_last_error());
             continue;
         }
-        if (f != F_TOPP) sum += dt;
+        if (f < F_TOPK) sum += dt;
         const double by = fam_bytes(s, n->N, f);
         printf("  %-26s %6zu %10.1f %7.1f%%", fam_name[f], nodes, dt * 1e6, 100.0 * dt / step_dt);
         if (by > 0.0) printf(" %10.1f %8.0f", by / 1e6, by / dt / 1e9);
