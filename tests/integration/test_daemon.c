@@ -1055,6 +1055,16 @@ static pid_t spawn_devices(const char *sock, const char *state, const char *inje
     return p;
 }
 
+/* SIGTERM to a two-device encored, which must exit 0; then its folder goes. */
+static void stop_devices(pid_t p, const char *dir)
+{
+    kill(p, SIGTERM);
+    int status = 0;
+    waitpid(p, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "two-device encored exits 0");
+    tc_rmtree(dir);
+}
+
 static void test_devices(void)
 {
     char dir[] = "/tmp/encore-devices-XXXXXX";
@@ -1085,13 +1095,7 @@ static void test_devices(void)
     if (fb >= 0) close(fb);
     result_free(&a);
     result_free(&b);
-    kill(p, SIGTERM);
-    int status = 0;
-    waitpid(p, &status, 0);
-    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "two-device encored exits 0");
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+    stop_devices(p, dir);
 }
 
 #ifdef ENCORE_TEST_HOOKS
@@ -1146,13 +1150,7 @@ static void test_device_retry(void)
     if (fd >= 0) close(fd);
     result_free(&r);
     result_free(&s);
-    kill(p, SIGTERM);
-    int status = 0;
-    waitpid(p, &status, 0);
-    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "two-device encored exits 0");
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+    stop_devices(p, dir);
 }
 #endif
 
