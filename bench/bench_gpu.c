@@ -29,6 +29,10 @@
  *
  * Without a CUDA device it prints the analytic roofline for the H100 SXM (3.35 TB/s) and H200
  * (4.8 TB/s) datasheet bandwidths, says that nothing was measured, and exits 0.
+ *
+ * Comparisons within one run: --no-pdl launches every kernel the ordinary way (no programmatic
+ * dependent launch), --attn-split-keys K splits decode attention into blocks of about K keys
+ * (a large K: one block per query).
  */
 #include "backend/cuda/cuda.h"
 #include "backend/cuda/cuda_attention.cuh"
@@ -431,8 +435,20 @@ static void print_roofline(const char *device, double bw)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    int split_keys = 0;    /* --attn-split-keys K: keys per block of a split decode query */
+    bool pdl       = true; /* --no-pdl: kernels wait for their predecessor to end */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--attn-split-keys") && i + 1 < argc) {
+            split_keys = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--no-pdl")) {
+            pdl = false;
+        } else {
+            fprintf(stderr, "usage: bench_gpu [--attn-split-keys K] [--no-pdl]\n");
+            return 2;
+        }
+    }
     printf("bench_gpu: fp16 weights, fp16 KV cache, decode step as a CUDA graph\n");
     const char *why = NULL;
     if (jb_cuda_device_count(&why) == 0) {
@@ -445,6 +461,14 @@ int main(void)
     if (jb_cuda_open(0, &cu) != JB_STATUS_OK) {
         fprintf(stderr, "bench_gpu: %s\n", jb_last_error());
         return 1;
+    }
+    if (split_keys > 0) {
+        jb_cuda_set_attn_split_keys(cu, split_keys);
+        printf("decode attention split into blocks of about %d keys\n", split_keys);
+    }
+    if (!pdl) {
+        jb_cuda_set_pdl(cu, false);
+        printf("programmatic dependent launch off\n");
     }
     const double bw = copy_bandwidth(cu);
     printf("device: %s; copy bandwidth %.2f TB/s (2 GiB device-to-device, read + write)\n",

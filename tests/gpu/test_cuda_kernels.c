@@ -555,8 +555,16 @@ int main(void)
     test_norm_elementwise(cu);
     test_conv(cu);
     test_vq(cu);
-    test_attention(cu, JB_DTYPE_F16);
-    test_attention(cu, JB_DTYPE_F32);
+    /* the default key splits (func 0 splits in two), one block per query, and splits of 4
+     * keys (up to 16 per query, empty ones at the first positions) */
+    const int split_keys[3] = { 0, 1 << 20, 4 };
+    for (int i = 0; i < 3; i++) {
+        jb_cuda_set_attn_split_keys(cu, split_keys[i]);
+        printf("attention with decode queries split every %d keys (0: default)\n", split_keys[i]);
+        test_attention(cu, JB_DTYPE_F16);
+        test_attention(cu, JB_DTYPE_F32);
+    }
+    jb_cuda_set_attn_split_keys(cu, 0);
     test_sample(cu);
     CHECK(jb_cuda_synchronize(cu) == JB_STATUS_OK, "device error: %s", jb_last_error());
     jb_cuda_close(cu);

@@ -13,6 +13,7 @@
 
 #define ATTN_MAX_THREADS 1024
 #define ATTN_DIMS_PER_THREAD 16
+#define ATTN_COMBINE_BATCH 8 /* partial outputs a thread loads at once when combining */
 
 struct attn_args {
     int func;
@@ -84,6 +85,8 @@ __global__ void kv_append_kernel(attn_args a,
                                  const float *__restrict__ v,
                                  int64_t ld)
 {
+    jb_pdl_trigger(); /* launched with jb_cuda_launch */
+    jb_pdl_wait();
     if (pos) S = *pos;
     const int64_t ns = (int64_t)a.H * a.hd, nr = r1 - r0;
     const int64_t total = (int64_t)a.N * nr * ns;
@@ -122,10 +125,15 @@ __global__ void __launch_bounds__(ATTN_MAX_THREADS) attend_kernel(attn_args a,
                                                                   const float *__restrict__ q,
                                                                   int64_t ldq,
                                                                   float *__restrict__ out,
-                                                                  int64_t ldo)
+                                                                  int64_t ldo,
+                                                                  float *__restrict__ gpart,
+                                                                  unsigned *count)
 {
     extern __shared__ float sm[];
     float *red = sm, *qs = sm + 32, *part = qs + a.hd, *s = part + pf;
+    const int P = gridDim.y; /* key splits of this query (attn_splits) */
+    jb_pdl_trigger();        /* launched with jb_cuda_launch */
+    jb_pdl_wait();
     const int nr  = r1 - r0;
     const int h   = blockIdx.x % a.H;
     const int r   = r0 + (blockIdx.x / a.H) % nr;
@@ -139,116 +147,182 @@ __global__ void __launch_bounds__(ATTN_MAX_THREADS) attend_kernel(attn_args a,
     int64_t first, nk;
     key_range(a, S + r, &first, &nk);
     if (nk == 0) { /* func 3 in block 0: B zero keys/values -> zero output */
-        for (int c = tid; c < a.hd; c += nt)
-            o[c] = 0.0f;
+        if (blockIdx.y == 0)
+            for (int c = tid; c < a.hd; c += nt)
+                o[c] = 0.0f;
         return;
     }
+    /* this block's share of the run: keys [ja, jb) of it (P > 1: flash-decoding style) */
+    float *dst = o;
+    if (P > 1) {
+        const int64_t chunk = (nk + P - 1) / P, ja = blockIdx.y * chunk;
+        const int64_t jb = ja + chunk < nk ? ja + chunk : nk;
+        first += ja;
+        nk  = jb > ja ? jb - ja : 0;
+        dst = gpart + ((int64_t)blockIdx.x * P + blockIdx.y) * (a.hd + 2) + 2;
+    }
     __syncthreads();
-
-    const int64_t blk = (int64_t)n * a.H + h;
-    const T *kb       = kc + blk * a.hd * a.cap + first; /* kb[c·cap + j] */
-    const T *vb       = vc + (blk * a.cap + first) * a.hd;
-    const int G = nt / jt, jj = tid % jt, g = tid / jt;
-    const int cs = (a.hd + G - 1) / G, c0 = g * cs, c1 = c0 + cs < a.hd ? c0 + cs : a.hd;
-    float m = -INFINITY;
-    for (int64_t j0 = 0; j0 < nk; j0 += jt) {
-        const int64_t j = j0 + jj;
-        float d         = 0.0f;
-        if (j < nk) {
-            const T *kp = kb + j;
+    if (nk > 0) {
+        const int64_t blk = (int64_t)n * a.H + h;
+        const T *kb       = kc + blk * a.hd * a.cap + first; /* kb[c·cap + j] */
+        const T *vb       = vc + (blk * a.cap + first) * a.hd;
+        const int G = nt / jt, jj = tid % jt, g = tid / jt;
+        const int cs = (a.hd + G - 1) / G, c0 = g * cs, c1 = c0 + cs < a.hd ? c0 + cs : a.hd;
+        float m = -INFINITY;
+        for (int64_t j0 = 0; j0 < nk; j0 += jt) {
+            const int64_t j = j0 + jj;
+            float d         = 0.0f;
+            if (j < nk) {
+                const T *kp = kb + j;
 #pragma unroll 8
-            for (int c = c0; c < c1; c++) /* loads independent of d: 8 in flight */
-                d = fmaf(qs[c], jb_ld(kp, (int64_t)c * a.cap), d);
+                for (int c = c0; c < c1; c++) /* loads independent of d: 8 in flight */
+                    d = fmaf(qs[c], jb_ld(kp, (int64_t)c * a.cap), d);
+            }
+            part[tid] = d;
+            __syncthreads();
+            if (tid < jt && j < nk) {
+                float t = 0.0f;
+                for (int u = 0; u < G; u++)
+                    t += part[u * jt + tid];
+                s[j] = t * a.scale;
+                m    = fmaxf(m, s[j]);
+            }
+            __syncthreads();
         }
-        part[tid] = d;
-        __syncthreads();
-        if (tid < jt && j < nk) {
-            float t = 0.0f;
-            for (int u = 0; u < G; u++)
-                t += part[u * jt + tid];
-            s[j] = t * a.scale;
-            m    = fmaxf(m, s[j]);
+        m         = jb_block_max(m, red);
+        float sum = 0.0f;
+        for (int64_t j = tid; j < nk; j += nt) {
+            const float e = expf(s[j] - m);
+            s[j]          = e;
+            sum += e;
         }
-        __syncthreads();
-    }
-    m         = jb_block_max(m, red);
-    float sum = 0.0f;
-    for (int64_t j = tid; j < nk; j += nt) {
-        const float e = expf(s[j] - m);
-        s[j]          = e;
-        sum += e;
-    }
-    const float inv = 1.0f / jb_block_sum(sum, red); /* its barriers publish s[] */
-    if constexpr (std::is_same<T, __half>::value) {
-        if (vw == 8) { /* 16-byte loads of 8 dims: a few keys per thread, all loads at once */
-            const int dg = a.hd / 8, vg8 = nt / dg, g8 = tid % dg, u = tid / dg;
-            if (u < vg8) {
-                const int64_t kn = (nk + vg8 - 1) / vg8, ja = u * kn;
-                const int64_t jb = ja + kn < nk ? ja + kn : nk;
-                float acc[8]     = { 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f };
+        sum = jb_block_sum(sum, red); /* its barriers publish s[] */
+        /* one block: normalised here; split: unnormalised, the last block rescales */
+        const float inv = P > 1 ? 1.0f : 1.0f / sum;
+        if (P > 1 && tid == 0) dst[-2] = m, dst[-1] = sum;
+        if constexpr (std::is_same<T, __half>::value) {
+            if (vw == 8) { /* 16-byte loads of 8 dims: a few keys per thread, all loads at once */
+                const int dg = a.hd / 8, vg8 = nt / dg, g8 = tid % dg, u = tid / dg;
+                if (u < vg8) {
+                    const int64_t kn = (nk + vg8 - 1) / vg8, ja = u * kn;
+                    const int64_t jb = ja + kn < nk ? ja + kn : nk;
+                    float acc[8]     = { 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma unroll 4
-                for (int64_t j = ja; j < jb; j++) {
-                    const uint4 raw      = *reinterpret_cast<const uint4 *>(vb + j * a.hd + g8 * 8);
-                    const unsigned wd[4] = { raw.x, raw.y, raw.z, raw.w };
-                    const float p        = s[j] * inv;
+                    for (int64_t j = ja; j < jb; j++) {
+                        const uint4 raw = *reinterpret_cast<const uint4 *>(vb + j * a.hd + g8 * 8);
+                        const unsigned wd[4] = { raw.x, raw.y, raw.z, raw.w };
+                        const float p        = s[j] * inv;
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&wd[e]));
-                        acc[2 * e]     = fmaf(p, f.x, acc[2 * e]);
-                        acc[2 * e + 1] = fmaf(p, f.y, acc[2 * e + 1]);
+                        for (int e = 0; e < 4; e++) {
+                            const float2 f =
+                              __half22float2(*reinterpret_cast<const __half2 *>(&wd[e]));
+                            acc[2 * e]     = fmaf(p, f.x, acc[2 * e]);
+                            acc[2 * e + 1] = fmaf(p, f.y, acc[2 * e + 1]);
+                        }
                     }
-                }
 #pragma unroll
-                for (int e = 0; e < 8; e++)
-                    part[u * a.hd + g8 * 8 + e] = acc[e];
+                    for (int e = 0; e < 8; e++)
+                        part[u * a.hd + g8 * 8 + e] = acc[e];
+                }
+                __syncthreads();
+                for (int cc = tid; cc < a.hd; cc += nt) {
+                    float t = 0.0f;
+                    for (int uu = 0; uu < vg8; uu++)
+                        t += part[uu * a.hd + cc];
+                    dst[cc] = t;
+                }
+                goto combine; /* past the other value paths */
+            }
+        }
+        {
+            const int vg = nt / a.hd;
+            if (vg <= 1) {
+                for (int c = tid; c < a.hd; c += nt) {
+                    float acc = 0.0f;
+#pragma unroll 8
+                    for (int64_t j = 0; j < nk; j++)
+                        acc = fmaf(s[j] * inv, jb_ld(vb, j * a.hd + c), acc);
+                    dst[c] = acc;
+                }
+                goto combine;
+            }
+            /* vg key groups per dim; part[] is free (the last score tile ended with a barrier) */
+            const int c = tid % a.hd, u = tid / a.hd;
+            if (u < vg) {
+                const int64_t kn = (nk + vg - 1) / vg, ja = u * kn,
+                              jb = ja + kn < nk ? ja + kn : nk;
+                float acc        = 0.0f;
+#pragma unroll 8
+                for (int64_t j = ja; j < jb; j++)
+                    acc = fmaf(s[j] * inv, jb_ld(vb, j * a.hd + c), acc);
+                part[u * a.hd + c] = acc;
             }
             __syncthreads();
             for (int cc = tid; cc < a.hd; cc += nt) {
                 float t = 0.0f;
-                for (int uu = 0; uu < vg8; uu++)
+                for (int uu = 0; uu < vg; uu++)
                     t += part[uu * a.hd + cc];
-                o[cc] = t;
+                dst[cc] = t;
             }
-            return;
         }
+    } else if (tid == 0) { /* a split with no keys: weight zero in the combination */
+        dst[-2] = -INFINITY, dst[-1] = 0.0f;
     }
-    const int vg = nt / a.hd;
-    if (vg <= 1) {
-        for (int c = tid; c < a.hd; c += nt) {
-            float acc = 0.0f;
-#pragma unroll 8
-            for (int64_t j = 0; j < nk; j++)
-                acc = fmaf(s[j] * inv, jb_ld(vb, j * a.hd + c), acc);
-            o[c] = acc;
-        }
-        return;
-    }
-    /* vg key groups per dim; part[] is free (the last score tile ended with a barrier) */
-    const int c = tid % a.hd, u = tid / a.hd;
-    if (u < vg) {
-        const int64_t kn = (nk + vg - 1) / vg, ja = u * kn, jb = ja + kn < nk ? ja + kn : nk;
-        float acc = 0.0f;
-#pragma unroll 8
-        for (int64_t j = ja; j < jb; j++)
-            acc = fmaf(s[j] * inv, jb_ld(vb, j * a.hd + c), acc);
-        part[u * a.hd + c] = acc;
-    }
+combine:
+    if (P == 1) return;
+    /* The query's last split to finish combines the P partials in split order (deterministic):
+     * o = Σ_b e^(m_b − m) o_b / Σ_b e^(m_b − m) l_b, and re-arms the counter. A split without
+     * keys wrote m_b = −inf, l_b = 0 and no o_b: its weight is zero and its o_b is not read. */
+    __shared__ bool last;
+    __threadfence();
     __syncthreads();
-    for (int cc = tid; cc < a.hd; cc += nt) {
+    if (tid == 0) last = atomicAdd(&count[blockIdx.x], 1u) == (unsigned)P - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    /* Every load of a round is issued before any is used (a loop over P with one load per
+     * iteration waited one L2 round trip per split: 3·P of them). Shared: m_b in s[0, P),
+     * l_b in s[P, 2P), then the weights e^(m_b − m) in s[0, P). */
+    const float *gp = gpart + (int64_t)blockIdx.x * P * (a.hd + 2);
+    for (int i = tid; i < 2 * P; i += nt)
+        s[i] = __ldcg(gp + (int64_t)(i % P) * (a.hd + 2) + i / P);
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int b = 0; b < P; b++)
+        mx = fmaxf(mx, s[b]);
+    float l = 0.0f;
+    for (int b = 0; b < P; b++)
+        l += s[b] == -INFINITY ? 0.0f : expf(s[b] - mx) * s[P + b];
+    __syncthreads(); /* everyone has read m_b before it becomes a weight */
+    for (int b = tid; b < P; b += nt)
+        s[b] = s[b] == -INFINITY ? 0.0f : expf(s[b] - mx);
+    __syncthreads();
+    const float il = 1.0f / l;
+    for (int c = tid; c < a.hd; c += nt) {
         float t = 0.0f;
-        for (int uu = 0; uu < vg; uu++)
-            t += part[uu * a.hd + cc];
-        o[cc] = t;
+        for (int b0 = 0; b0 < P; b0 += ATTN_COMBINE_BATCH) {
+            float v[ATTN_COMBINE_BATCH];
+#pragma unroll
+            for (int u = 0; u < ATTN_COMBINE_BATCH; u++)
+                v[u] = b0 + u < P && s[b0 + u] != 0.0f
+                         ? __ldcg(gp + (int64_t)(b0 + u) * (a.hd + 2) + 2 + c)
+                         : 0.0f;
+#pragma unroll
+            for (int u = 0; u < ATTN_COMBINE_BATCH; u++)
+                if (b0 + u < P) t = fmaf(s[b0 + u], v[u], t);
+        }
+        o[c] = t * il;
     }
+    if (tid == 0) count[blockIdx.x] = 0;
 }
 
-/* Keys per score tile (a power of two >= 32 covering the longest key run, at most the block) and
- * threads per block: enough key-groups that a thread walks about ATTN_DIMS_PER_THREAD dims of a
- * key. Depends on the layer's shape only, so every call of a layer does the same arithmetic. */
-static void attn_config(const attn_args &g, int *jt, int *threads)
+/* Keys per score tile (a power of two >= 32 covering the keys a block takes, at most the
+ * block) and threads per block: enough key-groups that a thread walks about
+ * ATTN_DIMS_PER_THREAD dims of a key. Depends on the layer's shape only, so every call of a
+ * layer does the same arithmetic. */
+static void attn_config(const attn_args &g, int64_t keys, int *jt, int *threads)
 {
-    const int64_t keys = g.func == 2 ? g.rows : g.cap; /* longest key run */
-    int t              = 32;
+    int t = 32;
     while (t < keys && t < ATTN_MAX_THREADS)
         t <<= 1;
     int groups = (g.hd + ATTN_DIMS_PER_THREAD - 1) / ATTN_DIMS_PER_THREAD;
@@ -256,6 +330,33 @@ static void attn_config(const attn_args &g, int *jt, int *threads)
     if (groups < 1) groups = 1;
     *jt      = t;
     *threads = t * groups;
+}
+
+/* Key splits of a query (gridDim.y). A decode step has few queries (1 for the upsampler at one
+ * candidate, 8 for the 5b top prior), so one block per query ran on 1-8 SMs, walking up to 256
+ * keys of 480 dims in ~8 dependent load rounds (9-15 µs per layer on an H200). Splitting the key
+ * run so that a block takes about ATTN_SPLIT_KEYS keys, while all blocks fit in one wave (one
+ * block of up to 1024 threads per SM: two per SM made the 5b top prior's 16-candidate step run
+ * two waves, 10 -> 18 µs per layer), spreads it; the last split of each query combines the
+ * partials. Prefill chunks have
+ * enough queries and keep one block each (and their numerics). Depends on the layer's shape
+ * and the device only, so every call of a layer (and its graph replay) splits the same way. */
+#define ATTN_SPLIT_KEYS 32
+#define ATTN_MAX_SPLITS 64
+static int attn_splits(const struct jb_cuda *cu, int64_t queries, int64_t keys)
+{
+    if (queries > JB_CUDA_GEMV_COUNTERS) return 1; /* one arrival counter per query */
+    const int64_t per = cu->attn_split_keys > 0 ? cu->attn_split_keys : ATTN_SPLIT_KEYS;
+    int64_t p         = (keys + per - 1) / per;
+    const int64_t fit = (int64_t)(cu->sm_count > 0 ? cu->sm_count : 1) / queries;
+    if (p > fit) p = fit;
+    if (p > ATTN_MAX_SPLITS) p = ATTN_MAX_SPLITS;
+    return p < 1 ? 1 : (int)p;
+}
+
+extern "C" void jb_cuda_set_attn_split_keys(struct jb_cuda *cu, int keys)
+{
+    cu->attn_split_keys = keys > 0 ? keys : 0;
 }
 
 __global__ void position_add_kernel(int32_t *pos, int32_t by)
@@ -298,12 +399,39 @@ extern "C" enum jb_status jb_cuda_kv_append(struct jb_cuda *cu,
     const int64_t n     = (int64_t)a->N * (r1 - r0) * a->H * a->hd;
     const unsigned grid = jb_cuda_blocks(n, 256);
     if (a->type == JB_DTYPE_F16)
-        kv_append_kernel<__half><<<grid, 256, 0, cu->stream>>>(
-          g, (__half *)a->k, (__half *)a->v, C, S, pos, r0, r1, k, v, ld);
+        CUDA_CHECK(jb_cuda_launch(cu,
+                                  kv_append_kernel<__half>,
+                                  dim3(grid),
+                                  dim3(256),
+                                  0,
+                                  g,
+                                  (__half *)a->k,
+                                  (__half *)a->v,
+                                  C,
+                                  S,
+                                  pos,
+                                  r0,
+                                  r1,
+                                  k,
+                                  v,
+                                  ld));
     else
-        kv_append_kernel<float><<<grid, 256, 0, cu->stream>>>(
-          g, (float *)a->k, (float *)a->v, C, S, pos, r0, r1, k, v, ld);
-    CUDA_CHECK_LAUNCH();
+        CUDA_CHECK(jb_cuda_launch(cu,
+                                  kv_append_kernel<float>,
+                                  dim3(grid),
+                                  dim3(256),
+                                  0,
+                                  g,
+                                  (float *)a->k,
+                                  (float *)a->v,
+                                  C,
+                                  S,
+                                  pos,
+                                  r0,
+                                  r1,
+                                  k,
+                                  v,
+                                  ld));
     return JB_STATUS_OK;
 }
 
@@ -341,10 +469,21 @@ extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
 {
     enum jb_status s = check_attn(a);
     if (s != JB_STATUS_OK || r1 <= r0) return s;
-    const attn_args g  = args_of(a);
+    const attn_args g = args_of(a);
+    const int64_t nb  = (int64_t)a->N * (r1 - r0) * a->H; /* queries (one per row and head) */
+    if (nb > JB_CUDA_MAX_BLOCKS)
+        return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda attention: %lld queries", (long long)nb);
     const int64_t keys = a->func == 2 ? a->rows : a->cap; /* longest key run */
+    const int P        = attn_splits(cu, nb, keys);
     int jt, threads;
-    attn_config(g, &jt, &threads);
+    attn_config(g, (keys + P - 1) / P, &jt, &threads);
+    void *gpart = NULL; /* P > 1: per split m, l and the unnormalised output */
+    if (P > 1) {
+        const size_t bytes = (size_t)nb * P * (size_t)(a->hd + 2) * sizeof(float);
+        if ((s = jb_cuda_reserve(cu, bytes)) != JB_STATUS_OK ||
+            (s = jb_cuda_arena(cu, bytes, &gpart)) != JB_STATUS_OK)
+            return s;
+    }
     /* values in 16-byte loads (fp16, hd % 8 == 0) where their partials fit in 48 KiB */
     int vw = 1, pf = threads;
     if (a->type == JB_DTYPE_F16 && a->hd % 8 == 0 && a->hd / 8 <= threads) {
@@ -353,44 +492,55 @@ extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
             vw = 8, pf = pf8 > pf ? pf8 : pf;
     }
     const size_t smem = (size_t)(32 + a->hd + pf + keys) * sizeof(float);
-    const int64_t nb  = (int64_t)a->N * (r1 - r0) * a->H; /* one block per query and head */
-    if (nb > JB_CUDA_MAX_BLOCKS)
-        return jb_fail(JB_STATUS_ERR_UNSUPPORTED, "cuda attention: %lld queries", (long long)nb);
-    const unsigned blocks = (unsigned)nb;
+    const dim3 blocks((unsigned)nb, (unsigned)P);
     if (a->type == JB_DTYPE_F16) {
         if ((s = smem_optin<__half>(cu, smem, g)) != JB_STATUS_OK) return s;
-        attend_kernel<__half><<<blocks, threads, smem, cu->stream>>>(g,
-                                                                     jt,
-                                                                     vw,
-                                                                     pf,
-                                                                     (const __half *)a->k,
-                                                                     (const __half *)a->v,
-                                                                     C,
-                                                                     S,
-                                                                     pos,
-                                                                     r0,
-                                                                     r1,
-                                                                     q,
-                                                                     ldq,
-                                                                     out,
-                                                                     ldo);
+        CUDA_CHECK(jb_cuda_launch(cu,
+                                  attend_kernel<__half>,
+                                  blocks,
+                                  dim3(threads),
+                                  smem,
+                                  g,
+                                  jt,
+                                  vw,
+                                  pf,
+                                  (const __half *)a->k,
+                                  (const __half *)a->v,
+                                  C,
+                                  S,
+                                  pos,
+                                  r0,
+                                  r1,
+                                  q,
+                                  ldq,
+                                  out,
+                                  ldo,
+                                  (float *)gpart,
+                                  cu->gemv_count));
     } else {
         if ((s = smem_optin<float>(cu, smem, g)) != JB_STATUS_OK) return s;
-        attend_kernel<float><<<blocks, threads, smem, cu->stream>>>(g,
-                                                                    jt,
-                                                                    1,
-                                                                    pf,
-                                                                    (const float *)a->k,
-                                                                    (const float *)a->v,
-                                                                    C,
-                                                                    S,
-                                                                    pos,
-                                                                    r0,
-                                                                    r1,
-                                                                    q,
-                                                                    ldq,
-                                                                    out,
-                                                                    ldo);
+        CUDA_CHECK(jb_cuda_launch(cu,
+                                  attend_kernel<float>,
+                                  blocks,
+                                  dim3(threads),
+                                  smem,
+                                  g,
+                                  jt,
+                                  1,
+                                  pf,
+                                  (const float *)a->k,
+                                  (const float *)a->v,
+                                  C,
+                                  S,
+                                  pos,
+                                  r0,
+                                  r1,
+                                  q,
+                                  ldq,
+                                  out,
+                                  ldo,
+                                  (float *)gpart,
+                                  cu->gemv_count));
     }
     CUDA_CHECK_LAUNCH();
     return JB_STATUS_OK;

@@ -76,6 +76,10 @@ enum jb_status jb_cuda_attention_chunk(struct jb_cuda *cu,
                                        const float *qkv,
                                        float *att);
 
+/* Decode queries are split over blocks of about `keys` keys each (while the blocks fit in one
+ * wave); 0 restores the default. For tuning (bench_gpu --attn-split-keys). */
+void jb_cuda_set_attn_split_keys(struct jb_cuda *cu, int keys);
+
 /* *pos += by, on the stream (graph-capturable). */
 enum jb_status jb_cuda_position_add(struct jb_cuda *cu, int32_t *pos, int32_t by);
 

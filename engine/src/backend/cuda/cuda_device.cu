@@ -96,6 +96,8 @@ extern "C" enum jb_status jb_cuda_open(int device, struct jb_cuda **out)
             st = jb_cuda_fail_call(__FILE__, __LINE__, "cuda device setup", cudaGetErrorString(e));
             break;
         }
+        cu->sm_count = prop.multiProcessorCount;
+        cu->pdl      = prop.major >= 9;
         snprintf(cu->desc,
                  sizeof cu->desc,
                  "%.200s (cc %d.%d, %.1f GiB)",
@@ -243,6 +245,14 @@ extern "C" enum jb_status jb_cuda_synchronize(struct jb_cuda *cu)
 {
     CUDA_CHECK(cudaStreamSynchronize(cu->stream));
     return JB_STATUS_OK;
+}
+
+extern "C" void jb_cuda_set_pdl(struct jb_cuda *cu, bool on)
+{
+    int major = 0;
+    const cudaError_t e =
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cu->device);
+    cu->pdl = on && e == cudaSuccess && major >= 9;
 }
 
 extern "C" enum jb_status jb_cuda_reserve(struct jb_cuda *cu, size_t nbytes)

@@ -50,6 +50,8 @@ __global__ void store_i32_at_kernel(int64_t n,
 }
 __global__ void quick_gelu_kernel(int64_t n, float *x)
 {
+    jb_pdl_trigger(); /* launched with jb_cuda_launch */
+    jb_pdl_wait();
     GRID_STRIDE(i, n)
     {
         const float v = x[i];
@@ -173,7 +175,10 @@ extern "C" enum jb_status jb_cuda_copy2d(struct jb_cuda *cu,
 }
 extern "C" enum jb_status jb_cuda_quick_gelu(struct jb_cuda *cu, int64_t n, float *x)
 {
-    LAUNCH_EW(quick_gelu_kernel, n, n, x);
+    if (n <= 0) return JB_STATUS_OK;
+    CUDA_CHECK(
+      jb_cuda_launch(cu, quick_gelu_kernel, dim3(ew_blocks(n)), dim3(EW_THREADS), 0, n, x));
+    return JB_STATUS_OK;
 }
 
 extern "C" enum jb_status jb_cuda_embedding(struct jb_cuda *cu,

@@ -6,6 +6,9 @@
 #include "backend/cuda/cuda_gemm.cuh"
 #include "backend/cuda/cuda_impl.cuh"
 
+#include <cstdint>
+#include <type_traits>
+
 #define GEMV_THREADS 256
 #define GEMV_WARPS (GEMV_THREADS / 32)
 #define GEMV_VEC 8                /* columns per lane: one 16-byte load of half weights */
@@ -15,10 +18,11 @@
 /* Partials a thread loads before adding the first: a runtime-count `#pragma unroll` walks a
  * short count (15, 44 splits) mostly through its one-at-a-time remainder loop. */
 #define GEMV_BATCH 16
-/* Blocks a GEMV aims for: two of GEMV_THREADS per SM of an H100/H200 (132 SMs). A decode GEMV
- * of the upsampler (7 MB) is barely more than the bytes the device must have in flight to reach
- * its bandwidth, so every load of a thread is issued before the first is used. */
-#define GEMV_TARGET_BLOCKS 264
+/* A GEMV's grid is one wave: as many blocks as the device holds at once (SMs times the blocks
+ * of that kernel instance an SM fits, about 2 at one row and 1 at eight). The first version
+ * aimed for 264 blocks (two per SM of an H200) and rounded the split up: the 5b top prior's
+ * matmuls came out at 266-285 blocks, so a handful of blocks ran as a second wave after the
+ * first and every 5b GEMV took about twice its streaming time (2.1 TB/s of 4.3). */
 
 static_assert(GEMV_TILE == GEMV_THREADS, "the cross-warp sum gives each thread one column");
 
@@ -93,6 +97,9 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_kn_kernel(int64_t N,
     /* the first rows are requested before the x tile, so the two round trips overlap */
     uint4 cur[GEMV_UNROLL], nxt[GEMV_UNROLL];
     if (vec && live) gemv_load_rows<T>(cur, wp, N, warp, kn);
+    /* weights only so far: the previous kernel may still be running (jb_cuda_launch) */
+    jb_pdl_trigger();
+    jb_pdl_wait();
     for (int64_t i = threadIdx.x; i < (int64_t)MM * kn; i += blockDim.x)
         xs[i] = x[(i / kn) * ldx + k0 + i % kn];
     __syncthreads();
@@ -317,14 +324,14 @@ __global__ void add_bias_rows_kernel(int64_t M, int64_t N, const float *bias, fl
     if (i < M * N) y[(i / N) * ldy + i % N] += bias[i % N];
 }
 
-/* Split of K for the !w_trans GEMV: about GEMV_TARGET_BLOCKS blocks, at least 32·M rows per
- * split (the partial sums, 8·M bytes per column and split, stay within 1/16 of the weights'
+/* Split of K for the !w_trans GEMV: at most `resident` blocks (one wave), at least 32·M rows
+ * per split (the partial sums, 8·M bytes per column and split, stay within 1/16 of the weights'
  * bytes), and the x tile fits in shared memory. (64 rows at M = 1, so fewer partials for the
  * last block to add, measured 15-20 % slower on the upsampler's matmuls: fewer blocks.) */
-static int64_t gemv_splits(int64_t M, int64_t N, int64_t K)
+static int64_t gemv_splits(int64_t M, int64_t N, int64_t K, int64_t resident)
 {
     const int64_t tiles = (N + GEMV_TILE - 1) / GEMV_TILE;
-    int64_t s           = (GEMV_TARGET_BLOCKS + tiles - 1) / tiles;
+    int64_t s           = resident / tiles;
     const int64_t cap   = K / (32 * M);
     if (s > cap) s = cap;
     if (s < 1) s = 1;
@@ -333,10 +340,37 @@ static int64_t gemv_splits(int64_t M, int64_t N, int64_t K)
     return s;
 }
 
+/* Shared memory of a gemv_kn_kernel block with splits of ks rows. */
+static size_t gemv_smem(int64_t M, int64_t ks)
+{
+    return (size_t)(M * ks + GEMV_WARPS * GEMV_TILE) * sizeof(float);
+}
+
+/* Blocks of gemv_kn_kernel<T, MM> the device holds at once: SMs times what one SM fits with
+ * the largest x tile (asked once per instance and device, before any capture can need it). */
+template<typename T, int MM>
+static int64_t gemv_resident(struct jb_cuda *cu)
+{
+    static_assert(JB_CUDA_GEMV_MAX_M < 9, "cu->gemv_per_sm has a slot per row count");
+    int *per_sm = &cu->gemv_per_sm[std::is_same<T, __half>::value ? 0 : 1][MM];
+    if (!*per_sm) {
+        int n = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &n, gemv_kn_kernel<T, MM>, GEMV_THREADS, gemv_smem(MM, GEMV_SMEM_FLOATS / MM)) !=
+              cudaSuccess ||
+            n < 1)
+            n = 1;
+        *per_sm = n;
+    }
+    return (int64_t)*per_sm * (cu->sm_count > 0 ? cu->sm_count : 1);
+}
+
+/* The largest split any device can choose (no device asked): at most 1/16 of the weights. */
 extern "C" size_t jb_cuda_matmul_arena(int64_t M, int64_t N, int64_t K, enum jb_dtype wtype)
 {
     if (wtype == JB_DTYPE_F32) return 0;
-    if (M <= JB_CUDA_GEMV_MAX_M) return (size_t)gemv_splits(M, N, K) * (size_t)(M * N) * 4;
+    if (M <= JB_CUDA_GEMV_MAX_M)
+        return (size_t)gemv_splits(M, N, K, INT64_MAX / 2) * (size_t)(M * N) * 4;
     return (size_t)(M * K) * 2;
 }
 
@@ -361,19 +395,34 @@ static enum jb_status gemv_launch_m(struct jb_cuda *cu,
         CUDA_CHECK_LAUNCH();
         return JB_STATUS_OK;
     }
-    const int64_t splits = gemv_splits(MM, N, K);
+    const int64_t splits = gemv_splits(MM, N, K, gemv_resident<T, MM>(cu));
     const int64_t ks     = (K + splits - 1) / splits;
     void *part;
     enum jb_status st = jb_cuda_arena(cu, (size_t)splits * (size_t)(MM * N) * 4, &part);
     if (st != JB_STATUS_OK) return st;
     const bool vec = N % GEMV_VEC == 0 && ((uintptr_t)w % 16) == 0;
     dim3 grid((unsigned)((N + GEMV_TILE - 1) / GEMV_TILE), (unsigned)((K + ks - 1) / ks));
-    const size_t smem = (size_t)(MM * ks + GEMV_WARPS * GEMV_TILE) * sizeof(float);
+    const size_t smem = gemv_smem(MM, ks);
     /* the last block of each tile reduces, where there is a counter for every tile */
     unsigned *count = grid.x <= JB_CUDA_GEMV_COUNTERS ? cu->gemv_count : NULL;
-    gemv_kn_kernel<T, MM><<<grid, GEMV_THREADS, smem, cu->stream>>>(
-      N, K, ks, x, ldx, wt, (float *)part, vec, count, bias, y, ldy, accumulate);
-    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(jb_cuda_launch(cu,
+                              gemv_kn_kernel<T, MM>,
+                              grid,
+                              dim3(GEMV_THREADS),
+                              smem,
+                              N,
+                              K,
+                              ks,
+                              x,
+                              ldx,
+                              wt,
+                              (float *)part,
+                              vec,
+                              count,
+                              bias,
+                              y,
+                              ldy,
+                              accumulate));
     if (!count) {
         gemv_reduce_kernel<<<jb_cuda_blocks(MM * N, 256), 256, 0, cu->stream>>>(
           MM, N, (int)grid.y, (const float *)part, bias, y, ldy, accumulate);

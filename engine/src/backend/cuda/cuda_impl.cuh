@@ -66,10 +66,20 @@ struct jb_cuda {
      * which a stream capture cannot record. Allocated at open, freed at close. */
     void *blas_ws;
     size_t blas_ws_bytes;
-    /* Arrival counters of the GEMV's column tiles (JB_CUDA_GEMV_COUNTERS, zero between
-     * GEMVs): the last block of a tile to finish adds the split-K partials, so the decode step
-     * needs no separate reduction kernel per matmul. Allocated and zeroed at open. */
+    /* Arrival counters (JB_CUDA_GEMV_COUNTERS, zero between kernels) of the GEMV's column
+     * tiles and of the split decode attention's queries: the last block to finish adds the
+     * partials, so the decode step needs no separate reduction kernel per matmul or attention.
+     * Kernels of one stream run in order, so they share them. Allocated and zeroed at open. */
     unsigned *gemv_count;
+    /* Streaming multiprocessors, and how many blocks of each GEMV instance (half / bf16 weights,
+     * 1..8 rows) one of them holds at once (0 = not asked yet): a GEMV's grid is sized to fit in
+     * one wave of resident blocks (cuda_gemm.cu). */
+    int sm_count;
+    int gemv_per_sm[2][9];
+    int attn_split_keys; /* keys per split of a decode query; 0: ATTN_SPLIT_KEYS (bench knob) */
+    /* Programmatic dependent launch (compute capability 9.0 and newer, and not switched off
+     * with jb_cuda_set_pdl): see jb_cuda_launch. */
+    bool pdl;
     void *arena; /* jb_cuda_reserve */
     size_t arena_bytes;
     struct jb_cuda_arena_hold *arena_hold; /* arena's, once a graph recorded into it */
@@ -170,6 +180,51 @@ __device__ __forceinline__ float jb_block_max(float v, float *red)
     __syncthreads();
     v = lane < nw ? red[lane] : -INFINITY;
     return jb_warp_max(v);
+}
+
+/* Programmatic dependent launch (sm_90+). A decode step is ~650 small kernels in a row, each
+ * paying a launch and a drain before the next may start (the bench's launch floor: ~0.8 µs a
+ * node). Kernels launched with jb_cuda_launch may start while their predecessor still runs:
+ * every such kernel calls jb_pdl_wait() before it touches memory that an earlier kernel writes
+ * or reads (before any early return, so it never finishes ahead of its predecessor), and may
+ * read what no kernel writes (weights) before it: the GEMV issues its first weight loads, layer
+ * norm its gamma and beta, while the previous kernel drains. jb_pdl_trigger() lets the next
+ * kernel launch early; a kernel that never calls it triggers when it completes. Both are no-ops
+ * before sm_90 and in kernels launched the ordinary way. */
+__device__ __forceinline__ void jb_pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cudaGridDependencySynchronize();
+#endif
+}
+__device__ __forceinline__ void jb_pdl_trigger(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cudaTriggerProgrammaticLaunchCompletion();
+#endif
+}
+
+/* kernel<<<grid, block, smem, cu->stream>>>(args), with programmatic stream serialisation where
+ * cu->pdl; only for kernels that call jb_pdl_wait() as described above. */
+template<typename... P, typename... A>
+static inline cudaError_t jb_cuda_launch(const struct jb_cuda *cu,
+                                         void (*kernel)(P...),
+                                         dim3 grid,
+                                         dim3 block,
+                                         size_t smem,
+                                         A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim                                        = grid;
+    cfg.blockDim                                       = block;
+    cfg.dynamicSmemBytes                               = smem;
+    cfg.stream                                         = cu->stream;
+    cfg.attrs                                          = attr;
+    cfg.numAttrs                                       = cu->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 #endif

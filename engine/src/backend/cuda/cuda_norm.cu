@@ -27,11 +27,17 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS) layernorm_reg_kernel(
     float v[NORM_PER_THREAD], g[NORM_PER_THREAD], b[NORM_PER_THREAD];
     float s = 0.0f;
 #pragma unroll
-    for (int p = 0; p < NORM_PER_THREAD; p++) { /* gamma, beta too: one round trip in all */
+    for (int p = 0; p < NORM_PER_THREAD; p++) { /* weights: before the previous kernel ends */
         const int64_t i = threadIdx.x + (int64_t)p * blockDim.x;
-        v[p]            = i < W ? xr[i] : 0.0f;
         g[p]            = i < W && gamma ? gamma[i] : 1.0f;
         b[p]            = i < W && beta ? beta[i] : 0.0f;
+    }
+    jb_pdl_trigger();
+    jb_pdl_wait();
+#pragma unroll
+    for (int p = 0; p < NORM_PER_THREAD; p++) {
+        const int64_t i = threadIdx.x + (int64_t)p * blockDim.x;
+        v[p]            = i < W ? xr[i] : 0.0f;
     }
 #pragma unroll
     for (int p = 0; p < NORM_PER_THREAD; p++)
@@ -122,10 +128,17 @@ extern "C" enum jb_status jb_cuda_layernorm(struct jb_cuda *cu,
         /* about 4 elements per thread: a short walk, and several loads in flight each */
         int64_t t = ((W + 3) / 4 + 31) / 32 * 32;
         t         = t < 32 ? 32 : t; /* above 1024 threads, 1024 x 8 still covers W */
-        layernorm_reg_kernel<<<(unsigned)rows,
-                               (unsigned)(t < NORM_MAX_THREADS ? t : NORM_MAX_THREADS),
-                               0,
-                               cu->stream>>>(W, x, gamma, beta, eps, y);
+        CUDA_CHECK(jb_cuda_launch(cu,
+                                  layernorm_reg_kernel,
+                                  dim3((unsigned)rows),
+                                  dim3((unsigned)(t < NORM_MAX_THREADS ? t : NORM_MAX_THREADS)),
+                                  0,
+                                  W,
+                                  x,
+                                  gamma,
+                                  beta,
+                                  eps,
+                                  y));
     } else {
         layernorm_kernel<<<(unsigned)rows, NORM_THREADS, 0, cu->stream>>>(
           W, x, gamma, beta, eps, y);
