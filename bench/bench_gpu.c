@@ -32,7 +32,7 @@
  *
  * Comparisons within one run: --no-pdl launches every kernel the ordinary way (no programmatic
  * dependent launch), --attn-split-keys K splits decode attention into blocks of about K keys
- * (a large K: one block per query).
+ * (a large K: one block per query), --gemv-max-splits S caps a GEMV's K-splits at S.
  */
 #include "backend/cuda/cuda.h"
 #include "backend/cuda/cuda_attention.cuh"
@@ -439,13 +439,17 @@ int main(int argc, char **argv)
 {
     int split_keys = 0;    /* --attn-split-keys K: keys per block of a split decode query */
     bool pdl       = true; /* --no-pdl: kernels wait for their predecessor to end */
+    int max_splits = 0;    /* --gemv-max-splits S: at most S K-splits per GEMV */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--attn-split-keys") && i + 1 < argc) {
             split_keys = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--gemv-max-splits") && i + 1 < argc) {
+            max_splits = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--no-pdl")) {
             pdl = false;
         } else {
-            fprintf(stderr, "usage: bench_gpu [--attn-split-keys K] [--no-pdl]\n");
+            fprintf(stderr,
+                    "usage: bench_gpu [--attn-split-keys K] [--gemv-max-splits S] [--no-pdl]\n");
             return 2;
         }
     }
@@ -465,6 +469,10 @@ int main(int argc, char **argv)
     if (split_keys > 0) {
         jb_cuda_set_attn_split_keys(cu, split_keys);
         printf("decode attention split into blocks of about %d keys\n", split_keys);
+    }
+    if (max_splits > 0) {
+        jb_cuda_set_gemv_max_splits(cu, max_splits);
+        printf("GEMVs split K at most %d ways\n", max_splits);
     }
     if (!pdl) {
         jb_cuda_set_pdl(cu, false);

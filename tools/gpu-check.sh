@@ -2,7 +2,9 @@
 # The GPU checks of docs/cuda.md as one script, for a machine with a CUDA device: the op test
 # over every backend, the gpu-labelled tests, a continuation through encored on the GPU (with
 # `encore status` showing its device memory), the same continuation on cpu and cuda timed side
-# by side, and bench_gpu. Each step has a time limit; a summary lists pass / skip (77) / fail.
+# by side and on cuda with --offload (same audio), an injected device failure retried by a
+# second encored worker on the GPU, and bench_gpu. Each step has a time limit; a summary lists
+# pass / skip (77) / fail.
 #
 # usage: tools/gpu-check.sh [BUILD_DIR [FIXTURE_DIR [LOG_DIR]]]
 #   defaults: build, ../shared/fixtures/jukebox-ref, a temporary folder
@@ -57,6 +59,11 @@ step continue_cpu 180 "$bin/encore" continue "$riff" --seconds 4 --seed 7 --devi
     --save-take "$logs/take-cpu.gguf" -o "$logs/cont-cpu.wav"
 step continue_cuda 180 "$bin/encore" continue "$riff" --seconds 4 --seed 7 --device cuda \
     --save-take "$logs/take-cuda.gguf" -o "$logs/cont-cuda.wav"
+# The same job with only the sampled level's prior on the device (weights leave and come back
+# between levels): the audio must be byte for byte the same.
+step continue_cuda_offload 180 "$bin/encore" continue "$riff" --seconds 4 --seed 7 \
+    --device cuda --offload -o "$logs/cont-cuda-offload.wav"
+step offload_same_audio 10 cmp "$logs/cont-cuda.wav" "$logs/cont-cuda-offload.wav"
 
 # encored on the GPU: status (device memory per model and candidate), then a job through it.
 run=$(mktemp -d)
@@ -75,6 +82,14 @@ kill -TERM $daemon 2>/dev/null
 wait $daemon
 echo "encored exited with $? after SIGTERM"
 tail -n 20 "$logs/encored.log"
+
+# Two encored workers on this GPU; the first attempt of the job fails as a device failure would
+# (a hook of builds with -DENCORE_TEST_HOOKS=ON): an error event, the retry on the other worker,
+# the daemon still serving.
+if [ -x "$tests/test_daemon" ]; then
+    step daemon_device_retry 300 env TEST_DAEMON_ONLY=test_device_retry \
+        TEST_DAEMON_DEVICES=cuda:0,cuda:0 "$tests/test_daemon" "$bin/encored" "$model"
+fi
 
 step bench_gpu 300 "$bin/bench_gpu"
 

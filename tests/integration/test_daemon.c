@@ -1028,9 +1028,11 @@ static void test_status_memory(void)
 }
 
 /* encored with two devices: "cpu,cpu" stands for two GPUs (the scheduling and the retry do not
- * depend on the backend). */
+ * depend on the backend); TEST_DAEMON_DEVICES names others (tools/gpu-check.sh: cuda:0,cuda:0). */
 static pid_t spawn_devices(const char *sock, const char *state, const char *inject)
 {
+    const char *devices = getenv("TEST_DAEMON_DEVICES");
+    if (!devices || !*devices) devices = "cpu,cpu";
     pid_t p = fork();
     if (p == 0) {
         char models[1100];
@@ -1047,7 +1049,7 @@ static pid_t spawn_devices(const char *sock, const char *state, const char *inje
               "--threads",
               "1",
               "--device",
-              "cpu,cpu",
+              devices,
               (char *)NULL);
         _exit(127);
     }

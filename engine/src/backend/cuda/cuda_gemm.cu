@@ -366,6 +366,11 @@ static int64_t gemv_resident(struct jb_cuda *cu)
 }
 
 /* The largest split any device can choose (no device asked): at most 1/16 of the weights. */
+extern "C" void jb_cuda_set_gemv_max_splits(struct jb_cuda *cu, int splits)
+{
+    cu->gemv_max_splits = splits > 0 ? splits : 0;
+}
+
 extern "C" size_t jb_cuda_matmul_arena(int64_t M, int64_t N, int64_t K, enum jb_dtype wtype)
 {
     if (wtype == JB_DTYPE_F32) return 0;
@@ -395,8 +400,10 @@ static enum jb_status gemv_launch_m(struct jb_cuda *cu,
         CUDA_CHECK_LAUNCH();
         return JB_STATUS_OK;
     }
-    const int64_t splits = gemv_splits(MM, N, K, gemv_resident<T, MM>(cu));
-    const int64_t ks     = (K + splits - 1) / splits;
+    int64_t splits = gemv_splits(MM, N, K, gemv_resident<T, MM>(cu));
+    if (cu->gemv_max_splits > 0 && splits > cu->gemv_max_splits) /* bench_gpu comparison */
+        splits = cu->gemv_max_splits;
+    const int64_t ks = (K + splits - 1) / splits;
     void *part;
     enum jb_status st = jb_cuda_arena(cu, (size_t)splits * (size_t)(MM * N) * 4, &part);
     if (st != JB_STATUS_OK) return st;

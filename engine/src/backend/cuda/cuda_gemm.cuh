@@ -34,6 +34,9 @@ enum jb_status jb_cuda_matmul(struct jb_cuda *cu,
                               int64_t ldy,
                               bool accumulate);
 size_t jb_cuda_matmul_arena(int64_t M, int64_t N, int64_t K, enum jb_dtype wtype);
+/* At most `splits` K-splits per GEMV (fewer partials for the last block, fewer blocks); 0
+ * restores the default. For tuning (bench_gpu --gemv-max-splits). */
+void jb_cuda_set_gemv_max_splits(struct jb_cuda *cu, int splits);
 
 #ifdef __cplusplus
 }

@@ -77,6 +77,7 @@ struct jb_cuda {
     int sm_count;
     int gemv_per_sm[2][9];
     int attn_split_keys; /* keys per split of a decode query; 0: ATTN_SPLIT_KEYS (bench knob) */
+    int gemv_max_splits; /* cap on a GEMV's K-splits; 0: none (bench knob) */
     /* Programmatic dependent launch (compute capability 9.0 and newer, and not switched off
      * with jb_cuda_set_pdl): see jb_cuda_launch. */
     bool pdl;
