@@ -247,6 +247,8 @@ __global__ void gemv_nk_kernel(int64_t N,
                                bool accumulate,
                                bool vec)
 {
+    jb_pdl_trigger(); /* launched with jb_cuda_launch; waits before any early return */
+    jb_pdl_wait();
     const int64_t n = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane  = threadIdx.x & 31;
     if (n >= N) return;
@@ -304,6 +306,8 @@ __global__ void to_half_kernel(int64_t M, int64_t K, const float *x, int64_t ldx
 template<>
 __global__ void to_half_kernel<__half>(int64_t M, int64_t K, const float *x, int64_t ldx, __half *o)
 {
+    jb_pdl_trigger(); /* launched with jb_cuda_launch */
+    jb_pdl_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < M * K) o[i] = __float2half_rn(x[(i / K) * ldx + i % K]);
 }
@@ -314,6 +318,8 @@ __global__ void to_half_kernel<__nv_bfloat16>(int64_t M,
                                               int64_t ldx,
                                               __nv_bfloat16 *o)
 {
+    jb_pdl_trigger(); /* launched with jb_cuda_launch */
+    jb_pdl_wait();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < M * K) o[i] = __float2bfloat16_rn(x[(i / K) * ldx + i % K]);
 }
@@ -395,9 +401,21 @@ static enum jb_status gemv_launch_m(struct jb_cuda *cu,
     const T *wt = (const T *)w;
     if (w_trans) {
         const bool vec = K % GEMV_VEC == 0 && ((uintptr_t)w % 16) == 0;
-        gemv_nk_kernel<T, MM><<<jb_cuda_blocks(N * 32, 256), 256, 0, cu->stream>>>(
-          N, K, x, ldx, wt, bias, y, ldy, accumulate, vec);
-        CUDA_CHECK_LAUNCH();
+        CUDA_CHECK(jb_cuda_launch(cu,
+                                  gemv_nk_kernel<T, MM>,
+                                  dim3(jb_cuda_blocks(N * 32, 256)),
+                                  dim3(256),
+                                  0,
+                                  N,
+                                  K,
+                                  x,
+                                  ldx,
+                                  wt,
+                                  bias,
+                                  y,
+                                  ldy,
+                                  accumulate,
+                                  vec));
         return JB_STATUS_OK;
     }
     int64_t splits = gemv_splits(MM, N, K, gemv_resident<T, MM>(cu));
@@ -519,13 +537,21 @@ extern "C" enum jb_status jb_cuda_matmul(struct jb_cuda *cu,
         enum jb_status st = jb_cuda_arena(cu, (size_t)(M * K) * 2, &xh);
         if (st != JB_STATUS_OK) return st;
         const cudaDataType_t ht = wtype == JB_DTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
+        const dim3 grid(jb_cuda_blocks(M * K, 256)), block(256);
         if (wtype == JB_DTYPE_F16)
-            to_half_kernel<__half>
-              <<<jb_cuda_blocks(M * K, 256), 256, 0, cu->stream>>>(M, K, x, ldx, (__half *)xh);
+            CUDA_CHECK(jb_cuda_launch(
+              cu, to_half_kernel<__half>, grid, block, 0, M, K, x, ldx, (__half *)xh));
         else
-            to_half_kernel<__nv_bfloat16><<<jb_cuda_blocks(M * K, 256), 256, 0, cu->stream>>>(
-              M, K, x, ldx, (__nv_bfloat16 *)xh);
-        CUDA_CHECK_LAUNCH();
+            CUDA_CHECK(jb_cuda_launch(cu,
+                                      to_half_kernel<__nv_bfloat16>,
+                                      grid,
+                                      block,
+                                      0,
+                                      M,
+                                      K,
+                                      x,
+                                      ldx,
+                                      (__nv_bfloat16 *)xh));
         CUBLAS_CHECK(jb_cublas.gemm_ex(cu->blas,
                                        opw,
                                        CUBLAS_OP_N,
