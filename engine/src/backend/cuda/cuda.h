@@ -57,12 +57,12 @@ enum jb_status jb_cuda_download(struct jb_cuda *cu, void *dst, const void *src, 
 enum jb_status jb_cuda_memset(struct jb_cuda *cu, void *dst, int value, size_t n);
 enum jb_status jb_cuda_synchronize(struct jb_cuda *cu);
 
-/* The per-job work arena: reserved once (before any loop) for the im2col / col2im columns,
- * GEMV split-K partials and fp16 staging of the GEMMs; the kernels never allocate. Growing it
- * replaces it; one that live graphs were recorded with stays allocated until they are freed. */
 /* Programmatic dependent launch of the decode kernels (on by default where the device has
  * it, compute capability 9.0+); off for a comparison (bench_gpu --no-pdl). */
 void jb_cuda_set_pdl(struct jb_cuda *cu, bool on);
+/* The per-job work arena: reserved once (before any loop) for the im2col / col2im columns,
+ * GEMV split-K partials and fp16 staging of the GEMMs; the kernels never allocate. Growing it
+ * replaces it; one that live graphs were recorded with stays allocated until they are freed. */
 enum jb_status jb_cuda_reserve(struct jb_cuda *cu, size_t nbytes);
 size_t jb_cuda_reserved(const struct jb_cuda *cu);
 /* Holds the next nbytes of the arena (an op that keeps buffers across the ops it is built of);

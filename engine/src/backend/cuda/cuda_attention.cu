@@ -101,15 +101,16 @@ __global__ void kv_append_kernel(attn_args a,
     }
 }
 
-/* Block (n, r, h) for r in [r0, r1), blockDim.x = jt·G threads. A decode step has one query per
- * (candidate, head) and a few dozen keys of up to 480 dims: one thread per key walking the whole
- * head dim (the first version, 128 threads) was a chain of ~hd dependent memory round trips per
- * layer (~100 µs, ~8 ms of a 72-layer upsampler step). Now the scores take G threads per key,
- * each over hd/G dims, summed in a fixed order (deterministic); the weighted sum of the values
- * takes vg = blockDim/hd threads per output dim, each over nk/vg keys (vw = 8: fp16 values
- * with hd % 8 == 0, 8 dims per 16-byte load). Shared: 32 reduction words, q [hd], partials
- * [pf], scores [max keys]. (Batches of 16 loads instead of `unroll 8` measured slower on the
- * H200: 64 registers at 1024 threads.) */
+/* Query (n, r, h), r in [r0, r1): block x = (n·(r1 − r0) + r − r0)·H + h; block y = its split
+ * (a share of the key run, attn_splits); blockDim.x = jt·G threads. A decode step has one query
+ * per (candidate, head) and a few dozen keys of up to 480 dims: one thread per key walking the
+ * whole head dim (the first version, 128 threads) was a chain of ~hd dependent memory round
+ * trips per layer (~100 µs, ~8 ms of a 72-layer upsampler step). Now the scores take G threads
+ * per key, each over hd/G dims, summed in a fixed order (deterministic); the weighted sum of the
+ * values takes vg = blockDim/hd threads per output dim, each over nk/vg keys (vw = 8: fp16
+ * values with hd % 8 == 0, 8 dims per 16-byte load). Shared: 32 reduction words, q [hd],
+ * partials [pf], scores [max(longest run, 2·splits)]. (Batches of 16 loads instead of `unroll 8`
+ * measured slower on the H200: 64 registers at 1024 threads.) */
 template<typename T>
 __global__ void __launch_bounds__(ATTN_MAX_THREADS) attend_kernel(attn_args a,
                                                                   int jt,
@@ -484,14 +485,16 @@ extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
             (s = jb_cuda_arena(cu, bytes, &gpart)) != JB_STATUS_OK)
             return s;
     }
+    /* the scores, and when combining splits their maxima and sums (2·P floats) */
+    const int64_t sf = keys > 2 * (int64_t)P ? keys : 2 * (int64_t)P;
     /* values in 16-byte loads (fp16, hd % 8 == 0) where their partials fit in 48 KiB */
     int vw = 1, pf = threads;
     if (a->type == JB_DTYPE_F16 && a->hd % 8 == 0 && a->hd / 8 <= threads) {
         const int pf8 = threads / (a->hd / 8) * a->hd;
-        if ((size_t)(32 + a->hd + (pf8 > pf ? pf8 : pf) + keys) * sizeof(float) <= 48 * 1024)
+        if ((size_t)(32 + a->hd + (pf8 > pf ? pf8 : pf) + sf) * sizeof(float) <= 48 * 1024)
             vw = 8, pf = pf8 > pf ? pf8 : pf;
     }
-    const size_t smem = (size_t)(32 + a->hd + pf + keys) * sizeof(float);
+    const size_t smem = (size_t)(32 + a->hd + pf + sf) * sizeof(float);
     const dim3 blocks((unsigned)nb, (unsigned)P);
     if (a->type == JB_DTYPE_F16) {
         if ((s = smem_optin<__half>(cu, smem, g)) != JB_STATUS_OK) return s;

@@ -371,12 +371,12 @@ static int64_t gemv_resident(struct jb_cuda *cu)
     return (int64_t)*per_sm * (cu->sm_count > 0 ? cu->sm_count : 1);
 }
 
-/* The largest split any device can choose (no device asked): at most 1/16 of the weights. */
 extern "C" void jb_cuda_set_gemv_max_splits(struct jb_cuda *cu, int splits)
 {
     cu->gemv_max_splits = splits > 0 ? splits : 0;
 }
 
+/* The largest split any device can choose (no device asked): at most 1/16 of the weights. */
 extern "C" size_t jb_cuda_matmul_arena(int64_t M, int64_t N, int64_t K, enum jb_dtype wtype)
 {
     if (wtype == JB_DTYPE_F32) return 0;
