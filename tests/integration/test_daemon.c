@@ -1226,9 +1226,8 @@ int main(int argc, char **argv)
     jb_take_free(ref_take);
     free(ref_audio);
     jb_audio_free(&riff);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
-    if (system(cmd) != 0) printf("note: could not remove %s\n", tmpl);
+    tc_rmtree(tmpl);
+    if (access(tmpl, F_OK) == 0) printf("note: could not remove %s\n", tmpl);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
