@@ -383,6 +383,39 @@ static enum jb_status check_attn(const struct jb_cuda_attn *a)
     return JB_STATUS_OK;
 }
 
+/* The launches of one cache dtype; the entry points check the layer and pick T from it. */
+template<typename T>
+static enum jb_status kv_append_typed(struct jb_cuda *cu,
+                                      const struct jb_cuda_attn *a,
+                                      int C,
+                                      int64_t S,
+                                      const int32_t *pos,
+                                      int r0,
+                                      int r1,
+                                      const float *k,
+                                      const float *v,
+                                      int64_t ld)
+{
+    const int64_t n = (int64_t)a->N * (r1 - r0) * a->H * a->hd;
+    CUDA_CHECK(jb_cuda_launch(cu,
+                              kv_append_kernel<T>,
+                              dim3(jb_cuda_blocks(n, 256)),
+                              dim3(256),
+                              0,
+                              args_of(a),
+                              (T *)a->k,
+                              (T *)a->v,
+                              C,
+                              S,
+                              pos,
+                              r0,
+                              r1,
+                              k,
+                              v,
+                              ld));
+    return JB_STATUS_OK;
+}
+
 extern "C" enum jb_status jb_cuda_kv_append(struct jb_cuda *cu,
                                             const struct jb_cuda_attn *a,
                                             int C,
@@ -396,44 +429,8 @@ extern "C" enum jb_status jb_cuda_kv_append(struct jb_cuda *cu,
 {
     enum jb_status s = check_attn(a);
     if (s != JB_STATUS_OK || r1 <= r0) return s;
-    const attn_args g   = args_of(a);
-    const int64_t n     = (int64_t)a->N * (r1 - r0) * a->H * a->hd;
-    const unsigned grid = jb_cuda_blocks(n, 256);
-    if (a->type == JB_DTYPE_F16)
-        CUDA_CHECK(jb_cuda_launch(cu,
-                                  kv_append_kernel<__half>,
-                                  dim3(grid),
-                                  dim3(256),
-                                  0,
-                                  g,
-                                  (__half *)a->k,
-                                  (__half *)a->v,
-                                  C,
-                                  S,
-                                  pos,
-                                  r0,
-                                  r1,
-                                  k,
-                                  v,
-                                  ld));
-    else
-        CUDA_CHECK(jb_cuda_launch(cu,
-                                  kv_append_kernel<float>,
-                                  dim3(grid),
-                                  dim3(256),
-                                  0,
-                                  g,
-                                  (float *)a->k,
-                                  (float *)a->v,
-                                  C,
-                                  S,
-                                  pos,
-                                  r0,
-                                  r1,
-                                  k,
-                                  v,
-                                  ld));
-    return JB_STATUS_OK;
+    return a->type == JB_DTYPE_F16 ? kv_append_typed<__half>(cu, a, C, S, pos, r0, r1, k, v, ld)
+                                   : kv_append_typed<float>(cu, a, C, S, pos, r0, r1, k, v, ld);
 }
 
 template<typename T>
@@ -456,20 +453,20 @@ static enum jb_status smem_optin(struct jb_cuda *cu, size_t smem, const attn_arg
     return JB_STATUS_OK;
 }
 
-extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
-                                            const struct jb_cuda_attn *a,
-                                            int C,
-                                            int64_t S,
-                                            const int32_t *pos,
-                                            int r0,
-                                            int r1,
-                                            const float *q,
-                                            int64_t ldq,
-                                            float *out,
-                                            int64_t ldo)
+template<typename T>
+static enum jb_status attention_typed(struct jb_cuda *cu,
+                                      const struct jb_cuda_attn *a,
+                                      int C,
+                                      int64_t S,
+                                      const int32_t *pos,
+                                      int r0,
+                                      int r1,
+                                      const float *q,
+                                      int64_t ldq,
+                                      float *out,
+                                      int64_t ldo)
 {
-    enum jb_status s = check_attn(a);
-    if (s != JB_STATUS_OK || r1 <= r0) return s;
+    enum jb_status s;
     const attn_args g = args_of(a);
     const int64_t nb  = (int64_t)a->N * (r1 - r0) * a->H; /* queries (one per row and head) */
     if (nb > JB_CUDA_MAX_BLOCKS)
@@ -489,64 +486,56 @@ extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
     const int64_t sf = keys > 2 * (int64_t)P ? keys : 2 * (int64_t)P;
     /* values in 16-byte loads (fp16, hd % 8 == 0) where their partials fit in 48 KiB */
     int vw = 1, pf = threads;
-    if (a->type == JB_DTYPE_F16 && a->hd % 8 == 0 && a->hd / 8 <= threads) {
+    if (std::is_same<T, __half>::value && a->hd % 8 == 0 && a->hd / 8 <= threads) {
         const int pf8 = threads / (a->hd / 8) * a->hd;
         if ((size_t)(32 + a->hd + (pf8 > pf ? pf8 : pf) + sf) * sizeof(float) <= 48 * 1024)
             vw = 8, pf = pf8 > pf ? pf8 : pf;
     }
     const size_t smem = (size_t)(32 + a->hd + pf + sf) * sizeof(float);
     const dim3 blocks((unsigned)nb, (unsigned)P);
-    if (a->type == JB_DTYPE_F16) {
-        if ((s = smem_optin<__half>(cu, smem, g)) != JB_STATUS_OK) return s;
-        CUDA_CHECK(jb_cuda_launch(cu,
-                                  attend_kernel<__half>,
-                                  blocks,
-                                  dim3(threads),
-                                  smem,
-                                  g,
-                                  jt,
-                                  vw,
-                                  pf,
-                                  (const __half *)a->k,
-                                  (const __half *)a->v,
-                                  C,
-                                  S,
-                                  pos,
-                                  r0,
-                                  r1,
-                                  q,
-                                  ldq,
-                                  out,
-                                  ldo,
-                                  (float *)gpart,
-                                  cu->gemv_count));
-    } else {
-        if ((s = smem_optin<float>(cu, smem, g)) != JB_STATUS_OK) return s;
-        CUDA_CHECK(jb_cuda_launch(cu,
-                                  attend_kernel<float>,
-                                  blocks,
-                                  dim3(threads),
-                                  smem,
-                                  g,
-                                  jt,
-                                  1,
-                                  pf,
-                                  (const float *)a->k,
-                                  (const float *)a->v,
-                                  C,
-                                  S,
-                                  pos,
-                                  r0,
-                                  r1,
-                                  q,
-                                  ldq,
-                                  out,
-                                  ldo,
-                                  (float *)gpart,
-                                  cu->gemv_count));
-    }
-    CUDA_CHECK_LAUNCH();
+    if ((s = smem_optin<T>(cu, smem, g)) != JB_STATUS_OK) return s;
+    CUDA_CHECK(jb_cuda_launch(cu,
+                              attend_kernel<T>,
+                              blocks,
+                              dim3(threads),
+                              smem,
+                              g,
+                              jt,
+                              vw,
+                              pf,
+                              (const T *)a->k,
+                              (const T *)a->v,
+                              C,
+                              S,
+                              pos,
+                              r0,
+                              r1,
+                              q,
+                              ldq,
+                              out,
+                              ldo,
+                              (float *)gpart,
+                              cu->gemv_count));
     return JB_STATUS_OK;
+}
+
+extern "C" enum jb_status jb_cuda_attention(struct jb_cuda *cu,
+                                            const struct jb_cuda_attn *a,
+                                            int C,
+                                            int64_t S,
+                                            const int32_t *pos,
+                                            int r0,
+                                            int r1,
+                                            const float *q,
+                                            int64_t ldq,
+                                            float *out,
+                                            int64_t ldo)
+{
+    enum jb_status s = check_attn(a);
+    if (s != JB_STATUS_OK || r1 <= r0) return s;
+    return a->type == JB_DTYPE_F16
+             ? attention_typed<__half>(cu, a, C, S, pos, r0, r1, q, ldq, out, ldo)
+             : attention_typed<float>(cu, a, C, S, pos, r0, r1, q, ldq, out, ldo);
 }
 
 extern "C" enum jb_status jb_cuda_attention_chunk(struct jb_cuda *cu,
