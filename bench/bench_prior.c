@@ -17,6 +17,9 @@
  * For 1 and 4 candidates it primes a short context in chunks of 32, then samples token by token
  * and reports positions/s, tokens/s over all candidates, the weight bytes a step reads and the
  * effective weight bandwidth next to the machine's, measured here with a large copy and sum.
+ * The rows of a shape (1 thread, N threads, and fp16 weights at w1920d72) run in rounds, back to
+ * back: each row shows its best run, and the ratios within each round (median and range) are
+ * printed after the table, so that the machine's noise is visible next to them.
  */
 #include "backend/cpu/pool.h"
 #include "model_builders.h"
@@ -30,6 +33,7 @@
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -393,6 +397,47 @@ static double ref_tps(char **files,
     return 0;
 }
 
+/* Ratios of the rows' runs within each round (run back to back): median and range, printed
+ * after the table, so that the noise of the machine shows next to the best-of figures. */
+#define MAX_ROUNDS 32
+static char g_rounds[8][200];
+static int g_n_rounds;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int spread(char *out, size_t size, const char *what, double *v, int n)
+{
+    if (n < 1) return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return snprintf(out, size, "%s %.2fx (%.2f-%.2f)", what, med, v[0], v[n - 1]);
+}
+
+static void round_summary(const char *shape,
+                          int N,
+                          int threads,
+                          double *thr_ratio,
+                          int n_thr,
+                          double *f16_ratio,
+                          int n_f16)
+{
+    if (g_n_rounds >= 8 || (n_thr < 1 && n_f16 < 1)) return;
+    char *line  = g_rounds[g_n_rounds++];
+    size_t size = sizeof g_rounds[0];
+    int len     = snprintf(line, size, "  %-8s %d cand, %d rounds: ", shape, N, n_thr);
+    char what[32];
+    snprintf(what, sizeof what, "%d thr / 1 thr", threads);
+    len += spread(line + len, size - (size_t)len, what, thr_ratio, n_thr);
+    if (n_f16 > 0 && len < (int)size - 2) {
+        len += snprintf(line + len, size - (size_t)len, ", ");
+        spread(line + len, size - (size_t)len, "fp16 / fp32", f16_ratio, n_f16);
+    }
+}
+
 static struct result best_of(struct result a, struct result b)
 {
     if (!a.ok) return b;
@@ -532,75 +577,82 @@ int main(int argc, char **argv)
             continue;
         }
         const double bytes = step_weight_bytes(&hp);
-        double fp32_tps[2] = { 0, 0 };
-        /* fp32 weights at 1 and `threads` threads; then fp16 weights at `threads` for the
-         * real upsampler shape */
-        for (int pass = 0; pass < (k == 2 ? 2 : 1); pass++) {
-            struct tc_weights *m = upsampler_weights(&hp, false);
-            if (m && pass == 1 && !tc_weights_matmuls_to_f16(m)) tc_weights_free(m), m = NULL;
-            struct jb_weights_source src = tc_weights_source(m);
-            struct jb_weights *w         = m ? jb_weights_init(&src) : NULL;
-            struct jb_prior *p1          = w && pass == 0 ? jb_prior_init(&hp, w, be1) : NULL;
-            struct jb_prior *pT          = w ? jb_prior_init(&hp, w, beT) : NULL;
-            if (!pT || (pass == 0 && !p1)) {
-                printf("| %-8s | could not build the prior: %s |\n", sh->name, jb_last_error());
-            } else {
-                for (int b = 0; b < 2; b++) {
-                    const int N  = b ? 4 : 1;
-                    int n_sample = sh->n_sample[b];
-                    if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
-                    if (pass == 0) {
-                        /* A B A B ...: each the best of `repeats` runs (--repeat, default 2),
-                         * interleaved, so that a change of machine load hits both thread
-                         * counts alike */
-                        struct result r1 = { 0 }, rT = { 0 };
-                        for (int rep = 0; rep < repeats; rep++) {
-                            r1 = best_of(
-                              r1, run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32));
-                            rT = best_of(
-                              rT, run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32));
-                        }
-                        print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
-                        print_row(sh,
-                                  "fp32",
-                                  N,
-                                  threads,
-                                  &rT,
-                                  r1.ok && rT.ok ? rT.decode_tps / r1.decode_tps : 0,
-                                  bytes,
-                                  read_gbs,
-                                  ref,
-                                  0);
-                        fp32_tps[b]  = rT.ok ? rT.decode_tps : 0;
-                        init_s[k][b] = rT.ok ? rT.init_s : 0;
-                        if (N == 1) { /* KV cache precision, at `threads` */
-                            kv32[k] = rT;
-                            kv16[k] = run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F16);
-                        }
-                    } else {
-                        /* as many runs as each fp32 row: the fp16/32 ratio compares the best
-                         * of equally many samples on a shared machine */
-                        struct result r = { 0 };
-                        for (int rep = 0; rep < repeats; rep++)
-                            r = best_of(r,
-                                        run_shape(pT, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32));
-                        print_row(sh,
-                                  "fp16",
-                                  N,
-                                  threads,
-                                  &r,
-                                  0,
-                                  bytes / 2 + 2.0 * hp.bins * hp.tr.width, /* head stays fp32 */
-                                  read_gbs,
-                                  0,
-                                  r.ok && fp32_tps[b] > 0 ? r.decode_tps / fp32_tps[b] : 0);
-                    }
-                }
+        /* fp32 weights at 1 and `threads` threads, and for the real upsampler shape the same
+         * weights stored fp16 at `threads`: all built first, then run interleaved (A B C A B C
+         * ...), so that the thread and fp16/32 ratios compare runs made under the same load */
+        const int n_wt          = k == 2 ? 2 : 1;
+        struct tc_weights *m[2] = { NULL, NULL };
+        struct jb_weights *w[2] = { NULL, NULL };
+        struct jb_prior *p1 = NULL, *pT[2] = { NULL, NULL };
+        bool built = true;
+        for (int t = 0; t < n_wt && built; t++) {
+            m[t] = upsampler_weights(&hp, false);
+            if (m[t] && t == 1 && !tc_weights_matmuls_to_f16(m[t]))
+                tc_weights_free(m[t]), m[t] = NULL;
+            struct jb_weights_source src = tc_weights_source(m[t]);
+            w[t]                         = m[t] ? jb_weights_init(&src) : NULL;
+            if (w[t] && t == 0) p1 = jb_prior_init(&hp, w[t], be1);
+            pT[t] = w[t] ? jb_prior_init(&hp, w[t], beT) : NULL;
+            built = pT[t] && (t > 0 || p1);
+        }
+        struct result r16[2] = { { 0 } }, r32[2] = { { 0 } };
+        for (int b = 0; b < 2 && built; b++) {
+            const int N  = b ? 4 : 1;
+            int n_sample = sh->n_sample[b];
+            if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
+            /* each row the best of `repeats` runs (--repeat, default 2) */
+            struct result r1 = { 0 }, rT = { 0 };
+            double thr_ratio[MAX_ROUNDS], f16_ratio[MAX_ROUNDS];
+            int n_thr = 0, n_f16 = 0;
+            for (int rep = 0; rep < repeats; rep++) {
+                struct result a = run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                struct result c = run_shape(pT[0], &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                struct result h = { 0 };
+                if (n_wt == 2) h = run_shape(pT[1], &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                r1     = best_of(r1, a);
+                rT     = best_of(rT, c);
+                r16[b] = best_of(r16[b], h);
+                if (a.ok && c.ok && n_thr < MAX_ROUNDS)
+                    thr_ratio[n_thr++] = c.decode_tps / a.decode_tps;
+                if (c.ok && h.ok && n_f16 < MAX_ROUNDS)
+                    f16_ratio[n_f16++] = h.decode_tps / c.decode_tps;
             }
-            jb_prior_free(p1);
-            jb_prior_free(pT);
-            jb_weights_free(w);
-            tc_weights_free(m);
+            round_summary(sh->name, N, threads, thr_ratio, n_thr, f16_ratio, n_f16);
+            print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
+            print_row(sh,
+                      "fp32",
+                      N,
+                      threads,
+                      &rT,
+                      r1.ok && rT.ok ? rT.decode_tps / r1.decode_tps : 0,
+                      bytes,
+                      read_gbs,
+                      ref,
+                      0);
+            r32[b]       = rT;
+            init_s[k][b] = rT.ok ? rT.init_s : 0;
+            if (N == 1) { /* KV cache precision, at `threads` */
+                kv32[k] = rT;
+                kv16[k] = run_shape(pT[0], &hp, N, sh->n_prime, n_sample, JB_DTYPE_F16);
+            }
+        }
+        for (int b = 0; b < 2 && built && n_wt == 2; b++)
+            print_row(sh,
+                      "fp16",
+                      b ? 4 : 1,
+                      threads,
+                      &r16[b],
+                      0,
+                      bytes / 2 + 2.0 * hp.bins * hp.tr.width, /* head stays fp32 */
+                      read_gbs,
+                      0,
+                      r16[b].ok && r32[b].ok ? r16[b].decode_tps / r32[b].decode_tps : 0);
+        if (!built) printf("| %-8s | could not build the prior: %s |\n", sh->name, jb_last_error());
+        jb_prior_free(p1);
+        for (int t = 0; t < 2; t++) {
+            jb_prior_free(pT[t]);
+            jb_weights_free(w[t]);
+            tc_weights_free(m[t]);
         }
         if (k == 2 && !no_cond) bench_conditioner(sh, threads, ref_cond);
         if (ref > 0)
@@ -615,7 +667,8 @@ int main(int argc, char **argv)
     getloadavg(load, 3);
     printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s = "
            "pos/s x candidates.\nvs 1 thr: tokens/s against the same row with one thread (same "
-           "run; best of %d interleaved runs each; fp16 rows best of %d). weights/step: matmul "
+           "run; best of %d interleaved runs each, the fp16 rows' runs interleaved with them too). "
+           "weights/step: matmul "
            "weights one step streams "
            "(transformer + output head), "
            "shared by the candidates of a batch. %% sum BW: eff. GB/s against the parallel "
@@ -624,8 +677,11 @@ int main(int argc, char **argv)
            "at the end: %.2f (the machine is shared: figures are noisy)\n",
            "priming in chunks of 32",
            repeats,
-           repeats,
            load[0]);
+    if (g_n_rounds > 0)
+        printf("\nratios within each round (the rows' runs back to back): median (min-max)\n");
+    for (int i = 0; i < g_n_rounds; i++)
+        printf("%s\n", g_rounds[i]);
     printf(
       "\nstate set-up (jb_prior_state_init_ex, fp32 KV, %d thread(s); the block-kind KV caches "
       "are zeroed there, so their first-touch page faults are not in the token loop):\n",
