@@ -29,12 +29,6 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* follows a job until done; counts audio bytes/events; returns seconds from send to done */
 static double follow(int fd, double t_sent, double *t_accepted, int64_t *bytes, int *events)
 {
@@ -161,7 +155,7 @@ int main(int argc, char **argv)
         ep_msg_free(m);
         follow(fd, t0, &lat[i], &bytes, &events);
     }
-    qsort(lat, (size_t)submits, sizeof *lat, cmp_double);
+    tc_sort_doubles(lat, (size_t)submits);
 
     /* the engine's job through the daemon, audio streamed at 44.1 and 48 kHz */
     double t_daemon[2] = { -1, -1 };

@@ -26,12 +26,6 @@ static float *rnd_buf(size_t n, float scale)
     return p;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double cpu_now(void)
 {
     struct timespec ts;
@@ -58,7 +52,7 @@ static struct timing time_it(void (*fn)(void *ctx, int i), void *ctx)
         t[n++] = jb_time_now() - t0;
     }
     double cpu = (cpu_now() - c0) / n;
-    qsort(t, (size_t)n, sizeof t[0], cmp_double);
+    tc_sort_doubles(t, (size_t)n);
     return (struct timing){ t[n / 2], t[0], cpu };
 }
 

@@ -403,16 +403,10 @@ static double ref_tps(char **files,
 static char g_rounds[8][200];
 static int g_n_rounds;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int spread(char *out, size_t size, const char *what, double *v, int n)
 {
     if (n < 1) return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    tc_sort_doubles(v, (size_t)n);
     double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
     return snprintf(out, size, "%s %.2fx (%.2f-%.2f)", what, med, v[0], v[n - 1]);
 }

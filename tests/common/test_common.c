@@ -95,6 +95,17 @@ void tc_rng_fill(uint64_t *s, float *dst, size_t n, float scale)
         dst[i] = scale * tc_rng_uniform(s);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void tc_sort_doubles(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+}
+
 bool tc_tempdir(char *buf, size_t len, const char *tag)
 {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";

@@ -54,6 +54,11 @@ float tc_rng_uniform(uint64_t *state); /* [-1, 1) */
 /* n floats uniform in [-scale, scale) */
 void tc_rng_fill(uint64_t *state, float *dst, size_t n, float scale);
 
+/* ---- timings -------------------------------------------------------------------------------- */
+
+/* Sorts v[0..n) ascending (the benches' medians and ranges). */
+void tc_sort_doubles(double *v, size_t n);
+
 /* ---- files and folders ---------------------------------------------------------------------- */
 
 /* Creates $TMPDIR/encore-<tag>-XXXXXX into buf; false on failure. */

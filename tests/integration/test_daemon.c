@@ -1227,7 +1227,7 @@ int main(int argc, char **argv)
     free(ref_audio);
     jb_audio_free(&riff);
     tc_rmtree(tmpl);
-    if (access(tmpl, F_OK) == 0) printf("note: could not remove %s\n", tmpl);
+    if (tc_exists(tmpl)) printf("note: could not remove %s\n", tmpl);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
