@@ -2,7 +2,8 @@
  * tests/unit/test_share_tuner.c - the CPU backend's choice of how eagerly to share a token
  * loop's ops between threads (backend/cpu/share_tuner.h), on synthetic step times: it settles
  * on the fastest arm, ignores preempted steps, drops a clearly slow arm after two steps, follows
- * a change of the fastest arm, re-checks less often while its choice holds, keeps loop kinds
+ * a change of the fastest arm, re-checks less often while its choice holds (also among arms
+ * that noise alone tells apart), keeps loop kinds
  * apart and never times the gap between two loops. Also that the pool honours the minimum work
  * it sets. Prints one line per check and "N passed, M failed"; exits 1 on any failure.
  */
@@ -21,6 +22,8 @@ struct sim {
     int64_t now;
     int arm; /* the arm the next step runs with */
     long steps_at[JB_SHARE_ARMS];
+    double noise; /* each step's time times 1 + noise·u, u uniform in [-1, 1) */
+    uint64_t rng;
 };
 
 /* Runs `n` steps of loop `key`, each taking cost[arm] µs (every `outlier_every`-th step 20x:
@@ -30,6 +33,7 @@ static void run(struct sim *s, uintptr_t key, int n, const double *cost, int out
     for (int i = 0; i < n; i++) {
         double us = cost[s->arm];
         if (outlier_every > 0 && i % outlier_every == outlier_every - 1) us *= 20.0;
+        if (s->noise > 0) us *= 1.0 + s->noise * (double)tc_rng_uniform(&s->rng);
         s->now += (int64_t)(us * 1000.0);
         s->steps_at[s->arm]++;
         s->arm = jb_share_tuner_step(&s->t, key, s->now);
@@ -45,6 +49,7 @@ static void sim_init(struct sim *s)
     memset(s, 0, sizeof *s);
     jb_share_tuner_init(&s->t);
     s->now = 1000000000;
+    s->rng = 12345;
 }
 
 static const struct jb_share_loop *loop_of(const struct sim *s, uintptr_t key)
@@ -120,6 +125,29 @@ static void test_backs_off(void)
     tc_check(other * 100 < 20000 * 2,
              "then spends under 2%% of the steps on the other arms (%ld of 20000)",
              other);
+}
+
+/* Arms that behave alike (at a small width no op reaches the thresholds of arms 1-3, so all
+ * three share nothing) must not reset the back-off when noise makes another of them the
+ * fastest: each reset brings the next round of trials, and so the slower arm 0, 4 blocks on. */
+static void test_alike_arms_hold(void)
+{
+    struct sim s;
+    sim_init(&s);
+    s.noise                          = 0.04;
+    const double cost[JB_SHARE_ARMS] = { 118, 100, 100, 100 };
+    run(&s, 7, 20000, cost, 0);
+    const struct jb_share_loop *L = loop_of(&s, 7);
+    tc_check(L && L->exploit_len == 128 && L->best > 0,
+             "alike arms under 4%% noise: the choice holds (arm %d, %d blocks between rounds, "
+             "want 1-3 and 128)",
+             L ? L->best : -9,
+             L ? L->exploit_len : -1);
+    memset(s.steps_at, 0, sizeof s.steps_at);
+    run(&s, 7, 20000, cost, 0);
+    tc_check(s.steps_at[0] * 100 < 20000 * 2,
+             "and under 2%% of the steps go to the slower arm 0 (%ld of 20000)",
+             s.steps_at[0]);
 }
 
 static void test_loop_kinds_apart(void)
@@ -203,6 +231,7 @@ int main(void)
     test_drops_slow_arm_early();
     test_follows_change();
     test_backs_off();
+    test_alike_arms_hold();
     test_loop_kinds_apart();
     test_arm_thresholds();
     test_pool_min_work();
