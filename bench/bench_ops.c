@@ -1,7 +1,8 @@
 /*
  * bench/bench_ops.c - micro-benchmark of the CPU kernels at the shapes that dominate Encore:
  * the VQ-VAE level-0 convolutions, the token-by-token matmuls of the priors (M = 1, weights
- * streamed from memory or from cache) and a prefill-sized matmul (M = 32).
+ * streamed from memory or from cache), a prefill-sized matmul (M = 32), and the element-wise ops
+ * of a token step (quick_gelu, layer norm) for 1 and 4 candidates.
  *
  * usage: bench_ops [n_threads] [isa: portable|avx2|avx512] [seconds per case]
  * Prints one table row per case: the median time of repeated runs and GFLOP/s (convolutions,
@@ -167,6 +168,49 @@ static void bench_matmul(struct jb_backend *be,
     free(c.x), free(c.y), free(c.bias), free(wf);
 }
 
+/* The element-wise ops of a token step, at the upsampler's width (1920, MLP 4 x 1920) for
+ * `rows` candidates: what they cost besides the weights. Rate: bytes read and written. */
+struct ew_case {
+    struct jb_backend *be;
+    int64_t rows, W;
+    float *x, *y;
+    struct jb_tensor g, b;
+};
+
+static void run_gelu(void *ctx, int i)
+{
+    struct ew_case *c = ctx;
+    (void)i;
+    jb_quick_gelu(c->be, c->rows * 4 * c->W, c->x); /* x·σ(1.702x) is a fixed point only at 0 */
+}
+
+static void run_layernorm(void *ctx, int i)
+{
+    struct ew_case *c = ctx;
+    (void)i;
+    jb_layernorm(c->be, c->rows, c->W, c->x, &c->g, &c->b, 1e-5f, c->y);
+}
+
+static void bench_elementwise(struct jb_backend *be, int64_t rows)
+{
+    const int64_t W  = 1920;
+    struct ew_case c = { .be = be, .rows = rows, .W = W };
+    c.x              = rnd_buf((size_t)(rows * 4 * W), 6.0f);
+    c.y              = rnd_buf((size_t)(rows * W), 1.0f);
+    c.g              = (struct jb_tensor){
+                     .type = JB_DTYPE_F32, .n_dims = 1, .shape = { W }, .data = rnd_buf((size_t)W, 1.0f)
+    };
+    c.b = (struct jb_tensor){
+        .type = JB_DTYPE_F32, .n_dims = 1, .shape = { W }, .data = rnd_buf((size_t)W, 1.0f)
+    };
+    char name[64];
+    snprintf(name, sizeof name, "quick_gelu %lld x 7680", (long long)rows);
+    print_row(name, time_it(run_gelu, &c), 8.0 * (double)(rows * 4 * W), "GB/s");
+    snprintf(name, sizeof name, "layernorm %lld x 1920", (long long)rows);
+    print_row(name, time_it(run_layernorm, &c), 8.0 * (double)(rows * W), "GB/s");
+    free(c.x), free(c.y), free(c.g.data), free(c.b.data);
+}
+
 int main(int argc, char **argv)
 {
     int n_threads = argc > 1 ? atoi(argv[1]) : 0;
@@ -213,6 +257,8 @@ int main(int argc, char **argv)
     bench_matmul(be, "matmul f16 M=4 K=N=1920 (16 W, from DRAM)", JB_DTYPE_F16, 4, 1920, 1920, 16);
     bench_matmul(be, "matmul f32 M=32 K=N=1920", JB_DTYPE_F32, 32, 1920, 1920, 1);
     bench_matmul(be, "matmul f16 M=32 K=N=1920", JB_DTYPE_F16, 32, 1920, 1920, 1);
+    bench_elementwise(be, 1);
+    bench_elementwise(be, 4);
     jb_backend_free(be);
     return 0;
 }

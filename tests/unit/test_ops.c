@@ -14,6 +14,7 @@
 #include "core/fp16.h"
 #include "test_common.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -707,6 +708,52 @@ static void test_softmax(struct jb_backend *be, int64_t rows, int64_t n)
     free(x), free(ref);
 }
 
+/* quick_gelu element by element against x / (1 + e^t) in double, t = −1.702·x in fp32, over the
+ * whole range where its exp overflows or underflows in fp32, and at ±0, ±inf and NaN. */
+static void test_quick_gelu_edges(struct jb_backend *be)
+{
+    enum { N_GRID = 48001 };
+    const float special[] = {
+        0.0f, -0.0f, 1e-30f, -1e-30f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN
+    };
+    const int n_sp = (int)(sizeof special / sizeof special[0]);
+    const int n    = N_GRID + n_sp;
+    float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+    for (int i = 0; i < N_GRID; i++) /* -120 .. 120 in steps of 0.005 */
+        x[i] = -120.0f + 0.005f * (float)i;
+    memcpy(x + N_GRID, special, sizeof special);
+    memcpy(y, x, (size_t)n * sizeof *y);
+    jb_quick_gelu(be, n, y);
+    double worst = 0;
+    int bad      = -1;
+    for (int i = 0; i < n && bad < 0; i++) {
+        const float t =
+          -1.702f *
+          x[i]; /* in fp32, as the reference (its rounding moves e^t by up to 40 ulp at |t| ~ 80) */
+        const double ref = (double)x[i] / (1.0 + exp((double)t));
+        if (isnan(ref) || isnan(y[i])) { /* NaN in, and -inf (-inf · 0), give NaN */
+            if (isnan(ref) != isnan(y[i])) bad = i;
+            continue;
+        }
+        if (isinf(ref) || isinf(y[i])) {
+            if (ref != (double)y[i]) bad = i;
+            continue;
+        }
+        /* 4 ulp of the result, or 1e-36 absolute where the reference is below fp32's normals */
+        const double err = fabs((double)y[i] - ref) / fmax(fabs(ref) * 4.0 * FLT_EPSILON, 1e-36);
+        if (err > worst) worst = err;
+        if (err > 1.0) bad = i;
+    }
+    char where[64] = "";
+    if (bad >= 0) snprintf(where, sizeof where, "; fails at x = %g", (double)x[bad]);
+    report(bad < 0,
+           "quick_gelu element-wise within 4 ulp over [-120, 120], ±0, ±inf, NaN (worst %.2f of "
+           "the bound%s)",
+           worst,
+           where);
+    free(x), free(y);
+}
+
 static void test_elementwise(struct jb_backend *be, int64_t n)
 {
     float *a = rnd_buf(n, 6.0), *b = rnd_buf(n, 1.0), *y = malloc((size_t)n * 4);
@@ -973,6 +1020,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_softmax(be, 40, 1);
     test_elementwise(be, 1000);
     test_elementwise(be, 300000);
+    test_quick_gelu_edges(be);
     for (int ti = 0; ti < 3; ti++)
         test_embedding(be, types[ti]);
 

@@ -34,6 +34,7 @@
 #include <pthread.h>
 
 #include <stdatomic.h>
+#include <string.h>
 
 /* JB_CPU_NO_SIMD builds the portable kernels only, as on other architectures (for testing). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(JB_CPU_NO_SIMD)
@@ -326,7 +327,68 @@ void jb_cpu_vq_block_avx2(const float *xn,
                           int64_t n,
                           int32_t *codes);
 
-/* --- shared by the attention and sampling kernels (cpu_attention.c) -------------------------- */
+/* --- the vectorised exp of the attention, sampling and quick_gelu kernels ------------------- */
+
+/* Kernels built for several ISA levels (the engine targets x86-64-v2; the dispatch picks AVX-512
+ * / AVX2 at load time through an ifunc). */
+#if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+#define JB_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define JB_CPU_CLONES
+#endif
+
+/* GCC only vectorises the selects around the exp below when it may assume that floating-point
+ * operations do not trap (they don't here: the engine never enables FP exceptions); clang
+ * already assumes so. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define JB_CPU_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
+#else
+#define JB_CPU_NO_TRAPPING_MATH
+#endif
+
+/* GCC does not inline a plain inline function into one with other optimisation options (the
+ * attribute above): the helpers of such loops are forced inline, or the call stops the
+ * vectoriser. */
+#if defined(__GNUC__)
+#define JB_CPU_INLINE static inline __attribute__((always_inline))
+#else
+#define JB_CPU_INLINE static inline
+#endif
+
+/* e^x = 2^k · e^r, k = round(x / ln 2), r = x − k·ln 2 (Cody-Waite, in two parts, |r| ≤ ln 2 / 2):
+ * returns e^r (Cephes expf's polynomial, ≤ 1e-7 relative error, about one ulp) and sets *kb to
+ * k + 1.5·2^23, whose low mantissa bits hold k. x must lie in [−87.3, 88] (2^k stays a normal
+ * float); callers clamp and select. No libm call, so loops around it vectorise. */
+JB_CPU_INLINE float jb_cpu_exp_reduced(float x, float *kb)
+{
+    *kb           = x * 1.44269504088896341f + 0x1.8p23f;
+    const float k = *kb - 0x1.8p23f;
+    const float r = (x - k * 0.693359375f) + k * 2.12194440e-4f;
+    float p       = 1.9875691500e-4f;
+    p             = p * r + 1.3981999507e-3f;
+    p             = p * r + 8.3334519073e-3f;
+    p             = p * r + 4.1665795894e-2f;
+    p             = p * r + 1.6666665459e-1f;
+    p             = p * r + 5.0000001201e-1f;
+    return p * (r * r) + r + 1.0f;
+}
+
+/* The bits of 2^k from the bits of kb (jb_cpu_exp_reduced's *kb, read as an integer). */
+JB_CPU_INLINE int32_t jb_cpu_exp2_bits(int32_t kb_bits)
+{
+    return (kb_bits - 0x4B400000 + 127) << 23;
+}
+
+/* 2^k from kb itself. */
+JB_CPU_INLINE float jb_cpu_exp2_of(float kb)
+{
+    int32_t i;
+    memcpy(&i, &kb, sizeof i);
+    i = jb_cpu_exp2_bits(i);
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
 
 /* A float's bits, for building 2^k in the vectorised exp (type punning through a union is
  * defined in C; an array of these keeps the pun out of the loop, where it would stop GCC from

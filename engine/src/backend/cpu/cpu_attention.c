@@ -57,49 +57,23 @@ static inline void key_range(const struct jb_attn_desc *a,
     jb_attn_key_range(c->func, a->block_ctx, c->rows, c->cap, i, first, n);
 }
 
-/* The kernels below are built for several ISA levels (the engine targets x86-64-v2; the
- * dispatch picks AVX-512 / AVX2 at load time through an ifunc). */
-#if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
-#define JB_ATTN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define JB_ATTN_CLONES
-#endif
-
-/* GCC only vectorises the selects of the exp below when it may assume that floating-point
- * operations do not trap (they don't here: the engine never enables FP exceptions); clang
- * already assumes so. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define JB_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
-#else
-#define JB_NO_TRAPPING_MATH
-#endif
-
-JB_ATTN_CLONES JB_NO_TRAPPING_MATH static float exp_shift_sum(float *restrict s,
-                                                              int64_t n,
-                                                              float m,
-                                                              union jb_f32_bits *restrict u)
+JB_CPU_CLONES JB_CPU_NO_TRAPPING_MATH static float exp_shift_sum(float *restrict s,
+                                                                 int64_t n,
+                                                                 float m,
+                                                                 union jb_f32_bits *restrict u)
 {
-    /* e^x = 2^k · e^r with k = round(x / ln 2), r = x − k·ln 2 (in two parts), |r| ≤ ln2 / 2 */
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) {
         const float x  = s[j] - m;
-        const float xc = x > -87.3f ? x : -87.3f;               /* 2^k stays normal */
-        const float kb = xc * 1.44269504088896341f + 0x1.8p23f; /* k in the low bits */
-        const float k  = kb - 0x1.8p23f;
-        const float r  = (xc - k * 0.693359375f) + k * 2.12194440e-4f;
-        float p        = 1.9875691500e-4f;
-        p              = p * r + 1.3981999507e-3f;
-        p              = p * r + 8.3334519073e-3f;
-        p              = p * r + 4.1665795894e-2f;
-        p              = p * r + 1.6666665459e-1f;
-        p              = p * r + 5.0000001201e-1f;
-        p              = p * (r * r) + r + 1.0f;
-        s[j]           = x >= -87.3f ? p : 0.0f; /* 0 for −∞ and what would underflow */
-        u[j].f         = kb;
+        const float xc = x > -87.3f ? x : -87.3f; /* 2^k stays normal */
+        float kb;
+        const float p = jb_cpu_exp_reduced(xc, &kb);
+        s[j]          = x >= -87.3f ? p : 0.0f; /* 0 for −∞ and what would underflow */
+        u[j].f        = kb;
     }
 #pragma omp simd
     for (int64_t j = 0; j < n; j++)
-        u[j].i = (u[j].i - 0x4B400000 + 127) << 23; /* 2^k */
+        u[j].i = jb_cpu_exp2_bits(u[j].i); /* 2^k */
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; j++) {
@@ -129,7 +103,7 @@ static inline float h2f(uint16_t h)
     return jb_bits_f32(bits);
 }
 
-JB_ATTN_CLONES static void h2f_row(const uint16_t *restrict src, int64_t n, float *restrict dst)
+JB_CPU_CLONES static void h2f_row(const uint16_t *restrict src, int64_t n, float *restrict dst)
 {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++)
@@ -143,7 +117,7 @@ JB_ATTN_CLONES static void h2f_row(const uint16_t *restrict src, int64_t n, floa
  * kt is the head's transposed key block (kt[c·ldk + j] = component c of key j), so the scores
  * are accumulated across keys in vector lanes, with no horizontal sums; v is row-major. Scale
  * after the dot product and an fp32 softmax, as the reference in eval mode. */
-JB_ATTN_CLONES
+JB_CPU_CLONES
 static void scores_f32(const float *restrict q,
                        const float *restrict kt,
                        int64_t ldk,
@@ -171,7 +145,7 @@ static void scores_f32(const float *restrict q,
     }
 }
 
-JB_ATTN_CLONES
+JB_CPU_CLONES
 static void weighted_sum_f32(const float *restrict s,
                              float inv,
                              const float *restrict v,
