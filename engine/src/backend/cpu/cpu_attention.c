@@ -21,10 +21,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__clang__)
-#pragma clang diagnostic ignored "-Wpass-failed"
-#endif
-
 /* Slot of position j in the cache, or −1 when the layer does not keep it (func 7 past P'). */
 static inline int64_t kv_slot(const struct jb_attn_desc *a, const struct jb_kv_cache *c, int64_t j)
 {

@@ -15,11 +15,6 @@
 #include <math.h>
 #include <string.h>
 
-/* clang reports `omp simd` loops it leaves scalar (the sanitizer builds) as failed passes */
-#if defined(__clang__)
-#pragma clang diagnostic ignored "-Wpass-failed"
-#endif
-
 #define N_PART 16
 
 #if defined(__GNUC__) && !defined(__clang__)

@@ -102,7 +102,10 @@ static void convert_f32(const struct jb_cpu *cpu,
         memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-/* y[m, c0:c1] = acc + init */
+/* y[m, c0:c1] = acc + init. One branch-free loop per case, so that each vectorises: with the
+ * conditional loads inside one loop GCC kept it scalar, 12.7 µs for 4 x 5760 outputs against
+ * 1.9-2.6 µs now, ~2 ms of CPU time per 4-candidate w1920d72 step. Every case computes
+ * acc + (init_y + init_b) as the one loop did, zeros included, so results keep their bits. */
 static void store_acc(int64_t M,
                       const float *acc,
                       int64_t lda,
@@ -114,11 +117,24 @@ static void store_acc(int64_t M,
                       int64_t c1)
 {
     for (int64_t m = 0; m < M; m++) {
-        float *yr       = y + m * ldy;
-        const float *ar = acc + m * lda - c0;
-        for (int64_t n = c0; n < c1; n++) {
-            float init = (accumulate ? yr[n] : 0.0f) + (bias ? bias[n] : 0.0f);
-            yr[n]      = ar[n] + init;
+        float *restrict yr       = y + m * ldy;
+        const float *restrict ar = acc + m * lda - c0;
+        if (accumulate && bias) {
+#pragma omp simd
+            for (int64_t n = c0; n < c1; n++)
+                yr[n] = ar[n] + (yr[n] + bias[n]);
+        } else if (accumulate) {
+#pragma omp simd
+            for (int64_t n = c0; n < c1; n++)
+                yr[n] = ar[n] + (yr[n] + 0.0f);
+        } else if (bias) {
+#pragma omp simd
+            for (int64_t n = c0; n < c1; n++)
+                yr[n] = ar[n] + (0.0f + bias[n]);
+        } else {
+#pragma omp simd
+            for (int64_t n = c0; n < c1; n++)
+                yr[n] = ar[n] + 0.0f;
         }
     }
 }

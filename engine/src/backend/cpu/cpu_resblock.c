@@ -17,10 +17,6 @@
 
 #include <string.h>
 
-#if defined(__clang__)
-#pragma clang diagnostic ignored "-Wpass-failed"
-#endif
-
 #define TILED_MAX_CHANNELS 512         /* c_in + n_state */
 #define TILE_BUDGET_FLOATS (96 * 1024) /* per thread: ~384 KiB, L2-resident */
 

@@ -10,10 +10,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__clang__)
-#pragma clang diagnostic ignored "-Wpass-failed"
-#endif
-
 struct draw_mem {
     float *val;              /* [V] selection copy / exp values */
     int32_t *idx;            /* [V] top-p heap */
