@@ -708,6 +708,43 @@ static void test_softmax(struct jb_backend *be, int64_t rows, int64_t n)
     free(x), free(ref);
 }
 
+/* F16C's fp32 -> fp16 (the half KV cache's appends) against the scalar jb_f32_to_f16, bitwise:
+ * a stride through all 2^32 bit patterns, and every pattern around the boundaries of the fp16
+ * range (subnormals, overflow to inf, rounding ties) and NaN payloads. */
+static void test_to_f16(void)
+{
+    if (g_isa < JB_CPU_ISA_AVX2) return;
+    enum { N = 1 << 20 };
+    float *src    = malloc(N * sizeof *src);
+    uint16_t *dst = malloc(N * sizeof *dst);
+    int n         = 0;
+    uint32_t u    = 0;
+    for (; n < N / 2; n++, u += 8191u) /* 8191 is odd: a stride over every bit pattern */
+        src[n] = jb_bits_f32(u);
+    const uint32_t edges[] = { 0x00000000u, 0x33000000u, 0x387fc000u, 0x38800000u,
+                               0x477fe000u, 0x477ff000u, 0x7f800000u, 0x7fc00000u };
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++)
+        for (uint32_t d = 0; d < 16384 && n + 1 < N; d++) {
+            src[n++] = jb_bits_f32(edges[e] + d);
+            src[n++] = jb_bits_f32((edges[e] + d) | 0x80000000u);
+        }
+    jb_cpu_to_f16_avx2(src, dst, n);
+    int bad = -1;
+    for (int i = 0; i < n && bad < 0; i++)
+        if (dst[i] != jb_f32_to_f16(src[i])) bad = i;
+    report(bad < 0,
+           "F16C fp32->fp16 bitwise equal to jb_f32_to_f16 on %d bit patterns%s",
+           n,
+           bad < 0 ? "" : " (differs)");
+    if (bad >= 0)
+        fprintf(stderr,
+                "  first difference: 0x%08x -> 0x%04x, want 0x%04x\n",
+                (unsigned)jb_f32_bits(src[bad]),
+                dst[bad],
+                jb_f32_to_f16(src[bad]));
+    free(src), free(dst);
+}
+
 /* quick_gelu element by element against x / (1 + e^t) in double, t = −1.702·x in fp32, over the
  * whole range where its exp overflows or underflows in fp32, and at ±0, ±inf and NaN. */
 static void test_quick_gelu_edges(struct jb_backend *be)
@@ -1021,6 +1058,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_elementwise(be, 1000);
     test_elementwise(be, 300000);
     test_quick_gelu_edges(be);
+    test_to_f16();
     for (int ti = 0; ti < 3; ti++)
         test_embedding(be, types[ti]);
 

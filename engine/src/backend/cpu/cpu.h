@@ -167,6 +167,9 @@ void jb_cpu_vq_argmin(struct jb_cpu *cpu,
 /* fp16 / bf16 -> fp32 conversion of n elements. */
 void jb_cpu_convert_avx512(enum jb_dtype type, const void *src, float *dst, int64_t n);
 void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_t n);
+/* fp32 -> fp16 of n elements with F16C (part of the AVX2 level here): bitwise jb_f32_to_f16,
+ * round to nearest even, NaNs quieted with their top payload bits, as the hardware does. */
+void jb_cpu_to_f16_avx2(const float *src, uint16_t *dst, int64_t n);
 
 /* Fused products over a slice of outputs [n0, n1), the weights read in their stored dtype:
  *   !w_trans: acc[m * lda + (n - n0)] = Σ_k x[m, k] · W[k, n], M <= JB_CPU_GEMV_MAX_M, streaming

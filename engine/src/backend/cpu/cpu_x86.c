@@ -1,5 +1,5 @@
 /*
- * backend/cpu/cpu_x86.c - AVX-512 and AVX2/F16C kernels: dtype conversion, the small-M fused
+ * backend/cpu/cpu_x86.c - AVX-512 and AVX2/F16C kernels: dtype conversions, the small-M fused
  * matmul (GEMV) kernels, the direct convolution tile kernel and the VQ argmin row scan.
  *
  * The engine is built for x86-64-v2, so each function here carries a target attribute and is
@@ -8,10 +8,9 @@
  * tiles stay in registers.
  */
 #include "backend/cpu/cpu.h"
+#include "core/fp16.h"
 
 #if JB_CPU_X86
-
-#include "core/fp16.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -963,6 +962,17 @@ JB_TARGET_AVX2 void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, flo
     jb_convert_to_f32(type, (const uint16_t *)src + i, dst + i, (size_t)(n - i));
 }
 
+JB_TARGET_AVX2 void jb_cpu_to_f16_avx2(const float *src, uint16_t *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(
+          (__m128i *)(dst + i),
+          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        dst[i] = jb_f32_to_f16(src[i]);
+}
+
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_n_step_256(enum jb_dtype type,
                                                             const int M,
                                                             const int KB,
@@ -1502,6 +1512,11 @@ void jb_cpu_convert_avx512(enum jb_dtype type, const void *src, float *dst, int6
 void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_t n)
 {
     jb_convert_to_f32(type, src, dst, (size_t)n);
+}
+void jb_cpu_to_f16_avx2(const float *src, uint16_t *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = jb_f32_to_f16(src[i]);
 }
 void jb_cpu_gemv_avx512(enum jb_dtype type,
                         bool w_trans,
