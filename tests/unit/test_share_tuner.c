@@ -3,9 +3,9 @@
  * loop's ops between threads (backend/cpu/share_tuner.h), on synthetic step times: it settles
  * on the fastest arm, ignores preempted steps, drops a clearly slow arm after two steps, follows
  * a change of the fastest arm, re-checks less often while its choice holds (also among arms
- * that noise alone tells apart), keeps loop kinds
- * apart and never times the gap between two loops. Also that the pool honours the minimum work
- * it sets. Prints one line per check and "N passed, M failed"; exits 1 on any failure.
+ * that only noise tells apart), keeps loop kinds apart and never times the gap between two
+ * loops. Also that the pool honours the minimum work it sets. Prints one line per check and
+ * "N passed, M failed"; exits 1 on any failure.
  */
 #include "backend/cpu/pool.h"
 #include "backend/cpu/share_tuner.h"
