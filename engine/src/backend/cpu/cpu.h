@@ -167,6 +167,13 @@ void jb_cpu_vq_argmin(struct jb_cpu *cpu,
 /* fp16 / bf16 -> fp32 conversion of n elements. */
 void jb_cpu_convert_avx512(enum jb_dtype type, const void *src, float *dst, int64_t n);
 void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_t n);
+/* fp16 / bf16 / fp32 -> fp32 of n elements with the best kernel cpu->isa allows (cpu_matmul.c;
+ * the portable fp16 path reads a table that jb_cpu_tables_init fills). */
+void jb_cpu_to_f32(const struct jb_cpu *cpu,
+                   enum jb_dtype type,
+                   const void *src,
+                   float *dst,
+                   int64_t n);
 /* fp32 -> fp16 of n elements with F16C (part of the AVX2 level here): bitwise jb_f32_to_f16,
  * round to nearest even, NaNs quieted with their top payload bits, as the hardware does. */
 void jb_cpu_to_f16_avx2(const float *src, uint16_t *dst, int64_t n);

@@ -16,7 +16,6 @@
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/pool.h"
-#include "core/fp16.h"
 
 #include <math.h>
 #include <string.h>
@@ -84,43 +83,6 @@ JB_CPU_CLONES JB_CPU_NO_TRAPPING_MATH static float exp_shift_sum(float *restrict
 float jb_cpu_exp_shift_sum(float *s, int64_t n, float m, union jb_f32_bits *u)
 {
     return exp_shift_sum(s, n, m, u);
-}
-
-/* fp16 -> fp32 without branches (exact; subnormals through a float subtraction), so that the
- * conversion loops vectorise. */
-static inline float h2f(uint16_t h)
-{
-    const uint32_t o0   = (uint32_t)(h & 0x7fff) << 13;
-    const uint32_t e    = o0 & 0x0f800000u;
-    const uint32_t o    = o0 + 0x38000000u + (e == 0x0f800000u ? 0x38000000u : 0u);
-    const uint32_t sub  = o + 0x00800000u; /* subnormal: 2^-14 · (1 + m) − 2^-14 */
-    const float fs      = jb_bits_f32(sub) - 6.103515625e-05f;
-    const uint32_t bits = (e == 0 ? jb_f32_bits(fs) : o) | ((uint32_t)(h & 0x8000) << 16);
-    return jb_bits_f32(bits);
-}
-
-JB_CPU_CLONES static void h2f_row(const uint16_t *restrict src, int64_t n, float *restrict dst)
-{
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = h2f(src[i]);
-}
-
-/* A half cache's keys or values to fp32: F16C where the CPU has it (GCC vectorises h2f_row only
- * in its AVX-512 clone, so an AVX2 machine converted one element at a time). Exact either way. */
-static void from_f16(const struct jb_cpu *cpu, const uint16_t *src, int64_t n, float *dst)
-{
-#if JB_CPU_X86
-    if (cpu->isa >= JB_CPU_ISA_AVX512) {
-        jb_cpu_convert_avx512(JB_DTYPE_F16, src, dst, n);
-        return;
-    }
-    if (cpu->isa >= JB_CPU_ISA_AVX2) {
-        jb_cpu_convert_avx2(JB_DTYPE_F16, src, dst, n);
-        return;
-    }
-#endif
-    h2f_row(src, n, dst);
 }
 
 /* Keys converted per block of this many slots for half caches (hd·KBLK floats of the arena). */
@@ -210,7 +172,8 @@ static void attend_one(const struct jb_cpu *cpu,
         for (int64_t j0 = 0; j0 < nk; j0 += KBLK) {
             const int64_t n = nk - j0 < KBLK ? nk - j0 : KBLK;
             for (int ch = 0; ch < hd; ch++)
-                from_f16(cpu, kt + (int64_t)ch * cap + j0, n, blk + (int64_t)ch * n);
+                jb_cpu_to_f32(
+                  cpu, JB_DTYPE_F16, kt + (int64_t)ch * cap + j0, blk + (int64_t)ch * n, n);
             scores_f32(q, blk, n, n, hd, s + j0);
         }
     }
@@ -227,7 +190,7 @@ static void attend_one(const struct jb_cpu *cpu,
         const uint16_t *v = (const uint16_t *)c->v + off + (size_t)k0 * (size_t)hd;
         for (int64_t j0 = 0; j0 < nk; j0 += KBLK) {
             const int64_t n = nk - j0 < KBLK ? nk - j0 : KBLK;
-            from_f16(cpu, v + j0 * hd, n * hd, blk);
+            jb_cpu_to_f32(cpu, JB_DTYPE_F16, v + j0 * hd, blk, n * hd);
             weighted_sum_f32(s + j0, inv, blk, n, hd, o);
         }
     }
@@ -244,12 +207,10 @@ static inline size_t block_off(const struct jb_kv_cache *c, int H, int hd, int n
  * half cache (3840 values per layer and candidate). */
 static void to_f16(const struct jb_cpu *cpu, const float *src, uint16_t *dst, int64_t n)
 {
-    if (cpu->isa >= JB_CPU_ISA_AVX2) {
+    if (cpu->isa >= JB_CPU_ISA_AVX2)
         jb_cpu_to_f16_avx2(src, dst, n);
-        return;
-    }
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = jb_f32_to_f16(src[i]);
+    else
+        jb_convert_from_f32(JB_DTYPE_F16, src, dst, (size_t)n);
 }
 
 void jb_cpu_op_kv_append(struct jb_cpu *cpu,

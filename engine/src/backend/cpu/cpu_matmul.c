@@ -75,11 +75,11 @@ void jb_cpu_tables_init(void)
     pthread_once(&g_f16_once, build_f16_table);
 }
 
-static void convert_f32(const struct jb_cpu *cpu,
-                        enum jb_dtype type,
-                        const void *src,
-                        float *dst,
-                        int64_t n)
+void jb_cpu_to_f32(const struct jb_cpu *cpu,
+                   enum jb_dtype type,
+                   const void *src,
+                   float *dst,
+                   int64_t n)
 {
 #if JB_CPU_X86
     if (cpu->isa >= JB_CPU_ISA_AVX512) {
@@ -208,11 +208,11 @@ static void packed_slice(const struct jb_cpu *cpu,
                 int64_t kb = K - k0 < PACK_K ? K - k0 : PACK_K;
                 for (int64_t k = 0; k < kb; k++) {
                     float *row = tile + k * ldc;
-                    convert_f32(cpu,
-                                w->type,
-                                wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
-                                row,
-                                cc);
+                    jb_cpu_to_f32(cpu,
+                                  w->type,
+                                  wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
+                                  row,
+                                  cc);
                     for (int64_t j = cc; j < ldc; j++)
                         row[j] = 0.0f;
                 }
@@ -322,19 +322,19 @@ static void tiled_slice(const struct jb_cpu *cpu,
             int64_t cb = n1 - c0 < nb ? n1 - c0 : nb;
             if (!w_trans) {
                 for (int64_t k = 0; k < kb; k++)
-                    convert_f32(cpu,
-                                w->type,
-                                wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
-                                tile + k * cb,
-                                cb);
+                    jb_cpu_to_f32(cpu,
+                                  w->type,
+                                  wb + ((size_t)(k0 + k) * (size_t)ldw + (size_t)c0) * es,
+                                  tile + k * cb,
+                                  cb);
                 blas_f32(M, cb, kb, x + k0, ldx, tile, cb, false, beta, y + c0, ldy);
             } else {
                 for (int64_t n = 0; n < cb; n++)
-                    convert_f32(cpu,
-                                w->type,
-                                wb + ((size_t)(c0 + n) * (size_t)ldw + (size_t)k0) * es,
-                                tile + n * kb,
-                                kb);
+                    jb_cpu_to_f32(cpu,
+                                  w->type,
+                                  wb + ((size_t)(c0 + n) * (size_t)ldw + (size_t)k0) * es,
+                                  tile + n * kb,
+                                  kb);
                 blas_f32(M, cb, kb, x + k0, ldx, tile, kb, true, beta, y + c0, ldy);
             }
         }

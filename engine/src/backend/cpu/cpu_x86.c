@@ -8,9 +8,10 @@
  * tiles stay in registers.
  */
 #include "backend/cpu/cpu.h"
-#include "core/fp16.h"
 
 #if JB_CPU_X86
+
+#include "core/fp16.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -969,8 +970,7 @@ JB_TARGET_AVX2 void jb_cpu_to_f16_avx2(const float *src, uint16_t *dst, int64_t 
         _mm_storeu_si128(
           (__m128i *)(dst + i),
           _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; i < n; i++)
-        dst[i] = jb_f32_to_f16(src[i]);
+    jb_convert_from_f32(JB_DTYPE_F16, src + i, dst + i, (size_t)(n - i));
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemv_n_step_256(enum jb_dtype type,
@@ -1515,8 +1515,7 @@ void jb_cpu_convert_avx2(enum jb_dtype type, const void *src, float *dst, int64_
 }
 void jb_cpu_to_f16_avx2(const float *src, uint16_t *dst, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = jb_f32_to_f16(src[i]);
+    jb_convert_from_f32(JB_DTYPE_F16, src, dst, (size_t)n);
 }
 void jb_cpu_gemv_avx512(enum jb_dtype type,
                         bool w_trans,
