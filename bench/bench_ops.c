@@ -1,10 +1,12 @@
 /*
  * bench/bench_ops.c - micro-benchmark of the CPU kernels at the shapes that dominate Encore:
  * the VQ-VAE level-0 convolutions, the token-by-token matmuls of the priors (M = 1, weights
- * streamed from memory or from cache), a prefill-sized matmul (M = 32), and the element-wise ops
- * of a token step (quick_gelu, layer norm) for 1 and 4 candidates.
+ * streamed from memory or from cache), a prefill-sized matmul (M = 32), the GEMVs of a w1920d72
+ * token step in sequence, and the element-wise ops of a token step (quick_gelu, layer norm) for
+ * 1 and 4 candidates.
  *
- * usage: bench_ops [n_threads] [isa: portable|avx2|avx512] [seconds per case]
+ * usage: bench_ops [n_threads] [isa: portable|avx2|avx512] [seconds per case] [case filter]
+ * (the filter: only the cases whose name contains it, e.g. "token step")
  * Prints one table row per case: the median time of repeated runs and GFLOP/s (convolutions,
  * M = 32) or GB/s of weights read (M = 1).
  */
@@ -17,6 +19,12 @@
 #include <time.h>
 
 static double g_min_seconds = 0.5;
+static const char *g_only; /* run only the cases whose name contains this */
+
+static bool wanted(const char *name)
+{
+    return !g_only || strstr(name, g_only) != NULL;
+}
 
 /* n uniform values in [-scale, scale) from tests/common's RNG */
 static float *rnd_buf(size_t n, float scale)
@@ -103,6 +111,7 @@ static void bench_conv(struct jb_backend *be,
                        int d,
                        bool transpose)
 {
+    if (!wanted(name)) return;
     struct conv_case c = { .be = be, .T = T, .s = s, .p = p, .d = d, .transpose = transpose };
     int64_t Tout =
       transpose ? jb_conv_transpose1d_out_len(T, k, s, p) : jb_conv1d_out_len(T, k, s, p, d);
@@ -148,6 +157,7 @@ static void bench_matmul(struct jb_backend *be,
                          int64_t K,
                          int n_w)
 {
+    if (!wanted(name)) return;
     struct mm_case c = { .be = be, .M = M, .N = N, .K = K, .n_w = n_w };
     c.x              = rnd_buf((size_t)(M * K), 1.0f);
     c.y              = rnd_buf((size_t)(M * N), 1.0f);
@@ -165,6 +175,61 @@ static void bench_matmul(struct jb_backend *be,
         print_row(name, tm, 2.0 * (double)(M * N * K), "GFLOP/s");
     for (int i = 0; i < n_w; i++)
         free(c.w[i].data);
+    free(c.x), free(c.y), free(c.bias), free(wf);
+}
+
+/* The GEMVs of a w1920d72 token step (the released upsamplers' transformer), one layer after
+ * another as the prior runs them: per layer x·[1920, 1440] (q, k, v), [480, 1920] (attention out),
+ * [1920, 1920] twice (MLP), for all 72 layers: 3.2 GB in fp32, 1.6 GB in fp16, the model's
+ * footprint. Unlike the single-shape rows above, this mix is what a token step streams. */
+#define STEP_LAYERS 72
+struct step_case {
+    struct jb_backend *be;
+    int64_t M;
+    float *x, *y, *bias;
+    struct jb_tensor w[4 * STEP_LAYERS];
+};
+
+static const int64_t g_step_kn[4][2] = { { 1920, 1440 },
+                                         { 480, 1920 },
+                                         { 1920, 1920 },
+                                         { 1920, 1920 } };
+
+static void run_step(void *ctx, int i)
+{
+    struct step_case *c = ctx;
+    (void)i;
+    for (int l = 0; l < 4 * STEP_LAYERS; l++) {
+        const int64_t K = g_step_kn[l % 4][0], N = g_step_kn[l % 4][1];
+        struct jb_tensor b = { .type = JB_DTYPE_F32, .n_dims = 1, .shape = { N }, .data = c->bias };
+        jb_matmul(c->be, c->M, N, K, c->x, K, &c->w[l], false, &b, c->y, N, false);
+    }
+}
+
+static void bench_token_step(struct jb_backend *be, const char *name, enum jb_dtype type, int64_t M)
+{
+    if (!wanted(name)) return;
+    struct step_case c = { .be = be, .M = M };
+    c.x                = rnd_buf((size_t)(M * 1920), 1.0f);
+    c.y                = rnd_buf((size_t)(M * 1920), 1.0f);
+    c.bias             = rnd_buf(1920, 1.0f);
+    float *wf          = rnd_buf(1920 * 1920, 0.05f);
+    double bytes       = 0;
+    bool ok            = c.x && c.y && c.bias && wf;
+    for (int l = 0; l < 4 * STEP_LAYERS && ok; l++) {
+        const int64_t K = g_step_kn[l % 4][0], N = g_step_kn[l % 4][1];
+        void *wq = jb_aligned_alloc((size_t)(K * N) * jb_dtype_size(type));
+        ok       = wq != NULL;
+        if (ok) jb_convert_from_f32(type, wf, wq, (size_t)(K * N));
+        c.w[l] = (struct jb_tensor){ .type = type, .n_dims = 2, .shape = { K, N }, .data = wq };
+        bytes += (double)(K * N) * (double)jb_dtype_size(type);
+    }
+    if (ok)
+        print_row(name, time_it(run_step, &c), bytes, "GB/s");
+    else
+        printf("| %-44s | out of memory |\n", name);
+    for (int l = 0; l < 4 * STEP_LAYERS; l++)
+        free(c.w[l].data);
     free(c.x), free(c.y), free(c.bias), free(wf);
 }
 
@@ -196,6 +261,7 @@ static void run_layernorm(void *ctx, int i)
 
 static void bench_elementwise(struct jb_backend *be, int64_t rows)
 {
+    if (!wanted("quick_gelu layernorm")) return;
     const int64_t W  = 1920;
     struct ew_case c = { .be = be, .rows = rows, .W = W };
     c.x              = rnd_buf((size_t)(rows * 4 * W), 6.0f);
@@ -220,6 +286,7 @@ int main(int argc, char **argv)
 {
     int n_threads = argc > 1 ? atoi(argv[1]) : 0;
     if (argc > 3) g_min_seconds = atof(argv[3]);
+    if (argc > 4) g_only = argv[4];
     struct jb_backend *be = jb_backend_init("cpu", n_threads);
     if (!be) {
         fprintf(stderr, "bench_ops: %s\n", jb_last_error());
@@ -262,6 +329,10 @@ int main(int argc, char **argv)
     bench_matmul(be, "matmul f16 M=4 K=N=1920 (16 W, from DRAM)", JB_DTYPE_F16, 4, 1920, 1920, 16);
     bench_matmul(be, "matmul f32 M=32 K=N=1920", JB_DTYPE_F32, 32, 1920, 1920, 1);
     bench_matmul(be, "matmul f16 M=32 K=N=1920", JB_DTYPE_F16, 32, 1920, 1920, 1);
+    bench_token_step(be, "token step w1920d72 f32 M=1 (72 layers)", JB_DTYPE_F32, 1);
+    bench_token_step(be, "token step w1920d72 f16 M=1 (72 layers)", JB_DTYPE_F16, 1);
+    bench_token_step(be, "token step w1920d72 f32 M=4 (72 layers)", JB_DTYPE_F32, 4);
+    bench_token_step(be, "token step w1920d72 f16 M=4 (72 layers)", JB_DTYPE_F16, 4);
     bench_elementwise(be, 1);
     bench_elementwise(be, 4);
     jb_backend_free(be);

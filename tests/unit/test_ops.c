@@ -626,9 +626,9 @@ static void test_two_backends(void)
 }
 
 /* The W [K, N] products (GEMV for M <= 4, packed tiles above) on AVX2 and AVX-512, bitwise. */
-static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5)
+static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5, int64_t N, int64_t K)
 {
-    const int64_t N = 333, K = 257, Ms[] = { 1, 3, 32 };
+    const int64_t Ms[] = { 1, 2, 3, 32 };
     float *x = rnd_buf(32 * K, 1.0), *wf = rnd_buf(N * K, 0.05), *b = rnd_buf(N, 0.5);
     float *y2 = malloc((size_t)(32 * N) * 4), *y5 = malloc((size_t)(32 * N) * 4);
     void *wq = malloc((size_t)(N * K) * 2);
@@ -637,13 +637,16 @@ static void test_matmul_isa(struct jb_backend *b2, struct jb_backend *b5)
         enum jb_dtype type = t ? JB_DTYPE_F16 : JB_DTYPE_F32;
         if (t) jb_convert_from_f32(type, wf, wq, (size_t)(N * K));
         struct jb_tensor wt = tensor(type, 2, (int64_t[]){ K, N }, t ? wq : (void *)wf);
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
             jb_matmul(b2, Ms[i], N, K, x, K, &wt, false, BIAS(b, N), y2, N, false);
             jb_matmul(b5, Ms[i], N, K, x, K, &wt, false, BIAS(b, N), y5, N, false);
             ok = ok && memcmp(y2, y5, (size_t)(Ms[i] * N) * 4) == 0;
         }
     }
-    report(ok, "matmul f32/f16 W[K,N] M=1,3,32: avx2 == avx512 (bitwise)");
+    report(ok,
+           "matmul f32/f16 W[K,N] M=1,2,3,32 N=%lld K=%lld: avx2 == avx512 (bitwise)",
+           (long long)N,
+           (long long)K);
     free(x), free(wf), free(b), free(y2), free(y5), free(wq);
 }
 
@@ -1034,14 +1037,24 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         test_matmul(be1, (enum jb_dtype)(n % 3), n % 2, 5 + n % 3, n, 40, true, n % 5 == 0);
     for (int64_t n = 181; n <= 200; n++)
         test_matmul(be1, JB_DTYPE_F32, false, 6, n, 17, false, false);
+    /* W of >= 1 MiB and K >= 512: a token step's GEMV cut in two over K (cpu_matmul.c) */
+    for (int ti = 0; ti < 3; ti++)
+        for (int64_t m = 1; m <= 4; m++)
+            test_matmul(be, types[ti], false, m, 601, 1000, m % 2, m > 2);
+    test_matmul(be, JB_DTYPE_F32, false, 2, 77, 20000, true, true);
+    test_matmul(be3, JB_DTYPE_F16, false, 3, 1920, 1920, true, false);
     for (int ti = 0; ti < 3; ti++) {
         test_matmul_threads(be1, be3, types[ti], false, 1, 1000, 300);
         test_matmul_threads(be1, be3, types[ti], true, 3, 1000, 300);
+        test_matmul_threads(be1, be3, types[ti], false, 1, 1000, 600);
+        test_matmul_threads(be1, be3, types[ti], false, 4, 601, 1000);
     }
 
     if (g_isa >= JB_CPU_ISA_AVX2) {
-        for (int ti = 0; ti < 3; ti++)
+        for (int ti = 0; ti < 3; ti++) {
             test_matmul_rows(be, types[ti], 37, 500, 300);
+            test_matmul_rows(be, types[ti], 37, 601, 1000);
+        }
         test_conv_same(be1, be3, "1 thread == 3 threads");
     }
 
@@ -1092,7 +1105,8 @@ int main(void)
         test_conv_same(be1, be3, "avx2 == avx512");
         test_resblock_same(be1, be3, "avx2 == avx512");
         test_vq_same(be1, be3, "avx2 == avx512");
-        test_matmul_isa(be1, be3);
+        test_matmul_isa(be1, be3, 333, 257);
+        test_matmul_isa(be1, be3, 600, 1000);
     }
     jb_backend_free(be);
     jb_backend_free(be1);

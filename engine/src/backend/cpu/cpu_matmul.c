@@ -2,7 +2,9 @@
  * backend/cpu/cpu_matmul.c - y[M, N] (+)= x[M, K] · W (+ bias) with F32, F16 or BF16 weights.
  *
  * The pool's threads split N into slices starting at multiples of 16 columns (and M too when N is
- * narrow), one slice per thread.
+ * narrow), one slice per thread. A large product of few rows (a token step's GEMV) is also cut in
+ * two over K (k_split): each thread then streams a contiguous half of W, whole rows, instead of a
+ * column slice of every row, and the two halves' partial sums are added at the end.
  * Within a slice, with AVX2 or AVX-512 (cpu_x86.c):
  *   - W [K, N], M <= 4 (token by token): a GEMV that streams whole rows of W once, in the stored
  *     dtype, into fp32 partial sums in the arena;
@@ -10,8 +12,10 @@
  *     register-blocked kernel (4 rows x 96 columns) over all rows of x;
  *   - W [N, K], any M: dot products against groups of 4 rows of W kept in L1.
  * All compute acc = x·W from zero with each output's sum in a fixed order (sequential over k for
- * W [K, N], the same in the GEMV and the tiled kernel), then y = acc + init with
- * init = (accumulate ? y : 0) + bias: results do not depend on the thread count, nor on M.
+ * W [K, N], the same in the GEMV and the tiled kernel; with a K split, the two halves' sums
+ * sequential each, then added, in both), then y = acc + init with
+ * init = (accumulate ? y : 0) + bias: results do not depend on the thread count, nor on M. The K
+ * split depends only on the shape and dtype of W.
  * Without SIMD: OpenBLAS (sgemv / sgemm on the slice, F16/BF16 through converted tiles, beta = 1
  * on a pre-filled y).
  */
@@ -22,6 +26,7 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define TILE_K 256 /* rows of a converted weight tile (OpenBLAS path) */
@@ -36,6 +41,35 @@ static void split_range(int64_t n, int parts, int i, int64_t align, int64_t *a, 
     int64_t lo = n * i / parts, hi = n * (i + 1) / parts;
     *a = i == 0 ? 0 : lo / align * align;
     *b = i == parts - 1 ? n : hi / align * align;
+}
+
+/* Where a product over W [K, N] is cut in two over K: row kmid, or 0 for no cut. Only large W
+ * streamed from memory are cut (>= 1 MiB, K >= 512), and only where both halves' partial sums of
+ * every column slice fit one arena (for 4 rows and up to MAX_PN slices). With the column split
+ * alone, each of 2 threads read half of every row: short runs of 1-4 KB that the prefetchers
+ * start anew each time. Cut over K, each reads a contiguous half of W: the GEMVs of a w1920d72
+ * token step in sequence (bench_ops' "token step" rows; 2 threads, M = 1) went from 55 to
+ * 68-71 GB/s in fp32 and from 45 to 52 GB/s in fp16. Depends on W alone, so that results do not
+ * depend on the thread count nor on M; kmid is a multiple of 16. */
+#define MAX_PN 32
+static int64_t k_split(int64_t K, int64_t N, enum jb_dtype type)
+{
+    double bytes = (double)K * (double)N * (double)jb_dtype_size(type);
+    if (K < 512 || bytes < 1048576.0) return 0;
+    if ((size_t)2 * JB_CPU_GEMV_MAX_M * (size_t)(N + 32 * MAX_PN) > JB_CPU_ARENA_FLOATS) return 0;
+    return K / 2 / 16 * 16;
+}
+
+/* acc0[m, :nc] += acc1[m, :nc]: the two halves of a K split */
+static void add_halves(int64_t M, float *acc0, const float *acc1, int64_t lda, int64_t nc)
+{
+    for (int64_t m = 0; m < M; m++) {
+        float *restrict a       = acc0 + m * lda;
+        const float *restrict b = acc1 + m * lda;
+#pragma omp simd
+        for (int64_t n = 0; n < nc; n++)
+            a[n] = a[n] + b[n];
+    }
 }
 
 /* y[:, n0:n1] = init (accumulate ? y : 0) + bias; returns false when init is all zero and y was
@@ -194,18 +228,25 @@ static void packed_slice(const struct jb_cpu *cpu,
                          int64_t n0,
                          int64_t n1)
 {
-    float *tile       = jb_cpu_arena(cpu, slot);
-    const uint8_t *wb = w->data;
-    size_t es         = jb_dtype_size(w->type);
+    float *tile        = jb_cpu_arena(cpu, slot);
+    const uint8_t *wb  = w->data;
+    size_t es          = jb_dtype_size(w->type);
+    const int64_t kmid = k_split(K, ldw, w->type);
     for (int64_t c0 = n0; c0 < n1; c0 += PACK_N) {
         int64_t cc  = n1 - c0 < PACK_N ? n1 - c0 : PACK_N;
         int64_t ldc = (cc + 15) / 16 * 16;
         float *acc  = tile + PACK_K * ldc;
         int64_t mb  = (int64_t)(JB_CPU_ARENA_FLOATS / (size_t)ldc) - PACK_K; /* rows of acc */
+        if (kmid) mb /= 2; /* and as many for the first half's sums */
+        float *acc0 = acc + mb * ldc;
         for (int64_t m0 = 0; m0 < M; m0 += mb) {
             int64_t mm = M - m0 < mb ? M - m0 : mb;
             for (int64_t k0 = 0; k0 < K; k0 += PACK_K) {
                 int64_t kb = K - k0 < PACK_K ? K - k0 : PACK_K;
+                if (kmid && k0 < kmid && k0 + kb > kmid) kb = kmid - k0; /* a tile ends there */
+                if (kmid && k0 == kmid) /* the second half starts from zero */
+                    for (int64_t m = 0; m < mm; m++)
+                        memcpy(acc0 + m * ldc, acc + m * ldc, (size_t)cc * sizeof(float));
                 for (int64_t k = 0; k < kb; k++) {
                     float *row = tile + k * ldc;
                     jb_cpu_to_f32(cpu,
@@ -218,14 +259,36 @@ static void packed_slice(const struct jb_cpu *cpu,
                 }
 #if JB_CPU_X86
                 if (cpu->isa >= JB_CPU_ISA_AVX512)
-                    jb_cpu_gemm_tile_avx512(
-                      mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc, k0 == 0);
+                    jb_cpu_gemm_tile_avx512(mm,
+                                            kb,
+                                            x + m0 * ldx + k0,
+                                            ldx,
+                                            tile,
+                                            ldc,
+                                            cc,
+                                            acc,
+                                            ldc,
+                                            k0 == 0 || k0 == kmid);
                 else
-                    jb_cpu_gemm_tile_avx2(
-                      mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc, k0 == 0);
+                    jb_cpu_gemm_tile_avx2(mm,
+                                          kb,
+                                          x + m0 * ldx + k0,
+                                          ldx,
+                                          tile,
+                                          ldc,
+                                          cc,
+                                          acc,
+                                          ldc,
+                                          k0 == 0 || k0 == kmid);
 #endif
+                k0 += kb - PACK_K; /* a tile cut at kmid: the next starts there */
+            }
+            if (kmid) { /* first half + second half, as the GEMV adds them */
+                add_halves(mm, acc0, acc, ldc, cc);
+                acc = acc0;
             }
             store_acc(mm, acc, ldc, bias, y + m0 * ldy, ldy, accumulate, c0, c0 + cc);
+            acc = tile + PACK_K * ldc;
         }
     }
 }
@@ -342,6 +405,89 @@ static void tiled_slice(const struct jb_cpu *cpu,
     }
 }
 
+/* A GEMV cut over K: item i is half i / pn of K times column slice i % pn. Each item's partial
+ * sums go to its own place in its slot's arena; the second of a slice's two items to finish adds
+ * both halves and stores y, so no thread waits for another before the pool's join. */
+struct gemv_split_job {
+    const struct jb_cpu *cpu;
+    int64_t M, N, K, kmid, ldx, ldy, ldc;
+    const float *x;
+    const struct jb_tensor *w;
+    const float *bias;
+    float *y;
+    bool accumulate;
+    int pn;
+    float *part[2 * MAX_PN];
+    atomic_int halves_done[MAX_PN];
+};
+
+static void gemv_split_items(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    struct gemv_split_job *j = arg;
+    const size_t es          = jb_dtype_size(j->w->type);
+    for (int64_t i = i0; i < i1; i++) {
+        const int half = (int)(i / j->pn), p = (int)(i % j->pn);
+        int64_t n0, n1;
+        split_range(j->N, j->pn, p, 16, &n0, &n1);
+        const int64_t k0 = half ? j->kmid : 0, k1 = half ? j->K : j->kmid;
+        float *acc    = jb_cpu_arena(j->cpu, slot) + i * JB_CPU_GEMV_MAX_M * j->ldc;
+        const void *w = (const uint8_t *)j->w->data + (size_t)k0 * (size_t)j->N * es;
+#if JB_CPU_X86
+        if (j->cpu->isa >= JB_CPU_ISA_AVX512)
+            jb_cpu_gemv_avx512(
+              j->w->type, false, j->M, k1 - k0, j->x + k0, j->ldx, w, j->N, n0, n1, acc, j->ldc);
+        else
+            jb_cpu_gemv_avx2(
+              j->w->type, false, j->M, k1 - k0, j->x + k0, j->ldx, w, j->N, n0, n1, acc, j->ldc);
+#endif
+        j->part[i] = acc;
+        if (atomic_fetch_add(&j->halves_done[p], 1) == 0) continue; /* the other half adds */
+        float *a0 = j->part[p];
+        add_halves(j->M, a0, j->part[j->pn + p], j->ldc, n1 - n0);
+        store_acc(j->M, a0, j->ldc, j->bias, j->y, j->ldy, j->accumulate, n0, n1);
+    }
+}
+
+static void gemv_split(struct jb_cpu *cpu,
+                       int nt,
+                       double work,
+                       int64_t M,
+                       int64_t N,
+                       int64_t K,
+                       int64_t kmid,
+                       const float *x,
+                       int64_t ldx,
+                       const struct jb_tensor *w,
+                       const float *bias,
+                       float *y,
+                       int64_t ldy,
+                       bool accumulate)
+{
+    int pn = (nt + 1) / 2;
+    if (pn > N / 64) pn = N / 64 > 1 ? (int)(N / 64) : 1;
+    if (pn > MAX_PN) pn = MAX_PN;
+    struct gemv_split_job job = { .cpu        = cpu,
+                                  .M          = M,
+                                  .N          = N,
+                                  .K          = K,
+                                  .kmid       = kmid,
+                                  .ldx        = ldx,
+                                  .ldy        = ldy,
+                                  .ldc        = (N / pn + 32) / 16 * 16, /* >= any slice, padded */
+                                  .x          = x,
+                                  .w          = w,
+                                  .bias       = bias,
+                                  .y          = y,
+                                  .accumulate = accumulate,
+                                  .pn         = pn };
+    for (int p = 0; p < pn; p++)
+        atomic_init(&job.halves_done[p], 0);
+    if (nt <= 1) /* inline, on the caller's slot */
+        jb_pool_for(cpu->pool, 2 * pn, 2 * pn, gemv_split_items, &job);
+    else
+        jb_pool_for_work(cpu->pool, 2 * pn, 1, work, gemv_split_items, &job);
+}
+
 struct matmul_job {
     const struct jb_cpu *cpu;
     int64_t M, N, K, ldx, ldw, ldy;
@@ -435,7 +581,12 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
     /* a small product of several rows (candidates) is not shared: its output rows, written in
      * the other core's cache, cost the next op more than the split saves (w256d8, 4 candidates:
      * 0.87x of one thread shared, 0.95x not) */
-    int nt = M > 1 && work < 1048576.0 ? 1 : jb_cpu_team(cpu, work);
+    int nt             = M > 1 && work < 1048576.0 ? 1 : jb_cpu_team(cpu, work);
+    const int64_t kmid = k_split(K, N, w->type);
+    if (kmid && !w_trans && M <= JB_CPU_GEMV_MAX_M && cpu->isa >= JB_CPU_ISA_AVX2) {
+        gemv_split(cpu, nt, work, M, N, K, kmid, x, ldx, w, bias, y, ldy, accumulate);
+        return;
+    }
     /* threads over N (at least 64 columns each), and over M as well when N is too narrow for all
      * of them and there are rows enough (not in the GEMV case, which must see all of its rows) */
     int pn = N / 64 < nt ? (N / 64 > 1 ? (int)(N / 64) : 1) : nt;
