@@ -173,6 +173,27 @@ static void store_acc(int64_t M,
     }
 }
 
+/* The SIMD GEMV / dot-product kernel of the CPU's level (cpu_x86.c) */
+static void gemv_kernel(const struct jb_cpu *cpu,
+                        enum jb_dtype type,
+                        bool w_trans,
+                        int64_t M,
+                        int64_t K,
+                        const float *x,
+                        int64_t ldx,
+                        const void *w,
+                        int64_t ldw,
+                        int64_t n0,
+                        int64_t n1,
+                        float *acc,
+                        int64_t lda)
+{
+    if (cpu->isa >= JB_CPU_ISA_AVX512) /* cpu_x86.c has stubs where there is no x86 */
+        jb_cpu_gemv_avx512(type, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+    else
+        jb_cpu_gemv_avx2(type, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+}
+
 /* GEMV (W [K, N], M <= 4) or dot products (W [N, K]) over the slice [n0, n1), in column chunks
  * whose M rows of partial sums fit the arena. */
 static void gemv_slice(const struct jb_cpu *cpu,
@@ -199,14 +220,8 @@ static void gemv_slice(const struct jb_cpu *cpu,
         for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
             int64_t c1  = c0 + chunk < n1 ? c0 + chunk : n1;
             int64_t lda = (c1 - c0 + 15) / 16 * 16;
-#if JB_CPU_X86
-            if (cpu->isa >= JB_CPU_ISA_AVX512)
-                jb_cpu_gemv_avx512(
-                  w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1, acc, lda);
-            else
-                jb_cpu_gemv_avx2(
-                  w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1, acc, lda);
-#endif
+            gemv_kernel(
+              cpu, w->type, w_trans, mm, K, x + m0 * ldx, ldx, w->data, ldw, c0, c1, acc, lda);
             store_acc(mm, acc, lda, bias, y + m0 * ldy, ldy, accumulate, c0, c1);
         }
     }
@@ -257,38 +272,19 @@ static void packed_slice(const struct jb_cpu *cpu,
                     for (int64_t j = cc; j < ldc; j++)
                         row[j] = 0.0f;
                 }
+                const bool first = k0 == 0 || k0 == kmid; /* each half sums from zero */
 #if JB_CPU_X86
                 if (cpu->isa >= JB_CPU_ISA_AVX512)
-                    jb_cpu_gemm_tile_avx512(mm,
-                                            kb,
-                                            x + m0 * ldx + k0,
-                                            ldx,
-                                            tile,
-                                            ldc,
-                                            cc,
-                                            acc,
-                                            ldc,
-                                            k0 == 0 || k0 == kmid);
+                    jb_cpu_gemm_tile_avx512(
+                      mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc, first);
                 else
-                    jb_cpu_gemm_tile_avx2(mm,
-                                          kb,
-                                          x + m0 * ldx + k0,
-                                          ldx,
-                                          tile,
-                                          ldc,
-                                          cc,
-                                          acc,
-                                          ldc,
-                                          k0 == 0 || k0 == kmid);
+                    jb_cpu_gemm_tile_avx2(
+                      mm, kb, x + m0 * ldx + k0, ldx, tile, ldc, cc, acc, ldc, first);
 #endif
                 k0 += kb - PACK_K; /* a tile cut at kmid: the next starts there */
             }
-            if (kmid) { /* first half + second half, as the GEMV adds them */
-                add_halves(mm, acc0, acc, ldc, cc);
-                acc = acc0;
-            }
-            store_acc(mm, acc, ldc, bias, y + m0 * ldy, ldy, accumulate, c0, c0 + cc);
-            acc = tile + PACK_K * ldc;
+            if (kmid) add_halves(mm, acc0, acc, ldc, cc); /* first half + second, as the GEMV */
+            store_acc(mm, kmid ? acc0 : acc, ldc, bias, y + m0 * ldy, ldy, accumulate, c0, c0 + cc);
         }
     }
 }
@@ -432,14 +428,19 @@ static void gemv_split_items(void *arg, int64_t i0, int64_t i1, int slot)
         const int64_t k0 = half ? j->kmid : 0, k1 = half ? j->K : j->kmid;
         float *acc    = jb_cpu_arena(j->cpu, slot) + i * JB_CPU_GEMV_MAX_M * j->ldc;
         const void *w = (const uint8_t *)j->w->data + (size_t)k0 * (size_t)j->N * es;
-#if JB_CPU_X86
-        if (j->cpu->isa >= JB_CPU_ISA_AVX512)
-            jb_cpu_gemv_avx512(
-              j->w->type, false, j->M, k1 - k0, j->x + k0, j->ldx, w, j->N, n0, n1, acc, j->ldc);
-        else
-            jb_cpu_gemv_avx2(
-              j->w->type, false, j->M, k1 - k0, j->x + k0, j->ldx, w, j->N, n0, n1, acc, j->ldc);
-#endif
+        gemv_kernel(j->cpu,
+                    j->w->type,
+                    false,
+                    j->M,
+                    k1 - k0,
+                    j->x + k0,
+                    j->ldx,
+                    w,
+                    j->N,
+                    n0,
+                    n1,
+                    acc,
+                    j->ldc);
         j->part[i] = acc;
         if (atomic_fetch_add(&j->halves_done[p], 1) == 0) continue; /* the other half adds */
         float *a0 = j->part[p];
