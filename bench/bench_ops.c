@@ -2,8 +2,8 @@
  * bench/bench_ops.c - micro-benchmark of the CPU kernels at the shapes that dominate Encore:
  * the VQ-VAE level-0 convolutions, the token-by-token matmuls of the priors (M = 1, weights
  * streamed from memory or from cache), a prefill-sized matmul (M = 32), the GEMVs of a w1920d72
- * token step in sequence, and the element-wise ops of a token step (quick_gelu, layer norm) for
- * 1 and 4 candidates.
+ * token step in sequence, the same matmuls for a 32-position prefill chunk, and the element-wise
+ * ops of a token step (quick_gelu, layer norm) for 1 and 4 candidates.
  *
  * usage: bench_ops [n_threads] [isa: portable|avx2|avx512] [seconds per case] [case filter]
  * (the filter: only the cases whose name contains it, e.g. "token step")
@@ -333,6 +333,8 @@ int main(int argc, char **argv)
     bench_token_step(be, "token step w1920d72 f16 M=1 (72 layers)", JB_DTYPE_F16, 1);
     bench_token_step(be, "token step w1920d72 f32 M=4 (72 layers)", JB_DTYPE_F32, 4);
     bench_token_step(be, "token step w1920d72 f16 M=4 (72 layers)", JB_DTYPE_F16, 4);
+    bench_token_step(be, "prefill chunk w1920d72 f32 M=32 (72 layers)", JB_DTYPE_F32, 32);
+    bench_token_step(be, "prefill chunk w1920d72 f16 M=32 (72 layers)", JB_DTYPE_F16, 32);
     bench_elementwise(be, 1);
     bench_elementwise(be, 4);
     jb_backend_free(be);

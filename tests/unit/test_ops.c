@@ -1043,6 +1043,11 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
             test_matmul(be, types[ti], false, m, 601, 1000, m % 2, m > 2);
     test_matmul(be, JB_DTYPE_F32, false, 2, 77, 20000, true, true);
     test_matmul(be3, JB_DTYPE_F16, false, 3, 1920, 1920, true, false);
+    /* M > 4 on fp32 tiles read in place (two column blocks, cut over K) and on converted tiles
+     * prefetched while the one before is computed */
+    test_matmul(be, JB_DTYPE_F32, false, 37, 1040, 600, true, true);
+    test_matmul(be3, JB_DTYPE_F16, false, 37, 1040, 600, true, false);
+    test_matmul(be3, JB_DTYPE_F32, false, 9, 1030, 130, false, true);
     for (int ti = 0; ti < 3; ti++) {
         test_matmul_threads(be1, be3, types[ti], false, 1, 1000, 300);
         test_matmul_threads(be1, be3, types[ti], true, 3, 1000, 300);
@@ -1054,6 +1059,9 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         for (int ti = 0; ti < 3; ti++) {
             test_matmul_rows(be, types[ti], 37, 500, 300);
             test_matmul_rows(be, types[ti], 37, 601, 1000);
+            /* fp32 tiles read in place (N a multiple of 16), then a padded one after them */
+            test_matmul_rows(be, types[ti], 37, 512, 300);
+            test_matmul_rows(be, types[ti], 37, 1030, 1000);
         }
         test_conv_same(be1, be3, "1 thread == 3 threads");
     }
@@ -1107,6 +1115,7 @@ int main(void)
         test_vq_same(be1, be3, "avx2 == avx512");
         test_matmul_isa(be1, be3, 333, 257);
         test_matmul_isa(be1, be3, 600, 1000);
+        test_matmul_isa(be1, be3, 1040, 600);
     }
     jb_backend_free(be);
     jb_backend_free(be1);

@@ -210,10 +210,13 @@ void jb_cpu_gemv_avx2(enum jb_dtype type,
                       float *acc,
                       int64_t lda);
 
-/* acc[m, 0:nc] (+)= Σ_{k < kb} x[m, k] · b[k, 0:nc] for m < M, b a packed fp32 tile (rows ldb
- * apart, zero-padded to a multiple of 16 columns), register-blocked 4 rows x 96 (AVX-512) or
- * 24 (AVX2) columns; first: start from zero instead of acc. Each output is one FMA chain over k
- * in order, the same arithmetic as the !w_trans GEMV above, so results do not depend on M. */
+/* acc[m, 0:nc] (+)= Σ_{k < kb} x[m, k] · b[k, 0:nc] for m < M, b an fp32 tile (rows ldb apart:
+ * packed and zero-padded to a multiple of 16 columns, or fp32 weights read in place when nc is
+ * one), in panels of 96 columns, each register-blocked 4 rows x 96 (AVX-512) or 24 (AVX2)
+ * columns for every row group; first: start from zero instead of acc. Each output is one FMA
+ * chain over k in order, the same arithmetic as the !w_trans GEMV above, so results do not depend
+ * on M. pf (or NULL): lines to prefetch meanwhile, see struct jb_cpu_prefetch below. */
+struct jb_cpu_prefetch;
 void jb_cpu_gemm_tile_avx512(int64_t M,
                              int64_t kb,
                              const float *x,
@@ -223,7 +226,8 @@ void jb_cpu_gemm_tile_avx512(int64_t M,
                              int64_t nc,
                              float *acc,
                              int64_t lda,
-                             bool first);
+                             bool first,
+                             struct jb_cpu_prefetch *pf);
 void jb_cpu_gemm_tile_avx2(int64_t M,
                            int64_t kb,
                            const float *x,
@@ -233,7 +237,16 @@ void jb_cpu_gemm_tile_avx2(int64_t M,
                            int64_t nc,
                            float *acc,
                            int64_t lda,
-                           bool first);
+                           bool first,
+                           struct jb_cpu_prefetch *pf);
+
+/* Weights to bring into L2 while a GEMM tile is computed: the next tile's rows, so that packing
+ * it reads L2 rather than DRAM. Rows of `lines` cache lines, `ld` bytes apart, from `row` up to
+ * `end`; the tile's micro-kernels issue one prefetch per step over k and advance `row`/`col`. */
+struct jb_cpu_prefetch {
+    uintptr_t row, end; /* addresses: the rows are never dereferenced, only prefetched */
+    int64_t ld, lines, col;
+};
 
 /* Direct convolution (AVX2 / AVX-512). Output column m of phase ph (y column m when n_phase = 1,
  * 2m + ph when n_phase = 2) is

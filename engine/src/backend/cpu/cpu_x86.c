@@ -368,6 +368,12 @@ JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type,
 
 /* --- GEMM on a packed fp32 tile --------------------------------------------------------------- */
 
+/* Columns per panel of the GEMM tile: each panel (up to 128 rows x 96 columns, 48 KiB) serves
+ * every row group of x before the next one starts, so it is read from memory (or L2) once and then
+ * from L1, where sweeping the whole tile per row group re-read it from L2 each time (prefill chunk
+ * of w1920d72, M = 32: 5-10% less time, alternating runs). */
+#define GEMM_PANEL 96
+
 static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
                                                            const int NV,
                                                            int64_t kb,
@@ -377,7 +383,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
                                                            int64_t ldb,
                                                            float *acc,
                                                            int64_t lda,
-                                                           bool first)
+                                                           bool first,
+                                                           struct jb_cpu_prefetch *pf)
 {
     __m512 c[4][6];
 #pragma GCC unroll 4
@@ -385,7 +392,15 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++)
             c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * lda + 16 * v);
+    uintptr_t prow       = pf->row;
+    const uintptr_t pend = pf->end;
+    const int64_t plines = pf->lines, pld = pf->ld;
+    int64_t pcol = pf->col;
     for (int64_t k = 0; k < kb; k++) {
+        if (prow < pend) {
+            _mm_prefetch((const char *)(prow + 64 * (uintptr_t)pcol), _MM_HINT_T1);
+            if (++pcol == plines) pcol = 0, prow += (uintptr_t)pld;
+        }
         __m512 bv[6];
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++)
@@ -403,6 +418,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++)
             _mm512_storeu_ps(acc + m * lda + 16 * v, c[m][v]);
+    pf->row = prow;
+    pf->col = pcol;
 }
 
 /* Columns in chunks of 96, then one narrower kernel for the rest; it reads and writes up to the
@@ -416,29 +433,30 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_rows_512(const int MR,
                                                             int64_t nc,
                                                             float *acc,
                                                             int64_t lda,
-                                                            bool first)
+                                                            bool first,
+                                                            struct jb_cpu_prefetch *pf)
 {
     int64_t j = 0;
     for (; j + 96 <= nc; j += 96)
-        gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
     switch ((nc - j + 15) / 16) {
     case 1:
-        gemm_ukr_512(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_512(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     case 2:
-        gemm_ukr_512(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_512(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     case 3:
-        gemm_ukr_512(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_512(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     case 4:
-        gemm_ukr_512(MR, 4, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_512(MR, 4, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     case 5:
-        gemm_ukr_512(MR, 5, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_512(MR, 5, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     case 6:
-        gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_512(MR, 6, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     default:
         break; /* 0: no tail */
@@ -454,24 +472,30 @@ JB_TARGET_AVX512 void jb_cpu_gemm_tile_avx512(int64_t M,
                                               int64_t nc,
                                               float *acc,
                                               int64_t lda,
-                                              bool first)
+                                              bool first,
+                                              struct jb_cpu_prefetch *pf)
 {
-    for (int64_t m = 0; m < M; m += 4) {
-        const float *xm = x + m * ldx;
-        float *am       = acc + m * lda;
-        switch (M - m < 4 ? M - m : 4) {
-        case 1:
-            gemm_rows_512(1, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
-        case 2:
-            gemm_rows_512(2, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
-        case 3:
-            gemm_rows_512(3, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
-        default:
-            gemm_rows_512(4, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
+    struct jb_cpu_prefetch none = { 0 };
+    if (!pf) pf = &none;
+    for (int64_t j = 0; j < nc; j += GEMM_PANEL) {
+        const int64_t ncj = nc - j < GEMM_PANEL ? nc - j : GEMM_PANEL;
+        for (int64_t m = 0; m < M; m += 4) {
+            const float *xm = x + m * ldx;
+            float *am       = acc + m * lda + j;
+            switch (M - m < 4 ? M - m : 4) {
+            case 1:
+                gemm_rows_512(1, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            case 2:
+                gemm_rows_512(2, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            case 3:
+                gemm_rows_512(3, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            default:
+                gemm_rows_512(4, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            }
         }
     }
 }
@@ -1446,7 +1470,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR,
                                                          int64_t ldb,
                                                          float *acc,
                                                          int64_t lda,
-                                                         bool first)
+                                                         bool first,
+                                                         struct jb_cpu_prefetch *pf)
 {
     __m256 c[4][3];
 #pragma GCC unroll 4
@@ -1454,7 +1479,15 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR,
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++)
             c[m][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + m * lda + 8 * v);
+    uintptr_t prow       = pf->row;
+    const uintptr_t pend = pf->end;
+    const int64_t plines = pf->lines, pld = pf->ld;
+    int64_t pcol = pf->col;
     for (int64_t k = 0; k < kb; k++) {
+        if (prow < pend) {
+            _mm_prefetch((const char *)(prow + 64 * (uintptr_t)pcol), _MM_HINT_T1);
+            if (++pcol == plines) pcol = 0, prow += (uintptr_t)pld;
+        }
         __m256 bv[3];
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++)
@@ -1472,6 +1505,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR,
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++)
             _mm256_storeu_ps(acc + m * lda + 8 * v, c[m][v]);
+    pf->row = prow;
+    pf->col = pcol;
 }
 
 /* Chunks of 24 columns, then up to 3 vectors of 8: j + 24 never passes the next multiple of 16
@@ -1485,20 +1520,21 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_rows_256(const int MR,
                                                           int64_t nc,
                                                           float *acc,
                                                           int64_t lda,
-                                                          bool first)
+                                                          bool first,
+                                                          struct jb_cpu_prefetch *pf)
 {
     int64_t j = 0;
     for (; j + 24 <= nc; j += 24)
-        gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
     switch ((nc - j + 7) / 8) {
     case 1:
-        gemm_ukr_256(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_256(MR, 1, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     case 2:
-        gemm_ukr_256(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_256(MR, 2, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     case 3:
-        gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first);
+        gemm_ukr_256(MR, 3, kb, x, ldx, b + j, ldb, acc + j, lda, first, pf);
         break;
     default:
         break; /* 0: no tail */
@@ -1514,24 +1550,30 @@ JB_TARGET_AVX2 void jb_cpu_gemm_tile_avx2(int64_t M,
                                           int64_t nc,
                                           float *acc,
                                           int64_t lda,
-                                          bool first)
+                                          bool first,
+                                          struct jb_cpu_prefetch *pf)
 {
-    for (int64_t m = 0; m < M; m += 4) {
-        const float *xm = x + m * ldx;
-        float *am       = acc + m * lda;
-        switch (M - m < 4 ? M - m : 4) {
-        case 1:
-            gemm_rows_256(1, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
-        case 2:
-            gemm_rows_256(2, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
-        case 3:
-            gemm_rows_256(3, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
-        default:
-            gemm_rows_256(4, kb, xm, ldx, b, ldb, nc, am, lda, first);
-            break;
+    struct jb_cpu_prefetch none = { 0 };
+    if (!pf) pf = &none;
+    for (int64_t j = 0; j < nc; j += GEMM_PANEL) { /* a multiple of 24: see gemm_rows_256 */
+        const int64_t ncj = nc - j < GEMM_PANEL ? nc - j : GEMM_PANEL;
+        for (int64_t m = 0; m < M; m += 4) {
+            const float *xm = x + m * ldx;
+            float *am       = acc + m * lda + j;
+            switch (M - m < 4 ? M - m : 4) {
+            case 1:
+                gemm_rows_256(1, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            case 2:
+                gemm_rows_256(2, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            case 3:
+                gemm_rows_256(3, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            default:
+                gemm_rows_256(4, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
+                break;
+            }
         }
     }
 }
@@ -1589,7 +1631,8 @@ void jb_cpu_gemm_tile_avx512(int64_t M,
                              int64_t nc,
                              float *acc,
                              int64_t lda,
-                             bool first)
+                             bool first,
+                             struct jb_cpu_prefetch *pf)
 {
     JB_ASSERT(!"unreachable");
 }
@@ -1602,7 +1645,8 @@ void jb_cpu_gemm_tile_avx2(int64_t M,
                            int64_t nc,
                            float *acc,
                            int64_t lda,
-                           bool first)
+                           bool first,
+                           struct jb_cpu_prefetch *pf)
 {
     JB_ASSERT(!"unreachable");
 }
