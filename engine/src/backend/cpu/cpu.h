@@ -212,8 +212,8 @@ void jb_cpu_gemv_avx2(enum jb_dtype type,
 
 /* acc[m, 0:nc] (+)= Σ_{k < kb} x[m, k] · b[k, 0:nc] for m < M, b an fp32 tile (rows ldb apart:
  * packed and zero-padded to a multiple of 16 columns, or fp32 weights read in place when nc is
- * one), in panels of 96 columns, each register-blocked 4 rows x 96 (AVX-512) or 24 (AVX2)
- * columns for every row group; first: start from zero instead of acc. Each output is one FMA
+ * such a multiple), in panels of 96 columns, each register-blocked 4 rows x 96 (AVX-512) or 24
+ * (AVX2) columns for every row group; first: start from zero instead of acc. Each output is one FMA
  * chain over k in order, the same arithmetic as the !w_trans GEMV above, so results do not depend
  * on M. pf (or NULL): lines to prefetch meanwhile, see struct jb_cpu_prefetch below. */
 struct jb_cpu_prefetch;
