@@ -178,10 +178,11 @@ static void bench_matmul(struct jb_backend *be,
     free(c.x), free(c.y), free(c.bias), free(wf);
 }
 
-/* The GEMVs of a w1920d72 token step (the released upsamplers' transformer), one layer after
- * another as the prior runs them: per layer x·[1920, 1440] (q, k, v), [480, 1920] (attention out),
- * [1920, 1920] twice (MLP), for all 72 layers: 3.2 GB in fp32, 1.6 GB in fp16, the model's
- * footprint. Unlike the single-shape rows above, this mix is what a token step streams. */
+/* The matmuls of a w1920d72 token step (the released upsamplers' transformer) for M rows (1 or 4
+ * candidates; 32 for a prefill chunk), one layer after another as the prior runs them: per layer
+ * x·[1920, 1440] (q, k, v), [480, 1920] (attention out), [1920, 1920] twice (MLP), for all 72
+ * layers: 3.2 GB in fp32, 1.6 GB in fp16, the model's footprint. Unlike the single-shape rows
+ * above, this mix is what a token step streams. */
 #define STEP_LAYERS 72
 struct step_case {
     struct jb_backend *be;

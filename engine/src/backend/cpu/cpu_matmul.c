@@ -297,9 +297,10 @@ static void packed_slice(const struct jb_cpu *cpu,
         /* packed rows an odd number of cache lines apart: 1024 columns, 4 KiB apart, all fall in
          * the same L1 sets, and a 96-column panel of them did not stay there (fp16 prefill chunk:
          * 4% less time on 2 threads, ~10% on one) */
-        int64_t ldt = (ldc / 16) % 2 == 0 ? ldc + 16 : ldc;
-        float *acc  = tile + PACK_K * ldt;
-        int64_t mb  = (int64_t)((JB_CPU_ARENA_FLOATS - (size_t)(PACK_K * ldt)) / (size_t)ldc);
+        int64_t ldt         = (ldc / 16) % 2 == 0 ? ldc + 16 : ldc;
+        const bool in_place = tile_in_place(w->type, cc);
+        float *acc          = tile + PACK_K * ldt;
+        int64_t mb = (int64_t)((JB_CPU_ARENA_FLOATS - (size_t)(PACK_K * ldt)) / (size_t)ldc);
         if (kmid) mb /= 2; /* and as many for the first half's sums */
         float *acc0 = acc + mb * ldc;
         for (int64_t m0 = 0; m0 < M; m0 += mb) {
@@ -310,7 +311,6 @@ static void packed_slice(const struct jb_cpu *cpu,
                 if (kmid && k0 == kmid) /* the second half starts from zero */
                     for (int64_t m = 0; m < mm; m++)
                         memcpy(acc0 + m * ldc, acc + m * ldc, (size_t)cc * sizeof(float));
-                const bool in_place = tile_in_place(w->type, cc);
                 for (int64_t k = 0; k < kb && !in_place; k++) {
                     float *row = tile + k * ldt;
                     jb_cpu_to_f32(cpu,

@@ -374,6 +374,43 @@ JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type,
  * of w1920d72, M = 32: 5-10% less time, alternating runs). */
 #define GEMM_PANEL 96
 
+/* One line of the next tile into L2 (struct jb_cpu_prefetch), then on to the next line */
+static inline void prefetch_step(struct jb_cpu_prefetch *p)
+{
+    if (p->row >= p->end) return;
+    _mm_prefetch((const char *)(p->row + 64 * (uintptr_t)p->col), _MM_HINT_T1);
+    if (++p->col == p->lines) p->col = 0, p->row += (uintptr_t)p->ld;
+}
+
+/* The body of jb_cpu_gemm_tile_*: panel by panel, every row group of x (4 rows, fewer at the
+ * end) through ROWS, the ISA's gemm_rows_* */
+#define GEMM_TILE_PANELS(ROWS)                                                                     \
+    do {                                                                                           \
+        struct jb_cpu_prefetch none = { 0 };                                                       \
+        if (!pf) pf = &none;                                                                       \
+        for (int64_t j = 0; j < nc; j += GEMM_PANEL) {                                             \
+            const int64_t ncj = nc - j < GEMM_PANEL ? nc - j : GEMM_PANEL;                         \
+            for (int64_t m = 0; m < M; m += 4) {                                                   \
+                const float *xm = x + m * ldx;                                                     \
+                float *am       = acc + m * lda + j;                                               \
+                switch (M - m < 4 ? M - m : 4) {                                                   \
+                case 1:                                                                            \
+                    ROWS(1, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);                     \
+                    break;                                                                         \
+                case 2:                                                                            \
+                    ROWS(2, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);                     \
+                    break;                                                                         \
+                case 3:                                                                            \
+                    ROWS(3, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);                     \
+                    break;                                                                         \
+                default:                                                                           \
+                    ROWS(4, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);                     \
+                    break;                                                                         \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
 static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
                                                            const int NV,
                                                            int64_t kb,
@@ -392,15 +429,9 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++)
             c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * lda + 16 * v);
-    uintptr_t prow       = pf->row;
-    const uintptr_t pend = pf->end;
-    const int64_t plines = pf->lines, pld = pf->ld;
-    int64_t pcol = pf->col;
+    struct jb_cpu_prefetch p = *pf; /* in registers through the loop */
     for (int64_t k = 0; k < kb; k++) {
-        if (prow < pend) {
-            _mm_prefetch((const char *)(prow + 64 * (uintptr_t)pcol), _MM_HINT_T1);
-            if (++pcol == plines) pcol = 0, prow += (uintptr_t)pld;
-        }
+        prefetch_step(&p);
         __m512 bv[6];
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++)
@@ -418,8 +449,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemm_ukr_512(const int MR,
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++)
             _mm512_storeu_ps(acc + m * lda + 16 * v, c[m][v]);
-    pf->row = prow;
-    pf->col = pcol;
+    *pf = p;
 }
 
 /* Columns in chunks of 96, then one narrower kernel for the rest; it reads and writes up to the
@@ -475,29 +505,7 @@ JB_TARGET_AVX512 void jb_cpu_gemm_tile_avx512(int64_t M,
                                               bool first,
                                               struct jb_cpu_prefetch *pf)
 {
-    struct jb_cpu_prefetch none = { 0 };
-    if (!pf) pf = &none;
-    for (int64_t j = 0; j < nc; j += GEMM_PANEL) {
-        const int64_t ncj = nc - j < GEMM_PANEL ? nc - j : GEMM_PANEL;
-        for (int64_t m = 0; m < M; m += 4) {
-            const float *xm = x + m * ldx;
-            float *am       = acc + m * lda + j;
-            switch (M - m < 4 ? M - m : 4) {
-            case 1:
-                gemm_rows_512(1, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            case 2:
-                gemm_rows_512(2, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            case 3:
-                gemm_rows_512(3, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            default:
-                gemm_rows_512(4, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            }
-        }
-    }
+    GEMM_TILE_PANELS(gemm_rows_512);
 }
 
 /* --- direct convolution ----------------------------------------------------------------------- */
@@ -1479,15 +1487,9 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR,
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++)
             c[m][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + m * lda + 8 * v);
-    uintptr_t prow       = pf->row;
-    const uintptr_t pend = pf->end;
-    const int64_t plines = pf->lines, pld = pf->ld;
-    int64_t pcol = pf->col;
+    struct jb_cpu_prefetch p = *pf; /* in registers through the loop */
     for (int64_t k = 0; k < kb; k++) {
-        if (prow < pend) {
-            _mm_prefetch((const char *)(prow + 64 * (uintptr_t)pcol), _MM_HINT_T1);
-            if (++pcol == plines) pcol = 0, prow += (uintptr_t)pld;
-        }
+        prefetch_step(&p);
         __m256 bv[3];
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++)
@@ -1505,8 +1507,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void gemm_ukr_256(const int MR,
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++)
             _mm256_storeu_ps(acc + m * lda + 8 * v, c[m][v]);
-    pf->row = prow;
-    pf->col = pcol;
+    *pf = p;
 }
 
 /* Chunks of 24 columns, then up to 3 vectors of 8: j + 24 never passes the next multiple of 16
@@ -1553,29 +1554,7 @@ JB_TARGET_AVX2 void jb_cpu_gemm_tile_avx2(int64_t M,
                                           bool first,
                                           struct jb_cpu_prefetch *pf)
 {
-    struct jb_cpu_prefetch none = { 0 };
-    if (!pf) pf = &none;
-    for (int64_t j = 0; j < nc; j += GEMM_PANEL) { /* a multiple of 24: see gemm_rows_256 */
-        const int64_t ncj = nc - j < GEMM_PANEL ? nc - j : GEMM_PANEL;
-        for (int64_t m = 0; m < M; m += 4) {
-            const float *xm = x + m * ldx;
-            float *am       = acc + m * lda + j;
-            switch (M - m < 4 ? M - m : 4) {
-            case 1:
-                gemm_rows_256(1, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            case 2:
-                gemm_rows_256(2, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            case 3:
-                gemm_rows_256(3, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            default:
-                gemm_rows_256(4, kb, xm, ldx, b + j, ldb, ncj, am, lda, first, pf);
-                break;
-            }
-        }
-    }
+    GEMM_TILE_PANELS(gemm_rows_256); /* GEMM_PANEL is a multiple of 24: see gemm_rows_256 */
 }
 
 #else /* !JB_CPU_X86: never called (cpu->isa stays portable), defined so the build links */
