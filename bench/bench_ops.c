@@ -321,7 +321,21 @@ int main(int argc, char **argv)
     bench_conv(be, "conv1d 1->64 k4 s2 T=262144 (first)", 1, 64, 4, 262144, 2, 1, 1, false);
     bench_conv(be, "conv1d 64->1 k3 T=262144 (out)", 64, 1, 3, 262144, 1, 1, 1, false);
     bench_conv(be, "conv_transpose1d 64->64 k4 s2 T=32768", 64, 64, 4, 32768, 2, 1, 1, true);
+    /* the upsampler conditioner's ops (a window: 2 x 16 blocks at T = 2048 and 4096). Rates count
+     * every tap, as the reference computes them: with d = 2187 > T the kernel leaves out the two
+     * taps that read only padding, hence a rate above the FMA peak. */
     bench_conv(be, "conv1d 1024->1024 k3 d27 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 27, 27, false);
+    bench_conv(be, "conv1d 1024->1024 k3 d1 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 1, 1, false);
+    bench_conv(
+      be, "conv1d 1024->1024 k3 d729 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 729, 729, false);
+    bench_conv(
+      be, "conv1d 1024->1024 k3 d2187 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 2187, 2187, false);
+    bench_conv(be, "conv1d 1024->1024 k1 T=4096 (cond)", 1024, 1024, 1, 4096, 1, 0, 1, false);
+    bench_conv(be, "conv1d 1920->1024 k3 T=2048 (cond in)", 1920, 1024, 3, 2048, 1, 1, 1, false);
+    bench_conv(
+      be, "conv_transpose1d 1024->1024 s2 T=2048 (cond)", 1024, 1024, 4, 2048, 2, 1, 1, true);
+    bench_conv(
+      be, "conv_transpose1d 1024->1920 s2 T=4096 (cond)", 1024, 1920, 4, 4096, 2, 1, 1, true);
     bench_matmul(be, "matmul f32 M=1 K=N=1920 (in cache)", JB_DTYPE_F32, 1, 1920, 1920, 1);
     bench_matmul(be, "matmul f32 M=1 K=N=1920 (16 W, from DRAM)", JB_DTYPE_F32, 1, 1920, 1920, 16);
     bench_matmul(be, "matmul f16 M=1 K=N=1920 (in cache)", JB_DTYPE_F16, 1, 1920, 1920, 1);

@@ -445,13 +445,17 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     jb_conv1d(b1, x, T, &w3, &bt, 1, 9, 9, y1, NULL);
     jb_conv1d(b2, x, T, &w3, &bt, 1, 9, 9, y2, NULL);
     ok = ok && memcmp(y1, y2, (size_t)(C * T) * 4) == 0;
+    /* a dilation near T: most tiles leave out one tap, whose window is all padding */
+    jb_conv1d(b1, x, T, &w3, &bt, 1, 700, 700, y1, NULL);
+    jb_conv1d(b2, x, T, &w3, &bt, 1, 700, 700, y2, NULL);
+    ok = ok && memcmp(y1, y2, (size_t)(C * T) * 4) == 0;
     jb_conv1d(b1, x, T, &w4, &bt, 2, 1, 1, y1, sc);
     jb_conv1d(b2, x, T, &w4, &bt, 2, 1, 1, y2, sc);
     ok = ok && memcmp(y1, y2, (size_t)(C * (T / 2)) * 4) == 0;
     jb_conv_transpose1d(b1, x, T, &w4, &bt, 2, 1, y1, NULL);
     jb_conv_transpose1d(b2, x, T, &w4, &bt, 2, 1, y2, NULL);
     ok = ok && memcmp(y1, y2, (size_t)(C * 2 * T) * 4) == 0;
-    report(ok, "conv1d (k3 d9, k4 s2) and conv_transpose1d: %s (bitwise)", what);
+    report(ok, "conv1d (k3 d9, k3 d700, k4 s2) and conv_transpose1d: %s (bitwise)", what);
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
@@ -999,6 +1003,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_conv1d_chunk(be, 32, 3, 1, 1, 1, 3000, 517, 2100);
     test_conv1d_chunk(be, 32, 3, 1, 27, 27, 3000, 300, 1500);
     test_conv1d_chunk(be, 32, 3, 1, 243, 243, 3000, 1, 2999);
+    test_conv1d_chunk(be, 32, 3, 1, 729, 729, 3000, 100, 2900);
     test_conv1d_chunk(be, 32, 4, 2, 1, 1, 3000, 602, 2222);
 
     /* conv_transpose1d: the VQ-VAE / conditioner up-sampling (k4 s2 p1), odd/even T, T = 1 */
@@ -1006,6 +1011,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++)
         test_convt(be, 32, 64, 4, 2, 1, Ts[i], true);
     test_convt(be, 64, 64, 4, 2, 1, 4096, true);
+    test_convt(be, 96, 40, 4, 2, 1, 300, true); /* weights prefetched 32 input channels ahead */
     test_convt(be, 64, 1, 4, 2, 1, 33, false);
     test_convt(be, 5, 9, 3, 1, 1, 40, true);
     test_convt(be, 5, 9, 5, 2, 2, 40, true);

@@ -17,7 +17,8 @@
  * (conv1d) and sgemm + ordered scatter (transposed), with the blocks in the thread's arena.
  *
  * Chunking guarantee: on the SIMD paths each output is one FMA chain over (c, tap) in a fixed
- * order from zero, plus the bias, whatever T, the tile position or the thread count, so a chunk of
+ * order from zero, plus the bias, whatever T, the tile position or the thread count (a tile leaves
+ * out the taps that read only zero padding, which would add nothing), so a chunk of
  * the sequence reproduces the whole-sequence outputs bitwise wherever it sees the same inputs (and
  * AVX2 and AVX-512 agree bitwise). The portable path goes through OpenBLAS, whose kernels round
  * differently at different column positions: chunks then agree to ~1e-7 relative, not bitwise.
