@@ -5,8 +5,10 @@
  *
  * usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] [--shape NAME] [--ref
  * JSON]...
- *                    [--no-cond | --cond-only]
- * (--cond-only prints only the real upsampler conditioner's table, for w1920d72.)
+ *                    [--prime N] [--no-cond | --cond-only]
+ * (--cond-only prints only the real upsampler conditioner's table, for w1920d72. --prime N primes
+ * N positions instead of the shape's 32-64, so that the prefill column times a long priming, its
+ * attention included, as `refbench ... --prime N` does; decode then follows N positions.)
  *
  * Each shape is an upsampler (n_ctx 8192, attn_order 2, blocks 128, m_attn 0.25, m_mlp 1,
  * labels (120, 4111)) with random fp32 weights built in memory behind a jb_weights_source:
@@ -497,6 +499,7 @@ int main(int argc, char **argv)
     int repeats      = 2; /* interleaved runs per thread count, the best counts */
     bool no_cond     = false;
     bool cond_only   = false; /* only the upsampler conditioner table */
+    int prime        = 0;     /* --prime: positions to prime, else the shape's */
     char *refs[8]    = { 0 };
     int n_refs       = 0;
     for (int i = 1; i < argc; i++) {
@@ -511,16 +514,23 @@ int main(int argc, char **argv)
             no_cond = true;
         else if (strcmp(argv[i], "--cond-only") == 0)
             cond_only = true;
-        else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--prime") == 0 && i + 1 < argc) {
+            prime = atoi(argv[++i]);
+            if (prime < 1 || prime > 4096) {
+                fprintf(stderr, "bench_prior: --prime takes 1 to 4096 positions\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
             only = argv[++i];
         else if (strcmp(argv[i], "--ref") == 0 && i + 1 < argc && n_refs < 8)
             refs[n_refs++] = argv[++i];
         else if (argv[i][0] != '-')
             dir = argv[i];
         else {
-            fprintf(stderr,
-                    "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] "
-                    "[--shape NAME] [--ref REFBENCH.json]... [--no-cond | --cond-only]\n");
+            fprintf(
+              stderr,
+              "usage: bench_prior [MODEL_DIR] [--threads N] [--quick] [--repeat N] "
+              "[--shape NAME] [--ref REFBENCH.json]... [--prime N] [--no-cond | --cond-only]\n");
             return 2;
         }
     }
@@ -565,6 +575,7 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         const struct shape *sh = &shapes[k];
         if (only && strcmp(only, sh->name) != 0) continue;
+        const int n_prime = prime > 0 ? prime : sh->n_prime;
         struct jb_prior_hparams hp;
         upsampler_hparams(sh, &hp);
         double other = -1, ref_cond = 0;
@@ -602,10 +613,10 @@ int main(int argc, char **argv)
             double thr_ratio[MAX_ROUNDS], f16_ratio[MAX_ROUNDS];
             int n_thr = 0, n_f16 = 0;
             for (int rep = 0; rep < repeats; rep++) {
-                struct result a = run_shape(p1, &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
-                struct result c = run_shape(pT[0], &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                struct result a = run_shape(p1, &hp, N, n_prime, n_sample, JB_DTYPE_F32);
+                struct result c = run_shape(pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 struct result h = { 0 };
-                if (n_wt == 2) h = run_shape(pT[1], &hp, N, sh->n_prime, n_sample, JB_DTYPE_F32);
+                if (n_wt == 2) h = run_shape(pT[1], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 r1     = best_of(r1, a);
                 rT     = best_of(rT, c);
                 r16[b] = best_of(r16[b], h);
@@ -630,7 +641,7 @@ int main(int argc, char **argv)
             init_s[k][b] = rT.ok ? rT.init_s : 0;
             if (N == 1) { /* KV cache precision, at `threads` */
                 kv32[k] = rT;
-                kv16[k] = run_shape(pT[0], &hp, N, sh->n_prime, n_sample, JB_DTYPE_F16);
+                kv16[k] = run_shape(pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F16);
             }
         }
         for (int b = 0; b < 2 && built && n_wt == 2; b++)
@@ -672,7 +683,7 @@ int main(int argc, char **argv)
            "sum.\nx ref: tokens/s against the reference's ancestral tokens/s (batch 1). fp16/32: "
            "tokens/s with fp16 transformer weights against fp32, same threads.\nload average "
            "at the end: %.2f (the machine is shared: figures are noisy)\n",
-           "priming in chunks of 32",
+           prime > 0 ? "priming --prime positions in chunks of 32" : "priming in chunks of 32",
            repeats,
            load[0]);
     if (g_n_rounds > 0)
