@@ -491,6 +491,54 @@ static void test_resblock_same(struct jb_backend *b1, struct jb_backend *b2, con
     report(ok, "resblock (C 64/32/13/8, d 27/81/1/3, ρ 1 and 0.7, NaN): %s (bitwise)", what);
 }
 
+/* Wide blocks (channels + inner channels > 512: the upsampler conditioner's 1024) fold the ReLUs
+ * and the residual into the convolutions' packing and epilogues on the direct kernels: they must
+ * give bitwise the separate ops' results, ρ 1 and 0.7, in place (y = x) or not, with a NaN that
+ * must stay NaN and columns of -0.0 and negatives. */
+static void test_resblock_wide(struct jb_backend *be)
+{
+    const int64_t C = 272, S = 264, T = 301;
+    const int dils[2] = { 27, 243 };
+    bool ok           = true;
+    for (int k = 0; k < 4 && ok; k++) {
+        float *x = rnd_buf(C * T, 1.0), *w1 = rnd_buf(S * C * 3, 0.1), *w2 = rnd_buf(C * S, 0.1);
+        float *bb1 = rnd_buf(S, 0.5), *bb2 = rnd_buf(C, 0.5);
+        float *y = malloc((size_t)(C * T) * 4), *a = malloc((size_t)(C * T) * 4);
+        float *b = malloc((size_t)(S * T) * 4), *ref = malloc((size_t)(C * T) * 4);
+        x[7 * T + 100] = NAN;
+        for (int64_t c = 0; c < C; c++)
+            x[c * T + 3] = -0.0f, x[c * T + 4] = -fabsf(x[c * T + 4]);
+        struct jb_tensor t1 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ S, C, 3 }, w1);
+        struct jb_tensor t2 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, S, 1 }, w2);
+        struct jb_tensor v1 = tensor(JB_DTYPE_F32, 1, (int64_t[]){ S }, bb1);
+        struct jb_tensor v2 = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bb2);
+        const float rho     = k % 2 ? 0.7f : 1.0f; /* not a power of two: ρ·h rounds */
+        const int dil       = dils[k / 2];
+        /* the separate ops */
+        jb_relu(be, C * T, x, a);
+        jb_conv1d(be, a, T, &t1, &v1, 1, dil, dil, b, NULL);
+        jb_relu(be, S * T, b, b);
+        jb_conv1d(be, b, T, &t2, &v2, 1, 0, 1, a, NULL);
+        memcpy(ref, x, (size_t)(C * T) * 4);
+        if (rho == 1.0f)
+            jb_add(be, C * T, x, a, ref);
+        else
+            jb_axpy(be, C * T, rho, a, ref);
+        /* the op, into y, then in place on a copy of x */
+        float *wk = malloc(jb_resblock_work(be, &t1, T) * 4);
+        jb_resblock(be, x, y, T, &t1, &v1, dil, &t2, &v2, rho, wk);
+        ok = memcmp(y, ref, (size_t)(C * T) * 4) == 0 && isnan(y[7 * T + 100]);
+        memcpy(y, x, (size_t)(C * T) * 4);
+        jb_resblock(be, y, y, T, &t1, &v1, dil, &t2, &v2, rho, wk);
+        ok = ok && memcmp(y, ref, (size_t)(C * T) * 4) == 0;
+        free(x), free(w1), free(w2), free(bb1), free(bb2), free(y), free(a), free(b), free(ref);
+        free(wk);
+    }
+    report(ok,
+           "resblock C=272 S=264 (whole-sequence convs), d 27/243, ρ 1/0.7, in place: == separate "
+           "ops (bitwise)");
+}
+
 /* Codes from AVX2 (1x1 conv, then the scan) and AVX-512 (fused) must agree bitwise, also where
  * distances tie or nearly tie: random codebooks with repeated rows, bins not a multiple of the
  * register tile, T not a multiple of the column tile, and a chunk of the sequence (the codes of a
@@ -1000,6 +1048,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     for (int64_t co = 1; co <= 12; co++) /* every row-tail width of the register tiles */
         test_conv1d(be, 5, co, 3, 1, 2, 2, 61, co % 2);
 
+    test_resblock_wide(be);
     test_conv1d_chunk(be, 32, 3, 1, 1, 1, 3000, 517, 2100);
     test_conv1d_chunk(be, 32, 3, 1, 27, 27, 3000, 300, 1500);
     test_conv1d_chunk(be, 32, 3, 1, 243, 243, 3000, 1, 2999);

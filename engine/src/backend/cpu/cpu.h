@@ -136,6 +136,25 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
                    float *y,
                    float *scratch);
 
+/* A stride-1 conv1d with the epilogues of a ResConv1DBlock (see struct jb_conv_job): y =
+ * res + ρ·relu?(conv(relu?(x)) + b), bitwise what the separate ops give. Runs only on the direct
+ * kernels (AVX2 or AVX-512, k <= JB_CONV_MAX_TAPS); false (nothing done) where those do not
+ * apply, and the caller runs the separate ops. */
+struct jb_conv_epilogue {
+    bool relu_in, relu_out;
+    const float *res; /* or NULL */
+    float rho;
+};
+bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
+                         const float *x,
+                         int64_t T,
+                         const struct jb_tensor *w,
+                         const struct jb_tensor *b,
+                         int pad,
+                         int dil,
+                         float *y,
+                         const struct jb_conv_epilogue *ep);
+
 void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
                              const float *x,
                              int64_t T,
@@ -285,6 +304,12 @@ struct jb_conv_job {
     int64_t n_m; /* columns per phase */
     int nr;      /* register tile: nr rows x JB_CONV_TILE columns per phase */
     int step;    /* 0 or 1; 2 (AVX-512, n_phase 1): tap column u is tap.x[c·ldx + 2u] */
+    /* epilogues of a ResConv1DBlock's convolutions (n_phase 1, step 0 or 1): relu of the input as
+     * it is packed, relu of the output, and a residual y = res + ρ·out, all with the rounding of
+     * the separate relu / add / axpy ops, so the results stay bitwise theirs */
+    bool relu_in, relu_out;
+    const float *res; /* or NULL; rows ldy apart, as y (may be y itself) */
+    float rho;
     /* filled by jb_cpu_conv_prepare */
     int n_seg;
     struct jb_conv_seg seg[2 * JB_CONV_MAX_TAPS];

@@ -364,6 +364,46 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
     jb_cpu_for(cpu, n_blk, flops / (double)n_blk, conv1d_blocks, &job);
 }
 
+bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
+                         const float *x,
+                         int64_t T,
+                         const struct jb_tensor *w,
+                         const struct jb_tensor *b,
+                         int pad,
+                         int dil,
+                         float *y,
+                         const struct jb_conv_epilogue *ep)
+{
+    JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && dil >= 1 && pad >= 0);
+    JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[0]));
+    const int64_t Cout = w->shape[0], Cin = w->shape[1];
+    const int k        = (int)w->shape[2];
+    const int64_t Tout = jb_conv1d_out_len(T, k, 1, pad, dil);
+    if (cpu->isa < JB_CPU_ISA_AVX2 || k > JB_CONV_MAX_TAPS) return false;
+    if (Tout <= 0 || Cout <= 0) return true;
+    struct jb_conv_job job = { .n_phase  = 1,
+                               .n_tap    = { k, 0 },
+                               .cin      = Cin,
+                               .ldx      = T,
+                               .w        = w->data,
+                               .w_os     = Cin * k,
+                               .w_cs     = k,
+                               .bias     = b ? b->data : NULL,
+                               .y        = y,
+                               .cout     = Cout,
+                               .ldy      = Tout,
+                               .tout     = Tout,
+                               .n_m      = Tout,
+                               .nr       = 8,
+                               .relu_in  = ep->relu_in,
+                               .relu_out = ep->relu_out,
+                               .res      = ep->res,
+                               .rho      = ep->rho };
+    for (int j = 0; j < k; j++)
+        job.tap[0][j] = (struct jb_conv_tap){ x, (int64_t)dil * j - pad, T, j };
+    return run_conv_job(cpu, &job, (double)Cout * (double)Cin * k * (double)Tout);
+}
+
 /* --- ConvTranspose1d -------------------------------------------------------------------------- */
 
 /* Portable path for the outputs [t0, t1): tmp[(o, j), u] = Σ_c w[c, o, j] · x[c, u] by sgemm over

@@ -8,8 +8,10 @@
  * the epilogues in registers and L1); elsewhere each tile gathers its tap slices and calls the
  * conv kernels. Both sum every output in the same order, so they agree bitwise. Wide blocks (the
  * released conditioner, 1024 channels) use whole-sequence convolutions, which reuse their large
- * weights across the whole sequence. The choice depends on the layer's shape only, so a chunk and
- * the whole sequence always take the same path (and compute the same sums).
+ * weights across the whole sequence; on the direct kernels their ReLUs and the residual are done
+ * as the convolutions pack their input and store their output (jb_cpu_conv1d_fused). The choice
+ * depends on the layer's shape only, so a chunk and the whole sequence always take the same path
+ * (and compute the same sums).
  */
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
@@ -214,9 +216,18 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
     float *a        = work;
     float *b        = a + ((n + 15) & ~(int64_t)15);
     float *scratch  = b + ((s.S * T + 15) & ~(int64_t)15);
-    jb_cpu_op_relu(cpu, n, x, a);
-    jb_cpu_conv1d(cpu, a, T, w1, b1, 1, dil, dil, b, scratch);
-    jb_cpu_op_relu(cpu, s.S * T, b, b);
+    /* on the direct kernels the ReLUs and the residual are the convolutions' packing and
+     * epilogues (three passes over (C, T) fewer, the same roundings); the separate ops where
+     * those do not run */
+    const struct jb_conv_epilogue ep1 = { .relu_in = true, .relu_out = true };
+    const struct jb_conv_epilogue ep2 = { .res = x, .rho = res_scale };
+    const bool fused                  = jb_cpu_conv1d_fused(cpu, x, T, w1, b1, dil, dil, b, &ep1);
+    if (!fused) {
+        jb_cpu_op_relu(cpu, n, x, a);
+        jb_cpu_conv1d(cpu, a, T, w1, b1, 1, dil, dil, b, scratch);
+        jb_cpu_op_relu(cpu, s.S * T, b, b);
+    }
+    if (fused && jb_cpu_conv1d_fused(cpu, b, T, w2, b2, 0, 1, y, &ep2)) return;
     jb_cpu_conv1d(cpu, b, T, w2, b2, 1, 0, 1, a, scratch);
     if (res_scale == 1.0f) {
         jb_cpu_op_add(cpu, n, x, a, y);

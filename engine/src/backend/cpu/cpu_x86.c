@@ -599,7 +599,10 @@ static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t
             float *dst       = pack + c * jb->ld_pack + sg->off;
             for (int64_t v = 0; v < sg->width; v += 16) {
                 __mmask16 k = (__mmask16)(lanes_below(sg->len - a - v) & ~lanes_below(-a - v));
-                _mm512_storeu_ps(dst + v, _mm512_maskz_loadu_ps(k, addr_at(src, v)));
+                __m512 val  = _mm512_maskz_loadu_ps(k, addr_at(src, v));
+                /* max(0, v) keeps a NaN (the second operand wins), as the relu op */
+                if (jb->relu_in) val = _mm512_max_ps(_mm512_setzero_ps(), val);
+                _mm512_storeu_ps(dst + v, val);
             }
             for (int64_t v = 0; v < JB_CONV_TILE; v += 16)
                 _mm_prefetch((const char *)addr_at(src, sg->width + (dist - 1) * JB_CONV_TILE + v),
@@ -676,6 +679,16 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
             if (P == 1) {
                 int64_t t  = m0 + 16 * v;
                 __m512 val = _mm512_add_ps(acc[0][r][v], b);
+                if (jb->relu_out) val = _mm512_max_ps(_mm512_setzero_ps(), val);
+                if (jb->res) { /* as the add op (ρ = 1) or axpy: x + ρ·out, not fused */
+                    const float *xr = jb->res + (o0 + r) * jb->ldy;
+                    __m512 xv       = TAIL
+                                        ? _mm512_maskz_loadu_ps(lanes_below(jb->tout - t), addr_at(xr, t))
+                                        : _mm512_loadu_ps(xr + t);
+                    val             = jb->rho == 1.0f
+                                        ? _mm512_add_ps(xv, val)
+                                        : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
+                }
                 if (TAIL)
                     _mm512_mask_storeu_ps((float *)addr_at(yr, t), lanes_below(jb->tout - t), val);
                 else
@@ -1312,8 +1325,10 @@ static JB_TARGET_AVX2 void conv_pack_256(const struct jb_conv_job *jb, int64_t m
             const float *src = addr_at(sg->x, c * jb->ldx + a);
             float *dst       = pack + c * jb->ld_pack + sg->off;
             for (int64_t v = 0; v < sg->width; v += 8) {
-                __m256i k = lanes8_in(-a - v, sg->len - a - v);
-                _mm256_storeu_ps(dst + v, _mm256_maskload_ps(addr_at(src, v), k));
+                __m256i k  = lanes8_in(-a - v, sg->len - a - v);
+                __m256 val = _mm256_maskload_ps(addr_at(src, v), k);
+                if (jb->relu_in) val = _mm256_max_ps(_mm256_setzero_ps(), val); /* as 512 */
+                _mm256_storeu_ps(dst + v, val);
             }
             for (int64_t v = 0; v < JB_CONV_TILE; v += 16)
                 _mm_prefetch((const char *)addr_at(src, sg->width + (dist - 1) * JB_CONV_TILE + v),
@@ -1382,6 +1397,16 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
             if (P == 1) {
                 int64_t t  = m0 + h + 8 * v;
                 __m256 val = _mm256_add_ps(acc[0][r][v], b);
+                if (jb->relu_out) val = _mm256_max_ps(_mm256_setzero_ps(), val);
+                if (jb->res) { /* as conv_tile_512 */
+                    const float *xr = jb->res + (o0 + r) * jb->ldy;
+                    __m256 xv       = TAIL
+                                        ? _mm256_maskload_ps(addr_at(xr, t), lanes8_in(0, jb->tout - t))
+                                        : _mm256_loadu_ps(xr + t);
+                    val             = jb->rho == 1.0f
+                                        ? _mm256_add_ps(xv, val)
+                                        : _mm256_add_ps(xv, _mm256_mul_ps(_mm256_set1_ps(jb->rho), val));
+                }
                 if (TAIL)
                     _mm256_maskstore_ps((float *)addr_at(yr, t), lanes8_in(0, jb->tout - t), val);
                 else
