@@ -616,6 +616,22 @@ static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t
             _mm_prefetch((const char *)addr_at(jb->y, o * jb->ldy + t1 + v), _MM_HINT_T0);
 }
 
+/* relu and residual of conv_tile_512's output vector at row o, column t (see struct jb_conv_job):
+ * x + ρ·out unfused, as the add op (ρ = 1) or axpy. Out of line: inlined into each of the 32
+ * register-tile instances, it made the ASan+UBSan build of this file several times slower. */
+static JB_TARGET_AVX512 __attribute__((noinline)) __m512
+conv_epilogue_512(const struct jb_conv_job *jb, __m512 val, int64_t o, int64_t t)
+{
+    if (jb->relu_out) val = _mm512_max_ps(_mm512_setzero_ps(), val);
+    if (jb->res) {
+        const float *xr = jb->res + o * jb->ldy;
+        __m512 xv       = _mm512_maskz_loadu_ps(lanes_below(jb->tout - t), addr_at(xr, t));
+        val             = jb->rho == 1.0f ? _mm512_add_ps(xv, val)
+                                          : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
+    }
+    return val;
+}
+
 /* input channels ahead that conv_tile_512 prefetches transposed weights: at the conditioner's
  * 1024 -> 1920 up-sampling (one thread) 8 ran at 129 GFLOP/s, 16 at 147, 32 at 146-153, 64 at
  * 148; none 93 */
@@ -679,16 +695,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
             if (P == 1) {
                 int64_t t  = m0 + 16 * v;
                 __m512 val = _mm512_add_ps(acc[0][r][v], b);
-                if (jb->relu_out) val = _mm512_max_ps(_mm512_setzero_ps(), val);
-                if (jb->res) { /* as the add op (ρ = 1) or axpy: x + ρ·out, not fused */
-                    const float *xr = jb->res + (o0 + r) * jb->ldy;
-                    __m512 xv       = TAIL
-                                        ? _mm512_maskz_loadu_ps(lanes_below(jb->tout - t), addr_at(xr, t))
-                                        : _mm512_loadu_ps(xr + t);
-                    val             = jb->rho == 1.0f
-                                        ? _mm512_add_ps(xv, val)
-                                        : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
-                }
+                if (jb->relu_out || jb->res) val = conv_epilogue_512(jb, val, o0 + r, t);
                 if (TAIL)
                     _mm512_mask_storeu_ps((float *)addr_at(yr, t), lanes_below(jb->tout - t), val);
                 else
@@ -1341,6 +1348,20 @@ static JB_TARGET_AVX2 void conv_pack_256(const struct jb_conv_job *jb, int64_t m
             _mm_prefetch((const char *)addr_at(jb->y, o * jb->ldy + t1 + v), _MM_HINT_T0);
 }
 
+/* conv_epilogue_512 with AVX2. */
+static JB_TARGET_AVX2 __attribute__((noinline)) __m256
+conv_epilogue_256(const struct jb_conv_job *jb, __m256 val, int64_t o, int64_t t)
+{
+    if (jb->relu_out) val = _mm256_max_ps(_mm256_setzero_ps(), val);
+    if (jb->res) {
+        const float *xr = jb->res + o * jb->ldy;
+        __m256 xv       = _mm256_maskload_ps(addr_at(xr, t), lanes8_in(0, jb->tout - t));
+        val             = jb->rho == 1.0f ? _mm256_add_ps(xv, val)
+                                          : _mm256_add_ps(xv, _mm256_mul_ps(_mm256_set1_ps(jb->rho), val));
+    }
+    return val;
+}
+
 /* NR rows x 24 columns (per phase) at packed column h of the tile at m0. */
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_job *jb,
                                                           const struct conv_live *lv,
@@ -1397,16 +1418,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
             if (P == 1) {
                 int64_t t  = m0 + h + 8 * v;
                 __m256 val = _mm256_add_ps(acc[0][r][v], b);
-                if (jb->relu_out) val = _mm256_max_ps(_mm256_setzero_ps(), val);
-                if (jb->res) { /* as conv_tile_512 */
-                    const float *xr = jb->res + (o0 + r) * jb->ldy;
-                    __m256 xv       = TAIL
-                                        ? _mm256_maskload_ps(addr_at(xr, t), lanes8_in(0, jb->tout - t))
-                                        : _mm256_loadu_ps(xr + t);
-                    val             = jb->rho == 1.0f
-                                        ? _mm256_add_ps(xv, val)
-                                        : _mm256_add_ps(xv, _mm256_mul_ps(_mm256_set1_ps(jb->rho), val));
-                }
+                if (jb->relu_out || jb->res) val = conv_epilogue_256(jb, val, o0 + r, t);
                 if (TAIL)
                     _mm256_maskstore_ps((float *)addr_at(yr, t), lanes8_in(0, jb->tout - t), val);
                 else
