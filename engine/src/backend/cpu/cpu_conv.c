@@ -288,6 +288,30 @@ static void conv1d_blocks(void *arg, int64_t b0, int64_t b1, int slot)
     }
 }
 
+/* A conv1d's direct-kernel job, up to its taps (and, stride 2, its step). */
+static struct jb_conv_job conv1d_job(const struct jb_tensor *w,
+                                     const struct jb_tensor *b,
+                                     int64_t T,
+                                     int64_t Tout,
+                                     float *y)
+{
+    const int64_t Cout = w->shape[0], Cin = w->shape[1], k = w->shape[2];
+    return (struct jb_conv_job){ .n_phase = 1,
+                                 .n_tap   = { (int)k, 0 },
+                                 .cin     = Cin,
+                                 .ldx     = T,
+                                 .w       = w->data,
+                                 .w_os    = Cin * k,
+                                 .w_cs    = k,
+                                 .bias    = b ? b->data : NULL,
+                                 .y       = y,
+                                 .cout    = Cout,
+                                 .ldy     = Tout,
+                                 .tout    = Tout,
+                                 .n_m     = Tout,
+                                 .nr      = 8 };
+}
+
 void jb_cpu_conv1d(struct jb_cpu *cpu,
                    const float *x,
                    int64_t T,
@@ -310,20 +334,7 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
     double flops = (double)Cout * (double)Cin * k * (double)Tout;
 
     if (cpu->isa >= JB_CPU_ISA_AVX2 && k <= JB_CONV_MAX_TAPS) {
-        struct jb_conv_job job = { .n_phase = 1,
-                                   .n_tap   = { k, 0 },
-                                   .cin     = Cin,
-                                   .ldx     = T,
-                                   .w       = wd,
-                                   .w_os    = Cin * k,
-                                   .w_cs    = k,
-                                   .bias    = bias,
-                                   .y       = y,
-                                   .cout    = Cout,
-                                   .ldy     = Tout,
-                                   .tout    = Tout,
-                                   .n_m     = Tout,
-                                   .nr      = 8 };
+        struct jb_conv_job job = conv1d_job(w, b, T, Tout, y);
         if (stride == 1) {
             for (int j = 0; j < k; j++)
                 job.tap[0][j] = (struct jb_conv_tap){ x, (int64_t)dil * j - pad, T, j };
@@ -381,24 +392,11 @@ bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
     const int64_t Tout = jb_conv1d_out_len(T, k, 1, pad, dil);
     if (cpu->isa < JB_CPU_ISA_AVX2 || k > JB_CONV_MAX_TAPS) return false;
     if (Tout <= 0 || Cout <= 0) return true;
-    struct jb_conv_job job = { .n_phase  = 1,
-                               .n_tap    = { k, 0 },
-                               .cin      = Cin,
-                               .ldx      = T,
-                               .w        = w->data,
-                               .w_os     = Cin * k,
-                               .w_cs     = k,
-                               .bias     = b ? b->data : NULL,
-                               .y        = y,
-                               .cout     = Cout,
-                               .ldy      = Tout,
-                               .tout     = Tout,
-                               .n_m      = Tout,
-                               .nr       = 8,
-                               .relu_in  = ep->relu_in,
-                               .relu_out = ep->relu_out,
-                               .res      = ep->res,
-                               .rho      = ep->rho };
+    struct jb_conv_job job = conv1d_job(w, b, T, Tout, y);
+    job.relu_in            = ep->relu_in;
+    job.relu_out           = ep->relu_out;
+    job.res                = ep->res;
+    job.rho                = ep->rho;
     for (int j = 0; j < k; j++)
         job.tap[0][j] = (struct jb_conv_tap){ x, (int64_t)dil * j - pad, T, j };
     return run_conv_job(cpu, &job, (double)Cout * (double)Cin * k * (double)Tout);
