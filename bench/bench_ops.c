@@ -89,12 +89,18 @@ struct conv_case {
     struct jb_tensor w, b;
     int s, p, d;
     bool transpose;
+    float
+      *wino_work; /* non-NULL: the k = 3 conv by Winograd F(4,3), as the wide resblocks run it */
 };
 
 static void run_conv(void *ctx, int i)
 {
     struct conv_case *c = ctx;
-    if (c->transpose)
+    (void)i;
+    if (c->wino_work)
+        jb_cpu_conv3_winograd(
+          jb_cpu_of(c->be), c->x, c->T, &c->w, &c->b, c->d, true, true, c->y, c->wino_work);
+    else if (c->transpose)
         jb_conv_transpose1d(c->be, c->x, c->T, &c->w, &c->b, c->s, c->p, c->y, c->scratch);
     else
         jb_conv1d(c->be, c->x, c->T, &c->w, &c->b, c->s, c->p, c->d, c->y, c->scratch);
@@ -127,10 +133,46 @@ static void bench_conv(struct jb_backend *be,
     c.b       = (struct jb_tensor){
               .type = JB_DTYPE_F32, .n_dims = 1, .shape = { Cout }, .data = rnd_buf((size_t)Cout, 0.1f)
     };
+    if (strstr(name, "winograd")) c.wino_work = rnd_buf(jb_cpu_winograd_work(Cin, Cout), 0.0f);
     struct timing tm = time_it(run_conv, &c);
     double flops     = 2.0 * (double)Cin * (double)Cout * k * (double)(transpose ? T : Tout);
     print_row(name, tm, flops, "GFLOP/s");
-    free(c.x), free(c.y), free(c.scratch), free(c.w.data), free(c.b.data);
+    free(c.x), free(c.y), free(c.scratch), free(c.w.data), free(c.b.data), free(c.wino_work);
+}
+
+struct gemm_case {
+    struct jb_backend *be;
+    float *w, *x, *y;
+    int64_t rows, inner, n, ld;
+};
+
+static void run_gemm(void *ctx, int i)
+{
+    struct gemm_case *c = ctx;
+    (void)i;
+    jb_cpu_gemm_direct(jb_cpu_of(c->be), c->w, c->rows, c->inner, c->x, c->ld, c->n, c->y, c->ld);
+}
+
+/* One product of the direct kernel as Winograd runs six per chunk of tiles (rows ld apart). */
+static void bench_gemm(struct jb_backend *be,
+                       const char *name,
+                       int64_t rows,
+                       int64_t inner,
+                       int64_t n,
+                       int64_t ld)
+{
+    if (!wanted(name)) return;
+    struct gemm_case c = { be,
+                           rnd_buf((size_t)(rows * inner), 0.1f),
+                           rnd_buf((size_t)(inner * ld), 1.0f),
+                           rnd_buf((size_t)(rows * ld), 1.0f),
+                           rows,
+                           inner,
+                           n,
+                           ld };
+    struct timing tm   = time_it(run_gemm, &c);
+    print_row(name, tm, 2.0 * (double)rows * (double)inner * (double)n, "GFLOP/s");
+    free(c.w), free(c.x), free(c.y);
 }
 
 struct mm_case {
@@ -326,8 +368,15 @@ int main(int argc, char **argv)
      * taps that read only padding, hence a rate above the FMA peak. */
     bench_conv(be, "conv1d 1024->1024 k3 d27 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 27, 27, false);
     bench_conv(be, "conv1d 1024->1024 k3 d1 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 1, 1, false);
+    /* the same by Winograd F(4,3) (ReLU in and out, as in the blocks): rates count the direct
+     * conv's FLOPs, so they read as the equivalent direct rate */
+    bench_conv(be, "winograd 1024 k3 d27 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 27, 27, false);
+    bench_conv(be, "winograd 1024 k3 d1 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 1, 1, false);
+    bench_conv(be, "winograd 1024 k3 d243 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 243, 243, false);
+    bench_conv(be, "winograd 1024 k3 d729 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 729, 729, false);
     bench_conv(
       be, "conv1d 1024->1024 k3 d729 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 729, 729, false);
+    bench_gemm(be, "gemm 1024x1024 x 960 (a Winograd product)", 1024, 1024, 960, 960);
     bench_conv(
       be, "conv1d 1024->1024 k3 d2187 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 2187, 2187, false);
     bench_conv(be, "conv1d 1024->1024 k1 T=4096 (cond)", 1024, 1024, 1, 4096, 1, 0, 1, false);

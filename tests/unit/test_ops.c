@@ -492,9 +492,11 @@ static void test_resblock_same(struct jb_backend *b1, struct jb_backend *b2, con
 }
 
 /* Wide blocks (channels + inner channels > 512: the upsampler conditioner's 1024) fold the ReLUs
- * and the residual into the convolutions' packing and epilogues on the direct kernels: they must
- * give bitwise the separate ops' results, ρ 1 and 0.7, in place (y = x) or not, with a NaN that
- * must stay NaN and columns of -0.0 and negatives. */
+ * and the residual into the convolutions' packing and epilogues. Where the k = 3 conv runs on
+ * the direct kernel (d 243: most taps read padding) they must give bitwise the separate ops'
+ * results; where it takes Winograd F(4,3) (d 27, SIMD levels) within TOL of them. Both with ρ 1
+ * and 0.7, in place (y = x) bitwise as out of place, with a NaN that must stay NaN and columns of
+ * -0.0 and negatives. */
 static void test_resblock_wide(struct jb_backend *be)
 {
     const int64_t C = 272, S = 264, T = 301;
@@ -527,16 +529,129 @@ static void test_resblock_wide(struct jb_backend *be)
         /* the op, into y, then in place on a copy of x */
         float *wk = malloc(jb_resblock_work(be, &t1, T) * 4);
         jb_resblock(be, x, y, T, &t1, &v1, dil, &t2, &v2, rho, wk);
-        ok = memcmp(y, ref, (size_t)(C * T) * 4) == 0 && isnan(y[7 * T + 100]);
+        const bool wino = g_isa >= JB_CPU_ISA_AVX2 && jb_cpu_winograd_pays(T, dil);
+        ok              = wino == (dil == 27 && g_isa >= JB_CPU_ISA_AVX2) && isnan(y[7 * T + 100]);
+        if (wino) {
+            double *rd = dbuf(C * T);
+            for (int64_t i = 0; i < C * T; i++)
+                rd[i] = isnan(ref[i]) ? 0.0 : ref[i];
+            for (int64_t i = 0; i < C * T; i++) /* the NaN's tiles: compared above */
+                if (isnan(y[i]) && isnan(ref[i])) y[i] = 0.0f;
+            for (int64_t c = 0; c < C; c++) /* NaN in Winograd's tiles around it only */
+                for (int64_t t = 100 - 4 * dil; t <= 100 + 4 * dil; t++)
+                    if (t >= 0 && t < T && isnan(y[c * T + t])) y[c * T + t] = (float)rd[c * T + t];
+            ok = ok && rel_err(C * T, y, rd) <= TOL;
+            free(rd);
+        } else {
+            ok = ok && memcmp(y, ref, (size_t)(C * T) * 4) == 0;
+        }
+        float *y_out = malloc((size_t)(C * T) * 4);
+        jb_resblock(be, x, y_out, T, &t1, &v1, dil, &t2, &v2, rho, wk);
         memcpy(y, x, (size_t)(C * T) * 4);
         jb_resblock(be, y, y, T, &t1, &v1, dil, &t2, &v2, rho, wk);
-        ok = ok && memcmp(y, ref, (size_t)(C * T) * 4) == 0;
+        ok = ok && memcmp(y, y_out, (size_t)(C * T) * 4) == 0;
+        free(y_out);
         free(x), free(w1), free(w2), free(bb1), free(bb2), free(y), free(a), free(b), free(ref);
         free(wk);
     }
     report(ok,
-           "resblock C=272 S=264 (whole-sequence convs), d 27/243, ρ 1/0.7, in place: == separate "
-           "ops (bitwise)");
+           "resblock C=272 S=264 (whole-sequence convs), d 27 (Winograd: within %.0e) / 243 "
+           "(bitwise), ρ 1/0.7, in place: == separate ops",
+           TOL);
+}
+
+/* Winograd F(4,3) (the wide blocks' k = 3 convs) against a double-precision conv of the same
+ * relu(x), with the direct kernel's error alongside: the largest error of any output relative to
+ * the output's own scale Σ|w·x| + |b| (its rounding error is proportional to that, not to |y|,
+ * which cancellation can make small). Shapes: dilations 1 to 100, lengths ending mid-tile and
+ * mid-block (tiles with 1-3 outputs in range), more than one chunk of tiles, ReLU in and out on
+ * and off, a NaN input that must reach exactly the outputs that read it. */
+static void test_winograd(struct jb_backend *be, int64_t C, int64_t S, int64_t T, int d, bool relu)
+{
+    struct jb_cpu *cpu = jb_cpu_of(be);
+    float *x = rnd_buf(C * T, 1.0), *w = rnd_buf(S * C * 3, 1.0 / sqrt(3.0 * (double)C));
+    float *b = rnd_buf(S, 0.5), *yw = malloc((size_t)(S * T) * 4),
+          *yd                        = malloc((size_t)(S * T) * 4);
+    float *work                      = malloc(jb_cpu_winograd_work(C, S) * 4);
+    const int64_t nan_t              = T / 2;
+    x[3 * T + nan_t]                 = NAN;
+    struct jb_tensor wt              = tensor(JB_DTYPE_F32, 3, (int64_t[]){ S, C, 3 }, w);
+    struct jb_tensor bt              = tensor(JB_DTYPE_F32, 1, (int64_t[]){ S }, b);
+    const struct jb_conv_epilogue ep = { .relu_in = relu, .relu_out = relu };
+    bool ran    = jb_cpu_conv3_winograd(cpu, x, T, &wt, &bt, d, relu, relu, yw, work);
+    bool direct = jb_cpu_conv1d_fused(cpu, x, T, &wt, &bt, d, d, yd, &ep);
+    if (!ran || !direct) { /* portable level: neither runs */
+        report(!ran && !direct && g_isa < JB_CPU_ISA_AVX2,
+               "winograd d=%d T=%lld: runs exactly where the direct kernels do",
+               d,
+               (long long)T);
+        free(x), free(w), free(b), free(yw), free(yd), free(work);
+        return;
+    }
+    double ew = 0, ed = 0;
+    bool nan_ok = true;
+    for (int64_t o = 0; o < S; o++)
+        for (int64_t t = 0; t < T; t++) {
+            double sum = b[o], mass = fabs(b[o]);
+            bool reads_nan = false;
+            for (int64_t c = 0; c < C; c++)
+                for (int j = 0; j < 3; j++) {
+                    int64_t u = t + (int64_t)(j - 1) * d;
+                    if (u < 0 || u >= T) continue;
+                    float v = x[c * T + u];
+                    if (isnan(v)) {
+                        reads_nan = true;
+                        continue;
+                    }
+                    if (relu && v < 0) v = 0;
+                    sum += (double)w[(o * C + c) * 3 + j] * v;
+                    mass += fabs((double)w[(o * C + c) * 3 + j] * v);
+                }
+            if (relu && sum < 0) sum = 0;
+            const float gw = yw[o * T + t], gd = yd[o * T + t];
+            /* a NaN input spreads to the whole tile in Winograd, but never past it: the tile's
+             * outputs are within 3d of the NaN */
+            if (reads_nan) {
+                nan_ok = nan_ok && isnan(gw) && isnan(gd);
+                continue;
+            }
+            if (t >= nan_t - 4 * d && t <= nan_t + 4 * d && isnan(gw)) continue;
+            const double rw = fabs(gw - sum) / mass, rd = fabs(gd - sum) / mass;
+            if (!isfinite(gw) || rw > ew) ew = isfinite(gw) ? rw : INFINITY;
+            if (!isfinite(gd) || rd > ed) ed = isfinite(gd) ? rd : INFINITY;
+        }
+    report(ew <= 4e-6 && nan_ok,
+           "winograd C=%lld S=%lld T=%lld d=%d relu %s: max err / scale %.2e (direct %.2e), NaN "
+           "reaches its outputs",
+           (long long)C,
+           (long long)S,
+           (long long)T,
+           d,
+           relu ? "on" : "off",
+           ew,
+           ed);
+    free(x), free(w), free(b), free(yw), free(yd), free(work);
+}
+
+/* Winograd on backends b1 and b2 (ISA levels, thread counts), bitwise: rows not a multiple of
+ * the register tile, more than one chunk of tiles, a short and a long dilation. */
+static void test_winograd_same(struct jb_backend *b1, struct jb_backend *b2, const char *what)
+{
+    const int64_t C = 130, S = 70, T = 2003;
+    float *x = rnd_buf(C * T, 1.0), *w = rnd_buf(S * C * 3, 0.1), *b = rnd_buf(S, 0.5);
+    float *y1 = malloc((size_t)(S * T) * 4), *y2 = malloc((size_t)(S * T) * 4);
+    float *work         = malloc(jb_cpu_winograd_work(C, S) * 4);
+    struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ S, C, 3 }, w);
+    struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ S }, b);
+    bool ok             = true;
+    const int dils[2]   = { 3, 81 };
+    for (int i = 0; i < 2 && ok; i++) {
+        ok = jb_cpu_conv3_winograd(jb_cpu_of(b1), x, T, &wt, &bt, dils[i], true, true, y1, work) &&
+             jb_cpu_conv3_winograd(jb_cpu_of(b2), x, T, &wt, &bt, dils[i], true, true, y2, work) &&
+             memcmp(y1, y2, (size_t)(S * T) * 4) == 0;
+    }
+    report(ok, "winograd C=130 S=70 T=2003 d 3/81: %s (bitwise)", what);
+    free(x), free(w), free(b), free(y1), free(y2), free(work);
 }
 
 /* Codes from AVX2 (1x1 conv, then the scan) and AVX-512 (fused) must agree bitwise, also where
@@ -1049,6 +1164,13 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         test_conv1d(be, 5, co, 3, 1, 2, 2, 61, co % 2);
 
     test_resblock_wide(be);
+    test_winograd(be, 40, 24, 301, 1, true);
+    test_winograd(be, 40, 24, 302, 3, false);
+    test_winograd(be, 40, 24, 97, 9, true);
+    test_winograd(be, 40, 24, 1001, 27, true);
+    test_winograd(be, 40, 24, 1001, 100, false);
+    test_winograd(be, 33, 17, 64, 5, true);
+    test_winograd(be3, 130, 70, 2003, 1, true); /* five chunks of tiles, 3 threads */
     test_conv1d_chunk(be, 32, 3, 1, 1, 1, 3000, 517, 2100);
     test_conv1d_chunk(be, 32, 3, 1, 27, 27, 3000, 300, 1500);
     test_conv1d_chunk(be, 32, 3, 1, 243, 243, 3000, 1, 2999);
@@ -1119,6 +1241,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
             test_matmul_rows(be, types[ti], 37, 1030, 1000);
         }
         test_conv_same(be1, be3, "1 thread == 3 threads");
+        test_winograd_same(be1, be3, "1 thread == 3 threads");
     }
 
     test_nested(be);
@@ -1167,6 +1290,7 @@ int main(void)
         g_isa = JB_CPU_ISA_AVX512;
         test_conv_same(be1, be3, "avx2 == avx512");
         test_resblock_same(be1, be3, "avx2 == avx512");
+        test_winograd_same(be1, be3, "avx2 == avx512");
         test_vq_same(be1, be3, "avx2 == avx512");
         test_matmul_isa(be1, be3, 333, 257);
         test_matmul_isa(be1, be3, 600, 1000);

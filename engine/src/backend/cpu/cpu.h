@@ -155,6 +155,38 @@ bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
                          float *y,
                          const struct jb_conv_epilogue *ep);
 
+/* y[rows, n] = w[rows, inner] · x[inner, n] on the direct kernel (a 1x1 convolution: x rows ldx
+ * apart, y rows ldy apart, no bias), with its order of summation; false below AVX2. */
+bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
+                        const float *w,
+                        int64_t rows,
+                        int64_t inner,
+                        const float *x,
+                        int64_t ldx,
+                        int64_t n,
+                        float *y,
+                        int64_t ldy);
+
+/* Winograd F(4,3) for the wide ResConv1DBlocks' dilated k = 3 convolutions (cpu_winograd.c):
+ * y = relu?(conv(relu?(x)) + b), pad = dil, with half the multiplies of the direct kernel. Its
+ * sums are not the direct kernel's (nor chunk-invariant: tiles are anchored at column 0), but
+ * they depend on nothing else, so every ISA level and thread count gives bitwise the same y.
+ * jb_cpu_winograd_pays: whether it saves work at this length and dilation (at dilations near
+ * T most taps read padding, which the direct kernel leaves out). work: jb_cpu_winograd_work
+ * floats. Returns false (nothing done) below AVX2. */
+bool jb_cpu_winograd_pays(int64_t T, int dil);
+size_t jb_cpu_winograd_work(int64_t C, int64_t S);
+bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
+                           const float *x,
+                           int64_t T,
+                           const struct jb_tensor *w,
+                           const struct jb_tensor *b,
+                           int dil,
+                           bool relu_in,
+                           bool relu_out,
+                           float *y,
+                           float *work);
+
 void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
                              const float *x,
                              int64_t T,

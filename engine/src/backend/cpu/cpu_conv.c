@@ -552,3 +552,35 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
     int64_t n_blk                  = Tout / 64 > 1 ? Tout / 64 : 1;
     jb_cpu_for(cpu, n_blk, flops / (double)n_blk, convt_blocks, &job);
 }
+
+/* --- Matrix product on the direct kernel ------------------------------------------------------ */
+
+bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
+                        const float *w,
+                        int64_t rows,
+                        int64_t inner,
+                        const float *x,
+                        int64_t ldx,
+                        int64_t n,
+                        float *y,
+                        int64_t ldy)
+{
+    if (cpu->isa < JB_CPU_ISA_AVX2) return false;
+    if (rows <= 0 || n <= 0) return true;
+    /* a 1x1 convolution of x (inner channels, n columns) by w (rows x inner) */
+    struct jb_conv_job job = { .n_phase = 1,
+                               .n_tap   = { 1, 0 },
+                               .cin     = inner,
+                               .ldx     = ldx,
+                               .w       = w,
+                               .w_os    = inner,
+                               .w_cs    = 1,
+                               .y       = y,
+                               .cout    = rows,
+                               .ldy     = ldy,
+                               .tout    = n,
+                               .n_m     = n,
+                               .nr      = 8 };
+    job.tap[0][0]          = (struct jb_conv_tap){ x, 0, n, 0 };
+    return run_conv_job(cpu, &job, (double)rows * (double)inner * (double)n);
+}

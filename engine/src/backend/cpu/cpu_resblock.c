@@ -8,10 +8,13 @@
  * the epilogues in registers and L1); elsewhere each tile gathers its tap slices and calls the
  * conv kernels. Both sum every output in the same order, so they agree bitwise. Wide blocks (the
  * released conditioner, 1024 channels) use whole-sequence convolutions, which reuse their large
- * weights across the whole sequence; on the direct kernels their ReLUs and the residual are done
- * as the convolutions pack their input and store their output (jb_cpu_conv1d_fused). The choice
- * depends on the layer's shape only, so a chunk and the whole sequence always take the same path
- * (and compute the same sums).
+ * weights across the whole sequence. Their k = 3 conv runs by Winograd F(4,3) (cpu_winograd.c:
+ * half the multiplies) where the dilation is short enough of T for that to save work, else on
+ * the direct kernel; the ReLUs and the residual are done as the convolutions read their input and
+ * store their output (jb_cpu_conv1d_fused, the Winograd transforms). Narrow blocks take one path
+ * whatever T, so a chunk of the sequence computes the whole sequence's sums (the VQ-VAE's
+ * chunked encode relies on it); wide blocks are only run on whole windows (the conditioner), and
+ * Winograd's sums depend on where its tiles fall, so there a chunk agrees to rounding only.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
@@ -82,7 +85,11 @@ size_t jb_resblock_work(const struct jb_backend *be, const struct jb_tensor *w1,
         return 0;
     a = (a + 15) & ~(size_t)15;
     b = (b + 15) & ~(size_t)15;
-    if (!jb_add_size(a, b, &n) || !jb_add_size(n, sc, &n)) return 0;
+    /* b, then a and the conv scratch, or Winograd's work in their place */
+    if (!jb_add_size(a, sc, &n)) return 0;
+    if (jb_cpu_winograd_pays(T, 1) && jb_cpu_winograd_work(s.C, s.S) > n)
+        n = jb_cpu_winograd_work(s.C, s.S);
+    if (!jb_add_size(n, b, &n)) return 0;
     return n;
 }
 
@@ -213,15 +220,18 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
     }
     /* whole sequence: a = relu(x); b = relu(conv3_d(a)); a = conv1(b); y = x + ρ·a */
     const int64_t n = s.C * T;
-    float *a        = work;
-    float *b        = a + ((n + 15) & ~(int64_t)15);
-    float *scratch  = b + ((s.S * T + 15) & ~(int64_t)15);
+    float *b        = work;
+    float *a        = b + ((s.S * T + 15) & ~(int64_t)15);
+    float *scratch  = a + ((n + 15) & ~(int64_t)15);
     /* on the direct kernels the ReLUs and the residual are the convolutions' packing and
      * epilogues (three passes over (C, T) fewer, the same roundings); the separate ops where
      * those do not run */
     const struct jb_conv_epilogue ep1 = { .relu_in = true, .relu_out = true };
     const struct jb_conv_epilogue ep2 = { .res = x, .rho = res_scale };
-    const bool fused                  = jb_cpu_conv1d_fused(cpu, x, T, w1, b1, dil, dil, b, &ep1);
+    /* the k = 3 conv by Winograd F(4,3) where that saves work, else on the direct kernel */
+    const bool fused = jb_cpu_winograd_pays(T, dil)
+                         ? jb_cpu_conv3_winograd(cpu, x, T, w1, b1, dil, true, true, b, a)
+                         : jb_cpu_conv1d_fused(cpu, x, T, w1, b1, dil, dil, b, &ep1);
     if (!fused) {
         jb_cpu_op_relu(cpu, n, x, a);
         jb_cpu_conv1d(cpu, a, T, w1, b1, 1, dil, dil, b, scratch);

@@ -1,0 +1,378 @@
+/*
+ * backend/cpu/cpu_winograd.c - Winograd F(4,3) for the dilated k = 3 convolutions of wide
+ * ResConv1DBlocks (the upsampler conditioner's 1024 channels, most of its FLOPs).
+ *
+ * A dilated conv computes y[t] = Σ_j g[j]·x[t + (j − 1)·d]. Four outputs d apart,
+ * t0, t0 + d, t0 + 2d, t0 + 3d, read six inputs d apart from t0 − d; F(4,3) gets them from six
+ * products instead of twelve (Lavin & Gray 2015, interpolation points 0, ±1, ±2, ∞):
+ *   V = Bᵀ·(6 inputs) per input channel, U = G·g per (output, input) channel pair,
+ *   M[k] = Σ_c U[k][o, c]·V[k][c]  (six matrix products: half the multiplies of the direct conv),
+ *   (4 outputs) = Aᵀ·M + bias.
+ * Tile (b, r), r < d, holds the outputs b·4d + r + i·d: for a fixed block b the tiles run over
+ * consecutive r, so both transforms read and write contiguous runs wherever d is not tiny. Tiles
+ * are taken in chunks of WINO_CHUNK; the six products run on the direct kernel
+ * (jb_cpu_gemm_direct), whose sums do not depend on the ISA level or the thread count, and the
+ * transforms are element-wise with multipliers that are powers of two (exact, so a fused
+ * multiply-add rounds as the separate operations would): the whole result is bitwise the same on
+ * AVX2 and AVX-512 and for any thread count. It is not the direct kernel's: rounding differs (see
+ * docs/design.md for the size of the difference and why it is accepted).
+ */
+#include "backend/cpu/cpu.h"
+
+#define WINO_CHUNK 960 /* tiles per pass: 20 column tiles of the direct kernel */
+
+static int64_t round16(int64_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+/* Tiles for length T at dilation d: every tile with at least one output inside [0, T). */
+static int64_t n_tiles(int64_t T, int64_t d)
+{
+    const int64_t span = 4 * d, nb = (T + span - 1) / span, rem = T - (nb - 1) * span;
+    return (nb - 1) * d + (rem < d ? rem : d);
+}
+
+bool jb_cpu_winograd_pays(int64_t T, int dil)
+{
+    if (T < 64 || dil < 1) return false;
+    /* multiplies per (output, input) channel pair: 6 per tile against the direct kernel's taps
+     * that read something other than padding; a margin for the transforms */
+    const int64_t d = dil, side = T > d ? T - d : 0;
+    return 6.0 * (double)n_tiles(T, d) <= 0.75 * (double)(T + 2 * side);
+}
+
+size_t jb_cpu_winograd_work(int64_t C, int64_t S)
+{
+    return (size_t)(round16(6 * S * C) + 6 * (C + S) * WINO_CHUNK);
+}
+
+struct wino {
+    struct jb_cpu *cpu;
+    const float *x;
+    int64_t T, C, S, d;
+    bool relu_in, relu_out;
+    const float *w, *bias;
+    float *y;
+    float *U;      /* 6 x S x C */
+    float *V;      /* 6 x C x WINO_CHUNK */
+    float *M;      /* 6 x S x WINO_CHUNK */
+    int64_t j0, n; /* the chunk's tiles */
+};
+
+/* --- filter transform: U[k][o, c] = (G·w[o, c, :])[k] ----------------------------------------- */
+
+static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
+{
+    const struct wino *q = arg;
+    const int64_t SC     = q->S * q->C;
+    (void)slot;
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t c = 0; c < q->C; c++) {
+            const float *g  = q->w + (o * q->C + c) * 3;
+            const double g0 = g[0], g1 = g[1], g2 = g[2];
+            float *u = q->U + o * q->C + c;
+            /* in double (the sums exact, the 1/6 and 1/24 products to ~1e-16), then one
+             * rounding to fp32 */
+            u[0 * SC] = (float)(g0 * 0.25);
+            u[1 * SC] = (float)((g0 + g1 + g2) * (-1.0 / 6.0));
+            u[2 * SC] = (float)((g0 - g1 + g2) * (-1.0 / 6.0));
+            u[3 * SC] = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));
+            u[4 * SC] = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));
+            u[5 * SC] = (float)g2;
+        }
+}
+
+/* --- input transform: V[k][c, tile] = (Bᵀ·relu?(x[c, t0 − d + i·d], i < 6))[k] -------------------
+ */
+
+/* The six transformed inputs of one tile from its six inputs e0..e5 (multipliers powers of two:
+ * a contraction into a fused multiply-add rounds the same). */
+#define WINO_IN(e0, e1, e2, e3, e4, e5, v0, v1, v2, v3, v4, v5)                                    \
+    do {                                                                                           \
+        const float a_ = (e4) - (e2), b_ = (e1) - (e3);                                            \
+        v0 = a_ + 4.0f * ((e0) - (e2));                                                            \
+        v1 = ((e4) + (e3)) - 4.0f * ((e1) + (e2));                                                 \
+        v2 = ((e4) - (e3)) + 4.0f * ((e1) - (e2));                                                 \
+        v3 = a_ - 2.0f * b_;                                                                       \
+        v4 = a_ + 2.0f * b_;                                                                       \
+        v5 = ((e5) - (e3)) + 4.0f * b_;                                                            \
+    } while (0)
+
+/* The four outputs of one tile from its six products m0..m5. */
+#define WINO_OUT(m0, m1, m2, m3, m4, m5, y0, y1, y2, y3)                                           \
+    do {                                                                                           \
+        const float s12_ = (m1) + (m2), d12_ = (m1) - (m2);                                        \
+        const float s34_ = (m3) + (m4), d34_ = (m3) - (m4);                                        \
+        y0 = ((m0) + s12_) + s34_;                                                                 \
+        y1 = d12_ + 2.0f * d34_;                                                                   \
+        y2 = s12_ + 4.0f * s34_;                                                                   \
+        y3 = (d12_ + 8.0f * d34_) + (m5);                                                          \
+    } while (0)
+
+#define RELU(v) ((v) < 0.0f ? 0.0f : (v)) /* NaN stays NaN, as torch.relu */
+
+/* Runs of tiles whose inputs (outputs) all lie inside [0, T), vectorised: tile i of a run reads
+ * s[i·st + k·d], k < 6, and writes t[i·st + k·d], k < 4 (st 1: consecutive r of one block; st 4:
+ * d = 1, consecutive blocks). v, m: the run's column in the six V (M) matrices, ld apart. One
+ * copy per ISA level: the same element-wise operations, so bitwise the same values. */
+#define WINO_RUNS(sfx, target)                                                                     \
+    static target void in_run_##sfx(const float *restrict s,                                       \
+                                    int64_t st,                                                    \
+                                    int64_t d,                                                     \
+                                    int64_t n,                                                     \
+                                    bool relu,                                                     \
+                                    float *restrict v,                                             \
+                                    int64_t ld)                                                    \
+    {                                                                                              \
+        float *restrict v0 = v, *restrict v1 = v + ld, *restrict v2 = v + 2 * ld;                  \
+        float *restrict v3 = v + 3 * ld, *restrict v4 = v + 4 * ld, *restrict v5 = v + 5 * ld;     \
+        if (relu) {                                                                                \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                    \
+            {                                                                                      \
+                const float *e = s + i * st;                                                       \
+                WINO_IN(RELU(e[0]),                                                                \
+                        RELU(e[d]),                                                                \
+                        RELU(e[2 * d]),                                                            \
+                        RELU(e[3 * d]),                                                            \
+                        RELU(e[4 * d]),                                                            \
+                        RELU(e[5 * d]),                                                            \
+                        v0[i],                                                                     \
+                        v1[i],                                                                     \
+                        v2[i],                                                                     \
+                        v3[i],                                                                     \
+                        v4[i],                                                                     \
+                        v5[i]);                                                                    \
+            }                                                                                      \
+        } else {                                                                                   \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                    \
+            {                                                                                      \
+                const float *e = s + i * st;                                                       \
+                WINO_IN(e[0],                                                                      \
+                        e[d],                                                                      \
+                        e[2 * d],                                                                  \
+                        e[3 * d],                                                                  \
+                        e[4 * d],                                                                  \
+                        e[5 * d],                                                                  \
+                        v0[i],                                                                     \
+                        v1[i],                                                                     \
+                        v2[i],                                                                     \
+                        v3[i],                                                                     \
+                        v4[i],                                                                     \
+                        v5[i]);                                                                    \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static target void out_run_##sfx(const float *restrict m,                                      \
+                                     int64_t ld,                                                   \
+                                     int64_t n,                                                    \
+                                     float bias,                                                   \
+                                     bool relu,                                                    \
+                                     float *restrict t,                                            \
+                                     int64_t st,                                                   \
+                                     int64_t d)                                                    \
+    {                                                                                              \
+        const float *restrict m0 = m, *restrict m1 = m + ld, *restrict m2 = m + 2 * ld;            \
+        const float *restrict m3 = m + 3 * ld, *restrict m4 = m + 4 * ld;                          \
+        const float *restrict m5 = m + 5 * ld;                                                     \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
+        {                                                                                          \
+            float y0, y1, y2, y3;                                                                  \
+            WINO_OUT(m0[i], m1[i], m2[i], m3[i], m4[i], m5[i], y0, y1, y2, y3);                    \
+            y0 += bias, y1 += bias, y2 += bias, y3 += bias;                                        \
+            float *o = t + i * st;                                                                 \
+            o[0]     = relu ? RELU(y0) : y0;                                                       \
+            o[d]     = relu ? RELU(y1) : y1;                                                       \
+            o[2 * d] = relu ? RELU(y2) : y2;                                                       \
+            o[3 * d] = relu ? RELU(y3) : y3;                                                       \
+        }                                                                                          \
+    }
+
+#if JB_CPU_X86
+WINO_RUNS(avx2, JB_TARGET_AVX2)
+WINO_RUNS(avx512, JB_TARGET_AVX512)
+#else
+WINO_RUNS(avx2, )
+#define in_run_avx512 in_run_avx2
+#define out_run_avx512 out_run_avx2
+#endif
+
+static void
+in_run(const struct wino *q, const float *s, int64_t st, int64_t n, bool relu, float *v, int64_t ld)
+{
+    if (q->cpu->isa >= JB_CPU_ISA_AVX512)
+        in_run_avx512(s, st, q->d, n, relu, v, ld);
+    else
+        in_run_avx2(s, st, q->d, n, relu, v, ld);
+}
+
+static void out_run(const struct wino *q,
+                    const float *m,
+                    int64_t ld,
+                    int64_t n,
+                    float bias,
+                    bool relu,
+                    float *t,
+                    int64_t st)
+{
+    if (q->cpu->isa >= JB_CPU_ISA_AVX512)
+        out_run_avx512(m, ld, n, bias, relu, t, st, q->d);
+    else
+        out_run_avx2(m, ld, n, bias, relu, t, st, q->d);
+}
+
+/* Tile j's first output column (block j / d, residue j mod d). */
+static int64_t tile_pos(int64_t j, int64_t d)
+{
+    return j / d * 4 * d + j % d;
+}
+
+/* One tile with its inputs read through bounds checks (zero outside [0, T)). */
+static void in_tile(const struct wino *q, const float *xc, int64_t p, float *v, int64_t ld)
+{
+    float e[6];
+    for (int k = 0; k < 6; k++) {
+        const int64_t t = p + (k - 1) * q->d;
+        e[k]            = t >= 0 && t < q->T ? (q->relu_in ? RELU(xc[t]) : xc[t]) : 0.0f;
+    }
+    WINO_IN(
+      e[0], e[1], e[2], e[3], e[4], e[5], v[0], v[ld], v[2 * ld], v[3 * ld], v[4 * ld], v[5 * ld]);
+}
+
+/* Whether the tile at p reads only inside [0, T): p − d >= 0 and p + 4d < T. */
+static bool tile_inside(int64_t p, int64_t d, int64_t T)
+{
+    return p - d >= 0 && p + 4 * d < T;
+}
+
+static void input_rows(void *arg, int64_t c0, int64_t c1, int slot)
+{
+    const struct wino *q = arg;
+    const int64_t T = q->T, d = q->d, ld = q->C * WINO_CHUNK, j1 = q->j0 + q->n;
+    (void)slot;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = q->x + c * T;
+        float *v        = q->V + c * WINO_CHUNK; /* v[j - j0]: tile j's column */
+        for (int64_t j = q->j0; j < j1;) {
+            const int64_t p = tile_pos(j, d);
+            if (!tile_inside(p, d, T)) { /* the sequence's ends */
+                in_tile(q, xc, p, v + (j - q->j0), ld);
+                j++;
+                continue;
+            }
+            /* a run of inside tiles: consecutive r of one block, or (d = 1) consecutive blocks */
+            int64_t n;
+            if (d == 1) {
+                n = (T - 5) / 4 + 1 - j; /* tiles up to the last with 4j + 4 < T */
+                if (n > j1 - j) n = j1 - j;
+                in_run(q, xc + p - 1, 4, n, q->relu_in, v + (j - q->j0), ld);
+            } else {
+                n = d - j % d;
+                if (n > j1 - j) n = j1 - j;
+                if (p + n - 1 + 4 * d >= T) n = T - 4 * d - p; /* >= 1: tile j is inside */
+                in_run(q, xc + p - d, 1, n, q->relu_in, v + (j - q->j0), ld);
+            }
+            j += n;
+        }
+    }
+}
+
+/* --- output transform: y[o, t0 + i·d] = relu?((Aᵀ·M[:][o, tile])[i] + bias[o]) ---------------- */
+
+static void output_rows(void *arg, int64_t o0, int64_t o1, int slot)
+{
+    const struct wino *q = arg;
+    const int64_t T = q->T, d = q->d, ld = q->S * WINO_CHUNK, j1 = q->j0 + q->n;
+    (void)slot;
+    for (int64_t o = o0; o < o1; o++) {
+        const float *m = q->M + o * WINO_CHUNK; /* m[j - j0]: tile j's column */
+        const float bo = q->bias ? q->bias[o] : 0.0f;
+        float *yo      = q->y + o * T;
+        for (int64_t j = q->j0; j < j1;) {
+            const int64_t p = tile_pos(j, d);
+            if (p + 3 * d >= T) { /* the sequence's end: outputs past it are left out */
+                float y[4];
+                const float *mj = m + (j - q->j0);
+                WINO_OUT(mj[0],
+                         mj[ld],
+                         mj[2 * ld],
+                         mj[3 * ld],
+                         mj[4 * ld],
+                         mj[5 * ld],
+                         y[0],
+                         y[1],
+                         y[2],
+                         y[3]);
+                for (int i = 0; i < 4 && p + i * d < T; i++)
+                    yo[p + i * d] = q->relu_out ? RELU(y[i] + bo) : y[i] + bo;
+                j++;
+                continue;
+            }
+            int64_t n;
+            if (d == 1) {
+                n = (T - 4) / 4 + 1 - j; /* tiles up to the last with 4j + 3 < T */
+                if (n > j1 - j) n = j1 - j;
+                out_run(q, m + (j - q->j0), ld, n, bo, q->relu_out, yo + p, 4);
+            } else {
+                n = d - j % d;
+                if (n > j1 - j) n = j1 - j;
+                if (p + n - 1 + 3 * d >= T) n = T - 3 * d - p; /* >= 1 */
+                out_run(q, m + (j - q->j0), ld, n, bo, q->relu_out, yo + p, 1);
+            }
+            j += n;
+        }
+    }
+}
+
+bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
+                           const float *x,
+                           int64_t T,
+                           const struct jb_tensor *w,
+                           const struct jb_tensor *b,
+                           int dil,
+                           bool relu_in,
+                           bool relu_out,
+                           float *y,
+                           float *work)
+{
+    JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && w->shape[2] == 3 && dil >= 1);
+    JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[0]));
+    const int64_t S = w->shape[0], C = w->shape[1];
+    /* the products' packed input tile (C rows) must fit the arena */
+    if (cpu->isa < JB_CPU_ISA_AVX2 || C > 8192) return false;
+    if (T <= 0 || S <= 0) return true;
+    struct wino q = { .cpu      = cpu,
+                      .x        = x,
+                      .T        = T,
+                      .C        = C,
+                      .S        = S,
+                      .d        = dil,
+                      .relu_in  = relu_in,
+                      .relu_out = relu_out,
+                      .w        = w->data,
+                      .bias     = b ? b->data : NULL,
+                      .y        = y,
+                      .U        = work,
+                      .V        = work + round16(6 * S * C),
+                      .M        = work + round16(6 * S * C) + 6 * C * WINO_CHUNK };
+    jb_cpu_for(cpu, S, 20.0 * (double)C, filter_rows, &q);
+    const int64_t nt = n_tiles(T, dil);
+    for (q.j0 = 0; q.j0 < nt; q.j0 += WINO_CHUNK) {
+        q.n = nt - q.j0 < WINO_CHUNK ? nt - q.j0 : WINO_CHUNK;
+        jb_cpu_for(cpu, C, 30.0 * (double)q.n, input_rows, &q);
+        for (int k = 0; k < 6; k++) {
+            bool ok = jb_cpu_gemm_direct(cpu,
+                                         q.U + k * S * C,
+                                         S,
+                                         C,
+                                         q.V + k * C * WINO_CHUNK,
+                                         WINO_CHUNK,
+                                         q.n,
+                                         q.M + k * S * WINO_CHUNK,
+                                         WINO_CHUNK);
+            JB_ASSERT(ok);
+        }
+        jb_cpu_for(cpu, S, 30.0 * (double)q.n, output_rows, &q);
+    }
+    return true;
+}
