@@ -121,8 +121,8 @@ static void bench_conv(struct jb_backend *be,
     struct conv_case c = { .be = be, .T = T, .s = s, .p = p, .d = d, .transpose = transpose };
     int64_t Tout =
       transpose ? jb_conv_transpose1d_out_len(T, k, s, p) : jb_conv1d_out_len(T, k, s, p, d);
-    size_t ns =
-      transpose ? jb_conv_transpose1d_scratch(Cout, T) : jb_conv1d_scratch(Cin, T, k, s, p, d);
+    size_t ns = transpose ? jb_conv_transpose1d_scratch(Cin, Cout, T, k, s, p)
+                          : jb_conv1d_scratch(Cin, T, k, s, p, d);
     c.x       = rnd_buf((size_t)(Cin * T), 1.0f);
     c.y       = rnd_buf((size_t)(Cout * Tout), 1.0f);
     c.scratch = ns ? rnd_buf(ns, 0.0f) : NULL;
@@ -150,7 +150,8 @@ static void run_gemm(void *ctx, int i)
 {
     struct gemm_case *c = ctx;
     (void)i;
-    jb_cpu_gemm_direct(jb_cpu_of(c->be), c->w, c->rows, c->inner, c->x, c->ld, c->n, c->y, c->ld);
+    jb_cpu_gemm_direct(
+      jb_cpu_of(c->be), c->w, c->inner, 1, c->rows, c->inner, c->x, c->ld, c->n, c->y, c->ld);
 }
 
 /* One product of the direct kernel as Winograd runs six per chunk of tiles (rows ld apart). */

@@ -176,7 +176,8 @@ static void case_conv_transpose1d(struct env *e, struct result *r)
     const float *x  = rnd_dev(e, (size_t)(Cin * T), 1.0f);
     const int64_t n = jb_conv_transpose1d_out_len(T, 4, 2, 1);
     float *y        = dev(e, NULL, (size_t)(Cout * n) * sizeof(float));
-    float *sc       = dev(e, NULL, jb_conv_transpose1d_scratch(Cout, n) * sizeof(float) + 64);
+    float *sc =
+      dev(e, NULL, jb_conv_transpose1d_scratch(Cin, Cout, T, 4, 2, 1) * sizeof(float) + 64);
     jb_conv_transpose1d(
       e->be, x, T, placed(e, "w", SHAPE(Cin, Cout, 4)), placed(e, "b", SHAPE(Cout)), 2, 1, y, sc);
     get_f(e, r, y, (size_t)(Cout * n));

@@ -12,6 +12,8 @@
 #include "backend/cpu/pool.h"
 #include "backend/ops.h"
 #include "core/fp16.h"
+#include "model_builders.h"
+#include "prior/conditioner.h"
 #include "test_common.h"
 
 #include <float.h>
@@ -258,7 +260,7 @@ static void test_convt(struct jb_backend *be,
     float *b            = rnd_buf(Cout, 0.5);
     float *y            = rnd_buf(Cout * Tout + 1, 1.0);
     y[Cout * Tout]      = 12345.0f;
-    size_t ns           = jb_conv_transpose1d_scratch(Cout, T);
+    size_t ns           = jb_conv_transpose1d_scratch(Cin, Cout, T, k, s, p);
     float *scratch      = ns ? malloc(ns * sizeof(float)) : NULL;
     double *ref         = dbuf(Cout * Tout);
     struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ Cin, Cout, k }, w);
@@ -650,8 +652,79 @@ static void test_winograd_same(struct jb_backend *b1, struct jb_backend *b2, con
              jb_cpu_conv3_winograd(jb_cpu_of(b2), x, T, &wt, &bt, dils[i], true, true, y2, work) &&
              memcmp(y1, y2, (size_t)(S * T) * 4) == 0;
     }
-    report(ok, "winograd C=130 S=70 T=2003 d 3/81: %s (bitwise)", what);
-    free(x), free(w), free(b), free(y1), free(y2), free(work);
+    /* a wide transposed conv (Winograd in its scratch) */
+    const int64_t Ci = 300, Co = 230;
+    float *xt = rnd_buf(Ci * T, 1.0), *wt4 = rnd_buf(Ci * Co * 4, 0.05), *bt4 = rnd_buf(Co, 0.5);
+    float *z1 = malloc((size_t)(Co * 2 * T) * 4), *z2 = malloc((size_t)(Co * 2 * T) * 4);
+    float *sc           = malloc(jb_conv_transpose1d_scratch(Ci, Co, T, 4, 2, 1) * 4);
+    struct jb_tensor tt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ Ci, Co, 4 }, wt4);
+    struct jb_tensor tb = tensor(JB_DTYPE_F32, 1, (int64_t[]){ Co }, bt4);
+    jb_conv_transpose1d(b1, xt, T, &tt, &tb, 2, 1, z1, sc);
+    jb_conv_transpose1d(b2, xt, T, &tt, &tb, 2, 1, z2, sc);
+    ok = ok && memcmp(z1, z2, (size_t)(Co * 2 * T) * 4) == 0;
+    report(ok, "winograd C=130 S=70 T=2003 d 3/81, conv_transpose1d 300->230: %s (bitwise)", what);
+    free(x), free(w), free(b), free(y1), free(y2), free(work), free(xt), free(wt4), free(bt4),
+      free(z1), free(z2), free(sc);
+}
+
+/* A whole upsampler conditioner wide enough for Winograd (272 channels: its k = 3 convs, two
+ * stride-2 transposed convs, resblock work and conv scratch sharing one buffer) against the same
+ * conditioner on the portable level (im2col + sgemm, no Winograd): within TOL after the final
+ * LayerNorm. */
+static void test_conditioner_wide(struct jb_backend *be)
+{
+    struct jb_prior_hparams hp = { 0 };
+    hp.variant                 = JB_PRIOR_UPSAMPLER;
+    hp.level                   = 1;
+    hp.n_ctx                   = 1024;
+    hp.bins                    = 64;
+    hp.raw_to_tokens           = 32;
+    hp.tr                 = (struct jb_transformer_hparams){ 300, 1, 1, 0.25f, 1.0f, 2, 128, 1024 };
+    hp.n_genres           = 4;
+    hp.n_artists          = 4;
+    hp.max_bow_genre_size = 1;
+    hp.t_bins             = 8;
+    hp.sr                 = 44100;
+    hp.cond_width         = 272;
+    hp.cond_depth         = 4; /* dilations 1, 3, 9, 27 at 256 and 512 steps */
+    hp.cond_dilation_growth_rate = 3;
+    hp.cond_dilation_cycle       = 8;
+    hp.cond_m_conv               = 1.0f;
+    hp.cond_downs                = 2;
+    hp.cond_stride               = 2;
+    hp.alignment_layer = hp.alignment_head = -1;
+    struct tc_weights *m                   = tc_weights_new(0);
+    bool ok                                = m && tc_build_prior(tc_weights_sink(m), &hp, true);
+    struct jb_weights_source src           = tc_weights_source(m);
+    struct jb_weights *w                   = ok ? jb_weights_init(&src) : NULL;
+    struct jb_backend *bp                  = jb_backend_init("cpu", 2);
+    jb_cpu_set_isa(bp, JB_CPU_ISA_PORTABLE);
+    struct jb_upsampler_cond *u1 = w ? jb_upsampler_cond_init(&hp, w, be) : NULL;
+    struct jb_upsampler_cond *u2 = w && bp ? jb_upsampler_cond_init(&hp, w, bp) : NULL;
+    const int64_t n = (int64_t)hp.n_ctx * hp.tr.width, nu = u1 ? jb_upsampler_cond_n_upper(u1) : 0;
+    float *y1 = malloc((size_t)n * 4), *y2 = malloc((size_t)n * 4);
+    double *r  = dbuf(n);
+    int32_t *z = malloc((size_t)(nu > 0 ? nu : 1) * 4);
+    for (int64_t i = 0; i < nu; i++)
+        z[i] = (int32_t)((i * 2654435761u) % (uint32_t)hp.bins);
+    double e = INFINITY;
+    if (u1 && u2 && jb_upsampler_cond_forward(u1, z, y1) == JB_STATUS_OK &&
+        jb_upsampler_cond_forward(u2, z, y2) == JB_STATUS_OK) {
+        for (int64_t i = 0; i < n; i++)
+            r[i] = y2[i];
+        e = rel_err(n, y1, r);
+    }
+    report(
+      e <= TOL,
+      "upsampler conditioner, width 272 (Winograd on SIMD levels): %s == portable, relerr %.2e",
+      jb_cpu_isa_name(jb_cpu_of(be)->isa),
+      e);
+    jb_upsampler_cond_free(u1);
+    jb_upsampler_cond_free(u2);
+    jb_backend_free(bp);
+    jb_weights_free(w);
+    tc_weights_free(m);
+    free(y1), free(y2), free(r), free(z);
 }
 
 /* Codes from AVX2 (1x1 conv, then the scan) and AVX-512 (fused) must agree bitwise, also where
@@ -1164,6 +1237,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         test_conv1d(be, 5, co, 3, 1, 2, 2, 61, co % 2);
 
     test_resblock_wide(be);
+    if (g_isa >= JB_CPU_ISA_AVX2) test_conditioner_wide(be);
     test_winograd(be, 40, 24, 301, 1, true);
     test_winograd(be, 40, 24, 302, 3, false);
     test_winograd(be, 40, 24, 97, 9, true);
@@ -1183,6 +1257,10 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         test_convt(be, 32, 64, 4, 2, 1, Ts[i], true);
     test_convt(be, 64, 64, 4, 2, 1, 4096, true);
     test_convt(be, 96, 40, 4, 2, 1, 300, true); /* weights prefetched 32 input channels ahead */
+    /* wide: by Winograd (two chunks of tiles at T = 4001), where the op is given its scratch */
+    test_convt(be, 300, 240, 4, 2, 1, 64, true);
+    test_convt(be, 257, 300, 4, 2, 1, 301, false);
+    test_convt(be3, 300, 240, 4, 2, 1, 4001, true);
     test_convt(be, 64, 1, 4, 2, 1, 33, false);
     test_convt(be, 5, 9, 3, 1, 1, 40, true);
     test_convt(be, 5, 9, 5, 2, 2, 40, true);

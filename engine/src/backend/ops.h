@@ -105,7 +105,14 @@ double jb_rng_u01(uint64_t seed, uint64_t stream, uint64_t t);
 int64_t jb_conv1d_out_len(int64_t T, int k, int stride, int pad, int dil);
 size_t jb_conv1d_scratch(int64_t Cin, int64_t T, int k, int stride, int pad, int dil);
 int64_t jb_conv_transpose1d_out_len(int64_t T, int k, int stride, int pad);
-size_t jb_conv_transpose1d_scratch(int64_t Cout, int64_t T);
+/* 0 where the op needs no scratch; then NULL may be passed. The CPU backend runs wide layers
+ * (Cin + Cout > 512) by Winograd in it; given NULL, it takes the direct kernel. */
+size_t jb_conv_transpose1d_scratch(int64_t Cin,
+                                   int64_t Cout,
+                                   int64_t T,
+                                   int k,
+                                   int stride,
+                                   int pad);
 size_t jb_vq_argmin_scratch(int64_t bins, int64_t emb, int64_t T);
 /* work of the resblock op over T columns (w1 [n_state, C, 3]); 0 on overflow */
 size_t jb_resblock_work(const struct jb_backend *be, const struct jb_tensor *w1, int64_t T);

@@ -330,9 +330,9 @@ bool jb_convstack_mem(const struct jb_convstack *s,
             }
             break;
         case JB_LAYER_CONV_TRANSPOSE1D:
-            /* pass the larger length: the kernel's scratch contract is per (Cout, T) */
             if (ok) {
-                size_t sc = jb_conv_transpose1d_scratch(l->c_out, to > T ? to : T);
+                size_t sc =
+                  jb_conv_transpose1d_scratch(l->c_in, l->c_out, T, l->k, l->stride, l->pad);
                 if (sc > m->scratch) m->scratch = sc;
             }
             break;

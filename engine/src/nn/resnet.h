@@ -131,8 +131,8 @@ bool jb_convstack_mem(const struct jb_convstack *s,
 
 struct jb_convstack_work {
     float *act[2];  /* each >= mem.act floats */
-    float *inner;   /* >= mem.inner */
-    float *scratch; /* >= mem.scratch */
+    float *inner;   /* >= mem.inner: the resblocks' work */
+    float *scratch; /* >= mem.scratch: the convolutions'; may be inner (never used together) */
 };
 
 /* Progress of a forward pass, in caller units: at the k-th of n level-block ends, reports

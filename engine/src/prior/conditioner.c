@@ -105,13 +105,15 @@ struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *
     }
 
     /* Work memory for one window, reserved once: the embedding staging (n_upper, W) fits in
-     * an activation buffer (it holds the first conv's input). */
+     * an activation buffer (it holds the first conv's input). The resblocks' work and the
+     * convolutions' scratch share one buffer (jb_convstack_work): at the released width both
+     * hold Winograd's transformed weights and tiles, ~90 and ~115 MB. */
     struct jb_convstack_mem m;
     if (!jb_convstack_mem(&c->cond, be, n_upper, &m)) goto fail;
-    size_t act = (m.act + 15) & ~(size_t)15, inner = (m.inner + 15) & ~(size_t)15;
+    size_t act   = (m.act + 15) & ~(size_t)15;
+    size_t inner = ((m.inner > m.scratch ? m.inner : m.scratch) + 15) & ~(size_t)15;
     size_t total;
-    if (!jb_add_size(2 * act, inner, &total) || !jb_add_size(total, m.scratch, &total) ||
-        !jb_add_size(total, (size_t)n_upper, &total) ||
+    if (!jb_add_size(2 * act, inner, &total) || !jb_add_size(total, (size_t)n_upper, &total) ||
         !jb_mul_size(total, sizeof(float), &total)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "upsampler conditioner: work size overflows");
         goto fail;
@@ -122,8 +124,8 @@ struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *
     c->work.act[0]  = p;
     c->work.act[1]  = p + act;
     c->work.inner   = p + 2 * act;
-    c->work.scratch = p + 2 * act + inner;
-    c->ids          = (int32_t *)(p + 2 * act + inner + m.scratch); /* int32 in float slots */
+    c->work.scratch = c->work.inner;
+    c->ids          = (int32_t *)(p + 2 * act + inner); /* int32 in float slots */
     return c;
 
 fail:

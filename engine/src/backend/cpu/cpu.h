@@ -155,10 +155,13 @@ bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
                          float *y,
                          const struct jb_conv_epilogue *ep);
 
-/* y[rows, n] = w[rows, inner] · x[inner, n] on the direct kernel (a 1x1 convolution: x rows ldx
- * apart, y rows ldy apart, no bias), with its order of summation; false below AVX2. */
+/* y[rows, n] = W · x[inner, n] on the direct kernel (a 1x1 convolution: W[r, i] at w[r·w_rs +
+ * i·w_cs], x rows ldx apart, y rows ldy apart, no bias), with its order of summation; false below
+ * AVX2. */
 bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
                         const float *w,
+                        int64_t w_rs,
+                        int64_t w_cs,
                         int64_t rows,
                         int64_t inner,
                         const float *x,
@@ -184,6 +187,18 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                            int dil,
                            bool relu_in,
                            bool relu_out,
+                           float *y,
+                           float *work);
+/* The same for a ConvTranspose1d(k 4, stride 2, pad 1) (the up-sampling of the VQ-VAE and the
+ * conditioner): each output phase is a k = 3 conv of x with one tap zero, so 10 products where
+ * the direct kernel does 16. Used on wide layers only (jb_cpu_convt_winograd_pays: Cin + Cout >
+ * 512, T >= 64), with jb_cpu_winograd_work(Cin, Cout) floats of work (the op's scratch). */
+bool jb_cpu_convt_winograd_pays(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad);
+bool jb_cpu_convt_winograd(struct jb_cpu *cpu,
+                           const float *x,
+                           int64_t T,
+                           const struct jb_tensor *w,
+                           const struct jb_tensor *b,
                            float *y,
                            float *work);
 

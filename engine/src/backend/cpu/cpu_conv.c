@@ -61,10 +61,12 @@ int64_t jb_conv_transpose1d_out_len(int64_t T, int k, int stride, int pad)
     return n < 0 ? 0 : n;
 }
 
-size_t jb_conv_transpose1d_scratch(int64_t Cout, int64_t T)
+size_t jb_conv_transpose1d_scratch(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad)
 {
-    (void)Cout, (void)T;
-    return 0; /* everything runs in the backend's arena */
+    /* wide layers run by Winograd (cpu_winograd.c) in the scratch; the rest in the arena */
+    return jb_cpu_convt_winograd_pays(Cin, Cout, T, k, stride, pad)
+             ? jb_cpu_winograd_work(Cin, Cout)
+             : 0;
 }
 
 size_t jb_cpu_conv_prepare(struct jb_conv_job *job)
@@ -517,11 +519,14 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
     const int64_t Cin = w->shape[0], Cout = w->shape[1];
     const int k        = (int)w->shape[2];
     const int64_t Tout = jb_conv_transpose1d_out_len(T, k, stride, pad);
-    (void)scratch; /* jb_conv_transpose1d_scratch() is 0: all temporaries are in the arena */
-    const float *wd   = w->data;
-    const float *bias = b ? b->data : NULL;
+    const float *wd    = w->data;
+    const float *bias  = b ? b->data : NULL;
     if (Tout <= 0 || Cout <= 0 || T <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)T;
+    /* wide layers by Winograd, in the scratch (a caller that passes none gets the direct path) */
+    if (scratch && jb_cpu_convt_winograd_pays(Cin, Cout, T, k, stride, pad) &&
+        jb_cpu_convt_winograd(cpu, x, T, w, b, y, scratch))
+        return;
 
     if (cpu->isa >= JB_CPU_ISA_AVX2 && stride <= 2 && k <= JB_CONV_MAX_TAPS) {
         /* output t = s·m + ph reads x[c, u] with u = m + (ph + p − j) / s for j ≡ ph + p (mod s) */
@@ -557,6 +562,8 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
 
 bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
                         const float *w,
+                        int64_t w_rs,
+                        int64_t w_cs,
                         int64_t rows,
                         int64_t inner,
                         const float *x,
@@ -573,8 +580,8 @@ bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
                                .cin     = inner,
                                .ldx     = ldx,
                                .w       = w,
-                               .w_os    = inner,
-                               .w_cs    = 1,
+                               .w_os    = w_rs,
+                               .w_cs    = w_cs,
                                .y       = y,
                                .cout    = rows,
                                .ldy     = ldy,

@@ -1,6 +1,8 @@
 /*
  * backend/cpu/cpu_winograd.c - Winograd F(4,3) for the dilated k = 3 convolutions of wide
- * ResConv1DBlocks (the upsampler conditioner's 1024 channels, most of its FLOPs).
+ * ResConv1DBlocks (the upsampler conditioner's 1024 channels, most of its FLOPs) and for wide
+ * ConvTranspose1d(k 4, stride 2, pad 1) up-sampling (each of its two output phases is a k = 3
+ * conv with one zero tap, whose product is left out: 10 products per 8 outputs, not 16).
  *
  * A dilated conv computes y[t] = Σ_j g[j]·x[t + (j − 1)·d]. Four outputs d apart,
  * t0, t0 + d, t0 + 2d, t0 + 3d, read six inputs d apart from t0 − d; F(4,3) gets them from six
@@ -44,43 +46,96 @@ bool jb_cpu_winograd_pays(int64_t T, int dil)
 
 size_t jb_cpu_winograd_work(int64_t C, int64_t S)
 {
-    return (size_t)(round16(6 * S * C) + 6 * (C + S) * WINO_CHUNK);
+    return (size_t)(round16(6 * S * C) + 6 * (C + S) * WINO_CHUNK + WINO_CHUNK);
 }
+
+bool jb_cpu_convt_winograd_pays(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad)
+{
+    return k == 4 && stride == 2 && pad == 1 && T >= 64 && Cin + Cout > 512 && Cin <= 8192;
+}
+
+/* What the filter transform reads: a conv1d's w [S, C, 3], or one output phase of a
+ * ConvTranspose1d(k 4, stride 2, pad 1), w [C, S, 4]. Phase ph (outputs 2m + ph) is a k = 3,
+ * pad 1 conv of x with one tap zero: y[2m] = w3·x[m − 1] + w1·x[m], y[2m + 1] = w2·x[m] +
+ * w0·x[m + 1], so its product 5 (even) or 0 (odd) is zero and is not computed. */
+enum wino_filter { WINO_CONV3, WINO_CONVT_EVEN, WINO_CONVT_ODD };
 
 struct wino {
     struct jb_cpu *cpu;
     const float *x;
     int64_t T, C, S, d;
     bool relu_in, relu_out;
+    enum wino_filter filter;
     const float *w, *bias;
     float *y;
-    float *U;      /* 6 x S x C */
-    float *V;      /* 6 x C x WINO_CHUNK */
-    float *M;      /* 6 x S x WINO_CHUNK */
-    int64_t j0, n; /* the chunk's tiles */
+    int64_t ldy, ys, yph; /* output i of the tile at p goes to y[o·ldy + (p + i·d)·ys + yph] */
+    int skip;             /* the product that is zero (-1: none) */
+    float *U;             /* 6 x S x C */
+    float *V;             /* 6 x C x WINO_CHUNK */
+    float *M;             /* 6 x S x WINO_CHUNK */
+    const float *zero;    /* WINO_CHUNK zeros: product `skip` */
+    int64_t j0, n;        /* the chunk's tiles */
 };
 
 /* --- filter transform: U[k][o, c] = (G·w[o, c, :])[k] ----------------------------------------- */
 
-static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
+/* n consecutive (row, column) pairs of U from taps ga, gb, gc of w (-1: a zero tap), one pair
+ * every ws floats of w: U[k] += 1 per pair; U matrices SC floats apart. In double (the sums
+ * exact, the 1/6 and 1/24 products to ~1e-16), then one rounding to fp32. */
+#define WINO_FILTER(sfx, target)                                                                   \
+    static target void filter_run_##sfx(const float *restrict w,                                   \
+                                        int64_t ws,                                                \
+                                        int ga,                                                    \
+                                        int gb,                                                    \
+                                        int gc,                                                    \
+                                        int64_t n,                                                 \
+                                        float *restrict u,                                         \
+                                        int64_t SC)                                                \
+    {                                                                                              \
+        float *restrict u0 = u, *restrict u1 = u + SC, *restrict u2 = u + 2 * SC;                  \
+        float *restrict u3 = u + 3 * SC, *restrict u4 = u + 4 * SC, *restrict u5 = u + 5 * SC;     \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
+        {                                                                                          \
+            const float *g  = w + i * ws;                                                          \
+            const double g0 = ga < 0 ? 0.0 : g[ga], g1 = gb < 0 ? 0.0 : g[gb];                     \
+            const double g2 = gc < 0 ? 0.0 : g[gc];                                                \
+            u0[i]           = (float)(g0 * 0.25);                                                  \
+            u1[i]           = (float)((g0 + g1 + g2) * (-1.0 / 6.0));                              \
+            u2[i]           = (float)((g0 - g1 + g2) * (-1.0 / 6.0));                              \
+            u3[i]           = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));                  \
+            u4[i]           = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));                  \
+            u5[i]           = (float)g2;                                                           \
+        }                                                                                          \
+    }
+
+#if JB_CPU_X86
+WINO_FILTER(avx2, JB_TARGET_AVX2)
+WINO_FILTER(avx512, JB_TARGET_AVX512)
+#else
+WINO_FILTER(avx2, )
+#define filter_run_avx512 filter_run_avx2
+#endif
+
+/* Rows [r0, r1) of w: output channels o of a conv1d (w [S, C, 3]; U[k] S x C, as w), or input
+ * channels c of a transposed conv (w [C, S, 4]; U[k] stored C x S, as its w, so that both are
+ * read and written in order: the products read U with the strides swapped). */
+static void filter_rows(void *arg, int64_t r0, int64_t r1, int slot)
 {
     const struct wino *q = arg;
-    const int64_t SC     = q->S * q->C;
+    const int64_t C = q->C, S = q->S;
+    const bool conv3 = q->filter == WINO_CONV3, even = q->filter == WINO_CONVT_EVEN;
+    const int64_t n = conv3 ? C : S; /* pairs per row */
     (void)slot;
-    for (int64_t o = o0; o < o1; o++)
-        for (int64_t c = 0; c < q->C; c++) {
-            const float *g  = q->w + (o * q->C + c) * 3;
-            const double g0 = g[0], g1 = g[1], g2 = g[2];
-            float *u = q->U + o * q->C + c;
-            /* in double (the sums exact, the 1/6 and 1/24 products to ~1e-16), then one
-             * rounding to fp32 */
-            u[0 * SC] = (float)(g0 * 0.25);
-            u[1 * SC] = (float)((g0 + g1 + g2) * (-1.0 / 6.0));
-            u[2 * SC] = (float)((g0 - g1 + g2) * (-1.0 / 6.0));
-            u[3 * SC] = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));
-            u[4 * SC] = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));
-            u[5 * SC] = (float)g2;
-        }
+    for (int64_t r = r0; r < r1; r++) {
+        const float *w = q->w + r * n * (conv3 ? 3 : 4);
+        float *u       = q->U + r * n;
+        const int ga = conv3 ? 0 : even ? 3 : -1, gb = conv3 ? 1 : even ? 1 : 2;
+        const int gc = conv3 ? 2 : even ? -1 : 0;
+        if (q->cpu->isa >= JB_CPU_ISA_AVX512)
+            filter_run_avx512(w, conv3 ? 3 : 4, ga, gb, gc, n, u, S * C);
+        else
+            filter_run_avx2(w, conv3 ? 3 : 4, ga, gb, gc, n, u, S * C);
+    }
 }
 
 /* --- input transform: V[k][c, tile] = (Bᵀ·relu?(x[c, t0 − d + i·d], i < 6))[k] -------------------
@@ -163,8 +218,7 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
-    static target void out_run_##sfx(const float *restrict m,                                      \
-                                     int64_t ld,                                                   \
+    static target void out_run_##sfx(const float *const *mk,                                       \
                                      int64_t n,                                                    \
                                      float bias,                                                   \
                                      bool relu,                                                    \
@@ -172,9 +226,8 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
                                      int64_t st,                                                   \
                                      int64_t d)                                                    \
     {                                                                                              \
-        const float *restrict m0 = m, *restrict m1 = m + ld, *restrict m2 = m + 2 * ld;            \
-        const float *restrict m3 = m + 3 * ld, *restrict m4 = m + 4 * ld;                          \
-        const float *restrict m5 = m + 5 * ld;                                                     \
+        const float *restrict m0 = mk[0], *restrict m1 = mk[1], *restrict m2 = mk[2];              \
+        const float *restrict m3 = mk[3], *restrict m4 = mk[4], *restrict m5 = mk[5];              \
         _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
         {                                                                                          \
             float y0, y1, y2, y3;                                                                  \
@@ -206,19 +259,21 @@ in_run(const struct wino *q, const float *s, int64_t st, int64_t n, bool relu, f
         in_run_avx2(s, st, q->d, n, relu, v, ld);
 }
 
+/* n tiles from column i of the six products; outputs from t, tiles st apart, outputs d apart */
 static void out_run(const struct wino *q,
-                    const float *m,
-                    int64_t ld,
+                    const float *const *mk,
+                    int64_t i,
                     int64_t n,
                     float bias,
-                    bool relu,
                     float *t,
-                    int64_t st)
+                    int64_t st,
+                    int64_t d)
 {
+    const float *m[6] = { mk[0] + i, mk[1] + i, mk[2] + i, mk[3] + i, mk[4] + i, mk[5] + i };
     if (q->cpu->isa >= JB_CPU_ISA_AVX512)
-        out_run_avx512(m, ld, n, bias, relu, t, st, q->d);
+        out_run_avx512(m, n, bias, q->relu_out, t, st, d);
     else
-        out_run_avx2(m, ld, n, bias, relu, t, st, q->d);
+        out_run_avx2(m, n, bias, q->relu_out, t, st, d);
 }
 
 /* Tile j's first output column (block j / d, residue j mod d). */
@@ -282,29 +337,30 @@ static void input_rows(void *arg, int64_t c0, int64_t c1, int slot)
 static void output_rows(void *arg, int64_t o0, int64_t o1, int slot)
 {
     const struct wino *q = arg;
-    const int64_t T = q->T, d = q->d, ld = q->S * WINO_CHUNK, j1 = q->j0 + q->n;
+    const int64_t T = q->T, d = q->d, ys = q->ys, j1 = q->j0 + q->n;
     (void)slot;
     for (int64_t o = o0; o < o1; o++) {
-        const float *m = q->M + o * WINO_CHUNK; /* m[j - j0]: tile j's column */
+        const float *mk[6]; /* row o of the six products (column j − j0: tile j) */
+        for (int k = 0; k < 6; k++)
+            mk[k] = k == q->skip ? q->zero : q->M + ((int64_t)k * q->S + o) * WINO_CHUNK;
         const float bo = q->bias ? q->bias[o] : 0.0f;
-        float *yo      = q->y + o * T;
+        float *yo      = q->y + o * q->ldy + q->yph;
         for (int64_t j = q->j0; j < j1;) {
-            const int64_t p = tile_pos(j, d);
+            const int64_t p = tile_pos(j, d), i = j - q->j0;
             if (p + 3 * d >= T) { /* the sequence's end: outputs past it are left out */
                 float y[4];
-                const float *mj = m + (j - q->j0);
-                WINO_OUT(mj[0],
-                         mj[ld],
-                         mj[2 * ld],
-                         mj[3 * ld],
-                         mj[4 * ld],
-                         mj[5 * ld],
+                WINO_OUT(mk[0][i],
+                         mk[1][i],
+                         mk[2][i],
+                         mk[3][i],
+                         mk[4][i],
+                         mk[5][i],
                          y[0],
                          y[1],
                          y[2],
                          y[3]);
-                for (int i = 0; i < 4 && p + i * d < T; i++)
-                    yo[p + i * d] = q->relu_out ? RELU(y[i] + bo) : y[i] + bo;
+                for (int r = 0; r < 4 && p + r * d < T; r++)
+                    yo[(p + r * d) * ys] = q->relu_out ? RELU(y[r] + bo) : y[r] + bo;
                 j++;
                 continue;
             }
@@ -312,15 +368,51 @@ static void output_rows(void *arg, int64_t o0, int64_t o1, int slot)
             if (d == 1) {
                 n = (T - 4) / 4 + 1 - j; /* tiles up to the last with 4j + 3 < T */
                 if (n > j1 - j) n = j1 - j;
-                out_run(q, m + (j - q->j0), ld, n, bo, q->relu_out, yo + p, 4);
+                out_run(q, mk, i, n, bo, yo + p * ys, 4 * ys, ys);
             } else {
                 n = d - j % d;
                 if (n > j1 - j) n = j1 - j;
                 if (p + n - 1 + 3 * d >= T) n = T - 3 * d - p; /* >= 1 */
-                out_run(q, m + (j - q->j0), ld, n, bo, q->relu_out, yo + p, 1);
+                out_run(q, mk, i, n, bo, yo + p * ys, ys, d * ys);
             }
             j += n;
         }
+    }
+}
+
+/* The filter transform, then per chunk of tiles: the input transform, the products, the output
+ * transform. */
+static void run(struct wino *q, float *work)
+{
+    const int64_t S = q->S, C = q->C;
+    q->U     = work;
+    q->V     = q->U + round16(6 * S * C);
+    q->M     = q->V + 6 * C * WINO_CHUNK;
+    float *z = q->M + 6 * S * WINO_CHUNK;
+    memset(z, 0, WINO_CHUNK * sizeof *z);
+    q->zero      = z;
+    const bool t = q->filter != WINO_CONV3; /* U[k] stored C x S */
+    jb_cpu_for(q->cpu, t ? C : S, 20.0 * (double)(t ? S : C), filter_rows, q);
+    const int64_t nt = n_tiles(q->T, q->d);
+    for (q->j0 = 0; q->j0 < nt; q->j0 += WINO_CHUNK) {
+        q->n = nt - q->j0 < WINO_CHUNK ? nt - q->j0 : WINO_CHUNK;
+        jb_cpu_for(q->cpu, C, 30.0 * (double)q->n, input_rows, q);
+        for (int k = 0; k < 6; k++) {
+            if (k == q->skip) continue;
+            bool ok = jb_cpu_gemm_direct(q->cpu,
+                                         q->U + k * S * C,
+                                         t ? 1 : C,
+                                         t ? S : 1,
+                                         S,
+                                         C,
+                                         q->V + k * C * WINO_CHUNK,
+                                         WINO_CHUNK,
+                                         q->n,
+                                         q->M + k * S * WINO_CHUNK,
+                                         WINO_CHUNK);
+            JB_ASSERT(ok);
+        }
+        jb_cpu_for(q->cpu, S, 30.0 * (double)q->n, output_rows, q);
     }
 }
 
@@ -349,30 +441,48 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                       .d        = dil,
                       .relu_in  = relu_in,
                       .relu_out = relu_out,
+                      .filter   = WINO_CONV3,
                       .w        = w->data,
                       .bias     = b ? b->data : NULL,
                       .y        = y,
-                      .U        = work,
-                      .V        = work + round16(6 * S * C),
-                      .M        = work + round16(6 * S * C) + 6 * C * WINO_CHUNK };
-    jb_cpu_for(cpu, S, 20.0 * (double)C, filter_rows, &q);
-    const int64_t nt = n_tiles(T, dil);
-    for (q.j0 = 0; q.j0 < nt; q.j0 += WINO_CHUNK) {
-        q.n = nt - q.j0 < WINO_CHUNK ? nt - q.j0 : WINO_CHUNK;
-        jb_cpu_for(cpu, C, 30.0 * (double)q.n, input_rows, &q);
-        for (int k = 0; k < 6; k++) {
-            bool ok = jb_cpu_gemm_direct(cpu,
-                                         q.U + k * S * C,
-                                         S,
-                                         C,
-                                         q.V + k * C * WINO_CHUNK,
-                                         WINO_CHUNK,
-                                         q.n,
-                                         q.M + k * S * WINO_CHUNK,
-                                         WINO_CHUNK);
-            JB_ASSERT(ok);
-        }
-        jb_cpu_for(cpu, S, 30.0 * (double)q.n, output_rows, &q);
+                      .ldy      = T,
+                      .ys       = 1,
+                      .yph      = 0,
+                      .skip     = -1 };
+    run(&q, work);
+    return true;
+}
+
+bool jb_cpu_convt_winograd(struct jb_cpu *cpu,
+                           const float *x,
+                           int64_t T,
+                           const struct jb_tensor *w,
+                           const struct jb_tensor *b,
+                           float *y,
+                           float *work)
+{
+    JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && w->shape[2] == 4);
+    JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[1]));
+    const int64_t C = w->shape[0], S = w->shape[1];
+    if (cpu->isa < JB_CPU_ISA_AVX2 || C > 8192) return false;
+    if (T <= 0 || S <= 0) return true;
+    /* the two output phases in turn, each a k = 3 conv with one zero tap (enum wino_filter) */
+    for (int ph = 0; ph < 2; ph++) {
+        struct wino q = { .cpu    = cpu,
+                          .x      = x,
+                          .T      = T,
+                          .C      = C,
+                          .S      = S,
+                          .d      = 1,
+                          .filter = ph ? WINO_CONVT_ODD : WINO_CONVT_EVEN,
+                          .w      = w->data,
+                          .bias   = b ? b->data : NULL,
+                          .y      = y,
+                          .ldy    = 2 * T,
+                          .ys     = 2,
+                          .yph    = ph,
+                          .skip   = ph ? 0 : 5 };
+        run(&q, work);
     }
     return true;
 }
