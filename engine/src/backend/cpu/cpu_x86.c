@@ -616,20 +616,31 @@ static JB_TARGET_AVX512 void conv_pack_512(const struct jb_conv_job *jb, int64_t
             _mm_prefetch((const char *)addr_at(jb->y, o * jb->ldy + t1 + v), _MM_HINT_T0);
 }
 
-/* relu and residual of conv_tile_512's output vector at row o, column t (see struct jb_conv_job):
- * x + ρ·out unfused, as the add op (ρ = 1) or axpy. Out of line: inlined into each of the 32
- * register-tile instances, it made the ASan+UBSan build of this file several times slower. */
-static JB_TARGET_AVX512 __attribute__((noinline)) __m512
-conv_epilogue_512(const struct jb_conv_job *jb, __m512 val, int64_t o, int64_t t)
+/* relu and residual (see struct jb_conv_job) of a register tile's nr rows: ep holds their sums
+ * with the bias, JB_CONV_TILE columns from m0 per row; x + ρ·out unfused, as the add op (ρ = 1)
+ * or axpy, then stored to y. Out of line, once per tile: inlined into each of the 32 register-tile
+ * instances it made the ASan+UBSan build of this file several times slower, and called once per
+ * vector it had the tile's accumulators spilled around every call. */
+static JB_TARGET_AVX512 __attribute__((noinline)) void
+conv_epilogue_512(const struct jb_conv_job *jb, const float *ep, int64_t o0, int nr, int64_t m0)
 {
-    if (jb->relu_out) val = _mm512_max_ps(_mm512_setzero_ps(), val);
-    if (jb->res) {
-        const float *xr = jb->res + o * jb->ldy;
-        __m512 xv       = _mm512_maskz_loadu_ps(lanes_below(jb->tout - t), addr_at(xr, t));
-        val             = jb->rho == 1.0f ? _mm512_add_ps(xv, val)
-                                          : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
+    for (int r = 0; r < nr; r++) {
+        float *yr       = jb->y + (o0 + r) * jb->ldy;
+        const float *xr = jb->res ? jb->res + (o0 + r) * jb->ldy : NULL;
+        for (int v = 0; v < JB_CONV_TILE; v += 16) {
+            const int64_t t   = m0 + v;
+            const __mmask16 k = lanes_below(jb->tout - t);
+            __m512 val        = _mm512_load_ps(ep + r * JB_CONV_TILE + v);
+            if (jb->relu_out) val = _mm512_max_ps(_mm512_setzero_ps(), val);
+            if (xr) {
+                __m512 xv = _mm512_maskz_loadu_ps(k, addr_at(xr, t));
+                val       = jb->rho == 1.0f
+                              ? _mm512_add_ps(xv, val)
+                              : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
+            }
+            _mm512_mask_storeu_ps((float *)addr_at(yr, t), k, val);
+        }
     }
-    return val;
 }
 
 /* input channels ahead that conv_tile_512 prefetches transposed weights: at the conditioner's
@@ -647,6 +658,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
 {
     enum { NV = JB_CONV_TILE / 16 };
     __m512 acc[2][8][NV];
+    float ep[8 * JB_CONV_TILE] __attribute__((aligned(64))); /* sums for conv_epilogue_512 */
+    const bool epilogue = P == 1 && (jb->relu_out || jb->res);
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 8
@@ -695,8 +708,9 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
             if (P == 1) {
                 int64_t t  = m0 + 16 * v;
                 __m512 val = _mm512_add_ps(acc[0][r][v], b);
-                if (jb->relu_out || jb->res) val = conv_epilogue_512(jb, val, o0 + r, t);
-                if (TAIL)
+                if (epilogue)
+                    _mm512_store_ps(ep + r * JB_CONV_TILE + 16 * v, val);
+                else if (TAIL)
                     _mm512_mask_storeu_ps((float *)addr_at(yr, t), lanes_below(jb->tout - t), val);
                 else
                     _mm512_storeu_ps(yr + t, val);
@@ -717,6 +731,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
             }
         }
     }
+    if (epilogue) conv_epilogue_512(jb, ep, o0, NR, m0);
 }
 
 #define CONV_CASE_ROWS(P, NR)                                                                      \
@@ -1348,18 +1363,30 @@ static JB_TARGET_AVX2 void conv_pack_256(const struct jb_conv_job *jb, int64_t m
             _mm_prefetch((const char *)addr_at(jb->y, o * jb->ldy + t1 + v), _MM_HINT_T0);
 }
 
-/* conv_epilogue_512 with AVX2. */
-static JB_TARGET_AVX2 __attribute__((noinline)) __m256
-conv_epilogue_256(const struct jb_conv_job *jb, __m256 val, int64_t o, int64_t t)
+/* conv_epilogue_512 with AVX2, for a tile of nr rows x 24 columns from column t0. */
+static JB_TARGET_AVX2 __attribute__((noinline)) void conv_epilogue_256(const struct jb_conv_job *jb,
+                                                                       const float *ep,
+                                                                       int64_t o0,
+                                                                       int nr,
+                                                                       int64_t t0)
 {
-    if (jb->relu_out) val = _mm256_max_ps(_mm256_setzero_ps(), val);
-    if (jb->res) {
-        const float *xr = jb->res + o * jb->ldy;
-        __m256 xv       = _mm256_maskload_ps(addr_at(xr, t), lanes8_in(0, jb->tout - t));
-        val             = jb->rho == 1.0f ? _mm256_add_ps(xv, val)
-                                          : _mm256_add_ps(xv, _mm256_mul_ps(_mm256_set1_ps(jb->rho), val));
+    for (int r = 0; r < nr; r++) {
+        float *yr       = jb->y + (o0 + r) * jb->ldy;
+        const float *xr = jb->res ? jb->res + (o0 + r) * jb->ldy : NULL;
+        for (int v = 0; v < 24; v += 8) {
+            const int64_t t = t0 + v;
+            const __m256i k = lanes8_in(0, jb->tout - t);
+            __m256 val      = _mm256_load_ps(ep + r * 24 + v);
+            if (jb->relu_out) val = _mm256_max_ps(_mm256_setzero_ps(), val);
+            if (xr) {
+                __m256 xv = _mm256_maskload_ps(addr_at(xr, t), k);
+                val       = jb->rho == 1.0f
+                              ? _mm256_add_ps(xv, val)
+                              : _mm256_add_ps(xv, _mm256_mul_ps(_mm256_set1_ps(jb->rho), val));
+            }
+            _mm256_maskstore_ps((float *)addr_at(yr, t), k, val);
+        }
     }
-    return val;
 }
 
 /* NR rows x 24 columns (per phase) at packed column h of the tile at m0. */
@@ -1375,6 +1402,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
 {
     enum { NV = 3 };
     __m256 acc[2][4][NV];
+    float ep[4 * 24] __attribute__((aligned(32))); /* sums for conv_epilogue_256 */
+    const bool epilogue = P == 1 && (jb->relu_out || jb->res);
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 4
@@ -1418,8 +1447,9 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
             if (P == 1) {
                 int64_t t  = m0 + h + 8 * v;
                 __m256 val = _mm256_add_ps(acc[0][r][v], b);
-                if (jb->relu_out || jb->res) val = conv_epilogue_256(jb, val, o0 + r, t);
-                if (TAIL)
+                if (epilogue)
+                    _mm256_store_ps(ep + r * 24 + 8 * v, val);
+                else if (TAIL)
                     _mm256_maskstore_ps((float *)addr_at(yr, t), lanes8_in(0, jb->tout - t), val);
                 else
                     _mm256_storeu_ps(yr + t, val);
@@ -1442,6 +1472,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
             }
         }
     }
+    if (epilogue) conv_epilogue_256(jb, ep, o0, NR, m0 + h);
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_rows_256(const struct jb_conv_job *jb,
