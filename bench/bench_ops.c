@@ -99,7 +99,7 @@ static void run_conv(void *ctx, int i)
     (void)i;
     if (c->wino_work)
         jb_cpu_conv3_winograd(
-          jb_cpu_of(c->be), c->x, c->T, &c->w, &c->b, c->d, true, true, c->y, c->wino_work);
+          jb_cpu_of(c->be), c->x, c->T, &c->w, &c->b, c->d, true, true, c->y, c->T, c->wino_work);
     else if (c->transpose)
         jb_conv_transpose1d(c->be, c->x, c->T, &c->w, &c->b, c->s, c->p, c->y, c->scratch);
     else

@@ -495,16 +495,16 @@ static void test_resblock_same(struct jb_backend *b1, struct jb_backend *b2, con
 
 /* Wide blocks (channels + inner channels > 512: the upsampler conditioner's 1024) fold the ReLUs
  * and the residual into the convolutions' packing and epilogues. Where the k = 3 conv runs on
- * the direct kernel (d 243: most taps read padding) they must give bitwise the separate ops'
- * results; where it takes Winograd F(4,3) (d 27, SIMD levels) within TOL of them. Both with ρ 1
- * and 0.7, in place (y = x) bitwise as out of place, with a NaN that must stay NaN and columns of
- * -0.0 and negatives. */
+ * the direct kernel (d 729: most taps read padding) they must give bitwise the separate ops'
+ * results; where it takes Winograd F(4,3) (d 27; d 100 on its whole 4d blocks and the direct
+ * kernel after them; SIMD levels) within TOL of them. All with ρ 1 and 0.7, in place (y = x)
+ * bitwise as out of place, with a NaN that must stay NaN and columns of -0.0 and negatives. */
 static void test_resblock_wide(struct jb_backend *be)
 {
-    const int64_t C = 272, S = 264, T = 301;
-    const int dils[2] = { 27, 243 };
+    const int64_t C = 272, S = 264, T = 1001;
+    const int dils[3] = { 27, 100, 729 };
     bool ok           = true;
-    for (int k = 0; k < 4 && ok; k++) {
+    for (int k = 0; k < 6 && ok; k++) {
         float *x = rnd_buf(C * T, 1.0), *w1 = rnd_buf(S * C * 3, 0.1), *w2 = rnd_buf(C * S, 0.1);
         float *bb1 = rnd_buf(S, 0.5), *bb2 = rnd_buf(C, 0.5);
         float *y = malloc((size_t)(C * T) * 4), *a = malloc((size_t)(C * T) * 4);
@@ -531,8 +531,11 @@ static void test_resblock_wide(struct jb_backend *be)
         /* the op, into y, then in place on a copy of x */
         float *wk = malloc(jb_resblock_work(be, &t1, T) * 4);
         jb_resblock(be, x, y, T, &t1, &v1, dil, &t2, &v2, rho, wk);
-        const bool wino = g_isa >= JB_CPU_ISA_AVX2 && jb_cpu_winograd_pays(T, dil);
-        ok              = wino == (dil == 27 && g_isa >= JB_CPU_ISA_AVX2) && isnan(y[7 * T + 100]);
+        /* d 27: Winograd, d 100: its whole blocks then direct, d 729: direct (SIMD levels) */
+        const int64_t split = g_isa >= JB_CPU_ISA_AVX2 ? jb_cpu_winograd_split(T, dil) : 0;
+        const bool wino     = split > 0;
+        ok = wino == (dil != 729 && g_isa >= JB_CPU_ISA_AVX2) && (dil != 100 || split < T) &&
+             isnan(y[7 * T + 100]);
         if (wino) {
             double *rd = dbuf(C * T);
             for (int64_t i = 0; i < C * T; i++)
@@ -557,8 +560,9 @@ static void test_resblock_wide(struct jb_backend *be)
         free(wk);
     }
     report(ok,
-           "resblock C=272 S=264 (whole-sequence convs), d 27 (Winograd: within %.0e) / 243 "
-           "(bitwise), ρ 1/0.7, in place: == separate ops",
+           "resblock C=272 S=264 T=1001 (whole-sequence convs), d 27 / 100 (Winograd, or its "
+           "whole blocks then direct: within %.0e) / 729 (direct: bitwise), ρ 1/0.7, in place: == "
+           "separate ops",
            TOL);
 }
 
@@ -580,7 +584,7 @@ static void test_winograd(struct jb_backend *be, int64_t C, int64_t S, int64_t T
     struct jb_tensor wt              = tensor(JB_DTYPE_F32, 3, (int64_t[]){ S, C, 3 }, w);
     struct jb_tensor bt              = tensor(JB_DTYPE_F32, 1, (int64_t[]){ S }, b);
     const struct jb_conv_epilogue ep = { .relu_in = relu, .relu_out = relu };
-    bool ran    = jb_cpu_conv3_winograd(cpu, x, T, &wt, &bt, d, relu, relu, yw, work);
+    bool ran    = jb_cpu_conv3_winograd(cpu, x, T, &wt, &bt, d, relu, relu, yw, T, work);
     bool direct = jb_cpu_conv1d_fused(cpu, x, T, &wt, &bt, d, d, yd, &ep);
     if (!ran || !direct) { /* portable level: neither runs */
         report(!ran && !direct && g_isa < JB_CPU_ISA_AVX2,
@@ -648,9 +652,10 @@ static void test_winograd_same(struct jb_backend *b1, struct jb_backend *b2, con
     bool ok             = true;
     const int dils[2]   = { 3, 81 };
     for (int i = 0; i < 2 && ok; i++) {
-        ok = jb_cpu_conv3_winograd(jb_cpu_of(b1), x, T, &wt, &bt, dils[i], true, true, y1, work) &&
-             jb_cpu_conv3_winograd(jb_cpu_of(b2), x, T, &wt, &bt, dils[i], true, true, y2, work) &&
-             memcmp(y1, y2, (size_t)(S * T) * 4) == 0;
+        ok =
+          jb_cpu_conv3_winograd(jb_cpu_of(b1), x, T, &wt, &bt, dils[i], true, true, y1, T, work) &&
+          jb_cpu_conv3_winograd(jb_cpu_of(b2), x, T, &wt, &bt, dils[i], true, true, y2, T, work) &&
+          memcmp(y1, y2, (size_t)(S * T) * 4) == 0;
     }
     /* a wide transposed conv (Winograd in its scratch) */
     const int64_t Ci = 300, Co = 230;

@@ -154,6 +154,18 @@ bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
                          int dil,
                          float *y,
                          const struct jb_conv_epilogue *ep);
+/* The same for the output columns [t0, t1) only (the same sums as in the whole). */
+bool jb_cpu_conv1d_fused_cols(struct jb_cpu *cpu,
+                              const float *x,
+                              int64_t T,
+                              const struct jb_tensor *w,
+                              const struct jb_tensor *b,
+                              int pad,
+                              int dil,
+                              float *y,
+                              const struct jb_conv_epilogue *ep,
+                              int64_t t0,
+                              int64_t t1);
 
 /* y[rows, n] = W · x[inner, n] on the direct kernel (a 1x1 convolution: W[r, i] at w[r·w_rs +
  * i·w_cs], x rows ldx apart, y rows ldy apart, no bias), with its order of summation; false below
@@ -171,13 +183,15 @@ bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
                         int64_t ldy);
 
 /* Winograd F(4,3) for the wide ResConv1DBlocks' dilated k = 3 convolutions (cpu_winograd.c):
- * y = relu?(conv(relu?(x)) + b), pad = dil, with half the multiplies of the direct kernel. Its
- * sums are not the direct kernel's (nor chunk-invariant: tiles are anchored at column 0), but
- * they depend on nothing else, so every ISA level and thread count gives bitwise the same y.
- * jb_cpu_winograd_pays: whether it saves work at this length and dilation (at dilations near
- * T most taps read padding, which the direct kernel leaves out). work: jb_cpu_winograd_work
- * floats. Returns false (nothing done) below AVX2. */
-bool jb_cpu_winograd_pays(int64_t T, int dil);
+ * y = relu?(conv(relu?(x)) + b), pad = dil, with half the multiplies of the direct kernel, for
+ * the outputs [0, t_end) (whole tiles: t_end = T or a multiple of 4·dil). Its sums are not the
+ * direct kernel's (nor chunk-invariant: tiles are anchored at column 0), but they depend on
+ * nothing else, so every ISA level and thread count gives bitwise the same y. work:
+ * jb_cpu_winograd_work floats. Returns false (nothing done) below AVX2.
+ * jb_cpu_winograd_split: where it saves work at this length and dilation (at dilations near T
+ * most taps read padding, which the direct kernel leaves out): 0 nowhere (all direct), T
+ * everywhere, or t (the whole 4·dil blocks before t by Winograd, the rest direct). */
+int64_t jb_cpu_winograd_split(int64_t T, int dil);
 size_t jb_cpu_winograd_work(int64_t C, int64_t S);
 bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                            const float *x,
@@ -188,6 +202,7 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                            bool relu_in,
                            bool relu_out,
                            float *y,
+                           int64_t t_end,
                            float *work);
 /* The same for a ConvTranspose1d(k 4, stride 2, pad 1) (the up-sampling of the VQ-VAE and the
  * conditioner): each output phase is a k = 3 conv of x with one tap zero, so 10 products where

@@ -377,6 +377,40 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
     jb_cpu_for(cpu, n_blk, flops / (double)n_blk, conv1d_blocks, &job);
 }
 
+bool jb_cpu_conv1d_fused_cols(struct jb_cpu *cpu,
+                              const float *x,
+                              int64_t T,
+                              const struct jb_tensor *w,
+                              const struct jb_tensor *b,
+                              int pad,
+                              int dil,
+                              float *y,
+                              const struct jb_conv_epilogue *ep,
+                              int64_t t0,
+                              int64_t t1)
+{
+    JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && dil >= 1 && pad >= 0);
+    JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[0]));
+    const int64_t Cout = w->shape[0], Cin = w->shape[1];
+    const int k        = (int)w->shape[2];
+    const int64_t Tout = jb_conv1d_out_len(T, k, 1, pad, dil);
+    if (cpu->isa < JB_CPU_ISA_AVX2 || k > JB_CONV_MAX_TAPS) return false;
+    if (t0 < 0) t0 = 0;
+    if (t1 > Tout) t1 = Tout;
+    if (t1 <= t0 || Cout <= 0) return true;
+    /* columns t0.. of y (and of the residual) as the job's columns 0.. */
+    struct jb_conv_job job = conv1d_job(w, b, T, Tout, y + t0);
+    job.tout               = t1 - t0;
+    job.n_m                = t1 - t0;
+    job.relu_in            = ep->relu_in;
+    job.relu_out           = ep->relu_out;
+    job.res                = ep->res ? ep->res + t0 : NULL;
+    job.rho                = ep->rho;
+    for (int j = 0; j < k; j++)
+        job.tap[0][j] = (struct jb_conv_tap){ x, t0 + (int64_t)dil * j - pad, T, j };
+    return run_conv_job(cpu, &job, (double)Cout * (double)Cin * k * (double)(t1 - t0));
+}
+
 bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
                          const float *x,
                          int64_t T,
@@ -387,21 +421,7 @@ bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
                          float *y,
                          const struct jb_conv_epilogue *ep)
 {
-    JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && dil >= 1 && pad >= 0);
-    JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[0]));
-    const int64_t Cout = w->shape[0], Cin = w->shape[1];
-    const int k        = (int)w->shape[2];
-    const int64_t Tout = jb_conv1d_out_len(T, k, 1, pad, dil);
-    if (cpu->isa < JB_CPU_ISA_AVX2 || k > JB_CONV_MAX_TAPS) return false;
-    if (Tout <= 0 || Cout <= 0) return true;
-    struct jb_conv_job job = conv1d_job(w, b, T, Tout, y);
-    job.relu_in            = ep->relu_in;
-    job.relu_out           = ep->relu_out;
-    job.res                = ep->res;
-    job.rho                = ep->rho;
-    for (int j = 0; j < k; j++)
-        job.tap[0][j] = (struct jb_conv_tap){ x, (int64_t)dil * j - pad, T, j };
-    return run_conv_job(cpu, &job, (double)Cout * (double)Cin * k * (double)Tout);
+    return jb_cpu_conv1d_fused_cols(cpu, x, T, w, b, pad, dil, y, ep, 0, INT64_MAX);
 }
 
 /* --- ConvTranspose1d -------------------------------------------------------------------------- */

@@ -87,7 +87,7 @@ size_t jb_resblock_work(const struct jb_backend *be, const struct jb_tensor *w1,
     b = (b + 15) & ~(size_t)15;
     /* b, then a and the conv scratch, or Winograd's work in their place */
     if (!jb_add_size(a, sc, &n)) return 0;
-    if (jb_cpu_winograd_pays(T, 1) && jb_cpu_winograd_work(s.C, s.S) > n)
+    if (jb_cpu_winograd_split(T, 1) && jb_cpu_winograd_work(s.C, s.S) > n)
         n = jb_cpu_winograd_work(s.C, s.S);
     if (!jb_add_size(n, b, &n)) return 0;
     return n;
@@ -228,10 +228,12 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
      * those do not run */
     const struct jb_conv_epilogue ep1 = { .relu_in = true, .relu_out = true };
     const struct jb_conv_epilogue ep2 = { .res = x, .rho = res_scale };
-    /* the k = 3 conv by Winograd F(4,3) where that saves work, else on the direct kernel */
-    const bool fused = jb_cpu_winograd_pays(T, dil)
-                         ? jb_cpu_conv3_winograd(cpu, x, T, w1, b1, dil, true, true, b, a)
-                         : jb_cpu_conv1d_fused(cpu, x, T, w1, b1, dil, dil, b, &ep1);
+    /* the k = 3 conv by Winograd F(4,3) where that saves work, the rest on the direct kernel */
+    const int64_t split = jb_cpu_winograd_split(T, dil);
+    bool fused = split ? jb_cpu_conv3_winograd(cpu, x, T, w1, b1, dil, true, true, b, split, a)
+                       : jb_cpu_conv1d_fused(cpu, x, T, w1, b1, dil, dil, b, &ep1);
+    if (fused && split && split < T)
+        fused = jb_cpu_conv1d_fused_cols(cpu, x, T, w1, b1, dil, dil, b, &ep1, split, T);
     if (!fused) {
         jb_cpu_op_relu(cpu, n, x, a);
         jb_cpu_conv1d(cpu, a, T, w1, b1, 1, dil, dil, b, scratch);

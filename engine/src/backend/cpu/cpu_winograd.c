@@ -21,6 +21,8 @@
  */
 #include "backend/cpu/cpu.h"
 
+#include <math.h>
+
 #define WINO_CHUNK 960 /* tiles per pass: 20 column tiles of the direct kernel */
 
 static int64_t round16(int64_t n)
@@ -35,13 +37,24 @@ static int64_t n_tiles(int64_t T, int64_t d)
     return (nb - 1) * d + (rem < d ? rem : d);
 }
 
-bool jb_cpu_winograd_pays(int64_t T, int dil)
+/* The direct kernel's multiplies per (output, input) channel pair for the outputs [t0, t1): the
+ * taps that read something other than padding. */
+static double direct_cost(int64_t T, int64_t d, int64_t t0, int64_t t1)
 {
-    if (T < 64 || dil < 1) return false;
-    /* multiplies per (output, input) channel pair: 6 per tile against the direct kernel's taps
-     * that read something other than padding; a margin for the transforms */
-    const int64_t d = dil, side = T > d ? T - d : 0;
-    return 6.0 * (double)n_tiles(T, d) <= 0.75 * (double)(T + 2 * side);
+    const int64_t lo = t0 > d ? t0 : d, hi = t1 < T - d ? t1 : T - d;
+    return (double)(t1 - t0) + (double)(t1 > lo ? t1 - lo : 0) + (double)(hi > t0 ? hi - t0 : 0);
+}
+
+int64_t jb_cpu_winograd_split(int64_t T, int dil)
+{
+    if (T < 64 || dil < 1) return 0;
+    /* Winograd: 6 multiplies per tile, and a margin for the transforms */
+    const int64_t d = dil, full = T / (4 * d) * 4 * d; /* the outputs of whole blocks */
+    const double wino = 6.0 / 0.75, all = wino * (double)n_tiles(T, d);
+    const double split  = full ? wino * (double)(full / 4) + direct_cost(T, d, full, T) : INFINITY;
+    const double direct = direct_cost(T, d, 0, T);
+    if (direct <= all && direct <= split) return 0;
+    return all <= split ? T : full;
 }
 
 size_t jb_cpu_winograd_work(int64_t C, int64_t S)
@@ -75,6 +88,7 @@ struct wino {
     float *M;             /* 6 x S x WINO_CHUNK */
     const float *zero;    /* WINO_CHUNK zeros: product `skip` */
     int64_t j0, n;        /* the chunk's tiles */
+    int64_t t_end;        /* outputs computed: the tiles of [0, t_end) */
 };
 
 /* --- filter transform: U[k][o, c] = (G·w[o, c, :])[k] ----------------------------------------- */
@@ -393,7 +407,7 @@ static void run(struct wino *q, float *work)
     q->zero      = z;
     const bool t = q->filter != WINO_CONV3; /* U[k] stored C x S */
     jb_cpu_for(q->cpu, t ? C : S, 20.0 * (double)(t ? S : C), filter_rows, q);
-    const int64_t nt = n_tiles(q->T, q->d);
+    const int64_t nt = n_tiles(q->t_end, q->d);
     for (q->j0 = 0; q->j0 < nt; q->j0 += WINO_CHUNK) {
         q->n = nt - q->j0 < WINO_CHUNK ? nt - q->j0 : WINO_CHUNK;
         jb_cpu_for(q->cpu, C, 30.0 * (double)q->n, input_rows, q);
@@ -425,6 +439,7 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                            bool relu_in,
                            bool relu_out,
                            float *y,
+                           int64_t t_end,
                            float *work)
 {
     JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && w->shape[2] == 3 && dil >= 1);
@@ -448,7 +463,8 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                       .ldy      = T,
                       .ys       = 1,
                       .yph      = 0,
-                      .skip     = -1 };
+                      .skip     = -1,
+                      .t_end    = t_end < T ? t_end : T };
     run(&q, work);
     return true;
 }
@@ -481,7 +497,8 @@ bool jb_cpu_convt_winograd(struct jb_cpu *cpu,
                           .ldy    = 2 * T,
                           .ys     = 2,
                           .yph    = ph,
-                          .skip   = ph ? 0 : 5 };
+                          .skip   = ph ? 0 : 5,
+                          .t_end  = T };
         run(&q, work);
     }
     return true;
