@@ -377,7 +377,7 @@ int main(int argc, char **argv)
     bench_conv(be, "winograd 1024 k3 d729 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 729, 729, false);
     bench_conv(
       be, "conv1d 1024->1024 k3 d729 T=4096 (cond)", 1024, 1024, 3, 4096, 1, 729, 729, false);
-    bench_gemm(be, "gemm 1024x1024 x 960 (a Winograd product)", 1024, 1024, 960, 960);
+    bench_gemm(be, "gemm 1024x1024 x 480 (a Winograd product)", 1024, 1024, 480, 480);
     bench_conv(
       be, "conv1d 1024->1024 k3 d2187 T=2048 (cond)", 1024, 1024, 3, 2048, 1, 2187, 2187, false);
     bench_conv(be, "conv1d 1024->1024 k1 T=4096 (cond)", 1024, 1024, 1, 4096, 1, 0, 1, false);

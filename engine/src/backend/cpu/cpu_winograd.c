@@ -23,7 +23,9 @@
 
 #include <math.h>
 
-#define WINO_CHUNK 960 /* tiles per pass: 20 column tiles of the direct kernel */
+/* tiles per pass: 10 column tiles of the direct kernel (960 ran no faster in the conditioner and
+ * needs 34 MB more) */
+#define WINO_CHUNK 480
 
 static int64_t round16(int64_t n)
 {
