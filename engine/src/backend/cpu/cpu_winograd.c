@@ -59,14 +59,22 @@ int64_t jb_cpu_winograd_split(int64_t T, int dil)
     return all <= split ? T : full;
 }
 
+/* Channel counts Winograd takes: the products' packed input tile (C rows) must fit the arena,
+ * and the work size stays far from overflow whatever a model file says. */
+static bool wino_fits(int64_t C, int64_t S)
+{
+    return C >= 1 && S >= 1 && C <= 8192 && S <= 65536;
+}
+
 size_t jb_cpu_winograd_work(int64_t C, int64_t S)
 {
+    if (!wino_fits(C, S)) return 0;
     return (size_t)(round16(6 * S * C) + 6 * (C + S) * WINO_CHUNK + WINO_CHUNK);
 }
 
 bool jb_cpu_convt_winograd_pays(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad)
 {
-    return k == 4 && stride == 2 && pad == 1 && T >= 64 && Cin + Cout > 512 && Cin <= 8192;
+    return k == 4 && stride == 2 && pad == 1 && T >= 64 && Cin + Cout > 512 && wino_fits(Cin, Cout);
 }
 
 /* What the filter transform reads: a conv1d's w [S, C, 3], or one output phase of a
@@ -447,8 +455,7 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
     JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && w->shape[2] == 3 && dil >= 1);
     JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[0]));
     const int64_t S = w->shape[0], C = w->shape[1];
-    /* the products' packed input tile (C rows) must fit the arena */
-    if (cpu->isa < JB_CPU_ISA_AVX2 || C > 8192) return false;
+    if (cpu->isa < JB_CPU_ISA_AVX2 || !wino_fits(C, S)) return false;
     if (T <= 0 || S <= 0) return true;
     struct wino q = { .cpu      = cpu,
                       .x        = x,
@@ -482,7 +489,7 @@ bool jb_cpu_convt_winograd(struct jb_cpu *cpu,
     JB_ASSERT(w->type == JB_DTYPE_F32 && w->n_dims == 3 && w->shape[2] == 4);
     JB_ASSERT(!b || (b->type == JB_DTYPE_F32 && jb_tensor_nelements(b) == w->shape[1]));
     const int64_t C = w->shape[0], S = w->shape[1];
-    if (cpu->isa < JB_CPU_ISA_AVX2 || C > 8192) return false;
+    if (cpu->isa < JB_CPU_ISA_AVX2 || !wino_fits(C, S)) return false;
     if (T <= 0 || S <= 0) return true;
     /* the two output phases in turn, each a k = 3 conv with one zero tap (enum wino_filter) */
     for (int ph = 0; ph < 2; ph++) {
