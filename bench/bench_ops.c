@@ -118,6 +118,8 @@ static void bench_conv(struct jb_backend *be,
                        bool transpose)
 {
     if (!wanted(name)) return;
+    /* Winograd runs on the SIMD levels only (elsewhere the call would do nothing) */
+    if (strstr(name, "winograd") && jb_cpu_of(be)->isa < JB_CPU_ISA_AVX2) return;
     struct conv_case c = { .be = be, .T = T, .s = s, .p = p, .d = d, .transpose = transpose };
     int64_t Tout =
       transpose ? jb_conv_transpose1d_out_len(T, k, s, p) : jb_conv1d_out_len(T, k, s, p, d);
@@ -162,7 +164,7 @@ static void bench_gemm(struct jb_backend *be,
                        int64_t n,
                        int64_t ld)
 {
-    if (!wanted(name)) return;
+    if (!wanted(name) || jb_cpu_of(be)->isa < JB_CPU_ISA_AVX2) return; /* SIMD levels only */
     struct gemm_case c = { be,
                            rnd_buf((size_t)(rows * inner), 0.1f),
                            rnd_buf((size_t)(inner * ld), 1.0f),
