@@ -594,20 +594,15 @@ bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
 {
     if (cpu->isa < JB_CPU_ISA_AVX2) return false;
     if (rows <= 0 || n <= 0) return true;
-    /* a 1x1 convolution of x (inner channels, n columns) by w (rows x inner) */
-    struct jb_conv_job job = { .n_phase = 1,
-                               .n_tap   = { 1, 0 },
-                               .cin     = inner,
-                               .ldx     = ldx,
-                               .w       = w,
-                               .w_os    = w_rs,
-                               .w_cs    = w_cs,
-                               .y       = y,
-                               .cout    = rows,
-                               .ldy     = ldy,
-                               .tout    = n,
-                               .n_m     = n,
-                               .nr      = 8 };
+    /* a 1x1 convolution of x (inner channels, n columns) by w (rows x inner), its weights and
+     * output at the given strides */
+    const struct jb_tensor wt = {
+        .type = JB_DTYPE_F32, .n_dims = 3, .shape = { rows, inner, 1 }, .data = (void *)w
+    };
+    struct jb_conv_job job = conv1d_job(&wt, NULL, ldx, n, y);
+    job.w_os               = w_rs;
+    job.w_cs               = w_cs;
+    job.ldy                = ldy;
     job.tap[0][0]          = (struct jb_conv_tap){ x, 0, n, 0 };
     return run_conv_job(cpu, &job, (double)rows * (double)inner * (double)n);
 }

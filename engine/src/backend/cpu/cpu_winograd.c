@@ -324,6 +324,17 @@ static bool tile_inside(int64_t p, int64_t d, int64_t T)
     return p - d >= 0 && p + 4 * d < T;
 }
 
+/* The run of tiles from j (before j1) whose reach, p + r·d for the tile at p, stays below T, given
+ * that tile j's does: consecutive r of one block, or (d = 1) consecutive blocks. r: 4 for the
+ * inputs a tile reads, 3 for the outputs it writes. */
+static int64_t run_len(int64_t j, int64_t j1, int64_t p, int64_t d, int64_t T, int r)
+{
+    int64_t n = d == 1 ? (T - 1 - r) / 4 + 1 - j : d - j % d;
+    if (n > j1 - j) n = j1 - j;
+    if (d > 1 && p + n - 1 + r * d >= T) n = T - r * d - p; /* >= 1 */
+    return n;
+}
+
 static void input_rows(void *arg, int64_t c0, int64_t c1, int slot)
 {
     const struct wino *q = arg;
@@ -339,18 +350,8 @@ static void input_rows(void *arg, int64_t c0, int64_t c1, int slot)
                 j++;
                 continue;
             }
-            /* a run of inside tiles: consecutive r of one block, or (d = 1) consecutive blocks */
-            int64_t n;
-            if (d == 1) {
-                n = (T - 5) / 4 + 1 - j; /* tiles up to the last with 4j + 4 < T */
-                if (n > j1 - j) n = j1 - j;
-                in_run(q, xc + p - 1, 4, n, q->relu_in, v + (j - q->j0), ld);
-            } else {
-                n = d - j % d;
-                if (n > j1 - j) n = j1 - j;
-                if (p + n - 1 + 4 * d >= T) n = T - 4 * d - p; /* >= 1: tile j is inside */
-                in_run(q, xc + p - d, 1, n, q->relu_in, v + (j - q->j0), ld);
-            }
+            const int64_t n = run_len(j, j1, p, d, T, 4); /* tiles that are inside too */
+            in_run(q, xc + p - d, d == 1 ? 4 : 1, n, q->relu_in, v + (j - q->j0), ld);
             j += n;
         }
     }
@@ -388,17 +389,8 @@ static void output_rows(void *arg, int64_t o0, int64_t o1, int slot)
                 j++;
                 continue;
             }
-            int64_t n;
-            if (d == 1) {
-                n = (T - 4) / 4 + 1 - j; /* tiles up to the last with 4j + 3 < T */
-                if (n > j1 - j) n = j1 - j;
-                out_run(q, mk, i, n, bo, yo + p * ys, 4 * ys, ys);
-            } else {
-                n = d - j % d;
-                if (n > j1 - j) n = j1 - j;
-                if (p + n - 1 + 3 * d >= T) n = T - 3 * d - p; /* >= 1 */
-                out_run(q, mk, i, n, bo, yo + p * ys, ys, d * ys);
-            }
+            const int64_t n = run_len(j, j1, p, d, T, 3); /* all four outputs in range */
+            out_run(q, mk, i, n, bo, yo + p * ys, (d == 1 ? 4 : 1) * ys, d * ys);
             j += n;
         }
     }
