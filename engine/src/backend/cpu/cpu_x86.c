@@ -651,7 +651,7 @@ conv_epilogue_512(const struct jb_conv_job *jb, const float *ep, int64_t o0, int
 /* The input-channel loop of conv_tile_512 for one phase with one live tap (1x1 convs,
  * Winograd's products, the long dilations' centre-only tiles), without the general loop's tap
  * loop around each channel's 24 FMAs. One thread: a 1024 x 1024 x 480 product 1.0-1.2x the
- * general loop with AVX-512, 1.4-1.5x with AVX2 (conv_one_tap_256, where it reaches the FMA
+ * general loop with AVX-512, 1.4-1.6x with AVX2 (conv_one_tap_256, where it reaches the FMA
  * peak); the conditioner 1.01-1.15x. Written for two and three taps as well, it made k=3 convs
  * 7-10% slower (AVX-512 at 64 channels, AVX2 at 64 and 1024): those stay on the general loop.
  * The same FMAs in the same order, so the same bits. */
@@ -1428,7 +1428,6 @@ static JB_TARGET_AVX2 __attribute__((noinline)) void conv_epilogue_256(const str
     }
 }
 
-/* NR rows x 24 columns (per phase) at packed column h of the tile at m0. */
 /* conv_one_tap_512 with AVX2 (a register tile of 4 rows x 24 columns) */
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_one_tap_256(const struct jb_conv_job *jb,
                                                              const struct conv_live *lv,
@@ -1457,6 +1456,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_one_tap_256(const struct jb_con
     }
 }
 
+/* NR rows x 24 columns (per phase) at packed column h of the tile at m0. */
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_job *jb,
                                                           const struct conv_live *lv,
                                                           const float *pack,
