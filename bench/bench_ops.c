@@ -124,7 +124,7 @@ static void bench_conv(struct jb_backend *be,
     int64_t Tout =
       transpose ? jb_conv_transpose1d_out_len(T, k, s, p) : jb_conv1d_out_len(T, k, s, p, d);
     size_t ns = transpose ? jb_conv_transpose1d_scratch(Cin, Cout, T, k, s, p)
-                          : jb_conv1d_scratch(Cin, T, k, s, p, d);
+                          : jb_conv1d_scratch(Cin, Cout, T, k, s, p, d);
     c.x       = rnd_buf((size_t)(Cin * T), 1.0f);
     c.y       = rnd_buf((size_t)(Cout * Tout), 1.0f);
     c.scratch = ns ? rnd_buf(ns, 0.0f) : NULL;

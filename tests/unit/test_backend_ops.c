@@ -160,7 +160,7 @@ static void case_conv1d(struct env *e, struct result *r)
     weight(e, JB_DTYPE_F32, SHAPE(Cout), "b");
     const float *x = rnd_dev(e, (size_t)(Cin * T), 1.0f);
     float *y       = dev(e, NULL, (size_t)(Cout * T) * sizeof(float));
-    float *sc      = dev(e, NULL, jb_conv1d_scratch(Cin, T, 4, 2, 1, 1) * sizeof(float) + 64);
+    float *sc      = dev(e, NULL, jb_conv1d_scratch(Cin, Cout, T, 4, 2, 1, 1) * sizeof(float) + 64);
     const struct jb_tensor *b = placed(e, "b", SHAPE(Cout));
     jb_conv1d(e->be, x, T, placed(e, "w3", SHAPE(Cout, Cin, 3)), b, 1, 3, 3, y, sc);
     get_f(e, r, y, (size_t)(Cout * jb_conv1d_out_len(T, 3, 1, 3, 3)));

@@ -140,7 +140,7 @@ static void test_conv1d(struct jb_backend *be,
     float *b       = rnd_buf(Cout, 0.5);
     float *y       = rnd_buf(Cout * Tout + 1, 1.0);
     y[Cout * Tout] = 12345.0f; /* guard */
-    size_t ns      = jb_conv1d_scratch(Cin, T, k, s, p, d);
+    size_t ns      = jb_conv1d_scratch(Cin, Cout, T, k, s, p, d);
     float *scratch = ns ? malloc(ns * sizeof(float)) : NULL;
     double *ref    = dbuf(Cout * Tout);
 
@@ -183,7 +183,7 @@ static void test_conv1d_chunk(struct jb_backend *be,
     float *xc = malloc((size_t)(C * Tc) * 4);
     for (int64_t c = 0; c < C; c++)
         memcpy(xc + c * Tc, x + c * T + a, (size_t)Tc * 4);
-    size_t ns           = jb_conv1d_scratch(C, T, k, s, p, d);
+    size_t ns           = jb_conv1d_scratch(C, C, T, k, s, p, d);
     float *scratch      = ns ? malloc(ns * sizeof(float)) : NULL;
     struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, k }, w);
     struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bias);
@@ -439,7 +439,7 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     const int64_t C = 48, T = 1500;
     float *x = rnd_buf(C * T, 1.0), *w = rnd_buf(C * C * 4, 0.1), *bias = rnd_buf(C, 0.5);
     float *y1 = malloc((size_t)(C * 2 * T) * 4), *y2 = malloc((size_t)(C * 2 * T) * 4);
-    float *sc           = malloc(jb_conv1d_scratch(C, T, 4, 2, 1, 1) * 4);
+    float *sc           = malloc(jb_conv1d_scratch(C, C, T, 4, 2, 1, 1) * 4);
     struct jb_tensor w3 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, 3 }, w);
     struct jb_tensor w4 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, C, 4 }, w);
     struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bias);
@@ -1238,6 +1238,12 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_conv1d(be, 19, 21, 5, 3, 2, 2, 301, true);
     test_conv1d(be, 130, 70, 3, 1, 1, 1, 200, false);
     test_conv1d(be, 64, 64, 20, 1, 5, 1, 100, true); /* more taps than the direct kernel takes */
+    /* wide "same" k = 3 convs (the conditioner's first conv): by Winograd where it pays over the
+     * whole length (two chunks of tiles at d 1, T = 2000; d 3 at T = 1008), else direct (T = 1001)
+     */
+    test_conv1d(be, 300, 240, 3, 1, 1, 1, 2000, true);
+    test_conv1d(be3, 300, 240, 3, 1, 3, 3, 1008, false);
+    test_conv1d(be, 300, 240, 3, 1, 1, 1, 1001, true);
     for (int64_t co = 1; co <= 12; co++) /* every row-tail width of the register tiles */
         test_conv1d(be, 5, co, 3, 1, 2, 2, 61, co % 2);
 

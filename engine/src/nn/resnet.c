@@ -325,7 +325,8 @@ bool jb_convstack_mem(const struct jb_convstack *s,
         switch (l->kind) {
         case JB_LAYER_CONV1D:
             if (ok) {
-                size_t sc = jb_conv1d_scratch(l->c_in, T, l->k, l->stride, l->pad, l->dil);
+                size_t sc =
+                  jb_conv1d_scratch(l->c_in, l->c_out, T, l->k, l->stride, l->pad, l->dil);
                 if (sc > m->scratch) m->scratch = sc;
             }
             break;

@@ -47,12 +47,20 @@ int64_t jb_conv1d_out_len(int64_t T, int k, int stride, int pad, int dil)
     return num < 0 ? 0 : num / stride + 1;
 }
 
-size_t jb_conv1d_scratch(int64_t Cin, int64_t T, int k, int stride, int pad, int dil)
+size_t jb_cpu_conv1d_direct_scratch(int64_t Cin, int64_t T, int k, int stride, int pad, int dil)
 {
     (void)k, (void)pad, (void)dil;
     if (stride <= 1) return 0;
     /* the s phases of x, each row ceil(T / s) long */
     return (size_t)stride * (size_t)Cin * (size_t)ceil_div(T, stride) + 16;
+}
+
+size_t jb_conv1d_scratch(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad, int dil)
+{
+    /* wide k = 3 "same" convs run by Winograd (cpu_winograd.c) in the scratch */
+    if (jb_cpu_conv1d_winograd_pays(Cin, Cout, T, k, stride, pad, dil))
+        return jb_cpu_winograd_work(Cin, Cout);
+    return jb_cpu_conv1d_direct_scratch(Cin, T, k, stride, pad, dil);
 }
 
 int64_t jb_conv_transpose1d_out_len(int64_t T, int k, int stride, int pad)
@@ -334,6 +342,10 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
     const float *bias  = b ? b->data : NULL;
     if (Tout <= 0 || Cout <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)Tout;
+    /* wide layers by Winograd, in the scratch (a caller that passes none gets the direct path) */
+    if (scratch && jb_cpu_conv1d_winograd_pays(Cin, Cout, T, k, stride, pad, dil) &&
+        jb_cpu_conv3_winograd(cpu, x, T, w, b, dil, false, false, y, T, scratch))
+        return;
 
     if (cpu->isa >= JB_CPU_ISA_AVX2 && k <= JB_CONV_MAX_TAPS) {
         struct jb_conv_job job = conv1d_job(w, b, T, Tout, y);

@@ -56,8 +56,8 @@ static int64_t tile_act_floats(struct shape s)
 static int64_t tile_floats(struct shape s)
 {
     int64_t tile = tile_cols(s);
-    size_t s1    = jb_conv1d_scratch(s.C, 3 * tile, 3, 1, 0, (int)tile);
-    size_t s2    = jb_conv1d_scratch(s.S, tile, 1, 1, 0, 1);
+    size_t s1    = jb_cpu_conv1d_direct_scratch(s.C, 3 * tile, 3, 1, 0, (int)tile);
+    size_t s2    = jb_cpu_conv1d_direct_scratch(s.S, tile, 1, 1, 0, 1);
     return tile_act_floats(s) + (int64_t)((s1 > s2 ? s1 : s2) + 15) / 16 * 16;
 }
 
@@ -78,8 +78,8 @@ size_t jb_resblock_work(const struct jb_backend *be, const struct jb_tensor *w1,
     }
     size_t a, b, sc;
     const int dil = 1; /* the scratch of a k-3 conv does not depend on the dilation */
-    size_t s1     = jb_conv1d_scratch(s.C, T, 3, 1, dil, dil);
-    size_t s2     = jb_conv1d_scratch(s.S, T, 1, 1, 0, 1);
+    size_t s1     = jb_cpu_conv1d_direct_scratch(s.C, T, 3, 1, dil, dil);
+    size_t s2     = jb_cpu_conv1d_direct_scratch(s.S, T, 1, 1, 0, 1);
     sc            = ((s1 > s2 ? s1 : s2) + 15) & ~(size_t)15;
     if (!jb_mul_size((size_t)s.C, (size_t)T, &a) || !jb_mul_size((size_t)s.S, (size_t)T, &b))
         return 0;
