@@ -204,18 +204,6 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                            float *y,
                            int64_t t_end,
                            float *work);
-/* A plain conv1d(k 3, stride 1, pad = dil) takes the same path on wide layers where Winograd
- * saves work over the whole length (the upsampler conditioner's first conv, 1920 -> 1024), with
- * jb_cpu_winograd_work(Cin, Cout) floats of work (the op's scratch, jb_conv1d_scratch). */
-bool jb_cpu_conv1d_winograd_pays(int64_t Cin,
-                                 int64_t Cout,
-                                 int64_t T,
-                                 int k,
-                                 int stride,
-                                 int pad,
-                                 int dil);
-/* The scratch of jb_cpu_conv1d on the direct kernel alone (the resblocks' own conv calls) */
-size_t jb_cpu_conv1d_direct_scratch(int64_t Cin, int64_t T, int k, int stride, int pad, int dil);
 /* The same for a ConvTranspose1d(k 4, stride 2, pad 1) (the up-sampling of the VQ-VAE and the
  * conditioner): each output phase is a k = 3 conv of x with one tap zero, so 10 products where
  * the direct kernel does 16. Used on wide layers only (jb_cpu_convt_winograd_pays: Cin + Cout >
@@ -228,6 +216,18 @@ bool jb_cpu_convt_winograd(struct jb_cpu *cpu,
                            const struct jb_tensor *b,
                            float *y,
                            float *work);
+/* A plain conv1d(k 3, stride 1, pad = dil) takes Winograd F(4,3) on wide layers where Winograd
+ * saves work over the whole length (the upsampler conditioner's first conv, 1920 -> 1024), with
+ * jb_cpu_winograd_work(Cin, Cout) floats of work (the op's scratch, jb_conv1d_scratch). */
+bool jb_cpu_conv1d_winograd_pays(int64_t Cin,
+                                 int64_t Cout,
+                                 int64_t T,
+                                 int k,
+                                 int stride,
+                                 int pad,
+                                 int dil);
+/* The scratch of jb_cpu_conv1d on the direct kernel alone (the resblocks' own conv calls) */
+size_t jb_cpu_conv1d_direct_scratch(int64_t Cin, int64_t T, int k, int stride, int pad, int dil);
 
 void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
                              const float *x,
