@@ -648,6 +648,29 @@ conv_epilogue_512(const struct jb_conv_job *jb, const float *ep, int64_t o0, int
  * 148; none 93 */
 #define W_PF_DIST 32
 
+/* One input channel's (and tap's) FMAs of a register tile: acc[r][·] += w[r·ws] · x[0 .. 48)
+ * for r < NR, each row's weight broadcast against the same 3 input vectors. Shared by the direct
+ * conv's loops and the fused resblock's; inlined with NR constant, as each loop was written. */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void fma_rows_512(__m512 acc[8][JB_CONV_TILE / 16],
+                                                           const float *x,
+                                                           const float *w,
+                                                           int64_t ws,
+                                                           const int NR)
+{
+    enum { NV = JB_CONV_TILE / 16 };
+    __m512 xv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        xv[v] = _mm512_loadu_ps(x + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        __m512 wb = _mm512_set1_ps(w[r * ws]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+    }
+}
+
 /* The input-channel loop of conv_tile_512 for one phase with one live tap (1x1 convs,
  * Winograd's products, the long dilations' centre-only tiles), without the general loop's tap
  * loop around each channel's 24 FMAs. One thread: a 1024 x 1024 x 480 product 1.0-1.2x the
@@ -662,24 +685,13 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_one_tap_512(const struct jb_c
                                                                __m512 acc[8][JB_CONV_TILE / 16],
                                                                const int NR)
 {
-    enum { NV = JB_CONV_TILE / 16 };
     const int64_t ldp = jb->ld_pack, wcs = jb->w_cs, wos = jb->w_os;
     const bool pf_w = wcs >= 16; /* as in conv_tile_512 */
     const float *xr = pack + lv->off[0][0];
     const float *wt = wo + lv->widx[0][0];
     for (int64_t c = 0; c < jb->cin; c++, xr += ldp, wt += wcs) {
         if (pf_w) _mm_prefetch((const char *)addr_at(wt, W_PF_DIST * wcs), _MM_HINT_T0);
-        __m512 xv[NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            xv[v] = _mm512_loadu_ps(xr + 16 * v);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++) {
-            __m512 wb = _mm512_set1_ps(wt[r * wos]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++)
-                acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
-        }
+        fma_rows_512(acc, xr, wt, wos, NR);
     }
 }
 
@@ -716,23 +728,9 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
             const float *pc = pack + c * jb->ld_pack;
             if (pf_w) _mm_prefetch((const char *)addr_at(wc, W_PF_DIST * jb->w_cs), _MM_HINT_T0);
 #pragma GCC unroll 2
-            for (int p = 0; p < P; p++) {
-                for (int i = 0; i < lv->n[p]; i++) {
-                    const float *xr = pc + lv->off[p][i];
-                    __m512 xv[NV];
-#pragma GCC unroll 4
-                    for (int v = 0; v < NV; v++)
-                        xv[v] = _mm512_loadu_ps(xr + 16 * v);
-                    const float *wt = wc + lv->widx[p][i];
-#pragma GCC unroll 8
-                    for (int r = 0; r < NR; r++) {
-                        __m512 wb = _mm512_set1_ps(wt[r * jb->w_os]);
-#pragma GCC unroll 4
-                        for (int v = 0; v < NV; v++)
-                            acc[p][r][v] = _mm512_fmadd_ps(wb, xv[v], acc[p][r][v]);
-                    }
-                }
-            }
+            for (int p = 0; p < P; p++)
+                for (int i = 0; i < lv->n[p]; i++)
+                    fma_rows_512(acc[p], pc + lv->off[p][i], wc + lv->widx[p][i], jb->w_os, NR);
         }
 
     const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -876,23 +874,10 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv3_512(const struct jb_resbl
             acc[r][v] = _mm512_setzero_ps();
     const int64_t ws = jb->C * 3;
     const float *wo  = jb->w1 + o0 * ws;
-    for (int64_t c = 0; c < jb->C; c++) {
+    for (int64_t c = 0; c < jb->C; c++)
 #pragma GCC unroll 3
-        for (int j = 0; j < 3; j++) {
-            const float *pr = pack + (c * 3 + j) * W;
-            __m512 xv[NV];
-#pragma GCC unroll 3
-            for (int v = 0; v < NV; v++)
-                xv[v] = _mm512_loadu_ps(pr + 16 * v);
-#pragma GCC unroll 8
-            for (int r = 0; r < NR; r++) {
-                __m512 wb = _mm512_set1_ps(wo[r * ws + c * 3 + j]);
-#pragma GCC unroll 3
-                for (int v = 0; v < NV; v++)
-                    acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
-            }
-        }
-    }
+        for (int j = 0; j < 3; j++)
+            fma_rows_512(acc, pack + (c * 3 + j) * W, wo + c * 3 + j, ws, NR);
     const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++) {
@@ -919,19 +904,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv1_512(const struct jb_resbl
         for (int v = 0; v < NV; v++)
             acc[r][v] = _mm512_setzero_ps();
     const float *wo = jb->w2 + o0 * jb->S;
-    for (int64_t s = 0; s < jb->S; s++) {
-        __m512 xv[NV];
-#pragma GCC unroll 3
-        for (int v = 0; v < NV; v++)
-            xv[v] = _mm512_loadu_ps(b + s * W + 16 * v);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++) {
-            __m512 wb = _mm512_set1_ps(wo[r * jb->S + s]);
-#pragma GCC unroll 3
-            for (int v = 0; v < NV; v++)
-                acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
-        }
-    }
+    for (int64_t s = 0; s < jb->S; s++)
+        fma_rows_512(acc, b + s * W, wo + s, jb->S, NR);
     const __m512 rho = _mm512_set1_ps(jb->rho);
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++) {
@@ -1019,19 +993,8 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void vq_group_512(const float *pack,
         for (int v = 0; v < NV; v++)
             acc[r][v] = _mm512_setzero_ps();
     const float *wo = kb + j0 * emb;
-    for (int64_t e = 0; e < emb; e++) {
-        __m512 xv[NV];
-#pragma GCC unroll 3
-        for (int v = 0; v < NV; v++)
-            xv[v] = _mm512_loadu_ps(pack + e * W + 16 * v);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++) {
-            __m512 wb = _mm512_set1_ps(wo[r * emb + e]);
-#pragma GCC unroll 3
-            for (int v = 0; v < NV; v++)
-                acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
-        }
-    }
+    for (int64_t e = 0; e < emb; e++)
+        fma_rows_512(acc, pack + e * W, wo + e, emb, NR);
     const __m512 two = _mm512_set1_ps(2.0f);
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++) {
@@ -1428,6 +1391,26 @@ static JB_TARGET_AVX2 __attribute__((noinline)) void conv_epilogue_256(const str
     }
 }
 
+/* fma_rows_512 with AVX2: acc[r][·] += w[r·ws] · x[0 .. 24) for r < NR (up to 4 rows) */
+static JB_ALWAYS_INLINE JB_TARGET_AVX2 void fma_rows_256(__m256 acc[4][3],
+                                                         const float *x,
+                                                         const float *w,
+                                                         int64_t ws,
+                                                         const int NR)
+{
+    __m256 xv[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++)
+        xv[v] = _mm256_loadu_ps(x + 8 * v);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++) {
+        __m256 wb = _mm256_broadcast_ss(w + r * ws);
+#pragma GCC unroll 3
+        for (int v = 0; v < 3; v++)
+            acc[r][v] = _mm256_fmadd_ps(wb, xv[v], acc[r][v]);
+    }
+}
+
 /* conv_one_tap_512 with AVX2 (a register tile of 4 rows x 24 columns) */
 static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_one_tap_256(const struct jb_conv_job *jb,
                                                              const struct conv_live *lv,
@@ -1442,17 +1425,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_one_tap_256(const struct jb_con
     const float *wt = wo + lv->widx[0][0];
     for (int64_t c = 0; c < jb->cin; c++, xr += ldp, wt += wcs) {
         if (pf_w) _mm_prefetch((const char *)addr_at(wt, W_PF_DIST * wcs), _MM_HINT_T0);
-        __m256 xv[3];
-#pragma GCC unroll 3
-        for (int v = 0; v < 3; v++)
-            xv[v] = _mm256_loadu_ps(xr + 8 * v);
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) {
-            __m256 wb = _mm256_broadcast_ss(wt + r * wos);
-#pragma GCC unroll 3
-            for (int v = 0; v < 3; v++)
-                acc[r][v] = _mm256_fmadd_ps(wb, xv[v], acc[r][v]);
-        }
+        fma_rows_256(acc, xr, wt, wos, NR);
     }
 }
 
@@ -1489,23 +1462,9 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
             const float *pc = pack + c * jb->ld_pack + h;
             if (pf_w) _mm_prefetch((const char *)addr_at(wc, W_PF_DIST * jb->w_cs), _MM_HINT_T0);
 #pragma GCC unroll 2
-            for (int p = 0; p < P; p++) {
-                for (int i = 0; i < lv->n[p]; i++) {
-                    const float *xr = pc + lv->off[p][i];
-                    __m256 xv[NV];
-#pragma GCC unroll 3
-                    for (int v = 0; v < NV; v++)
-                        xv[v] = _mm256_loadu_ps(xr + 8 * v);
-                    const float *wt = wc + lv->widx[p][i];
-#pragma GCC unroll 4
-                    for (int r = 0; r < NR; r++) {
-                        __m256 wb = _mm256_broadcast_ss(wt + r * jb->w_os);
-#pragma GCC unroll 3
-                        for (int v = 0; v < NV; v++)
-                            acc[p][r][v] = _mm256_fmadd_ps(wb, xv[v], acc[p][r][v]);
-                    }
-                }
-            }
+            for (int p = 0; p < P; p++)
+                for (int i = 0; i < lv->n[p]; i++)
+                    fma_rows_256(acc[p], pc + lv->off[p][i], wc + lv->widx[p][i], jb->w_os, NR);
         }
 
 #pragma GCC unroll 4
