@@ -103,10 +103,11 @@ double jb_rng_u01(uint64_t seed, uint64_t stream, uint64_t t);
 /* ---- geometry and scratch sizes (floats) ----------------------------------------------------- */
 
 int64_t jb_conv1d_out_len(int64_t T, int k, int stride, int pad, int dil);
-size_t jb_conv1d_scratch(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad, int dil);
 int64_t jb_conv_transpose1d_out_len(int64_t T, int k, int stride, int pad);
-/* 0 where the op needs no scratch; then NULL may be passed. The CPU backend runs wide layers
- * (Cin + Cout > 512) by Winograd in it; given NULL, it takes the direct kernel. */
+/* The scratch of conv1d and conv_transpose1d: 0 where the op needs none; then NULL may be
+ * passed. The CPU backend runs wide layers (Cin + Cout > 512; a conv1d only with k 3, stride 1,
+ * pad = dil) by Winograd in it; given NULL, it takes the direct kernel. */
+size_t jb_conv1d_scratch(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad, int dil);
 size_t jb_conv_transpose1d_scratch(int64_t Cin,
                                    int64_t Cout,
                                    int64_t T,
