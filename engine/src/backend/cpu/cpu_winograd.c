@@ -327,11 +327,12 @@ static int64_t tile_pos(int64_t j, int64_t d)
     return j / d * 4 * d + j % d;
 }
 
-/* Tiles at the sequence's ends read padding. Where d > 1 they come in runs of consecutive r
- * (the first block's d tiles all read x[p − d] < 0: every tile at d >= T / 4), so a run's six
- * input segments are copied, zero outside [0, T), into a small buffer, EDGE_RUN floats each, and
- * transformed by the vectorised loop: the same operations per tile as in_tile, so the same bits
- * (at d = 243 the tile-at-a-time path took 6% of the conv). */
+/* Tiles at the sequence's ends read padding. They come in runs of consecutive r within a block
+ * (where d > 1, the first block's d tiles all read x[p − d] < 0: every tile at d >= T / 4; at
+ * d = 1 a run is one tile), so a run's six input segments are copied, zero outside [0, T), into
+ * a small buffer, EDGE_RUN floats each, and transformed by the vectorised loop: the same
+ * operations per tile as inside, so the same bits (at d = 243, one tile at a time through scalar
+ * code took 6% of the conv). */
 #define EDGE_RUN 64
 
 static void in_edge_run(const struct wino *q,
@@ -355,18 +356,6 @@ static void in_edge_run(const struct wino *q,
         memset(ek + hi, 0, (size_t)(n - hi) * sizeof *ek);
     }
     in_run(q, e, 1, EDGE_RUN, n, q->relu_in, v, ld);
-}
-
-/* One tile with its inputs read through bounds checks (zero outside [0, T)). */
-static void in_tile(const struct wino *q, const float *xc, int64_t p, float *v, int64_t ld)
-{
-    float e[6];
-    for (int k = 0; k < 6; k++) {
-        const int64_t t = p + (k - 1) * q->d;
-        e[k]            = t >= 0 && t < q->T ? (q->relu_in ? RELU(xc[t]) : xc[t]) : 0.0f;
-    }
-    WINO_IN(
-      e[0], e[1], e[2], e[3], e[4], e[5], v[0], v[ld], v[2 * ld], v[3 * ld], v[4 * ld], v[5 * ld]);
 }
 
 /* Whether the tile at p reads only inside [0, T): p − d >= 0 and p + 4d < T. */
@@ -397,13 +386,10 @@ static void input_rows(void *arg, int64_t c0, int64_t c1, int slot)
         for (int64_t j = q->j0; j < j1;) {
             const int64_t p = tile_pos(j, d);
             if (!tile_inside(p, d, T)) { /* the sequence's ends */
-                int64_t n = d - j % d;   /* the rest of the block's tiles (d > 1) */
+                int64_t n = d - j % d;   /* the rest of the block's tiles */
                 if (n > j1 - j) n = j1 - j;
                 if (n > EDGE_RUN) n = EDGE_RUN;
-                if (d > 1 && n > 1)
-                    in_edge_run(q, xc, p, n, v + (j - q->j0), ld);
-                else
-                    in_tile(q, xc, p, v + (j - q->j0), ld), n = 1;
+                in_edge_run(q, xc, p, n, v + (j - q->j0), ld);
                 j += n;
                 continue;
             }
