@@ -648,6 +648,16 @@ conv_epilogue_512(const struct jb_conv_job *jb, const float *ep, int64_t o0, int
  * 148; none 93 */
 #define W_PF_DIST 32
 
+/* Whether the register tiles prefetch their weights W_PF_DIST channels ahead: where consecutive
+ * input channels' weights are a cache line or more apart (w_cs >= 16: the transposed convs'
+ * [Cin, Cout, k], Cout·k floats), each channel's are a line of their own, a stride the hardware
+ * prefetchers do not follow. Conv weights [Cout, Cin, k] (w_cs = k) and Winograd's S x C filters
+ * (w_cs = 1) are read as contiguous streams. */
+static inline bool prefetch_weights(const struct jb_conv_job *jb)
+{
+    return jb->w_cs >= 16;
+}
+
 /* One input channel's (and tap's) FMAs of a register tile: acc[r][·] += w[r·ws] · x[0 .. 48)
  * for r < NR, each row's weight broadcast against the same 3 input vectors. Shared by the direct
  * conv's loops and the fused resblock's; inlined with NR constant, as each loop was written. */
@@ -686,7 +696,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_one_tap_512(const struct jb_c
                                                                const int NR)
 {
     const int64_t ldp = jb->ld_pack, wcs = jb->w_cs, wos = jb->w_os;
-    const bool pf_w = wcs >= 16; /* as in conv_tile_512 */
+    const bool pf_w = prefetch_weights(jb);
     const float *xr = pack + lv->off[0][0];
     const float *wt = wo + lv->widx[0][0];
     for (int64_t c = 0; c < jb->cin; c++, xr += ldp, wt += wcs) {
@@ -717,9 +727,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void conv_tile_512(const struct jb_conv
                 acc[p][r][v] = _mm512_setzero_ps();
 
     const float *wo = jb->w + o0 * jb->w_os;
-    /* transposed weights [Cin, Cout, k]: the block's weights for consecutive c are a cache line
-     * each, Cout·k floats apart, which the hardware prefetchers do not follow */
-    const bool pf_w = jb->w_cs >= 16;
+    const bool pf_w = prefetch_weights(jb);
     if (P == 1 && lv->n[0] == 1)
         conv_one_tap_512(jb, lv, pack, wo, acc[0], NR);
     else
@@ -1420,7 +1428,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_one_tap_256(const struct jb_con
                                                              const int NR)
 {
     const int64_t ldp = jb->ld_pack, wcs = jb->w_cs, wos = jb->w_os;
-    const bool pf_w = wcs >= 16;
+    const bool pf_w = prefetch_weights(jb);
     const float *xr = pack + lv->off[0][0];
     const float *wt = wo + lv->widx[0][0];
     for (int64_t c = 0; c < jb->cin; c++, xr += ldp, wt += wcs) {
@@ -1453,7 +1461,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX2 void conv_tile_256(const struct jb_conv_j
                 acc[p][r][v] = _mm256_setzero_ps();
 
     const float *wo = jb->w + o0 * jb->w_os;
-    const bool pf_w = jb->w_cs >= 16; /* as conv_tile_512 */
+    const bool pf_w = prefetch_weights(jb);
     if (P == 1 && lv->n[0] == 1)
         conv_one_tap_256(jb, lv, pack + h, wo, acc[0], NR);
     else
