@@ -256,7 +256,7 @@ static bool all_streams_done(const struct attach *a)
     return true;
 }
 
-/* One attachment: returns false once it is finished (and should be removed). g_mu held. */
+/* A job's progress report to one attached client. g_mu held. */
 static void send_progress(struct client *cl, const struct job *j, const struct jb_job_progress *p)
 {
     struct ep_msg *m = ep_msg_new("progress");
@@ -272,6 +272,7 @@ static void send_progress(struct client *cl, const struct job *j, const struct j
     send_msg(cl, m);
 }
 
+/* One attachment: returns false once it is finished (and should be removed). g_mu held. */
 static bool pump_attach(struct client *cl, struct attach *a)
 {
     struct job *j = a->job;
