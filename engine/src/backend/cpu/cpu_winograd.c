@@ -117,7 +117,13 @@ struct wino {
 
 /* n consecutive (row, column) pairs of U from taps ga, gb, gc of w (-1: a zero tap), one pair
  * every ws floats of w: U[k] += 1 per pair; U matrices SC floats apart. In double (the sums
- * exact, the 1/6 and 1/24 products to ~1e-16), then one rounding to fp32. */
+ * exact, the 1/6 and 1/24 products to ~1e-16), then one rounding to fp32. The taps are first
+ * copied out, FILTER_BLOCK pairs at a time, so that the arithmetic runs on contiguous vectors.
+ * Read in place at a stride of 3 (or 4S) floats, GCC left the whole loop scalar: a 1024 x 1024
+ * filter in a conditioner window took 3.8-6.0 ms on one thread and 3.8-4.2 on two (31 per
+ * window, ~5% of it on two threads); now 2.6-4.5 and 2.7-3.2, bound by reading w and writing U.
+ * The same operations per pair, so the same bits. */
+#define FILTER_BLOCK 64
 #define WINO_FILTER(sfx, target)                                                                   \
     static target void filter_run_##sfx(const float *restrict w,                                   \
                                         int64_t ws,                                                \
@@ -128,19 +134,28 @@ struct wino {
                                         float *restrict u,                                         \
                                         int64_t SC)                                                \
     {                                                                                              \
-        float *restrict u0 = u, *restrict u1 = u + SC, *restrict u2 = u + 2 * SC;                  \
-        float *restrict u3 = u + 3 * SC, *restrict u4 = u + 4 * SC, *restrict u5 = u + 5 * SC;     \
-        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
-        {                                                                                          \
-            const float *g  = w + i * ws;                                                          \
-            const double g0 = ga < 0 ? 0.0 : g[ga], g1 = gb < 0 ? 0.0 : g[gb];                     \
-            const double g2 = gc < 0 ? 0.0 : g[gc];                                                \
-            u0[i]           = (float)(g0 * 0.25);                                                  \
-            u1[i]           = (float)((g0 + g1 + g2) * (-1.0 / 6.0));                              \
-            u2[i]           = (float)((g0 - g1 + g2) * (-1.0 / 6.0));                              \
-            u3[i]           = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));                  \
-            u4[i]           = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));                  \
-            u5[i]           = (float)g2;                                                           \
+        float ta[FILTER_BLOCK], tb[FILTER_BLOCK], tc[FILTER_BLOCK];                                \
+        for (int64_t i0 = 0; i0 < n; i0 += FILTER_BLOCK) {                                         \
+            const int64_t nb = n - i0 < FILTER_BLOCK ? n - i0 : FILTER_BLOCK;                      \
+            for (int64_t l = 0; l < nb; l++) {                                                     \
+                const float *g = w + (i0 + l) * ws;                                                \
+                ta[l]          = ga < 0 ? 0.0f : g[ga];                                            \
+                tb[l]          = gb < 0 ? 0.0f : g[gb];                                            \
+                tc[l]          = gc < 0 ? 0.0f : g[gc];                                            \
+            }                                                                                      \
+            float *restrict u0 = u + i0, *restrict u1 = u0 + SC, *restrict u2 = u0 + 2 * SC;       \
+            float *restrict u3 = u0 + 3 * SC, *restrict u4 = u0 + 4 * SC;                          \
+            float *restrict u5 = u0 + 5 * SC;                                                      \
+            _Pragma("omp simd") for (int64_t l = 0; l < nb; l++)                                   \
+            {                                                                                      \
+                const double g0 = ta[l], g1 = tb[l], g2 = tc[l];                                   \
+                u0[l] = (float)(g0 * 0.25);                                                        \
+                u1[l] = (float)((g0 + g1 + g2) * (-1.0 / 6.0));                                    \
+                u2[l] = (float)((g0 - g1 + g2) * (-1.0 / 6.0));                                    \
+                u3[l] = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));                        \
+                u4[l] = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 24.0));                        \
+                u5[l] = (float)g2;                                                                 \
+            }                                                                                      \
         }                                                                                          \
     }
 
