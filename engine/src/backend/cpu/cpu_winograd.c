@@ -259,6 +259,20 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
         o[3 * (D)] = R(y3 + bias);                                                                 \
     }
 #define AS_IS(v) (v)
+/* LOOP instantiated for the run's stride and ReLU (st, d, relu in scope) */
+#define BY_STRIDE(LOOP)                                                                            \
+    if (st == 1 && relu)                                                                           \
+        LOOP(1, d, RELU)                                                                           \
+    else if (st == 1)                                                                              \
+        LOOP(1, d, AS_IS)                                                                          \
+    else if (st == 4 && d == 1 && relu)                                                            \
+        LOOP(4, 1, RELU)                                                                           \
+    else if (st == 4 && d == 1)                                                                    \
+        LOOP(4, 1, AS_IS)                                                                          \
+    else if (relu)                                                                                 \
+        LOOP(st, d, RELU)                                                                          \
+    else                                                                                           \
+        LOOP(st, d, AS_IS)
 #define WINO_RUNS(sfx, target)                                                                     \
     static target void in_run_##sfx(const float *restrict s,                                       \
                                     int64_t st,                                                    \
@@ -270,18 +284,7 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
     {                                                                                              \
         float *restrict v0 = v, *restrict v1 = v + ld, *restrict v2 = v + 2 * ld;                  \
         float *restrict v3 = v + 3 * ld, *restrict v4 = v + 4 * ld, *restrict v5 = v + 5 * ld;     \
-        if (st == 1 && relu)                                                                       \
-            IN_LOOP(1, d, RELU)                                                                    \
-        else if (st == 1)                                                                          \
-            IN_LOOP(1, d, AS_IS)                                                                   \
-        else if (st == 4 && d == 1 && relu)                                                        \
-            IN_LOOP(4, 1, RELU)                                                                    \
-        else if (st == 4 && d == 1)                                                                \
-            IN_LOOP(4, 1, AS_IS)                                                                   \
-        else if (relu)                                                                             \
-            IN_LOOP(st, d, RELU)                                                                   \
-        else                                                                                       \
-            IN_LOOP(st, d, AS_IS)                                                                  \
+        BY_STRIDE(IN_LOOP)                                                                         \
     }                                                                                              \
     static target void out_run_##sfx(const float *const *mk,                                       \
                                      int64_t n,                                                    \
@@ -293,18 +296,7 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
     {                                                                                              \
         const float *restrict m0 = mk[0], *restrict m1 = mk[1], *restrict m2 = mk[2];              \
         const float *restrict m3 = mk[3], *restrict m4 = mk[4], *restrict m5 = mk[5];              \
-        if (st == 1 && relu)                                                                       \
-            OUT_LOOP(1, d, RELU)                                                                   \
-        else if (st == 1)                                                                          \
-            OUT_LOOP(1, d, AS_IS)                                                                  \
-        else if (st == 4 && d == 1 && relu)                                                        \
-            OUT_LOOP(4, 1, RELU)                                                                   \
-        else if (st == 4 && d == 1)                                                                \
-            OUT_LOOP(4, 1, AS_IS)                                                                  \
-        else if (relu)                                                                             \
-            OUT_LOOP(st, d, RELU)                                                                  \
-        else                                                                                       \
-            OUT_LOOP(st, d, AS_IS)                                                                 \
+        BY_STRIDE(OUT_LOOP)                                                                        \
     }
 
 #if JB_CPU_X86
