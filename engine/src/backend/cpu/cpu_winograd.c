@@ -228,8 +228,8 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
  * as constants, with the ReLU chosen outside the loop. With `relu ? RELU(y) : y` inside (GCC at
  * -O2 does not unswitch loops) the output loop ran scalar, and with a variable stride the input
  * loop assembled its vectors an element at a time. In a conditioner window the output transform
- * went from 3.0-3.5 to 2.6-2.9 ms per call on two threads (5.1-6.0 to 3.2-5.0 on one). Other
- * strides (the transposed convs' interleaved phases) take the general loops. */
+ * went from 3.0-3.5 to 2.6-2.9 ms per call on two threads (5.1-6.0 to 3.2-5.0 on one). Outputs
+ * at other strides (the transposed convs' interleaved phases) take a general loop. */
 #define IN_LOOP(ST, D, R)                                                                          \
     _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                            \
     {                                                                                              \
@@ -259,32 +259,26 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
         o[3 * (D)] = R(y3 + bias);                                                                 \
     }
 #define AS_IS(v) (v)
-/* LOOP instantiated for the run's stride and ReLU (st, d, relu in scope) */
-#define BY_STRIDE(LOOP)                                                                            \
-    if (st == 1 && relu)                                                                           \
-        LOOP(1, d, RELU)                                                                           \
-    else if (st == 1)                                                                              \
-        LOOP(1, d, AS_IS)                                                                          \
-    else if (st == 4 && d == 1 && relu)                                                            \
-        LOOP(4, 1, RELU)                                                                           \
-    else if (st == 4 && d == 1)                                                                    \
-        LOOP(4, 1, AS_IS)                                                                          \
-    else if (relu)                                                                                 \
-        LOOP(st, d, RELU)                                                                          \
-    else                                                                                           \
-        LOOP(st, d, AS_IS)
+/* LOOP instantiated for stride ST and inputs D apart, with or without the ReLU (relu in scope) */
+#define WITH_RELU(LOOP, ST, D)                                                                     \
+    {                                                                                              \
+        if (relu)                                                                                  \
+            LOOP(ST, D, RELU)                                                                      \
+        else                                                                                       \
+            LOOP(ST, D, AS_IS)                                                                     \
+    }
+/* The input runs come in the two strides only (d = 1: consecutive blocks, st 4; else, the edge
+ * runs' copies included, consecutive r, st 1), so the stride follows from d. */
 #define WINO_RUNS(sfx, target)                                                                     \
-    static target void in_run_##sfx(const float *restrict s,                                       \
-                                    int64_t st,                                                    \
-                                    int64_t d,                                                     \
-                                    int64_t n,                                                     \
-                                    bool relu,                                                     \
-                                    float *restrict v,                                             \
-                                    int64_t ld)                                                    \
+    static target void in_run_##sfx(                                                               \
+      const float *restrict s, int64_t d, int64_t n, bool relu, float *restrict v, int64_t ld)     \
     {                                                                                              \
         float *restrict v0 = v, *restrict v1 = v + ld, *restrict v2 = v + 2 * ld;                  \
         float *restrict v3 = v + 3 * ld, *restrict v4 = v + 4 * ld, *restrict v5 = v + 5 * ld;     \
-        BY_STRIDE(IN_LOOP)                                                                         \
+        if (d == 1)                                                                                \
+            WITH_RELU(IN_LOOP, 4, 1)                                                               \
+        else                                                                                       \
+            WITH_RELU(IN_LOOP, 1, d)                                                               \
     }                                                                                              \
     static target void out_run_##sfx(const float *const *mk,                                       \
                                      int64_t n,                                                    \
@@ -296,7 +290,12 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
     {                                                                                              \
         const float *restrict m0 = mk[0], *restrict m1 = mk[1], *restrict m2 = mk[2];              \
         const float *restrict m3 = mk[3], *restrict m4 = mk[4], *restrict m5 = mk[5];              \
-        BY_STRIDE(OUT_LOOP)                                                                        \
+        if (st == 1)                                                                               \
+            WITH_RELU(OUT_LOOP, 1, d)                                                              \
+        else if (st == 4 && d == 1)                                                                \
+            WITH_RELU(OUT_LOOP, 4, 1)                                                              \
+        else /* the transposed convs' interleaved phases */                                        \
+            WITH_RELU(OUT_LOOP, st, d)                                                             \
     }
 
 #if JB_CPU_X86
@@ -308,20 +307,15 @@ WINO_RUNS(avx2, )
 #define out_run_avx512 out_run_avx2
 #endif
 
-/* n tiles st apart from s, their inputs d apart */
-static void in_run(const struct wino *q,
-                   const float *s,
-                   int64_t st,
-                   int64_t d,
-                   int64_t n,
-                   bool relu,
-                   float *v,
-                   int64_t ld)
+/* n tiles from s, their inputs d apart: consecutive blocks (4 apart) at d = 1, else consecutive
+ * r (1 apart) */
+static void
+in_run(const struct wino *q, const float *s, int64_t d, int64_t n, bool relu, float *v, int64_t ld)
 {
     if (q->cpu->isa >= JB_CPU_ISA_AVX512)
-        in_run_avx512(s, st, d, n, relu, v, ld);
+        in_run_avx512(s, d, n, relu, v, ld);
     else
-        in_run_avx2(s, st, d, n, relu, v, ld);
+        in_run_avx2(s, d, n, relu, v, ld);
 }
 
 /* n tiles from column i of the six products; outputs from t, tiles st apart, outputs d apart */
@@ -375,7 +369,7 @@ static void in_edge_run(const struct wino *q,
         memcpy(ek + lo, xc + t0 + lo, (size_t)(hi - lo) * sizeof *ek);
         memset(ek + hi, 0, (size_t)(n - hi) * sizeof *ek);
     }
-    in_run(q, e, 1, EDGE_RUN, n, q->relu_in, v, ld);
+    in_run(q, e, EDGE_RUN, n, q->relu_in, v, ld);
 }
 
 /* Whether the tile at p reads only inside [0, T): p − d >= 0 and p + 4d < T. */
@@ -414,7 +408,7 @@ static void input_rows(void *arg, int64_t c0, int64_t c1, int slot)
                 continue;
             }
             const int64_t n = run_len(j, j1, p, d, T, 4); /* tiles that are inside too */
-            in_run(q, xc + p - d, d == 1 ? 4 : 1, d, n, q->relu_in, v + (j - q->j0), ld);
+            in_run(q, xc + p - d, d, n, q->relu_in, v + (j - q->j0), ld);
             j += n;
         }
     }
