@@ -47,6 +47,7 @@ struct shape {
     int width, depth, heads;
     const char *ref;          /* reference ancestral tok/s, batch 1, t2b1 */
     int n_prime, n_sample[2]; /* priming tokens; sampled tokens with 1 and 4 candidates */
+    int round_mult;           /* rounds: this times --repeat */
 };
 
 static void upsampler_hparams(const struct shape *sh, struct jb_prior_hparams *hp)
@@ -554,11 +555,15 @@ int main(int argc, char **argv)
 
     /* w256d8 samples 2048 / 1024 tokens: a job samples thousands per window, and at this width
      * a run's first ~hundred steps after a 2-thread priming cost more (2 thr / 1 thr at 4
-     * candidates: 0.97-0.98 over 256 steps, 1.00 with nothing shared at all, 0.99 over 2048) */
+     * candidates: 0.97-0.98 over 256 steps, 1.00 with nothing shared at all, 0.99 over 2048).
+     * It runs three times the rounds: its runs take about a second, and its 2 thr / 1 thr ratio
+     * swings by up to ±15% from one run to the next (the vCPUs' round trip), so the median of
+     * two rounds could not tell 0.95 from 1.00 (05 Dec, one build, 4 candidates: medians of
+     * 0.90-1.02x over 2 rounds, 0.99-1.00x over 6). */
     static const struct shape shapes[] = {
-        { "w256d8", 256, 8, 2, "632-684", 64, { 2048, 1024 } },
-        { "w1024d24", 1024, 24, 4, "30.5-31.1", 64, { 128, 64 } },
-        { "w1920d72", 1920, 72, 1, "3.44", 32, { 24, 12 } },
+        { "w256d8", 256, 8, 2, "632-684", 64, { 2048, 1024 }, 3 },
+        { "w1024d24", 1024, 24, 4, "30.5-31.1", 64, { 128, 64 }, 1 },
+        { "w1920d72", 1920, 72, 1, "3.44", 32, { 24, 12 }, 1 },
     };
     struct result kv32[3] = { 0 }, kv16[3] = { 0 };
     double init_s[3][2] = { { 0 } }; /* state set-up, 1 and 4 candidates, `threads` */
@@ -608,11 +613,12 @@ int main(int argc, char **argv)
             const int N  = b ? 4 : 1;
             int n_sample = sh->n_sample[b];
             if (quick) n_sample = n_sample / 4 > 8 ? n_sample / 4 : 8;
-            /* each row the best of `repeats` runs (--repeat, default 2) */
+            /* each row the best of `repeats` runs (--repeat, default 2), times the shape's
+             * round_mult */
             struct result r1 = { 0 }, rT = { 0 };
             double thr_ratio[MAX_ROUNDS], f16_ratio[MAX_ROUNDS];
             int n_thr = 0, n_f16 = 0;
-            for (int rep = 0; rep < repeats; rep++) {
+            for (int rep = 0; rep < repeats * sh->round_mult; rep++) {
                 struct result a = run_shape(p1, &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 struct result c = run_shape(pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 struct result h = { 0 };
@@ -675,7 +681,8 @@ int main(int argc, char **argv)
     getloadavg(load, 3);
     printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s = "
            "pos/s x candidates.\nvs 1 thr: tokens/s against the same row with one thread (same "
-           "run; best of %d interleaved runs each, the fp16 rows' runs interleaved with them too). "
+           "run; best of %d interleaved runs each, w256d8 three times as many, the fp16 rows' runs "
+           "interleaved with them too). "
            "weights/step: matmul "
            "weights one step streams "
            "(transformer + output head), "
