@@ -109,10 +109,11 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type
      * (prefetching costs ~8% there), with 4 it doubles the bandwidth from DRAM. fp16/bf16: each
      * cache line feeds twice the FMAs and conversions, so the loads waiting on DRAM fill the
      * out-of-order window at half the bandwidth; the rows two steps ahead, into L2, keep the
-     * loads short (single thread from DRAM: 23 -> 30 GB/s). */
-    const bool narrow = type != JB_DTYPE_F32;
+     * loads short (single thread from DRAM: 23 -> 30 GB/s). fp32 with 3-4 rows of x is the same
+     * case (a line feeds 12-16 FMAs): the rows two steps ahead into L2 as well. */
+    const bool narrow = type != JB_DTYPE_F32, far = narrow || M > 2;
     const int64_t es = narrow ? 2 : 4, pf = 64 / es;
-    const char *wn = (const char *)w + ((k + (narrow ? 2 * KB : KB)) * ldw + n0) * es;
+    const char *wn = (const char *)w + ((k + (far ? 2 * KB : KB)) * ldw + n0) * es;
     int64_t j      = 0;
     /* fp16, 1-2 rows of x: a whole cache line of each row per step, one 64-byte load converted in
      * two halves, rather than two 32-byte loads in consecutive steps. A w1920d72 token step's
@@ -148,10 +149,10 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type
             }
         }
     for (; j + 16 <= nc; j += 16) {
-        if ((KB < 8 || narrow) && j % pf == 0)
+        if ((KB < 8 || far) && j % pf == 0)
 #pragma GCC unroll 8
             for (int kk = 0; kk < KB; kk++) {
-                if (narrow)
+                if (far)
                     _mm_prefetch(wn + (kk * ldw + j) * es, _MM_HINT_T1);
                 else
                     _mm_prefetch(wn + (kk * ldw + j) * es, _MM_HINT_T0);
@@ -323,7 +324,11 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type,
     for (int64_t m = 0; m < M; m++)
         memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
     int64_t nc = n1 - n0;
-    switch (M) { /* 16 broadcast registers: 8 rows of W per step for M <= 2, else 4 */
+    /* 8 rows of W per step for M <= 2 (16 broadcast registers), and for fp32 with M = 3-4: their
+     * 24-32 broadcasts are reloaded from L1, but 8 rows in flight rather than 4 stream more
+     * (w1920d72 token step, fp32, M = 4, alternating runs: 2 threads 37-42 -> 42-50 GB/s, 1
+     * thread 21-25 -> 25-27). fp16 keeps 4 at M = 3-4: with 8 it streamed 5-10% less. */
+    switch (M) {
     case 1:
         gemv_n_512(type, 1, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
         break;
@@ -331,10 +336,16 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type,
         gemv_n_512(type, 2, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
         break;
     case 3:
-        gemv_n_512(type, 3, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        if (type == JB_DTYPE_F32)
+            gemv_n_512(type, 3, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        else
+            gemv_n_512(type, 3, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
         break;
     default:
-        gemv_n_512(type, 4, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        if (type == JB_DTYPE_F32)
+            gemv_n_512(type, 4, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        else
+            gemv_n_512(type, 4, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
         break;
     }
 }
