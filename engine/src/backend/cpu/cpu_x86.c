@@ -104,9 +104,9 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type
             bx[m][kk] = _mm512_set1_ps(x[m * ldx + k + kk]);
 
     /* rows ahead, one prefetch per cache line: row blocks are short streams (one slice wide)
-     * that the hardware prefetchers only pick up after they have started. fp32: the next KB
-     * rows into L1; with 8 rows in flight (M <= 2) there is enough memory parallelism without
-     * (prefetching costs ~8% there), with 4 it doubles the bandwidth from DRAM. fp16/bf16: each
+     * that the hardware prefetchers only pick up after they have started. fp32 with 1-2 rows of
+     * x: 8 rows in flight are enough memory parallelism without (prefetching cost ~8%); only
+     * the single-row steps at the end of K prefetch the next row, into L1. fp16/bf16: each
      * cache line feeds twice the FMAs and conversions, so the loads waiting on DRAM fill the
      * out-of-order window at half the bandwidth; the rows two steps ahead, into L2, keep the
      * loads short (single thread from DRAM: 23 -> 30 GB/s). fp32 with 3-4 rows of x is the same
@@ -328,6 +328,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type,
      * 24-32 broadcasts are reloaded from L1, but 8 rows in flight rather than 4 stream more
      * (w1920d72 token step, fp32, M = 4, alternating runs: 2 threads 37-42 -> 42-50 GB/s, 1
      * thread 21-25 -> 25-27). fp16 keeps 4 at M = 3-4: with 8 it streamed 5-10% less. */
+    const int kb34 = type == JB_DTYPE_F32 ? 8 : 4; /* a constant: type is one per instance */
     switch (M) {
     case 1:
         gemv_n_512(type, 1, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
@@ -336,16 +337,10 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type,
         gemv_n_512(type, 2, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
         break;
     case 3:
-        if (type == JB_DTYPE_F32)
-            gemv_n_512(type, 3, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
-        else
-            gemv_n_512(type, 3, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        gemv_n_512(type, 3, kb34, K, x, ldx, w, ldw, n0, nc, acc, lda);
         break;
     default:
-        if (type == JB_DTYPE_F32)
-            gemv_n_512(type, 4, 8, K, x, ldx, w, ldw, n0, nc, acc, lda);
-        else
-            gemv_n_512(type, 4, 4, K, x, ldx, w, ldw, n0, nc, acc, lda);
+        gemv_n_512(type, 4, kb34, K, x, ldx, w, ldw, n0, nc, acc, lda);
         break;
     }
 }
