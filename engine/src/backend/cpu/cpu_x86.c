@@ -115,10 +115,11 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type
     const int64_t es = narrow ? 2 : 4, pf = 64 / es;
     const char *wn = (const char *)w + ((k + (far ? 2 * KB : KB)) * ldw + n0) * es;
     int64_t j      = 0;
-    /* fp16, 1-2 rows of x: a whole cache line of each row per step, one 64-byte load converted in
-     * two halves, rather than two 32-byte loads in consecutive steps. A w1920d72 token step's
-     * GEMVs streamed 7-15% faster on one thread and 5-17% on two (M = 1, 2); with 4 rows (8
-     * accumulators) it was slower. The same FMAs in the same order: results keep their bits. */
+    /* fp16, 2 rows of x (one row takes the AVX2 kernel, see jb_cpu_gemv_avx512): a whole cache
+     * line of each row per step, one 64-byte load converted in two halves, rather than two
+     * 32-byte loads in consecutive steps. A w1920d72 token step's GEMVs streamed 7-15% faster on
+     * one thread and 5-17% on two (M = 1, 2); with 4 rows (8 accumulators) it was slower. The
+     * same FMAs in the same order: results keep their bits. */
     if (type == JB_DTYPE_F16 && M <= 2)
         for (; j + 32 <= nc; j += 32) {
 #pragma GCC unroll 8
@@ -359,6 +360,15 @@ JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type,
                                          int64_t lda)
 {
     JB_ASSERT(M >= 1 && (w_trans || M <= JB_CPU_GEMV_MAX_M));
+    /* fp16 with one row of x (a 1-candidate token step) takes the AVX2 kernel: 8 columns per
+     * iteration, the next step's 8 rows prefetched into L1. On a Zen 5 host it streamed a w1920d72
+     * token step 3-18% faster on two threads (6 interleaved runs) and 4-12% on one (4) than the
+     * 32-column kernel below; for fp32 it was 20-25% slower, and for 2 rows of x (4 rows of W per
+     * step there) 6-18%. The same FMAs in the same order, so the same bits. */
+    if (type == JB_DTYPE_F16 && M == 1 && !w_trans) {
+        jb_cpu_gemv_avx2(type, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        return;
+    }
     switch (type) {
     case JB_DTYPE_F16:
         gemv_512(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
