@@ -363,8 +363,8 @@ JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type,
     /* fp16 with one row of x (a 1-candidate token step) takes the AVX2 kernel: 8 columns per
      * iteration, the next step's 8 rows prefetched into L1. On a Zen 5 host it streamed a w1920d72
      * token step 3-18% faster on two threads (6 interleaved runs) and 4-12% on one (4) than the
-     * 32-column kernel below; for fp32 it was 20-25% slower, and for 2 rows of x (4 rows of W per
-     * step there) 6-18%. The same FMAs in the same order, so the same bits. */
+     * 32-column kernel below; fp32 took 20-33% more time on it, and fp16 with 2 rows of x (4 rows
+     * of W per step there) 6-18% more. The same FMAs in the same order, so the same bits. */
     if (type == JB_DTYPE_F16 && M == 1 && !w_trans) {
         jb_cpu_gemv_avx2(type, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
         return;
