@@ -120,7 +120,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type
      * 32-byte loads in consecutive steps. A w1920d72 token step's GEMVs streamed 7-15% faster on
      * one thread and 5-17% on two (M = 1, 2); with 4 rows (8 accumulators) it was slower. The
      * same FMAs in the same order: results keep their bits. */
-    if (type == JB_DTYPE_F16 && M <= 2)
+    if (type == JB_DTYPE_F16 && M == 2)
         for (; j + 32 <= nc; j += 32) {
 #pragma GCC unroll 8
             for (int kk = 0; kk < KB; kk++)
@@ -328,7 +328,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type,
     /* 8 rows of W per step for M <= 2 (16 broadcast registers), and for fp32 with M = 3-4: their
      * 24-32 broadcasts are reloaded from L1, but 8 rows in flight rather than 4 stream more
      * (w1920d72 token step, fp32, M = 4, alternating runs: 2 threads 37-42 -> 42-50 GB/s, 1
-     * thread 21-25 -> 25-27). fp16 keeps 4 at M = 3-4: with 8 it streamed 5-10% less. */
+     * thread 21-25 -> 25-27). fp16/bf16 keep 4 at M = 3-4: fp16 with 8 streamed 5-10% less. */
     const int kb34 = type == JB_DTYPE_F32 ? 8 : 4; /* a constant: type is one per instance */
     switch (M) {
     case 1:
