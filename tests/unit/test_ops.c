@@ -1319,6 +1319,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         test_matmul_threads(be1, be3, types[ti], true, 3, 1000, 300);
         test_matmul_threads(be1, be3, types[ti], false, 1, 1000, 600);
         test_matmul_threads(be1, be3, types[ti], false, 4, 601, 1000);
+        /* W small enough for cache and rows enough: the threads split M, not N */
+        test_matmul_threads(be1, be3, types[ti], false, 97, 256, 256);
     }
 
     if (g_isa >= JB_CPU_ISA_AVX2) {

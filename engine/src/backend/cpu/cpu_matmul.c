@@ -644,6 +644,14 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
     int pn = N / 64 < nt ? (N / 64 > 1 ? (int)(N / 64) : 1) : nt;
     int pm = nt / pn;
     if (M <= JB_CPU_GEMV_MAX_M || M < 8 * pm) pm = 1;
+    /* W small enough to stay in cache (not the transposed output head: not measured) and rows
+     * enough: over M alone. Each thread then reads and writes only its own rows, where a split
+     * over N sent all of x to the other core and half of every output row back, for the next op
+     * to fetch again. Priming w256d8 (2 threads against 1, old and new builds alternating, three
+     * rounds): 4 candidates 0.94-1.00x -> 1.14-1.20x, 1 candidate 0.83-0.91x -> 0.90-1.00x. With
+     * W of 3-4 MiB (w1024d24) it lost (1.54-1.72x -> 1.37-1.58x): each thread then streams all
+     * of W from memory. */
+    if (wb < 1048576.0 && !w_trans && M >= 16 * (int64_t)nt) pn = 1, pm = nt;
     struct matmul_job job = { .cpu        = cpu,
                               .M          = M,
                               .N          = N,
