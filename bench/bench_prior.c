@@ -418,6 +418,7 @@ static void round_summary(const char *shape,
                           int N,
                           int threads,
                           double *thr_ratio,
+                          double *pre_ratio,
                           int n_thr,
                           double *f16_ratio,
                           int n_f16)
@@ -429,6 +430,10 @@ static void round_summary(const char *shape,
     char what[32];
     snprintf(what, sizeof what, "%d thr / 1 thr", threads);
     len += spread(line + len, size - (size_t)len, what, thr_ratio, n_thr);
+    if (n_thr > 0 && len < (int)size - 2) {
+        len += snprintf(line + len, size - (size_t)len, ", ");
+        len += spread(line + len, size - (size_t)len, "prefill", pre_ratio, n_thr);
+    }
     if (n_f16 > 0 && len < (int)size - 2) {
         len += snprintf(line + len, size - (size_t)len, ", ");
         spread(line + len, size - (size_t)len, "fp16 / fp32", f16_ratio, n_f16);
@@ -616,7 +621,7 @@ int main(int argc, char **argv)
             /* each row the best of `repeats` runs (--repeat, default 2), times the shape's
              * round_mult */
             struct result r1 = { 0 }, rT = { 0 };
-            double thr_ratio[MAX_ROUNDS], f16_ratio[MAX_ROUNDS];
+            double thr_ratio[MAX_ROUNDS], pre_ratio[MAX_ROUNDS], f16_ratio[MAX_ROUNDS];
             int n_thr = 0, n_f16 = 0;
             for (int rep = 0; rep < repeats * sh->round_mult; rep++) {
                 struct result a = run_shape(p1, &hp, N, n_prime, n_sample, JB_DTYPE_F32);
@@ -626,12 +631,14 @@ int main(int argc, char **argv)
                 r1     = best_of(r1, a);
                 rT     = best_of(rT, c);
                 r16[b] = best_of(r16[b], h);
-                if (a.ok && c.ok && n_thr < MAX_ROUNDS)
+                if (a.ok && c.ok && n_thr < MAX_ROUNDS) {
+                    pre_ratio[n_thr]   = c.prefill_tps / a.prefill_tps;
                     thr_ratio[n_thr++] = c.decode_tps / a.decode_tps;
+                }
                 if (c.ok && h.ok && n_f16 < MAX_ROUNDS)
                     f16_ratio[n_f16++] = h.decode_tps / c.decode_tps;
             }
-            round_summary(sh->name, N, threads, thr_ratio, n_thr, f16_ratio, n_f16);
+            round_summary(sh->name, N, threads, thr_ratio, pre_ratio, n_thr, f16_ratio, n_f16);
             print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
             print_row(sh,
                       "fp32",
@@ -694,7 +701,8 @@ int main(int argc, char **argv)
            repeats,
            load[0]);
     if (g_n_rounds > 0)
-        printf("\nratios within each round (the rows' runs back to back): median (min-max)\n");
+        printf("\nratios within each round (the rows' runs back to back): median (min-max); "
+               "prefill: the same for the priming rate\n");
     for (int i = 0; i < g_n_rounds; i++)
         printf("%s\n", g_rounds[i]);
     printf(
