@@ -34,6 +34,8 @@
     128 /* rows of a packed weight tile (SIMD path): 128 x 1024 fp32 = 512 KiB, in L2              \
          */
 #define PACK_N 1024
+/* W of at least this many bytes is taken to stream from memory; smaller W stays in cache */
+#define STREAMED_W_BYTES 1048576.0
 
 /* [a, b) = part i of parts over [0, n), boundaries rounded down to multiples of align. */
 static void split_range(int64_t n, int parts, int i, int64_t align, int64_t *a, int64_t *b)
@@ -55,7 +57,7 @@ static void split_range(int64_t n, int parts, int i, int64_t align, int64_t *a, 
 static int64_t k_split(int64_t K, int64_t N, enum jb_dtype type)
 {
     double bytes = (double)K * (double)N * (double)jb_dtype_size(type);
-    if (K < 512 || bytes < 1048576.0) return 0;
+    if (K < 512 || bytes < STREAMED_W_BYTES) return 0;
     if ((size_t)2 * JB_CPU_GEMV_MAX_M * (size_t)(N + 32 * MAX_PN) > JB_CPU_ARENA_FLOATS) return 0;
     return K / 2 / 16 * 16;
 }
@@ -629,7 +631,8 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
      * (~16 FMA-equivalents per weight from DRAM), not of its FMAs */
     double work = (double)M * (double)N * (double)K;
     double wb   = (double)N * (double)K * (double)jb_dtype_size(w->type);
-    if (wb > 1048576.0 && 16.0 * (double)N * (double)K > work) work = 16.0 * (double)N * (double)K;
+    if (wb > STREAMED_W_BYTES && 16.0 * (double)N * (double)K > work)
+        work = 16.0 * (double)N * (double)K;
     /* a small product of several rows (candidates) is not shared: its output rows, written in
      * the other core's cache, cost the next op more than the split saves (w256d8, 4 candidates:
      * 0.87x of one thread shared, 0.95x not) */
@@ -651,7 +654,7 @@ void jb_cpu_matmul(struct jb_cpu *cpu,
      * rounds): 4 candidates 0.94-1.00x -> 1.14-1.20x, 1 candidate 0.83-0.91x -> 0.90-1.00x. With
      * W of 3-4 MiB (w1024d24) it lost (1.54-1.72x -> 1.37-1.58x): each thread then streams all
      * of W from memory. */
-    if (wb < 1048576.0 && !w_trans && M >= 16 * (int64_t)nt) pn = 1, pm = nt;
+    if (wb < STREAMED_W_BYTES && !w_trans && M >= 16 * (int64_t)nt) pn = 1, pm = nt;
     struct matmul_job job = { .cpu        = cpu,
                               .M          = M,
                               .N          = N,
