@@ -13,6 +13,7 @@
  * an op kills a child process with SIGSEGV.
  */
 #include "backend/ops.h"
+#include "core/tensor.h"
 #include "test_common.h"
 
 #include <math.h>
@@ -27,7 +28,7 @@
 
 /* ---- a case's environment on one backend ------------------------------------------------- */
 
-#define MAX_BUFS 64
+#define MAX_BUFS 128
 struct env {
     struct jb_backend *be;
     struct tc_weights *src; /* host tensors */
@@ -330,9 +331,14 @@ static void case_vq_argmin(struct env *e, struct result *r)
 /* Attention of every kind over a window of T positions, fed as the priors do: a prefill chunk
  * (in block-aligned segments for the ring kinds), then single-token decode steps; fp32 and fp16
  * caches. Also covers kv_append (the attention reads what it stored). */
-static void attention_kind(struct env *e, struct result *r, int func, enum jb_dtype type, bool at)
+static void attention_kind(struct env *e,
+                           struct result *r,
+                           int func,
+                           enum jb_dtype type,
+                           bool at,
+                           int hd)
 {
-    const int N = 2, H = 2, hd = 8, ns = H * hd, T = 24, B = 4, enc_len = 6, P = 9;
+    const int N = 2, H = 2, ns = H * hd, T = 24, B = 4, enc_len = 6, P = 9;
     const struct jb_attn_desc a = { H, hd, ns, T, B, 0.35f };
     struct jb_kv_cache c        = { .func = func, .type = type };
     c.cap                       = jb_kv_capacity(func, T, B, enc_len, P);
@@ -379,15 +385,18 @@ static void attention_kind(struct env *e, struct result *r, int func, enum jb_dt
     if (at) get_i(e, r, pos, 2); /* T after T − C0 steps */
 }
 
+/* The raw cache bytes of the dense kind, whose layout every backend shares (ops.h). The
+ * transpose-block kind's key layout is the backend's own: attention_kind checks it through what
+ * attention reads back. */
 static void case_kv_append(struct env *e, struct result *r)
 {
     const int N = 2, H = 2, hd = 8, ns = H * hd, T = 16, B = 4;
     const struct jb_attn_desc a  = { H, hd, ns, T, B, 0.35f };
     const enum jb_dtype types[2] = { JB_DTYPE_F32, JB_DTYPE_F16 };
     for (int t = 0; t < 2; t++) {
-        struct jb_kv_cache c = { .func = 2,
+        struct jb_kv_cache c = { .func = 0,
                                  .type = types[t],
-                                 .cap  = jb_kv_capacity(2, T, B, 0, 0) };
+                                 .cap  = jb_kv_capacity(0, T, B, 0, 0) };
         c.rows               = T / B;
         const size_t n       = (size_t)N * (size_t)c.cap * ns;
         c.k                  = dev(e, NULL, n * jb_dtype_size(c.type));
@@ -404,8 +413,13 @@ static void case_attention(struct env *e, struct result *r)
 {
     const int funcs[6] = { 0, 1, 2, 3, 6, 7 };
     for (int f = 0; f < 6; f++) {
-        attention_kind(e, r, funcs[f], JB_DTYPE_F32, false);
-        attention_kind(e, r, funcs[f], JB_DTYPE_F16, false);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F32, false, 8);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F16, false, 8);
+    }
+    /* heads wider than the CPU's append chunk (64 components) and its 16-lane dot products */
+    for (int f = 0; f < 3; f++) {
+        attention_kind(e, r, funcs[f], JB_DTYPE_F32, false, 72);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F16, false, 72);
     }
 }
 
@@ -415,8 +429,12 @@ static void case_decode_at(struct env *e, struct result *r)
 {
     const int funcs[6] = { 0, 1, 2, 3, 6, 7 };
     for (int f = 0; f < 6; f++) {
-        attention_kind(e, r, funcs[f], JB_DTYPE_F32, true);
-        attention_kind(e, r, funcs[f], JB_DTYPE_F16, true);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F32, true, 8);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F16, true, 8);
+    }
+    for (int f = 0; f < 3; f++) {
+        attention_kind(e, r, funcs[f], JB_DTYPE_F32, true, 72);
+        attention_kind(e, r, funcs[f], JB_DTYPE_F16, true, 72);
     }
 }
 
@@ -595,7 +613,7 @@ static void check_reference(struct jb_backend *cpu)
     free(r.f), free(r.i), free(ra.f), free(ra.i);
     run_case(cpu, JB_OP_ATTENTION, &r);
     run_case(cpu, JB_OP_ATTENTION_AT, &ra);
-    bool pos_ok = ra.ni == 2 * 12;
+    bool pos_ok = ra.ni == 2 * 18; /* 18 kinds, dtypes and widths, 2 positions each */
     for (size_t i = 0; pos_ok && i < ra.ni; i++)
         pos_ok = ra.i[i] == 24; /* T: every step advanced the position once */
     tc_check(ra.nf == r.nf && memcmp(ra.f, r.f, r.nf * sizeof *r.f) == 0 && pos_ok,
@@ -650,6 +668,134 @@ static void check_guard(void)
 
 /* The CPU backend keeps the last large buffer freed and hands it to the next large allocation
  * it can hold (pages already mapped); one it cannot hold gets a new buffer. */
+/* Attention of the kinds that keep a growing or ring cache (funcs 0-3), on the CPU backend,
+ * against a plain double-precision evaluation of the key sets of ops.h: the cases above only
+ * compare backends with each other, and the CPU's own cache layouts (func 2's row-major keys,
+ * its append in chunks of 64 components) need a reference of their own. Heads of 8 and 72
+ * (a partial chunk and a partial 16-lane dot product), fp32 and fp16 caches, a prefill of the
+ * whole window (in block-aligned segments for the ring kinds) and then one position at a time. */
+/* x as a cache of `type` holds it */
+static double stored(enum jb_dtype type, float x)
+{
+    if (type != JB_DTYPE_F16) return x;
+    float y;
+    uint16_t h;
+    jb_convert_from_f32(JB_DTYPE_F16, &x, &h, 1);
+    jb_convert_to_f32(JB_DTYPE_F16, &h, &y, 1);
+    return y;
+}
+
+static double naive_attention_err(struct jb_backend *be,
+                                  int func,
+                                  enum jb_dtype type,
+                                  int hd,
+                                  bool decode)
+{
+    const int N = 2, H = 2, ns = H * hd, T = 24, B = 4;
+    const struct jb_attn_desc a = { H, hd, ns, T, B, 0.35f };
+    struct jb_kv_cache c        = { .func = func, .type = type };
+    c.cap                       = jb_kv_capacity(func, T, B, 0, 0);
+    c.rows                      = (T + B - 1) / B;
+    struct env e;
+    env_init(&e, be);
+    const size_t cache = (size_t)N * (size_t)c.cap * (size_t)ns * jb_dtype_size(type);
+    c.k                = dev(&e, NULL, cache);
+    c.v                = dev(&e, NULL, cache);
+    /* qkv rows [N][T][3·ns] on the host; the backend gets each chunk's rows n·C + r */
+    const size_t nq = (size_t)N * T * 3 * ns;
+    float *qkv = malloc(nq * sizeof *qkv), *out = malloc((size_t)N * T * ns * sizeof *out);
+    tc_rng_fill(&e.rng, qkv, nq, 1.0f);
+    float *dq = dev(&e, NULL, nq * sizeof *qkv), *dat = dev(&e, NULL, (size_t)N * T * ns * 4);
+    float *chunk = malloc(nq * sizeof *chunk), *got = malloc((size_t)N * T * ns * sizeof *got);
+    for (int S = 0; S < T;) {
+        const int C = decode ? 1 : T - S;
+        for (int n = 0; n < N; n++)
+            memcpy(chunk + (size_t)n * C * 3 * ns,
+                   qkv + ((size_t)n * T + S) * 3 * ns,
+                   (size_t)C * 3 * ns * sizeof *chunk);
+        jb_backend_set(be, dq, chunk, (size_t)N * C * 3 * ns * sizeof *chunk);
+        for (int r0 = 0; r0 < C;) {
+            int r1 = C;
+            if (func == 1 || func == 3) {
+                r1 = r0 + (B - (S + r0) % B);
+                if (r1 > C) r1 = C;
+            }
+            jb_kv_append(be, &a, &c, N, C, S, r0, r1, dq + ns, dq + 2 * ns, 3 * ns);
+            jb_attention(be, &a, &c, N, C, S, r0, r1, dq, 3 * ns, dat, ns);
+            r0 = r1;
+        }
+        jb_backend_get(be, got, dat, (size_t)N * C * ns * sizeof *got);
+        for (int n = 0; n < N; n++)
+            memcpy(out + ((size_t)n * T + S) * ns,
+                   got + (size_t)n * C * ns,
+                   (size_t)C * ns * sizeof *out);
+        S += C;
+    }
+    /* the reference, over positions: keys and values rounded as the cache stores them */
+    double d2 = 0, r2 = 0;
+    double *sc = malloc((size_t)T * sizeof *sc), *o = malloc((size_t)hd * sizeof *o);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < T; i++)
+            for (int h = 0; h < H; h++) {
+                const float *q = qkv + ((size_t)n * T + i) * 3 * ns + (size_t)h * hd;
+                int nk         = 0;
+                int keys[24];
+                for (int j = 0; j < T; j++) {
+                    bool in = func == 0   ? j <= i
+                              : func == 1 ? j / B == i / B && j <= i
+                              : func == 2 ? j % B == i % B && j <= i
+                                          : j / B == i / B - 1;
+                    if (in) keys[nk++] = j;
+                }
+                double m = -INFINITY, sum = 0;
+                for (int t = 0; t < nk; t++) {
+                    const float *k = qkv + ((size_t)n * T + keys[t]) * 3 * ns + ns + (size_t)h * hd;
+                    double dot     = 0;
+                    for (int x = 0; x < hd; x++)
+                        dot += (double)q[x] * stored(type, k[x]);
+                    sc[t] = 0.35 * dot;
+                    m     = sc[t] > m ? sc[t] : m;
+                }
+                for (int x = 0; x < hd; x++)
+                    o[x] = 0;
+                for (int t = 0; t < nk; t++) {
+                    const double p = exp(sc[t] - m);
+                    sum += p;
+                    const float *v =
+                      qkv + ((size_t)n * T + keys[t]) * 3 * ns + 2 * ns + (size_t)h * hd;
+                    for (int x = 0; x < hd; x++)
+                        o[x] += p * stored(type, v[x]);
+                }
+                const float *y = out + ((size_t)n * T + i) * ns + (size_t)h * hd;
+                for (int x = 0; x < hd; x++) {
+                    const double ref = nk > 0 ? o[x] / sum : 0.0;
+                    d2 += (y[x] - ref) * (y[x] - ref);
+                    r2 += ref * ref;
+                }
+            }
+    free(qkv), free(out), free(chunk), free(got), free(sc), free(o);
+    env_free(&e);
+    return sqrt(d2 / (r2 > 0 ? r2 : 1));
+}
+
+static void check_attention_naive(struct jb_backend *cpu)
+{
+    double worst[2] = { 0, 0 };
+    for (int func = 0; func < 4; func++)
+        for (int t = 0; t < 2; t++)
+            for (int hd = 8; hd <= 72; hd += 64)
+                for (int decode = 0; decode < 2; decode++) {
+                    const double err =
+                      naive_attention_err(cpu, func, t ? JB_DTYPE_F16 : JB_DTYPE_F32, hd, decode);
+                    if (!(err <= worst[t])) worst[t] = err;
+                }
+    tc_check(worst[0] <= 1e-6 && worst[1] <= 1e-6,
+             "cpu: attention of funcs 0-3, heads of 8 and 72, prefill and decode, equals a "
+             "double-precision reference (relerr fp32 cache %.1e, fp16 cache %.1e)",
+             worst[0],
+             worst[1]);
+}
+
 static void check_cpu_spare(struct jb_backend *cpu)
 {
     const size_t mb = (size_t)1 << 20;
@@ -697,6 +843,7 @@ int main(void)
     if (!cpu) return tc_summary();
     check_reference(cpu);
     check_cpu_spare(cpu);
+    check_attention_naive(cpu);
     check_guard();
 
     /* every compiled backend but the reference, plus the test-only check backend */

@@ -3,7 +3,10 @@
  * (jukebox-spec §4.6, §5.2) on the CPU. Cache layouts and key sets: backend/ops.h.
  *
  * Keys are stored transposed per (candidate, head) block ([hd][cap]) so that the scores of a run
- * of keys come out of plain vector loops; values are row-major ([cap][hd]). Attention is then a
+ * of keys come out of plain vector loops; values are row-major ([cap][hd]). The transpose-block
+ * kind (func 2) keeps its keys row-major too, on this backend only (ops.h): its key runs are
+ * short (at most R = T/B slots) and its capacity large, so a transposed key spread its components
+ * over hd lines 4·cap bytes apart (480 lines, 32 KiB apart, in the upsamplers). Attention is then a
  * plain dot-product / softmax / weighted sum over one contiguous run of slots, with no mask: the
  * masked logits of the reference are −1e9 and get exactly zero weight, so leaving them out gives
  * the same probabilities. A query in block 0 of a func-3 layer has no keys: the reference attends
@@ -120,6 +123,41 @@ static void scores_f32(const float *restrict q,
     }
 }
 
+/* s[j] = q·k_j over nk row-major keys (k_j at k + j·hd): 16 partial sums per key in a fixed
+ * order, so every SIMD level adds the same way. */
+JB_CPU_CLONES
+static void scores_rows_f32(const float *restrict q,
+                            const float *restrict k,
+                            int64_t nk,
+                            int hd,
+                            float *restrict s)
+{
+    enum { L = 16 };
+    const int hv = hd / L * L;
+    for (int64_t j = 0; j < nk; j++) {
+        const float *kj = k + j * hd;
+        float acc[L]    = { 0 };
+        for (int c0 = 0; c0 < hv; c0 += L) {
+#pragma omp simd
+            for (int l = 0; l < L; l++)
+                acc[l] += q[c0 + l] * kj[c0 + l];
+        }
+        float tail = 0.0f;
+        for (int c = hv; c < hd; c++)
+            tail += q[c] * kj[c];
+        for (int w = L / 2; w > 0; w /= 2)
+            for (int l = 0; l < w; l++)
+                acc[l] += acc[l + w];
+        s[j] = acc[0] + tail;
+    }
+}
+
+/* Keys of this cache row-major ([cap][hd] per block, as the values) rather than transposed. */
+static inline bool keys_by_row(const struct jb_kv_cache *c)
+{
+    return c->func == 2;
+}
+
 JB_CPU_CLONES
 static void weighted_sum_f32(const float *restrict s,
                              float inv,
@@ -164,7 +202,16 @@ static void attend_one(const struct jb_cpu *cpu,
     union jb_f32_bits *u = (union jb_f32_bits *)(mem + nk);
     float *blk           = mem + 2 * ((nk + 15) & ~(int64_t)15);
     const int64_t cap    = c->cap;
-    if (c->type == JB_DTYPE_F32) {
+    if (keys_by_row(c) && c->type == JB_DTYPE_F32) {
+        scores_rows_f32(q, (const float *)c->k + off + (size_t)k0 * (size_t)hd, nk, hd, s);
+    } else if (keys_by_row(c)) {
+        const uint16_t *k = (const uint16_t *)c->k + off + (size_t)k0 * (size_t)hd;
+        for (int64_t j0 = 0; j0 < nk; j0 += KBLK) {
+            const int64_t n = nk - j0 < KBLK ? nk - j0 : KBLK;
+            jb_cpu_to_f32(cpu, JB_DTYPE_F16, k + j0 * hd, blk, n * hd);
+            scores_rows_f32(q, blk, n, hd, s + j0);
+        }
+    } else if (c->type == JB_DTYPE_F32) {
         const float *kt = (const float *)c->k + off + k0;
         scores_f32(q, kt, cap, nk, hd, s);
     } else {
@@ -213,6 +260,70 @@ static void to_f16(const struct jb_cpu *cpu, const float *src, uint16_t *dst, in
         jb_convert_from_f32(JB_DTYPE_F16, src, dst, (size_t)n);
 }
 
+/* A transposed key is written one component per cache line, each a miss once the token step's
+ * weights have streamed through the caches (~10-50 ns, tens to a thousand units of
+ * jb_cpu_team's work). That is latency, not bandwidth, so the append is shared over (candidate,
+ * head, component chunk) items: two threads take about half the time of one. */
+#define APPEND_COMPS 64            /* components of one item */
+#define APPEND_WORK_PER_KEY 1024.0 /* work units of one strided key write */
+
+struct append_job {
+    struct jb_cpu *cpu;
+    const struct jb_attn_desc *a;
+    struct jb_kv_cache *c;
+    int C, r0, r1, n_chunks;
+    int64_t S;
+    const float *k, *v;
+    int64_t ld;
+};
+
+static void append_items(void *arg, int64_t i0, int64_t i1, int slot_unused)
+{
+    (void)slot_unused;
+    const struct append_job *j  = arg;
+    const struct jb_kv_cache *c = j->c;
+    const int H = j->a->heads, hd = j->a->head_dim;
+    const bool half = c->type == JB_DTYPE_F16, by_row = keys_by_row(c);
+    uint16_t kbuf[APPEND_COMPS]; /* a key's fp16 components, before they are spread out */
+    for (int64_t it = i0; it < i1; it++) {
+        const int ch = (int)(it % j->n_chunks);
+        const int h  = (int)((it / j->n_chunks) % H);
+        const int n  = (int)(it / ((int64_t)j->n_chunks * H));
+        const int c0 = ch * APPEND_COMPS, m = hd - c0 < APPEND_COMPS ? hd - c0 : APPEND_COMPS;
+        const size_t off = block_off(c, H, hd, n, h);
+        for (int r = j->r0; r < j->r1; r++) {
+            const int64_t slot = kv_slot(j->a, c, c->func == 6 ? r : j->S + r);
+            if (slot < 0) continue;
+            const float *kh   = j->k + ((int64_t)n * j->C + r) * j->ld + (int64_t)h * hd + c0;
+            const float *vh   = j->v + ((int64_t)n * j->C + r) * j->ld + (int64_t)h * hd + c0;
+            const size_t voff = off + (size_t)slot * (size_t)hd + (size_t)c0;
+            if (by_row && half) {
+                to_f16(j->cpu, kh, (uint16_t *)c->k + voff, m);
+                to_f16(j->cpu, vh, (uint16_t *)c->v + voff, m);
+                continue;
+            }
+            if (by_row) {
+                memcpy((float *)c->k + voff, kh, (size_t)m * sizeof *kh);
+                memcpy((float *)c->v + voff, vh, (size_t)m * sizeof *vh);
+                continue;
+            }
+            const size_t koff = off + (size_t)c0 * (size_t)c->cap + (size_t)slot;
+            if (half) {
+                uint16_t *kt = (uint16_t *)c->k + koff;
+                to_f16(j->cpu, kh, kbuf, m);
+                for (int i = 0; i < m; i++)
+                    kt[(int64_t)i * c->cap] = kbuf[i];
+                to_f16(j->cpu, vh, (uint16_t *)c->v + voff, m);
+            } else {
+                float *kt = (float *)c->k + koff;
+                for (int i = 0; i < m; i++)
+                    kt[(int64_t)i * c->cap] = kh[i];
+                memcpy((float *)c->v + voff, vh, (size_t)m * sizeof *vh);
+            }
+        }
+    }
+}
+
 void jb_cpu_op_kv_append(struct jb_cpu *cpu,
                          const struct jb_attn_desc *a,
                          struct jb_kv_cache *c,
@@ -226,38 +337,13 @@ void jb_cpu_op_kv_append(struct jb_cpu *cpu,
                          int64_t ld)
 {
     const int H = a->heads, hd = a->head_dim;
-    const bool half = c->type == JB_DTYPE_F16;
-    enum { CHUNK = 256 };
-    uint16_t kbuf[CHUNK]; /* a key's fp16 components, before they are spread over the columns */
-    for (int n = 0; n < N; n++) {
-        for (int r = r0; r < r1; r++) {
-            const int64_t slot = kv_slot(a, c, c->func == 6 ? r : S + r);
-            if (slot < 0) continue;
-            const float *krow = k + ((int64_t)n * C + r) * ld;
-            const float *vrow = v + ((int64_t)n * C + r) * ld;
-            for (int h = 0; h < H; h++) {
-                const size_t off  = block_off(c, H, hd, n, h);
-                const float *kh   = krow + (int64_t)h * hd;
-                const float *vh   = vrow + (int64_t)h * hd;
-                const size_t voff = off + (size_t)slot * (size_t)hd;
-                if (half) {
-                    uint16_t *kt = (uint16_t *)c->k + off + slot;
-                    for (int i0 = 0; i0 < hd; i0 += CHUNK) {
-                        const int m = hd - i0 < CHUNK ? hd - i0 : CHUNK;
-                        to_f16(cpu, kh + i0, kbuf, m);
-                        for (int i = 0; i < m; i++)
-                            kt[(int64_t)(i0 + i) * c->cap] = kbuf[i];
-                    }
-                    to_f16(cpu, vh, (uint16_t *)c->v + voff, hd);
-                } else {
-                    float *kt = (float *)c->k + off + slot;
-                    for (int i = 0; i < hd; i++)
-                        kt[(int64_t)i * c->cap] = kh[i];
-                    memcpy((float *)c->v + voff, vh, (size_t)hd * sizeof *vh);
-                }
-            }
-        }
-    }
+    if (r1 <= r0 || N <= 0) return;
+    const int n_chunks    = (hd + APPEND_COMPS - 1) / APPEND_COMPS;
+    struct append_job job = { cpu, a, c, C, r0, r1, n_chunks, S, k, v, ld };
+    const int64_t n_items = (int64_t)N * H * n_chunks;
+    const double per_key  = keys_by_row(c) ? 2.0 : APPEND_WORK_PER_KEY; /* a copy, or a miss */
+    const double per_item = (double)(r1 - r0) * (hd < APPEND_COMPS ? hd : APPEND_COMPS);
+    jb_cpu_for(cpu, n_items, per_item * per_key, append_items, &job);
 }
 
 struct attn_job {
