@@ -144,6 +144,46 @@ done:
     free(b);
 }
 
+/* The parallel sum again, between the rows' runs: this host's bandwidth moves by a quarter within
+ * minutes (46-59 GB/s in one session's runs), so a row's "% sum BW" is also taken against sums
+ * made just before and after its own runs (a 256 MiB buffer, best of 2 passes, ~30 ms). */
+struct sum_probe {
+    uint64_t *u;
+    int64_t nq; /* groups of 4 words */
+    struct jb_pool *pool;
+    int threads;
+};
+
+static bool sum_probe_init(struct sum_probe *p, int threads)
+{
+    const size_t bytes = (size_t)256 << 20;
+    p->u               = jb_aligned_alloc(bytes);
+    p->nq              = (int64_t)(bytes / 32);
+    p->pool            = jb_pool_new(threads);
+    p->threads         = threads;
+    if (p->u) memset(p->u, 1, bytes);
+    return p->u && p->pool;
+}
+
+static double sum_probe_gbs(struct sum_probe *p)
+{
+    double best = 0;
+    for (int rep = 0; p->u && p->pool && rep < 2; rep++) {
+        struct sum_task st = { p->u, 0 };
+        const double t0    = jb_time_now();
+        jb_pool_for(p->pool, p->nq, (p->nq + p->threads - 1) / p->threads, sum_words, &st);
+        const double g = (double)p->nq * 32.0 / (jb_time_now() - t0) / 1e9;
+        if (g > best && st.sum != 1) best = g;
+    }
+    return best;
+}
+
+static void sum_probe_free(struct sum_probe *p)
+{
+    jb_pool_free(p->pool);
+    free(p->u);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* sampling speed                                                                            */
 
@@ -403,7 +443,7 @@ static double ref_tps(char **files,
 /* Ratios of the rows' runs within each round (run back to back): median and range, printed
  * after the table, so that the noise of the machine shows next to the best-of figures. */
 #define MAX_ROUNDS 32
-static char g_rounds[8][200];
+static char g_rounds[8][300];
 static int g_n_rounds;
 
 static int spread(char *out, size_t size, const char *what, double *v, int n)
@@ -421,13 +461,15 @@ static void round_summary(const char *shape,
                           double *pre_ratio,
                           int n_thr,
                           double *f16_ratio,
-                          int n_f16)
+                          int n_f16,
+                          double *bw_share,
+                          int n_bw)
 {
     if (g_n_rounds >= 8 || (n_thr < 1 && n_f16 < 1)) return;
     char *line  = g_rounds[g_n_rounds++];
     size_t size = sizeof g_rounds[0];
     int len     = snprintf(line, size, "  %-8s %d cand, %d rounds: ", shape, N, n_thr);
-    char what[32];
+    char what[48];
     snprintf(what, sizeof what, "%d thr / 1 thr", threads);
     len += spread(line + len, size - (size_t)len, what, thr_ratio, n_thr);
     if (n_thr > 0 && len < (int)size - 2) {
@@ -436,7 +478,12 @@ static void round_summary(const char *shape,
     }
     if (n_f16 > 0 && len < (int)size - 2) {
         len += snprintf(line + len, size - (size_t)len, ", ");
-        spread(line + len, size - (size_t)len, "fp16 / fp32", f16_ratio, n_f16);
+        len += spread(line + len, size - (size_t)len, "fp16 / fp32", f16_ratio, n_f16);
+    }
+    if (n_bw > 0 && len < (int)size - 2) {
+        len += snprintf(line + len, size - (size_t)len, ", ");
+        snprintf(what, sizeof what, "%d thr eff / round's sum", threads);
+        spread(line + len, size - (size_t)len, what, bw_share, n_bw);
     }
 }
 
@@ -578,7 +625,8 @@ int main(int argc, char **argv)
            "|--------------|----------|----------|-----------|--------|---------|----------|\n");
     struct jb_backend *be1 = jb_backend_init("cpu", 1);
     struct jb_backend *beT = jb_backend_init("cpu", threads);
-    if (!be1 || !beT) {
+    struct sum_probe probe = { 0 };
+    if (!be1 || !beT || !sum_probe_init(&probe, threads)) {
         fprintf(stderr, "bench_prior: backend: %s\n", jb_last_error());
         return 1;
     }
@@ -622,11 +670,14 @@ int main(int argc, char **argv)
              * round_mult */
             struct result r1 = { 0 }, rT = { 0 };
             double thr_ratio[MAX_ROUNDS], pre_ratio[MAX_ROUNDS], f16_ratio[MAX_ROUNDS];
-            int n_thr = 0, n_f16 = 0;
+            double bw_share[MAX_ROUNDS];
+            int n_thr = 0, n_f16 = 0, n_bw = 0;
             for (int rep = 0; rep < repeats * sh->round_mult; rep++) {
-                struct result a = run_shape(p1, &hp, N, n_prime, n_sample, JB_DTYPE_F32);
-                struct result c = run_shape(pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
-                struct result h = { 0 };
+                struct result a   = run_shape(p1, &hp, N, n_prime, n_sample, JB_DTYPE_F32);
+                const double sum0 = sum_probe_gbs(&probe);
+                struct result c   = run_shape(pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
+                const double sum1 = sum_probe_gbs(&probe);
+                struct result h   = { 0 };
                 if (n_wt == 2) h = run_shape(pT[1], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 r1     = best_of(r1, a);
                 rT     = best_of(rT, c);
@@ -637,8 +688,11 @@ int main(int argc, char **argv)
                 }
                 if (c.ok && h.ok && n_f16 < MAX_ROUNDS)
                     f16_ratio[n_f16++] = h.decode_tps / c.decode_tps;
+                if (c.ok && sum0 > 0 && sum1 > 0 && n_bw < MAX_ROUNDS)
+                    bw_share[n_bw++] = bytes * c.decode_pps / 1e9 / (0.5 * (sum0 + sum1));
             }
-            round_summary(sh->name, N, threads, thr_ratio, pre_ratio, n_thr, f16_ratio, n_f16);
+            round_summary(
+              sh->name, N, threads, thr_ratio, pre_ratio, n_thr, f16_ratio, n_f16, bw_share, n_bw);
             print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
             print_row(sh,
                       "fp32",
@@ -685,6 +739,7 @@ int main(int argc, char **argv)
     }
     jb_backend_free(be1);
     jb_backend_free(beT);
+    sum_probe_free(&probe);
     getloadavg(load, 3);
     printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s = "
            "pos/s x candidates.\nvs 1 thr: tokens/s against the same row with one thread (same "
@@ -694,7 +749,8 @@ int main(int argc, char **argv)
            "weights one step streams "
            "(transformer + output head), "
            "shared by the candidates of a batch. %% sum BW: eff. GB/s against the parallel "
-           "sum.\nx ref: tokens/s against the reference's ancestral tokens/s (batch 1). fp16/32: "
+           "sum measured at the start.\nx ref: tokens/s against the reference's ancestral tokens/s "
+           "(batch 1). fp16/32: "
            "tokens/s with fp16 transformer weights against fp32, same threads.\nload average "
            "at the end: %.2f (the machine is shared: figures are noisy)\n",
            prime > 0 ? "priming --prime positions in chunks of 32" : "priming in chunks of 32",
@@ -702,7 +758,8 @@ int main(int argc, char **argv)
            load[0]);
     if (g_n_rounds > 0)
         printf("\nratios within each round (the rows' runs back to back): median (min-max); "
-               "prefill: the same for the priming rate\n");
+               "prefill: the same for the priming rate; eff / round's sum: the threaded fp32 "
+               "run's eff. GB/s against the parallel sum measured just before and after it\n");
     for (int i = 0; i < g_n_rounds; i++)
         printf("%s\n", g_rounds[i]);
     printf(

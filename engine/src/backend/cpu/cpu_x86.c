@@ -193,12 +193,13 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_tile_512(enum jb_dtype type,
 
 /* Rows [k, k + KB) of W against all columns of the slice, 16 at a time, each 16-column tile
  * through all KB rows with its M sums in registers; rows [k + KB, k + 2 KB) prefetched into L2,
- * one line per row and cache line of columns. The kernel before it kept the M x 8 broadcasts of
- * an 8-row step in registers (for fp32 at M = 3-4 more than there are) and loaded and stored the
- * sums once per row of x and step; against it (w1920d72 token step's GEMVs, the two alternating
- * in one process, 6 rounds on 2 threads, 3 on 1) this takes 13-18% less time with 4 rows of fp32
- * x (1 thread 13-14%), 14-19% with 3, 2-10% with 4 rows of fp16 (1 thread 8-13%), and -3 to +18%
- * with 2 rows (fp16; fp32 -3 to +9%). 8, 12, 24 or 32 rows per step, 32 or 64 columns per tile,
+ * one line per row and cache line of columns. The kernel before it kept all broadcasts of a step
+ * in registers (M x 8 for 8-row steps, M x 4 for fp16/bf16 at M = 3-4, which took 4-row steps;
+ * for fp32 at M = 3-4 more than there are) and loaded and stored the sums once per row of x and
+ * step; against it (w1920d72 token step's GEMVs, the two alternating in one process, 6 rounds on
+ * 2 threads, 3 on 1) this takes 13-18% less time with 4 rows of fp32 x (1 thread 13-14%), 14-19%
+ * with 3, 2-10% with 4 rows of fp16 (1 thread 8-13%), and -3 to +18% with 2 rows (fp16; fp32 -3
+ * to +9%). 8, 12, 24 or 32 rows per step, 32 or 64 columns per tile,
  * and the rows two or three steps ahead were slower. One row of x gained nothing consistent (fp16:
  * 9% less time to 5% more) or lost ~15% (fp32), so it keeps gemv_n_step_512. The FMAs are those of
  * that kernel, in the same order: the same bits for any M. */
