@@ -385,9 +385,9 @@ static void attention_kind(struct env *e,
     if (at) get_i(e, r, pos, 2); /* T after T − C0 steps */
 }
 
-/* The raw cache bytes of the dense kind, whose layout every backend shares (ops.h). The
- * transpose-block kind's key layout is the backend's own: attention_kind checks it through what
- * attention reads back. */
+/* The raw cache bytes of the dense kind, whose layout every backend shares (ops.h). The block
+ * kinds' key layouts are the backend's own: attention_kind checks them through what attention
+ * reads back. */
 static void case_kv_append(struct env *e, struct result *r)
 {
     const int N = 2, H = 2, hd = 8, ns = H * hd, T = 16, B = 4;
@@ -670,8 +670,8 @@ static void check_guard(void)
  * it can hold (pages already mapped); one it cannot hold gets a new buffer. */
 /* Attention of the kinds that keep a growing or ring cache (funcs 0-3), on the CPU backend,
  * against a plain double-precision evaluation of the key sets of ops.h: the cases above only
- * compare backends with each other, and the CPU's own cache layouts (func 2's row-major keys,
- * its append in chunks of 64 components) need a reference of their own. Heads of 8 and 72
+ * compare backends with each other, and the CPU's own cache layouts (row-major keys for funcs
+ * 1-3, its append in chunks of 64 components) need a reference of their own. Heads of 8 and 72
  * (a partial chunk and a partial 16-lane dot product), fp32 and fp16 caches, a prefill of the
  * whole window (in block-aligned segments for the ring kinds) and then one position at a time. */
 /* x as a cache of `type` holds it */

@@ -51,8 +51,8 @@ struct jb_attn_desc {
  * h): keys transposed, k[((n·H + h)·hd + c)·cap + slot], values row-major,
  * v[((n·H + h)·cap + slot)·hd + c], in `type` (F32, or F16 for the half-precision cache).
  * Only the backend's own ops read a cache, so a backend may lay out a kind its own way: the CPU
- * backend keeps func 2's keys row-major, as the values (its key runs are short and its
- * transposed components 4·cap bytes apart: a key's append touched hd cache lines).
+ * backend keeps the keys of funcs 1-3 row-major, as the values (their key runs are short, and a
+ * transposed key's append touched hd cache lines, 4·cap bytes apart).
  * Slots (B = block_ctx, R = rows = ceil(T/B)), and the key set S(i) of query position i:
  *
  *   func  slot of position j            keys of query i                    capacity (§5.2)

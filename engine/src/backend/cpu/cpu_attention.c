@@ -3,10 +3,10 @@
  * (jukebox-spec §4.6, §5.2) on the CPU. Cache layouts and key sets: backend/ops.h.
  *
  * Keys are stored transposed per (candidate, head) block ([hd][cap]) so that the scores of a run
- * of keys come out of plain vector loops; values are row-major ([cap][hd]). The transpose-block
- * kind (func 2) keeps its keys row-major too, on this backend only (ops.h): its key runs are
- * short (at most R = T/B slots) and its capacity large, so a transposed key spread its components
- * over hd lines 4·cap bytes apart (480 lines, 32 KiB apart, in the upsamplers). Attention is then a
+ * of keys come out of plain vector loops; values are row-major ([cap][hd]). The block kinds
+ * (funcs 1-3) keep their keys row-major too, on this backend only (ops.h): their key runs are
+ * short (at most B or R = T/B slots), and a transposed key spread its components over hd lines
+ * 4·cap bytes apart (for func 2 in the upsamplers, 480 lines 32 KiB apart). Attention is then a
  * plain dot-product / softmax / weighted sum over one contiguous run of slots, with no mask: the
  * masked logits of the reference are −1e9 and get exactly zero weight, so leaving them out gives
  * the same probabilities. A query in block 0 of a func-3 layer has no keys: the reference attends
@@ -155,7 +155,7 @@ static void scores_rows_f32(const float *restrict q,
 /* Keys of this cache row-major ([cap][hd] per block, as the values) rather than transposed. */
 static inline bool keys_by_row(const struct jb_kv_cache *c)
 {
-    return c->func == 2;
+    return c->func >= 1 && c->func <= 3;
 }
 
 JB_CPU_CLONES
