@@ -267,6 +267,20 @@ static void to_f16(const struct jb_cpu *cpu, const float *src, uint16_t *dst, in
 #define APPEND_COMPS 64            /* components of one item */
 #define APPEND_WORK_PER_KEY 1024.0 /* work units of one strided key write */
 
+/* m contiguous components into a cache of fp32 or fp16 at element offset off */
+static void store_run(const struct jb_cpu *cpu,
+                      bool half,
+                      void *base,
+                      size_t off,
+                      const float *src,
+                      int m)
+{
+    if (half)
+        to_f16(cpu, src, (uint16_t *)base + off, m);
+    else
+        memcpy((float *)base + off, src, (size_t)m * sizeof *src);
+}
+
 struct append_job {
     struct jb_cpu *cpu;
     const struct jb_attn_desc *a;
@@ -297,14 +311,9 @@ static void append_items(void *arg, int64_t i0, int64_t i1, int slot_unused)
             const float *kh   = j->k + ((int64_t)n * j->C + r) * j->ld + (int64_t)h * hd + c0;
             const float *vh   = j->v + ((int64_t)n * j->C + r) * j->ld + (int64_t)h * hd + c0;
             const size_t voff = off + (size_t)slot * (size_t)hd + (size_t)c0;
-            if (by_row && half) {
-                to_f16(j->cpu, kh, (uint16_t *)c->k + voff, m);
-                to_f16(j->cpu, vh, (uint16_t *)c->v + voff, m);
-                continue;
-            }
-            if (by_row) {
-                memcpy((float *)c->k + voff, kh, (size_t)m * sizeof *kh);
-                memcpy((float *)c->v + voff, vh, (size_t)m * sizeof *vh);
+            store_run(j->cpu, half, c->v, voff, vh, m);
+            if (by_row) { /* laid out as the values */
+                store_run(j->cpu, half, c->k, voff, kh, m);
                 continue;
             }
             const size_t koff = off + (size_t)c0 * (size_t)c->cap + (size_t)slot;
@@ -313,12 +322,10 @@ static void append_items(void *arg, int64_t i0, int64_t i1, int slot_unused)
                 to_f16(j->cpu, kh, kbuf, m);
                 for (int i = 0; i < m; i++)
                     kt[(int64_t)i * c->cap] = kbuf[i];
-                to_f16(j->cpu, vh, (uint16_t *)c->v + voff, m);
             } else {
                 float *kt = (float *)c->k + koff;
                 for (int i = 0; i < m; i++)
                     kt[(int64_t)i * c->cap] = kh[i];
-                memcpy((float *)c->v + voff, vh, (size_t)m * sizeof *vh);
             }
         }
     }
