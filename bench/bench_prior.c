@@ -112,8 +112,18 @@ static void sum_words(void *arg, int64_t b, int64_t e, int slot)
     atomic_fetch_add(&t->sum, sum);
 }
 
-/* Copy bandwidth on one thread; read bandwidth of a sum over `threads` threads (a pool like the
- * backend's, one contiguous half per thread). */
+/* One timed parallel sum of nq groups of 4 words over the pool's `threads` threads (a pool like
+ * the backend's, one contiguous share per thread): GB/s read, 0 if the sum came out wrong. */
+static double read_sum_gbs(struct jb_pool *pool, int threads, const uint64_t *u, int64_t nq)
+{
+    struct sum_task st = { u, 0 };
+    const double t0    = jb_time_now();
+    jb_pool_for(pool, nq, (nq + threads - 1) / threads, sum_words, &st);
+    const double dt = jb_time_now() - t0;
+    return st.sum != 1 ? (double)nq * 32.0 / dt / 1e9 : 0.0;
+}
+
+/* Copy bandwidth on one thread; read bandwidth of a sum over `threads` threads. */
 static void bandwidth(int threads, double *copy_gbs, double *read_gbs)
 {
     const size_t n       = (size_t)1 << 27; /* 512 MiB per buffer */
@@ -130,13 +140,8 @@ static void bandwidth(int threads, double *copy_gbs, double *read_gbs)
         double dt = jb_time_now() - t0;
         double g  = 2.0 * (double)n * sizeof(float) / dt / 1e9; /* read + write */
         if (g > *copy_gbs) *copy_gbs = g;
-        struct sum_task st = { (const uint64_t *)b, 0 };
-        const int64_t nq   = (int64_t)(n / 8); /* groups of 4 words */
-        t0                 = jb_time_now();
-        jb_pool_for(pool, nq, (nq + threads - 1) / threads, sum_words, &st);
-        dt = jb_time_now() - t0;
-        g  = (double)n * sizeof(float) / dt / 1e9;
-        if (g > *read_gbs && st.sum != 1) *read_gbs = g;
+        g = read_sum_gbs(pool, threads, (const uint64_t *)b, (int64_t)(n / 8));
+        if (g > *read_gbs) *read_gbs = g;
     }
 done:
     jb_pool_free(pool);
@@ -169,11 +174,8 @@ static double sum_probe_gbs(struct sum_probe *p)
 {
     double best = 0;
     for (int rep = 0; p->u && p->pool && rep < 2; rep++) {
-        struct sum_task st = { p->u, 0 };
-        const double t0    = jb_time_now();
-        jb_pool_for(p->pool, p->nq, (p->nq + p->threads - 1) / p->threads, sum_words, &st);
-        const double g = (double)p->nq * 32.0 / (jb_time_now() - t0) / 1e9;
-        if (g > best && st.sum != 1) best = g;
+        const double g = read_sum_gbs(p->pool, p->threads, p->u, p->nq);
+        if (g > best) best = g;
     }
     return best;
 }
