@@ -628,8 +628,12 @@ int main(int argc, char **argv)
     struct jb_backend *be1 = jb_backend_init("cpu", 1);
     struct jb_backend *beT = jb_backend_init("cpu", threads);
     struct sum_probe probe = { 0 };
-    if (!be1 || !beT || !sum_probe_init(&probe, threads)) {
-        fprintf(stderr, "bench_prior: backend: %s\n", jb_last_error());
+    if (!be1 || !beT) {
+        fprintf(stderr, "bench_prior: cpu backend: %s\n", jb_last_error());
+        return 1;
+    }
+    if (!sum_probe_init(&probe, threads)) {
+        fprintf(stderr, "bench_prior: cannot reserve the 256 MiB bandwidth probe or its pool\n");
         return 1;
     }
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
