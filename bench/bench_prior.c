@@ -453,7 +453,8 @@ static int spread(char *out, size_t size, const char *what, double *v, int n)
     if (n < 1) return 0;
     tc_sort_doubles(v, (size_t)n);
     double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    return snprintf(out, size, "%s %.2fx (%.2f-%.2f)", what, med, v[0], v[n - 1]);
+    return snprintf(
+      out, size, "%s%s%.2fx (%.2f-%.2f)", what, what[0] ? " " : "", med, v[0], v[n - 1]);
 }
 
 static void round_summary(const char *shape,
@@ -803,7 +804,7 @@ int main(int argc, char **argv)
                    kv16[k].state_mb,
                    kv32[k].decode_pps,
                    kv16[k].decode_pps,
-                   rs[0] == ' ' ? rs + 1 : rs);
+                   rs);
         }
     if (dir) bench_preview(dir, threads);
     return 0;
