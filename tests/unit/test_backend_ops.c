@@ -186,7 +186,8 @@ static void case_conv_transpose1d(struct env *e, struct result *r)
 
 static void case_resblock(struct env *e, struct result *r)
 {
-    /* a narrow block (tiled path) and a wide one (whole-sequence path), ρ = 1 and ρ ≠ 1 */
+    /* a narrow block (tiled path; a chunk at column 7) and a wide one (whole-sequence path),
+     * ρ = 1 and ρ ≠ 1 */
     const int64_t Cs[2] = { 8, 300 }, Ss[2] = { 16, 240 }, T = 150;
     for (int k = 0; k < 2; k++) {
         char n1[8], n2[8], nb1[8], nb2[8];
@@ -210,9 +211,10 @@ static void case_resblock(struct env *e, struct result *r)
                     x,
                     y,
                     T,
+                    k ? 0 : 7,
                     w1,
                     placed(e, nb1, SHAPE(S)),
-                    k ? 9 : 3,
+                    k ? 9 : 27, /* narrow d 27: the CPU's Winograd pairs on AVX-512 */
                     placed(e, n2, SHAPE(C, S, 1)),
                     placed(e, nb2, SHAPE(C)),
                     k ? 0.5f : 1.0f,

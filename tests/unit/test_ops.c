@@ -461,16 +461,18 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
-/* The resblock op on backends b1 and b2, bitwise: on AVX-512 the narrow blocks run as one fused
- * kernel, elsewhere as gathered tap slices through the conv kernels; both sum in the same order.
- * Shapes: the VQ-VAE's (64 and 32 channels, dilations up to past the tile), odd row counts, a
- * length that ends mid-tile, ρ ≠ 1, a NaN that must stay NaN, and an input of exact zeros. */
+/* The resblock op on backends b1 and b2: on AVX-512 the narrow blocks run as one fused kernel,
+ * elsewhere as gathered tap slices through the conv kernels; both sum in the same order, so they
+ * agree bitwise, except where the AVX-512 kernel takes Winograd F(2,3) (dilation >= 16; within
+ * rounding here, test_resblock_narrow checks it against double precision). Shapes: the VQ-VAE's
+ * (64 and 32 channels), odd row counts, a length that ends mid-tile, ρ ≠ 1, a NaN that must stay
+ * NaN, an input of exact zeros, and a dilation past the tile (300). */
 static void test_resblock_same(struct jb_backend *b1, struct jb_backend *b2, const char *what)
 {
-    const int64_t Cs[4] = { 64, 32, 13, 8 }, Ss[4] = { 64, 32, 21, 16 }, T = 1001;
-    const int dils[4] = { 27, 81, 1, 3 };
-    bool ok           = true;
-    for (int k = 0; k < 4 && ok; k++) {
+    const int64_t Cs[6] = { 64, 32, 13, 8, 64, 32 }, Ss[6] = { 64, 32, 21, 16, 64, 32 }, T = 1001;
+    const int dils[6] = { 9, 5, 1, 3, 27, 300 }; /* the last two: Winograd on AVX-512 */
+    bool ok = true, wino_ok = true;
+    for (int k = 0; k < 6 && ok && wino_ok; k++) {
         const int64_t C = Cs[k], S = Ss[k];
         float *x = rnd_buf(C * T, 1.0), *w1 = rnd_buf(S * C * 3, 0.2), *w2 = rnd_buf(C * S, 0.2);
         float *bb1 = rnd_buf(S, 0.5), *bb2 = rnd_buf(C, 0.5);
@@ -483,14 +485,124 @@ static void test_resblock_same(struct jb_backend *b1, struct jb_backend *b2, con
         if (k == 3) memset(x, 0, (size_t)(C * T) * 4);
         size_t n1 = jb_resblock_work(b1, &t1, T), n2 = jb_resblock_work(b2, &t1, T);
         float *wk1 = malloc(n1 * 4), *wk2 = malloc(n2 * 4);
-        float rho = k == 1 ? 0.7f : 1.0f;
-        jb_resblock(b1, x, y1, T, &t1, k == 3 ? NULL : &v1, dils[k], &t2, &v2, rho, wk1);
-        jb_resblock(b2, x, y2, T, &t1, k == 3 ? NULL : &v1, dils[k], &t2, &v2, rho, wk2);
-        ok = memcmp(y1, y2, (size_t)(C * T) * 4) == 0;
+        float rho = k == 1 || k == 5 ? 0.7f : 1.0f;
+        jb_resblock(b1, x, y1, T, 0, &t1, k == 3 ? NULL : &v1, dils[k], &t2, &v2, rho, wk1);
+        jb_resblock(b2, x, y2, T, 0, &t1, k == 3 ? NULL : &v1, dils[k], &t2, &v2, rho, wk2);
+        if (k >= 4) { /* Winograd on b2: within rounding of b1's direct sums */
+            double *r = dbuf(C * T);
+            for (int64_t i = 0; i < C * T; i++)
+                r[i] = y1[i];
+            wino_ok = memcmp(y1, y2, (size_t)(C * T) * 4) != 0 && rel_err(C * T, y2, r) <= 1e-6;
+            free(r);
+        } else {
+            ok = memcmp(y1, y2, (size_t)(C * T) * 4) == 0;
+        }
         if (k == 2) ok = ok && isnan(y1[5 * T + 500]);
         free(x), free(w1), free(w2), free(bb1), free(bb2), free(y1), free(y2), free(wk1), free(wk2);
     }
-    report(ok, "resblock (C 64/32/13/8, d 27/81/1/3, ρ 1 and 0.7, NaN): %s (bitwise)", what);
+    report(ok, "resblock (C 64/32/13/8, d 9/5/1/3, ρ 1 and 0.7, NaN): %s (bitwise)", what);
+    report(
+      wino_ok, "resblock C 64/32, d 27/300: %s within 1e-6 (Winograd F(2,3) on AVX-512)", what);
+}
+
+/* The narrow blocks' Winograd F(2,3) path (AVX-512, d >= 16) against a double-precision block:
+ * every output within TOL_N of its own scale (|x| + ρ·Σ_s |w2|·(|b1| + Σ |w1·relu(x)|) + |b2|,
+ * what its rounding error is proportional to), a NaN input reaching exactly the outputs that
+ * read it (columns p − d, p, p + d), and chunks of the sequence (the op's origin) giving the
+ * whole's bits. Shapes: the minimum dilation, runs cut by the tiles' vectors, T = 4d exactly, a
+ * last run of bases whose partners fall past T, the pairs anchored off column 0, odd channel
+ * counts, ρ ≠ 1, no bias. On the other levels the same block runs on the direct sums. */
+#define TOL_N 1e-6
+static void test_resblock_narrow(struct jb_backend *be)
+{
+    struct {
+        int64_t C, S, T;
+        int d;
+    } cases[] = {
+        { 64, 64, 1001, 27 }, { 32, 32, 1500, 81 }, { 13, 21, 64, 16 }, { 8, 16, 333, 40 }
+    };
+    bool ok = true;
+    for (int k = 0; k < 4 && ok; k++) {
+        const int64_t C = cases[k].C, S = cases[k].S, T = cases[k].T, d = cases[k].d;
+        const float rho = k == 1 ? 0.7f : 1.0f;
+        float *x = rnd_buf(C * T, 1.0), *w1 = rnd_buf(S * C * 3, 0.2), *w2 = rnd_buf(C * S, 0.2);
+        float *bb1 = rnd_buf(S, 0.5), *bb2 = rnd_buf(C, 0.5), *y = malloc((size_t)(C * T) * 4);
+        const int64_t p     = T / 2 + 3;
+        x[(C / 2) * T + p]  = NAN;
+        struct jb_tensor t1 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ S, C, 3 }, w1);
+        struct jb_tensor t2 = tensor(JB_DTYPE_F32, 3, (int64_t[]){ C, S, 1 }, w2);
+        struct jb_tensor v1 = tensor(JB_DTYPE_F32, 1, (int64_t[]){ S }, bb1);
+        struct jb_tensor v2 = tensor(JB_DTYPE_F32, 1, (int64_t[]){ C }, bb2);
+        float *wk           = malloc(jb_resblock_work(be, &t1, T) * 4);
+        const int64_t org   = 5 * k; /* the whole sequence itself at a column != 0 */
+        jb_resblock(be, x, y, T, org, &t1, k == 2 ? NULL : &v1, (int)d, &t2, &v2, rho, wk);
+        /* chunks [lo, hi) at column org + lo: the columns whose inputs are all in the chunk
+         * (lo + d <= t < hi - d) bitwise the whole's; chunks shorter than 2d and 4d too */
+        const int64_t los[5]  = { 1, d - 1, d + 3, 2 * d + 1, T / 3 };
+        const int64_t lens[5] = { T - 1, 3 * d + 7, 2 * d - 1, d + 5, T / 2 };
+        for (int q = 0; q < 5 && ok; q++) {
+            const int64_t lo = los[q], hi = lo + lens[q] < T ? lo + lens[q] : T, n = hi - lo;
+            float *xc = malloc((size_t)(C * n) * 4), *yc = malloc((size_t)(C * n) * 4);
+            float *wc = malloc(jb_resblock_work(be, &t1, n) * 4);
+            for (int64_t c = 0; c < C; c++)
+                memcpy(xc + c * n, x + c * T + lo, (size_t)n * 4);
+            jb_resblock(
+              be, xc, yc, n, org + lo, &t1, k == 2 ? NULL : &v1, (int)d, &t2, &v2, rho, wc);
+            double maxd = 0, scale = 0;
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t t = lo + d; t < hi - d; t++) {
+                    const float a = yc[c * n + t - lo], e = y[c * T + t];
+                    if (isnan(a) || isnan(e)) {
+                        ok = ok && isnan(a) && isnan(e);
+                        continue;
+                    }
+                    maxd  = fmax(maxd, fabs((double)a - e));
+                    scale = fmax(scale, fabs((double)e));
+                }
+            ok = ok && agree(maxd, scale);
+            free(xc), free(yc), free(wc);
+        }
+        double *b = dbuf(S * T), *bs = dbuf(S * T);
+        for (int64_t s = 0; s < S; s++)
+            for (int64_t t = 0; t < T; t++) {
+                double acc = k == 2 ? 0.0 : bb1[s], mag = k == 2 ? 0.0 : fabs(bb1[s]);
+                for (int64_t c = 0; c < C; c++)
+                    for (int j = 0; j < 3; j++) {
+                        const int64_t u = t + (j - 1) * d;
+                        const double a  = u < 0 || u >= T || isnan(x[c * T + u])
+                                            ? 0.0
+                                            : fmax(0.0, (double)x[c * T + u]);
+                        acc += (double)w1[(s * C + c) * 3 + j] * a;
+                        mag += fabs((double)w1[(s * C + c) * 3 + j] * a);
+                    }
+                b[s * T + t]  = acc > 0 ? acc : 0.0;
+                bs[s * T + t] = mag;
+            }
+        for (int64_t c = 0; c < C && ok; c++)
+            for (int64_t t = 0; t < T && ok; t++) {
+                const bool reads_nan = t == p - d || t == p || t == p + d;
+                if (reads_nan || isnan(y[c * T + t])) {
+                    ok = reads_nan && isnan(y[c * T + t]);
+                    continue;
+                }
+                double h = bb2[c], mag = fabs(bb2[c]);
+                for (int64_t s = 0; s < S; s++) {
+                    h += (double)w2[c * S + s] * b[s * T + t];
+                    mag += fabs((double)w2[c * S + s]) * bs[s * T + t];
+                }
+                const double ref   = (double)x[c * T + t] + rho * h;
+                const double scale = fabs((double)x[c * T + t]) + rho * mag;
+                ok                 = fabs((double)y[c * T + t] - ref) <= TOL_N * scale;
+            }
+        free(x), free(w1), free(w2), free(bb1), free(bb2), free(y), free(wk), free(b), free(bs);
+    }
+    report(ok,
+           "resblock narrow, d 27/81/16/40, T 1001/1500/64 (= 4d)/333, C 64/32/13/8, at columns "
+           "0/5/10/15: within %.0e of each output's scale (%s), NaN reaches exactly p - d, p, "
+           "p + d; chunks (some shorter than 2d) agree with the whole: %s",
+           TOL_N,
+           g_isa >= JB_CPU_ISA_AVX512 ? "Winograd F(2,3)" : "direct sums",
+           agree_what());
 }
 
 /* Wide blocks (channels + inner channels > 512: the upsampler conditioner's 1024) fold the ReLUs
@@ -530,7 +642,7 @@ static void test_resblock_wide(struct jb_backend *be)
             jb_axpy(be, C * T, rho, a, ref);
         /* the op, into y, then in place on a copy of x */
         float *wk = malloc(jb_resblock_work(be, &t1, T) * 4);
-        jb_resblock(be, x, y, T, &t1, &v1, dil, &t2, &v2, rho, wk);
+        jb_resblock(be, x, y, T, 0, &t1, &v1, dil, &t2, &v2, rho, wk);
         /* d 27: Winograd, d 100: its whole blocks then direct, d 729: direct (SIMD levels) */
         const int64_t split = g_isa >= JB_CPU_ISA_AVX2 ? jb_cpu_winograd_split(T, dil) : 0;
         const bool wino     = split > 0;
@@ -551,9 +663,9 @@ static void test_resblock_wide(struct jb_backend *be)
             ok = ok && memcmp(y, ref, (size_t)(C * T) * 4) == 0;
         }
         float *y_out = malloc((size_t)(C * T) * 4);
-        jb_resblock(be, x, y_out, T, &t1, &v1, dil, &t2, &v2, rho, wk);
+        jb_resblock(be, x, y_out, T, 0, &t1, &v1, dil, &t2, &v2, rho, wk);
         memcpy(y, x, (size_t)(C * T) * 4);
-        jb_resblock(be, y, y, T, &t1, &v1, dil, &t2, &v2, rho, wk);
+        jb_resblock(be, y, y, T, 0, &t1, &v1, dil, &t2, &v2, rho, wk);
         ok = ok && memcmp(y, y_out, (size_t)(C * T) * 4) == 0;
         free(y_out);
         free(x), free(w1), free(w2), free(bb1), free(bb2), free(y), free(a), free(b), free(ref);
@@ -1248,6 +1360,7 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
         test_conv1d(be, 5, co, 3, 1, 2, 2, 61, co % 2);
 
     test_resblock_wide(be);
+    test_resblock_narrow(be);
     if (g_isa >= JB_CPU_ISA_AVX2) test_conditioner_wide(be);
     test_winograd(be, 40, 24, 301, 1, true);
     test_winograd(be, 40, 24, 302, 3, false);

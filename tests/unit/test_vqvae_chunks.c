@@ -13,6 +13,7 @@
  *
  * Prints one line per check and "N passed, M failed"; exits non-zero on failure.
  */
+#include "backend/cpu/cpu.h"
 #include "format/presets.h"
 #include "model_builders.h"
 #include "test_common.h"
@@ -528,6 +529,58 @@ static void test_threads(struct model *m, int n_threads, int n_threads_m)
     jb_backend_free(be2);
 }
 
+/* A model whose level-0 blocks reach dilation 27 (depth 2 x multiplier 2): on AVX-512 those take
+ * Winograd F(2,3), whose pairs are anchored in the whole sequence (the resblock op's origin), so
+ * chunked encoding and decoding must still give the whole's bits, as the direct sums do on every
+ * SIMD level (the portable level's BLAS sums depend on the length). */
+static void test_chunks_bitwise(struct jb_backend *be)
+{
+    struct jb_vqvae_hparams hp = released_topology(8, 2, 16, 64);
+    struct model m;
+    bool ok = model_init(&m, &hp, be, 44);
+    check(ok, "VQ-VAE with dilation 27 (width 8, depth 2) builds (%s)", ok ? "" : jb_last_error());
+    if (!ok) return;
+    const bool simd       = jb_cpu_set_isa(be, JB_CPU_ISA_AVX512) >= JB_CPU_ISA_AVX2;
+    const int64_t samples = 65536, hop = jb_vqvae_hp_hop(&hp, 0), n = samples / hop;
+    const int64_t E = jb_vqvae_encode_margin_level(m.vq, 0, NULL, NULL);
+    const int64_t M = jb_vqvae_decode_margin_level(m.vq, 0);
+    float *x = malloc((size_t)samples * sizeof *x), *p = malloc((size_t)(n * 16) * sizeof *p);
+    float *p2 = malloc((size_t)(n * 16) * sizeof *p2), *y = malloc((size_t)samples * sizeof *y);
+    float *y2  = malloc((size_t)samples * sizeof *y2);
+    int32_t *z = malloc((size_t)n * sizeof *z), *z2 = malloc((size_t)n * sizeof *z2);
+    uint64_t rng = 5;
+    for (int64_t i = 0; i < samples; i++)
+        x[i] = 0.4f * sinf(0.02f * (float)i) + 0.1f * rng_uniform(&rng);
+    enum jb_status st = jb_vqvae_encode_level(m.vq, 0, x, samples, z, p, NULL);
+    if (st == JB_STATUS_OK) st = jb_vqvae_decode_level(m.vq, 0, z, n, y, 0, NULL);
+    const int64_t sizes[2][2] = { { E + 3, n / 2 + 1 }, { M + 1, 333 } };
+    for (int k = 0; k < 2 && st == JB_STATUS_OK; k++) {
+        int64_t ne = -1, nz = 0, ny = -1;
+        enum jb_status s1 =
+          jb_vqvae_encode_level_chunked(m.vq, 0, x, samples, z2, p2, sizes[0][k], NULL);
+        enum jb_status s2 = jb_vqvae_decode_level(m.vq, 0, z, n, y2, sizes[1][k], NULL);
+        double ee         = s1 == JB_STATUS_OK ? rel_err(p2, p, n * 16, &ne) : INFINITY;
+        double ey         = s2 == JB_STATUS_OK ? rel_err(y2, y, samples, &ny) : INFINITY;
+        for (int64_t i = 0; s1 == JB_STATUS_OK && i < n; i++)
+            nz += z[i] != z2[i];
+        check(ee <= 1e-6 && ey <= 1e-6 && (!simd || (ne == 0 && nz == 0 && ny == 0)),
+              "dilation 27, level 0: chunked encode (chunk %lld) and decode (chunk %lld) == whole "
+              "(%s): prequant %lld and audio %lld values differ (rel %.3g, %.3g), %lld codes",
+              (long long)sizes[0][k],
+              (long long)sizes[1][k],
+              simd ? "bitwise" : "to rounding",
+              (long long)ne,
+              (long long)ny,
+              ee,
+              ey,
+              (long long)nz);
+    }
+    check(
+      st == JB_STATUS_OK, "dilation 27: whole encode and decode (%s)", st ? jb_last_error() : "");
+    free(x), free(p), free(p2), free(y), free(y2), free(z), free(z2);
+    model_free(&m);
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -577,6 +630,7 @@ int main(int argc, char **argv)
     }
     model_free(&m);
 
+    test_chunks_bitwise(be);
     test_bad_models(be);
 
     jb_backend_free(be);

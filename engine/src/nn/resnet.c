@@ -360,6 +360,7 @@ enum jb_status jb_convstack_forward(struct jb_backend *be,
                                     const struct jb_convstack *s,
                                     const float *x,
                                     int64_t T,
+                                    int64_t origin,
                                     float *y,
                                     const struct jb_convstack_work *work,
                                     const struct jb_convstack_progress *prog,
@@ -383,12 +384,14 @@ enum jb_status jb_convstack_forward(struct jb_backend *be,
             float *dst = last && y ? y : other;
             jb_conv1d(be, cur, T, l->w, l->b, l->stride, l->pad, l->dil, dst, work->scratch);
             cur = cur_buf = dst;
+            origin /= l->stride; /* whole: chunks start at multiples of the hop */
             break;
         }
         case JB_LAYER_CONV_TRANSPOSE1D: {
             float *dst = last && y ? y : other;
             jb_conv_transpose1d(be, cur, T, l->w, l->b, l->stride, l->pad, dst, work->scratch);
             cur = cur_buf = dst;
+            origin *= l->stride;
             break;
         }
         case JB_LAYER_RESNET1D:
@@ -400,6 +403,7 @@ enum jb_status jb_convstack_forward(struct jb_backend *be,
                             cur,
                             dst,
                             T,
+                            origin,
                             blk->w1,
                             blk->b1,
                             blk->dil,

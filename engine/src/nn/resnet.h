@@ -148,11 +148,14 @@ struct jb_convstack_progress {
 /* Runs the stack on x (c_in, T). x may be work->act[0] or [1] (it is then overwritten) or
  * other backend memory (only read). The result (c_out, out_len) is written to y if y != NULL (y
  * must not overlap the work memory), else left in one of work->act, returned in *result. prog may
- * be NULL. Returns JB_STATUS_ERR_CANCELLED if should_stop() fired at a block end. */
+ * be NULL. Returns JB_STATUS_ERR_CANCELLED if should_stop() fired at a block end.
+ * origin: the column of x[0] in the whole input when x is a chunk of it, else 0 (each layer's
+ * resblocks get theirs: see the resblock op). */
 enum jb_status jb_convstack_forward(struct jb_backend *be,
                                     const struct jb_convstack *s,
                                     const float *x,
                                     int64_t T,
+                                    int64_t origin,
                                     float *y,
                                     const struct jb_convstack_work *work,
                                     const struct jb_convstack_progress *prog,

@@ -166,9 +166,9 @@ enum jb_status jb_upsampler_cond_forward(struct jb_upsampler_cond *c,
     jb_embedding(c->be, c->x_emb, c->ids, c->n_upper, c->work.act[1]);
     jb_transpose(c->be, c->work.act[1], c->n_upper, c->width, c->work.act[0]);
 
-    float *u = NULL; /* (W, n_ctx) */
-    enum jb_status st =
-      jb_convstack_forward(c->be, &c->cond, c->work.act[0], c->n_upper, NULL, &c->work, NULL, &u);
+    float *u          = NULL; /* (W, n_ctx) */
+    enum jb_status st = jb_convstack_forward(
+      c->be, &c->cond, c->work.act[0], c->n_upper, 0, NULL, &c->work, NULL, &u);
     if (st != JB_STATUS_OK) return st;
 
     /* (W, n_ctx) -> (n_ctx, W), then LayerNorm over the width */

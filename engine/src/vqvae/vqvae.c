@@ -368,11 +368,13 @@ static enum jb_status check_codes(const struct jb_vqvae *vq,
 /* ---------------------------------------------------------------------------------------- */
 /* decode                                                                                    */
 
-/* Decoder `level` on codes[0, n) (host) into wk->out (n * hop samples, backend). */
+/* Decoder `level` on codes[0, n) (host; code `origin` of the whole sequence first) into wk->out
+ * (n * hop samples, backend). */
 static enum jb_status decode_span(struct jb_vqvae *vq,
                                   int level,
                                   const int32_t *codes,
                                   int64_t n,
+                                  int64_t origin,
                                   struct work *wk,
                                   const struct jb_convstack_progress *prog)
 {
@@ -381,7 +383,7 @@ static enum jb_status decode_span(struct jb_vqvae *vq,
     jb_embedding(vq->be, vq->codebook[level], wk->ids, n, wk->cs.act[1]);
     jb_transpose(vq->be, wk->cs.act[1], n, vq->hp.emb_width, wk->cs.act[0]);
     return jb_convstack_forward(
-      vq->be, &vq->dec[level], wk->cs.act[0], n, wk->out, &wk->cs, prog, NULL);
+      vq->be, &vq->dec[level], wk->cs.act[0], n, origin, wk->out, &wk->cs, prog, NULL);
 }
 
 /* Longest context span of a chunk: the chunk plus both margins, clipped to the sequence. */
@@ -423,7 +425,7 @@ static enum jb_status decode_chunks(struct jb_vqvae *vq,
                                               .done    = a - begin,
                                               .units   = b - a,
                                               .total   = end - begin };
-        st                                = decode_span(vq, level, codes + lo, hi - lo, wk, &prog);
+        st = decode_span(vq, level, codes + lo, hi - lo, lo, wk, &prog);
         if (st == JB_STATUS_OK)
             jb_backend_get(vq->be,
                            audio + (a - begin) * hop,
@@ -616,8 +618,15 @@ enum jb_status jb_vqvae_encode_level_chunked(struct jb_vqvae *vq,
                        wk.cs.act[0],
                        audio + lo * hop,
                        (size_t)((hi - lo) * hop) * sizeof(float)); /* c_in = 1 */
-        st = jb_convstack_forward(
-          vq->be, &vq->enc[level], wk.cs.act[0], (hi - lo) * hop, NULL, &wk.cs, &prog, &x);
+        st = jb_convstack_forward(vq->be,
+                                  &vq->enc[level],
+                                  wk.cs.act[0],
+                                  (hi - lo) * hop,
+                                  lo * hop,
+                                  NULL,
+                                  &wk.cs,
+                                  &prog,
+                                  &x);
         if (st != JB_STATUS_OK) break;
         quantise(vq, level, x, hi - lo, a - lo, b - lo, codes + a, &wk);
         if (prequant)

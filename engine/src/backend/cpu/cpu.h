@@ -421,6 +421,7 @@ struct jb_resblock_job {
     const float *w1, *b1; /* [S, C, 3], [S] or NULL */
     const float *w2, *b2; /* [C, S, 1], [C] or NULL */
     float rho;
+    int64_t phase; /* Winograd: the origin (ops.def) modulo 2·dil */
 };
 /* Floats of tile memory one thread needs (64-byte aligned). */
 #define JB_RESBLOCK_TILE_FLOATS(C, S) ((3 * (C) + (S)) * (int64_t)JB_CONV_TILE)
@@ -428,6 +429,32 @@ void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,
                                   int64_t tile0,
                                   int64_t tile1,
                                   float *mem);
+
+/* The same block with its dilated conv by Winograd F(2,3) along the dilation (AVX-512, dil >=
+ * JB_RESBLOCK_WINO_MIN_DIL): outputs pair up as (t, t + dil) for the t whose (t + phase) / dil
+ * is even (the "bases"; phase anchors the pairs in the whole sequence), and each pair costs four
+ * products per weight instead of six. Bases are numbered from the sequence's virtual start at
+ * column −phase; tile i takes the 48 from jb_cpu_resblock_wino_first() + 48·i, in increasing
+ * order (the first tile may start at a base before column 0 whose partner is in range): three
+ * vectors of 16, each at most two runs of contiguous columns (the runs are dil >= 16 long), so
+ * every load and store is a masked vector access. u: the transformed weights of
+ * jb_cpu_resblock_wino_weights. The sums are not the direct kernel's: they agree to rounding
+ * (docs/design.md, CPU convolution kernels); but they depend only on the column's place in the
+ * whole sequence, so chunks agree with it bitwise. */
+#define JB_RESBLOCK_WINO_MIN_DIL 16
+#define JB_RESBLOCK_WINO_FLOATS(C, S) ((4 * (C) + 2 * (S)) * (int64_t)JB_CONV_TILE)
+/* Bases among virtual columns [0, n); the index of the first base a sequence at `phase` needs;
+ * its tiles. */
+int64_t jb_cpu_resblock_wino_bases(int64_t n, int64_t dil);
+int64_t jb_cpu_resblock_wino_first(int64_t dil, int64_t phase);
+int64_t jb_cpu_resblock_wino_tiles(int64_t T, int64_t dil, int64_t phase);
+/* u[k·S·C + o·C + c] (k < 4) from w1 [S, C, 3]: g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, −g2. */
+void jb_cpu_resblock_wino_weights(const float *w1, int64_t S, int64_t C, float *u);
+void jb_cpu_resblock_wino_avx512(const struct jb_resblock_job *job,
+                                 const float *u,
+                                 int64_t tile0,
+                                 int64_t tile1,
+                                 float *mem);
 
 /* codes[t] = argmin_j (xn[t] − 2·x_t·k_j) + kn[j] for t < n, first index on ties, for x (emb, n)
  * with rows ldx apart and the codebook kb [bins, emb]: the dot products and the search in one

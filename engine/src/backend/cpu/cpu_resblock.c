@@ -6,7 +6,11 @@
  * of y per block instead of about ten full-length passes. With AVX-512 the whole block is one
  * kernel per 48-column tile (jb_cpu_resblock_tiles_avx512: relu(x) packed once, both convs and
  * the epilogues in registers and L1); elsewhere each tile gathers its tap slices and calls the
- * conv kernels. Both sum every output in the same order, so they agree bitwise. Wide blocks (the
+ * conv kernels. Both sum every output in the same order, so they agree bitwise. At dilations >=
+ * 16 the AVX-512 kernel is instead Winograd F(2,3) along the dilation
+ * (jb_cpu_resblock_wino_avx512: a quarter fewer multiplies per block, 1.15-1.25x), whose sums
+ * agree with the direct ones to rounding; its pairs of columns are anchored at `origin` in the
+ * whole sequence, so chunks still compute the whole's sums bitwise. Wide blocks (the
  * released conditioner, 1024 channels) use whole-sequence convolutions, which reuse their large
  * weights across the whole sequence. Their k = 3 conv runs by Winograd F(4,3) (cpu_winograd.c:
  * half the multiplies) where the dilation is short enough of T for that to save work, else on
@@ -61,6 +65,52 @@ static int64_t tile_floats(struct shape s)
     return tile_act_floats(s) + (int64_t)((s1 > s2 ? s1 : s2) + 15) / 16 * 16;
 }
 
+/* Floats of one thread's slot: the tile memory of whichever tiled path runs. */
+static int64_t slot_floats(struct shape s)
+{
+    const int64_t a = tile_floats(s), b = (JB_RESBLOCK_WINO_FLOATS(s.C, s.S) + 15) / 16 * 16;
+    return a > b ? a : b;
+}
+
+/* The narrow blocks' dilated conv by Winograd F(2,3) (AVX-512 only) where the dilation is long
+ * enough for runs of whole vectors. Whatever T: a chunk must take the path the whole sequence
+ * takes, to come out the same. */
+static bool use_winograd(const struct jb_cpu *cpu, int64_t dil)
+{
+    return cpu->isa >= JB_CPU_ISA_AVX512 && dil >= JB_RESBLOCK_WINO_MIN_DIL;
+}
+
+int64_t jb_cpu_resblock_wino_bases(int64_t n, int64_t dil)
+{
+    if (n <= 0) return 0;
+    const int64_t full = n / (2 * dil), rem = n % (2 * dil);
+    return full * dil + (rem < dil ? rem : dil);
+}
+
+int64_t jb_cpu_resblock_wino_first(int64_t dil, int64_t phase)
+{
+    return jb_cpu_resblock_wino_bases(phase - dil, dil);
+}
+
+int64_t jb_cpu_resblock_wino_tiles(int64_t T, int64_t dil, int64_t phase)
+{
+    const int64_t n =
+      jb_cpu_resblock_wino_bases(T + phase, dil) - jb_cpu_resblock_wino_first(dil, phase);
+    return (n + JB_CONV_TILE - 1) / JB_CONV_TILE;
+}
+
+void jb_cpu_resblock_wino_weights(const float *w1, int64_t S, int64_t C, float *u)
+{
+    const int64_t n = S * C;
+    for (int64_t i = 0; i < n; i++) {
+        const float g0 = w1[3 * i], g1 = w1[3 * i + 1], g2 = w1[3 * i + 2];
+        u[i]         = g0;
+        u[n + i]     = 0.5f * (g0 + g1 + g2);
+        u[2 * n + i] = 0.5f * (g0 - g1 + g2);
+        u[3 * n + i] = -g2;
+    }
+}
+
 static int threads_of(const struct jb_backend *be)
 {
     if (be && be->cpu) return be->cpu->n_threads;
@@ -73,8 +123,9 @@ size_t jb_resblock_work(const struct jb_backend *be, const struct jb_tensor *w1,
     size_t n             = 0;
     if (T < 1) return 0;
     if (is_tiled(s)) {
-        if (!jb_mul_size((size_t)tile_floats(s), (size_t)threads_of(be), &n)) return 0;
-        return n;
+        /* the slots, then Winograd's transformed weights (4·S·C) */
+        if (!jb_mul_size((size_t)slot_floats(s), (size_t)threads_of(be), &n)) return 0;
+        return n + (size_t)(4 * s.S * s.C);
     }
     size_t a, b, sc;
     const int dil = 1; /* the scratch of a k-3 conv does not depend on the dilation */
@@ -163,18 +214,23 @@ struct fused_job {
     struct jb_resblock_job rb;
     float *work;
     int64_t stride; /* floats of work per slot */
+    const float *u; /* Winograd's transformed weights, or NULL: the direct kernel */
 };
 
 static void fused_range(void *arg, int64_t i0, int64_t i1, int slot)
 {
     const struct fused_job *j = arg;
-    jb_cpu_resblock_tiles_avx512(&j->rb, i0, i1, j->work + (size_t)slot * (size_t)j->stride);
+    float *mem                = j->work + (size_t)slot * (size_t)j->stride;
+    if (j->u)
+        jb_cpu_resblock_wino_avx512(&j->rb, j->u, i0, i1, mem);
+    else
+        jb_cpu_resblock_tiles_avx512(&j->rb, i0, i1, mem);
 }
 
 static void tile_range(void *arg, int64_t i0, int64_t i1, int slot)
 {
     const struct tile_job *j = arg;
-    float *mem               = j->work + (size_t)slot * (size_t)tile_floats(j->s);
+    float *mem               = j->work + (size_t)slot * (size_t)slot_floats(j->s);
     for (int64_t it = i0; it < i1; it++)
         resblock_tile(j, it, mem);
 }
@@ -183,6 +239,7 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
                         const float *x,
                         float *y,
                         int64_t T,
+                        int64_t origin,
                         const struct jb_tensor *w1,
                         const struct jb_tensor *b1,
                         int dil,
@@ -195,19 +252,30 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
     if (is_tiled(s) && cpu->isa >= JB_CPU_ISA_AVX512) {
         /* tile_floats() >= JB_RESBLOCK_TILE_FLOATS: the fused kernel fits the same work */
         JB_ASSERT(w1->type == JB_DTYPE_F32 && w2->type == JB_DTYPE_F32);
-        struct fused_job job  = { { x,
-                                    y,
-                                    T,
-                                    s.C,
-                                    s.S,
-                                    dil,
-                                    w1->data,
+        struct fused_job job = { { x,
+                                   y,
+                                   T,
+                                   s.C,
+                                   s.S,
+                                   dil,
+                                   w1->data,
                                    b1 ? b1->data : NULL,
-                                    w2->data,
+                                   w2->data,
                                    b2 ? b2->data : NULL,
-                                    res_scale },
-                                  work,
-                                  tile_floats(s) };
+                                   res_scale,
+                                   0 },
+                                 work,
+                                 slot_floats(s),
+                                 NULL };
+        if (use_winograd(cpu, dil)) {
+            float *u = work + (size_t)slot_floats(s) * (size_t)cpu->n_threads;
+            jb_cpu_resblock_wino_weights(w1->data, s.S, s.C, u);
+            job.u                 = u;
+            job.rb.phase          = (origin % (2 * dil) + 2 * dil) % (2 * dil);
+            const int64_t n_tiles = jb_cpu_resblock_wino_tiles(T, dil, job.rb.phase);
+            jb_cpu_for(cpu, n_tiles, (double)(6 * s.C * s.S * JB_CONV_TILE), fused_range, &job);
+            return;
+        }
         const int64_t n_tiles = (T + JB_CONV_TILE - 1) / JB_CONV_TILE;
         jb_cpu_for(cpu, n_tiles, (double)(4 * s.C * s.S * JB_CONV_TILE), fused_range, &job);
         return;

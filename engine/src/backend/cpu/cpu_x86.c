@@ -1024,6 +1024,268 @@ JB_TARGET_AVX512 void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job 
 #undef RB_CONV1
     }
 }
+
+/* --- fused ResConv1DBlock, Winograd F(2,3) along the dilation --------------------------------- */
+
+/* 16 bases: lanes below the run's end are columns t + l, the others t + dil + l (the next run of
+ * bases starts dil columns after this one ends); lanes past the last base are in neither mask. */
+struct wino_vec {
+    int64_t t;
+    __mmask16 ma, mb;
+};
+
+static inline __mmask16 lanes_in(int64_t T, int64_t p) /* lanes l with 0 <= p + l < T */
+{
+    return (__mmask16)(lanes_below(T - p) & ~lanes_below(-p));
+}
+
+static inline float *addr_at_w(float *p, int64_t off)
+{
+    return (float *)((uintptr_t)p + (uintptr_t)off * sizeof(float));
+}
+
+/* Where a vector of the tile reads or writes at an offset from its columns: its two parts'
+ * columns and lanes, the lanes outside [0, T) already off (the same for every channel). */
+struct wino_at {
+    int64_t pa, pb;
+    __mmask16 ka, kb;
+};
+
+static struct wino_at wino_at(const struct wino_vec *v, int64_t T, int64_t dil, int64_t off)
+{
+    const int64_t pa = v->t + off, pb = v->t + dil + off;
+    return (struct wino_at){ pa, pb, v->ma & lanes_in(T, pa), v->mb & lanes_in(T, pb) };
+}
+
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 __m512 wino_load(const float *row, const struct wino_at *a)
+{
+    __m512 r = _mm512_maskz_loadu_ps(a->ka, addr_at(row, a->pa));
+    return a->kb ? _mm512_mask_loadu_ps(r, a->kb, addr_at(row, a->pb)) : r;
+}
+
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void wino_store(float *row,
+                                                         const struct wino_at *a,
+                                                         __m512 val)
+{
+    _mm512_mask_storeu_ps(addr_at_w(row, a->pa), a->ka, val);
+    if (a->kb) _mm512_mask_storeu_ps(addr_at_w(row, a->pb), a->kb, val);
+}
+
+/* The three vectors of the tile whose first base has index i0 (base i is virtual column
+ * 2·dil·(i / dil) + i % dil, column that − phase), and where each reads its taps: at[k][j] at
+ * offset (j − 1)·dil (so at[k][1] and at[k][2] are where its bases' and partners' outputs go). */
+static void wino_vecs(const struct jb_resblock_job *jb,
+                      int64_t n_bases,
+                      int64_t i0,
+                      struct wino_vec v[3],
+                      struct wino_at at[3][4])
+{
+    const int64_t d = jb->dil;
+    for (int k = 0; k < 3; k++) {
+        const int64_t i = i0 + 16 * k, within = i % d;
+        const __mmask16 valid = lanes_below(n_bases - i), run = lanes_below(d - within);
+        v[k].t  = 2 * d * (i / d) + within - jb->phase;
+        v[k].ma = valid & run;
+        v[k].mb = valid & (__mmask16)~run;
+        for (int j = 0; at && j < 4; j++)
+            at[k][j] = wino_at(&v[k], jb->T, d, (j - 1) * d);
+    }
+}
+
+/* V[(k·C + c)·W + lane] = the input transform of relu(x[c]) at the lane's base t: from
+ * d0..d3 = relu(x) at t − dil, t, t + dil, t + 2·dil: d0 − d2, d1 + d2, d2 − d1, d1 − d3.
+ * Prefetches what the tile `ahead` (two tiles on) reads and writes: the hardware prefetchers do
+ * not follow its 5·C input and 3·C output streams. */
+static JB_TARGET_AVX512 void rbw_pack_512(const struct jb_resblock_job *jb,
+                                          const struct wino_at at[3][4],
+                                          const struct wino_vec ahead[3],
+                                          float *V)
+{
+    enum { W = JB_CONV_TILE };
+    const __m512 zero = _mm512_setzero_ps();
+    const int64_t d = jb->dil, T = jb->T, plane = jb->C * W;
+    for (int64_t c = 0; c < jb->C; c++) {
+        const float *xr = jb->x + c * T;
+        const float *yr = jb->y + c * T;
+#pragma GCC unroll 3
+        for (int k = 0; k < 3; k++) {
+            if (!(ahead[k].ma | ahead[k].mb)) continue;
+#pragma GCC unroll 5
+            for (int o = -1; o <= 3; o++)
+                _mm_prefetch((const char *)addr_at(xr, ahead[k].t + o * d), _MM_HINT_T0);
+#pragma GCC unroll 3
+            for (int o = 0; o <= 2; o++)
+                _mm_prefetch((const char *)addr_at(yr, ahead[k].t + o * d), _MM_HINT_T0);
+        }
+#pragma GCC unroll 3
+        for (int k = 0; k < 3; k++) {
+            /* max(0, v) keeps a NaN (the second operand wins), as torch.relu */
+            const __m512 d0 = _mm512_max_ps(zero, wino_load(xr, &at[k][0]));
+            const __m512 d1 = _mm512_max_ps(zero, wino_load(xr, &at[k][1]));
+            const __m512 d2 = _mm512_max_ps(zero, wino_load(xr, &at[k][2]));
+            const __m512 d3 = _mm512_max_ps(zero, wino_load(xr, &at[k][3]));
+            float *o        = V + c * W + 16 * k;
+            _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
+            _mm512_storeu_ps(o + plane, _mm512_add_ps(d1, d2));
+            _mm512_storeu_ps(o + 2 * plane, _mm512_sub_ps(d2, d1));
+            _mm512_storeu_ps(o + 3 * plane, _mm512_sub_ps(d1, d3));
+        }
+    }
+}
+
+/* Two products at once, NR <= 4 rows each: p[r] += Σ_c ua[o0 + r, c] · Va[c] and
+ * q[r] += Σ_c ub[o0 + r, c] · Vb[c] (3 + 3 loads and 4 + 4 broadcasts per 24 FMAs). */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rbw_two_512(__m512 p[4][JB_CONV_TILE / 16],
+                                                          __m512 q[4][JB_CONV_TILE / 16],
+                                                          const float *Va,
+                                                          const float *ua,
+                                                          const float *Vb,
+                                                          const float *ub,
+                                                          int64_t n,
+                                                          int64_t ldv,
+                                                          int64_t ldu,
+                                                          const int NR)
+{
+    enum { NV = JB_CONV_TILE / 16 };
+    for (int64_t c = 0; c < n; c++) {
+        __m512 va[NV], vb[NV];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            va[v] = _mm512_loadu_ps(Va + c * ldv + 16 * v);
+            vb[v] = _mm512_loadu_ps(Vb + c * ldv + 16 * v);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const __m512 wa = _mm512_set1_ps(ua[r * ldu + c]);
+            const __m512 wb = _mm512_set1_ps(ub[r * ldu + c]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) {
+                p[r][v] = _mm512_fmadd_ps(wa, va[v], p[r][v]);
+                q[r][v] = _mm512_fmadd_ps(wb, vb[v], q[r][v]);
+            }
+        }
+    }
+}
+
+/* b[(o0 + r)·2W ..]: relu(b1[o] + y0) for the bases, then relu(b1[o] + y1) for their partners,
+ * with Mk the products of plane k: y0 = (M1 + M2) + M0, y1 = (M1 − M2) + M3 (u3 = −g2). */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rbw_conv3_512(const struct jb_resblock_job *jb,
+                                                            const float *u,
+                                                            const float *V,
+                                                            float *b,
+                                                            int64_t o0,
+                                                            const int NR)
+{
+    enum { W = JB_CONV_TILE, NV = JB_CONV_TILE / 16 };
+    const int64_t C = jb->C, plane = C * W, uplane = jb->S * C;
+    const float *uo = u + o0 * C;
+    __m512 p[4][NV], q[4][NV];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            p[r][v] = q[r][v] = _mm512_setzero_ps();
+    rbw_two_512(p, q, V + plane, uo + uplane, V + 2 * plane, uo + 2 * uplane, C, W, C, NR);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            const __m512 m1 = p[r][v];
+            p[r][v]         = _mm512_add_ps(m1, q[r][v]);
+            q[r][v]         = _mm512_sub_ps(m1, q[r][v]);
+        }
+    rbw_two_512(p, q, V, uo, V + 3 * plane, uo + 3 * uplane, C, W, C, NR);
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++) {
+        const __m512 bias = jb->b1 ? _mm512_set1_ps(jb->b1[o0 + r]) : zero;
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            _mm512_storeu_ps(b + (o0 + r) * 2 * W + 16 * v,
+                             _mm512_max_ps(zero, _mm512_add_ps(p[r][v], bias)));
+            _mm512_storeu_ps(b + (o0 + r) * 2 * W + W + 16 * v,
+                             _mm512_max_ps(zero, _mm512_add_ps(q[r][v], bias)));
+        }
+    }
+}
+
+/* y = x + ρ·(b2[o] + Σ_s w2[o, s] · b[s]) at the bases and at their partners */
+static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rbw_conv1_512(const struct jb_resblock_job *jb,
+                                                            const float *b,
+                                                            const struct wino_at at[3][4],
+                                                            int64_t o0,
+                                                            const int NR)
+{
+    enum { W = JB_CONV_TILE, NV = JB_CONV_TILE / 16 };
+    __m512 p[4][NV], q[4][NV];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            p[r][v] = q[r][v] = _mm512_setzero_ps();
+    const float *wo = jb->w2 + o0 * jb->S;
+    rbw_two_512(p, q, b, wo, b + W, wo, jb->S, 2 * W, jb->S, NR);
+    const bool unit  = jb->rho == 1.0f; /* a local: y's stores could alias jb->rho */
+    const __m512 rho = _mm512_set1_ps(jb->rho);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++) {
+        const float *xr = jb->x + (o0 + r) * jb->T;
+        float *yr       = jb->y + (o0 + r) * jb->T;
+        __m512 bias     = jb->b2 ? _mm512_set1_ps(jb->b2[o0 + r]) : _mm512_setzero_ps();
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++)
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) {
+                __m512 h   = _mm512_add_ps(half ? q[r][v] : p[r][v], bias);
+                __m512 xv  = wino_load(xr, &at[v][1 + half]);
+                __m512 out = unit ? _mm512_add_ps(xv, h) : _mm512_add_ps(xv, _mm512_mul_ps(rho, h));
+                wino_store(yr, &at[v][1 + half], out);
+            }
+    }
+}
+
+/* Rows [o0, o0 + rows) in register tiles of 4, 2 and 1 rows (two products of up to 4 rows) */
+#define RBW_ROW_TILES(CALL, N)                                                                     \
+    for (int64_t o0 = 0; o0 < (N);) {                                                              \
+        const int64_t left = (N)-o0;                                                               \
+        if (left >= 4) {                                                                           \
+            CALL(4);                                                                               \
+            o0 += 4;                                                                               \
+        } else if (left >= 2) {                                                                    \
+            CALL(2);                                                                               \
+            o0 += 2;                                                                               \
+        } else {                                                                                   \
+            CALL(1);                                                                               \
+            o0 += 1;                                                                               \
+        }                                                                                          \
+    }
+
+JB_TARGET_AVX512 void jb_cpu_resblock_wino_avx512(const struct jb_resblock_job *jb,
+                                                  const float *u,
+                                                  int64_t tile0,
+                                                  int64_t tile1,
+                                                  float *mem)
+{
+    enum { W = JB_CONV_TILE };
+    const int64_t n_bases = jb_cpu_resblock_wino_bases(jb->T + jb->phase, jb->dil);
+    const int64_t first   = jb_cpu_resblock_wino_first(jb->dil, jb->phase);
+    float *V              = mem;               /* (4, C, W) */
+    float *b              = V + 4 * jb->C * W; /* (S, 2W): bases, then partners */
+    for (int64_t tile = tile0; tile < tile1; tile++) {
+        struct wino_vec vec[3], ahead[3];
+        struct wino_at at[3][4];
+        wino_vecs(jb, n_bases, first + tile * W, vec, at);
+        wino_vecs(jb, n_bases, first + (tile + 2) * W, ahead, NULL);
+        rbw_pack_512(jb, at, ahead, V);
+#define RBW_CONV3(NR) rbw_conv3_512(jb, u, V, b, o0, NR)
+        RBW_ROW_TILES(RBW_CONV3, jb->S)
+#undef RBW_CONV3
+#define RBW_CONV1(NR) rbw_conv1_512(jb, b, at, o0, NR)
+        RBW_ROW_TILES(RBW_CONV1, jb->C)
+#undef RBW_CONV1
+    }
+}
+#undef RBW_ROW_TILES
 #undef RB_ROW_TILES
 
 /* --- VQ argmin -------------------------------------------------------------------------------- */
@@ -1912,6 +2174,14 @@ void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,
                                   int64_t tile0,
                                   int64_t tile1,
                                   float *mem)
+{
+    JB_ASSERT(!"unreachable");
+}
+void jb_cpu_resblock_wino_avx512(const struct jb_resblock_job *job,
+                                 const float *u,
+                                 int64_t tile0,
+                                 int64_t tile1,
+                                 float *mem)
 {
     JB_ASSERT(!"unreachable");
 }
