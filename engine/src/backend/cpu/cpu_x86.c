@@ -985,23 +985,30 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rb_conv1_512(const struct jb_resbl
     }
 }
 
-/* Rows [o0, o0 + rows) in register tiles of 8, 4, 2 and 1 rows (each row's sums are the same
- * whatever tile it is in): 4 instantiations per kernel instead of 8. */
+/* One step of a row loop over register tiles of 4, 2 and 1 rows (each row's sums are the same
+ * whatever tile it is in), with `left` rows from o0 to go. */
+#define ROW_TILE_STEP_421(CALL, left, o0)                                                          \
+    if ((left) >= 4) {                                                                             \
+        CALL(4);                                                                                   \
+        (o0) += 4;                                                                                 \
+    } else if ((left) >= 2) {                                                                      \
+        CALL(2);                                                                                   \
+        (o0) += 2;                                                                                 \
+    } else {                                                                                       \
+        CALL(1);                                                                                   \
+        (o0) += 1;                                                                                 \
+    }
+
+/* Rows [o0, o0 + rows) in register tiles of 8, 4, 2 and 1 rows: 4 instantiations per kernel
+ * instead of 8. */
 #define RB_ROW_TILES(CALL, N)                                                                      \
     for (int64_t o0 = 0; o0 < (N);) {                                                              \
         const int64_t left = (N)-o0;                                                               \
         if (left >= 8) {                                                                           \
             CALL(8);                                                                               \
             o0 += 8;                                                                               \
-        } else if (left >= 4) {                                                                    \
-            CALL(4);                                                                               \
-            o0 += 4;                                                                               \
-        } else if (left >= 2) {                                                                    \
-            CALL(2);                                                                               \
-            o0 += 2;                                                                               \
         } else {                                                                                   \
-            CALL(1);                                                                               \
-            o0 += 1;                                                                               \
+            ROW_TILE_STEP_421(CALL, left, o0)                                                      \
         }                                                                                          \
     }
 
@@ -1248,16 +1255,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void rbw_conv1_512(const struct jb_resb
 #define RBW_ROW_TILES(CALL, N)                                                                     \
     for (int64_t o0 = 0; o0 < (N);) {                                                              \
         const int64_t left = (N)-o0;                                                               \
-        if (left >= 4) {                                                                           \
-            CALL(4);                                                                               \
-            o0 += 4;                                                                               \
-        } else if (left >= 2) {                                                                    \
-            CALL(2);                                                                               \
-            o0 += 2;                                                                               \
-        } else {                                                                                   \
-            CALL(1);                                                                               \
-            o0 += 1;                                                                               \
-        }                                                                                          \
+        ROW_TILE_STEP_421(CALL, left, o0)                                                          \
     }
 
 JB_TARGET_AVX512 void jb_cpu_resblock_wino_avx512(const struct jb_resblock_job *jb,
@@ -1287,6 +1285,7 @@ JB_TARGET_AVX512 void jb_cpu_resblock_wino_avx512(const struct jb_resblock_job *
 }
 #undef RBW_ROW_TILES
 #undef RB_ROW_TILES
+#undef ROW_TILE_STEP_421
 
 /* --- VQ argmin -------------------------------------------------------------------------------- */
 
