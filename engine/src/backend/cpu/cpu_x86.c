@@ -102,7 +102,7 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_n_step_512(enum jb_dtype type
      * that the hardware prefetchers only pick up after they have started. fp32: 8 rows in flight
      * are enough memory parallelism without (prefetching cost ~8%); only the single-row steps at
      * the end of K prefetch the next row, into L1. bf16 (fp16 takes the AVX2 kernel, see
-     * jb_cpu_gemv_avx512): each cache line feeds twice the FMAs and conversions, so the loads
+     * gemv_512): each cache line feeds twice the FMAs and conversions, so the loads
      * waiting on DRAM fill the out-of-order window at half the bandwidth; the rows two steps
      * ahead, into L2, keep the loads short (fp16, single thread from DRAM: 23 -> 30 GB/s). */
     const bool narrow = type != JB_DTYPE_F32;
@@ -363,6 +363,17 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 void gemv_512(enum jb_dtype type,
         gemv_t_512(type, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
         return;
     }
+    /* fp16 with one row of x (a 1-candidate token step) takes the AVX2 kernel: 8 columns per
+     * iteration, the next step's 8 rows prefetched into L1. On a Zen 5 host it streamed a w1920d72
+     * token step 3-18% faster on two threads (6 interleaved runs) and 4-12% on one (4) than the
+     * 32-column kernel below; fp32 took 20-33% more time on it, and fp16 with 2 rows of x 6-18%
+     * more (both before the register tiles of gemv_rows_512). The same FMAs in the same order, so
+     * the same bits. Here rather than in jb_cpu_gemv_avx512, so that the fp16 instance of
+     * gemv_n_512 is not compiled. */
+    if (type == JB_DTYPE_F16 && M == 1) {
+        jb_cpu_gemv_avx2(type, false, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
+        return;
+    }
     for (int64_t m = 0; m < M; m++)
         memset(acc + m * lda, 0, (size_t)lda * sizeof(float));
     const int64_t nc = n1 - n0;
@@ -396,16 +407,6 @@ JB_TARGET_AVX512 void jb_cpu_gemv_avx512(enum jb_dtype type,
                                          int64_t lda)
 {
     JB_ASSERT(M >= 1 && (w_trans || M <= JB_CPU_GEMV_MAX_M));
-    /* fp16 with one row of x (a 1-candidate token step) takes the AVX2 kernel: 8 columns per
-     * iteration, the next step's 8 rows prefetched into L1. On a Zen 5 host it streamed a w1920d72
-     * token step 3-18% faster on two threads (6 interleaved runs) and 4-12% on one (4) than the
-     * 32-column kernel below; fp32 took 20-33% more time on it, and fp16 with 2 rows of x 6-18%
-     * more (both before the register tiles of gemv_rows_512). The same FMAs in the same order, so
-     * the same bits. */
-    if (type == JB_DTYPE_F16 && M == 1 && !w_trans) {
-        jb_cpu_gemv_avx2(type, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
-        return;
-    }
     switch (type) {
     case JB_DTYPE_F16:
         gemv_512(JB_DTYPE_F16, w_trans, M, K, x, ldx, w, ldw, n0, n1, acc, lda);
