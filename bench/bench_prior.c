@@ -525,24 +525,23 @@ static void print_row(const struct shape *sh,
         snprintf(s_ref, sizeof s_ref, "%s", sh->ref);
     }
     if (fp16_ratio > 0) snprintf(s_f16, sizeof s_f16, "%.2fx", fp16_ratio);
-    printf(
-      "| %-8s | %s | %4d | %3d | %13.1f | %12.2f | %10.2f | %7s | %9.1f MB | %7.2f | %6.0f%% | "
-      "%9s | %6s | %7s | %8.0f |\n",
-      sh->name,
-      wt,
-      N,
-      thr,
-      r->prefill_tps,
-      r->decode_pps,
-      r->decode_tps,
-      s_vs1,
-      bytes / 1e6,
-      gbs,
-      100.0 * gbs / read_gbs,
-      s_ref,
-      s_xref,
-      s_f16,
-      r->state_mb);
+    printf("| %-8s | %s | %4d | %3d | %13.1f | %12.2f | %9.2f | %8s | %9.1f MB | %8.2f | %7.0f%% | "
+           "%9s | %6s | %7s | %8.0f |\n",
+           sh->name,
+           wt,
+           N,
+           thr,
+           r->prefill_tps,
+           r->decode_pps,
+           r->decode_tps,
+           s_vs1,
+           bytes / 1e6,
+           gbs,
+           100.0 * gbs / read_gbs,
+           s_ref,
+           s_xref,
+           s_f16,
+           r->state_mb);
     fflush(stdout);
 }
 
@@ -624,10 +623,14 @@ int main(int argc, char **argv)
     double kv_ratio[3][MAX_ROUNDS]; /* per round: fp16 KV decode pos/s over fp32 KV, same round */
     int n_kv[3]         = { 0 };
     double init_s[3][2] = { { 0 } }; /* state set-up, 1 and 4 candidates, `threads` */
-    printf("| config   | wt   | cand | thr | prefill pos/s | decode pos/s |  tokens/s | vs 1 thr "
-           "| weights/step | eff GB/s | %% sum BW | ref tok/s | x ref  | fp16/32 | state MB |\n");
-    printf("|----------|------|------|-----|---------------|--------------|-----------|---------"
-           "|--------------|----------|----------|-----------|--------|---------|----------|\n");
+    if (!cond_only) {
+        printf("| config   | wt   | cand | thr | prefill pos/s | decode pos/s |  tokens/s "
+               "| vs 1 thr | weights/step | eff GB/s | %% sum BW | ref tok/s | x ref  | fp16/32 "
+               "| state MB |\n");
+        printf("|----------|------|------|-----|---------------|--------------|-----------"
+               "|----------|--------------|----------|----------|-----------|--------|---------"
+               "|----------|\n");
+    }
     struct jb_backend *be1 = jb_backend_init("cpu", 1);
     struct jb_backend *beT = jb_backend_init("cpu", threads);
     struct sum_probe probe = { 0 };
@@ -752,6 +755,7 @@ int main(int argc, char **argv)
     jb_backend_free(be1);
     jb_backend_free(beT);
     sum_probe_free(&probe);
+    if (cond_only) return 0; /* the decode legends and tables below have no rows */
     getloadavg(load, 3);
     printf("\ndecode pos/s: sampled positions per second per candidate (after %s); tokens/s = "
            "pos/s x candidates.\nvs 1 thr: tokens/s against the same row with one thread (same "
@@ -789,7 +793,7 @@ int main(int argc, char **argv)
            "fp16 / fp32: the rounds' ratios, median (min-max)):\n"
            "| config   | KV fp32 MB | KV fp16 MB | state fp32 MB | state fp16 MB | decode pos/s "
            "fp32 | decode pos/s fp16 | fp16 / fp32        |\n"
-           "|----------|------------|------------|---------------|---------------|-------------"
+           "|----------|------------|------------|---------------|---------------|--------------"
            "-----|-------------------|--------------------|\n",
            threads);
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
