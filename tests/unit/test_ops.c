@@ -461,6 +461,46 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
+/* A dilated k = 3 conv in double precision, for the kernels whose sums differ from the direct
+ * ones by rounding (Winograd): per output (s, t), sum = b[s] + Σ_c,j w[s, c, j]·v(c, t + (j − 1)·d)
+ * and mass = |b[s]| + Σ |w·v|, the scale its rounding error is proportional to. v is x, or
+ * relu(x) with relu_in; inputs past [0, T) are the zero padding, and NaN inputs count as zero,
+ * with reads_nan[s·T + t] (when not NULL) set where an output reads one. No output ReLU. */
+static void ref_conv3_mass(const float *x,
+                           int64_t C,
+                           int64_t T,
+                           const float *w,
+                           const float *b,
+                           int64_t S,
+                           int64_t d,
+                           bool relu_in,
+                           double *sum,
+                           double *mass,
+                           bool *reads_nan)
+{
+    for (int64_t s = 0; s < S; s++)
+        for (int64_t t = 0; t < T; t++) {
+            double acc = b ? b[s] : 0.0, mag = b ? fabs(b[s]) : 0.0;
+            bool nan = false;
+            for (int64_t c = 0; c < C; c++)
+                for (int j = 0; j < 3; j++) {
+                    const int64_t u = t + (j - 1) * d;
+                    if (u < 0 || u >= T) continue;
+                    double v = x[c * T + u];
+                    if (isnan(v)) {
+                        nan = true;
+                        continue;
+                    }
+                    if (relu_in && v < 0) v = 0;
+                    acc += (double)w[(s * C + c) * 3 + j] * v;
+                    mag += fabs((double)w[(s * C + c) * 3 + j] * v);
+                }
+            sum[s * T + t]  = acc;
+            mass[s * T + t] = mag;
+            if (reads_nan) reads_nan[s * T + t] = nan;
+        }
+}
+
 /* The resblock op on backends b1 and b2: on AVX-512 the narrow blocks run as one fused kernel,
  * elsewhere as gathered tap slices through the conv kernels; both sum in the same order, so they
  * agree bitwise, except where the AVX-512 kernel takes Winograd F(2,3) (dilation >= 16; within
@@ -563,21 +603,9 @@ static void test_resblock_narrow(struct jb_backend *be)
             free(xc), free(yc), free(wc);
         }
         double *b = dbuf(S * T), *bs = dbuf(S * T);
-        for (int64_t s = 0; s < S; s++)
-            for (int64_t t = 0; t < T; t++) {
-                double acc = k == 2 ? 0.0 : bb1[s], mag = k == 2 ? 0.0 : fabs(bb1[s]);
-                for (int64_t c = 0; c < C; c++)
-                    for (int j = 0; j < 3; j++) {
-                        const int64_t u = t + (j - 1) * d;
-                        const double a  = u < 0 || u >= T || isnan(x[c * T + u])
-                                            ? 0.0
-                                            : fmax(0.0, (double)x[c * T + u]);
-                        acc += (double)w1[(s * C + c) * 3 + j] * a;
-                        mag += fabs((double)w1[(s * C + c) * 3 + j] * a);
-                    }
-                b[s * T + t]  = acc > 0 ? acc : 0.0;
-                bs[s * T + t] = mag;
-            }
+        ref_conv3_mass(x, C, T, w1, k == 2 ? NULL : bb1, S, d, true, b, bs, NULL);
+        for (int64_t i = 0; i < S * T; i++)
+            b[i] = b[i] > 0 ? b[i] : 0.0;
         for (int64_t c = 0; c < C && ok; c++)
             for (int64_t t = 0; t < T && ok; t++) {
                 const bool reads_nan = t == p - d || t == p || t == p + d;
@@ -706,30 +734,18 @@ static void test_winograd(struct jb_backend *be, int64_t C, int64_t S, int64_t T
         free(x), free(w), free(b), free(yw), free(yd), free(work);
         return;
     }
-    double ew = 0, ed = 0;
-    bool nan_ok = true;
+    double ew = 0, ed = 0, *sums = dbuf(S * T), *masses = dbuf(S * T);
+    bool nan_ok = true, *nans = malloc((size_t)(S * T) * sizeof *nans);
+    ref_conv3_mass(x, C, T, w, b, S, d, relu, sums, masses, nans);
     for (int64_t o = 0; o < S; o++)
         for (int64_t t = 0; t < T; t++) {
-            double sum = b[o], mass = fabs(b[o]);
-            bool reads_nan = false;
-            for (int64_t c = 0; c < C; c++)
-                for (int j = 0; j < 3; j++) {
-                    int64_t u = t + (int64_t)(j - 1) * d;
-                    if (u < 0 || u >= T) continue;
-                    float v = x[c * T + u];
-                    if (isnan(v)) {
-                        reads_nan = true;
-                        continue;
-                    }
-                    if (relu && v < 0) v = 0;
-                    sum += (double)w[(o * C + c) * 3 + j] * v;
-                    mass += fabs((double)w[(o * C + c) * 3 + j] * v);
-                }
+            double sum        = sums[o * T + t];
+            const double mass = masses[o * T + t];
             if (relu && sum < 0) sum = 0;
             const float gw = yw[o * T + t], gd = yd[o * T + t];
             /* a NaN input spreads to the whole tile in Winograd, but never past it: the tile's
              * outputs are within 3d of the NaN */
-            if (reads_nan) {
+            if (nans[o * T + t]) {
                 nan_ok = nan_ok && isnan(gw) && isnan(gd);
                 continue;
             }
@@ -748,7 +764,7 @@ static void test_winograd(struct jb_backend *be, int64_t C, int64_t S, int64_t T
            relu ? "on" : "off",
            ew,
            ed);
-    free(x), free(w), free(b), free(yw), free(yd), free(work);
+    free(x), free(w), free(b), free(yw), free(yd), free(work), free(sums), free(masses), free(nans);
 }
 
 /* Winograd on backends b1 and b2 (ISA levels, thread counts), bitwise: rows not a multiple of
