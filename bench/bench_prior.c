@@ -23,6 +23,7 @@
  * back: each row shows its best run, and the ratios within each round (median and range) are
  * printed after the table, so that the machine's noise is visible next to them.
  */
+#include "backend/backend.h"
 #include "backend/cpu/pool.h"
 #include "model_builders.h"
 #include "pipeline/pipeline.h"
@@ -208,12 +209,14 @@ struct result {
     double decode_pps;  /* sampled positions per second (per candidate) */
     double decode_tps;  /* tokens per second, all candidates */
     double state_mb;
-    double kv_mb;  /* of which KV caches */
-    double init_s; /* making the state (its block-kind KV caches zeroed: their page faults) */
+    double kv_mb;        /* of which KV caches */
+    double init_s;       /* making the state (its block-kind KV caches zeroed: their page faults) */
+    long steps, grouped; /* timed decode steps, and how many ran cut into candidate groups */
     bool ok;
 };
 
-static struct result run_shape(struct jb_prior *p,
+static struct result run_shape(struct jb_backend *be,
+                               struct jb_prior *p,
                                const struct jb_prior_hparams *hp,
                                int N,
                                int n_prime,
@@ -255,8 +258,11 @@ static struct result run_shape(struct jb_prior *p,
         double tps = n_prime / (jb_time_now() - t0); /* includes one sampled token */
         if (tps > r.prefill_tps) r.prefill_tps = tps;
     }
+    const long cut0 = jb_backend_group_steps(be);
     if (jb_prior_sample(st, ctx, n_prime, n_prime + n_sample, &sp, out, NULL, on_tok, &tt))
         goto done;
+    r.steps   = n_sample;
+    r.grouped = jb_backend_group_steps(be) - cut0;
     if (tt.last_t > tt.first_t) {
         r.decode_pps = (double)(tt.last_t - tt.first_t) / (tt.last - tt.first);
         r.decode_tps = r.decode_pps * N;
@@ -466,7 +472,9 @@ static void round_summary(const char *shape,
                           double *f16_ratio,
                           int n_f16,
                           double *bw_share,
-                          int n_bw)
+                          int n_bw,
+                          const long cut[2],
+                          const long steps[2])
 {
     if (g_n_rounds >= 8 || (n_thr < 1 && n_f16 < 1)) return;
     char *line  = g_rounds[g_n_rounds++];
@@ -486,8 +494,16 @@ static void round_summary(const char *shape,
     if (n_bw > 0 && len < (int)size - 2) {
         len += snprintf(line + len, size - (size_t)len, ", ");
         snprintf(what, sizeof what, "%d thr eff / round's sum", threads);
-        spread(line + len, size - (size_t)len, what, bw_share, n_bw);
+        len += spread(line + len, size - (size_t)len, what, bw_share, n_bw);
     }
+    /* the share tuner's candidate groups (share_tuner.h): how many timed steps ran cut */
+    for (int i = 0; i < 2 && len < (int)size - 2; i++)
+        if (steps[i] > 0 && N > 1)
+            len += snprintf(line + len,
+                            size - (size_t)len,
+                            ", %s steps in groups %.0f%%",
+                            i ? "fp16" : "fp32",
+                            100.0 * (double)cut[i] / (double)steps[i]);
 }
 
 static struct result best_of(struct result a, struct result b)
@@ -684,19 +700,23 @@ int main(int argc, char **argv)
             double thr_ratio[MAX_ROUNDS], pre_ratio[MAX_ROUNDS], f16_ratio[MAX_ROUNDS];
             double bw_share[MAX_ROUNDS];
             int n_thr = 0, n_f16 = 0, n_bw = 0;
+            long cut[2] = { 0, 0 }, steps[2] = { 0, 0 }; /* threaded runs, fp32 and fp16 */
             for (int rep = 0; rep < repeats * sh->round_mult; rep++) {
-                struct result a   = run_shape(p1, &hp, N, n_prime, n_sample, JB_DTYPE_F32);
+                struct result a   = run_shape(be1, p1, &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 const double sum0 = sum_probe_gbs(&probe);
-                struct result c   = run_shape(pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
+                struct result c   = run_shape(beT, pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 const double sum1 = sum_probe_gbs(&probe);
                 struct result h   = { 0 };
-                if (n_wt == 2) h = run_shape(pT[1], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
+                if (n_wt == 2) h = run_shape(beT, pT[1], &hp, N, n_prime, n_sample, JB_DTYPE_F32);
                 if (N == 1) { /* KV cache precision, at `threads`, right after the fp32 KV run */
-                    struct result q = run_shape(pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F16);
-                    kv16[k]         = best_of(kv16[k], q);
+                    struct result q =
+                      run_shape(beT, pT[0], &hp, N, n_prime, n_sample, JB_DTYPE_F16);
+                    kv16[k] = best_of(kv16[k], q);
                     if (c.ok && q.ok && n_kv[k] < MAX_ROUNDS)
                         kv_ratio[k][n_kv[k]++] = q.decode_pps / c.decode_pps;
                 }
+                if (c.ok) cut[0] += c.grouped, steps[0] += c.steps;
+                if (h.ok) cut[1] += h.grouped, steps[1] += h.steps;
                 r1     = best_of(r1, a);
                 rT     = best_of(rT, c);
                 r16[b] = best_of(r16[b], h);
@@ -709,8 +729,18 @@ int main(int argc, char **argv)
                 if (c.ok && sum0 > 0 && sum1 > 0 && n_bw < MAX_ROUNDS)
                     bw_share[n_bw++] = bytes * c.decode_pps / 1e9 / (0.5 * (sum0 + sum1));
             }
-            round_summary(
-              sh->name, N, threads, thr_ratio, pre_ratio, n_thr, f16_ratio, n_f16, bw_share, n_bw);
+            round_summary(sh->name,
+                          N,
+                          threads,
+                          thr_ratio,
+                          pre_ratio,
+                          n_thr,
+                          f16_ratio,
+                          n_f16,
+                          bw_share,
+                          n_bw,
+                          cut,
+                          steps);
             print_row(sh, "fp32", N, 1, &r1, 0, bytes, read_gbs, ref, 0);
             print_row(sh,
                       "fp32",
@@ -775,7 +805,9 @@ int main(int argc, char **argv)
     if (g_n_rounds > 0)
         printf("\nratios within each round (the rows' runs back to back): median (min-max); "
                "prefill: the same for the priming rate; eff / round's sum: the threaded fp32 "
-               "run's eff. GB/s against the parallel sum measured just before and after it\n");
+               "run's eff. GB/s against the parallel sum measured just before and after it; "
+               "steps in groups: the threaded runs' timed steps that the CPU backend's tuner cut "
+               "into candidate groups, one per thread (docs/design.md, Threads)\n");
     for (int i = 0; i < g_n_rounds; i++)
         printf("%s\n", g_rounds[i]);
     printf(

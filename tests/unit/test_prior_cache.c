@@ -17,6 +17,7 @@
 #include "prior/prior.h"
 #include "prior/prior_impl.h"
 #include "backend/ops.h"
+#include "backend/cpu/share_tuner.h"
 #include "prior/sampler.h"
 #include "test_common.h"
 
@@ -1121,6 +1122,80 @@ static bool check_graph(const struct tcase *tc, const char *backend)
     return true;
 }
 
+/* A decode step cut into candidate groups (the CPU backend's groups arm, share_tuner.h: each of
+ * two threads runs its candidates through the whole step) must give the tokens and the last
+ * step's logits of the uncut step, bitwise: on the cpu backend with 2 threads (groups side by
+ * side) and on the check backend (groups in turn, each op still guarded). */
+static void check_groups(const struct tcase *tc)
+{
+    g_rng = 0x51ed2701a3c5b9e7ull ^ (uint64_t)(tc - g_cases);
+    struct jb_prior_hparams hp;
+    make_hparams(tc, &hp);
+    struct tmodel *m = calloc(1, sizeof *m);
+    make_model(tc, &hp, m);
+    struct jb_weights_source src = tc_weights_source(m->w);
+    struct tdata *in             = calloc(1, sizeof *in);
+    struct jb_sample_params sp   = jb_sample_params_default();
+    sp.temp                      = 0.9f;
+    sp.seed                      = 7;
+    sp.chunk_size                = 5;
+    const int P                  = (tc->variant == JB_PRIOR_TOP_SINGLE_ENC_DEC ? NTOK_D : 0) + 3;
+    static const struct {
+        const char *backend;
+        int arm;
+    } runs[3] = { { "cpu", 3 }, { "cpu", JB_SHARE_ARM_GROUPS }, { "check", JB_SHARE_ARM_GROUPS } };
+    int32_t tokens[3][N_ * T_];
+    float *logits[3] = { NULL, NULL, NULL };
+    long cut[3]      = { -1, -1, -1 };
+    size_t nl        = 0;
+    bool ok          = true;
+    for (int r = 0; r < 3 && ok; r++) {
+        struct jb_backend *be = jb_backend_init(runs[r].backend, 2);
+        struct jb_weights *w  = jb_weights_init(&src); /* placed on this backend by the prior */
+        struct jb_prior *p    = be && w ? jb_prior_init(&hp, w, be) : NULL;
+        ok                    = p != NULL;
+        if (ok && r == 0) make_inputs(p, tc, &hp, in);
+        struct jb_prior_state *st = ok ? jb_prior_state_init(p, N_, 16) : NULL;
+        ok                        = st != NULL;
+        if (ok) {
+            jb_backend_pin_loop_arm(be, runs[r].arm);
+            int32_t ctx[N_ * T_];
+            for (int n = 0; n < N_; n++)
+                memcpy(ctx + n * P, in->tok + n * T_, (size_t)P * 4);
+            jb_prior_state_set_cond(st, in->start, in->x, in->enc);
+            ok = jb_prior_sample(st, ctx, P, T_, &sp, tokens[r], NULL, NULL, NULL) == JB_STATUS_OK;
+            nl = (size_t)N_ * (size_t)jb_prior_vocab(p);
+            logits[r] = malloc(nl * sizeof(float));
+            if (ok) jb_backend_get(be, logits[r], st->logits, nl * sizeof(float));
+            /* the arm cut every step but the loop's first (its choice comes at a step's end),
+             * and only that loop's: back to uncut at its end */
+            cut[r] = jb_backend_group_steps(be);
+            ok     = ok && jb_backend_loop_groups(be) == 1;
+        }
+        jb_prior_state_free(st);
+        jb_prior_free(p);
+        jb_weights_free(w);
+        jb_backend_free(be);
+    }
+    for (int r = 1; r < 3; r++)
+        report(ok && cut[0] == 0 && cut[r] == T_ - P - 1 &&
+                 memcmp(tokens[r], tokens[0], sizeof tokens[0]) == 0 &&
+                 memcmp(logits[r], logits[0], nl * sizeof(float)) == 0,
+               "%s: decode in candidate groups on %s (%ld of %d steps cut) = uncut, bitwise "
+               "(tokens x %d, and the last step's logits)",
+               tc->name,
+               runs[r].backend,
+               cut[r],
+               T_ - P,
+               N_);
+    for (int r = 0; r < 3; r++)
+        free(logits[r]);
+    free(in->enc);
+    free(in);
+    tm_free(m);
+    free(m);
+}
+
 int main(int argc, char **argv)
 {
     const struct tcase *const cases = g_cases;
@@ -1146,6 +1221,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_cases; i++) {
         report(check_graph(&cases[i], "cpu"), "cpu backend");
         report(check_graph(&cases[i], "check"), "check backend");
+        check_groups(&cases[i]);
     }
     return tc_summary();
 }

@@ -4,7 +4,8 @@
  * on the fastest arm, ignores preempted steps, drops a clearly slow arm after two steps, follows
  * a change of the fastest arm, re-checks less often while its choice holds (also among arms
  * that only noise tells apart), keeps loop kinds apart and never times the gap between two
- * loops. Also that the pool honours the minimum work it sets. Prints one line per check and
+ * loops, and offers the candidate groups' arm only to loops that can cut their steps. Also that
+ * the pool honours the minimum work it sets. Prints one line per check and
  * "N passed, M failed"; exits 1 on any failure.
  */
 #include "backend/cpu/pool.h"
@@ -21,7 +22,8 @@ struct sim {
     struct jb_share_tuner t;
     int64_t now;
     int arm; /* the arm the next step runs with */
-    long steps_at[JB_SHARE_ARMS];
+    long steps_at[JB_SHARE_MAX_ARMS];
+    bool groups;  /* the loop can cut its steps into candidate groups (the fifth arm) */
     double noise; /* each step's time times 1 + noise·u, u uniform in [-1, 1) */
     uint64_t rng;
 };
@@ -36,8 +38,8 @@ static void run(struct sim *s, uintptr_t key, int n, const double *cost, int out
         if (s->noise > 0) us *= 1.0 + s->noise * (double)tc_rng_uniform(&s->rng);
         s->now += (int64_t)(us * 1000.0);
         s->steps_at[s->arm]++;
-        s->arm = jb_share_tuner_step(&s->t, key, s->now);
-        if (s->arm < 0 || s->arm >= JB_SHARE_ARMS) {
+        s->arm = jb_share_tuner_step(&s->t, key, s->now, s->groups);
+        if (s->arm < 0 || s->arm >= (s->groups ? JB_SHARE_MAX_ARMS : JB_SHARE_ARMS)) {
             tc_check(false, "arm %d out of range", s->arm);
             return;
         }
@@ -176,13 +178,49 @@ static void test_loop_kinds_apart(void)
     tc_check(jb_share_tuner_end(&s.t) == 0, "outside a loop the default arm (0) applies");
 }
 
+/* A loop that can cut its steps into candidate groups has the fifth arm: chosen where fastest,
+ * dropped after two steps where clearly slow (a model whose weights do not stay in cache). */
+static void test_groups_arm(void)
+{
+    struct sim s;
+    sim_init(&s);
+    s.groups                             = true;
+    const double fast[JB_SHARE_MAX_ARMS] = { 100, 98, 97, 96, 80 };
+    run(&s, 7, 2000, fast, 0);
+    const struct jb_share_loop *L = loop_of(&s, 7);
+    tc_check(L && L->best == JB_SHARE_ARM_GROUPS && s.steps_at[JB_SHARE_ARM_GROUPS] > 1700,
+             "a loop with groups settles on them where fastest (best %d, %ld of 2000 steps)",
+             L ? L->best : -9,
+             s.steps_at[JB_SHARE_ARM_GROUPS]);
+    sim_init(&s);
+    s.groups                             = true;
+    const double slow[JB_SHARE_MAX_ARMS] = { 100, 98, 97, 96, 190 };
+    run(&s, 7, 5 * JB_SHARE_BLOCK, slow, 0); /* the first round of trials */
+    tc_check(s.steps_at[JB_SHARE_ARM_GROUPS] == 2,
+             "and tries them for 2 steps, not a block, where they are ~2x slower (%ld)",
+             s.steps_at[JB_SHARE_ARM_GROUPS]);
+    sim_init(&s);
+    s.groups                                  = true;
+    const double long_step[JB_SHARE_MAX_ARMS] = { 5000, 5000, 5000, 5100, 2500 };
+    run(&s, 7, 2000, long_step, 0);
+    tc_check(s.steps_at[JB_SHARE_ARM_GROUPS] == 0,
+             "nor tries them at all where a step takes 5 ms (weights from memory: %ld steps)",
+             s.steps_at[JB_SHARE_ARM_GROUPS]);
+    sim_init(&s); /* s.groups false: the same costs never reach the fifth arm */
+    run(&s, 7, 2000, fast, 0);
+    tc_check(s.steps_at[JB_SHARE_ARM_GROUPS] == 0,
+             "a loop without groups never gets their arm (%ld steps)",
+             s.steps_at[JB_SHARE_ARM_GROUPS]);
+}
+
 static void test_arm_thresholds(void)
 {
     bool rising = true;
     for (int a = 1; a < JB_SHARE_ARMS; a++)
         rising = rising && jb_share_arm_min_work(a) > jb_share_arm_min_work(a - 1);
-    tc_check(rising && isinf(jb_share_arm_min_work(JB_SHARE_ARMS - 1)),
-             "arms share ever less, the last nothing");
+    tc_check(rising && isinf(jb_share_arm_min_work(JB_SHARE_ARMS - 1)) &&
+               isinf(jb_share_arm_min_work(JB_SHARE_ARM_GROUPS)),
+             "arms share ever less, the last nothing; the groups' arm shares no op either");
 }
 
 struct on_caller {
@@ -233,6 +271,7 @@ int main(void)
     test_backs_off();
     test_alike_arms_hold();
     test_loop_kinds_apart();
+    test_groups_arm();
     test_arm_thresholds();
     test_pool_min_work();
     return tc_summary();

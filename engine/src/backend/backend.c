@@ -171,14 +171,40 @@ enum jb_status jb_host_memory(size_t *available, size_t *total)
     return JB_STATUS_OK;
 }
 
-void jb_backend_loop_step(struct jb_backend *be, uintptr_t key)
+void jb_backend_loop_step(struct jb_backend *be, uintptr_t key, int max_groups)
 {
-    if (be && be->iface->loop_step) be->iface->loop_step(be->ctx, key);
+    if (be && be->iface->loop_step) be->iface->loop_step(be->ctx, key, max_groups);
+}
+
+void jb_backend_pin_loop_arm(struct jb_backend *be, int arm)
+{
+    if (be && be->iface->pin_loop_arm) be->iface->pin_loop_arm(be->ctx, arm);
+}
+
+long jb_backend_group_steps(const struct jb_backend *be)
+{
+    return be ? be->group_steps : 0;
 }
 
 void jb_backend_loop_end(struct jb_backend *be)
 {
     if (be && be->iface->loop_end) be->iface->loop_end(be->ctx);
+}
+
+int jb_backend_loop_groups(struct jb_backend *be)
+{
+    return be && be->iface->loop_groups ? be->iface->loop_groups(be->ctx) : 1;
+}
+
+void jb_backend_run_groups(struct jb_backend *be, int n, jb_group_fn fn, void *arg)
+{
+    if (be && n > 1) be->group_steps++;
+    if (be && be->iface->run_groups) {
+        be->iface->run_groups(be->ctx, n, fn, arg);
+        return;
+    }
+    for (int g = 0; g < n; g++)
+        fn(arg, g);
 }
 
 bool jb_backend_has_graphs(const struct jb_backend *be)

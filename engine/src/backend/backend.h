@@ -43,6 +43,9 @@ struct jb_backend_ops {
 #undef JB_OP
 };
 
+/* One group of candidates of a step cut into groups (jb_backend_run_groups). */
+typedef void (*jb_group_fn)(void *arg, int group);
+
 struct jb_backend_i {
     const char *name;
     bool host_memory; /* buffers are plain host pointers: CPU kernels may read them, weights are
@@ -80,8 +83,19 @@ struct jb_backend_i {
      * iteration of the loop kind `key` (nonzero), loop_end the end of the loop. A backend may
      * tune itself across iterations (the CPU backend: which ops its threads share); what it
      * tunes applies only until loop_end. */
-    void (*loop_step)(void *ctx, uintptr_t key);
+    void (*loop_step)(void *ctx, uintptr_t key, int max_groups);
     void (*loop_end)(void *ctx);
+    /* (optional) candidate groups: a loop whose steps work on independent candidates says at
+     * each loop_step how many groups a step could be cut into (max_groups; 1: it cannot be);
+     * loop_groups tells the caller how many to cut the next step into (1: none), and run_groups
+     * runs fn(arg, g) for every g < n, side by side where the backend can (the CPU backend: one
+     * per thread, a tuning choice like its sharing; see share_tuner.h). Ops called from fn are
+     * ordinary ops of this backend. */
+    int (*loop_groups)(void *ctx);
+    void (*run_groups)(void *ctx, int n, jb_group_fn fn, void *arg);
+    /* (optional) testing and benchmarking: every step of a token loop takes the given tuning
+     * choice (the CPU kernels' arm, share_tuner.h), -1: tuned by measurement */
+    void (*pin_loop_arm)(void *ctx, int arm);
 
     struct jb_backend_ops ops;
 };
@@ -93,6 +107,7 @@ struct jb_backend {
     /* The CPU kernels' context for the fallback (owned by the backend's ctx; for the CPU
      * backend it is ctx). NULL when the backend's memory is not host-readable. */
     struct jb_cpu *cpu;
+    long group_steps; /* jb_backend_run_groups calls with n > 1 (tests, benchmarks) */
 };
 
 bool jb_backend_supports(const struct jb_backend *be, enum jb_op op);
@@ -113,9 +128,14 @@ enum jb_status jb_backend_memory(const struct jb_backend *be, size_t *free_bytes
 /* MemAvailable and MemTotal of /proc/meminfo (the CPU and check backends' memory_info). */
 enum jb_status jb_host_memory(size_t *available, size_t *total);
 
-/* Token loops (loop_* of jb_backend_i): no-ops on a backend without the hooks. */
-void jb_backend_loop_step(struct jb_backend *be, uintptr_t key);
+/* Token loops (loop_* of jb_backend_i): no-ops on a backend without the hooks. loop_groups is
+ * 1 without its hook; run_groups then calls fn for each group in order on the caller. */
+void jb_backend_loop_step(struct jb_backend *be, uintptr_t key, int max_groups);
 void jb_backend_loop_end(struct jb_backend *be);
+int jb_backend_loop_groups(struct jb_backend *be);
+void jb_backend_run_groups(struct jb_backend *be, int n, jb_group_fn fn, void *arg);
+long jb_backend_group_steps(const struct jb_backend *be);     /* steps cut so far */
+void jb_backend_pin_loop_arm(struct jb_backend *be, int arm); /* no-op without the hook */
 
 bool jb_backend_has_graphs(const struct jb_backend *be);
 enum jb_status jb_backend_graph_begin(struct jb_backend *be);

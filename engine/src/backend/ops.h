@@ -64,7 +64,11 @@ struct jb_attn_desc {
  *   7     j, only while j < P'          slots [0, min(i, P'−1)]            P'
  *
  * A func-1/3 ring slot is overwritten by kv_append: append and attend in block-aligned segments
- * (a slot is reused only after every query that reads it was answered). */
+ * (a slot is reused only after every query that reads it was answered).
+ *
+ * k and v each hold N candidates' caches one after another, cap·n_state elements apiece (their
+ * layout inside is the backend's): k and v advanced by n0 such blocks are the cache of
+ * candidates n0.. (the prior's candidate groups use that). */
 struct jb_kv_cache {
     int32_t func;
     int32_t cap;  /* slots per (candidate, head) */

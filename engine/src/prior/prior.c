@@ -501,8 +501,15 @@ static void transformer_chunk(const struct jb_transformer *tr,
 
     for (int d = 0; d < tr->depth; d++) {
         const struct jb_block *blk = &tr->blocks[d];
-        struct jb_kv_cache *cache  = &ts->caches[d];
+        struct jb_kv_cache view    = ts->caches[d];
+        struct jb_kv_cache *cache  = &view;
         const bool cross           = blk->attn_func == 6;
+        if (ts->cand0 > 0) { /* a group's candidates: their blocks of the cache (ops.h) */
+            const size_t off =
+              (size_t)ts->cand0 * (size_t)view.cap * (size_t)ns * jb_dtype_size(view.type);
+            view.k = (uint8_t *)view.k + off;
+            view.v = (uint8_t *)view.v + off;
+        }
 
         { // attention: h = h + c_proj(attn(ln_0(h)))
             jb_layernorm(be, M, W, h, blk->ln_0_w, blk->ln_0_b, JB_LN_EPS, cur);
@@ -975,30 +982,96 @@ static void decode_inputs(struct jb_prior_state *st, const int32_t *seq, int64_t
 /* The decode step proper: only ops, the position read from `cursor` (so a recording of it
  * serves every S ≥ 1): h0 = TokEmb[drawn] (start_emb at S = 0) + Pos[cursor] + X[cursor] (the
  * row gathered from x_dev), the stack, the head, the draw into `drawn` and into hist at the
- * position, cursor += 1. Same arithmetic, in the same order, as the chunk path of step_run. */
+ * position, cursor += 1. Same arithmetic, in the same order, as the chunk path of step_run.
+ * Runs candidates [n0, n0 + n) of the state: all of them, or one group of a step cut into
+ * groups (decode_groups). Every op works row by row or candidate by candidate, with sums that
+ * do not depend on the number of rows (backend/ops.h), so a group's results are bitwise those
+ * of the whole batch. */
+static void decode_range(struct jb_prior_state *st,
+                         int64_t S,
+                         const struct jb_sample_desc *sd,
+                         int n0,
+                         int n)
+{
+    struct jb_prior *p    = st->p;
+    struct jb_backend *be = p->be;
+    const int N           = st->n_batch;
+    const int64_t W = p->width, V = p->vocab, M = n, ns = p->tr.n_state;
+    const int64_t enc              = (int64_t)n0 * p->tr.enc_len;
+    struct jb_transformer_state ts = st->ts; /* the view of candidates [n0, n0 + n) */
+    ts.n_batch                     = n;
+    ts.cand0                       = n0;
+    ts.h += n0 * W;
+    ts.cur += n0 * W;
+    ts.qkv += n0 * 3 * ns;
+    ts.att += n0 * ns;
+    ts.mlp += n0 * p->tr.mlp_width;
+    if (ts.enc_in) ts.enc_in += enc * W, ts.enc += enc * 2 * ns;
+    int32_t *drawn = st->drawn + n0, *pos = st->cursor + n0, *xpos = st->cursor + N + n0;
+    float *xrow = st->xrow + n0 * W, *logits = st->logits + n0 * V;
+    struct jb_sample_desc sdn = *sd;
+    sdn.first_candidate += n0; /* each candidate keeps its random stream */
+
+    if (S > 0) jb_embedding(be, p->x_emb, drawn, n, ts.h);
+    jb_embedding(be, p->pos_emb, pos, n, ts.cur);
+    jb_add(be, M * W, ts.h, ts.cur, ts.h);
+    jb_embedding(be, &st->x_dev, xpos, n, xrow);
+    jb_add(be, M * W, ts.h, xrow, ts.h);
+    if (st->hook) { /* never in a group (decode_groups) */
+        jb_backend_get(be, st->hook_h, ts.h, (size_t)(M * W) * sizeof *st->hook_h);
+        st->hook(st->hook_user, -1, n, 1, (int)W, st->hook_h);
+    }
+    transformer_chunk(&p->tr,
+                      &ts,
+                      S,
+                      1,
+                      pos,
+                      st->encoder_kv ? st->encoder_kv + enc * W : NULL,
+                      st->hook,
+                      st->hook_user,
+                      st->hook_h);
+    if (p->add_x_after) jb_add(be, M * W, ts.h, xrow, ts.h);
+    jb_matmul(be, M, V, W, ts.h, W, p->x_out, true, NULL, logits, V, false);
+    jb_sample_at(be, &sdn, n, V, logits, V, pos, drawn);
+    jb_store_i32_at(be, n, drawn, pos, N, st->hist + n0);
+    if (n == N) {
+        jb_add_i32(be, 2 * N, 1, st->cursor); /* the position and the rows of x_dev */
+    } else {
+        jb_add_i32(be, n, 1, pos);
+        jb_add_i32(be, n, 1, xpos);
+    }
+}
+
 static void decode_run(struct jb_prior_state *st, int64_t S, const struct jb_sample_desc *sd)
 {
-    struct jb_prior *p              = st->p;
-    struct jb_backend *be           = p->be;
-    struct jb_transformer_state *ts = &st->ts;
-    const int N                     = st->n_batch;
-    const int64_t W = p->width, V = p->vocab, M = N;
-    if (S > 0) jb_embedding(be, p->x_emb, st->drawn, N, ts->h);
-    jb_embedding(be, p->pos_emb, st->cursor, N, ts->cur);
-    jb_add(be, M * W, ts->h, ts->cur, ts->h);
-    jb_embedding(be, &st->x_dev, st->cursor + N, N, st->xrow);
-    jb_add(be, M * W, ts->h, st->xrow, ts->h);
-    if (st->hook) {
-        jb_backend_get(be, st->hook_h, ts->h, (size_t)(M * W) * sizeof *st->hook_h);
-        st->hook(st->hook_user, -1, N, 1, (int)W, st->hook_h);
-    }
-    transformer_chunk(
-      &p->tr, ts, S, 1, st->cursor, st->encoder_kv, st->hook, st->hook_user, st->hook_h);
-    if (p->add_x_after) jb_add(be, M * W, ts->h, st->xrow, ts->h);
-    jb_matmul(be, M, V, W, ts->h, W, p->x_out, true, NULL, st->logits, V, false);
-    jb_sample_at(be, sd, N, V, st->logits, V, st->cursor, st->drawn);
-    jb_store_i32_at(be, N, st->drawn, st->cursor, N, st->hist);
-    jb_add_i32(be, 2 * N, 1, st->cursor); /* the position and the rows of x_dev */
+    decode_range(st, S, sd, 0, st->n_batch);
+}
+
+struct decode_group_job {
+    struct jb_prior_state *st;
+    int64_t S;
+    const struct jb_sample_desc *sd;
+    int groups;
+};
+
+static void decode_group(void *arg, int g)
+{
+    const struct decode_group_job *j = arg;
+    const int N                      = j->st->n_batch;
+    const int n0 = N * g / j->groups, n1 = N * (g + 1) / j->groups;
+    decode_range(j->st, j->S, j->sd, n0, n1 - n0);
+}
+
+/* The decode step cut into `groups` groups of candidates that the backend runs side by side
+ * (jb_backend_run_groups: on the CPU, one per thread, each reading the weights itself). Only
+ * where the backend's tuning of this token loop chose it (jb_backend_loop_groups). */
+static void decode_groups(struct jb_prior_state *st,
+                          int64_t S,
+                          const struct jb_sample_desc *sd,
+                          int groups)
+{
+    struct decode_group_job job = { st, S, sd, groups };
+    jb_backend_run_groups(st->p->be, groups, decode_group, &job);
 }
 
 static bool same_desc(const struct jb_sample_desc *a, const struct jb_sample_desc *b)
@@ -1066,10 +1139,15 @@ enum jb_status jb_prior_step_draw(struct jb_prior_state *st,
             replay        = false;
         }
     }
+    int groups = replay || st->hook ? 1 : jb_backend_loop_groups(be);
+    if (groups > st->n_batch) groups = st->n_batch;
     if (replay) {
         jb_backend_graph_launch(be, st->graph);
     } else {
-        decode_run(st, S, sd);
+        if (groups > 1)
+            decode_groups(st, S, sd, groups);
+        else
+            decode_run(st, S, sd);
         st->decode_steps++;
     }
     st->pos           = S + 1;

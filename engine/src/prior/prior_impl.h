@@ -55,6 +55,10 @@ struct jb_transformer_state {
     const struct jb_transformer *tr;
     struct jb_backend *be;
     int32_t n_batch, max_chunk;
+    /* A view of candidates [cand0, cand0 + n_batch) of a state (a decode step cut into groups):
+     * the activations point at those rows and the caches are offset by cand0 candidates (0 for
+     * the state itself). */
+    int32_t cand0;
     enum jb_dtype kv_type; /* F32, or F16 (half-precision cache) */
     /* activations for n_batch·max_chunk rows, candidate-major ([n][r]) */
     float *h;                   /* residual stream [rows, w] */

@@ -139,7 +139,7 @@ enum jb_status jb_prior_sample(struct jb_prior_state *st,
             }
             t_read = t + 1;
         }
-        jb_backend_loop_step(p->be, loop);
+        jb_backend_loop_step(p->be, loop, N); /* a step could run its candidates apart */
     }
     jb_backend_loop_end(p->be);
     if (failed) return status;

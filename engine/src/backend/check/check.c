@@ -290,9 +290,21 @@ static enum jb_status check_memory_info(void *ctx, size_t *free_bytes, size_t *t
 }
 
 /* token loops tune the CPU kernels' thread sharing as on the CPU backend */
-static void check_loop_step(void *ctx, uintptr_t key)
+static void check_loop_step(void *ctx, uintptr_t key, int max_groups)
 {
-    jb_cpu_loop_step(((struct check *)ctx)->cpu, key);
+    jb_cpu_loop_step(((struct check *)ctx)->cpu, key, max_groups);
+}
+
+/* as the CPU backend chooses, but the groups run one after another (no run_groups): the guard
+ * around each op (mprotect) is process-wide, so two ops at once would fault each other */
+static int check_loop_groups(void *ctx)
+{
+    return jb_cpu_loop_groups(((struct check *)ctx)->cpu);
+}
+
+static void check_pin_loop_arm(void *ctx, int arm)
+{
+    jb_cpu_pin_loop_arm(((struct check *)ctx)->cpu, arm);
 }
 
 static void check_loop_end(void *ctx)
@@ -314,6 +326,8 @@ static const struct jb_backend_i check_iface = {
     .synchronize  = NULL,
     .loop_step    = check_loop_step,
     .loop_end     = check_loop_end,
+    .loop_groups  = check_loop_groups,
+    .pin_loop_arm = check_pin_loop_arm,
     .ops =
       {
 #define JB_OP(ID, name, params, args) .name = check_slot_##name,

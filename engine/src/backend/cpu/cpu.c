@@ -106,14 +106,23 @@ static int64_t monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key)
+void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key, int max_groups)
 {
     if (cpu->n_threads <= 1 || key == 0) return;
+    const bool can_group = max_groups >= 2;
+    int arm;
     pthread_mutex_lock(&cpu->tuner_lock);
-    int arm = jb_share_tuner_step(&cpu->tuner, key, monotonic_ns());
+    if (cpu->pinned_arm >= 0)
+        arm = cpu->pinned_arm == JB_SHARE_ARM_GROUPS && !can_group ? 0 : cpu->pinned_arm;
+    else
+        arm = jb_share_tuner_step(&cpu->tuner, key, monotonic_ns(), can_group);
     pthread_mutex_unlock(&cpu->tuner_lock);
     /* arm 0 is the pool's own policy (jb_cpu_team's thresholds alone) */
     jb_pool_set_min_work(cpu->pool, arm > 0 ? jb_share_arm_min_work(arm) : 0.0);
+    int groups = 1;
+    if (arm == JB_SHARE_ARM_GROUPS)
+        groups = max_groups < cpu->n_threads ? max_groups : cpu->n_threads;
+    atomic_store_explicit(&cpu->groups, groups, memory_order_relaxed);
 }
 
 void jb_cpu_loop_end(struct jb_cpu *cpu)
@@ -123,11 +132,60 @@ void jb_cpu_loop_end(struct jb_cpu *cpu)
     jb_share_tuner_end(&cpu->tuner);
     pthread_mutex_unlock(&cpu->tuner_lock);
     jb_pool_set_min_work(cpu->pool, 0.0);
+    atomic_store_explicit(&cpu->groups, 1, memory_order_relaxed);
 }
 
-static void cpu_loop_step(void *ctx, uintptr_t key)
+int jb_cpu_loop_groups(struct jb_cpu *cpu)
 {
-    jb_cpu_loop_step(ctx, key);
+    return atomic_load_explicit(&cpu->groups, memory_order_relaxed);
+}
+
+void jb_cpu_pin_loop_arm(struct jb_cpu *cpu, int arm)
+{
+    pthread_mutex_lock(&cpu->tuner_lock);
+    cpu->pinned_arm = arm >= 0 && arm < JB_SHARE_MAX_ARMS ? arm : -1;
+    pthread_mutex_unlock(&cpu->tuner_lock);
+}
+
+struct group_task {
+    void (*fn)(void *arg, int group);
+    void *arg;
+};
+
+static void run_group_items(void *arg, int64_t b, int64_t e, int slot)
+{
+    const struct group_task *t = arg;
+    (void)slot;
+    for (int64_t g = b; g < e; g++)
+        t->fn(t->arg, (int)g);
+}
+
+/* One pool item per group: a worker that wakes late finds its group taken by the caller, who
+ * then runs both (correct, only slower; the tuner sees it in the step time). */
+void jb_cpu_run_groups(struct jb_cpu *cpu, int n, void (*fn)(void *arg, int group), void *arg)
+{
+    struct group_task t = { fn, arg };
+    jb_pool_for(cpu->pool, n, 1, run_group_items, &t);
+}
+
+static void cpu_loop_step(void *ctx, uintptr_t key, int max_groups)
+{
+    jb_cpu_loop_step(ctx, key, max_groups);
+}
+
+static int cpu_loop_groups(void *ctx)
+{
+    return jb_cpu_loop_groups(ctx);
+}
+
+static void cpu_run_groups(void *ctx, int n, jb_group_fn fn, void *arg)
+{
+    jb_cpu_run_groups(ctx, n, fn, arg);
+}
+
+static void cpu_pin_loop_arm(void *ctx, int arm)
+{
+    jb_cpu_pin_loop_arm(ctx, arm);
 }
 
 static void cpu_loop_end(void *ctx)
@@ -235,6 +293,9 @@ static const struct jb_backend_i cpu_iface = {
     .synchronize  = NULL,
     .loop_step    = cpu_loop_step,
     .loop_end     = cpu_loop_end,
+    .loop_groups  = cpu_loop_groups,
+    .run_groups   = cpu_run_groups,
+    .pin_loop_arm = cpu_pin_loop_arm,
     .ops =
       {
 #define JB_OP(ID, name, params, args) .name = cpu_slot_##name,
@@ -275,6 +336,8 @@ struct jb_cpu *jb_cpu_new(int n_threads)
     if (!cpu) return NULL;
     pthread_mutex_init(&cpu->tuner_lock, NULL);
     jb_share_tuner_init(&cpu->tuner);
+    cpu->pinned_arm = -1;
+    atomic_init(&cpu->groups, 1);
     if (!jb_mul_size((size_t)n_threads, JB_CPU_ARENA_FLOATS * sizeof(float), &arena_bytes)) {
         jb_fail(JB_STATUS_ERR_NOMEM, "%s: arena for %d threads overflows", __func__, n_threads);
         goto fail;

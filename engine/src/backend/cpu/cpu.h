@@ -75,13 +75,22 @@ struct jb_cpu {
     /* token loops: how eagerly the pool shares small ops, measured per loop kind */
     pthread_mutex_t tuner_lock;
     struct jb_share_tuner tuner;
+    int pinned_arm;        /* testing: the arm every step takes (-1: tuned) */
+    _Atomic int groups;    /* candidate groups of the next step (1: none; loop_groups) */
     _Atomic(void *) spare; /* the last large buffer freed, kept for the next (cpu.c) */
 };
 
 /* The loop hooks of jb_backend_i (backend.h) for a CPU context: a step of loop `key` ended /
- * the loop ended. They set the pool's minimum shared work for the next step (share_tuner.h). */
-void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key);
+ * the loop ended. They set the pool's minimum shared work for the next step (share_tuner.h), and
+ * whether it runs in candidate groups: loop_groups says into how many, run_groups runs them, one
+ * pool task each (their ops then run inline on the task's thread and arena slot). */
+void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key, int max_groups);
 void jb_cpu_loop_end(struct jb_cpu *cpu);
+int jb_cpu_loop_groups(struct jb_cpu *cpu);
+void jb_cpu_run_groups(struct jb_cpu *cpu, int n, void (*fn)(void *arg, int group), void *arg);
+/* Testing and benchmarking: every step of a token loop takes `arm` (share_tuner.h; the groups'
+ * arm only in loops that can be cut), -1: tuned by measurement (the default). */
+void jb_cpu_pin_loop_arm(struct jb_cpu *cpu, int arm);
 
 /* The CPU context behind a backend (be->cpu: the CPU backend's own, or the host fallback of a
  * backend whose memory the host can read). */

@@ -17,15 +17,21 @@
  * few blocks (measured: 11% of the steps on arm 0 with 4% noise). So the choice holds unless
  * another arm was faster by more than HOLD_MARGIN, and only a change by more than
  * RESTART_MARGIN (the machine changed) restarts the back-off. */
+/* Candidate groups make every thread read all the weights of a step: that pays only while they
+ * stay in cache (the bundled model, w256d8: 8 MB, steps of ~0.2 ms), not where a step streams
+ * them from memory (w1024d24: 300 MB, w1920d72: 3.2 GB, steps of ms to 100 ms), where a trial
+ * would cost two steps of twice the time each round. So the arm is tried only for loops whose
+ * steps (on arm 0) take less than this. */
+#define GROUPS_MAX_STEP_NS 2e6
 #define HOLD_MARGIN 1.03
 #define RESTART_MARGIN 1.10
 
 double jb_share_arm_min_work(int arm)
 {
-    static const double min_work[JB_SHARE_ARMS] = {
-        JB_CPU_SHARE_MIN_WORK, 1048576.0, 8388608.0, INFINITY
+    static const double min_work[JB_SHARE_MAX_ARMS] = {
+        JB_CPU_SHARE_MIN_WORK, 1048576.0, 8388608.0, INFINITY, INFINITY
     };
-    return arm >= 0 && arm < JB_SHARE_ARMS ? min_work[arm] : min_work[0];
+    return arm >= 0 && arm < JB_SHARE_MAX_ARMS ? min_work[arm] : min_work[0];
 }
 
 void jb_share_tuner_init(struct jb_share_tuner *t)
@@ -45,7 +51,7 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int find_or_add(struct jb_share_tuner *t, uintptr_t key)
+static int find_or_add(struct jb_share_tuner *t, uintptr_t key, bool groups)
 {
     int victim = 0;
     for (int i = 0; i < JB_SHARE_LOOPS; i++) {
@@ -55,6 +61,7 @@ static int find_or_add(struct jb_share_tuner *t, uintptr_t key)
     struct jb_share_loop *L = &t->loops[victim];
     memset(L, 0, sizeof *L);
     L->key       = key;
+    L->n_arms    = groups ? JB_SHARE_MAX_ARMS : JB_SHARE_ARMS;
     L->best      = -1;
     L->exploring = true;
     if (t->current == victim) t->current = -1;
@@ -65,7 +72,7 @@ static int find_or_add(struct jb_share_tuner *t, uintptr_t key)
 static int fastest(const struct jb_share_loop *L, int skip)
 {
     int b = -1;
-    for (int a = 0; a < JB_SHARE_ARMS; a++)
+    for (int a = 0; a < L->n_arms; a++)
         if (a != skip && L->arm_ns[a] > 0 && (b < 0 || L->arm_ns[a] < L->arm_ns[b])) b = a;
     return b;
 }
@@ -74,13 +81,15 @@ static int next_trial(const struct jb_share_loop *L, int after)
 {
     int a = after + 1;
     if (a == L->best) a++;
+    /* the groups' arm last, and only for short steps (arm 0's, measured by then) */
+    if (a == JB_SHARE_ARM_GROUPS && a != L->best && L->arm_ns[0] > GROUPS_MAX_STEP_NS) a++;
     return a;
 }
 
-int jb_share_tuner_step(struct jb_share_tuner *t, uintptr_t key, int64_t now_ns)
+int jb_share_tuner_step(struct jb_share_tuner *t, uintptr_t key, int64_t now_ns, bool groups)
 {
     t->clock++;
-    const int idx           = find_or_add(t, key);
+    const int idx           = find_or_add(t, key, groups);
     struct jb_share_loop *L = &t->loops[idx];
     L->used                 = t->clock;
     if (t->current != idx || t->last_ns == 0) { /* first step: nothing to time yet */
@@ -106,7 +115,7 @@ int jb_share_tuner_step(struct jb_share_tuner *t, uintptr_t key, int64_t now_ns)
 
     if (L->exploring) {
         int next = next_trial(L, L->arm);
-        if (next < JB_SHARE_ARMS) return L->arm = next;
+        if (next < L->n_arms) return L->arm = next;
         /* the round is over: every arm has a fresh time (the best from its last block) */
         int b = fastest(L, -1);
         if (L->best >= 0 && b != L->best && L->arm_ns[L->best] <= HOLD_MARGIN * L->arm_ns[b])
