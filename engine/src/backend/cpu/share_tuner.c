@@ -17,14 +17,14 @@
  * few blocks (measured: 11% of the steps on arm 0 with 4% noise). So the choice holds unless
  * another arm was faster by more than HOLD_MARGIN, and only a change by more than
  * RESTART_MARGIN (the machine changed) restarts the back-off. */
+#define HOLD_MARGIN 1.03
+#define RESTART_MARGIN 1.10
 /* Candidate groups make every thread read all the weights of a step: that pays only while they
  * stay in cache (the bundled model, w256d8: 8 MB, steps of ~0.2 ms), not where a step streams
  * them from memory (w1024d24: 300 MB, w1920d72: 3.2 GB, steps of ms to 100 ms), where a trial
  * would cost two steps of twice the time each round. So the arm is tried only for loops whose
  * steps (on arm 0) take less than this. */
 #define GROUPS_MAX_STEP_NS 2e6
-#define HOLD_MARGIN 1.03
-#define RESTART_MARGIN 1.10
 
 double jb_share_arm_min_work(int arm)
 {
