@@ -148,7 +148,7 @@ void jb_cpu_pin_loop_arm(struct jb_cpu *cpu, int arm)
 }
 
 struct group_task {
-    void (*fn)(void *arg, int group);
+    jb_group_fn fn;
     void *arg;
 };
 
@@ -162,7 +162,7 @@ static void run_group_items(void *arg, int64_t b, int64_t e, int slot)
 
 /* One pool item per group: a worker that wakes late finds its group taken by the caller, who
  * then runs both (correct, only slower; the tuner sees it in the step time). */
-void jb_cpu_run_groups(struct jb_cpu *cpu, int n, void (*fn)(void *arg, int group), void *arg)
+void jb_cpu_run_groups(struct jb_cpu *cpu, int n, jb_group_fn fn, void *arg)
 {
     struct group_task t = { fn, arg };
     jb_pool_for(cpu->pool, n, 1, run_group_items, &t);

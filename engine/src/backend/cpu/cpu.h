@@ -87,7 +87,7 @@ struct jb_cpu {
 void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key, int max_groups);
 void jb_cpu_loop_end(struct jb_cpu *cpu);
 int jb_cpu_loop_groups(struct jb_cpu *cpu);
-void jb_cpu_run_groups(struct jb_cpu *cpu, int n, void (*fn)(void *arg, int group), void *arg);
+void jb_cpu_run_groups(struct jb_cpu *cpu, int n, jb_group_fn fn, void *arg);
 /* Testing and benchmarking: every step of a token loop takes `arm` (share_tuner.h; the groups'
  * arm only in loops that can be cut), -1: tuned by measurement (the default). */
 void jb_cpu_pin_loop_arm(struct jb_cpu *cpu, int arm);
