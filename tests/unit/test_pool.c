@@ -2,7 +2,8 @@
  * tests/unit/test_pool.c - the CPU backend's thread pool (backend/cpu/pool.h): every index runs
  * exactly once in chunks of at least `grain`, slots are unique among concurrent tasks, small loops
  * and nested calls run inline on the caller, two pools used at once do not interfere, and an idle
- * pool uses no CPU. Prints one line per check and "N passed, M failed"; exits 1 on any failure.
+ * pool uses no CPU, also after a token loop asked its workers to spin longer. Prints one line per
+ * check and "N passed, M failed"; exits 1 on any failure.
  */
 #include "backend/cpu/pool.h"
 #include "core/common.h"
@@ -205,6 +206,54 @@ static void test_idle(void)
     jb_pool_free(p);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* jb_pool_set_spin: a worker asked to spin longer (a token loop's) is still awake 0.3 ms after
+ * it woke, where the default spin (20 µs) has it asleep; and since the pool keeps the request
+ * to 1 ms, an idle pool uses no CPU soon after however long was asked. */
+static void test_spin(void)
+{
+    struct jb_pool *p = jb_pool_new(2);
+    bool ok           = p != NULL;
+    jb_pool_set_spin(p, 10LL * 1000000000); /* 10 s */
+    /* up to 20 tries: one whose check comes late (this thread preempted) proves nothing */
+    bool still_awake = false, timed = false;
+    for (int attempt = 0; ok && attempt < 20 && !timed; attempt++) {
+        /* the worker asleep first (a new one spins too, and counts as awake until it sleeps) */
+        struct timespec ms = { 0, 20 * 1000000 };
+        nanosleep(&ms, NULL);
+        double t_woke = 0, t_limit = now_s() + 1.0;
+        /* a stream of jb_pool_ready calls wakes the worker; wait until it is on a core */
+        while (now_s() < t_limit)
+            if (jb_pool_ready(p)) {
+                t_woke = now_s();
+                break;
+            }
+        if (!t_woke) continue;
+        while (now_s() < t_woke + 300e-6) {
+        }
+        still_awake = jb_pool_ready(p);
+        timed       = now_s() < t_woke + 900e-6;
+    }
+    report(ok && timed && still_awake,
+           "jb_pool_set_spin: the worker is still awake 0.3 ms after it woke");
+    struct timespec ms = { 0, 20 * 1000000 };
+    nanosleep(&ms, NULL);
+    double c0          = cpu_seconds();
+    struct timespec hs = { 0, 300 * 1000000 };
+    nanosleep(&hs, NULL);
+    double used = cpu_seconds() - c0;
+    report(ok && used < 0.02,
+           "a spin asked for 10 s is kept to 1 ms: %.4f s of CPU in the 0.3 s after",
+           used);
+    jb_pool_free(p);
+}
+
 struct ready_ctx {
     struct jb_pool *pool;
     atomic_int ready_inside;
@@ -262,5 +311,6 @@ int main(void)
     test_two_pools();
     test_idle();
     test_small_loops();
+    test_spin();
     return tc_summary();
 }

@@ -110,15 +110,30 @@ void jb_cpu_loop_step(struct jb_cpu *cpu, uintptr_t key, int max_groups)
 {
     if (cpu->n_threads <= 1 || key == 0) return;
     const bool can_group = max_groups >= 2;
+    const int64_t t      = monotonic_ns();
     int arm;
     pthread_mutex_lock(&cpu->tuner_lock);
     if (cpu->pinned_arm >= 0)
         arm = cpu->pinned_arm == JB_SHARE_ARM_GROUPS && !can_group ? 0 : cpu->pinned_arm;
     else
-        arm = jb_share_tuner_step(&cpu->tuner, key, monotonic_ns(), can_group);
+        arm = jb_share_tuner_step(&cpu->tuner, key, t, can_group);
+    const int64_t step_ns = cpu->step_end_ns ? t - cpu->step_end_ns : 0;
+    cpu->step_end_ns      = t;
     pthread_mutex_unlock(&cpu->tuner_lock);
     /* arm 0 is the pool's own policy (jb_cpu_team's thresholds alone) */
     jb_pool_set_min_work(cpu->pool, arm > 0 ? jb_share_arm_min_work(arm) : 0.0);
+    /* On an arm that shares ops, the worker stays awake from one shared op to the next: asleep,
+     * it would miss the small ones (they are shared only with an awake worker), or cost a
+     * wake-up that takes longer than they do. Where only the output head is shared (arms 1-2 at
+     * w256d8), the next shared op comes a whole step later, so the spin lasts 1.5 steps (the
+     * pool keeps it within 20 µs .. 1 ms). w256d8, 1 candidate, 2 threads against 1, in-process
+     * A/B: head only 0.86-0.91x with the pool's 20 µs spin, 1.06-1.11x with this. Arm 3 and the
+     * groups' arm hand the worker nothing within a step: it sleeps as usual. Only in loops of
+     * one candidate: with several, the longer spin brought the sharing arms level with the
+     * groups' (in-process, pinned), and the tuner then chose among them by noise, 1.02-1.03x of
+     * one thread in bench_prior where the groups alone gave 1.13-1.14x. */
+    const bool shares = arm < JB_SHARE_ARMS - 1 && !can_group;
+    jb_pool_set_spin(cpu->pool, shares ? step_ns + step_ns / 2 : 0);
     int groups = 1;
     if (arm == JB_SHARE_ARM_GROUPS)
         groups = max_groups < cpu->n_threads ? max_groups : cpu->n_threads;
@@ -130,8 +145,10 @@ void jb_cpu_loop_end(struct jb_cpu *cpu)
     if (cpu->n_threads <= 1) return;
     pthread_mutex_lock(&cpu->tuner_lock);
     jb_share_tuner_end(&cpu->tuner);
+    cpu->step_end_ns = 0;
     pthread_mutex_unlock(&cpu->tuner_lock);
     jb_pool_set_min_work(cpu->pool, 0.0);
+    jb_pool_set_spin(cpu->pool, 0);
     atomic_store_explicit(&cpu->groups, 1, memory_order_relaxed);
 }
 

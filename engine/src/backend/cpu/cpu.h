@@ -76,6 +76,7 @@ struct jb_cpu {
     pthread_mutex_t tuner_lock;
     struct jb_share_tuner tuner;
     int pinned_arm;        /* testing: the arm every step takes (-1: tuned) */
+    int64_t step_end_ns;   /* when the last step of the current loop ended (0: none yet) */
     _Atomic int groups;    /* candidate groups of the next step (1: none; loop_groups) */
     _Atomic(void *) spare; /* the last large buffer freed, kept for the next (cpu.c) */
 };

@@ -16,6 +16,8 @@
  * FUTEX_WAIT; the caller issues FUTEX_WAKE only when someone sleeps (a Dekker-style handshake on
  * seq_cst atomics: the sleeper announces itself, then re-reads the word). An idle pool therefore
  * costs nothing after JB_POOL_SPIN_NS. Linux futexes; other systems would need a condvar here.
+ * During a token loop that shares its small ops the owner lengthens the spin (jb_pool_set_spin,
+ * at most JB_POOL_SPIN_MAX_NS), so that the worker stays awake across a whole step.
  *
  * Oversubscription: on a machine busier than its cores (a DAW, other jobs), a worker preempted
  * while it holds a chunk makes the caller wait a scheduler period or more, and a fork-join loop
@@ -38,8 +40,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JB_POOL_SPIN_NS 20000    /* how long an idle thread spins before sleeping */
-#define JOIN_SPIN_MAX_NS 1000000 /* the longest a caller spins for its workers before sleeping */
+#define JB_POOL_SPIN_NS 20000       /* how long an idle thread spins before sleeping */
+#define JB_POOL_SPIN_MAX_NS 1000000 /* the longest jb_pool_set_spin may ask for */
+#define JOIN_SPIN_MAX_NS 1000000    /* the longest a caller spins for its workers before sleeping */
 #define CHUNKS_PER_THREAD 4
 #define MAX_CHUNKS 0xffff /* chunk counts live in 16 bits of the claim word */
 #define LATE_NS 50000     /* a wait for workers shorter than this is never "late" */
@@ -92,6 +95,7 @@ struct jb_pool {
     atomic_long helped;                   /* jobs a worker took part in so far */
     atomic_long helped_at_kick;           /* ... at the last kick */
     atomic_llong min_work;                /* loops with less work run inline (set_min_work) */
+    atomic_int_least64_t spin_ns;         /* a worker's spin before it sleeps (set_spin) */
 };
 
 /* The pool and slot of the task this thread is running, for nested calls. */
@@ -174,7 +178,8 @@ static void *worker_main(void *p)
     struct jb_pool *pool = w->pool;
     int seen             = 0; /* the wake word's value at creation (we may start late) */
     for (;;) {
-        if (!spin_while_equal(&pool->wake, seen, JB_POOL_SPIN_NS)) {
+        int64_t spin_ns = atomic_load_explicit(&pool->spin_ns, memory_order_relaxed);
+        if (!spin_while_equal(&pool->wake, seen, spin_ns)) {
             atomic_fetch_add(&pool->sleepers, 1);
             while (atomic_load(&pool->wake) == seen)
                 futex_wait(&pool->wake, seen);
@@ -207,6 +212,7 @@ struct jb_pool *jb_pool_new(int n_threads)
     atomic_init(&pool->helped, 0);
     atomic_init(&pool->helped_at_kick, 0);
     atomic_init(&pool->min_work, 0);
+    atomic_init(&pool->spin_ns, JB_POOL_SPIN_NS);
     if (n_threads == 1) return pool;
     pool->workers = jb_calloc((size_t)n_threads - 1, sizeof *pool->workers);
     if (!pool->workers) {
@@ -264,6 +270,14 @@ double jb_pool_min_work(const struct jb_pool *pool)
     if (!pool) return 0;
     long long w = atomic_load_explicit(&((struct jb_pool *)pool)->min_work, memory_order_relaxed);
     return w == LLONG_MAX ? INFINITY : (double)w;
+}
+
+void jb_pool_set_spin(struct jb_pool *pool, int64_t spin_ns)
+{
+    if (!pool) return;
+    if (spin_ns < JB_POOL_SPIN_NS) spin_ns = JB_POOL_SPIN_NS;
+    if (spin_ns > JB_POOL_SPIN_MAX_NS) spin_ns = JB_POOL_SPIN_MAX_NS;
+    atomic_store_explicit(&pool->spin_ns, spin_ns, memory_order_relaxed);
 }
 
 static void pool_for(struct jb_pool *pool,

@@ -3,7 +3,7 @@
  *
  * Every parallel loop of the CPU kernels goes through jb_pool_for, never through process-wide
  * OpenMP or OpenBLAS thread settings, so two backends in one process do not interfere and an
- * idle process uses no CPU (workers spin briefly, then sleep on a condition variable).
+ * idle process uses no CPU (workers spin briefly, then sleep on a futex).
  *
  * jb_pool_for(pool, n, grain, fn, arg) splits [0, n) into contiguous ranges of at least `grain`
  * items and calls fn(arg, begin, end, slot) for each, on the caller and the workers; it returns
@@ -46,5 +46,10 @@ bool jb_pool_ready(struct jb_pool *pool);
  * (share_tuner.h). Any thread may read it while the owner changes it. */
 void jb_pool_set_min_work(struct jb_pool *pool, double min_work);
 double jb_pool_min_work(const struct jb_pool *pool);
+/* How long a worker spins after its last job before it sleeps, from the next wait on: 0 (or
+ * anything shorter than the default, 20 µs) restores the default; at most 1 ms. The CPU backend
+ * lengthens it during a token loop whose small ops are shared, so that a worker does not fall
+ * asleep between them (a wake-up costs more than the op); it is reset when the loop ends. */
+void jb_pool_set_spin(struct jb_pool *pool, int64_t spin_ns);
 
 #endif
