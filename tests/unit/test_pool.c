@@ -213,7 +213,7 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* jb_pool_set_spin: a worker asked to spin longer (a token loop's) is still awake 0.3 ms after
+/* jb_pool_set_spin: a worker asked to spin longer (a token loop's) is still awake 0.15 ms after
  * it woke, where the default spin (20 µs) has it asleep; and since the pool keeps the request
  * to 1 ms, an idle pool uses no CPU soon after however long was asked. */
 static void test_spin(void)
@@ -221,27 +221,38 @@ static void test_spin(void)
     struct jb_pool *p = jb_pool_new(2);
     bool ok           = p != NULL;
     jb_pool_set_spin(p, 10LL * 1000000000); /* 10 s */
-    /* up to 20 tries: one whose check comes late (this thread preempted) proves nothing */
+    /* up to 20 tries: one where this thread sees the wake-up late (preempted), or checks late,
+     * proves nothing (the worker's 1 ms may then be over) */
     bool still_awake = false, timed = false;
-    for (int attempt = 0; ok && attempt < 20 && !timed; attempt++) {
+    int attempt = 0;
+    for (; ok && attempt < 20 && !timed; attempt++) {
         /* the worker asleep first (a new one spins too, and counts as awake until it sleeps) */
         struct timespec ms = { 0, 20 * 1000000 };
         nanosleep(&ms, NULL);
-        double t_woke = 0, t_limit = now_s() + 1.0;
-        /* a stream of jb_pool_ready calls wakes the worker; wait until it is on a core */
-        while (now_s() < t_limit)
-            if (jb_pool_ready(p)) {
-                t_woke = now_s();
+        /* a stream of jb_pool_ready calls wakes the worker; catch the moment it is awake */
+        double t_woke = 0, t_prev = now_s(), t_limit = t_prev + 1.0;
+        for (;;) {
+            bool awake = jb_pool_ready(p);
+            double t   = now_s();
+            if (awake) {
+                if (t - t_prev < 20e-6) t_woke = t;
                 break;
             }
+            if (t > t_limit) break;
+            t_prev = t;
+        }
         if (!t_woke) continue;
-        while (now_s() < t_woke + 300e-6) {
+        while (now_s() < t_woke + 150e-6) {
         }
         still_awake = jb_pool_ready(p);
-        timed       = now_s() < t_woke + 900e-6;
+        timed       = now_s() < t_woke + 500e-6;
     }
     report(ok && timed && still_awake,
-           "jb_pool_set_spin: the worker is still awake 0.3 ms after it woke");
+           "jb_pool_set_spin: the worker is still awake 0.15 ms after it woke (%s, try %d)",
+           !timed        ? "never timed"
+           : still_awake ? "awake"
+                         : "asleep",
+           attempt);
     struct timespec ms = { 0, 20 * 1000000 };
     nanosleep(&ms, NULL);
     double c0          = cpu_seconds();
