@@ -190,27 +190,26 @@ static double cpu_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU seconds the process uses in 0.3 s of sleep, starting 20 ms from now (past any spin) */
+static double idle_cpu_seconds(void)
+{
+    struct timespec ms = { 0, 20 * 1000000 };
+    nanosleep(&ms, NULL);
+    double c0          = cpu_seconds();
+    struct timespec hs = { 0, 300 * 1000000 };
+    nanosleep(&hs, NULL);
+    return cpu_seconds() - c0;
+}
+
 static void test_idle(void)
 {
     struct jb_pool *p = jb_pool_new(4);
     struct sum_ctx c  = { p, 100000, 0, false };
     bool ok           = p != NULL;
     if (ok) jb_pool_for(p, c.total, 16, sum_fn, &c); /* wake every worker once */
-    struct timespec ms = { 0, 20 * 1000000 };
-    nanosleep(&ms, NULL); /* past the spin time */
-    double c0          = cpu_seconds();
-    struct timespec hs = { 0, 300 * 1000000 };
-    nanosleep(&hs, NULL);
-    double used = cpu_seconds() - c0;
+    double used = idle_cpu_seconds();
     report(ok && used < 0.02, "an idle 4-thread pool uses no CPU: %.4f s of CPU in 0.3 s", used);
     jb_pool_free(p);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* jb_pool_set_spin: a worker asked to spin longer (a token loop's) is still awake 0.15 ms after
@@ -230,10 +229,10 @@ static void test_spin(void)
         struct timespec ms = { 0, 20 * 1000000 };
         nanosleep(&ms, NULL);
         /* a stream of jb_pool_ready calls wakes the worker; catch the moment it is awake */
-        double t_woke = 0, t_prev = now_s(), t_limit = t_prev + 1.0;
+        double t_woke = 0, t_prev = jb_time_now(), t_limit = t_prev + 1.0;
         for (;;) {
             bool awake = jb_pool_ready(p);
-            double t   = now_s();
+            double t   = jb_time_now();
             if (awake) {
                 if (t - t_prev < 20e-6) t_woke = t;
                 break;
@@ -242,10 +241,10 @@ static void test_spin(void)
             t_prev = t;
         }
         if (!t_woke) continue;
-        while (now_s() < t_woke + 150e-6) {
+        while (jb_time_now() < t_woke + 150e-6) {
         }
         still_awake = jb_pool_ready(p);
-        timed       = now_s() < t_woke + 500e-6;
+        timed       = jb_time_now() < t_woke + 500e-6;
     }
     report(ok && timed && still_awake,
            "jb_pool_set_spin: the worker is still awake 0.15 ms after it woke (%s, try %d)",
@@ -253,12 +252,7 @@ static void test_spin(void)
            : still_awake ? "awake"
                          : "asleep",
            attempt);
-    struct timespec ms = { 0, 20 * 1000000 };
-    nanosleep(&ms, NULL);
-    double c0          = cpu_seconds();
-    struct timespec hs = { 0, 300 * 1000000 };
-    nanosleep(&hs, NULL);
-    double used = cpu_seconds() - c0;
+    double used = idle_cpu_seconds();
     report(ok && used < 0.02,
            "a spin asked for 10 s is kept to 1 ms: %.4f s of CPU in the 0.3 s after",
            used);
@@ -303,12 +297,7 @@ static void test_small_loops(void)
         covered = covered && !c->clash;
     }
     report(covered, "a stream of small loops: every index exactly once, one task per slot");
-    struct timespec ms = { 0, 20 * 1000000 };
-    nanosleep(&ms, NULL); /* past the spin time */
-    double c0          = cpu_seconds();
-    struct timespec hs = { 0, 300 * 1000000 };
-    nanosleep(&hs, NULL);
-    double used = cpu_seconds() - c0;
+    double used = idle_cpu_seconds();
     report(ok && used < 0.02, "idle again after a stream of small loops: %.4f s of CPU", used);
     free(c);
     jb_pool_free(p1);
