@@ -1223,6 +1223,32 @@ static void test_embedding(struct jb_backend *be, enum jb_dtype type)
     free(tf), free(tq), free(out);
 }
 
+/* Exact: element (r, c) of every shape lands at (c, r), whatever the ISA level and threads. The
+ * shapes cover whole 16 x 16 blocks, a band of fewer than 16 rows, columns after the last whole
+ * block, a single row or column, and one large enough to be shared over the pool. */
+static void test_transpose(struct jb_backend *be)
+{
+    const int64_t shapes[][2] = { { 37, 70 }, { 16, 16 }, { 15, 33 },    { 1, 40 },
+                                  { 40, 1 },  { 64, 48 }, { 1030, 2050 } };
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int64_t rows = shapes[k][0], cols = shapes[k][1], n = rows * cols;
+        float *x = rnd_buf(n, 1.0), *y = malloc((size_t)n * 4);
+        for (int64_t i = 0; i < n; i++)
+            y[i] = NAN;
+        jb_transpose(be, x, rows, cols, y);
+        int64_t bad = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                bad += memcmp(&y[c * rows + r], &x[r * cols + c], sizeof *y) != 0;
+        report(bad == 0,
+               "transpose (%lld, %lld): %lld elements misplaced (exact)",
+               (long long)rows,
+               (long long)cols,
+               (long long)bad);
+        free(x), free(y);
+    }
+}
+
 /* --- vq_argmin
  * ------------------------------------------------------------------------------------- */
 
@@ -1375,6 +1401,9 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     for (int64_t co = 1; co <= 12; co++) /* every row-tail width of the register tiles */
         test_conv1d(be, 5, co, 3, 1, 2, 2, 61, co % 2);
 
+    test_transpose(be);
+    test_transpose(be1);
+    test_transpose(be3);
     test_resblock_wide(be);
     test_resblock_narrow(be);
     if (g_isa >= JB_CPU_ISA_AVX2) test_conditioner_wide(be);

@@ -489,6 +489,14 @@ void jb_cpu_vq_block_avx2(const float *xn,
                           int64_t n,
                           int32_t *codes);
 
+/* dst[c·rows + r] = src[r·cols + c] for the source rows [r0, r1) of a (rows, cols) transpose. */
+void jb_cpu_transpose_avx512(const float *src,
+                             int64_t rows,
+                             int64_t cols,
+                             float *dst,
+                             int64_t r0,
+                             int64_t r1);
+
 /* --- the vectorised exp of the attention, sampling and quick_gelu kernels ------------------- */
 
 /* Kernels built for several ISA levels (the engine targets x86-64-v2; the dispatch picks AVX-512

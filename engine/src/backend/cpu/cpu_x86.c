@@ -1374,6 +1374,63 @@ JB_TARGET_AVX512 void jb_cpu_vq_fused_avx512(const float *x,
     }
 }
 
+/* --- transpose -------------------------------------------------------------------------------- */
+
+/* dst[c·rows + r] = src[r·cols + c] for the source rows [r0, r1): 16 x 16 blocks in registers
+ * (unpacks of pairs of floats, then of pairs of doubles, then two rounds of 128-bit lane
+ * shuffles), each read and written as 16 whole vectors; the columns after the last whole block
+ * and the rows of a short band one element at a time. */
+JB_TARGET_AVX512 void jb_cpu_transpose_avx512(const float *src,
+                                              int64_t rows,
+                                              int64_t cols,
+                                              float *dst,
+                                              int64_t r0,
+                                              int64_t r1)
+{
+    int64_t r = r0;
+    for (; r + 16 <= r1; r += 16) {
+        int64_t c = 0;
+        for (; c + 16 <= cols; c += 16) {
+            __m512 a[16], t[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                a[i] = _mm512_loadu_ps(src + (r + i) * cols + c);
+#pragma GCC unroll 8
+            for (int i = 0; i < 16; i += 2) { /* rows i, i + 1 interleaved in each lane */
+                t[i]     = _mm512_unpacklo_ps(a[i], a[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < 16; i += 4) { /* u[i + j]: rows i .. i + 3 of columns j + 4q */
+                __m512d p0 = _mm512_castps_pd(t[i]), p1 = _mm512_castps_pd(t[i + 1]);
+                __m512d p2 = _mm512_castps_pd(t[i + 2]), p3 = _mm512_castps_pd(t[i + 3]);
+                a[i]     = _mm512_castpd_ps(_mm512_unpacklo_pd(p0, p2));
+                a[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(p0, p2));
+                a[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(p1, p3));
+                a[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(p1, p3));
+            }
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) { /* lane q of a[4i + j]: column 4q + j, rows 4i .. */
+                __m512 v0 = _mm512_shuffle_f32x4(a[j], a[4 + j], 0x88);
+                __m512 v1 = _mm512_shuffle_f32x4(a[j], a[4 + j], 0xdd);
+                __m512 w0 = _mm512_shuffle_f32x4(a[8 + j], a[12 + j], 0x88);
+                __m512 w1 = _mm512_shuffle_f32x4(a[8 + j], a[12 + j], 0xdd);
+                float *d  = dst + (c + j) * rows + r;
+                _mm512_storeu_ps(d, _mm512_shuffle_f32x4(v0, w0, 0x88));
+                _mm512_storeu_ps(d + 4 * rows, _mm512_shuffle_f32x4(v1, w1, 0x88));
+                _mm512_storeu_ps(d + 8 * rows, _mm512_shuffle_f32x4(v0, w0, 0xdd));
+                _mm512_storeu_ps(d + 12 * rows, _mm512_shuffle_f32x4(v1, w1, 0xdd));
+            }
+        }
+        for (int64_t i = r; i < r + 16; i++)
+            for (int64_t cc = c; cc < cols; cc++)
+                dst[cc * rows + i] = src[i * cols + cc];
+    }
+    for (int64_t c = 0; c < cols; c++)
+        for (int64_t i = r; i < r1; i++)
+            dst[c * rows + i] = src[i * cols + c];
+}
+
 /* ============================================================================================ */
 /* AVX2 + FMA + F16C                                                                             */
 /* ============================================================================================ */
@@ -2212,6 +2269,15 @@ void jb_cpu_conv_items_avx2(const struct jb_conv_job *job,
                             int64_t item0,
                             int64_t item1,
                             float *pack)
+{
+    JB_ASSERT(!"unreachable");
+}
+void jb_cpu_transpose_avx512(const float *src,
+                             int64_t rows,
+                             int64_t cols,
+                             float *dst,
+                             int64_t r0,
+                             int64_t r1)
 {
     JB_ASSERT(!"unreachable");
 }
