@@ -195,15 +195,16 @@ bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
                         float *y,
                         int64_t ldy);
 
-/* Winograd F(4,3) for the wide ResConv1DBlocks' dilated k = 3 convolutions (cpu_winograd.c):
- * y = relu?(conv(relu?(x)) + b), pad = dil, with half the multiplies of the direct kernel, for
- * the outputs [0, t_end) (whole tiles: t_end = T or a multiple of 4·dil). Its sums are not the
- * direct kernel's (nor chunk-invariant: tiles are anchored at column 0), but they depend on
- * nothing else, so every ISA level and thread count gives bitwise the same y. work:
+/* Winograd F(6,3) or F(4,3) for the wide ResConv1DBlocks' dilated k = 3 convolutions
+ * (cpu_winograd.c): y = relu?(conv(relu?(x)) + b), pad = dil, with 4/9 or 1/2 of the multiplies
+ * of the direct kernel, for the outputs [0, t_end) (t_end = T or the end of whole blocks of 6·dil
+ * or 4·dil outputs: jb_cpu_winograd_split). The tile size follows from T, dil and t_end. Its sums
+ * are not the direct kernel's (nor chunk-invariant: tiles are anchored at column 0), but they
+ * depend on nothing else, so every ISA level and thread count gives bitwise the same y. work:
  * jb_cpu_winograd_work floats. Returns false (nothing done) below AVX2.
  * jb_cpu_winograd_split: where it saves work at this length and dilation (at dilations near T
  * most taps read padding, which the direct kernel leaves out): 0 nowhere (all direct), T
- * everywhere, or t (the whole 4·dil blocks before t by Winograd, the rest direct). */
+ * everywhere, or t (the whole blocks before t by Winograd, the rest direct). */
 int64_t jb_cpu_winograd_split(int64_t T, int dil);
 size_t jb_cpu_winograd_work(int64_t C, int64_t S);
 bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
@@ -229,8 +230,8 @@ bool jb_cpu_convt_winograd(struct jb_cpu *cpu,
                            const struct jb_tensor *b,
                            float *y,
                            float *work);
-/* A plain conv1d(k 3, stride 1, pad = dil) takes Winograd F(4,3) on wide layers where Winograd
- * saves work over the whole length (the upsampler conditioner's first conv, 1920 -> 1024), with
+/* A plain conv1d(k 3, stride 1, pad = dil) takes Winograd on wide layers where Winograd over the
+ * whole length saves work (the upsampler conditioner's first conv, 1920 -> 1024), with
  * jb_cpu_winograd_work(Cin, Cout) floats of work (the op's scratch, jb_conv1d_scratch). */
 bool jb_cpu_conv1d_winograd_pays(int64_t Cin,
                                  int64_t Cout,

@@ -12,10 +12,11 @@
  * agree with the direct ones to rounding; its pairs of columns are anchored at `origin` in the
  * whole sequence, so chunks still compute the whole's sums bitwise. Wide blocks (the
  * released conditioner, 1024 channels) use whole-sequence convolutions, which reuse their large
- * weights across the whole sequence. Their k = 3 conv runs by Winograd F(4,3) (cpu_winograd.c:
- * half the multiplies) where the dilation is short enough of T for that to save work, else on
- * the direct kernel; the ReLUs and the residual are done as the convolutions read their input and
- * store their output (jb_cpu_conv1d_fused, the Winograd transforms). Narrow blocks take one path
+ * weights across the whole sequence. Their k = 3 conv runs by Winograd F(6,3) or F(4,3)
+ * (cpu_winograd.c: 4/9 or half the multiplies) where the dilation is short enough of T for that
+ * to save work, else on the direct kernel; the ReLUs and the residual are done as the
+ * convolutions read their input and store their output (jb_cpu_conv1d_fused, the Winograd
+ * transforms). Narrow blocks take one path
  * whatever T, so a chunk of the sequence computes the whole sequence's sums (the VQ-VAE's
  * chunked encode relies on it); wide blocks are only run on whole windows (the conditioner), and
  * Winograd's sums depend on where its tiles fall, so there a chunk agrees to rounding only.
@@ -296,7 +297,7 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
      * those do not run */
     const struct jb_conv_epilogue ep1 = { .relu_in = true, .relu_out = true };
     const struct jb_conv_epilogue ep2 = { .res = x, .rho = res_scale };
-    /* the k = 3 conv by Winograd F(4,3) where that saves work, the rest on the direct kernel */
+    /* the k = 3 conv by Winograd where that saves work, the rest on the direct kernel */
     const int64_t split = jb_cpu_winograd_split(T, dil);
     bool fused = split ? jb_cpu_conv3_winograd(cpu, x, T, w1, b1, dil, true, true, b, split, a)
                        : jb_cpu_conv1d_fused(cpu, x, T, w1, b1, dil, dil, b, &ep1);

@@ -1,8 +1,8 @@
 /*
- * backend/cpu/cpu_winograd.c - Winograd F(4,3) for the dilated k = 3 convolutions of wide
- * ResConv1DBlocks (the upsampler conditioner's 1024 channels, most of its FLOPs) and for wide
- * ConvTranspose1d(k 4, stride 2, pad 1) up-sampling (each of its two output phases is a k = 3
- * conv with one zero tap, whose product is left out: 10 products per 8 outputs, not 16).
+ * backend/cpu/cpu_winograd.c - Winograd F(6,3) and F(4,3) for the dilated k = 3 convolutions of
+ * wide ResConv1DBlocks (the upsampler conditioner's 1024 channels, most of its FLOPs) and F(4,3)
+ * for wide ConvTranspose1d(k 4, stride 2, pad 1) up-sampling (each of its two output phases is a
+ * k = 3 conv with one zero tap, whose product is left out: 10 products per 8 outputs, not 16).
  *
  * A dilated conv computes y[t] = Σ_j g[j]·x[t + (j − 1)·d]. Four outputs d apart,
  * t0, t0 + d, t0 + 2d, t0 + 3d, read six inputs d apart from t0 − d; F(4,3) gets them from six
@@ -10,13 +10,18 @@
  *   V = Bᵀ·(6 inputs) per input channel, U = G·g per (output, input) channel pair,
  *   M[k] = Σ_c U[k][o, c]·V[k][c]  (six matrix products: half the multiplies of the direct conv),
  *   (4 outputs) = Aᵀ·M + bias.
- * Tile (b, r), r < d, holds the outputs b·4d + r + i·d: for a fixed block b the tiles run over
- * consecutive r, so both transforms read and write contiguous runs wherever d is not tiny. Tiles
- * are taken in chunks of WINO_CHUNK; the six products run on the direct kernel
- * (jb_cpu_gemm_direct), whose sums do not depend on the ISA level or the thread count, and the
- * transforms are element-wise with multipliers that are powers of two (exact, so a fused
- * multiply-add rounds as the separate operations would): the whole result is bitwise the same on
- * AVX2 and AVX-512 and for any thread count. It is not the direct kernel's: rounding differs (see
+ * F(6,3) gets six outputs from eight inputs and eight products (points 0, ±1, ±2, ±1/2, ∞): 4/9
+ * of the direct multiplies, 11% fewer than F(4,3). The k = 3 convs take whichever needs fewer
+ * multiplies at their length and dilation (jb_cpu_winograd_split; F(6,3) at most), the transposed
+ * convs F(4,3), for its zero tap. With m outputs per tile, tile (b, r), r < d, holds the outputs
+ * b·m·d + r + i·d: for a fixed block b the tiles run over consecutive r, so both transforms read
+ * and write contiguous runs wherever d is not tiny. Tiles are taken in chunks of WINO_CHUNK; the
+ * products run on the direct kernel (jb_cpu_gemm_direct), whose sums do not depend on the ISA
+ * level or the thread count, and the transforms are element-wise, the same expressions for every
+ * ISA level (F(4,3)'s multipliers are powers of two, so a fused multiply-add rounds as the
+ * separate operations would; F(6,3)'s input transform has 5.25, 4.25, 2.5 and 1.25, and test_ops
+ * checks that AVX2 and AVX-512 give the same bits): the whole result is bitwise the same on AVX2
+ * and AVX-512 and for any thread count. It is not the direct kernel's: rounding differs (see
  * docs/design.md for the size of the difference and why it is accepted).
  */
 #include "backend/cpu/cpu.h"
@@ -32,10 +37,11 @@ static int64_t round16(int64_t n)
     return (n + 15) / 16 * 16;
 }
 
-/* Tiles for length T at dilation d: every tile with at least one output inside [0, T). */
-static int64_t n_tiles(int64_t T, int64_t d)
+/* Tiles of m outputs for length T at dilation d: every tile with at least one output inside
+ * [0, T). */
+static int64_t n_tiles(int64_t T, int64_t d, int64_t m)
 {
-    const int64_t span = 4 * d, nb = (T + span - 1) / span, rem = T - (nb - 1) * span;
+    const int64_t span = m * d, nb = (T + span - 1) / span, rem = T - (nb - 1) * span;
     return (nb - 1) * d + (rem < d ? rem : d);
 }
 
@@ -47,16 +53,49 @@ static double direct_cost(int64_t T, int64_t d, int64_t t0, int64_t t1)
     return (double)(t1 - t0) + (double)(t1 > lo ? t1 - lo : 0) + (double)(hi > t0 ? hi - t0 : 0);
 }
 
+/* Multiplies of Winograd with tiles of m outputs (m + 2 products each, and a margin for the
+ * transforms) on every tile of [0, T) (all), or on the whole blocks of m·d outputs with the direct
+ * kernel after them (split, at *full; INFINITY without a whole block). */
+struct wino_cost {
+    double all, split;
+    int64_t full;
+};
+
+static struct wino_cost wino_cost(int64_t T, int64_t d, int64_t m)
+{
+    const double tile  = (double)(m + 2) / 0.75;
+    const int64_t full = T / (m * d) * m * d;
+    /* the direct kernel computes whole tiles of JB_CONV_TILE columns, each streaming all the
+     * weights: a tail of a few columns costs as much as a whole tile (at T 2048, d 1, Winograd
+     * on 2046 columns and the direct kernel on 2 took 3-4% longer than Winograd on all) */
+    const int64_t tail = T - full, cols = (tail + JB_CONV_TILE - 1) / JB_CONV_TILE * JB_CONV_TILE;
+    const double direct = tail ? direct_cost(T, d, full, T) * (double)cols / (double)tail : 0.0;
+    return (struct wino_cost){ tile * (double)n_tiles(T, d, m),
+                               full ? tile * (double)(full / m) + direct : INFINITY,
+                               full };
+}
+
+/* Tiles of 6 (F(6,3)) or 4 (F(4,3)) outputs for Winograd on [0, t_end) of a length-T conv at
+ * dilation d: over the whole length the one with fewer multiplies; on whole blocks the one whose
+ * blocks end at t_end (F(6,3) where both do). */
+static int64_t wino_tile(int64_t T, int64_t d, int64_t t_end)
+{
+    if (t_end < T) return t_end % (6 * d) == 0 ? 6 : 4;
+    return wino_cost(T, d, 6).all <= wino_cost(T, d, 4).all ? 6 : 4;
+}
+
 int64_t jb_cpu_winograd_split(int64_t T, int dil)
 {
     if (T < 64 || dil < 1) return 0;
-    /* Winograd: 6 multiplies per tile, and a margin for the transforms */
-    const int64_t d = dil, full = T / (4 * d) * 4 * d; /* the outputs of whole blocks */
-    const double wino = 6.0 / 0.75, all = wino * (double)n_tiles(T, d);
-    const double split  = full ? wino * (double)(full / 4) + direct_cost(T, d, full, T) : INFINITY;
-    const double direct = direct_cost(T, d, 0, T);
-    if (direct <= all && direct <= split) return 0;
-    return all <= split ? T : full;
+    const struct wino_cost c6 = wino_cost(T, dil, 6), c4 = wino_cost(T, dil, 4);
+    const double direct = direct_cost(T, dil, 0, T);
+    double best = direct, split = 0;
+    const struct wino_cost *c[2] = { &c6, &c4 };
+    for (int i = 0; i < 2; i++) {
+        if (c[i]->all < best) best = c[i]->all, split = (double)T;
+        if (c[i]->split < best) best = c[i]->split, split = (double)c[i]->full;
+    }
+    return (int64_t)split;
 }
 
 /* Channel counts Winograd takes: the products' packed input tile (C rows) must fit the arena,
@@ -69,7 +108,7 @@ static bool wino_fits(int64_t C, int64_t S)
 size_t jb_cpu_winograd_work(int64_t C, int64_t S)
 {
     if (!wino_fits(C, S)) return 0;
-    return (size_t)(round16(6 * S * C) + 6 * (C + S) * WINO_CHUNK + WINO_CHUNK);
+    return (size_t)(round16(8 * S * C) + 8 * (C + S) * WINO_CHUNK + WINO_CHUNK);
 }
 
 bool jb_cpu_conv1d_winograd_pays(int64_t Cin,
@@ -80,8 +119,12 @@ bool jb_cpu_conv1d_winograd_pays(int64_t Cin,
                                  int pad,
                                  int dil)
 {
-    return k == 3 && stride == 1 && pad == dil && Cin + Cout > 512 && wino_fits(Cin, Cout) &&
-           jb_cpu_winograd_split(T, dil) == T;
+    if (k != 3 || stride != 1 || pad != dil || Cin + Cout <= 512 || !wino_fits(Cin, Cout) ||
+        T < 64 || dil < 1)
+        return false;
+    /* no direct tail here: Winograd on every tile, where that beats the direct kernel */
+    const double all = fmin(wino_cost(T, dil, 6).all, wino_cost(T, dil, 4).all);
+    return all < direct_cost(T, dil, 0, T);
 }
 
 bool jb_cpu_convt_winograd_pays(int64_t Cin, int64_t Cout, int64_t T, int k, int stride, int pad)
@@ -105,9 +148,10 @@ struct wino {
     float *y;
     int64_t ldy, ys, yph; /* output i of the tile at p goes to y[o·ldy + (p + i·d)·ys + yph] */
     int skip;             /* the product that is zero (-1: none) */
-    float *U;             /* 6 x S x C */
-    float *V;             /* 6 x C x WINO_CHUNK */
-    float *M;             /* 6 x S x WINO_CHUNK */
+    int m, np;            /* outputs per tile and products: F(6,3) 6, 8; F(4,3) 4, 6 */
+    float *U;             /* np x S x C */
+    float *V;             /* np x C x WINO_CHUNK */
+    float *M;             /* np x S x WINO_CHUNK */
     const float *zero;    /* WINO_CHUNK zeros: product `skip` */
     int64_t j0, n;        /* the chunk's tiles */
     int64_t t_end;        /* outputs computed: the tiles of [0, t_end) */
@@ -159,12 +203,50 @@ struct wino {
         }                                                                                          \
     }
 
+/* F(6,3)'s eight rows of G (interpolation points 0, ±1, ±2, ±1/2, ∞) for a conv1d's w [S, C, 3]
+ * (stride 3), n pairs: the same copy-out and double arithmetic as WINO_FILTER. */
+#define WINO_FILTER8(sfx, target)                                                                  \
+    static target void filter8_run_##sfx(                                                          \
+      const float *restrict w, int64_t n, float *restrict u, int64_t SC)                           \
+    {                                                                                              \
+        float ta[FILTER_BLOCK], tb[FILTER_BLOCK], tc[FILTER_BLOCK];                                \
+        for (int64_t i0 = 0; i0 < n; i0 += FILTER_BLOCK) {                                         \
+            const int64_t nb = n - i0 < FILTER_BLOCK ? n - i0 : FILTER_BLOCK;                      \
+            for (int64_t l = 0; l < nb; l++) {                                                     \
+                const float *g = w + (i0 + l) * 3;                                                 \
+                ta[l]          = g[0];                                                             \
+                tb[l]          = g[1];                                                             \
+                tc[l]          = g[2];                                                             \
+            }                                                                                      \
+            float *restrict u0 = u + i0, *restrict u1 = u0 + SC, *restrict u2 = u0 + 2 * SC;       \
+            float *restrict u3 = u0 + 3 * SC, *restrict u4 = u0 + 4 * SC;                          \
+            float *restrict u5 = u0 + 5 * SC, *restrict u6 = u0 + 6 * SC;                          \
+            float *restrict u7 = u0 + 7 * SC;                                                      \
+            _Pragma("omp simd") for (int64_t l = 0; l < nb; l++)                                   \
+            {                                                                                      \
+                const double g0 = ta[l], g1 = tb[l], g2 = tc[l];                                   \
+                u0[l] = (float)g0;                                                                 \
+                u1[l] = (float)((g0 + g1 + g2) * (-2.0 / 9.0));                                    \
+                u2[l] = (float)((g0 - g1 + g2) * (-2.0 / 9.0));                                    \
+                u3[l] = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 90.0));                        \
+                u4[l] = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 90.0));                        \
+                u5[l] = (float)((4.0 * g0 + 2.0 * g1 + g2) * (8.0 / 45.0));                        \
+                u6[l] = (float)((4.0 * g0 - 2.0 * g1 + g2) * (8.0 / 45.0));                        \
+                u7[l] = (float)g2;                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 #if JB_CPU_X86
 WINO_FILTER(avx2, JB_TARGET_AVX2)
 WINO_FILTER(avx512, JB_TARGET_AVX512)
+WINO_FILTER8(avx2, JB_TARGET_AVX2)
+WINO_FILTER8(avx512, JB_TARGET_AVX512)
 #else
 WINO_FILTER(avx2, )
+WINO_FILTER8(avx2, )
 #define filter_run_avx512 filter_run_avx2
+#define filter8_run_avx512 filter8_run_avx2
 #endif
 
 /* Output channels [o0, o1): U[k] is S x C (rows o), whatever the layout of w: a conv1d's
@@ -184,7 +266,11 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
     for (int64_t o = o0; o < o1; o++) {
         const float *w = q->w + o * (conv3 ? C * 3 : 4);
         float *u       = q->U + o * C;
-        if (q->cpu->isa >= JB_CPU_ISA_AVX512)
+        if (q->m == 6 && q->cpu->isa >= JB_CPU_ISA_AVX512)
+            filter8_run_avx512(w, C, u, S * C);
+        else if (q->m == 6)
+            filter8_run_avx2(w, C, u, S * C);
+        else if (q->cpu->isa >= JB_CPU_ISA_AVX512)
             filter_run_avx512(w, ws, ga, gb, gc, C, u, S * C);
         else
             filter_run_avx2(w, ws, ga, gb, gc, C, u, S * C);
@@ -216,6 +302,41 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
         y1 = d12_ + 2.0f * d34_;                                                                   \
         y2 = s12_ + 4.0f * s34_;                                                                   \
         y3 = (d12_ + 8.0f * d34_) + (m5);                                                          \
+    } while (0)
+
+/* F(6,3): the eight transformed inputs of one tile from its eight inputs (Bᵀ of Lavin & Gray,
+ * factored as NNPACK does: pairs of rows share their even and odd parts). Its multipliers 5.25,
+ * 4.25, 2.5, 1.25 are not powers of two: both ISA levels compile the same expressions, and
+ * test_ops checks that they give the same bits. */
+#define WINO_IN8(e0, e1, e2, e3, e4, e5, e6, e7, v0, v1, v2, v3, v4, v5, v6, v7)                   \
+    do {                                                                                           \
+        const float t1_ = ((e2) + (e6)) - 4.25f * (e4), t2_ = ((e1) + (e5)) - 4.25f * (e3);        \
+        const float t3_ = ((e6) + 0.25f * (e2)) - 1.25f * (e4);                                    \
+        const float t4_ = (0.5f * (e1)-2.5f * (e3)) + 2.0f * (e5);                                 \
+        const float t5_ = (e6) + 4.0f * ((e2)-1.25f * (e4));                                       \
+        const float t6_ = (2.0f * (e1)-2.5f * (e3)) + 0.5f * (e5);                                 \
+        v0              = ((e0) - (e6)) + 5.25f * ((e4) - (e2));                                   \
+        v1              = t1_ + t2_;                                                               \
+        v2              = t1_ - t2_;                                                               \
+        v3              = t3_ + t4_;                                                               \
+        v4              = t3_ - t4_;                                                               \
+        v5              = t5_ + t6_;                                                               \
+        v6              = t5_ - t6_;                                                               \
+        v7              = ((e7) - (e1)) + 5.25f * ((e3) - (e5));                                   \
+    } while (0)
+
+/* F(6,3): the six outputs of one tile from its eight products (multipliers powers of two). */
+#define WINO_OUT6(m0, m1, m2, m3, m4, m5, m6, m7, y0, y1, y2, y3, y4, y5)                          \
+    do {                                                                                           \
+        const float s1_ = (m1) + (m2), d1_ = (m1) - (m2);                                          \
+        const float s2_ = (m3) + (m4), d2_ = (m3) - (m4);                                          \
+        const float s3_ = (m5) + (m6), d3_ = (m5) - (m6);                                          \
+        y0 = (((m0) + s1_) + s2_) + s3_;                                                           \
+        y1 = (d1_ + 2.0f * d2_) + 0.5f * d3_;                                                      \
+        y2 = (s1_ + 4.0f * s2_) + 0.25f * s3_;                                                     \
+        y3 = (d1_ + 8.0f * d2_) + 0.125f * d3_;                                                    \
+        y4 = (s1_ + 16.0f * s2_) + 0.0625f * s3_;                                                  \
+        y5 = ((d1_ + 32.0f * d2_) + 0.03125f * d3_) + (m7);                                        \
     } while (0)
 
 #define RELU(v) ((v) < 0.0f ? 0.0f : (v)) /* NaN stays NaN, as torch.relu */
@@ -258,6 +379,40 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
         o[2 * (D)] = R(y2 + bias);                                                                 \
         o[3 * (D)] = R(y3 + bias);                                                                 \
     }
+#define IN8_LOOP(ST, D, R)                                                                         \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                            \
+    {                                                                                              \
+        const float *e = s + i * (ST);                                                             \
+        WINO_IN8(R(e[0]),                                                                          \
+                 R(e[D]),                                                                          \
+                 R(e[2 * (D)]),                                                                    \
+                 R(e[3 * (D)]),                                                                    \
+                 R(e[4 * (D)]),                                                                    \
+                 R(e[5 * (D)]),                                                                    \
+                 R(e[6 * (D)]),                                                                    \
+                 R(e[7 * (D)]),                                                                    \
+                 v0[i],                                                                            \
+                 v1[i],                                                                            \
+                 v2[i],                                                                            \
+                 v3[i],                                                                            \
+                 v4[i],                                                                            \
+                 v5[i],                                                                            \
+                 v6[i],                                                                            \
+                 v7[i]);                                                                           \
+    }
+#define OUT6_LOOP(ST, D, R)                                                                        \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                            \
+    {                                                                                              \
+        float y0, y1, y2, y3, y4, y5;                                                              \
+        WINO_OUT6(m0[i], m1[i], m2[i], m3[i], m4[i], m5[i], m6[i], m7[i], y0, y1, y2, y3, y4, y5); \
+        float *o   = t + i * (ST);                                                                 \
+        o[0]       = R(y0 + bias);                                                                 \
+        o[D]       = R(y1 + bias);                                                                 \
+        o[2 * (D)] = R(y2 + bias);                                                                 \
+        o[3 * (D)] = R(y3 + bias);                                                                 \
+        o[4 * (D)] = R(y4 + bias);                                                                 \
+        o[5 * (D)] = R(y5 + bias);                                                                 \
+    }
 #define AS_IS(v) (v)
 /* LOOP instantiated for stride ST and inputs D apart, with or without the ReLU (relu in scope) */
 #define WITH_RELU(LOOP, ST, D)                                                                     \
@@ -298,13 +453,50 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
             WITH_RELU(OUT_LOOP, st, d)                                                             \
     }
 
+/* The same for F(6,3): eight inputs, six outputs, tiles 6 apart at d = 1. */
+#define WINO_RUNS8(sfx, target)                                                                    \
+    static target void in_run8_##sfx(                                                              \
+      const float *restrict s, int64_t d, int64_t n, bool relu, float *restrict v, int64_t ld)     \
+    {                                                                                              \
+        float *restrict v0 = v, *restrict v1 = v + ld, *restrict v2 = v + 2 * ld;                  \
+        float *restrict v3 = v + 3 * ld, *restrict v4 = v + 4 * ld, *restrict v5 = v + 5 * ld;     \
+        float *restrict v6 = v + 6 * ld, *restrict v7 = v + 7 * ld;                                \
+        if (d == 1)                                                                                \
+            WITH_RELU(IN8_LOOP, 6, 1)                                                              \
+        else                                                                                       \
+            WITH_RELU(IN8_LOOP, 1, d)                                                              \
+    }                                                                                              \
+    static target void out_run6_##sfx(const float *const *mk,                                      \
+                                      int64_t n,                                                   \
+                                      float bias,                                                  \
+                                      bool relu,                                                   \
+                                      float *restrict t,                                           \
+                                      int64_t st,                                                  \
+                                      int64_t d)                                                   \
+    {                                                                                              \
+        const float *restrict m0 = mk[0], *restrict m1 = mk[1], *restrict m2 = mk[2];              \
+        const float *restrict m3 = mk[3], *restrict m4 = mk[4], *restrict m5 = mk[5];              \
+        const float *restrict m6 = mk[6], *restrict m7 = mk[7];                                    \
+        if (st == 1)                                                                               \
+            WITH_RELU(OUT6_LOOP, 1, d)                                                             \
+        else if (st == 6 && d == 1)                                                                \
+            WITH_RELU(OUT6_LOOP, 6, 1)                                                             \
+        else                                                                                       \
+            WITH_RELU(OUT6_LOOP, st, d)                                                            \
+    }
+
 #if JB_CPU_X86
 WINO_RUNS(avx2, JB_TARGET_AVX2)
 WINO_RUNS(avx512, JB_TARGET_AVX512)
+WINO_RUNS8(avx2, JB_TARGET_AVX2)
+WINO_RUNS8(avx512, JB_TARGET_AVX512)
 #else
 WINO_RUNS(avx2, )
+WINO_RUNS8(avx2, )
 #define in_run_avx512 in_run_avx2
 #define out_run_avx512 out_run_avx2
+#define in_run8_avx512 in_run8_avx2
+#define out_run6_avx512 out_run6_avx2
 #endif
 
 /* n tiles from s, their inputs d apart: consecutive blocks (4 apart) at d = 1, else consecutive
@@ -312,10 +504,11 @@ WINO_RUNS(avx2, )
 static void
 in_run(const struct wino *q, const float *s, int64_t d, int64_t n, bool relu, float *v, int64_t ld)
 {
-    if (q->cpu->isa >= JB_CPU_ISA_AVX512)
-        in_run_avx512(s, d, n, relu, v, ld);
+    const bool avx512 = q->cpu->isa >= JB_CPU_ISA_AVX512;
+    if (q->m == 6)
+        (avx512 ? in_run8_avx512 : in_run8_avx2)(s, d, n, relu, v, ld);
     else
-        in_run_avx2(s, d, n, relu, v, ld);
+        (avx512 ? in_run_avx512 : in_run_avx2)(s, d, n, relu, v, ld);
 }
 
 /* n tiles from column i of the six products; outputs from t, tiles st apart, outputs d apart */
@@ -328,17 +521,20 @@ static void out_run(const struct wino *q,
                     int64_t st,
                     int64_t d)
 {
-    const float *m[6] = { mk[0] + i, mk[1] + i, mk[2] + i, mk[3] + i, mk[4] + i, mk[5] + i };
-    if (q->cpu->isa >= JB_CPU_ISA_AVX512)
-        out_run_avx512(m, n, bias, q->relu_out, t, st, d);
+    const float *m[8];
+    for (int k = 0; k < q->np; k++)
+        m[k] = mk[k] + i;
+    const bool avx512 = q->cpu->isa >= JB_CPU_ISA_AVX512;
+    if (q->m == 6)
+        (avx512 ? out_run6_avx512 : out_run6_avx2)(m, n, bias, q->relu_out, t, st, d);
     else
-        out_run_avx2(m, n, bias, q->relu_out, t, st, d);
+        (avx512 ? out_run_avx512 : out_run_avx2)(m, n, bias, q->relu_out, t, st, d);
 }
 
-/* Tile j's first output column (block j / d, residue j mod d). */
-static int64_t tile_pos(int64_t j, int64_t d)
+/* Tile j's first output column (block j / d, residue j mod d), tiles of m outputs. */
+static int64_t tile_pos(int64_t j, int64_t d, int64_t m)
 {
-    return j / d * 4 * d + j % d;
+    return j / d * m * d + j % d;
 }
 
 /* Tiles at the sequence's ends read padding. They come in runs of consecutive r within a block
@@ -356,8 +552,8 @@ static void in_edge_run(const struct wino *q,
                         float *v,
                         int64_t ld)
 {
-    float e[6 * EDGE_RUN];
-    for (int k = 0; k < 6; k++) {
+    float e[8 * EDGE_RUN];
+    for (int k = 0; k < q->np; k++) {
         const int64_t t0 = p + (k - 1) * q->d; /* tap k of the run's tiles: x[t0 .. t0 + n) */
         const int64_t lo = t0 < 0 ? -t0 : 0, hi = t0 + n > q->T ? q->T - t0 : n;
         float *ek = e + k * EDGE_RUN;
@@ -372,18 +568,18 @@ static void in_edge_run(const struct wino *q,
     in_run(q, e, EDGE_RUN, n, q->relu_in, v, ld);
 }
 
-/* Whether the tile at p reads only inside [0, T): p − d >= 0 and p + 4d < T. */
-static bool tile_inside(int64_t p, int64_t d, int64_t T)
+/* Whether the tile of m outputs at p reads only inside [0, T): p − d >= 0 and p + m·d < T. */
+static bool tile_inside(int64_t p, int64_t d, int64_t T, int64_t m)
 {
-    return p - d >= 0 && p + 4 * d < T;
+    return p - d >= 0 && p + m * d < T;
 }
 
-/* The run of tiles from j (before j1) whose reach, p + r·d for the tile at p, stays below T, given
- * that tile j's does: consecutive r of one block, or (d = 1) consecutive blocks. r: 4 for the
- * inputs a tile reads, 3 for the outputs it writes. */
-static int64_t run_len(int64_t j, int64_t j1, int64_t p, int64_t d, int64_t T, int r)
+/* The run of tiles of m outputs from j (before j1) whose reach, p + r·d for the tile at p, stays
+ * below T, given that tile j's does: consecutive r of one block, or (d = 1) consecutive blocks.
+ * r: m for the inputs a tile reads, m − 1 for the outputs it writes. */
+static int64_t run_len(int64_t j, int64_t j1, int64_t p, int64_t d, int64_t T, int64_t r, int64_t m)
 {
-    int64_t n = d == 1 ? (T - 1 - r) / 4 + 1 - j : d - j % d;
+    int64_t n = d == 1 ? (T - 1 - r) / m + 1 - j : d - j % d;
     if (n > j1 - j) n = j1 - j;
     if (d > 1 && p + n - 1 + r * d >= T) n = T - r * d - p; /* >= 1 */
     return n;
@@ -398,16 +594,16 @@ static void input_rows(void *arg, int64_t c0, int64_t c1, int slot)
         const float *xc = q->x + c * T;
         float *v        = q->V + c * WINO_CHUNK; /* v[j - j0]: tile j's column */
         for (int64_t j = q->j0; j < j1;) {
-            const int64_t p = tile_pos(j, d);
-            if (!tile_inside(p, d, T)) { /* the sequence's ends */
-                int64_t n = d - j % d;   /* the rest of the block's tiles */
+            const int64_t p = tile_pos(j, d, q->m);
+            if (!tile_inside(p, d, T, q->m)) { /* the sequence's ends */
+                int64_t n = d - j % d;         /* the rest of the block's tiles */
                 if (n > j1 - j) n = j1 - j;
                 if (n > EDGE_RUN) n = EDGE_RUN;
                 in_edge_run(q, xc, p, n, v + (j - q->j0), ld);
                 j += n;
                 continue;
             }
-            const int64_t n = run_len(j, j1, p, d, T, 4); /* tiles that are inside too */
+            const int64_t n = run_len(j, j1, p, d, T, q->m, q->m); /* tiles inside too */
             in_run(q, xc + p - d, d, n, q->relu_in, v + (j - q->j0), ld);
             j += n;
         }
@@ -422,32 +618,48 @@ static void output_rows(void *arg, int64_t o0, int64_t o1, int slot)
     const int64_t T = q->T, d = q->d, ys = q->ys, j1 = q->j0 + q->n;
     (void)slot;
     for (int64_t o = o0; o < o1; o++) {
-        const float *mk[6]; /* row o of the six products (column j − j0: tile j) */
-        for (int k = 0; k < 6; k++)
+        const float *mk[8]; /* row o of the np products (column j − j0: tile j) */
+        for (int k = 0; k < q->np; k++)
             mk[k] = k == q->skip ? q->zero : q->M + ((int64_t)k * q->S + o) * WINO_CHUNK;
         const float bo = q->bias ? q->bias[o] : 0.0f;
         float *yo      = q->y + o * q->ldy + q->yph;
         for (int64_t j = q->j0; j < j1;) {
-            const int64_t p = tile_pos(j, d), i = j - q->j0;
-            if (p + 3 * d >= T) { /* the sequence's end: outputs past it are left out */
-                float y[4];
-                WINO_OUT(mk[0][i],
-                         mk[1][i],
-                         mk[2][i],
-                         mk[3][i],
-                         mk[4][i],
-                         mk[5][i],
-                         y[0],
-                         y[1],
-                         y[2],
-                         y[3]);
-                for (int r = 0; r < 4 && p + r * d < T; r++)
+            const int64_t p = tile_pos(j, d, q->m), i = j - q->j0;
+            if (p + (q->m - 1) * d >= T) { /* the sequence's end: outputs past it left out */
+                float y[6];
+                if (q->m == 6)
+                    WINO_OUT6(mk[0][i],
+                              mk[1][i],
+                              mk[2][i],
+                              mk[3][i],
+                              mk[4][i],
+                              mk[5][i],
+                              mk[6][i],
+                              mk[7][i],
+                              y[0],
+                              y[1],
+                              y[2],
+                              y[3],
+                              y[4],
+                              y[5]);
+                else
+                    WINO_OUT(mk[0][i],
+                             mk[1][i],
+                             mk[2][i],
+                             mk[3][i],
+                             mk[4][i],
+                             mk[5][i],
+                             y[0],
+                             y[1],
+                             y[2],
+                             y[3]);
+                for (int r = 0; r < q->m && p + r * d < T; r++)
                     yo[(p + r * d) * ys] = q->relu_out ? RELU(y[r] + bo) : y[r] + bo;
                 j++;
                 continue;
             }
-            const int64_t n = run_len(j, j1, p, d, T, 3); /* all four outputs in range */
-            out_run(q, mk, i, n, bo, yo + p * ys, (d == 1 ? 4 : 1) * ys, d * ys);
+            const int64_t n = run_len(j, j1, p, d, T, q->m - 1, q->m); /* all outputs in range */
+            out_run(q, mk, i, n, bo, yo + p * ys, (d == 1 ? q->m : 1) * ys, d * ys);
             j += n;
         }
     }
@@ -457,19 +669,19 @@ static void output_rows(void *arg, int64_t o0, int64_t o1, int slot)
  * transform. */
 static void run(struct wino *q, float *work)
 {
-    const int64_t S = q->S, C = q->C;
+    const int64_t S = q->S, C = q->C, np = q->np;
     q->U     = work;
-    q->V     = q->U + round16(6 * S * C);
-    q->M     = q->V + 6 * C * WINO_CHUNK;
-    float *z = q->M + 6 * S * WINO_CHUNK;
+    q->V     = q->U + round16(np * S * C);
+    q->M     = q->V + np * C * WINO_CHUNK;
+    float *z = q->M + np * S * WINO_CHUNK;
     memset(z, 0, WINO_CHUNK * sizeof *z);
     q->zero = z;
     jb_cpu_for(q->cpu, S, 20.0 * (double)C, filter_rows, q);
-    const int64_t nt = n_tiles(q->t_end, q->d);
+    const int64_t nt = n_tiles(q->t_end, q->d, q->m);
     for (q->j0 = 0; q->j0 < nt; q->j0 += WINO_CHUNK) {
         q->n = nt - q->j0 < WINO_CHUNK ? nt - q->j0 : WINO_CHUNK;
         jb_cpu_for(q->cpu, C, 30.0 * (double)q->n, input_rows, q);
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < np; k++) {
             if (k == q->skip) continue;
             bool ok = jb_cpu_gemm_direct(q->cpu,
                                          q->U + k * S * C,
@@ -522,6 +734,8 @@ bool jb_cpu_conv3_winograd(struct jb_cpu *cpu,
                       .yph      = 0,
                       .skip     = -1,
                       .t_end    = t_end < T ? t_end : T };
+    q.m           = (int)wino_tile(T, dil, q.t_end);
+    q.np          = q.m + 2;
     run(&q, work);
     return true;
 }
@@ -555,6 +769,8 @@ bool jb_cpu_convt_winograd(struct jb_cpu *cpu,
                           .ys     = 2,
                           .yph    = ph,
                           .skip   = ph ? 0 : 5,
+                          .m      = 4,
+                          .np     = 6,
                           .t_end  = T };
         run(&q, work);
     }
