@@ -107,7 +107,8 @@ struct jb_upsampler_cond *jb_upsampler_cond_init(const struct jb_prior_hparams *
     /* Work memory for one window, reserved once: the embedding staging (n_upper, W) fits in
      * an activation buffer (it holds the first conv's input). The resblocks' work and the
      * convolutions' scratch share one buffer (jb_convstack_work): at the released width both
-     * hold Winograd's transformed weights and tiles, ~66 and ~81 MB. */
+     * hold Winograd's transformed weights and tiles: ~82 MB (a block at 4096 steps) and ~108 MB
+     * (the 1920 -> 1024 input conv, F(6,3)'s eight products). */
     struct jb_convstack_mem m;
     if (!jb_convstack_mem(&c->cond, be, n_upper, &m)) goto fail;
     size_t act   = (m.act + 15) & ~(size_t)15;

@@ -499,7 +499,7 @@ WINO_RUNS8(avx2, )
 #define out_run6_avx512 out_run6_avx2
 #endif
 
-/* n tiles from s, their inputs d apart: consecutive blocks (4 apart) at d = 1, else consecutive
+/* n tiles from s, their inputs d apart: consecutive blocks (m apart) at d = 1, else consecutive
  * r (1 apart) */
 static void
 in_run(const struct wino *q, const float *s, int64_t d, int64_t n, bool relu, float *v, int64_t ld)
@@ -511,7 +511,7 @@ in_run(const struct wino *q, const float *s, int64_t d, int64_t n, bool relu, fl
         (avx512 ? in_run_avx512 : in_run_avx2)(s, d, n, relu, v, ld);
 }
 
-/* n tiles from column i of the six products; outputs from t, tiles st apart, outputs d apart */
+/* n tiles from column i of the np products; outputs from t, tiles st apart, outputs d apart */
 static void out_run(const struct wino *q,
                     const float *const *mk,
                     int64_t i,
@@ -538,8 +538,8 @@ static int64_t tile_pos(int64_t j, int64_t d, int64_t m)
 }
 
 /* Tiles at the sequence's ends read padding. They come in runs of consecutive r within a block
- * (where d > 1, the first block's d tiles all read x[p − d] < 0: every tile at d >= T / 4; at
- * d = 1 a run is one tile), so a run's six input segments are copied, zero outside [0, T), into
+ * (where d > 1, the first block's d tiles all read x[p − d] < 0: every tile at d >= T / m; at
+ * d = 1 a run is one tile), so a run's np input segments are copied, zero outside [0, T), into
  * a small buffer, EDGE_RUN floats each, and transformed by the vectorised loop: the same
  * operations per tile as inside, so the same bits (at d = 243, one tile at a time through scalar
  * code took 6% of the conv). */
