@@ -160,9 +160,10 @@ struct wino {
 /* --- filter transform: U[k][o, c] = (G·w[o, c, :])[k] ----------------------------------------- */
 
 /* n consecutive (row, column) pairs of U from taps ga, gb, gc of w (-1: a zero tap), one pair
- * every ws floats of w: U[k] += 1 per pair; U matrices SC floats apart. In double (the sums
- * exact, the 1/6 and 1/24 products to ~1e-16), then one rounding to fp32. The taps are first
- * copied out, FILTER_BLOCK pairs at a time, so that the arithmetic runs on contiguous vectors.
+ * every ws floats of w: U[k] += 1 per pair; np (6: F(4,3), 8: F(6,3)) U matrices SC floats
+ * apart. In double (the sums exact, the 1/6, 1/24, 2/9, 1/90 and 8/45 products to ~1e-16), then
+ * one rounding to fp32. The taps are first copied out, FILTER_BLOCK pairs at a time, so that the
+ * arithmetic runs on contiguous vectors.
  * Read in place at a stride of 3 (or 4S) floats, GCC left the whole loop scalar: a 1024 x 1024
  * filter in a conditioner window took 3.8-6.0 ms on one thread and 3.8-4.2 on two (31 per
  * window, ~5% of it on two threads); now 2.6-4.5 and 2.7-3.2, bound by reading w and writing U.
@@ -175,6 +176,7 @@ struct wino {
                                         int gb,                                                    \
                                         int gc,                                                    \
                                         int64_t n,                                                 \
+                                        int np,                                                    \
                                         float *restrict u,                                         \
                                         int64_t SC)                                                \
     {                                                                                              \
@@ -190,7 +192,23 @@ struct wino {
             float *restrict u0 = u + i0, *restrict u1 = u0 + SC, *restrict u2 = u0 + 2 * SC;       \
             float *restrict u3 = u0 + 3 * SC, *restrict u4 = u0 + 4 * SC;                          \
             float *restrict u5 = u0 + 5 * SC;                                                      \
-            _Pragma("omp simd") for (int64_t l = 0; l < nb; l++)                                   \
+            if (np == 8) { /* F(6,3): points 0, ±1, ±2, ±1/2, ∞ */                            \
+                float *restrict u6 = u0 + 6 * SC, *restrict u7 = u0 + 7 * SC;                      \
+                _Pragma("omp simd") for (int64_t l = 0; l < nb; l++)                               \
+                {                                                                                  \
+                    const double g0 = ta[l], g1 = tb[l], g2 = tc[l];                               \
+                    u0[l] = (float)g0;                                                             \
+                    u1[l] = (float)((g0 + g1 + g2) * (-2.0 / 9.0));                                \
+                    u2[l] = (float)((g0 - g1 + g2) * (-2.0 / 9.0));                                \
+                    u3[l] = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 90.0));                    \
+                    u4[l] = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 90.0));                    \
+                    u5[l] = (float)((4.0 * g0 + 2.0 * g1 + g2) * (8.0 / 45.0));                    \
+                    u6[l] = (float)((4.0 * g0 - 2.0 * g1 + g2) * (8.0 / 45.0));                    \
+                    u7[l] = (float)g2;                                                             \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
+            _Pragma("omp simd") for (int64_t l = 0; l < nb; l++) /* F(4,3): 0, ±1, ±2, ∞ */    \
             {                                                                                      \
                 const double g0 = ta[l], g1 = tb[l], g2 = tc[l];                                   \
                 u0[l] = (float)(g0 * 0.25);                                                        \
@@ -203,50 +221,12 @@ struct wino {
         }                                                                                          \
     }
 
-/* F(6,3)'s eight rows of G (interpolation points 0, ±1, ±2, ±1/2, ∞) for a conv1d's w [S, C, 3]
- * (stride 3), n pairs: the same copy-out and double arithmetic as WINO_FILTER. */
-#define WINO_FILTER8(sfx, target)                                                                  \
-    static target void filter8_run_##sfx(                                                          \
-      const float *restrict w, int64_t n, float *restrict u, int64_t SC)                           \
-    {                                                                                              \
-        float ta[FILTER_BLOCK], tb[FILTER_BLOCK], tc[FILTER_BLOCK];                                \
-        for (int64_t i0 = 0; i0 < n; i0 += FILTER_BLOCK) {                                         \
-            const int64_t nb = n - i0 < FILTER_BLOCK ? n - i0 : FILTER_BLOCK;                      \
-            for (int64_t l = 0; l < nb; l++) {                                                     \
-                const float *g = w + (i0 + l) * 3;                                                 \
-                ta[l]          = g[0];                                                             \
-                tb[l]          = g[1];                                                             \
-                tc[l]          = g[2];                                                             \
-            }                                                                                      \
-            float *restrict u0 = u + i0, *restrict u1 = u0 + SC, *restrict u2 = u0 + 2 * SC;       \
-            float *restrict u3 = u0 + 3 * SC, *restrict u4 = u0 + 4 * SC;                          \
-            float *restrict u5 = u0 + 5 * SC, *restrict u6 = u0 + 6 * SC;                          \
-            float *restrict u7 = u0 + 7 * SC;                                                      \
-            _Pragma("omp simd") for (int64_t l = 0; l < nb; l++)                                   \
-            {                                                                                      \
-                const double g0 = ta[l], g1 = tb[l], g2 = tc[l];                                   \
-                u0[l] = (float)g0;                                                                 \
-                u1[l] = (float)((g0 + g1 + g2) * (-2.0 / 9.0));                                    \
-                u2[l] = (float)((g0 - g1 + g2) * (-2.0 / 9.0));                                    \
-                u3[l] = (float)((g0 + 2.0 * g1 + 4.0 * g2) * (1.0 / 90.0));                        \
-                u4[l] = (float)((g0 - 2.0 * g1 + 4.0 * g2) * (1.0 / 90.0));                        \
-                u5[l] = (float)((4.0 * g0 + 2.0 * g1 + g2) * (8.0 / 45.0));                        \
-                u6[l] = (float)((4.0 * g0 - 2.0 * g1 + g2) * (8.0 / 45.0));                        \
-                u7[l] = (float)g2;                                                                 \
-            }                                                                                      \
-        }                                                                                          \
-    }
-
 #if JB_CPU_X86
 WINO_FILTER(avx2, JB_TARGET_AVX2)
 WINO_FILTER(avx512, JB_TARGET_AVX512)
-WINO_FILTER8(avx2, JB_TARGET_AVX2)
-WINO_FILTER8(avx512, JB_TARGET_AVX512)
 #else
 WINO_FILTER(avx2, )
-WINO_FILTER8(avx2, )
 #define filter_run_avx512 filter_run_avx2
-#define filter8_run_avx512 filter8_run_avx2
 #endif
 
 /* Output channels [o0, o1): U[k] is S x C (rows o), whatever the layout of w: a conv1d's
@@ -266,14 +246,10 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
     for (int64_t o = o0; o < o1; o++) {
         const float *w = q->w + o * (conv3 ? C * 3 : 4);
         float *u       = q->U + o * C;
-        if (q->m == 6 && q->cpu->isa >= JB_CPU_ISA_AVX512)
-            filter8_run_avx512(w, C, u, S * C);
-        else if (q->m == 6)
-            filter8_run_avx2(w, C, u, S * C);
-        else if (q->cpu->isa >= JB_CPU_ISA_AVX512)
-            filter_run_avx512(w, ws, ga, gb, gc, C, u, S * C);
+        if (q->cpu->isa >= JB_CPU_ISA_AVX512)
+            filter_run_avx512(w, ws, ga, gb, gc, C, q->np, u, S * C);
         else
-            filter_run_avx2(w, ws, ga, gb, gc, C, u, S * C);
+            filter_run_avx2(w, ws, ga, gb, gc, C, q->np, u, S * C);
     }
 }
 
@@ -342,157 +318,141 @@ static void filter_rows(void *arg, int64_t o0, int64_t o1, int slot)
 #define RELU(v) ((v) < 0.0f ? 0.0f : (v)) /* NaN stays NaN, as torch.relu */
 
 /* Runs of tiles whose inputs (outputs) all lie inside [0, T), vectorised: tile i of a run reads
- * s[i·st + k·d], k < 6, and writes t[i·st + k·d], k < 4 (st 1: consecutive r of one block; st 4:
- * d = 1, consecutive blocks). v, m: the run's column in the six V (M) matrices, ld apart. One
+ * s[i·st + k·d], k < np, and writes t[i·st + k·d], k < m (st 1: consecutive r of one block; st m:
+ * d = 1, consecutive blocks). v, m: the run's column in the np V (M) matrices, ld apart. One
  * copy per ISA level: the same element-wise operations, so bitwise the same values.
- * The loops are written once (IN_LOOP, OUT_LOOP) and instantiated for st 1 and for st 4 at d 1
- * as constants, with the ReLU chosen outside the loop. With `relu ? RELU(y) : y` inside (GCC at
- * -O2 does not unswitch loops) the output loop ran scalar, and with a variable stride the input
- * loop assembled its vectors an element at a time. In a conditioner window the output transform
- * went from 3.0-3.5 to 2.6-2.9 ms per call on two threads (5.1-6.0 to 3.2-5.0 on one). Outputs
- * at other strides (the transposed convs' interleaved phases) take a general loop. */
-#define IN_LOOP(ST, D, R)                                                                          \
+ * The loops are written once (IN_LOOP, OUT_LOOP, around one tile's transform: F(4,3) or F(6,3))
+ * and instantiated for st 1 and for st m at d 1 as constants, with the ReLU chosen outside the
+ * loop. With `relu ? RELU(y) : y` inside (GCC at -O2 does not unswitch loops) the output loop ran
+ * scalar, and with a variable stride the input loop assembled its vectors an element at a time.
+ * In a conditioner window the output transform went from 3.0-3.5 to 2.6-2.9 ms per call on two
+ * threads (5.1-6.0 to 3.2-5.0 on one). Outputs at other strides (the transposed convs'
+ * interleaved phases) take a general loop. */
+#define IN_LOOP(TILE, ST, D, R)                                                                    \
     _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                            \
     {                                                                                              \
         const float *e = s + i * (ST);                                                             \
-        WINO_IN(R(e[0]),                                                                           \
-                R(e[D]),                                                                           \
-                R(e[2 * (D)]),                                                                     \
-                R(e[3 * (D)]),                                                                     \
-                R(e[4 * (D)]),                                                                     \
-                R(e[5 * (D)]),                                                                     \
-                v0[i],                                                                             \
-                v1[i],                                                                             \
-                v2[i],                                                                             \
-                v3[i],                                                                             \
-                v4[i],                                                                             \
-                v5[i]);                                                                            \
+        TILE(e, D, R, i);                                                                          \
     }
-#define OUT_LOOP(ST, D, R)                                                                         \
+#define OUT_LOOP(TILE, ST, D, R)                                                                   \
     _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                            \
     {                                                                                              \
+        float *o = t + i * (ST);                                                                   \
+        TILE(o, D, R, i);                                                                          \
+    }
+/* One tile of each transform: inputs e[k·D] into v0..[i]; products m0..[i] into o[k·D]. */
+#define IN_TILE4(e, D, R, i)                                                                       \
+    WINO_IN(R(e[0]),                                                                               \
+            R(e[D]),                                                                               \
+            R(e[2 * (D)]),                                                                         \
+            R(e[3 * (D)]),                                                                         \
+            R(e[4 * (D)]),                                                                         \
+            R(e[5 * (D)]),                                                                         \
+            v0[i],                                                                                 \
+            v1[i],                                                                                 \
+            v2[i],                                                                                 \
+            v3[i],                                                                                 \
+            v4[i],                                                                                 \
+            v5[i])
+#define IN_TILE6(e, D, R, i)                                                                       \
+    WINO_IN8(R(e[0]),                                                                              \
+             R(e[D]),                                                                              \
+             R(e[2 * (D)]),                                                                        \
+             R(e[3 * (D)]),                                                                        \
+             R(e[4 * (D)]),                                                                        \
+             R(e[5 * (D)]),                                                                        \
+             R(e[6 * (D)]),                                                                        \
+             R(e[7 * (D)]),                                                                        \
+             v0[i],                                                                                \
+             v1[i],                                                                                \
+             v2[i],                                                                                \
+             v3[i],                                                                                \
+             v4[i],                                                                                \
+             v5[i],                                                                                \
+             v6[i],                                                                                \
+             v7[i])
+#define OUT_TILE4(o, D, R, i)                                                                      \
+    do {                                                                                           \
         float y0, y1, y2, y3;                                                                      \
         WINO_OUT(m0[i], m1[i], m2[i], m3[i], m4[i], m5[i], y0, y1, y2, y3);                        \
-        float *o   = t + i * (ST);                                                                 \
         o[0]       = R(y0 + bias);                                                                 \
         o[D]       = R(y1 + bias);                                                                 \
         o[2 * (D)] = R(y2 + bias);                                                                 \
         o[3 * (D)] = R(y3 + bias);                                                                 \
-    }
-#define IN8_LOOP(ST, D, R)                                                                         \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                            \
-    {                                                                                              \
-        const float *e = s + i * (ST);                                                             \
-        WINO_IN8(R(e[0]),                                                                          \
-                 R(e[D]),                                                                          \
-                 R(e[2 * (D)]),                                                                    \
-                 R(e[3 * (D)]),                                                                    \
-                 R(e[4 * (D)]),                                                                    \
-                 R(e[5 * (D)]),                                                                    \
-                 R(e[6 * (D)]),                                                                    \
-                 R(e[7 * (D)]),                                                                    \
-                 v0[i],                                                                            \
-                 v1[i],                                                                            \
-                 v2[i],                                                                            \
-                 v3[i],                                                                            \
-                 v4[i],                                                                            \
-                 v5[i],                                                                            \
-                 v6[i],                                                                            \
-                 v7[i]);                                                                           \
-    }
-#define OUT6_LOOP(ST, D, R)                                                                        \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                            \
-    {                                                                                              \
+    } while (0)
+#define OUT_TILE6(o, D, R, i)                                                                      \
+    do {                                                                                           \
         float y0, y1, y2, y3, y4, y5;                                                              \
         WINO_OUT6(m0[i], m1[i], m2[i], m3[i], m4[i], m5[i], m6[i], m7[i], y0, y1, y2, y3, y4, y5); \
-        float *o   = t + i * (ST);                                                                 \
         o[0]       = R(y0 + bias);                                                                 \
         o[D]       = R(y1 + bias);                                                                 \
         o[2 * (D)] = R(y2 + bias);                                                                 \
         o[3 * (D)] = R(y3 + bias);                                                                 \
         o[4 * (D)] = R(y4 + bias);                                                                 \
         o[5 * (D)] = R(y5 + bias);                                                                 \
-    }
+    } while (0)
 #define AS_IS(v) (v)
-/* LOOP instantiated for stride ST and inputs D apart, with or without the ReLU (relu in scope) */
-#define WITH_RELU(LOOP, ST, D)                                                                     \
+/* LOOP around TILE instantiated for stride ST and inputs D apart, with or without the ReLU (relu
+ * in scope) */
+#define WITH_RELU(LOOP, TILE, ST, D)                                                               \
     {                                                                                              \
         if (relu)                                                                                  \
-            LOOP(ST, D, RELU)                                                                      \
+            LOOP(TILE, ST, D, RELU)                                                                \
         else                                                                                       \
-            LOOP(ST, D, AS_IS)                                                                     \
+            LOOP(TILE, ST, D, AS_IS)                                                               \
     }
-/* The input runs come in the two strides only (d = 1: consecutive blocks, st 4; else, the edge
- * runs' copies included, consecutive r, st 1), so the stride follows from d. */
-#define WINO_RUNS(sfx, target)                                                                     \
-    static target void in_run_##sfx(                                                               \
+/* The np row pointers of V (v0..) and of M (m0..) that the tiles of each transform use */
+#define ROWS_V6                                                                                    \
+    float *restrict v0 = v, *restrict v1 = v + ld, *restrict v2 = v + 2 * ld;                      \
+    float *restrict v3 = v + 3 * ld, *restrict v4 = v + 4 * ld, *restrict v5 = v + 5 * ld
+#define ROWS_V8                                                                                    \
+    ROWS_V6;                                                                                       \
+    float *restrict v6 = v + 6 * ld, *restrict v7 = v + 7 * ld
+#define ROWS_M6                                                                                    \
+    const float *restrict m0 = mk[0], *restrict m1 = mk[1], *restrict m2 = mk[2];                  \
+    const float *restrict m3 = mk[3], *restrict m4 = mk[4], *restrict m5 = mk[5]
+#define ROWS_M8                                                                                    \
+    ROWS_M6;                                                                                       \
+    const float *restrict m6 = mk[6], *restrict m7 = mk[7]
+/* The input and output runs of one transform (tiles of M outputs; in_name / out_name, suffixed
+ * with the ISA level). The input runs come in the two strides only (d = 1: consecutive blocks,
+ * st M; else, the edge runs' copies included, consecutive r, st 1), so the stride follows from
+ * d. */
+#define WINO_RUNS(sfx, target, in_name, out_name, M, IN_TILE, OUT_TILE, ROWS_V, ROWS_M)            \
+    static target void in_name##_##sfx(                                                            \
       const float *restrict s, int64_t d, int64_t n, bool relu, float *restrict v, int64_t ld)     \
     {                                                                                              \
-        float *restrict v0 = v, *restrict v1 = v + ld, *restrict v2 = v + 2 * ld;                  \
-        float *restrict v3 = v + 3 * ld, *restrict v4 = v + 4 * ld, *restrict v5 = v + 5 * ld;     \
+        ROWS_V;                                                                                    \
         if (d == 1)                                                                                \
-            WITH_RELU(IN_LOOP, 4, 1)                                                               \
+            WITH_RELU(IN_LOOP, IN_TILE, M, 1)                                                      \
         else                                                                                       \
-            WITH_RELU(IN_LOOP, 1, d)                                                               \
+            WITH_RELU(IN_LOOP, IN_TILE, 1, d)                                                      \
     }                                                                                              \
-    static target void out_run_##sfx(const float *const *mk,                                       \
-                                     int64_t n,                                                    \
-                                     float bias,                                                   \
-                                     bool relu,                                                    \
-                                     float *restrict t,                                            \
-                                     int64_t st,                                                   \
-                                     int64_t d)                                                    \
+    static target void out_name##_##sfx(const float *const *mk,                                    \
+                                        int64_t n,                                                 \
+                                        float bias,                                                \
+                                        bool relu,                                                 \
+                                        float *restrict t,                                         \
+                                        int64_t st,                                                \
+                                        int64_t d)                                                 \
     {                                                                                              \
-        const float *restrict m0 = mk[0], *restrict m1 = mk[1], *restrict m2 = mk[2];              \
-        const float *restrict m3 = mk[3], *restrict m4 = mk[4], *restrict m5 = mk[5];              \
+        ROWS_M;                                                                                    \
         if (st == 1)                                                                               \
-            WITH_RELU(OUT_LOOP, 1, d)                                                              \
-        else if (st == 4 && d == 1)                                                                \
-            WITH_RELU(OUT_LOOP, 4, 1)                                                              \
+            WITH_RELU(OUT_LOOP, OUT_TILE, 1, d)                                                    \
+        else if (st == (M) && d == 1)                                                              \
+            WITH_RELU(OUT_LOOP, OUT_TILE, M, 1)                                                    \
         else /* the transposed convs' interleaved phases */                                        \
-            WITH_RELU(OUT_LOOP, st, d)                                                             \
+            WITH_RELU(OUT_LOOP, OUT_TILE, st, d)                                                   \
     }
-
-/* The same for F(6,3): eight inputs, six outputs, tiles 6 apart at d = 1. */
-#define WINO_RUNS8(sfx, target)                                                                    \
-    static target void in_run8_##sfx(                                                              \
-      const float *restrict s, int64_t d, int64_t n, bool relu, float *restrict v, int64_t ld)     \
-    {                                                                                              \
-        float *restrict v0 = v, *restrict v1 = v + ld, *restrict v2 = v + 2 * ld;                  \
-        float *restrict v3 = v + 3 * ld, *restrict v4 = v + 4 * ld, *restrict v5 = v + 5 * ld;     \
-        float *restrict v6 = v + 6 * ld, *restrict v7 = v + 7 * ld;                                \
-        if (d == 1)                                                                                \
-            WITH_RELU(IN8_LOOP, 6, 1)                                                              \
-        else                                                                                       \
-            WITH_RELU(IN8_LOOP, 1, d)                                                              \
-    }                                                                                              \
-    static target void out_run6_##sfx(const float *const *mk,                                      \
-                                      int64_t n,                                                   \
-                                      float bias,                                                  \
-                                      bool relu,                                                   \
-                                      float *restrict t,                                           \
-                                      int64_t st,                                                  \
-                                      int64_t d)                                                   \
-    {                                                                                              \
-        const float *restrict m0 = mk[0], *restrict m1 = mk[1], *restrict m2 = mk[2];              \
-        const float *restrict m3 = mk[3], *restrict m4 = mk[4], *restrict m5 = mk[5];              \
-        const float *restrict m6 = mk[6], *restrict m7 = mk[7];                                    \
-        if (st == 1)                                                                               \
-            WITH_RELU(OUT6_LOOP, 1, d)                                                             \
-        else if (st == 6 && d == 1)                                                                \
-            WITH_RELU(OUT6_LOOP, 6, 1)                                                             \
-        else                                                                                       \
-            WITH_RELU(OUT6_LOOP, st, d)                                                            \
-    }
+#define WINO_RUNS_BOTH(sfx, target)                                                                \
+    WINO_RUNS(sfx, target, in_run, out_run, 4, IN_TILE4, OUT_TILE4, ROWS_V6, ROWS_M6)              \
+    WINO_RUNS(sfx, target, in_run8, out_run6, 6, IN_TILE6, OUT_TILE6, ROWS_V8, ROWS_M8)
 
 #if JB_CPU_X86
-WINO_RUNS(avx2, JB_TARGET_AVX2)
-WINO_RUNS(avx512, JB_TARGET_AVX512)
-WINO_RUNS8(avx2, JB_TARGET_AVX2)
-WINO_RUNS8(avx512, JB_TARGET_AVX512)
+WINO_RUNS_BOTH(avx2, JB_TARGET_AVX2)
+WINO_RUNS_BOTH(avx512, JB_TARGET_AVX512)
 #else
-WINO_RUNS(avx2, )
-WINO_RUNS8(avx2, )
+WINO_RUNS_BOTH(avx2, )
 #define in_run_avx512 in_run_avx2
 #define out_run_avx512 out_run_avx2
 #define in_run8_avx512 in_run8_avx2
