@@ -490,7 +490,8 @@ void jb_cpu_vq_block_avx2(const float *xn,
                           int64_t n,
                           int32_t *codes);
 
-/* dst[c·rows + r] = src[r·cols + c] for the source rows [r0, r1) of a (rows, cols) transpose. */
+/* dst[c·rows + r] = src[r·cols + c] over the whole 16 x 16 blocks of the source rows [r0, r1) of
+ * a (rows, cols) transpose: rows [r0, r0 + (r1 − r0) / 16 · 16) by columns [0, cols / 16 · 16). */
 void jb_cpu_transpose_avx512(const float *src,
                              int64_t rows,
                              int64_t cols,

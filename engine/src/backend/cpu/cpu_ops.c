@@ -137,23 +137,37 @@ struct transpose_task {
 
 enum { TRANSPOSE_BAND = 16 }; /* source rows per work item: one vector of each output row */
 
+/* Rows [r0, r1) by columns [c0, c1) one element at a time, in tiles of 32 columns (each source
+ * row's part of a tile is two cache lines) */
+static void transpose_elements(const struct transpose_task *t,
+                               int64_t r0,
+                               int64_t r1,
+                               int64_t c0,
+                               int64_t c1)
+{
+    enum { TILE = 32 };
+    for (int64_t ct = c0; ct < c1; ct += TILE) {
+        const int64_t ce = ct + TILE < c1 ? ct + TILE : c1;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t c = ct; c < ce; c++)
+                t->dst[c * t->rows + r] = t->src[r * t->cols + c];
+    }
+}
+
 static void transpose_bands(void *arg, int64_t b0, int64_t b1, int slot)
 {
     (void)slot;
     const struct transpose_task *t = arg;
     const int64_t r0               = b0 * TRANSPOSE_BAND,
                   r1               = b1 * TRANSPOSE_BAND < t->rows ? b1 * TRANSPOSE_BAND : t->rows;
+    int64_t rb = r0, cb = 0; /* the whole blocks done: rows [r0, rb) by columns [0, cb) */
     if (t->cpu->isa >= JB_CPU_ISA_AVX512) {
-        jb_cpu_transpose_avx512(t->src, t->rows, t->cols, t->dst, r0, r1);
-        return;
+        rb = r0 + (r1 - r0) / 16 * 16;
+        cb = t->cols / 16 * 16;
+        jb_cpu_transpose_avx512(t->src, t->rows, t->cols, t->dst, r0, rb);
     }
-    enum { TILE = 32 }; /* cache blocking: both sides touch whole lines */
-    for (int64_t c0 = 0; c0 < t->cols; c0 += TILE) {
-        const int64_t c1 = c0 + TILE < t->cols ? c0 + TILE : t->cols;
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t c = c0; c < c1; c++)
-                t->dst[c * t->rows + r] = t->src[r * t->cols + c];
-    }
+    transpose_elements(t, r0, rb, cb, t->cols); /* right of the blocks */
+    transpose_elements(t, rb, r1, 0, t->cols);  /* a short last band, or all without AVX-512 */
 }
 
 /* Bands of source rows shared over the pool, 16 x 16 blocks in registers with AVX-512. As one

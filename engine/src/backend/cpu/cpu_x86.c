@@ -1376,10 +1376,9 @@ JB_TARGET_AVX512 void jb_cpu_vq_fused_avx512(const float *x,
 
 /* --- transpose -------------------------------------------------------------------------------- */
 
-/* dst[c·rows + r] = src[r·cols + c] for the source rows [r0, r1): 16 x 16 blocks in registers
- * (unpacks of pairs of floats, then of pairs of doubles, then two rounds of 128-bit lane
- * shuffles), each read and written as 16 whole vectors; the columns after the last whole block
- * and the rows of a short band one element at a time. */
+/* dst[c·rows + r] = src[r·cols + c] over the whole 16 x 16 blocks of the source rows [r0, r1)
+ * (the caller does the rest): each block in registers (unpacks of pairs of floats, then of pairs
+ * of doubles, then two rounds of 128-bit lane shuffles), read and written as 16 whole vectors. */
 JB_TARGET_AVX512 void jb_cpu_transpose_avx512(const float *src,
                                               int64_t rows,
                                               int64_t cols,
@@ -1387,10 +1386,8 @@ JB_TARGET_AVX512 void jb_cpu_transpose_avx512(const float *src,
                                               int64_t r0,
                                               int64_t r1)
 {
-    int64_t r = r0;
-    for (; r + 16 <= r1; r += 16) {
-        int64_t c = 0;
-        for (; c + 16 <= cols; c += 16) {
+    for (int64_t r = r0; r + 16 <= r1; r += 16) {
+        for (int64_t c = 0; c + 16 <= cols; c += 16) {
             __m512 a[16], t[16];
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
@@ -1422,13 +1419,7 @@ JB_TARGET_AVX512 void jb_cpu_transpose_avx512(const float *src,
                 _mm512_storeu_ps(d + 12 * rows, _mm512_shuffle_f32x4(v1, w1, 0xdd));
             }
         }
-        for (int64_t i = r; i < r + 16; i++)
-            for (int64_t cc = c; cc < cols; cc++)
-                dst[cc * rows + i] = src[i * cols + cc];
     }
-    for (int64_t c = 0; c < cols; c++)
-        for (int64_t i = r; i < r1; i++)
-            dst[c * rows + i] = src[i * cols + c];
 }
 
 /* ============================================================================================ */
