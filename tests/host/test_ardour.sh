@@ -113,16 +113,16 @@ local function record_and_continue()
   for i = 1, 600 do
     if os.execute("grep -q 'done: take' " .. dlog) then done = true; break end
     sleep(0.5)
-end
-assert(done, "the job did not finish")
-sleep(0.5)
-local loc = s:locations():session_range_location()
-loc:set_end(Temporal.timepos_t(9 * 48000), true)
-s:save_state("", false, false, false, false, false)
+  end
+  assert(done, "the job did not finish")
+  sleep(0.5)
+  local loc = s:locations():session_range_location()
+  loc:set_end(Temporal.timepos_t(9 * 48000), true)
+  s:save_state("", false, false, false, false, false)
 end
 record_and_continue()
--- Lua's references to the track and plugin must be gone before the session: collected after
--- close_session, their destructors read the freed Session (valgrind) and corrupt the heap
+-- Lua's references to the track and plugin must die before the session: collected after
+-- close_session, their destructors read the freed Session (valgrind: ~IO, ~Stripable)
 collectgarbage(); collectgarbage()
 close_session()
 print("session saved")
@@ -145,7 +145,7 @@ local function export()
   assert(e:run_export(), "export failed")
 end
 export()
-collectgarbage(); collectgarbage() -- the track's last Lua reference dies before the session
+collectgarbage(); collectgarbage() -- Lua's track and export objects die before the session
 close_session()
 print("exported")
 LUA
