@@ -66,6 +66,7 @@ struct client {
     struct ep_reader r;
     struct ep_writer w;
     bool hello, closing, want_out;
+    bool throttled;    /* the last pump stopped at HIGH_WATER with audio left to send */
     double last_drain; /* when its output queue was last empty or written to */
     struct upload up;
     struct attach *att;
@@ -200,7 +201,12 @@ static void pump_stream(struct client *cl, struct attach *a, int cand, int L)
     float *buf = NULL;
     size_t cap = 0;
     for (;;) {
-        if (cl->closing || ep_writer_pending(&cl->w) > HIGH_WATER) break;
+        if (cl->closing) break;
+        if (ep_writer_pending(&cl->w) > HIGH_WATER) {
+            /* nothing else may wake this client once its queue drains: settle keeps EPOLLOUT */
+            if (lg->len > cu->pos || lg->finished) cl->throttled = true;
+            break;
+        }
         const int64_t avail = lg->len - cu->pos;
         const bool flush    = avail == 0 && lg->finished;
         if (avail == 0 && !flush) break;
@@ -332,6 +338,7 @@ static bool pump_attach(struct client *cl, struct attach *a)
 static void pump_client(struct client *c)
 {
     pthread_mutex_lock(&g_mu);
+    c->throttled       = false;
     struct attach **pp = &c->att;
     while (*pp) {
         struct attach *a = *pp;
@@ -1030,7 +1037,10 @@ static void settle(struct client *c)
         client_close(c);
         return;
     }
-    const bool want = r == 0;
+    /* r == 0: bytes wait for the socket. throttled: audio waits for the queue, and a queue
+     * that drained in this flush has no other event to bring the next pump (a finished job's
+     * replay would stall); EPOLLOUT on a writable socket fires at once and pumps again. */
+    const bool want = r == 0 || c->throttled;
     if (want != c->want_out) {
         c->want_out           = want;
         struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0u), .data.ptr = c };

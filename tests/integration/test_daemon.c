@@ -896,6 +896,51 @@ static bool same_file(const char *a, const char *b)
 }
 
 /* the CLI as a client: same files as in process; status, jobs, cancel, attach */
+/* Replays of a finished job whose audio (two levels of ~4.5 s, ~1.6 MB) is more than encored
+ * queues for a client at once (1 MiB): the rest must follow as the client drains its queue.
+ * encored once lost that wakeup when one flush emptied the queue, and about 1 replay in 8 then
+ * waited forever under ASan (one run of 30 replays in two hit it). */
+static void replay_many(int64_t id)
+{
+    const int n_replays = 100;
+    struct result first = { 0 };
+    int n_done          = 0;
+    bool same           = true;
+    double worst        = 0;
+    for (int i = 0; i < n_replays; i++) {
+        int fd           = try_open();
+        struct ep_msg *m = ep_msg_new("attach");
+        ep_msg_set_int(m, "job", id);
+        struct result r = { 0 };
+        const double t0 = now_s();
+        bool ok = fd >= 0 && ep_send_blocking(fd, m, 0) && follow(fd, &r, 30, 0, -1) && r.done;
+        ep_msg_free(m);
+        if (fd >= 0) close(fd);
+        if (now_s() - t0 > worst) worst = now_s() - t0;
+        if (!ok) {
+            result_free(&r);
+            break;
+        }
+        n_done++;
+        if (i == 0) {
+            first = r;
+            continue;
+        }
+        same = same && r.len[0] == first.len[0] &&
+               !memcmp(r.audio[0], first.audio[0], (size_t)first.len[0] * sizeof(float));
+        result_free(&r);
+    }
+    check(n_done == n_replays && same && first.len[0] > JB_SAMPLE_RATE,
+          "%d of %d replays of finished job %lld end with done, the same %lld final samples each "
+          "(slowest %.2f s, 30 s allowed)",
+          n_done,
+          n_replays,
+          (long long)id,
+          (long long)first.len[0],
+          worst);
+    result_free(&first);
+}
+
 static void test_cli_client(void)
 {
     char args[3000], a[400], b[400], ta[400], tb[400], c[400];
@@ -939,6 +984,7 @@ static void test_cli_client(void)
     check(id > 0 && cli(args) == 0 && same_file(a, c),
           "encore attach %lld -o OUT writes the same audio",
           (long long)id);
+    replay_many(id);
 }
 
 /* socket activation as systemd does it (LISTEN_FDS), through systemd-socket-activate */
