@@ -895,9 +895,8 @@ static bool same_file(const char *a, const char *b)
     return system(cmd) == 0;
 }
 
-/* the CLI as a client: same files as in process; status, jobs, cancel, attach */
-/* Replays of a finished job whose audio (two levels of ~4.5 s, ~1.6 MB) is more than encored
- * queues for a client at once (1 MiB): the rest must follow as the client drains its queue.
+/* Replays of a finished job whose audio (two levels, the final one alone 1.6 MB) is more than
+ * encored queues for a client at once (1 MiB): the rest must follow as the client drains it.
  * encored once lost that wakeup when one flush emptied the queue, and about 1 replay in 8 then
  * waited forever under ASan (one run of 30 replays in two hit it). */
 static void replay_many(int64_t id)
@@ -941,6 +940,7 @@ static void replay_many(int64_t id)
     result_free(&first);
 }
 
+/* the CLI as a client: same files as in process; status, jobs, cancel, attach */
 static void test_cli_client(void)
 {
     char args[3000], a[400], b[400], ta[400], tb[400], c[400];
