@@ -229,6 +229,18 @@ static bool follow(int fd,
     return ok;
 }
 
+/* Attaches fd to job (rate > 0 asks for that rate; 0 leaves the daemon's default) and follows
+ * it until done/error; false on timeout/close. */
+static bool attach_follow(int fd, int64_t job, int rate, struct result *r, double timeout)
+{
+    struct ep_msg *m = ep_msg_new("attach");
+    ep_msg_set_int(m, "job", job);
+    if (rate > 0) ep_msg_set_int(m, "rate", rate);
+    bool ok = fd >= 0 && ep_send_blocking(fd, m, 0) && follow(fd, r, timeout, 0, -1);
+    ep_msg_free(m);
+    return ok;
+}
+
 /* the reference job: 1 s of the riff continued by 1 s, every level, one candidate */
 static struct jb_audio riff;
 static const int64_t RIFF_N = JB_SAMPLE_RATE;
@@ -401,12 +413,8 @@ static void test_attach_after_kill(void)
     check(ok && !a.done && a.job > 0,
           "first client got %d audio events, then disconnected",
           a.n_audio_events);
-    int fd2          = try_open();
-    struct ep_msg *m = ep_msg_new("attach");
-    ep_msg_set_int(m, "job", a.job);
-    ep_msg_set_int(m, "rate", JB_SAMPLE_RATE);
-    ok = fd2 >= 0 && ep_send_blocking(fd2, m, 0) && follow(fd2, &b, 120, 0, -1);
-    ep_msg_free(m);
+    int fd2 = try_open();
+    ok      = attach_follow(fd2, a.job, JB_SAMPLE_RATE, &b, 120);
     /* joined: the first client's part, then the rest from the second (which replays it all) */
     bool prefix_same =
       a.len[0] > 0 && a.len[0] <= b.len[0] && !memcmp(a.audio[0], b.audio[0], (size_t)a.len[0] * 4);
@@ -430,11 +438,8 @@ static void test_kill9_resume(void)
           (long long)a.max_window,
           (long long)job);
     check(start_daemon(), "encored restarts on the same state folder");
-    int fd2          = try_open();
-    struct ep_msg *m = ep_msg_new("attach");
-    ep_msg_set_int(m, "job", job);
-    ok = fd2 >= 0 && ep_send_blocking(fd2, m, 0) && follow(fd2, &b, 120, 0, -1);
-    ep_msg_free(m);
+    int fd2 = try_open();
+    ok      = attach_follow(fd2, job, 0, &b, 120);
     check(ok && b.done, "the interrupted job finishes after the restart %s", b.err_msg);
     check(b.done && b.tokens_sampled > 0 && b.tokens_sampled < ref_tokens,
           "it resumed: %lld tokens sampled after the restart, of %lld",
@@ -907,15 +912,13 @@ static void replay_many(int64_t id)
     bool same           = true;
     double worst        = 0;
     for (int i = 0; i < n_replays; i++) {
-        int fd           = try_open();
-        struct ep_msg *m = ep_msg_new("attach");
-        ep_msg_set_int(m, "job", id);
-        struct result r = { 0 };
-        const double t0 = now_s();
-        bool ok = fd >= 0 && ep_send_blocking(fd, m, 0) && follow(fd, &r, 30, 0, -1) && r.done;
-        ep_msg_free(m);
+        int fd            = try_open();
+        struct result r   = { 0 };
+        const double t0   = now_s();
+        const bool ok     = attach_follow(fd, id, 0, &r, 30) && r.done;
+        const double took = now_s() - t0;
         if (fd >= 0) close(fd);
-        if (now_s() - t0 > worst) worst = now_s() - t0;
+        if (took > worst) worst = took;
         if (!ok) {
             result_free(&r);
             break;
@@ -1173,12 +1176,8 @@ static void test_device_retry(void)
           r.err_msg,
           (long long)r.retry_job);
     if (r.retry_job > 0) {
-        int fd2 = ep_client_open(sock, "test", why, sizeof why);
-        m       = ep_msg_new("attach");
-        ep_msg_set_int(m, "job", r.retry_job);
-        ep_msg_set_int(m, "rate", JB_SAMPLE_RATE);
-        ok = fd2 >= 0 && ep_send_blocking(fd2, m, 0) && follow(fd2, &s, 120, 0, -1);
-        ep_msg_free(m);
+        int fd2      = ep_client_open(sock, "test", why, sizeof why);
+        ok           = attach_follow(fd2, r.retry_job, JB_SAMPLE_RATE, &s, 120);
         retried_done = s.done ? s.take : 0;
         dev_retry    = s.device_index;
         if (fd2 >= 0) close(fd2);
