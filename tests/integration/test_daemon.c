@@ -879,18 +879,27 @@ static void test_disk_and_quota(void)
 }
 
 /* runs the encore CLI with the test daemon's socket; returns its exit status */
+/* The encore CLI against the test's daemon; its exit status. Each run has CLI_LIMIT_S (coreutils'
+ * timeout, then SIGKILL 10 s later), so a client that never returns fails its check with a message
+ * instead of holding the test until ctest's limit. */
+enum { CLI_LIMIT_S = 300 };
+
 static int cli(const char *args)
 {
     char cmd[4096];
     snprintf(cmd,
              sizeof cmd,
-             "ENCORE_SOCKET='%s' ENCORE_PROGRESS=0 '%s' %s 2>>'%s.cli.log'",
+             "ENCORE_SOCKET='%s' ENCORE_PROGRESS=0 timeout -k 10 %d '%s' %s 2>>'%s.cli.log'",
              sock_path,
+             (int)CLI_LIMIT_S,
              encore_cli,
              args,
              state_dir);
     int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (rc == 124 || rc == 137)
+        printf("# encore %s: still running after %d s, killed\n", args, (int)CLI_LIMIT_S);
+    return rc;
 }
 
 static bool same_file(const char *a, const char *b)
