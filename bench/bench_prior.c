@@ -666,7 +666,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_prior: cpu backend: %s\n", jb_last_error());
         return 1;
     }
-    if (!sum_probe_init(&probe, threads)) {
+    if (!cond_only && !sum_probe_init(&probe, threads)) { /* the token tables' bandwidth probe */
         fprintf(stderr, "bench_prior: cannot reserve the 256 MiB bandwidth probe or its pool\n");
         return 1;
     }
