@@ -98,6 +98,11 @@ static double max_abs(int64_t n, const float *y)
 
 /* --- conv1d ----------------------------------------------------------------------------------- */
 
+/* conv1d in double precision: y[o, t] = b[o] + Σ_c,j w[o, c, j]·v(c, s·t − p + d·j), where inputs
+ * past [0, T) are the zero padding and v is x, or relu(x) with relu_in. NaN inputs count as zero,
+ * with reads_nan[o·Tout + t] (when not NULL) set where an output reads one. mass (when not NULL)
+ * gets |b[o]| + Σ |w·v|, the scale an output's rounding error is proportional to, for the kernels
+ * whose sums differ from the direct ones by rounding (Winograd). No output ReLU. */
 static void ref_conv1d(const float *x,
                        int64_t T,
                        int64_t Cin,
@@ -108,19 +113,32 @@ static void ref_conv1d(const float *x,
                        int d,
                        const float *w,
                        const float *b,
+                       bool relu_in,
                        double *y,
+                       double *mass,
+                       bool *reads_nan,
                        int64_t Tout)
 {
     for (int64_t o = 0; o < Cout; o++)
         for (int64_t t = 0; t < Tout; t++) {
-            double acc = b ? b[o] : 0.0;
+            double acc = b ? b[o] : 0.0, mag = b ? fabs(b[o]) : 0.0;
+            bool nan = false;
             for (int64_t c = 0; c < Cin; c++)
                 for (int j = 0; j < k; j++) {
-                    int64_t src = s * t - p + (int64_t)d * j;
-                    if (src >= 0 && src < T)
-                        acc += (double)w[(o * Cin + c) * k + j] * x[c * T + src];
+                    const int64_t src = s * t - p + (int64_t)d * j;
+                    if (src < 0 || src >= T) continue;
+                    double v = x[c * T + src];
+                    if (isnan(v)) {
+                        nan = true;
+                        continue;
+                    }
+                    if (relu_in && v < 0) v = 0;
+                    acc += (double)w[(o * Cin + c) * k + j] * v;
+                    mag += fabs((double)w[(o * Cin + c) * k + j] * v);
                 }
             y[o * Tout + t] = acc;
+            if (mass) mass[o * Tout + t] = mag;
+            if (reads_nan) reads_nan[o * Tout + t] = nan;
         }
 }
 
@@ -147,7 +165,7 @@ static void test_conv1d(struct jb_backend *be,
     struct jb_tensor wt = tensor(JB_DTYPE_F32, 3, (int64_t[]){ Cout, Cin, k }, w);
     struct jb_tensor bt = tensor(JB_DTYPE_F32, 1, (int64_t[]){ Cout }, b);
     jb_conv1d(be, x, T, &wt, bias ? &bt : NULL, s, p, d, y, scratch);
-    ref_conv1d(x, T, Cin, Cout, k, s, p, d, w, bias ? b : NULL, ref, Tout);
+    ref_conv1d(x, T, Cin, Cout, k, s, p, d, w, bias ? b : NULL, false, ref, NULL, NULL, Tout);
     double e = rel_err(Cout * Tout, y, ref);
     report(e <= TOL && y[Cout * Tout] == 12345.0f,
            "conv1d Cin=%lld Cout=%lld k=%d s=%d p=%d d=%d T=%lld%s -> Tout=%lld  relerr=%.2e",
@@ -461,46 +479,6 @@ static void test_conv_same(struct jb_backend *b1, struct jb_backend *b2, const c
     free(x), free(w), free(bias), free(y1), free(y2), free(sc);
 }
 
-/* A dilated k = 3 conv in double precision, for the kernels whose sums differ from the direct
- * ones by rounding (Winograd): per output (s, t), sum = b[s] + Σ_c,j w[s, c, j]·v(c, t + (j − 1)·d)
- * and mass = |b[s]| + Σ |w·v|, the scale its rounding error is proportional to. v is x, or
- * relu(x) with relu_in; inputs past [0, T) are the zero padding, and NaN inputs count as zero,
- * with reads_nan[s·T + t] (when not NULL) set where an output reads one. No output ReLU. */
-static void ref_conv3_mass(const float *x,
-                           int64_t C,
-                           int64_t T,
-                           const float *w,
-                           const float *b,
-                           int64_t S,
-                           int64_t d,
-                           bool relu_in,
-                           double *sum,
-                           double *mass,
-                           bool *reads_nan)
-{
-    for (int64_t s = 0; s < S; s++)
-        for (int64_t t = 0; t < T; t++) {
-            double acc = b ? b[s] : 0.0, mag = b ? fabs(b[s]) : 0.0;
-            bool nan = false;
-            for (int64_t c = 0; c < C; c++)
-                for (int j = 0; j < 3; j++) {
-                    const int64_t u = t + (j - 1) * d;
-                    if (u < 0 || u >= T) continue;
-                    double v = x[c * T + u];
-                    if (isnan(v)) {
-                        nan = true;
-                        continue;
-                    }
-                    if (relu_in && v < 0) v = 0;
-                    acc += (double)w[(s * C + c) * 3 + j] * v;
-                    mag += fabs((double)w[(s * C + c) * 3 + j] * v);
-                }
-            sum[s * T + t]  = acc;
-            mass[s * T + t] = mag;
-            if (reads_nan) reads_nan[s * T + t] = nan;
-        }
-}
-
 /* The resblock op on backends b1 and b2: on AVX-512 the narrow blocks run as one fused kernel,
  * elsewhere as gathered tap slices through the conv kernels; both sum in the same order, so they
  * agree bitwise, except where the AVX-512 kernel takes Winograd F(2,3) (dilation >= 16; within
@@ -603,7 +581,7 @@ static void test_resblock_narrow(struct jb_backend *be)
             free(xc), free(yc), free(wc);
         }
         double *b = dbuf(S * T), *bs = dbuf(S * T);
-        ref_conv3_mass(x, C, T, w1, k == 2 ? NULL : bb1, S, d, true, b, bs, NULL);
+        ref_conv1d(x, T, C, S, 3, 1, d, d, w1, k == 2 ? NULL : bb1, true, b, bs, NULL, T);
         for (int64_t i = 0; i < S * T; i++)
             b[i] = b[i] > 0 ? b[i] : 0.0;
         for (int64_t c = 0; c < C && ok; c++)
@@ -736,7 +714,7 @@ static void test_winograd(struct jb_backend *be, int64_t C, int64_t S, int64_t T
     }
     double ew = 0, ed = 0, *sums = dbuf(S * T), *masses = dbuf(S * T);
     bool nan_ok = true, *nans = malloc((size_t)(S * T) * sizeof *nans);
-    ref_conv3_mass(x, C, T, w, b, S, d, relu, sums, masses, nans);
+    ref_conv1d(x, T, C, S, 3, 1, d, d, w, b, relu, sums, masses, nans, T);
     for (int64_t o = 0; o < S; o++)
         for (int64_t t = 0; t < T; t++) {
             double sum        = sums[o * T + t];
