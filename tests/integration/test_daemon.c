@@ -878,7 +878,6 @@ static void test_disk_and_quota(void)
     result_free(&a);
 }
 
-/* runs the encore CLI with the test daemon's socket; returns its exit status */
 /* The encore CLI against the test's daemon; its exit status. Each run has CLI_LIMIT_S (coreutils'
  * timeout, then SIGKILL 10 s later), so a client that never returns fails its check with a message
  * instead of holding the test until ctest's limit. */
