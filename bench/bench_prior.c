@@ -233,7 +233,7 @@ static struct result run_shape(struct jb_backend *be,
     r.init_s                  = jb_time_now() - t_init;
     float *x                  = jb_aligned_alloc((size_t)N * (size_t)T * (size_t)W * sizeof(float));
     float *semb               = jb_aligned_alloc((size_t)N * (size_t)W * sizeof(float));
-    if (n_prefill < n_prime) n_prefill = n_prime;
+    if (n_prefill < n_prime) n_prefill = n_prime; /* a shape's 0: its decode priming */
     const int n_out = n_prime + n_sample > n_prefill + 1 ? n_prime + n_sample : n_prefill + 1;
     int32_t *ctx    = malloc((size_t)N * (size_t)n_prefill * sizeof(int32_t));
     int32_t *out    = malloc((size_t)N * (size_t)n_out * sizeof(int32_t));
@@ -674,7 +674,7 @@ int main(int argc, char **argv)
         const struct shape *sh = &shapes[k];
         if (only && strcmp(only, sh->name) != 0) continue;
         const int n_prime   = prime > 0 ? prime : sh->n_prime;
-        const int n_prefill = prime > 0 ? prime : sh->n_prefill > 0 ? sh->n_prefill : n_prime;
+        const int n_prefill = prime > 0 ? prime : sh->n_prefill; /* run_shape: >= n_prime */
         struct jb_prior_hparams hp;
         upsampler_hparams(sh, &hp);
         double other = -1, ref_cond = 0;
