@@ -685,7 +685,8 @@ int main(int argc, char **argv)
         }
         const double bytes = step_weight_bytes(&hp);
         /* fp32 weights at 1 and `threads` threads, and for the real upsampler shape the same
-         * weights stored fp16 at `threads`: all built first, then run interleaved (A B C A B C
+         * weights stored fp16 (as jb_import stores them) at `threads`: all built first, then run
+         * interleaved (A B C A B C
          * ...), so that the thread and fp16/32 ratios compare runs made under the same load */
         const int n_wt          = k == 2 ? 2 : 1;
         struct tc_weights *m[2] = { NULL, NULL };
@@ -694,7 +695,7 @@ int main(int argc, char **argv)
         bool built = true;
         for (int t = 0; t < n_wt && built; t++) {
             m[t] = upsampler_weights(&hp, false);
-            if (m[t] && t == 1 && !tc_weights_matmuls_to_f16(m[t]))
+            if (m[t] && t == 1 && !tc_weights_to_storage(m[t], JB_DTYPE_F16))
                 tc_weights_free(m[t]), m[t] = NULL;
             struct jb_weights_source src = tc_weights_source(m[t]);
             w[t]                         = m[t] ? jb_weights_init(&src) : NULL;
@@ -779,7 +780,7 @@ int main(int argc, char **argv)
                       threads,
                       &r16[b],
                       0,
-                      bytes / 2 + 2.0 * hp.bins * hp.tr.width, /* head stays fp32 */
+                      bytes / 2, /* the output head is fp16 too */
                       read_gbs,
                       0,
                       r16[b].ok && r32[b].ok ? r16[b].decode_tps / r32[b].decode_tps : 0);
@@ -813,7 +814,8 @@ int main(int argc, char **argv)
            "shared by the candidates of a batch. %% sum BW: eff. GB/s against the parallel "
            "sum measured at the start.\nx ref: tokens/s against the reference's ancestral tokens/s "
            "(batch 1). fp16/32: "
-           "tokens/s with fp16 transformer weights against fp32, same threads.\nload average "
+           "tokens/s with the weights stored fp16 (as `encore models fetch` installs them: every "
+           "matrix, output head included) against fp32, same threads.\nload average "
            "at the end: %.2f (the machine is shared: figures are noisy)\n",
            prime > 0 ? "priming --prime positions in chunks of 32" : "priming in chunks of 32",
            repeats,

@@ -42,7 +42,7 @@ bool tc_build_prior(struct tc_sink s, const struct jb_prior_hparams *hp, bool co
 
 /* A sink into in-memory weights: RANDOM uniform with standard deviation `scale`, ONE 1 plus
  * such noise of 0.01, ZERO 0; all
- * F32 (tc_weights_matmuls_to_f16 stores the transformer's matmul weights as the 5b files do). */
+ * F32 (tc_weights_to_storage stores them in another dtype, as jb_import does). */
 struct tc_sink tc_weights_sink(struct tc_weights *w);
 
 #endif

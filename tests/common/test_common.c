@@ -404,21 +404,19 @@ void tc_weights_drop_last(struct tc_weights *w)
     if (w->n > 0) free(w->v[--w->n].t.data);
 }
 
-bool tc_weights_matmuls_to_f16(struct tc_weights *w)
+bool tc_weights_to_storage(struct tc_weights *w, enum jb_dtype storage)
 {
     for (int64_t i = 0; i < w->n; i++) {
         struct jb_tensor *t = &w->v[i].t;
-        size_t len          = strlen(w->v[i].name);
-        if (t->type != JB_DTYPE_F32 || t->n_dims != 2 || len < 2 ||
-            strcmp(w->v[i].name + len - 2, ".w") != 0)
-            continue;
+        enum jb_dtype type  = jb_import_tensor_dtype(w->v[i].name, t->n_dims, false, storage);
+        if (t->type != JB_DTYPE_F32 || type == JB_DTYPE_F32) continue;
         const int64_t n = jb_tensor_nelements(t);
-        uint16_t *h     = jb_aligned_alloc((size_t)n * sizeof(uint16_t) + 64);
+        void *h         = jb_aligned_alloc((size_t)n * jb_dtype_size(type) + 64);
         if (!h) return false;
-        jb_convert_from_f32(JB_DTYPE_F16, t->data, h, (size_t)n);
+        jb_convert_from_f32(type, t->data, h, (size_t)n);
         free(t->data);
         t->data = h;
-        t->type = JB_DTYPE_F16;
+        t->type = type;
     }
     return true;
 }

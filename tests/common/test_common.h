@@ -122,10 +122,11 @@ struct jb_tensor *tc_weights_add_values(struct tc_weights *w,
                                         ...) JB_PRINTF(6, 7);
 /* Removes the tensor added last (tests of a missing tensor). */
 void tc_weights_drop_last(struct tc_weights *w);
-/* Stores the 2-D Conv1D weights (names ending in ".w") as F16, as the released 5b checkpoints
- * do; embeddings, biases, LayerNorm and output heads stay F32. false on OOM. Model layouts:
- * model_builders.h. */
-bool tc_weights_matmuls_to_f16(struct tc_weights *w);
+/* Stores the F32 tensors of a prior as jb_import does with `storage` (jb_import_tensor_dtype:
+ * every weight matrix, the embeddings and output head included; biases and norms stay F32), so
+ * that an F16 model in memory is laid out as `encore models fetch` installs one. false on OOM.
+ * Model layouts: model_builders.h. */
+bool tc_weights_to_storage(struct tc_weights *w, enum jb_dtype storage);
 struct jb_weights_source tc_weights_source(struct tc_weights *w);
 int64_t tc_weights_count(const struct tc_weights *w);
 const struct jb_tensor *tc_weights_tensor(const struct tc_weights *w, int64_t i);

@@ -169,6 +169,14 @@ struct jb_import_params {
 
 enum jb_status jb_import(const struct jb_import_params *params, const struct jb_callbacks *cb);
 
+/* The dtype jb_import stores a tensor in: `storage` for weight matrices (two or more dimensions),
+ * output heads and embeddings included; F32 for biases, norms and (vqvae) the VQ-VAE's codebooks
+ * (names under "bottleneck."). */
+enum jb_dtype jb_import_tensor_dtype(const char *name,
+                                     int n_dims,
+                                     bool vqvae,
+                                     enum jb_dtype storage);
+
 /* ---------------------------------------------------------------------------------------- */
 /* VQ-VAE                                                                                    */
 

@@ -466,13 +466,21 @@ static bool is_fp16_param(const char *name)
     return n > 2 && strcmp(name + n - 2, ".w") == 0;
 }
 
+enum jb_dtype jb_import_tensor_dtype(const char *name,
+                                     int n_dims,
+                                     bool vqvae,
+                                     enum jb_dtype storage)
+{
+    if (n_dims < 2) return JB_DTYPE_F32;
+    if (vqvae && strncmp(name, "bottleneck.", 11) == 0) return JB_DTYPE_F32;
+    return storage;
+}
+
 static enum jb_dtype storage_for(const struct jb_ckpt_entry *e,
                                  enum jb_model_preset kind,
                                  enum jb_dtype storage)
 {
-    if (e->n_dims < 2) return JB_DTYPE_F32;
-    if (kind == JB_PRESET_VQVAE && strncmp(e->name, "bottleneck.", 11) == 0) return JB_DTYPE_F32;
-    return storage;
+    return jb_import_tensor_dtype(e->name, e->n_dims, kind == JB_PRESET_VQVAE, storage);
 }
 
 static const char *base_name(const char *path)
