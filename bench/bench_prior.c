@@ -686,8 +686,8 @@ int main(int argc, char **argv)
         const double bytes = step_weight_bytes(&hp);
         /* fp32 weights at 1 and `threads` threads, and for the real upsampler shape the same
          * weights stored fp16 (as jb_import stores them) at `threads`: all built first, then run
-         * interleaved (A B C A B C
-         * ...), so that the thread and fp16/32 ratios compare runs made under the same load */
+         * interleaved (A B C A B C ...), so that the thread and fp16/32 ratios compare runs made
+         * under the same load */
         const int n_wt          = k == 2 ? 2 : 1;
         struct tc_weights *m[2] = { NULL, NULL };
         struct jb_weights *w[2] = { NULL, NULL };
