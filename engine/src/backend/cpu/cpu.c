@@ -2,11 +2,11 @@
  * backend/cpu/cpu.c - the CPU backend: host buffers, its thread pool, ISA detection and the
  * per-slot arena the kernels use instead of allocating.
  */
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/pool.h"
 
-#include <cblas.h>
 #include <malloc.h>
 #if JB_CPU_X86
 #include <cpuid.h>
@@ -330,16 +330,10 @@ struct jb_cpu *jb_cpu_of(struct jb_backend *be)
 enum jb_cpu_isa jb_cpu_set_isa(struct jb_backend *be, enum jb_cpu_isa isa)
 {
     struct jb_cpu *cpu = jb_cpu_of(be);
-    cpu->isa           = isa < cpu->isa_max ? isa : cpu->isa_max;
+    isa                = isa < cpu->isa_max ? isa : cpu->isa_max;
+    /* the portable kernels need OpenBLAS: without it the backend keeps its level */
+    if (isa != JB_CPU_ISA_PORTABLE || jb_blas_open()) cpu->isa = isa;
     return cpu->isa;
-}
-
-/* See cpu.h: OpenBLAS runs single-threaded inside our pools, one setting for the process. */
-static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
-
-static void blas_single_threaded(void)
-{
-    openblas_set_num_threads(1);
 }
 
 struct jb_cpu *jb_cpu_new(int n_threads)
@@ -377,7 +371,7 @@ struct jb_cpu *jb_cpu_new(int n_threads)
 
     jb_cpu_tables_init();
 
-    pthread_once(&g_blas_once, blas_single_threaded);
+    if (cpu->isa == JB_CPU_ISA_PORTABLE && !jb_blas_open()) goto fail;
     return cpu;
 
 fail:
@@ -402,6 +396,6 @@ struct jb_backend *jb_backend_cpu_init(int n_threads)
            "cpu backend: %d threads, %s kernels, OpenBLAS %s",
            n_threads,
            jb_cpu_isa_name(cpu->isa),
-           openblas_get_corename());
+           jb_blas_corename());
     return be;
 }

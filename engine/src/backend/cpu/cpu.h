@@ -10,14 +10,15 @@
  *
  * OpenBLAS (only the portable kernels call it; the AVX2 / AVX-512 paths never do) must not start
  * threads of its own inside ours. OpenBLAS 0.3.21 (Debian 12) has no per-call thread count
- * (openblas_set_num_threads_local arrived in 0.3.22). Debian's serial build (picked through the
- * run path, as all variants share one SONAME) starts no threads, but it is not safe for calls
- * from several threads at once, which our pools make on the portable level: with it, test_ops'
- * portable checks got wrong sums in 2 of 6 runs. We therefore link the default (pthread) build
- * and do what the OpenBLAS FAQ prescribes for applications that thread themselves:
- * openblas_set_num_threads(1), once per process (pthread_once at the first backend init). That is
- * one fixed value, the same for every backend, never a backend's thread count; the pthread build's
- * own workers then never wake (after the spin they start with when the library loads).
+ * (openblas_set_num_threads_local arrived in 0.3.22). Debian's serial build starts no threads,
+ * but it is not safe for calls from several threads at once, which our pools make on the
+ * portable level: with it, test_ops' portable checks got wrong sums in 2 of 6 runs. We therefore
+ * use the default (pthread) build and do what the OpenBLAS FAQ prescribes for applications that
+ * thread themselves: openblas_set_num_threads(1), once per process. That is one fixed value, the
+ * same for every backend, never a backend's thread count; the pthread build's own workers then
+ * never wake after the spin they start with when the library loads. The library is opened with
+ * dlopen only when a backend runs at the portable level (blas.h), so processes on AVX2 machines
+ * never load it nor start those threads.
  *
  * Memory: every per-call temporary lives either in the caller's scratch (sized by the
  * *_scratch() functions of ops.h) or in a fixed per-slot arena reserved at backend init, so no

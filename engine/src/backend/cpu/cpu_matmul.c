@@ -19,12 +19,12 @@
  * Without SIMD: OpenBLAS (sgemv / sgemm on the slice, F16/BF16 through converted tiles, beta = 1
  * on a pre-filled y).
  */
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/pool.h"
 
 #include "core/fp16.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -357,33 +357,33 @@ static void blas_f32(int64_t M,
                      int64_t ldy)
 {
     if (M == 1)
-        cblas_sgemv(CblasRowMajor,
-                    b_trans ? CblasNoTrans : CblasTrans,
-                    (int)(b_trans ? nn : kk),
-                    (int)(b_trans ? kk : nn),
-                    1.0f,
-                    b,
-                    (int)ldb,
-                    x,
-                    1,
-                    beta,
-                    y,
-                    1);
+        jb_blas_sgemv(CblasRowMajor,
+                      b_trans ? CblasNoTrans : CblasTrans,
+                      (int)(b_trans ? nn : kk),
+                      (int)(b_trans ? kk : nn),
+                      1.0f,
+                      b,
+                      (int)ldb,
+                      x,
+                      1,
+                      beta,
+                      y,
+                      1);
     else
-        cblas_sgemm(CblasRowMajor,
-                    CblasNoTrans,
-                    b_trans ? CblasTrans : CblasNoTrans,
-                    (int)M,
-                    (int)nn,
-                    (int)kk,
-                    1.0f,
-                    x,
-                    (int)ldx,
-                    b,
-                    (int)ldb,
-                    beta,
-                    y,
-                    (int)ldy);
+        jb_blas_sgemm(CblasRowMajor,
+                      CblasNoTrans,
+                      b_trans ? CblasTrans : CblasNoTrans,
+                      (int)M,
+                      (int)nn,
+                      (int)kk,
+                      1.0f,
+                      x,
+                      (int)ldx,
+                      b,
+                      (int)ldb,
+                      beta,
+                      y,
+                      (int)ldy);
 }
 
 /* F32 weights through OpenBLAS on the slice [n0, n1). */

@@ -12,11 +12,11 @@
  *     conv kernel into dot (bins, tb), then the argmin, vectorised over time;
  *   - portable: one sgemm [tb, emb] x [emb, bins] per block (x read transposed in place).
  */
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/pool.h"
 #include "backend/ops.h"
 
-#include <cblas.h>
 #include <math.h>
 
 size_t jb_vq_argmin_scratch(int64_t bins, int64_t emb, int64_t T)
@@ -88,20 +88,20 @@ static void vq_block(const struct jb_cpu *cpu,
         jb_cpu_vq_block_avx2(xn, dot, n, kn, bins, n, codes + t0);
         return;
     }
-    cblas_sgemm(CblasRowMajor,
-                CblasTrans,
-                CblasTrans,
-                (int)n,
-                (int)bins,
-                (int)emb,
-                1.0f,
-                x + t0,
-                (int)T,
-                kb,
-                (int)emb,
-                0.0f,
-                dot,
-                (int)bins);
+    jb_blas_sgemm(CblasRowMajor,
+                  CblasTrans,
+                  CblasTrans,
+                  (int)n,
+                  (int)bins,
+                  (int)emb,
+                  1.0f,
+                  x + t0,
+                  (int)T,
+                  kb,
+                  (int)emb,
+                  0.0f,
+                  dot,
+                  (int)bins);
     for (int64_t i = 0; i < n; i++)
         codes[t0 + i] = vq_row(xn[i], dot + i * bins, kn, bins);
 }
