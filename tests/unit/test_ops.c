@@ -809,7 +809,12 @@ static void test_conditioner_wide(struct jb_backend *be)
     struct jb_weights_source src           = tc_weights_source(m);
     struct jb_weights *w                   = ok ? jb_weights_init(&src) : NULL;
     struct jb_backend *bp                  = jb_backend_init("cpu", 2);
-    jb_cpu_set_isa(bp, JB_CPU_ISA_PORTABLE);
+    /* the portable level opens OpenBLAS (backend/cpu/blas.h); without it the level stays */
+    const bool portable = bp && jb_cpu_set_isa(bp, JB_CPU_ISA_PORTABLE) == JB_CPU_ISA_PORTABLE;
+    tc_check(portable,
+             "a backend lowered to the portable level (it opens OpenBLAS)%s%s",
+             portable ? "" : ": ",
+             portable ? "" : jb_last_error());
     struct jb_upsampler_cond *u1 = w ? jb_upsampler_cond_init(&hp, w, be) : NULL;
     struct jb_upsampler_cond *u2 = w && bp ? jb_upsampler_cond_init(&hp, w, bp) : NULL;
     const int64_t n = (int64_t)hp.n_ctx * hp.tr.width, nu = u1 ? jb_upsampler_cond_n_upper(u1) : 0;
@@ -1506,6 +1511,7 @@ int main(void)
     enum jb_cpu_isa top = jb_cpu_set_isa(be, JB_CPU_ISA_AVX512);
     for (int isa = JB_CPU_ISA_PORTABLE; isa <= (int)top; isa++) {
         g_isa = jb_cpu_set_isa(be, (enum jb_cpu_isa)isa);
+        tc_check(g_isa == (enum jb_cpu_isa)isa, "backend at the %s level", jb_cpu_isa_name(g_isa));
         jb_cpu_set_isa(be1, g_isa);
         jb_cpu_set_isa(be3, g_isa);
         run_all(be, be1, be3);
