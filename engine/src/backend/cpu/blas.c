@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 typedef void (*sgemm_fn)(enum CBLAS_ORDER,
                          enum CBLAS_TRANSPOSE,
@@ -79,6 +80,16 @@ bool jb_blas_is_open(void)
     return atomic_load(&g_open);
 }
 
+/* The SIMD levels' rare fallbacks (more than 16 taps, transposed strides over 2) reach BLAS
+ * without a backend at the portable level: the library opens there, inside a kernel, where a
+ * failure (a broken install: libopenblas-dev is a build dependency) can only be reported. */
+static void open_or_abort(void)
+{
+    if (atomic_load(&g_open) || jb_blas_open()) return;
+    fprintf(stderr, "encore: %s\n", jb_last_error());
+    abort();
+}
+
 const char *jb_blas_corename(void)
 {
     return atomic_load(&g_open) ? g_blas.corename() : "not loaded";
@@ -99,7 +110,7 @@ void jb_blas_sgemm(enum CBLAS_ORDER order,
                    float *c,
                    int ldc)
 {
-    JB_ASSERT(atomic_load(&g_open));
+    open_or_abort();
     g_blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -116,6 +127,6 @@ void jb_blas_sgemv(enum CBLAS_ORDER order,
                    float *y,
                    int incy)
 {
-    JB_ASSERT(atomic_load(&g_open));
+    open_or_abort();
     g_blas.sgemv(order, ta, m, n, alpha, a, lda, x, incx, beta, y, incy);
 }

@@ -20,8 +20,9 @@ bool jb_blas_is_open(void);
 /* OpenBLAS's name for the core it tuned for; "not loaded" before jb_blas_open. */
 const char *jb_blas_corename(void);
 
-/* cblas_sgemm and cblas_sgemv; the caller has opened the library (a backend at the portable
- * level opens it when it is created or lowered there). */
+/* cblas_sgemm and cblas_sgemv. A backend at the portable level opens the library when it is
+ * created or lowered there; the SIMD levels' fallbacks (more than 16 taps, transposed strides
+ * over 2) open it on their first call, and abort with the reason if it cannot be opened. */
 void jb_blas_sgemm(enum CBLAS_ORDER order,
                    enum CBLAS_TRANSPOSE ta,
                    enum CBLAS_TRANSPOSE tb,
