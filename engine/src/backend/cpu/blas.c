@@ -75,11 +75,6 @@ bool jb_blas_open(void)
     return false;
 }
 
-bool jb_blas_is_open(void)
-{
-    return atomic_load(&g_open);
-}
-
 /* The SIMD levels' rare fallbacks (more than 16 taps, transposed strides over 2) reach BLAS
  * without a backend at the portable level: the library opens there, inside a kernel, where a
  * failure (a broken install: libopenblas-dev is a build dependency) can only be reported. */

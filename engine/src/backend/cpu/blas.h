@@ -15,8 +15,6 @@
 /* Opens libopenblas.so.0 once per process and sets it single-threaded (cpu.h: Threading).
  * false, with jb_last_error set, where the library or one of its symbols is missing. */
 bool jb_blas_open(void);
-/* Whether jb_blas_open has succeeded in this process (for the backend's log line). */
-bool jb_blas_is_open(void);
 /* OpenBLAS's name for the core it tuned for; "not loaded" before jb_blas_open. */
 const char *jb_blas_corename(void);
 
