@@ -200,20 +200,20 @@ static void conv1d_block_portable(const struct jb_cpu *cpu,
             for (int64_t tt = hi; tt < tb; tt++)
                 br[tt] = 0.0f;
         }
-        jb_blas_sgemm(CblasRowMajor,
-                      CblasNoTrans,
-                      CblasNoTrans,
-                      (int)Cout,
-                      (int)tb,
-                      (int)nr,
-                      1.0f,
-                      w + r0,
-                      (int)KK,
-                      B,
-                      (int)tb,
-                      r0 ? 1.0f : 0.0f,
-                      y + t0,
-                      (int)Tout);
+        jb_blas()->sgemm(CblasRowMajor,
+                         CblasNoTrans,
+                         CblasNoTrans,
+                         (int)Cout,
+                         (int)tb,
+                         (int)nr,
+                         1.0f,
+                         w + r0,
+                         (int)KK,
+                         B,
+                         (int)tb,
+                         r0 ? 1.0f : 0.0f,
+                         y + t0,
+                         (int)Tout);
     }
     if (bias)
         for (int64_t o = 0; o < Cout; o++) {
@@ -472,20 +472,20 @@ static void convt_range_portable(const struct jb_cpu *cpu,
         int64_t no = Cout - o0 < ob ? Cout - o0 : ob;
         for (int64_t u0 = u_lo; u0 < u_hi; u0 += ub) {
             int64_t nu = u_hi - u0 < ub ? u_hi - u0 : ub;
-            jb_blas_sgemm(CblasRowMajor,
-                          CblasTrans,
-                          CblasNoTrans,
-                          (int)(no * k),
-                          (int)nu,
-                          (int)Cin,
-                          1.0f,
-                          w + o0 * k,
-                          (int)(Cout * k),
-                          x + u0,
-                          (int)T,
-                          0.0f,
-                          tmp,
-                          (int)nu);
+            jb_blas()->sgemm(CblasRowMajor,
+                             CblasTrans,
+                             CblasNoTrans,
+                             (int)(no * k),
+                             (int)nu,
+                             (int)Cin,
+                             1.0f,
+                             w + o0 * k,
+                             (int)(Cout * k),
+                             x + u0,
+                             (int)T,
+                             0.0f,
+                             tmp,
+                             (int)nu);
             for (int64_t o = 0; o < no; o++) {
                 float *yr = y + (o0 + o) * Tout;
                 for (int64_t u = 0; u < nu; u++)

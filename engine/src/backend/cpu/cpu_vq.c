@@ -88,20 +88,20 @@ static void vq_block(const struct jb_cpu *cpu,
         jb_cpu_vq_block_avx2(xn, dot, n, kn, bins, n, codes + t0);
         return;
     }
-    jb_blas_sgemm(CblasRowMajor,
-                  CblasTrans,
-                  CblasTrans,
-                  (int)n,
-                  (int)bins,
-                  (int)emb,
-                  1.0f,
-                  x + t0,
-                  (int)T,
-                  kb,
-                  (int)emb,
-                  0.0f,
-                  dot,
-                  (int)bins);
+    jb_blas()->sgemm(CblasRowMajor,
+                     CblasTrans,
+                     CblasTrans,
+                     (int)n,
+                     (int)bins,
+                     (int)emb,
+                     1.0f,
+                     x + t0,
+                     (int)T,
+                     kb,
+                     (int)emb,
+                     0.0f,
+                     dot,
+                     (int)bins);
     for (int64_t i = 0; i < n; i++)
         codes[t0 + i] = vq_row(xn[i], dot + i * bins, kn, bins);
 }
