@@ -13,6 +13,7 @@
  * an op kills a child process with SIGSEGV.
  */
 #include "backend/ops.h"
+#include "core/fp16.h"
 #include "core/tensor.h"
 #include "test_common.h"
 
@@ -830,6 +831,59 @@ static void check_cpu_spare(struct jb_backend *cpu)
     jb_backend_free_buffer(cpu, d);
 }
 
+/* The CPU backend's own copies of large weights (weights_copy_min, where THP is on): a large
+ * tensor of the source comes back as a copy with the same values, small and converted ones in
+ * place; offload gives the copies' memory back and reload brings the same values again. */
+static void check_weights_copies(struct jb_backend *cpu)
+{
+    struct tc_weights *src = tc_weights_new(7);
+    const int64_t big[2] = { 1024, 768 }, small[2] = { 64, 64 }; /* 1.5 MB and 8 KB in fp16 */
+    struct jb_tensor *a         = tc_weights_add(src, JB_DTYPE_F16, 2, big, 1.0f, "a");
+    struct jb_tensor *b         = tc_weights_add(src, JB_DTYPE_F16, 2, big, 1.0f, "b");
+    struct jb_tensor *c         = tc_weights_add(src, JB_DTYPE_F16, 2, small, 1.0f, "c");
+    struct jb_tensor *d         = tc_weights_add(src, JB_DTYPE_F16, 2, big, 1.0f, "d");
+    struct jb_weights_source ws = tc_weights_source(src);
+    struct jb_weights *w        = jb_weights_init(&ws);
+    jb_weights_set_backend(w, cpu);
+    const struct jb_tensor *pa = jb_weights_get(w, JB_WANT_ANY, 2, big, "a");
+    const struct jb_tensor *pb = jb_weights_get(w, JB_WANT_ANY, 2, big, "b");
+    const struct jb_tensor *pc = jb_weights_get(w, JB_WANT_ANY, 2, small, "c");
+    const struct jb_tensor *pd = jb_weights_get(w, JB_WANT_F32, 2, big, "d"); /* converted */
+    const size_t nb            = jb_tensor_nbytes(a);
+    tc_check(pa && pb && pc && pd, "weights: every tensor placed");
+    if (!(pa && pb && pc && pd)) goto out;
+    const bool copies = cpu->weights_copy_min > 0 && nb >= cpu->weights_copy_min;
+    bool same         = memcmp(pa->data, a->data, nb) == 0 && memcmp(pb->data, b->data, nb) == 0;
+    same = same && ((const float *)pd->data)[5] == jb_f16_to_f32(((const uint16_t *)d->data)[5]);
+    tc_check(same && pc->data == c->data && pd->type == JB_DTYPE_F32 && pd->backend == NULL,
+             "weights: values kept; the small and the converted tensors in place");
+    if (!copies) {
+        tc_check(pa->data == a->data && jb_weights_placed_bytes(w, true) == 0,
+                 "weights: used in place (no transparent huge pages here)");
+        goto out;
+    }
+    tc_check(pa->data != a->data && pb->data != b->data && pa->backend == cpu &&
+               ((uintptr_t)pa->data | (uintptr_t)pb->data) % 64 == 0 &&
+               jb_weights_placed_bytes(w, true) == 2.0 * (double)nb,
+             "weights: the %.1f MB tensors copied (64-byte aligned), %.1f MB placed",
+             nb / 1e6,
+             jb_weights_placed_bytes(w, true) / 1e6);
+    const double freed = jb_weights_offload(w);
+    tc_check(freed == 2.0 * (double)nb && pa->data == NULL &&
+               jb_weights_placed_bytes(w, true) == 0 &&
+               jb_weights_placed_bytes(w, false) == 2.0 * (double)nb && pc->data == c->data,
+             "weights: offload gives the copies back (%.1f MB)",
+             freed / 1e6);
+    const enum jb_status st = jb_weights_reload(w);
+    same = st == JB_STATUS_OK && pa->data && pb->data && memcmp(pa->data, a->data, nb) == 0 &&
+           memcmp(pb->data, b->data, nb) == 0;
+    tc_check(same && jb_weights_placed_bytes(w, true) == 2.0 * (double)nb,
+             "weights: reload brings the same values back");
+out:
+    jb_weights_free(w);
+    tc_weights_free(src);
+}
+
 int main(void)
 {
     int missing = 0;
@@ -845,6 +899,7 @@ int main(void)
     if (!cpu) return tc_summary();
     check_reference(cpu);
     check_cpu_spare(cpu);
+    check_weights_copies(cpu);
     check_attention_naive(cpu);
     check_guard();
 

@@ -12,7 +12,8 @@
  * jb_backend_set / jb_backend_get. Model weights reach a backend once, at load: the weights
  * object (format/weights.h, jb_weights_set_backend) copies each tensor into a backend buffer with
  * set_tensor, or hands out the memory-mapped host tensor itself (zero copy) when the backend
- * reads host memory (host_memory). A tensor's `backend` field says where its data lives.
+ * reads host memory (host_memory), except for tensors of at least weights_copy_min bytes, which
+ * the CPU backend copies onto 2 MiB pages. A tensor's `backend` field says where its data lives.
  */
 #ifndef JB_BACKEND_BACKEND_H
 #define JB_BACKEND_BACKEND_H
@@ -108,6 +109,10 @@ struct jb_backend {
      * backend it is ctx). NULL when the backend's memory is not host-readable. */
     struct jb_cpu *cpu;
     long group_steps; /* jb_backend_run_groups calls with n > 1 (tests, benchmarks) */
+    /* A host_memory backend's own copies of large weights: tensors of the model file of at least
+     * this many bytes are copied into its buffers once at load, as a device backend's all are
+     * (format/weights.c); 0: all used in place. */
+    size_t weights_copy_min;
 };
 
 bool jb_backend_supports(const struct jb_backend *be, enum jb_op op);
