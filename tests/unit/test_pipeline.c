@@ -598,8 +598,9 @@ static void test_memory(struct jb_session *s, const float *riff, int64_t n_riff)
 }
 
 /* Offload: only the sampled level's prior stays on the backend, and takes are unchanged (on the
- * check backend the weights really leave and come back through set_tensor; on the CPU, which
- * uses the mapped file in place, nothing moves). */
+ * check backend the weights really leave and come back through set_tensor; on the CPU, whose
+ * copies start at 1 MiB (weights_copy_min), the test model's tensors are all used in place and
+ * nothing moves: test_backend_ops checks the CPU's copies). */
 static void test_offload(struct jb_session *s, const float *riff, int64_t n_riff)
 {
     struct jb_job_params p = primed_params(riff, n_riff);
