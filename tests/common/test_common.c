@@ -386,7 +386,8 @@ static const struct jb_tensor *src_get(void *ctx, int64_t i)
 
 struct jb_weights_source tc_weights_source(struct tc_weights *w)
 {
-    return (struct jb_weights_source){ src_find, src_count, src_get, w };
+    return (
+      struct jb_weights_source){ .find = src_find, .count = src_count, .get = src_get, .ctx = w };
 }
 
 int64_t tc_weights_count(const struct tc_weights *w)

@@ -866,6 +866,60 @@ static bool test_alignment_64(void)
     return ok;
 }
 
+/* resident pages of this process (/proc/self/statm), or -1 */
+static long resident_pages(void)
+{
+    long size = -1, resident = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident;
+}
+
+/* jb_gguf_drop_pages: a copied tensor's pages leave the process, and reading it again gives the
+ * same values (from the page cache). Its neighbour's pages and values are untouched. */
+static bool test_drop_pages(void)
+{
+    char path[128];
+    tmp_path(path, sizeof path, "drop.gguf");
+    const size_t n = (size_t)1 << 20; /* 4 MB of fp32 */
+    float *a       = malloc(n * sizeof *a);
+    CHECK(a);
+    for (size_t i = 0; i < n; i++)
+        a[i] = (float)(i % 1000);
+    float b[4]               = { 1, 2, 3, 4 };
+    struct jb_gguf_writer *w = jb_gguf_writer_init();
+    bool ok =
+      w &&
+      jb_gguf_writer_add_tensor(w, "a", JB_DTYPE_F32, 1, (const int64_t[]){ (int64_t)n }) == 0 &&
+      jb_gguf_writer_add_tensor(w, "b", JB_DTYPE_F32, 1, (const int64_t[]){ 4 }) == 1 &&
+      jb_gguf_writer_begin(w, path) == JB_STATUS_OK &&
+      jb_gguf_writer_write_tensor(w, a, n * sizeof *a) == JB_STATUS_OK &&
+      jb_gguf_writer_write_tensor(w, b, sizeof b) == JB_STATUS_OK &&
+      jb_gguf_writer_finish(w) == JB_STATUS_OK;
+    jb_gguf_writer_free(w);
+    struct jb_gguf *g          = ok ? jb_gguf_open(path) : NULL;
+    const struct jb_tensor *ta = g ? jb_gguf_find_tensor(g, "a") : NULL;
+    const struct jb_tensor *tb = g ? jb_gguf_find_tensor(g, "b") : NULL;
+    ok = ta && tb && memcmp(ta->data, a, n * sizeof *a) == 0; /* every page read in */
+    const long before = resident_pages();
+    if (ok) jb_gguf_drop_pages(g, ta->data, n * sizeof *a);
+    const long after = resident_pages(), page = sysconf(_SC_PAGESIZE);
+    const long dropped = before - after;
+    printf("    resident: %ld -> %ld pages (%ld dropped, the tensor spans %zu)\n",
+           before,
+           after,
+           dropped,
+           n * sizeof *a / (size_t)page);
+    /* statm lags by up to 64 pages a thread (the kernel batches its RSS counters) */
+    ok = ok && before > 0 && dropped >= (long)(n * sizeof *a / (size_t)page) * 3 / 4 &&
+         memcmp(tb->data, b, sizeof b) == 0 && memcmp(ta->data, a, n * sizeof *a) == 0;
+    jb_gguf_close(g);
+    free(a);
+    return ok;
+}
+
 /* --- writer misuse: each must fail with a message and leave neither file behind --- */
 
 static bool no_files(const char *path)
@@ -1257,6 +1311,8 @@ int main(int argc, char **argv)
     run_case("round trip (memory buffer)", test_round_trip_memory);
     run_case("writer: setting a key again replaces it", test_replace_key);
     run_case("writer: general.alignment 64", test_alignment_64);
+    run_case("drop_pages: a copied tensor leaves the process and reads back the same",
+             test_drop_pages);
     run_case("writer: write_tensor with wrong nbytes", test_writer_wrong_nbytes);
     run_case("writer: finish before every tensor is written", test_writer_missing_tensor);
     run_case("writer: more write_tensor calls than tensors", test_writer_too_many_writes);

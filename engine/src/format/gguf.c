@@ -950,6 +950,18 @@ struct jb_gguf *jb_gguf_open(const char *path)
     return g;
 }
 
+void jb_gguf_drop_pages(const struct jb_gguf *g, const void *p, size_t n)
+{
+    if (!g || !g->map || !p || !n) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), map = (uintptr_t)g->map;
+    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + n) / page * page;
+    if (lo < map) lo = map; /* only whole pages of the tensor: its neighbours may be in use */
+    if (hi > map + g->map_size) hi = (map + g->map_size) / page * page;
+    /* the mapping is private and read-only, so nothing is lost: a later read faults the page in
+     * again from the page cache */
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 void jb_gguf_close(struct jb_gguf *g)
 {
     if (!g) return;

@@ -50,6 +50,10 @@ struct jb_gguf *jb_gguf_open(const char *path);
 /* Validates a buffer in memory (not copied: it must outlive the reader). For tests and fuzzing. */
 struct jb_gguf *jb_gguf_open_memory(const void *data, size_t size);
 void jb_gguf_close(struct jb_gguf *g);
+/* Lets the pages of [p, p + n), within a file opened with jb_gguf_open, leave this process (its
+ * resident memory): a tensor a backend has copied. They stay in the page cache, and a later read
+ * brings them back. A no-op for a memory buffer. */
+void jb_gguf_drop_pages(const struct jb_gguf *g, const void *p, size_t n);
 
 uint32_t jb_gguf_version(const struct jb_gguf *g);
 size_t jb_gguf_alignment(const struct jb_gguf *g);

@@ -10,6 +10,7 @@ struct converted {
     struct jb_tensor t;
     const struct jb_tensor *src; /* placed copies: the host tensor it was made from */
     size_t arena_off;            /* placed in the arena at this offset; SIZE_MAX: not */
+    bool of_source;              /* placed copies: src is a tensor of the source itself */
     struct converted *next;
 };
 
@@ -109,6 +110,7 @@ enum jb_status jb_weights_reload(struct jb_weights *w)
           c->arena_off != SIZE_MAX ? w->arena + c->arena_off : jb_backend_alloc(c->t.backend, n);
         if (!data) return JB_STATUS_ERR_NOMEM;
         jb_backend_set(c->t.backend, data, c->src->data, n);
+        if (c->of_source && w->src.copied) w->src.copied(w->src.ctx, c->src);
         c->t.data = data;
     }
     return jb_backend_status(w ? w->be : NULL);
@@ -172,10 +174,12 @@ static const struct jb_tensor *place(struct jb_weights *w, const struct jb_tenso
         return NULL;
     }
     jb_backend_set(w->be, data, t->data, n);
+    if (source && w->src.copied) w->src.copied(w->src.ctx, t);
     c->t         = *t;
     c->t.data    = data;
     c->t.backend = w->be;
     c->src       = t;
+    c->of_source = source;
     c->arena_off = off;
     c->next      = w->copies;
     w->copies    = c;

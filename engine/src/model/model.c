@@ -24,10 +24,17 @@ static const struct jb_tensor *gguf_get(void *ctx, int64_t i)
     return jb_gguf_tensor(ctx, i);
 }
 
+/* A copied tensor's pages of the mapped file leave the process: after a backend's copy at load
+ * they would otherwise count twice in its resident memory. */
+static void gguf_copied(void *ctx, const struct jb_tensor *t)
+{
+    jb_gguf_drop_pages(ctx, t->data, jb_tensor_nbytes(t));
+}
+
 struct jb_weights_source jb_model_gguf_source(struct jb_gguf *g)
 {
     return (struct jb_weights_source){
-        .find = gguf_find, .count = gguf_count, .get = gguf_get, .ctx = g
+        .find = gguf_find, .count = gguf_count, .get = gguf_get, .copied = gguf_copied, .ctx = g
     };
 }
 
