@@ -139,7 +139,8 @@ static void *arena_take(struct jb_weights *w, size_t n, size_t *off)
 {
     if (!w->arena && !w->arena_size) {
         for (int64_t i = 0; i < w->n; i++) {
-            const size_t b = jb_tensor_nbytes(w->src.get(w->src.ctx, i));
+            const struct jb_tensor *s = w->src.get(w->src.ctx, i);
+            const size_t b            = s ? jb_tensor_nbytes(s) : 0;
             if (b >= w->be->weights_copy_min) w->arena_size += round64(b);
         }
         w->arena = w->arena_size ? jb_backend_alloc(w->be, w->arena_size) : NULL;
@@ -240,6 +241,7 @@ const struct jb_tensor *jb_weights_get(struct jb_weights *w,
         return NULL;
     }
     jb_convert_to_f32(t->type, t->data, data, n);
+    if (w->src.copied) w->src.copied(w->src.ctx, t); /* nothing reads it again */
     c->t         = *t;
     c->t.type    = JB_DTYPE_F32;
     c->t.data    = data;

@@ -21,8 +21,9 @@ struct jb_weights_source {
     /* number of tensors and the i-th one (for the unused-tensor check) */
     int64_t (*count)(void *ctx);
     const struct jb_tensor *(*get)(void *ctx, int64_t i);
-    /* (optional) a tensor of the source has been copied to the backend: its memory may leave the
-     * process (a mapped file's pages, which a later read brings back from the page cache) */
+    /* (optional) a tensor of the source has been copied to the backend or converted to fp32: its
+     * memory may leave the process (a mapped file's pages, which a later read brings back from
+     * the page cache) */
     void (*copied)(void *ctx, const struct jb_tensor *t);
     void *ctx;
 };
