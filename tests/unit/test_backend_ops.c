@@ -833,7 +833,8 @@ static void check_cpu_spare(struct jb_backend *cpu)
 
 /* The CPU backend's own copies of large weights (weights_copy_min, where THP is on): a large
  * tensor of the source comes back as a copy with the same values, small and converted ones in
- * place; offload gives the copies' memory back and reload brings the same values again. */
+ * place; offload gives the copies' memory back and reload brings the same values again. Run with
+ * the backend's own setting, then with 0 (a kernel without THP): everything in place. */
 static void check_weights_copies(struct jb_backend *cpu)
 {
     struct tc_weights *src = tc_weights_new(7);
@@ -859,7 +860,7 @@ static void check_weights_copies(struct jb_backend *cpu)
              "weights: values kept; the small and the converted tensors in place");
     if (!copies) {
         tc_check(pa->data == a->data && jb_weights_placed_bytes(w, true) == 0,
-                 "weights: used in place (no transparent huge pages here)");
+                 "weights: used in place (weights_copy_min 0, as without THP)");
         goto out;
     }
     tc_check(pa->data != a->data && pb->data != b->data && pa->backend == cpu &&
@@ -900,6 +901,10 @@ int main(void)
     check_reference(cpu);
     check_cpu_spare(cpu);
     check_weights_copies(cpu);
+    const size_t copy_min = cpu->weights_copy_min;
+    cpu->weights_copy_min = 0;
+    check_weights_copies(cpu);
+    cpu->weights_copy_min = copy_min;
     check_attention_naive(cpu);
     check_guard();
 
