@@ -880,6 +880,18 @@ static void check_weights_copies(struct jb_backend *cpu)
            memcmp(pb->data, b->data, nb) == 0;
     tc_check(same && jb_weights_placed_bytes(w, true) == 2.0 * (double)nb,
              "weights: reload brings the same values back");
+    /* the same weights placed on a second backend as well: its copies are its own, and the
+     * arena goes back to the backend that made it when the weights are freed (below) */
+    struct jb_backend *dev = jb_backend_init("check", 1);
+    if (dev) {
+        jb_weights_set_backend(w, dev);
+        const struct jb_tensor *qa = jb_weights_get(w, JB_WANT_ANY, 2, big, "a");
+        tc_check(qa && qa != pa && qa->backend == dev && pa->data && pa->backend == cpu,
+                 "weights: a second backend gets its own copy beside the first's");
+    }
+    jb_weights_free(w);
+    w = NULL;
+    jb_backend_free(dev);
 out:
     jb_weights_free(w);
     tc_weights_free(src);

@@ -24,7 +24,10 @@ struct jb_weights {
     /* A host-memory backend's copies of large tensors (jb_backend.weights_copy_min), back to back
      * in one buffer: one per tensor would round each up to the CPU backend's 2 MiB pages (~9% more
      * memory at the upsamplers' 5.5-7.4 MB matrices). Sized for every large source tensor at the
-     * first copy; pages of tensors never copied into it (converted ones) are never touched. */
+     * first copy; pages of tensors never copied into it (converted ones) are never touched. It
+     * belongs to the backend placed on at that first copy (the weights may be placed on another
+     * backend later: that one's copies are its own). */
+    struct jb_backend *arena_be; /* NULL until the first copy asks for the arena */
     char *arena;
     size_t arena_size, arena_used;
 };
@@ -58,7 +61,7 @@ void jb_weights_free(struct jb_weights *w)
         free(c);
         c = next;
     }
-    if (w->arena) jb_backend_free_buffer(w->be, w->arena);
+    if (w->arena) jb_backend_free_buffer(w->arena_be, w->arena);
     free(w->used);
     free(w);
 }
@@ -91,7 +94,7 @@ double jb_weights_offload(struct jb_weights *w)
         b += (double)jb_tensor_nbytes(&c->t);
     }
     if (w && w->arena) {
-        jb_backend_free_buffer(w->be, w->arena);
+        jb_backend_free_buffer(w->arena_be, w->arena);
         w->arena = NULL;
     }
     return b;
@@ -100,7 +103,7 @@ double jb_weights_offload(struct jb_weights *w)
 enum jb_status jb_weights_reload(struct jb_weights *w)
 {
     if (w && !w->arena && w->arena_used) {
-        w->arena = jb_backend_alloc(w->be, w->arena_size);
+        w->arena = jb_backend_alloc(w->arena_be, w->arena_size);
         if (!w->arena) return JB_STATUS_ERR_NOMEM;
     }
     for (struct converted *c = w ? w->copies : NULL; c; c = c->next) {
@@ -134,10 +137,11 @@ static size_t round64(size_t n)
     return (n + 63) / 64 * 64;
 }
 
-/* Room for an n-byte copy in the arena (made at the first call), or NULL. */
+/* Room for an n-byte copy in the arena (made at the first call, on w->be), or NULL. */
 static void *arena_take(struct jb_weights *w, size_t n, size_t *off)
 {
-    if (!w->arena && !w->arena_size) {
+    if (!w->arena_be) {
+        w->arena_be = w->be;
         for (int64_t i = 0; i < w->n; i++) {
             const struct jb_tensor *s = w->src.get(w->src.ctx, i);
             const size_t b            = s ? jb_tensor_nbytes(s) : 0;
@@ -145,7 +149,8 @@ static void *arena_take(struct jb_weights *w, size_t n, size_t *off)
         }
         w->arena = w->arena_size ? jb_backend_alloc(w->be, w->arena_size) : NULL;
     }
-    if (!w->arena || w->arena_size - w->arena_used < round64(n)) return NULL;
+    if (w->arena_be != w->be || !w->arena || w->arena_size - w->arena_used < round64(n))
+        return NULL;
     *off = w->arena_used;
     w->arena_used += round64(n);
     return w->arena + *off;
