@@ -17,8 +17,9 @@
  * thread themselves: openblas_set_num_threads(1), once per process. That is one fixed value, the
  * same for every backend, never a backend's thread count; the pthread build's own workers then
  * never wake after the spin they start with when the library loads. The library is opened with
- * dlopen only when a backend runs at the portable level (blas.h), so processes on AVX2 machines
- * never load it nor start those threads.
+ * dlopen only when a backend runs at the portable level, or when a SIMD level's rare fallback
+ * (more than 16 taps, transposed strides over 2) first needs it (blas.h), so processes on AVX2
+ * machines running the released models never load it nor start those threads.
  *
  * Memory: every per-call temporary lives either in the caller's scratch (sized by the
  * *_scratch() functions of ops.h) or in a fixed per-slot arena reserved at backend init, so no
