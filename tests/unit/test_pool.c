@@ -183,11 +183,23 @@ static void test_two_pools(void)
     jb_pool_free(c[1].pool);
 }
 
-static double cpu_seconds(void)
+/* seconds on a clock: CPU time of the process or of this thread */
+static double clock_seconds(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    clock_gettime(clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_seconds(void)
+{
+    return clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+/* CPU time of every thread but this one: the pool's workers */
+static double workers_cpu_seconds(void)
+{
+    return cpu_seconds() - clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 }
 
 /* CPU seconds the process uses in 0.3 s of sleep, starting 20 ms from now (past any spin) */
@@ -212,13 +224,6 @@ static void test_idle(void)
     jb_pool_free(p);
 }
 
-static double thread_cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* CPU seconds the pool's workers use over `wakes` wake-ups without a job, each started by a
  * stream of jb_pool_ready calls (a token loop's) while every worker sleeps. The wake-ups are
  * 0.27 s apart, past the pool's kick back-off (up to 0.256 s after a kick that no job used), so
@@ -229,7 +234,7 @@ static double worker_cpu_per_wake(struct jb_pool *p, int wakes)
 {
     struct timespec gap = { 0, 270 * 1000000 };
     nanosleep(&gap, NULL); /* asleep first: a new worker spins too */
-    double c0 = cpu_seconds() - thread_cpu_seconds();
+    double c0 = workers_cpu_seconds();
     for (int i = 0; i < wakes; i++) {
         /* two calls within 50 µs make the kick; 40 µs of calls make at most one */
         double t_end = jb_time_now() + 40e-6;
@@ -237,7 +242,7 @@ static double worker_cpu_per_wake(struct jb_pool *p, int wakes)
         }
         nanosleep(&gap, NULL);
     }
-    return (cpu_seconds() - thread_cpu_seconds() - c0) / wakes;
+    return (workers_cpu_seconds() - c0) / wakes;
 }
 
 /* jb_pool_set_spin: a worker asked to spin longer (a token loop's, kept to 1 ms) spins after a
