@@ -649,11 +649,12 @@ static void test_resblock_wide(struct jb_backend *be)
         /* the op, into y, then in place on a copy of x */
         float *wk = malloc(jb_resblock_work(be, &t1, T) * 4);
         jb_resblock(be, x, y, T, 0, &t1, &v1, dil, &t2, &v2, rho, wk);
-        /* d 27: Winograd, d 150: its whole blocks then direct, d 729: direct (SIMD levels) */
-        const int64_t split = g_isa >= JB_CPU_ISA_AVX2 ? jb_cpu_winograd_split(T, dil) : 0;
+        /* d 27: Winograd, d 150: its whole blocks then direct, d 729: direct (AVX2, AVX-512; the
+         * amx level runs them all direct) */
+        const bool simd     = g_isa >= JB_CPU_ISA_AVX2 && g_isa < JB_CPU_ISA_AMX;
+        const int64_t split = simd ? jb_cpu_winograd_split(T, dil) : 0;
         const bool wino     = split > 0;
-        ok = wino == (dil != 729 && g_isa >= JB_CPU_ISA_AVX2) && (dil != 150 || split < T) &&
-             isnan(y[7 * T + 100]);
+        ok = wino == (dil != 729 && simd) && (dil != 150 || split < T) && isnan(y[7 * T + 100]);
         if (wino) {
             double *rd = dbuf(C * T);
             for (int64_t i = 0; i < C * T; i++)
@@ -679,8 +680,8 @@ static void test_resblock_wide(struct jb_backend *be)
     }
     report(ok,
            "resblock C=272 S=264 T=1001 (whole-sequence convs), d 27 / 150 (Winograd, or its "
-           "whole blocks then direct: within %.0e) / 729 (direct: bitwise), ρ 1/0.7, in place: == "
-           "separate ops",
+           "whole blocks then direct: within %.0e) / 729 (direct: bitwise; all direct at the amx "
+           "level), ρ 1/0.7, in place: == separate ops",
            TOL);
 }
 
@@ -830,11 +831,11 @@ static void test_conditioner_wide(struct jb_backend *be)
             r[i] = y2[i];
         e = rel_err(n, y1, r);
     }
-    report(
-      e <= TOL,
-      "upsampler conditioner, width 272 (Winograd on SIMD levels): %s == portable, relerr %.2e",
-      jb_cpu_isa_name(jb_cpu_of(be)->isa),
-      e);
+    report(e <= TOL,
+           "upsampler conditioner, width 272 (Winograd on AVX2 and AVX-512, AMX tiles at the amx "
+           "level): %s == portable, relerr %.2e",
+           jb_cpu_isa_name(jb_cpu_of(be)->isa),
+           e);
     jb_upsampler_cond_free(u1);
     jb_upsampler_cond_free(u2);
     jb_backend_free(bp);
@@ -1401,6 +1402,8 @@ static void run_all(struct jb_backend *be, struct jb_backend *be1, struct jb_bac
     test_conv1d_chunk(be, 32, 3, 1, 27, 27, 3000, 300, 1500);
     test_conv1d_chunk(be, 32, 3, 1, 243, 243, 3000, 1, 2999);
     test_conv1d_chunk(be, 32, 3, 1, 729, 729, 3000, 100, 2900);
+    test_conv1d_chunk(be, 160, 3, 1, 27, 27, 1000, 301, 777);  /* wide: AMX tiles at that level */
+    test_conv1d_chunk(be, 160, 3, 1, 729, 729, 1500, 2, 1499); /* edge blocks: taps on padding */
     test_conv1d_chunk(be, 32, 4, 2, 1, 1, 3000, 602, 2222);
 
     /* conv_transpose1d: the VQ-VAE / conditioner up-sampling (k4 s2 p1), odd/even T, T = 1 */
@@ -1508,7 +1511,7 @@ int main(void)
         fprintf(stderr, "backend init failed: %s\n", jb_last_error());
         return 1;
     }
-    enum jb_cpu_isa top = jb_cpu_set_isa(be, JB_CPU_ISA_AVX512);
+    enum jb_cpu_isa top = jb_cpu_set_isa(be, JB_CPU_ISA_AMX);
     for (int isa = JB_CPU_ISA_PORTABLE; isa <= (int)top; isa++) {
         g_isa = jb_cpu_set_isa(be, (enum jb_cpu_isa)isa);
         tc_check(g_isa == (enum jb_cpu_isa)isa, "backend at the %s level", jb_cpu_isa_name(g_isa));

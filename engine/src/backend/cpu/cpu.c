@@ -66,6 +66,8 @@ const char *jb_cpu_isa_name(enum jb_cpu_isa isa)
         return "avx2";
     case JB_CPU_ISA_AVX512:
         return "avx512";
+    case JB_CPU_ISA_AMX:
+        return "amx";
     }
     return "?";
 }
@@ -81,6 +83,7 @@ static enum jb_cpu_isa detect_isa(void)
     bool avx2   = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (avx512 && jb_cpu_amx_usable()) return JB_CPU_ISA_AMX;
     return avx512 ? JB_CPU_ISA_AVX512 : avx2 ? JB_CPU_ISA_AVX2 : JB_CPU_ISA_PORTABLE;
 #else
     return JB_CPU_ISA_PORTABLE;
@@ -95,6 +98,7 @@ void jb_cpu_delete(struct jb_cpu *cpu)
     jb_pool_free(cpu->pool);
     pthread_mutex_destroy(&cpu->tuner_lock);
     free(cpu->arena);
+    free(cpu->amx_w);
     free(atomic_load(&cpu->spare));
     free(cpu);
 }
@@ -383,12 +387,17 @@ struct jb_cpu *jb_cpu_new(int n_threads)
     cpu->pool = jb_pool_new(n_threads);
     if (!cpu->pool) goto fail;
 
-    cpu->n_threads  = n_threads;
-    cpu->isa_max    = detect_isa();
-    cpu->isa        = cpu->isa_max;
+    cpu->n_threads = n_threads;
+    cpu->isa_max   = detect_isa();
+    cpu->isa       = cpu->isa_max;
+    /* reserved now so that no job allocates; its pages are only touched by wide convolutions */
+    if (cpu->isa_max >= JB_CPU_ISA_AMX) {
+        cpu->amx_w = jb_aligned_alloc(JB_CPU_AMX_W_BYTES);
+        if (!cpu->amx_w) goto fail;
+    }
     const char *cap = getenv("ENCORE_CPU_ISA");
     if (cap) {
-        for (int i = JB_CPU_ISA_PORTABLE; i <= JB_CPU_ISA_AVX512; i++)
+        for (int i = JB_CPU_ISA_PORTABLE; i <= JB_CPU_ISA_AMX; i++)
             if (strcmp(cap, jb_cpu_isa_name((enum jb_cpu_isa)i)) == 0 && i < (int)cpu->isa)
                 cpu->isa = (enum jb_cpu_isa)i;
     }

@@ -28,7 +28,9 @@
  *
  * ISA: the build targets x86-64-v2, so AVX2/F16C and AVX-512 kernels are compiled with target
  * attributes and selected at init from __builtin_cpu_supports(). The environment variable
- * ENCORE_CPU_ISA=portable|avx2|avx512 caps the level (tests use jb_cpu_set_isa()).
+ * ENCORE_CPU_ISA=portable|avx2|avx512|amx caps the level (tests use jb_cpu_set_isa()). The amx
+ * level differs from avx512 only in the wide convolutions' products (cpu_amx.c), whose sums are
+ * bf16x3 rather than fp32 FMAs: close to them, not the same bits.
  */
 #ifndef JB_BACKEND_CPU_CPU_H
 #define JB_BACKEND_CPU_CPU_H
@@ -58,6 +60,7 @@ enum jb_cpu_isa {
     JB_CPU_ISA_PORTABLE = 0, /* C + BLAS only */
     JB_CPU_ISA_AVX2     = 1, /* AVX2 + FMA + F16C */
     JB_CPU_ISA_AVX512   = 2, /* AVX-512 F/BW/DQ/VL + the above */
+    JB_CPU_ISA_AMX      = 3, /* AVX-512 + AVX512_BF16 + AMX-BF16 tiles, granted by the OS */
 };
 
 /* Floats per thread in the arena: 4 MiB. It holds one tile at a time: a packed conv input tile
@@ -74,6 +77,8 @@ struct jb_cpu {
     enum jb_cpu_isa isa;
     enum jb_cpu_isa isa_max; /* what the machine supports */
     float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned; one per slot */
+    void
+      *amx_w; /* amx level: JB_CPU_AMX_W_BYTES for a job's packed weights (untouched until used) */
     /* token loops: how eagerly the pool shares small ops, measured per loop kind */
     pthread_mutex_t tuner_lock;
     struct jb_share_tuner tuner;
@@ -410,6 +415,16 @@ struct jb_conv_job {
 /* Groups the taps into packed segments and counts the work items; returns the floats of packed
  * buffer one thread needs (cin · ld_pack). */
 size_t jb_cpu_conv_prepare(struct jb_conv_job *job);
+/* Whether this CPU and OS can run AMX-BF16 tiles (asks Linux for the tile state once). */
+bool jb_cpu_amx_usable(void);
+/* Channels in from which a job's products run on AMX at the amx level: the wide conditioner's
+ * convolutions and Winograd products, not the VQ-VAE's 32-64 channel ones. */
+#define JB_CPU_AMX_MIN_CIN 128
+/* Room for one job's weights as bf16 pairs: the conditioner's largest, 1920 x 1024 x 4 taps. */
+#define JB_CPU_AMX_W_BYTES ((size_t)32 << 20)
+/* Runs a one-phase, step-1 job of at least JB_CPU_AMX_MIN_CIN channels on AMX tiles (bf16x3
+ * sums; cpu_amx.c) at the amx level; false, having done nothing, for any other job or level. */
+bool jb_cpu_conv_amx(struct jb_cpu *cpu, const struct jb_conv_job *job, double flops);
 void jb_cpu_conv_items_avx512(const struct jb_conv_job *job,
                               int64_t item0,
                               int64_t item1,

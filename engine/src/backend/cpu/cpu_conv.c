@@ -143,8 +143,11 @@ static void conv_items(void *arg, int64_t a, int64_t b, int slot)
 /* Runs the direct-convolution job over its work items, in contiguous ranges (so a thread's next
  * tile is usually the adjacent one, whose input the packing step prefetches); false when the
  * packed tile would not fit the arena (the caller then takes the portable path). */
-static bool run_conv_job(struct jb_cpu *cpu, struct jb_conv_job *job, double flops)
+/* amx: whether the job may run on AMX tiles at the amx level (not Winograd's products, whose
+ * transforms would amplify the bf16x3 rounding) */
+static bool run_conv_job(struct jb_cpu *cpu, struct jb_conv_job *job, double flops, bool amx)
 {
+    if (amx && jb_cpu_conv_amx(cpu, job, flops)) return true;
     if (jb_cpu_conv_prepare(job) > JB_CPU_ARENA_FLOATS) return false;
     int64_t items        = job->n_oblk * job->n_tile;
     struct conv_task arg = { cpu, job };
@@ -342,8 +345,10 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
     const float *bias  = b ? b->data : NULL;
     if (Tout <= 0 || Cout <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)Tout;
-    /* wide layers by Winograd, in the scratch (a caller that passes none gets the direct path) */
-    if (scratch && jb_cpu_conv1d_winograd_pays(Cin, Cout, T, k, stride, pad, dil) &&
+    /* wide layers by Winograd, in the scratch (a caller that passes none gets the direct path);
+     * not at the amx level, whose direct kernel is faster (see jb_cpu_op_resblock) */
+    if (scratch && cpu->isa < JB_CPU_ISA_AMX &&
+        jb_cpu_conv1d_winograd_pays(Cin, Cout, T, k, stride, pad, dil) &&
         jb_cpu_conv3_winograd(cpu, x, T, w, b, dil, false, false, y, T, scratch))
         return;
 
@@ -374,7 +379,7 @@ void jb_cpu_conv1d(struct jb_cpu *cpu,
                   (struct jb_conv_tap){ scratch + r * Cin * ld, q, ceil_div(T - r, stride), j };
             }
         }
-        if (run_conv_job(cpu, &job, flops)) return;
+        if (run_conv_job(cpu, &job, flops, true)) return;
     }
 
     /* portable: column blocks of a fixed width (a function of Cin·k only, so chunked calls cut
@@ -420,7 +425,7 @@ bool jb_cpu_conv1d_fused_cols(struct jb_cpu *cpu,
     job.rho                = ep->rho;
     for (int j = 0; j < k; j++)
         job.tap[0][j] = (struct jb_conv_tap){ x, t0 + (int64_t)dil * j - pad, T, j };
-    return run_conv_job(cpu, &job, (double)Cout * (double)Cin * k * (double)(t1 - t0));
+    return run_conv_job(cpu, &job, (double)Cout * (double)Cin * k * (double)(t1 - t0), true);
 }
 
 bool jb_cpu_conv1d_fused(struct jb_cpu *cpu,
@@ -555,8 +560,10 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
     const float *bias  = b ? b->data : NULL;
     if (Tout <= 0 || Cout <= 0 || T <= 0) return;
     double flops = (double)Cout * (double)Cin * k * (double)T;
-    /* wide layers by Winograd, in the scratch (a caller that passes none gets the direct path) */
-    if (scratch && jb_cpu_convt_winograd_pays(Cin, Cout, T, k, stride, pad) &&
+    /* wide layers by Winograd, in the scratch (a caller that passes none gets the direct path);
+     * not at the amx level, whose direct kernel is faster (see jb_cpu_op_resblock) */
+    if (scratch && cpu->isa < JB_CPU_ISA_AMX &&
+        jb_cpu_convt_winograd_pays(Cin, Cout, T, k, stride, pad) &&
         jb_cpu_convt_winograd(cpu, x, T, w, b, y, scratch))
         return;
 
@@ -581,7 +588,7 @@ void jb_cpu_conv_transpose1d(struct jb_cpu *cpu,
                 if (floor_div(off, stride) * stride != off) continue;
                 job.tap[ph][job.n_tap[ph]++] = (struct jb_conv_tap){ x, off / stride, T, j };
             }
-        if (run_conv_job(cpu, &job, flops)) return;
+        if (run_conv_job(cpu, &job, flops, true)) return;
     }
 
     /* output ranges of at least 64 columns */
@@ -616,5 +623,5 @@ bool jb_cpu_gemm_direct(struct jb_cpu *cpu,
     job.w_cs               = w_cs;
     job.ldy                = ldy;
     job.tap[0][0]          = (struct jb_conv_tap){ x, 0, n, 0 };
-    return run_conv_job(cpu, &job, (double)rows * (double)inner * (double)n);
+    return run_conv_job(cpu, &job, (double)rows * (double)inner * (double)n, false);
 }

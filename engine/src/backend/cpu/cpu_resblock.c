@@ -297,8 +297,10 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
      * those do not run */
     const struct jb_conv_epilogue ep1 = { .relu_in = true, .relu_out = true };
     const struct jb_conv_epilogue ep2 = { .res = x, .rho = res_scale };
-    /* the k = 3 conv by Winograd where that saves work, the rest on the direct kernel */
-    const int64_t split = jb_cpu_winograd_split(T, dil);
+    /* the k = 3 conv by Winograd where that saves work, the rest on the direct kernel; at the
+     * amx level all of it direct (AMX tiles: faster than Winograd there, and Winograd's transforms
+     * would amplify the bf16x3 products' rounding, see cpu_amx.c) */
+    const int64_t split = cpu->isa >= JB_CPU_ISA_AMX ? 0 : jb_cpu_winograd_split(T, dil);
     bool fused = split ? jb_cpu_conv3_winograd(cpu, x, T, w1, b1, dil, true, true, b, split, a)
                        : jb_cpu_conv1d_fused(cpu, x, T, w1, b1, dil, dil, b, &ep1);
     if (fused && split && split < T)
