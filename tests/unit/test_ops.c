@@ -607,7 +607,9 @@ static void test_resblock_narrow(struct jb_backend *be)
            "0/5/10/15: within %.0e of each output's scale (%s), NaN reaches exactly p - d, p, "
            "p + d; chunks (some shorter than 2d) agree with the whole: %s",
            TOL_N,
-           g_isa >= JB_CPU_ISA_AVX512 ? "Winograd F(2,3)" : "direct sums",
+           g_isa >= JB_CPU_ISA_AMX      ? "AMX bf16x3 at C 64/32"
+           : g_isa >= JB_CPU_ISA_AVX512 ? "Winograd F(2,3)"
+                                        : "direct sums",
            agree_what());
 }
 

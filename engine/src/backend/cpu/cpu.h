@@ -451,6 +451,20 @@ struct jb_resblock_job {
     float rho;
     int64_t phase; /* Winograd: the origin (ops.def) modulo 2·dil */
 };
+/* The narrow block on AMX tiles (amx level; cpu_amx.c): 32-column tiles, both convs as bf16x3
+ * tile products with the epilogues of the FMA kernel. Needs C and S multiples of 32; the packed
+ * weights take 4·S·C floats (the room of Winograd's transformed weights), written once per call
+ * by jb_cpu_resblock_amx_weights; each thread needs jb_cpu_resblock_amx_tile_floats of tile
+ * memory. Its sums are not the FMA kernels' (rounding apart), but each column's are the same
+ * wherever the tiles fall, so chunks still give the whole's bits. */
+bool jb_cpu_resblock_amx_fits(int64_t C, int64_t S);
+size_t jb_cpu_resblock_amx_tile_floats(int64_t C, int64_t S);
+void jb_cpu_resblock_amx_weights(const struct jb_resblock_job *job, uint16_t *wp);
+void jb_cpu_resblock_amx(const struct jb_resblock_job *job,
+                         const uint16_t *wp,
+                         int64_t tile0,
+                         int64_t tile1,
+                         float *mem);
 /* Floats of tile memory one thread needs (64-byte aligned). */
 #define JB_RESBLOCK_TILE_FLOATS(C, S) ((3 * (C) + (S)) * (int64_t)JB_CONV_TILE)
 void jb_cpu_resblock_tiles_avx512(const struct jb_resblock_job *job,

@@ -17,6 +17,10 @@
  * runs every 32 x 32 output tile over (tap, 32 channels); bias, relu and residual are applied as
  * each output tile is stored. A column's sums do not depend on where the blocks fall, so chunks
  * of a sequence give the whole's bits.
+ *
+ * The narrow ResConv1DBlock (the VQ-VAE's 32-64 channels) is one fused kernel per 64-column tile
+ * (jb_cpu_resblock_amx), as the FMA one: both convs and their epilogues in L1/L2, one read of x
+ * and one write of y per block.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_ops.h"
@@ -124,55 +128,55 @@ static inline __mmask16 lanes_in(int64_t lo, int64_t hi) /* lanes l with lo <= l
     return (__mmask16)(below_hi & ~below_lo);
 }
 
-/* Rows 32·u.. of every tap's weights as A tiles: tile (tap, kc, mb) holds rows 16·mb.. and
- * channels 32·kc.., hi then lo; rows and channels past the end are 0. */
-static JB_TARGET_AMX void pack_weights(const struct jb_conv_job *jb,
-                                       const struct amx_shape *s,
-                                       int64_t u,
-                                       uint16_t *a)
+/* Rows [16·mb0, 16·mb1) of one tap's weights w[o·w_os + c·w_cs] (rows < rows, channels < cin)
+ * as A tiles: tile (kc, mb), at a + (kc·n_mb + mb)·2 tiles, holds rows 16·mb.. and channels
+ * 32·kc.., hi then lo; rows and channels past the end are 0. */
+static JB_TARGET_AMX void pack_a(const float *w,
+                                 int64_t rows,
+                                 int64_t cin,
+                                 int64_t w_os,
+                                 int64_t w_cs,
+                                 int64_t n_kc,
+                                 int64_t n_mb,
+                                 int64_t mb0,
+                                 int64_t mb1,
+                                 uint16_t *a)
 {
     const __m512i idx =
       _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                         _mm512_set1_epi32((int)jb->w_cs));
-    for (int j = 0; j < s->n_tap; j++)
-        for (int64_t kc = 0; kc < s->n_kc; kc++)
-            for (int64_t mb = 2 * u; mb < 2 * u + 2; mb++) {
-                uint16_t *t = a + (((j * s->n_kc + kc) * s->n_mb + mb) * 2) * TILE_B;
-                for (int r = 0; r < 16; r++) {
-                    const int64_t o = 16 * mb + r, c0 = kc * TILE_K;
-                    __m512 v[2];
-                    for (int h = 0; h < 2; h++) {
-                        __mmask16 k =
-                          o < jb->cout ? lanes_in(0, jb->cin - c0 - 16 * h) : (__mmask16)0;
-                        const float *p = o < jb->cout
-                                           ? jb->w + o * jb->w_os + (c0 + 16 * h) * jb->w_cs +
-                                               tap_of(jb, s, j)->widx
-                                           : jb->w;
-                        v[h]           = jb->w_cs == 1
-                                           ? _mm512_maskz_loadu_ps(k, p)
-                                           : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, p, 4);
-                    }
-                    __m512i hi, lo;
-                    split2(v[0], v[1], &hi, &lo);
-                    _mm512_storeu_si512(t + r * 32, hi);
-                    _mm512_storeu_si512(t + TILE_B + r * 32, lo);
+                         _mm512_set1_epi32((int)w_cs));
+    for (int64_t kc = 0; kc < n_kc; kc++)
+        for (int64_t mb = mb0; mb < mb1; mb++) {
+            uint16_t *t = a + ((kc * n_mb + mb) * 2) * TILE_B;
+            for (int r = 0; r < 16; r++) {
+                const int64_t o = 16 * mb + r, c0 = kc * TILE_K;
+                __m512 v[2];
+                for (int h = 0; h < 2; h++) {
+                    __mmask16 k    = o < rows ? lanes_in(0, cin - c0 - 16 * h) : (__mmask16)0;
+                    const float *p = o < rows ? w + o * w_os + (c0 + 16 * h) * w_cs : w;
+                    v[h]           = w_cs == 1 ? _mm512_maskz_loadu_ps(k, p)
+                                               : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, p, 4);
                 }
+                __m512i hi, lo;
+                split2(v[0], v[1], &hi, &lo);
+                _mm512_storeu_si512(t + r * 32, hi);
+                _mm512_storeu_si512(t + TILE_B + r * 32, lo);
             }
+        }
 }
 
-/* Whether tap j reads inside [0, len) for some column of the block at m0. */
-static bool tap_live(const struct jb_conv_job *jb, const struct amx_shape *s, int j, int64_t m0)
-{
-    const struct jb_conv_tap *tp = tap_of(jb, s, j);
-    return m0 + tp->q < tp->len && m0 + tp->q + s->block_n > 0;
-}
-
-/* The input columns [m0, m0 + block_n) of the live taps as B tiles: tile (tap, kc, nt) row r holds
- * channels 32·kc + 2r and + 2r + 1 of columns m0 + 16·nt.., interleaved pairwise, hi then lo. */
-static JB_TARGET_AMX __attribute__((noinline)) void pack_inputs(const struct jb_conv_job *jb,
-                                                                const struct amx_shape *s,
-                                                                int64_t m0,
-                                                                uint16_t *b)
+/* Columns a0.. (16·n_nt of them) of rows x[c·ldx] (c < cin), zero outside [0, len), relu'd
+ * if asked, as B tiles: tile (kc, nt), at b + (kc·n_nt + nt)·2 tiles, row r holds channels
+ * 32·kc + 2r and + 2r + 1 of columns a0 + 16·nt.., interleaved pairwise, hi then lo. */
+static JB_TARGET_AMX void pack_b(const float *x,
+                                 int64_t ldx,
+                                 int64_t cin,
+                                 int64_t a0,
+                                 int64_t len,
+                                 bool relu,
+                                 int64_t n_kc,
+                                 int64_t n_nt,
+                                 uint16_t *b)
 {
     const __m512i ileave = _mm512_set_epi16(31,
                                             15,
@@ -207,31 +211,74 @@ static JB_TARGET_AMX __attribute__((noinline)) void pack_inputs(const struct jb_
                                             16,
                                             0);
     const __m512 zero    = _mm512_setzero_ps();
+    for (int64_t kc = 0; kc < n_kc; kc++)
+        for (int64_t nt = 0; nt < n_nt; nt++) {
+            uint16_t *t       = b + ((kc * n_nt + nt) * 2) * TILE_B;
+            const int64_t a   = a0 + 16 * nt; /* source column of lane 0 */
+            const __mmask16 k = lanes_in(-a, len - a);
+            for (int r = 0; r < 16; r++) {
+                const int64_t c = kc * TILE_K + 2 * r;
+                __m512 v[2];
+                for (int h = 0; h < 2; h++)
+                    v[h] =
+                      c + h < cin ? _mm512_maskz_loadu_ps(k, addr_at(x, (c + h) * ldx + a)) : zero;
+                if (relu) { /* max(0, v) keeps a NaN, as the relu op */
+                    v[0] = _mm512_max_ps(zero, v[0]);
+                    v[1] = _mm512_max_ps(zero, v[1]);
+                }
+                __m512i hi, lo;
+                split2(v[0], v[1], &hi, &lo);
+                _mm512_storeu_si512(t + r * 32, _mm512_permutexvar_epi16(ileave, hi));
+                _mm512_storeu_si512(t + TILE_B + r * 32, _mm512_permutexvar_epi16(ileave, lo));
+            }
+        }
+}
+
+/* Rows 32·u.. of every tap's weights, tap j's tiles at a + j·n_kc·n_mb·2 tiles. */
+static JB_TARGET_AMX void pack_weights(const struct jb_conv_job *jb,
+                                       const struct amx_shape *s,
+                                       int64_t u,
+                                       uint16_t *a)
+{
+    for (int j = 0; j < s->n_tap; j++)
+        pack_a(jb->w + tap_of(jb, s, j)->widx,
+               jb->cout,
+               jb->cin,
+               jb->w_os,
+               jb->w_cs,
+               s->n_kc,
+               s->n_mb,
+               2 * u,
+               2 * u + 2,
+               a + (size_t)(j * s->n_kc * s->n_mb * 2) * TILE_B);
+}
+
+/* Whether tap j reads inside [0, len) for some column of the block at m0. */
+static bool tap_live(const struct jb_conv_job *jb, const struct amx_shape *s, int j, int64_t m0)
+{
+    const struct jb_conv_tap *tp = tap_of(jb, s, j);
+    return m0 + tp->q < tp->len && m0 + tp->q + s->block_n > 0;
+}
+
+/* The input columns [m0, m0 + block_n) of the live taps as B tiles, tap j's at
+ * b + j·n_kc·n_nt·2 tiles. */
+static JB_TARGET_AMX void pack_inputs(const struct jb_conv_job *jb,
+                                      const struct amx_shape *s,
+                                      int64_t m0,
+                                      uint16_t *b)
+{
     for (int j = 0; j < s->n_tap; j++) {
         if (!tap_live(jb, s, j, m0)) continue;
         const struct jb_conv_tap *tp = tap_of(jb, s, j);
-        for (int64_t kc = 0; kc < s->n_kc; kc++)
-            for (int64_t nt = 0; nt < s->n_nt; nt++) {
-                uint16_t *t       = b + (((j * s->n_kc + kc) * s->n_nt + nt) * 2) * TILE_B;
-                const int64_t a0  = m0 + 16 * nt + tp->q; /* source column of lane 0 */
-                const __mmask16 k = lanes_in(-a0, tp->len - a0);
-                for (int r = 0; r < 16; r++) {
-                    const int64_t c = kc * TILE_K + 2 * r;
-                    __m512 v[2];
-                    for (int h = 0; h < 2; h++)
-                        v[h] = c + h < jb->cin
-                                 ? _mm512_maskz_loadu_ps(k, addr_at(tp->x, (c + h) * jb->ldx + a0))
-                                 : zero;
-                    if (jb->relu_in) { /* max(0, v) keeps a NaN, as the relu op */
-                        v[0] = _mm512_max_ps(zero, v[0]);
-                        v[1] = _mm512_max_ps(zero, v[1]);
-                    }
-                    __m512i hi, lo;
-                    split2(v[0], v[1], &hi, &lo);
-                    _mm512_storeu_si512(t + r * 32, _mm512_permutexvar_epi16(ileave, hi));
-                    _mm512_storeu_si512(t + TILE_B + r * 32, _mm512_permutexvar_epi16(ileave, lo));
-                }
-            }
+        pack_b(tp->x,
+               jb->ldx,
+               jb->cin,
+               m0 + tp->q,
+               tp->len,
+               jb->relu_in,
+               s->n_kc,
+               s->n_nt,
+               b + (size_t)(j * s->n_kc * s->n_nt * 2) * TILE_B);
     }
 }
 
@@ -435,11 +482,190 @@ bool jb_cpu_conv_amx(struct jb_cpu *cpu, const struct jb_conv_job *jb, double fl
     return true;
 }
 
+/* --- narrow ResConv1DBlock ---------------------------------------------------------------------
+ */
+
+enum { RB_N = 64 }; /* columns per tile */
+
+/* The block's two convs as AMX shapes: the dilated k = 3 conv (S rows, 3 taps of C channels) and
+ * the 1x1 conv (C rows, S channels), each over RB_N-column tiles. */
+static struct amx_shape rb_shape(int64_t rows, int64_t cin, int n_tap)
+{
+    struct amx_shape s = { 0 };
+    s.n_kc             = cin / TILE_K;
+    s.n_mb             = rows / 16;
+    s.block_n          = RB_N;
+    s.n_nt             = RB_N / 16;
+    s.n_tap            = n_tap;
+    return s;
+}
+
+static size_t rb_w1_elems(const struct jb_resblock_job *jb) /* uint16 of the packed k = 3 conv */
+{
+    return (size_t)(3 * (jb->C / TILE_K) * (jb->S / 16) * 2) * TILE_B;
+}
+
+bool jb_cpu_resblock_amx_fits(int64_t C, int64_t S)
+{
+    return C % TILE_K == 0 && S % TILE_K == 0 && C > 0 && S > 0;
+}
+
+/* the three taps' input tiles, the inner activation (S x RB_N), its tiles */
+static size_t rb_b1_floats(int64_t C)
+{
+    return (size_t)(3 * (C / TILE_K) * (RB_N / 16) * 2) * TILE_B / 2;
+}
+
+size_t jb_cpu_resblock_amx_tile_floats(int64_t C, int64_t S)
+{
+    return rb_b1_floats(C) + (size_t)(S * RB_N) +
+           (size_t)((S / TILE_K) * (RB_N / 16) * 2) * TILE_B / 2;
+}
+
+JB_TARGET_AMX void jb_cpu_resblock_amx_weights(const struct jb_resblock_job *jb, uint16_t *wp)
+{
+    const int64_t C = jb->C, S = jb->S;
+    for (int j = 0; j < 3; j++) /* w1 [S, C, 3] */
+        pack_a(jb->w1 + j,
+               S,
+               C,
+               3 * C,
+               3,
+               C / TILE_K,
+               S / 16,
+               0,
+               S / 16,
+               wp + (size_t)(j * (C / TILE_K) * (S / 16) * 2) * TILE_B);
+    /* w2 [C, S, 1] */
+    pack_a(jb->w2, C, S, S, 1, S / TILE_K, C / 16, 0, C / 16, wp + rb_w1_elems(jb));
+}
+
+/* The input lines of the tile two ahead and the output lines of the next one: the 3·C input and
+ * C output streams are more than the hardware prefetchers follow (as in the FMA kernels). */
+static JB_TARGET_AMX void rb_prefetch(const struct jb_resblock_job *jb, int64_t t0)
+{
+    const int64_t C = jb->C, T = jb->T, d = jb->dil, ta = t0 + 2 * RB_N, tn = t0 + RB_N;
+    const int64_t near = d < RB_N ? d : 0; /* taps this close: the centre's lines widened */
+    for (int64_t c = 0; c < C; c++) {
+        const float *xc = jb->x + c * T;
+        for (int j = 0; j < 3; j++) {
+            if (near && j != 1) continue;
+            const int64_t a = ta + (j - 1) * d - (j == 1 ? near : 0);
+            const int64_t e = ta + (j - 1) * d + RB_N + (j == 1 ? near : 0);
+            for (int64_t u = a < 0 ? 0 : a; u < e && u < T; u += 16)
+                _mm_prefetch((const char *)(xc + u), _MM_HINT_T0);
+        }
+        float *yc = jb->y + c * T;
+        for (int64_t u = tn; u < tn + RB_N && u < T; u += 16)
+            _mm_prefetch((const char *)(yc + u), _MM_HINT_T0);
+    }
+}
+
+JB_TARGET_AMX void jb_cpu_resblock_amx(const struct jb_resblock_job *jb,
+                                       const uint16_t *wp,
+                                       int64_t tile0,
+                                       int64_t tile1,
+                                       float *mem)
+{
+    const int64_t C = jb->C, S = jb->S, T = jb->T, d = jb->dil;
+    const struct amx_shape s1 = rb_shape(S, C, 3), s2 = rb_shape(C, S, 1);
+    uint16_t *b1 = (uint16_t *)mem;       /* 3 taps x C/32 x RB_N/16 tiles, hi + lo */
+    float *h     = mem + rb_b1_floats(C); /* S x RB_N */
+    uint16_t *b2 = (uint16_t *)(h + S * RB_N);
+    float acc[2 * 512] __attribute__((aligned(64)));
+    const __m512 zero = _mm512_setzero_ps();
+    const bool all[1] = { true };
+    config_tiles();
+    for (int64_t tile = tile0; tile < tile1; tile++) {
+        const int64_t t0 = RB_N * tile;
+        rb_prefetch(jb, t0);
+        bool live[3];
+        for (int j = 0; j < 3; j++) {
+            const int64_t a0 = t0 + (j - 1) * d; /* relu(x) at t + (j − 1)·d, zero outside */
+            live[j]          = a0 < T && a0 + RB_N > 0;
+            if (live[j])
+                pack_b(jb->x,
+                       T,
+                       C,
+                       a0,
+                       T,
+                       true,
+                       C / TILE_K,
+                       RB_N / 16,
+                       b1 + (size_t)(j * (C / TILE_K) * (RB_N / 16) * 2) * TILE_B);
+        }
+        /* h = relu(conv3 + b1): the sum, then the bias, as the FMA kernels */
+        for (int64_t mb = 0; mb < S / 16; mb += 2)
+            for (int np = 0; np < RB_N / 16; np += 2) {
+                tile_sums(&s1, live, 0, wp, b1, mb, np, acc);
+                for (int r = 0; r < 32; r++) {
+                    const __m512 bv = _mm512_set1_ps(jb->b1 ? jb->b1[16 * mb + r] : 0.0f);
+                    for (int v = 0; v < 2; v++) {
+                        __m512 val = _mm512_add_ps(_mm512_load_ps(acc + r * 16 + v * 512), bv);
+                        _mm512_store_ps(h + (16 * mb + r) * RB_N + 16 * (np + v),
+                                        _mm512_max_ps(zero, val));
+                    }
+                }
+            }
+        pack_b(h, RB_N, S, 0, RB_N, false, S / TILE_K, RB_N / 16, b2);
+        /* y = x + ρ·(conv1 + b2), as the add op (ρ = 1) or axpy */
+        for (int64_t mb = 0; mb < C / 16; mb += 2)
+            for (int np = 0; np < RB_N / 16; np += 2) {
+                tile_sums(&s2, all, 0, wp + rb_w1_elems(jb), b2, mb, np, acc);
+                for (int r = 0; r < 32; r++) {
+                    const int64_t c = 16 * mb + r;
+                    const __m512 bv = _mm512_set1_ps(jb->b2 ? jb->b2[c] : 0.0f);
+                    for (int v = 0; v < 2; v++) {
+                        const int64_t t   = t0 + 16 * (np + v);
+                        const __mmask16 k = lanes_in(0, T - t);
+                        if (!k) break;
+                        __m512 val = _mm512_add_ps(_mm512_load_ps(acc + r * 16 + v * 512), bv);
+                        __m512 xv  = _mm512_maskz_loadu_ps(k, jb->x + c * T + t);
+                        val        = jb->rho == 1.0f
+                                       ? _mm512_add_ps(xv, val)
+                                       : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
+                        _mm512_mask_storeu_ps(jb->y + c * T + t, k, val);
+                    }
+                }
+            }
+    }
+    _tile_release();
+}
+
 #else
 
 bool jb_cpu_amx_usable(void)
 {
     return false;
+}
+
+bool jb_cpu_resblock_amx_fits(int64_t C, int64_t S)
+{
+    (void)C;
+    (void)S;
+    return false;
+}
+
+size_t jb_cpu_resblock_amx_tile_floats(int64_t C, int64_t S)
+{
+    (void)C;
+    (void)S;
+    return 0;
+}
+
+void jb_cpu_resblock_amx_weights(const struct jb_resblock_job *jb, uint16_t *wp)
+{
+    (void)jb;
+    (void)wp;
+}
+
+void jb_cpu_resblock_amx(const struct jb_resblock_job *jb,
+                         const uint16_t *wp,
+                         int64_t tile0,
+                         int64_t tile1,
+                         float *mem)
+{
+    (void)jb, (void)wp, (void)tile0, (void)tile1, (void)mem;
 }
 
 bool jb_cpu_conv_amx(struct jb_cpu *cpu, const struct jb_conv_job *jb, double flops)

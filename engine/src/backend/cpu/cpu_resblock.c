@@ -9,7 +9,8 @@
  * conv kernels. Both sum every output in the same order, so they agree bitwise. At dilations >=
  * 16 the AVX-512 kernel is instead Winograd F(2,3) along the dilation
  * (jb_cpu_resblock_wino_avx512: a quarter fewer multiplies per block, 1.15-1.25x), whose sums
- * agree with the direct ones to rounding; its pairs of columns are anchored at `origin` in the
+ * agree with the direct ones to rounding (at the amx level both convs run on AMX tiles instead,
+ * jb_cpu_resblock_amx); its pairs of columns are anchored at `origin` in the
  * whole sequence, so chunks still compute the whole's sums bitwise. Wide blocks (the
  * released conditioner, 1024 channels) use whole-sequence convolutions, which reuse their large
  * weights across the whole sequence. Their k = 3 conv runs by Winograd F(6,3) or F(4,3)
@@ -218,6 +219,13 @@ struct fused_job {
     const float *u; /* Winograd's transformed weights, or NULL: the direct kernel */
 };
 
+static void amx_range(void *arg, int64_t i0, int64_t i1, int slot)
+{
+    const struct fused_job *j = arg;
+    float *mem                = j->work + (size_t)slot * (size_t)j->stride;
+    jb_cpu_resblock_amx(&j->rb, (const uint16_t *)j->u, i0, i1, mem);
+}
+
 static void fused_range(void *arg, int64_t i0, int64_t i1, int slot)
 {
     const struct fused_job *j = arg;
@@ -268,6 +276,15 @@ void jb_cpu_op_resblock(struct jb_cpu *cpu,
                                  work,
                                  slot_floats(s),
                                  NULL };
+        if (cpu->isa >= JB_CPU_ISA_AMX && jb_cpu_resblock_amx_fits(s.C, s.S)) {
+            JB_ASSERT(jb_cpu_resblock_amx_tile_floats(s.C, s.S) <= (size_t)slot_floats(s));
+            uint16_t *wp = (uint16_t *)(work + (size_t)slot_floats(s) * (size_t)cpu->n_threads);
+            jb_cpu_resblock_amx_weights(&job.rb, wp);
+            job.u                 = (const float *)wp;
+            const int64_t n_tiles = (T + 63) / 64;
+            jb_cpu_for(cpu, n_tiles, (double)(4 * s.C * s.S * 64), amx_range, &job);
+            return;
+        }
         if (use_winograd(cpu, dil)) {
             float *u = work + (size_t)slot_floats(s) * (size_t)cpu->n_threads;
             jb_cpu_resblock_wino_weights(w1->data, s.S, s.C, u);
