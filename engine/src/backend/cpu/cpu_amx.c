@@ -58,13 +58,11 @@ bool jb_cpu_amx_usable(void)
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
-#ifndef JB_CPU_AMX_BLOCK_N
-#define JB_CPU_AMX_BLOCK_N 64
-#endif
-
 enum {
-    TILE_K = 32, /* channels per tile step (16 bf16 pairs) */
-    TILE_B = 512 /* bf16 per tile: 16 rows x 64 bytes */
+    TILE_K  = 32,  /* channels per tile step (16 bf16 pairs) */
+    TILE_B  = 512, /* bf16 per tile: 16 rows x 64 bytes */
+    BLOCK_N = 64   /* columns per packed input block (a conditioner window: 128 ran 1.41 s, 64
+                    * 1.37, 256 1.50; at 3 taps of 1024 channels 64 columns take 768 KiB) */
 };
 
 struct amx_shape {
@@ -466,15 +464,12 @@ bool jb_cpu_conv_amx(struct jb_cpu *cpu, const struct jb_conv_job *jb, double fl
         }
     s->n_kc = (jb->cin + TILE_K - 1) / TILE_K;
     s->n_mb = 2 * ((jb->cout + 31) / 32);
-    /* the packed input block in the arena: 128 columns where they fit, else 64 */
-    const size_t arena = JB_CPU_ARENA_FLOATS * sizeof(float);
-    s->block_n         = JB_CPU_AMX_BLOCK_N;
-    s->n_nt            = s->block_n / 16;
-    if (block_bytes(s) > arena) {
-        s->block_n = 64;
-        s->n_nt    = 4;
-    }
-    if (block_bytes(s) > arena || weights_bytes(s) > JB_CPU_AMX_W_BYTES) return false;
+    /* the packed input block in the arena, the packed weights in amx_w */
+    s->block_n = BLOCK_N;
+    s->n_nt    = BLOCK_N / 16;
+    if (block_bytes(s) > JB_CPU_ARENA_FLOATS * sizeof(float) ||
+        weights_bytes(s) > JB_CPU_AMX_W_BYTES)
+        return false;
     /* the weights once, by all threads (32 rows per item), then the column blocks */
     jb_cpu_for(cpu, s->n_mb / 2, (double)(s->n_tap * s->n_kc) * 1024.0, amx_pack_rows, &t);
     const int64_t blocks = (jb->n_m + s->block_n - 1) / s->block_n;
