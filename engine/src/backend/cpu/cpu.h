@@ -29,8 +29,9 @@
  * ISA: the build targets x86-64-v2, so AVX2/F16C and AVX-512 kernels are compiled with target
  * attributes and selected at init from __builtin_cpu_supports(). The environment variable
  * ENCORE_CPU_ISA=portable|avx2|avx512|amx caps the level (tests use jb_cpu_set_isa()). The amx
- * level differs from avx512 only in the wide convolutions' products (cpu_amx.c), whose sums are
- * bf16x3 rather than fp32 FMAs: close to them, not the same bits.
+ * level differs from avx512 only in the wide convolutions and the narrow ResConv1DBlocks
+ * (cpu_amx.c), whose sums are bf16x3 tile products rather than fp32 FMAs: close to them, not the
+ * same bits.
  */
 #ifndef JB_BACKEND_CPU_CPU_H
 #define JB_BACKEND_CPU_CPU_H
@@ -77,8 +78,7 @@ struct jb_cpu {
     enum jb_cpu_isa isa;
     enum jb_cpu_isa isa_max; /* what the machine supports */
     float *arena;            /* n_threads * JB_CPU_ARENA_FLOATS, 64-byte aligned; one per slot */
-    void
-      *amx_w; /* amx level: JB_CPU_AMX_W_BYTES for a job's packed weights (untouched until used) */
+    void *amx_w;             /* amx level: JB_CPU_AMX_W_BYTES for a job's packed weights */
     /* token loops: how eagerly the pool shares small ops, measured per loop kind */
     pthread_mutex_t tuner_lock;
     struct jb_share_tuner tuner;
@@ -417,13 +417,14 @@ struct jb_conv_job {
 size_t jb_cpu_conv_prepare(struct jb_conv_job *job);
 /* Whether this CPU and OS can run AMX-BF16 tiles (asks Linux for the tile state once). */
 bool jb_cpu_amx_usable(void);
-/* Channels in from which a job's products run on AMX at the amx level: the wide conditioner's
- * convolutions and Winograd products, not the VQ-VAE's 32-64 channel ones. */
+/* Channels in from which a direct-convolution job runs on AMX at the amx level: the wide
+ * conditioner's, not the VQ-VAE's 32-64 channel ones (its resblocks have their own AMX kernel). */
 #define JB_CPU_AMX_MIN_CIN 128
 /* Room for one job's weights as bf16 pairs: the conditioner's largest, 1920 x 1024 x 4 taps. */
 #define JB_CPU_AMX_W_BYTES ((size_t)32 << 20)
-/* Runs a one-phase, step-1 job of at least JB_CPU_AMX_MIN_CIN channels on AMX tiles (bf16x3
- * sums; cpu_amx.c) at the amx level; false, having done nothing, for any other job or level. */
+/* Runs a job of at least JB_CPU_AMX_MIN_CIN channels, taps read at step 0 or 1, one phase or
+ * the two of a stride-2 transposed conv (bias only), on AMX tiles (bf16x3 sums; cpu_amx.c) at
+ * the amx level; false, having done nothing, for any other job or level. */
 bool jb_cpu_conv_amx(struct jb_cpu *cpu, const struct jb_conv_job *job, double flops);
 void jb_cpu_conv_items_avx512(const struct jb_conv_job *job,
                               int64_t item0,
@@ -451,7 +452,7 @@ struct jb_resblock_job {
     float rho;
     int64_t phase; /* Winograd: the origin (ops.def) modulo 2·dil */
 };
-/* The narrow block on AMX tiles (amx level; cpu_amx.c): 32-column tiles, both convs as bf16x3
+/* The narrow block on AMX tiles (amx level; cpu_amx.c): 64-column tiles, both convs as bf16x3
  * tile products with the epilogues of the FMA kernel. Needs C and S multiples of 32; the packed
  * weights take 4·S·C floats (the room of Winograd's transformed weights), written once per call
  * by jb_cpu_resblock_amx_weights; each thread needs jb_cpu_resblock_amx_tile_floats of tile

@@ -7,7 +7,8 @@
  * |v|) leaves a relative error of ~4e-6 in a 900-term random dot product, where the FMA kernel's
  * is ~5e-7; Winograd's transforms would amplify it ~4x, so the amx level runs the wide convs
  * direct (cpu_resblock.c, cpu_conv.c), and still faster: a 1024-channel 1x1 conv over 4096 steps
- * ~2.5x the AVX-512 kernel, the upsampler conditioner ~1.5x (docs/design.md).
+ * ~2.5x the AVX-512 kernel, a window of the upsampler conditioner ~1.7x, a 20 s encode ~1.4x
+ * (docs/design.md).
  *
  * A job (struct jb_conv_job: one phase, or the two of a stride-2 transposed conv; taps read at
  * step 1) runs in two parallel passes. First every tap's weights are packed once as bf16 tiles
