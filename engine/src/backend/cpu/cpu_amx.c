@@ -340,6 +340,16 @@ static JB_TARGET_AMX void store_tile2(const struct jb_conv_job *jb,
     }
 }
 
+/* The four 16 x 16 sums (tiles 0-3) += the two row tiles (4, 5) times the two column tiles
+ * (6, 7); the tile numbers must be constants */
+#define PRODUCTS_2X2()                                                                             \
+    do {                                                                                           \
+        _tile_dpbf16ps(0, 4, 6);                                                                   \
+        _tile_dpbf16ps(1, 4, 7);                                                                   \
+        _tile_dpbf16ps(2, 5, 6);                                                                   \
+        _tile_dpbf16ps(3, 5, 7);                                                                   \
+    } while (0)
+
 /* Output rows 16·mb.. (32) and columns 16·np.. (32) of the block, phase p's taps, into acc. */
 static JB_TARGET_AMX void tile_sums(const struct amx_shape *s,
                                     const bool *live,
@@ -365,22 +375,13 @@ static JB_TARGET_AMX void tile_sums(const struct amx_shape *s,
             _tile_loadd(5, ta + 2 * TILE_B, 64);
             _tile_loadd(6, tb + TILE_B, 64);
             _tile_loadd(7, tb + 3 * TILE_B, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            PRODUCTS_2X2();
             _tile_loadd(6, tb, 64);
             _tile_loadd(7, tb + 2 * TILE_B, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            PRODUCTS_2X2();
             _tile_loadd(4, ta + TILE_B, 64);
             _tile_loadd(5, ta + 3 * TILE_B, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            PRODUCTS_2X2();
         }
     }
     _tile_stored(0, acc, 64);
