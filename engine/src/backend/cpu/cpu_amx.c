@@ -30,6 +30,8 @@
 #include <string.h>
 
 #if JB_CPU_X86
+#include "backend/cpu/x86_lanes.h"
+
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -90,14 +92,27 @@ struct amx_config {
     uint8_t rows[16];
 };
 
+/* Where the tile pair (hi, then lo) of tap j and channel step kc lies, in bf16 from the start:
+ * among the packed weights the pair of row block mb (pack_a), in a packed input block the pair
+ * of column tile nt (pack_b). Tap n_tap's start is the size. */
+static size_t a_tile(const struct amx_shape *s, int j, int64_t kc, int64_t mb)
+{
+    return (size_t)(((j * s->n_kc + kc) * s->n_mb + mb) * 2) * TILE_B;
+}
+
+static size_t b_tile(const struct amx_shape *s, int j, int64_t kc, int64_t nt)
+{
+    return (size_t)(((j * s->n_kc + kc) * s->n_nt + nt) * 2) * TILE_B;
+}
+
 static size_t weights_bytes(const struct amx_shape *s)
 {
-    return (size_t)s->n_tap * (size_t)s->n_kc * (size_t)s->n_mb * 2 * TILE_B * 2;
+    return a_tile(s, s->n_tap, 0, 0) * sizeof(uint16_t);
 }
 
 static size_t block_bytes(const struct amx_shape *s)
 {
-    return (size_t)s->n_tap * (size_t)s->n_kc * (size_t)s->n_nt * 2 * TILE_B * 2;
+    return b_tile(s, s->n_tap, 0, 0) * sizeof(uint16_t);
 }
 
 static JB_ALWAYS_INLINE JB_TARGET_AMX __m512 bf16_up(__m256i h) /* bf16 -> fp32, exact */
@@ -115,28 +130,16 @@ static JB_ALWAYS_INLINE JB_TARGET_AMX void split2(__m512 a, __m512 b, __m512i *h
     *lo       = (__m512i)_mm512_cvtne2ps_pbh(rb, ra);
 }
 
-static inline const float *addr_at(const float *p, int64_t off)
-{
-    return (const float *)((uintptr_t)p + (uintptr_t)off * sizeof(float));
-}
-
-static inline __mmask16 lanes_in(int64_t lo, int64_t hi) /* lanes l with lo <= l < hi */
-{
-    uint32_t below_hi = hi <= 0 ? 0u : hi >= 16 ? 0xffffu : (1u << hi) - 1u;
-    uint32_t below_lo = lo <= 0 ? 0u : lo >= 16 ? 0xffffu : (1u << lo) - 1u;
-    return (__mmask16)(below_hi & ~below_lo);
-}
-
-/* Rows [16·mb0, 16·mb1) of one tap's weights w[o·w_os + c·w_cs] (rows < rows, channels < cin)
- * as A tiles: tile (kc, mb), at a + (kc·n_mb + mb)·2 tiles, holds rows 16·mb.. and channels
- * 32·kc.., hi then lo; rows and channels past the end are 0. */
+/* Rows [16·mb0, 16·mb1) of tap j's weights w[o·w_os + c·w_cs] (rows < rows, channels < cin)
+ * as A tiles at a_tile(s, j, kc, mb): rows 16·mb.. and channels 32·kc.., hi then lo; rows and
+ * channels past the end are 0. */
 static JB_TARGET_AMX void pack_a(const float *w,
                                  int64_t rows,
                                  int64_t cin,
                                  int64_t w_os,
                                  int64_t w_cs,
-                                 int64_t n_kc,
-                                 int64_t n_mb,
+                                 const struct amx_shape *s,
+                                 int j,
                                  int64_t mb0,
                                  int64_t mb1,
                                  uint16_t *a)
@@ -144,14 +147,14 @@ static JB_TARGET_AMX void pack_a(const float *w,
     const __m512i idx =
       _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                          _mm512_set1_epi32((int)w_cs));
-    for (int64_t kc = 0; kc < n_kc; kc++)
+    for (int64_t kc = 0; kc < s->n_kc; kc++)
         for (int64_t mb = mb0; mb < mb1; mb++) {
-            uint16_t *t = a + ((kc * n_mb + mb) * 2) * TILE_B;
+            uint16_t *t = a + a_tile(s, j, kc, mb);
             for (int r = 0; r < 16; r++) {
                 const int64_t o = 16 * mb + r, c0 = kc * TILE_K;
                 __m512 v[2];
                 for (int h = 0; h < 2; h++) {
-                    __mmask16 k    = o < rows ? lanes_in(0, cin - c0 - 16 * h) : (__mmask16)0;
+                    __mmask16 k    = o < rows ? lanes_below(cin - c0 - 16 * h) : (__mmask16)0;
                     const float *p = o < rows ? w + o * w_os + (c0 + 16 * h) * w_cs : w;
                     v[h]           = w_cs == 1 ? _mm512_maskz_loadu_ps(k, p)
                                                : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, p, 4);
@@ -165,16 +168,16 @@ static JB_TARGET_AMX void pack_a(const float *w,
 }
 
 /* Columns a0.. (16·n_nt of them) of rows x[c·ldx] (c < cin), zero outside [0, len), relu'd
- * if asked, as B tiles: tile (kc, nt), at b + (kc·n_nt + nt)·2 tiles, row r holds channels
- * 32·kc + 2r and + 2r + 1 of columns a0 + 16·nt.., interleaved pairwise, hi then lo. */
+ * if asked, as tap j's B tiles at b_tile(s, j, kc, nt): row r holds channels 32·kc + 2r and
+ * + 2r + 1 of columns a0 + 16·nt.., interleaved pairwise, hi then lo. */
 static JB_TARGET_AMX void pack_b(const float *x,
                                  int64_t ldx,
                                  int64_t cin,
                                  int64_t a0,
                                  int64_t len,
                                  bool relu,
-                                 int64_t n_kc,
-                                 int64_t n_nt,
+                                 const struct amx_shape *s,
+                                 int j,
                                  uint16_t *b)
 {
     const __m512i ileave = _mm512_set_epi16(31,
@@ -210,11 +213,11 @@ static JB_TARGET_AMX void pack_b(const float *x,
                                             16,
                                             0);
     const __m512 zero    = _mm512_setzero_ps();
-    for (int64_t kc = 0; kc < n_kc; kc++)
-        for (int64_t nt = 0; nt < n_nt; nt++) {
-            uint16_t *t       = b + ((kc * n_nt + nt) * 2) * TILE_B;
+    for (int64_t kc = 0; kc < s->n_kc; kc++)
+        for (int64_t nt = 0; nt < s->n_nt; nt++) {
+            uint16_t *t       = b + b_tile(s, j, kc, nt);
             const int64_t a   = a0 + 16 * nt; /* source column of lane 0 */
-            const __mmask16 k = lanes_in(-a, len - a);
+            const __mmask16 k = lanes_in(len, a);
             for (int r = 0; r < 16; r++) {
                 const int64_t c = kc * TILE_K + 2 * r;
                 __m512 v[2];
@@ -233,7 +236,7 @@ static JB_TARGET_AMX void pack_b(const float *x,
         }
 }
 
-/* Rows 32·u.. of every tap's weights, tap j's tiles at a + j·n_kc·n_mb·2 tiles. */
+/* Rows 32·u.. of every tap's weights. */
 static JB_TARGET_AMX void pack_weights(const struct jb_conv_job *jb,
                                        const struct amx_shape *s,
                                        int64_t u,
@@ -245,11 +248,11 @@ static JB_TARGET_AMX void pack_weights(const struct jb_conv_job *jb,
                jb->cin,
                jb->w_os,
                jb->w_cs,
-               s->n_kc,
-               s->n_mb,
+               s,
+               j,
                2 * u,
                2 * u + 2,
-               a + (size_t)(j * s->n_kc * s->n_mb * 2) * TILE_B);
+               a);
 }
 
 /* Whether tap j reads inside [0, len) for some column of the block at m0. */
@@ -259,8 +262,7 @@ static bool tap_live(const struct jb_conv_job *jb, const struct amx_shape *s, in
     return m0 + tp->q < tp->len && m0 + tp->q + s->block_n > 0;
 }
 
-/* The input columns [m0, m0 + block_n) of the live taps as B tiles, tap j's at
- * b + j·n_kc·n_nt·2 tiles. */
+/* The input columns [m0, m0 + block_n) of the live taps as B tiles. */
 static JB_TARGET_AMX void pack_inputs(const struct jb_conv_job *jb,
                                       const struct amx_shape *s,
                                       int64_t m0,
@@ -269,43 +271,52 @@ static JB_TARGET_AMX void pack_inputs(const struct jb_conv_job *jb,
     for (int j = 0; j < s->n_tap; j++) {
         if (!tap_live(jb, s, j, m0)) continue;
         const struct jb_conv_tap *tp = tap_of(jb, s, j);
-        pack_b(tp->x,
-               jb->ldx,
-               jb->cin,
-               m0 + tp->q,
-               tp->len,
-               jb->relu_in,
-               s->n_kc,
-               s->n_nt,
-               b + (size_t)(j * s->n_kc * s->n_nt * 2) * TILE_B);
+        pack_b(tp->x, jb->ldx, jb->cin, m0 + tp->q, tp->len, jb->relu_in, s, j, b);
     }
 }
 
-/* bias, relu and residual of a 32 x 32 output tile (rows o0.., columns m0..), then stored;
+/* Where a 32 x 32 tile of sums goes: y[o·ldy + t] for o < rows, t < cols, after the bias,
+ * a relu and a residual y = res + ρ·out (res rows ldy apart, as y) */
+struct amx_out {
+    float *y;
+    const float *res, *bias; /* or NULL */
+    int64_t ldy, rows, cols;
+    bool relu;
+    float rho;
+};
+
+static struct amx_out job_out(const struct jb_conv_job *jb)
+{
+    return (struct amx_out){ jb->y,    jb->res,  jb->bias,     jb->ldy,
+                             jb->cout, jb->tout, jb->relu_out, jb->rho };
+}
+
+/* bias, relu and residual of the output tile at rows o0.., columns m0.., then stored;
  * acc[(column half)·512 + row·16 + column] */
-static JB_TARGET_AMX void store_tile(const struct jb_conv_job *jb,
+static JB_TARGET_AMX void store_tile(const struct amx_out *out,
                                      const float *acc,
                                      int64_t o0,
                                      int64_t m0)
 {
     const __m512 zero = _mm512_setzero_ps();
-    for (int r = 0; r < 32 && o0 + r < jb->cout; r++) {
+    for (int r = 0; r < 32 && o0 + r < out->rows; r++) {
         const int64_t o = o0 + r;
-        float *yr       = jb->y + o * jb->ldy;
-        const float *xr = jb->res ? jb->res + o * jb->ldy : NULL;
-        const __m512 bv = _mm512_set1_ps(jb->bias ? jb->bias[o] : 0.0f);
+        float *yr       = out->y + o * out->ldy;
+        const float *xr = out->res ? out->res + o * out->ldy : NULL;
+        const __m512 bv = _mm512_set1_ps(out->bias ? out->bias[o] : 0.0f);
         for (int v = 0; v < 2; v++) {
             const int64_t t   = m0 + 16 * v;
-            const __mmask16 k = lanes_in(0, jb->tout - t);
+            const __mmask16 k = lanes_below(out->cols - t);
             if (!k) break;
-            /* the sum, then the bias, as the FMA kernels */
+            /* the sum, then the bias, as the FMA kernels; the residual as the add op (ρ = 1) or
+             * axpy */
             __m512 val = _mm512_add_ps(_mm512_load_ps(acc + r * 16 + v * 512), bv);
-            if (jb->relu_out) val = _mm512_max_ps(zero, val);
+            if (out->relu) val = _mm512_max_ps(zero, val);
             if (xr) {
                 __m512 xv = _mm512_maskz_loadu_ps(k, xr + t);
-                val       = jb->rho == 1.0f
+                val       = out->rho == 1.0f
                               ? _mm512_add_ps(xv, val)
-                              : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
+                              : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(out->rho), val));
             }
             _mm512_mask_storeu_ps(yr + t, k, val);
         }
@@ -333,9 +344,9 @@ static JB_TARGET_AMX void store_tile2(const struct jb_conv_job *jb,
             __m512 a0 = _mm512_add_ps(_mm512_load_ps(acc0 + r * 16 + v * 512), bv);
             __m512 a1 = _mm512_add_ps(_mm512_load_ps(acc1 + r * 16 + v * 512), bv);
             _mm512_mask_storeu_ps(
-              yr + t, lanes_in(0, jb->tout - t), _mm512_permutex2var_ps(a0, lo_idx, a1));
+              yr + t, lanes_below(jb->tout - t), _mm512_permutex2var_ps(a0, lo_idx, a1));
             _mm512_mask_storeu_ps(
-              yr + t + 16, lanes_in(0, jb->tout - t - 16), _mm512_permutex2var_ps(a0, hi_idx, a1));
+              yr + t + 16, lanes_below(jb->tout - t - 16), _mm512_permutex2var_ps(a0, hi_idx, a1));
         }
     }
 }
@@ -360,7 +371,6 @@ static JB_TARGET_AMX void tile_sums(const struct amx_shape *s,
                                     int np,
                                     float *acc)
 {
-    const int64_t nmb = s->n_mb;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -368,8 +378,8 @@ static JB_TARGET_AMX void tile_sums(const struct amx_shape *s,
     for (int j = 0; j < s->n_tap; j++) {
         if (!live[j] || s->phase[j] != p) continue;
         for (int64_t kc = 0; kc < s->n_kc; kc++) {
-            const uint16_t *ta = a + (((j * s->n_kc + kc) * nmb + mb) * 2) * TILE_B;
-            const uint16_t *tb = b + (((j * s->n_kc + kc) * s->n_nt + np) * 2) * TILE_B;
+            const uint16_t *ta = a + a_tile(s, j, kc, mb);
+            const uint16_t *tb = b + b_tile(s, j, kc, np);
             /* hi·lo, hi·hi, then lo·hi: tiles 4, 5 the rows' A, 6, 7 the columns' B */
             _tile_loadd(4, ta, 64);
             _tile_loadd(5, ta + 2 * TILE_B, 64);
@@ -400,13 +410,14 @@ static JB_TARGET_AMX void block_rows(const struct jb_conv_job *jb,
     bool live[2 * JB_CONV_MAX_TAPS];
     for (int j = 0; j < s->n_tap; j++)
         live[j] = tap_live(jb, s, j, m0);
+    const struct amx_out out = job_out(jb);
     float acc[2][2 * 512] __attribute__((aligned(64)));
     for (int64_t mb = 0; mb < s->n_mb; mb += 2)
         for (int np = 0; np < s->n_nt && m0 + 16 * np < jb->n_m; np += 2) {
             for (int p = 0; p < jb->n_phase; p++)
                 tile_sums(s, live, p, a, b, mb, np, acc[p]);
             if (jb->n_phase == 1)
-                store_tile(jb, acc[0], 16 * mb, m0 + 16 * np);
+                store_tile(&out, acc[0], 16 * mb, m0 + 16 * np);
             else
                 store_tile2(jb, acc[0], acc[1], 16 * mb, m0 + 16 * np);
         }
@@ -479,8 +490,7 @@ bool jb_cpu_conv_amx(struct jb_cpu *cpu, const struct jb_conv_job *jb, double fl
     return true;
 }
 
-/* --- narrow ResConv1DBlock ---------------------------------------------------------------------
- */
+/* --- narrow ResConv1DBlock --------------------------------------------------------------- */
 
 enum { RB_N = 64 }; /* columns per tile */
 
@@ -497,44 +507,26 @@ static struct amx_shape rb_shape(int64_t rows, int64_t cin, int n_tap)
     return s;
 }
 
-static size_t rb_w1_elems(const struct jb_resblock_job *jb) /* uint16 of the packed k = 3 conv */
-{
-    return (size_t)(3 * (jb->C / TILE_K) * (jb->S / 16) * 2) * TILE_B;
-}
-
 bool jb_cpu_resblock_amx_fits(int64_t C, int64_t S)
 {
     return C % TILE_K == 0 && S % TILE_K == 0 && C > 0 && S > 0;
 }
 
 /* the three taps' input tiles, the inner activation (S x RB_N), its tiles */
-static size_t rb_b1_floats(int64_t C)
-{
-    return (size_t)(3 * (C / TILE_K) * (RB_N / 16) * 2) * TILE_B / 2;
-}
-
 size_t jb_cpu_resblock_amx_tile_floats(int64_t C, int64_t S)
 {
-    return rb_b1_floats(C) + (size_t)(S * RB_N) +
-           (size_t)((S / TILE_K) * (RB_N / 16) * 2) * TILE_B / 2;
+    const struct amx_shape s1 = rb_shape(S, C, 3), s2 = rb_shape(C, S, 1);
+    return (block_bytes(&s1) + block_bytes(&s2)) / sizeof(float) + (size_t)(S * RB_N);
 }
 
 JB_TARGET_AMX void jb_cpu_resblock_amx_weights(const struct jb_resblock_job *jb, uint16_t *wp)
 {
     const int64_t C = jb->C, S = jb->S;
+    const struct amx_shape s1 = rb_shape(S, C, 3), s2 = rb_shape(C, S, 1);
     for (int j = 0; j < 3; j++) /* w1 [S, C, 3] */
-        pack_a(jb->w1 + j,
-               S,
-               C,
-               3 * C,
-               3,
-               C / TILE_K,
-               S / 16,
-               0,
-               S / 16,
-               wp + (size_t)(j * (C / TILE_K) * (S / 16) * 2) * TILE_B);
-    /* w2 [C, S, 1] */
-    pack_a(jb->w2, C, S, S, 1, S / TILE_K, C / 16, 0, C / 16, wp + rb_w1_elems(jb));
+        pack_a(jb->w1 + j, S, C, 3 * C, 3, &s1, j, 0, s1.n_mb, wp);
+    /* w2 [C, S, 1], after them */
+    pack_a(jb->w2, C, S, S, 1, &s2, 0, 0, s2.n_mb, wp + a_tile(&s1, 3, 0, 0));
 }
 
 /* The input lines of the tile two ahead and the output lines of the next one: the 3·C input and
@@ -566,11 +558,14 @@ JB_TARGET_AMX void jb_cpu_resblock_amx(const struct jb_resblock_job *jb,
 {
     const int64_t C = jb->C, S = jb->S, T = jb->T, d = jb->dil;
     const struct amx_shape s1 = rb_shape(S, C, 3), s2 = rb_shape(C, S, 1);
-    uint16_t *b1 = (uint16_t *)mem;       /* 3 taps x C/32 x RB_N/16 tiles, hi + lo */
-    float *h     = mem + rb_b1_floats(C); /* S x RB_N */
-    uint16_t *b2 = (uint16_t *)(h + S * RB_N);
+    uint16_t *b1       = (uint16_t *)mem;                        /* the three taps' input tiles */
+    float *h           = mem + block_bytes(&s1) / sizeof(float); /* S x RB_N */
+    uint16_t *b2       = (uint16_t *)(h + S * RB_N);
+    const uint16_t *w2 = wp + a_tile(&s1, 3, 0, 0);
+    /* h = relu(conv3 + b1); y = x + ρ·(conv1 + b2) */
+    const struct amx_out out1 = { h, NULL, jb->b1, RB_N, S, RB_N, true, 1.0f };
+    const struct amx_out out2 = { jb->y, jb->x, jb->b2, T, C, T, false, jb->rho };
     float acc[2 * 512] __attribute__((aligned(64)));
-    const __m512 zero = _mm512_setzero_ps();
     const bool all[1] = { true };
     config_tiles();
     for (int64_t tile = tile0; tile < tile1; tile++) {
@@ -580,50 +575,18 @@ JB_TARGET_AMX void jb_cpu_resblock_amx(const struct jb_resblock_job *jb,
         for (int j = 0; j < 3; j++) {
             const int64_t a0 = t0 + (j - 1) * d; /* relu(x) at t + (j − 1)·d, zero outside */
             live[j]          = a0 < T && a0 + RB_N > 0;
-            if (live[j])
-                pack_b(jb->x,
-                       T,
-                       C,
-                       a0,
-                       T,
-                       true,
-                       C / TILE_K,
-                       RB_N / 16,
-                       b1 + (size_t)(j * (C / TILE_K) * (RB_N / 16) * 2) * TILE_B);
+            if (live[j]) pack_b(jb->x, T, C, a0, T, true, &s1, j, b1);
         }
-        /* h = relu(conv3 + b1): the sum, then the bias, as the FMA kernels */
-        for (int64_t mb = 0; mb < S / 16; mb += 2)
+        for (int64_t mb = 0; mb < s1.n_mb; mb += 2)
             for (int np = 0; np < RB_N / 16; np += 2) {
                 tile_sums(&s1, live, 0, wp, b1, mb, np, acc);
-                for (int r = 0; r < 32; r++) {
-                    const __m512 bv = _mm512_set1_ps(jb->b1 ? jb->b1[16 * mb + r] : 0.0f);
-                    for (int v = 0; v < 2; v++) {
-                        __m512 val = _mm512_add_ps(_mm512_load_ps(acc + r * 16 + v * 512), bv);
-                        _mm512_store_ps(h + (16 * mb + r) * RB_N + 16 * (np + v),
-                                        _mm512_max_ps(zero, val));
-                    }
-                }
+                store_tile(&out1, acc, 16 * mb, 16 * np);
             }
-        pack_b(h, RB_N, S, 0, RB_N, false, S / TILE_K, RB_N / 16, b2);
-        /* y = x + ρ·(conv1 + b2), as the add op (ρ = 1) or axpy */
-        for (int64_t mb = 0; mb < C / 16; mb += 2)
+        pack_b(h, RB_N, S, 0, RB_N, false, &s2, 0, b2);
+        for (int64_t mb = 0; mb < s2.n_mb; mb += 2)
             for (int np = 0; np < RB_N / 16; np += 2) {
-                tile_sums(&s2, all, 0, wp + rb_w1_elems(jb), b2, mb, np, acc);
-                for (int r = 0; r < 32; r++) {
-                    const int64_t c = 16 * mb + r;
-                    const __m512 bv = _mm512_set1_ps(jb->b2 ? jb->b2[c] : 0.0f);
-                    for (int v = 0; v < 2; v++) {
-                        const int64_t t   = t0 + 16 * (np + v);
-                        const __mmask16 k = lanes_in(0, T - t);
-                        if (!k) break;
-                        __m512 val = _mm512_add_ps(_mm512_load_ps(acc + r * 16 + v * 512), bv);
-                        __m512 xv  = _mm512_maskz_loadu_ps(k, jb->x + c * T + t);
-                        val        = jb->rho == 1.0f
-                                       ? _mm512_add_ps(xv, val)
-                                       : _mm512_add_ps(xv, _mm512_mul_ps(_mm512_set1_ps(jb->rho), val));
-                        _mm512_mask_storeu_ps(jb->y + c * T + t, k, val);
-                    }
-                }
+                tile_sums(&s2, all, 0, w2, b2, mb, np, acc);
+                store_tile(&out2, acc, 16 * mb, t0 + 16 * np);
             }
     }
     _tile_release();

@@ -216,7 +216,7 @@ struct fused_job {
     struct jb_resblock_job rb;
     float *work;
     int64_t stride; /* floats of work per slot */
-    const float *u; /* Winograd's transformed weights, or NULL: the direct kernel */
+    const float *u; /* Winograd's transformed weights, the AMX kernel's packed ones, or NULL */
 };
 
 static void amx_range(void *arg, int64_t i0, int64_t i1, int slot)

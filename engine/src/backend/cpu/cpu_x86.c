@@ -11,6 +11,7 @@
 
 #if JB_CPU_X86
 
+#include "backend/cpu/x86_lanes.h"
 #include "core/fp16.h"
 
 #include <immintrin.h>
@@ -47,11 +48,6 @@ static JB_ALWAYS_INLINE JB_TARGET_AVX512 __m512 ld16m_512(enum jb_dtype type,
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
     return _mm512_maskz_loadu_ps(k, (const float *)p + i);
-}
-
-static inline __mmask16 lanes_below(int64_t n) /* lanes [0, n) of 16, n clamped to [0, 16] */
-{
-    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
 }
 
 JB_TARGET_AVX512 void jb_cpu_convert_avx512(enum jb_dtype type,
@@ -564,13 +560,6 @@ JB_TARGET_AVX512 void jb_cpu_gemm_tile_avx512(int64_t M,
 
 /* --- direct convolution ----------------------------------------------------------------------- */
 
-/* Address of element off of row base p, computed in integers: off may lie before the row when
- * the tile overlaps the zero padding (those lanes are masked off and never read). */
-static inline const float *addr_at(const float *p, int64_t off)
-{
-    return (const float *)((uintptr_t)p + (uintptr_t)off * sizeof(float));
-}
-
 /* The taps of the tile at m0 whose source window [m0 + q, m0 + q + JB_CONV_TILE) meets [0, len):
  * the others read only zero padding (a dilated conv whose dilation approaches the sequence
  * length, 729 and 2187 in the upsampler conditioner), and their FMAs would add nothing but zeros.
@@ -1073,11 +1062,6 @@ struct wino_vec {
     int64_t t;
     __mmask16 ma, mb;
 };
-
-static inline __mmask16 lanes_in(int64_t T, int64_t p) /* lanes l with 0 <= p + l < T */
-{
-    return (__mmask16)(lanes_below(T - p) & ~lanes_below(-p));
-}
 
 static inline float *addr_at_w(float *p, int64_t off)
 {
